@@ -1,0 +1,34 @@
+"""Settings of the processor service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sluiceway.settings import KafkaSettings
+
+
+class ProcessorTuning(BaseSettings):
+    """How the faust worker of a run batches and what it guarantees."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICEWAY_PROCESSOR_", frozen=True)
+
+    batch_size: int = Field(2_000, ge=1, description="Events taken per batch (stream.take).")
+    batch_within_s: float = Field(0.5, gt=0, description="Longest wait to fill a batch.")
+    guarantee: Literal["exactly_once", "at_least_once"] = Field(
+        "exactly_once", description="faust processing_guarantee."
+    )
+    commit_interval_s: float = Field(
+        1.0, gt=0, description="How often offsets/transactions commit."
+    )
+
+
+@dataclass(frozen=True)
+class ProcessorSettings:
+    """Everything a processor worker needs, built once in main() and passed down."""
+
+    kafka: KafkaSettings
+    tuning: ProcessorTuning

@@ -1,0 +1,36 @@
+"""``sluiceway process --run ETL_ID``: one faust worker for one export run."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from processors.app import RunProcessor
+from processors.config import ProcessorSettings
+from sluiceway.codec import Codec
+from sluiceway.kafka_io import load_run
+
+
+def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> int:
+    """Process the run to its cut, send its end markers, and return the events forwarded."""
+    record = load_run(settings.kafka, etl_id)
+    processor = RunProcessor(settings, record, Codec())
+    worker = faust.Worker(processor.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+
+    stopping: list[asyncio.Future[None]] = []
+
+    def finished() -> None:
+        stopping.append(asyncio.ensure_future(worker.stop(), loop=worker.loop))
+
+    processor.on_finished = finished  # type: ignore[method-assign]
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code not in (0, None) or not processor.finished:
+            logging.getLogger("sluiceway.processor").error(
+                "processor of run %s stopped before the cut (exit %s)", etl_id, exc.code
+            )
+            raise
+    return processor.forwarded

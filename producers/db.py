@@ -1,0 +1,22 @@
+"""Connecting to the source database with errors a user can act on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg2
+
+from producers.errors import SourceUnavailableError
+from sluiceway.settings import PostgresSettings
+
+
+def connect(pg: PostgresSettings) -> Any:
+    """A psycopg2 connection; a refused or failed login becomes one line naming the server."""
+    try:
+        return psycopg2.connect(pg.dsn())
+    except psycopg2.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise SourceUnavailableError(
+            f"source PostgreSQL {pg.user}@{pg.host}:{pg.port}/{pg.dbname} refused the connection: "
+            f"{first}; is the stack up (sluiceway stack up)?"
+        ) from exc

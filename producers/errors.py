@@ -1,0 +1,17 @@
+"""Errors of the capture stage."""
+
+from __future__ import annotations
+
+from sluiceway.errors import TerminalError, TransientError
+
+
+class SourceUnavailableError(TransientError):
+    """The source database does not answer."""
+
+
+class ProduceError(TransientError):
+    """Kafka did not acknowledge every event in time."""
+
+
+class SourceSchemaError(TerminalError):
+    """A captured table is missing or not shaped as the schemas say."""

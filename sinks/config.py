@@ -1,0 +1,49 @@
+"""Settings of the sink stage.
+
+Built once by the caller (CLI, tests) and passed down; nothing here reads the environment
+at import time. Every field can be set through ``SLUICEWAY_SINK_<FIELD>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Compression = Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"]
+
+
+class SinkSettings(BaseSettings):
+    """How the sink rolls a run's events into Parquet files."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICEWAY_SINK_", frozen=True)
+
+    max_rows: int = Field(
+        3_500_000, ge=1, description="Row cap of one file (Enterprise Insights uses 3.5M)."
+    )
+    max_bytes: int = Field(
+        256 * 1024 * 1024, ge=1, description="Cap on one file's encoded size in bytes."
+    )
+    max_age_s: float = Field(
+        600.0, gt=0, description="A file open this many seconds is closed at the next check."
+    )
+    row_group_rows: int = Field(
+        50_000,
+        ge=1,
+        le=1_000_000,
+        description="Rows buffered in memory before they are written as one row group.",
+    )
+    compression: Compression = Field("zstd", description="Parquet compression codec.")
+    compression_level: int | None = Field(
+        None, description="Codec level; None keeps the codec's default."
+    )
+    poll_batch: int = Field(500, ge=1, description="Messages fetched per consume() call.")
+    poll_timeout_s: float = Field(1.0, gt=0, description="How long one consume() call waits.")
+    metrics_port: int | None = Field(
+        None, description="Serve Prometheus metrics on this port; None serves nothing."
+    )
+    schema_dir: Path | None = Field(
+        None, description="Directory of the .avsc schemas; None uses the checkout's schemas/."
+    )

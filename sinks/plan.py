@@ -1,0 +1,95 @@
+"""What a run writes where: table directories and lake schemas per writer schema. Pure.
+
+Rows are routed by the fingerprint of the schema they were written with, so a schema
+change mid-run closes the table's files (SCHEMA_CHANGE) instead of mixing columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import pyarrow as pa
+
+from sinks import layout
+from sinks.errors import RunStateError
+from sinks.rows import arrow_schema
+from sluiceway.codec import HEADER_LEN, Codec, Event
+from sluiceway.errors import InvalidEventError
+from sluiceway.runs import RunRecord
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    table: str
+    schema_id: str  # hex fingerprint of the writer schema
+    schema: pa.Schema
+    columns: tuple[str, ...]  # the entity's own columns
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    etl_id: str
+    tenants: frozenset[str]
+    table_dirs: dict[str, str]
+    schemas: dict[str, TableSchema]  # by schema_id
+    full_export_date: str  # YYYY-MM-DD of the full export the run's chain builds on
+
+    @property
+    def schema_versions(self) -> dict[str, str]:
+        return {s.table: s.schema_id for s in self.schemas.values()}
+
+    def route(self, value: bytes, event: Event) -> TableSchema:
+        """The table of a decoded event; InvalidEventError if the run did not ask for it."""
+        found = self.schemas.get(bytes(value[2:HEADER_LEN]).hex())
+        if found is None or found.table not in self.table_dirs:
+            raise InvalidEventError(
+                f"event of entity {event.get('entity')!r} is not selected by run {self.etl_id}"
+            )
+        if event.get("tenant_id") not in self.tenants:
+            raise InvalidEventError(
+                f"event of tenant {event.get('tenant_id')!r} is not selected by run {self.etl_id}"
+            )
+        return found
+
+
+def table_dirs(record: RunRecord, full_date: date | datetime | None = None) -> dict[str, str]:
+    """Each entity's directory; a delta needs the date of the full export it builds on."""
+    if record.type == "full":
+        return {
+            t: layout.full_table_dir(record.export_date, t, record.etl_id) for t in record.entities
+        }
+    if full_date is None:
+        raise RunStateError(
+            f"run {record.etl_id} is a {record.type} run but the lake has no full export to "
+            "build on; run a full export first"
+        )
+    return {
+        t: layout.delta_table_dir(full_date, record.export_date, t, record.etl_id)
+        for t in record.entities
+    }
+
+
+def build_plan(
+    record: RunRecord, codec: Codec, full_date: date | datetime | None = None
+) -> RunPlan:
+    schemas: dict[str, TableSchema] = {}
+    for table in record.entities:
+        if table not in codec.schemas:
+            raise RunStateError(f"run {record.etl_id} selects unknown entity {table!r}")
+        event_schema = codec.schemas[table]
+        record_schema = event_schema.record
+        schema_id = event_schema.header[2:].hex()
+        schemas[schema_id] = TableSchema(
+            table=table,
+            schema_id=schema_id,
+            schema=arrow_schema(record_schema),
+            columns=tuple(f["name"] for f in record_schema["fields"]),
+        )
+    return RunPlan(
+        etl_id=record.etl_id,
+        tenants=frozenset(record.tenants),
+        table_dirs=table_dirs(record, full_date),
+        schemas=schemas,
+        full_export_date=f"{full_date or record.export_date:%Y-%m-%d}",
+    )

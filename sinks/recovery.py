@@ -1,0 +1,38 @@
+"""What a previous attempt of the same run left in the lake. I/O.
+
+Temporaries are deleted; published files are read back (footer only) so their offsets
+are skipped instead of written twice. A part file without our footer metadata is a torn
+object from an interrupted upload and is deleted so it can be rewritten.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sinks import layout, parquet_file, storage
+from sinks.parquet_file import FileRecord
+from sinks.storage import Lake
+
+log = logging.getLogger("sluiceway.sink")
+
+
+def recover(lake: Lake, etl_id: str, table_dirs: dict[str, str]) -> list[FileRecord]:
+    """Clean the run's directories and return the files already published there."""
+    storage.remove_temporaries(lake, list(table_dirs.values()))
+    manifest_tmp = layout.temp_name(layout.basename(layout.run_manifest_path(etl_id)), "")
+    storage.remove_temporaries(lake, [layout.RUNS_DIR], prefix=manifest_tmp)
+    records: list[FileRecord] = []
+    for table, directory in sorted(table_dirs.items()):
+        for info in storage.list_names(lake, directory):
+            if layout.parse_part_name(info.base_name) is None:
+                continue
+            relative = f"{directory}/{info.base_name}"
+            record = parquet_file.read_record(lake, relative, info.size or 0)
+            if record is None or record.table != table:
+                log.warning("deleting unreadable part file %s", info.path)
+                lake.fs.delete_file(info.path)
+                continue
+            records.append(record)
+    if records:
+        log.info("resuming: %d files already published", len(records))
+    return records

@@ -1,0 +1,124 @@
+"""Change events -> lake rows -> Arrow. Pure.
+
+Entity columns come from the event's ``after``; every row also carries the metadata
+columns of DESIGN.md section 4. Entity columns are nullable even when Avro says otherwise,
+because a delete has no ``after`` and keeps only its key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from sinks.errors import UnsupportedSchemaError
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+METADATA_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("_tenant_id", pa.string(), nullable=False),
+    pa.field("_op", pa.string(), nullable=False),
+    pa.field("_deleted", pa.bool_(), nullable=False),
+    pa.field("_position", pa.int64(), nullable=False),
+    pa.field("_source_ts", TIMESTAMP, nullable=False),
+    pa.field("_etl_id", pa.string(), nullable=False),
+)
+METADATA_NAMES = tuple(f.name for f in METADATA_FIELDS)
+
+_PRIMITIVES: dict[str, pa.DataType] = {
+    "long": pa.int64(),
+    "int": pa.int32(),
+    "string": pa.string(),
+    "boolean": pa.bool_(),
+    "double": pa.float64(),
+    "float": pa.float32(),
+    "bytes": pa.binary(),
+}
+_LOGICAL: dict[str, pa.DataType] = {
+    "timestamp-micros": TIMESTAMP,
+    "timestamp-millis": TIMESTAMP,
+    "date": pa.date32(),
+}
+
+Row = dict[str, Any]
+
+
+def arrow_type(avro_type: Any, column: str = "?") -> pa.DataType:
+    """The Arrow type of one Avro field type; a ``["null", X]`` union maps to X."""
+    if isinstance(avro_type, list):
+        branches = [b for b in avro_type if b != "null"]
+        if len(branches) != 1:
+            raise UnsupportedSchemaError(
+                f'column {column!r} has union {avro_type}; expected ["null", <type>]'
+            )
+        return arrow_type(branches[0], column)
+    if isinstance(avro_type, dict):
+        logical = avro_type.get("logicalType")
+        if logical in _LOGICAL:
+            return _LOGICAL[logical]
+        if avro_type.get("type") == "enum":
+            return pa.string()
+        return arrow_type(avro_type.get("type"), column)
+    if isinstance(avro_type, str) and avro_type in _PRIMITIVES:
+        return _PRIMITIVES[avro_type]
+    raise UnsupportedSchemaError(
+        f"column {column!r} has Avro type {avro_type!r}; expected a primitive, "
+        "timestamp-micros, date, enum or a nullable union of those"
+    )
+
+
+def arrow_schema(record: dict[str, Any]) -> pa.Schema:
+    """The lake schema of a table: the entity's columns, then the metadata columns."""
+    fields = [pa.field(f["name"], arrow_type(f["type"], f["name"])) for f in record["fields"]]
+    clash = {f.name for f in fields} & set(METADATA_NAMES)
+    if clash:
+        raise UnsupportedSchemaError(
+            f"entity {record.get('name')!r} has columns {sorted(clash)} that clash with "
+            "the lake's metadata columns"
+        )
+    return pa.schema([*fields, *METADATA_FIELDS])
+
+
+def event_row(event: dict[str, Any], etl_id: str, columns: list[str]) -> Row:
+    """One lake row of a decoded event; ``columns`` are the entity's own column names."""
+    after = event.get("after")
+    row: Row = dict.fromkeys(columns)
+    if after is not None:
+        row.update({c: after.get(c) for c in columns})
+    elif "id" in row:
+        row["id"] = event["entity_id"]  # a delete keeps its key so readers can apply it
+    row["_tenant_id"] = event["tenant_id"]
+    row["_op"] = event["op"]
+    row["_deleted"] = event["op"] == "d"
+    row["_position"] = event["position"]
+    row["_source_ts"] = event["source_ts"]
+    row["_etl_id"] = etl_id
+    return row
+
+
+@dataclass
+class ColumnBuffer:
+    """Rows waiting for the next row group, held column-wise with their Kafka offsets."""
+
+    schema: pa.Schema
+    columns: dict[str, list[Any]] = field(default_factory=dict)
+    offsets: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.columns = {name: [] for name in self.schema.names}
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def append(self, row: Row, offset: int) -> None:
+        for name, values in self.columns.items():
+            values.append(row.get(name))
+        self.offsets.append(offset)
+
+    def drain(self) -> tuple[pa.Table, list[int]]:
+        """The buffered rows as a table (and their offsets); the buffer is left empty."""
+        table = pa.Table.from_pydict(self.columns, schema=self.schema)
+        offsets = self.offsets
+        self.columns = {name: [] for name in self.schema.names}
+        self.offsets = []
+        return table, offsets

@@ -1,0 +1,156 @@
+"""The lake's filesystem: opening a destination, atomic writes, leftovers. I/O.
+
+Locally a file is written under a hidden temporary name, fsynced and renamed, so a reader
+(or a restarted sink) sees either the whole file or nothing. On S3 an object appears only
+when its multipart upload completes on close, so objects are written to their final key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from sinks import layout
+from sinks.errors import DestinationError, LakeWriteError
+from sinks.layout import Destination
+from sluiceway.settings import S3Settings
+
+log = logging.getLogger("sluiceway.sink")
+
+
+@dataclass(frozen=True)
+class Lake:
+    """A destination root and the filesystem it lives on."""
+
+    fs: pafs.FileSystem
+    dest: Destination
+
+    @property
+    def local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def path(self, relative: str) -> str:
+        return self.dest.join(relative)
+
+
+def s3_filesystem(s3: S3Settings) -> pafs.S3FileSystem:
+    url = urlparse(s3.endpoint_url)
+    return pafs.S3FileSystem(
+        access_key=s3.access_key.get_secret_value(),
+        secret_key=s3.secret_key.get_secret_value(),
+        region=s3.region,
+        endpoint_override=url.netloc or s3.endpoint_url,
+        scheme=url.scheme or "http",
+    )
+
+
+def open_lake(destination: str, s3: S3Settings, fs: pafs.FileSystem | None = None) -> Lake:
+    """Parse and check a destination; raise DestinationError naming it if not writable."""
+    dest = layout.parse_destination(destination)
+    if fs is None:
+        fs = s3_filesystem(s3) if dest.kind == "s3" else pafs.LocalFileSystem()
+    lake = Lake(fs=fs, dest=dest)
+    probe = lake.path(layout.temp_name("write-probe"))
+    try:
+        if lake.local:
+            fs.create_dir(dest.root, recursive=True)
+        with fs.open_output_stream(probe) as out:
+            out.write(b"probe")
+        fs.delete_file(probe)
+    except (OSError, pa.ArrowException) as exc:
+        raise DestinationError(
+            f"destination {dest.display} ({dest.root}) is not writable: {_one_line(exc)}"
+        ) from exc
+    return lake
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def fsync_path(path: str, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_dir(lake: Lake, relative_dir: str) -> None:
+    if lake.local:  # object stores have no directories
+        lake.fs.create_dir(lake.path(relative_dir), recursive=True)
+
+
+def write_target(lake: Lake, relative: str) -> str:
+    """Where to write ``relative`` before ``commit_target`` makes it visible."""
+    if not lake.local:
+        return lake.path(relative)
+    name = layout.temp_name(layout.basename(relative), secrets.token_hex(4))
+    return lake.path(layout.sibling(relative, name))
+
+
+def commit_target(lake: Lake, written: str, relative: str) -> None:
+    """Make a closed file durable under its final name."""
+    if not lake.local:
+        return
+    final = lake.path(relative)
+    try:
+        fsync_path(written)
+        lake.fs.move(written, final)
+        fsync_path(lake.path(layout.parent(relative)), directory=True)
+    except OSError as exc:
+        raise LakeWriteError(f"cannot publish {final}: {_one_line(exc)}") from exc
+
+
+def discard(lake: Lake, written: str) -> None:
+    """Drop a file that will not be published (local temporaries only)."""
+    if lake.local:
+        with contextlib.suppress(OSError, FileNotFoundError):
+            lake.fs.delete_file(written)
+
+
+def write_bytes_atomic(lake: Lake, relative: str, data: bytes) -> None:
+    ensure_dir(lake, layout.parent(relative))
+    target = write_target(lake, relative)
+    try:
+        with lake.fs.open_output_stream(target) as out:
+            out.write(data)
+    except OSError as exc:
+        discard(lake, target)
+        raise LakeWriteError(f"cannot write {lake.path(relative)}: {_one_line(exc)}") from exc
+    commit_target(lake, target, relative)
+
+
+def read_bytes(lake: Lake, relative: str) -> bytes | None:
+    """The object's content, or None when it does not exist."""
+    path = lake.path(relative)
+    if lake.fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with lake.fs.open_input_stream(path) as src:
+        data: bytes = src.read()
+    return data
+
+
+def list_names(lake: Lake, relative_dir: str) -> list[pafs.FileInfo]:
+    """Files directly under a directory (none if it does not exist)."""
+    selector = pafs.FileSelector(lake.path(relative_dir), allow_not_found=True)
+    return [i for i in lake.fs.get_file_info(selector) if i.type == pafs.FileType.File]
+
+
+def remove_temporaries(lake: Lake, relative_dirs: list[str], prefix: str = "") -> int:
+    """Delete leftovers of a crashed writer in these directories; returns how many."""
+    removed = 0
+    for directory in relative_dirs:
+        for info in list_names(lake, directory):
+            if layout.is_temp_name(info.base_name) and info.base_name.startswith(prefix):
+                lake.fs.delete_file(info.path)
+                log.info("removed leftover temporary %s", info.path)
+                removed += 1
+    return removed

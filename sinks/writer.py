@@ -1,0 +1,201 @@
+"""Routes a run's rows to one open file per (table, partition) and rotates them. I/O.
+
+Rows wait in their file's buffer until a row group is full, then are written in as few
+row groups as the caps allow: when the next row group would break a cap, the rows that
+fit are written, the file is published, and the rest start the next file.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from sinks import metrics, parquet_file, sizing
+from sinks.config import SinkSettings
+from sinks.parquet_file import FileRecord, OpenFile
+from sinks.rotation import Caps, Incoming, RotationReason, decide, fit_rows, overflows_alone
+from sinks.rows import Row
+from sinks.storage import Lake
+
+log = logging.getLogger("sluiceway.sink")
+
+Key = tuple[str, int]  # (table, partition)
+
+
+@dataclass
+class RunWriter:
+    lake: Lake
+    etl_id: str
+    settings: SinkSettings
+    clock: Callable[[], float]
+    table_dirs: dict[str, str]  # table -> directory relative to the root
+    files: dict[Key, OpenFile] = field(default_factory=dict)
+    published: list[FileRecord] = field(default_factory=list)
+    covered: dict[Key, int] = field(default_factory=dict)  # last offset already published
+
+    @property
+    def caps(self) -> Caps:
+        s = self.settings
+        return Caps(max_rows=s.max_rows, max_bytes=s.max_bytes, max_age_s=s.max_age_s)
+
+    def adopt(self, records: list[FileRecord]) -> None:
+        """Take over files a previous attempt published, so their offsets are skipped."""
+        for record in records:
+            self.published.append(record)
+            key = (record.table, record.partition)
+            self.covered[key] = max(self.covered.get(key, -1), record.end_offset)
+
+    def add(
+        self, table: str, partition: int, offset: int, schema: pa.Schema, schema_id: str, row: Row
+    ) -> int:
+        """Buffer one row; returns how many files were published meanwhile."""
+        key = (table, partition)
+        if offset <= self.covered.get(key, -1):
+            return 0  # already in a file published before a restart
+        now = self.clock()
+        published = 0
+        current = self.files.get(key)
+        if current is not None and current.state.schema_id != schema_id:
+            published += self._flush(current, now)
+            current = self.files.get(key)
+            if current is not None:
+                reason = decide(current.state, Incoming(1, 0, schema_id), now)
+                published += self._publish(current, reason or RotationReason.SCHEMA_CHANGE)
+                current = None
+        if current is None:
+            current = self._start(key, offset, schema, schema_id, now)
+        current.pending.append(row, offset)
+        if len(current.pending) >= self.settings.row_group_rows:
+            published += self._flush(current, now)
+        return published
+
+    def tick(self) -> int:
+        """Publish files that have been open longer than max_age_s."""
+        now = self.clock()
+        published = 0
+        for key, f in list(self.files.items()):
+            if now - f.state.opened_at < self.settings.max_age_s:
+                continue
+            published += self._flush(f, now)
+            current = self.files.get(key)
+            if current is not None and now - current.state.opened_at >= self.settings.max_age_s:
+                published += self._publish(current, RotationReason.AGE)
+        return published
+
+    def close_partition(self, partition: int) -> int:
+        """The partition's input has ended: write and publish all of its files."""
+        published = 0
+        for key in [k for k in self.files if k[1] == partition]:
+            published += self._flush(self.files[key], self.clock())
+            current = self.files.get(key)
+            if current is not None:
+                end = Incoming(0, 0, current.state.schema_id, run_end=True)
+                reason = decide(current.state, end, self.clock())
+                published += self._publish(current, reason or RotationReason.RUN_END)
+        return published
+
+    def close_all(self) -> int:
+        return sum(self.close_partition(p) for p in sorted({k[1] for k in self.files}))
+
+    def abort_all(self) -> None:
+        for f in self.files.values():
+            parquet_file.abort(self.lake, f)
+        self.files.clear()
+
+    def open_starts(self) -> dict[int, int]:
+        """Smallest first offset of each partition's open files."""
+        starts: dict[int, int] = {}
+        for (_, partition), f in self.files.items():
+            starts[partition] = min(f.start_offset, starts.get(partition, f.start_offset))
+        return starts
+
+    def _start(
+        self, key: Key, offset: int, schema: pa.Schema, schema_id: str, now: float
+    ) -> OpenFile:
+        table, partition = key
+        f = parquet_file.new_file(
+            table, partition, offset, self.table_dirs[table], schema, schema_id,
+            self.etl_id, self.caps, now,
+        )  # fmt: skip
+        self.files[key] = f
+        return f
+
+    def _flush(self, f: OpenFile, now: float) -> int:
+        if not len(f.pending):
+            return 0
+        rows, offsets = f.pending.drain()
+        return self._write(f, rows, offsets, now)
+
+    def _write(self, f: OpenFile, rows: pa.Table, offsets: list[int], now: float) -> int:
+        codec = self.settings.compression
+        published = 0
+        while rows.num_rows:
+            whole = sizing.row_group_bound(rows, codec)
+            reason = decide(f.state, Incoming(rows.num_rows, whole.total, f.state.schema_id), now)
+            if reason in (RotationReason.AGE, RotationReason.SCHEMA_CHANGE):
+                published += self._publish(f, reason)
+                f = self._restart(f, offsets[0], now)
+                continue
+            take = fit_rows(
+                f.state, rows.num_rows, functools.partial(_bound, rows, codec=codec, whole=whole)
+            )
+            if take:
+                part = rows.slice(0, take)
+                bound = whole if take == rows.num_rows else sizing.row_group_bound(part, codec)
+                parquet_file.write_row_group(
+                    self.lake, f, part, offsets[take - 1], bound, codec,
+                    self.settings.compression_level,
+                )  # fmt: skip
+                rows, offsets = rows.slice(take), offsets[take:]
+            oversize = overflows_alone(f.state)
+            if not rows.num_rows and not oversize:
+                break
+            published += self._publish(f, self._cap_reason(f, rows, codec, oversize, now))
+            if rows.num_rows:
+                f = self._restart(f, offsets[0], now)
+        return published
+
+    def _cap_reason(
+        self, f: OpenFile, rest: pa.Table, codec: str, oversize: bool, now: float
+    ) -> RotationReason:
+        if oversize:
+            log.warning(
+                "row at offset %d of table=%s partition=%d alone exceeds max_bytes=%d; "
+                "written alone in %s",
+                f.end_offset, f.table, f.partition, f.state.caps.max_bytes, f.relative,
+            )  # fmt: skip
+            return RotationReason.BYTES
+        nxt = Incoming(rest.num_rows, _bound(rest, 1, codec=codec, whole=None), f.state.schema_id)
+        return decide(f.state, nxt, now) or RotationReason.BYTES
+
+    def _restart(self, old: OpenFile, offset: int, now: float) -> OpenFile:
+        key = (old.table, old.partition)
+        return self._start(key, offset, old.schema, old.state.schema_id, now)
+
+    def _publish(self, f: OpenFile, reason: RotationReason) -> int:
+        record = parquet_file.publish(self.lake, f)
+        key = (f.table, f.partition)
+        if self.files.get(key) is f:
+            del self.files[key]
+        self.published.append(record)
+        self.covered[key] = record.end_offset
+        log.info(
+            "rotate table=%s partition=%d start_offset=%d rows=%d bytes=%d reason=%s file=%s",
+            record.table, record.partition, record.start_offset, record.rows, record.bytes,
+            reason.value, record.path,
+        )  # fmt: skip
+        metrics.ROTATIONS.labels(reason=reason.value).inc()
+        metrics.ROWS.labels(table=record.table).inc(record.rows)
+        metrics.BYTES.labels(table=record.table).inc(record.bytes)
+        metrics.FILES.labels(table=record.table).inc()
+        return 1
+
+
+def _bound(rows: pa.Table, k: int, *, codec: str, whole: sizing.RowGroupBound | None) -> int:
+    if whole is not None and k == rows.num_rows:
+        return whole.total
+    return sizing.row_group_bound(rows.slice(0, k), codec).total

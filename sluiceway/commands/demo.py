@@ -1,0 +1,102 @@
+"""``sluiceway demo``: the whole path on a small Jira-shaped source, shown to a newcomer."""
+
+from __future__ import annotations
+
+import time
+from contextlib import suppress
+from pathlib import Path
+
+import duckdb
+import typer
+from confluent_kafka import KafkaException
+from rich.console import Console
+from rich.table import Table
+
+from sluiceway.cli import friendly_errors
+from sluiceway.export import ExportRequest
+from sluiceway.kafka_io import admin
+from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings, S3Settings, StackSettings
+
+console = Console()
+
+
+def _reset_topics(kafka: KafkaSettings, timeout: float = 60.0) -> None:
+    """Drop the demo's own topics so a second demo starts from a clean snapshot."""
+    client = admin(kafka)
+    names = [t for t in client.list_topics(timeout=10).topics if t.startswith(kafka.topic_prefix)]
+    if not names:
+        return
+    for fut in client.delete_topics(names).values():
+        with suppress(KafkaException):  # already being deleted
+            fut.result(30)
+    deadline = time.monotonic() + timeout
+    while any(t in client.list_topics(timeout=10).topics for t in names):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"demo topics still present after {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def _show_rows(root: Path, etl_id: str) -> None:
+    for entity in ENTITIES:
+        files = sorted(root.glob(f"*/*/*/daily-export/full-export/{entity}/{etl_id}/*.parquet"))
+        if not files:
+            continue
+        rel = files[0].parent.relative_to(root)
+        cols = (
+            "_tenant_id, id, "
+            + {
+                "project": "key, name",
+                "user": "display_name, email_address",
+                "issue": "key, status, summary",
+                "comment": "issue_id, left(body, 40) AS body",
+                "worklog": "issue_id, time_spent_seconds",
+            }[entity]
+        )
+        query = (
+            f"SELECT {cols} FROM read_parquet('{files[0].parent}/*.parquet') ORDER BY id LIMIT 3"
+        )
+        result = duckdb.sql(query)
+        assert result is not None  # a SELECT always yields a relation
+        table = Table(*result.columns, title=f"{entity}: {rel}/", title_justify="left")
+        for row in result.fetchall():
+            table.add_row(*(str(v).replace("\n", "\\n") for v in row))
+        console.print(table)
+
+
+@friendly_errors
+def demo(
+    dest: Path = typer.Option(Path("demo-lake"), help="Where the demo lake is written."),
+    tenants: int = typer.Option(3, min=1, help="Tenants in the demo source."),
+    issues: int = typer.Option(200, min=1, help="Issues per tenant."),
+) -> None:
+    """Start the stack, seed a source, capture it, export one tenant, show rows from the files."""
+    from producers.config import CaptureSettings, CaptureTuning
+    from producers.seed import SeedPlan, seed
+    from producers.snapshot import run_snapshot
+    from sluiceway import stack
+    from sluiceway.codec import Codec
+    from sluiceway.commands.export import run_export
+
+    kafka = KafkaSettings().model_copy(update={"topic_prefix": "demo.sw."})
+    pg, codec = PostgresSettings(), Codec()
+    with console.status("starting the local stack (first time: downloads jars with Maven)"):
+        stack.up(StackSettings(), kafka, pg, S3Settings())
+    with console.status(f"seeding {tenants} tenants x {issues} issues into PostgreSQL"):
+        counts = seed(pg, SeedPlan(tenants, issues, 7), codec)
+    console.print(f"source seeded: {counts}")
+    with console.status("capturing a snapshot into Kafka"):
+        _reset_topics(kafka)
+        run_snapshot(CaptureSettings(kafka, pg, CaptureTuning()), codec)
+    req = ExportRequest(("tenant-001",), ENTITIES, str(dest.resolve()))
+    run, manifest = run_export(req, kafka, wait=True, timeout=600, quiet=False)
+    assert manifest is not None
+    console.print(
+        f"run [bold]{run.etl_id}[/bold]: rows per table "
+        f"{ {t: i['rows'] for t, i in manifest['tables'].items()} }"
+    )
+    _show_rows(dest.resolve(), run.etl_id)
+    console.print(f"lake: {dest.resolve()}  manifest: {dest.resolve() / 'manifest.json'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)

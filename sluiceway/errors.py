@@ -1,0 +1,41 @@
+"""The exception hierarchy every stage shares.
+
+Transient errors are worth retrying (a broker restarting, a connection dropped); terminal
+errors are not (a bad spec, a missing tool). Messages are one line and name the bad value
+and what was expected, because users read them in a terminal or a run status.
+"""
+
+from __future__ import annotations
+
+
+class SluicewayError(Exception):
+    """Base of every error Sluiceway raises on purpose."""
+
+
+class TerminalError(SluicewayError):
+    """Retrying will not help: the input, the config or the environment must change."""
+
+
+class TransientError(SluicewayError):
+    """A retry with backoff may succeed."""
+
+
+class ConfigError(TerminalError):
+    """A setting or argument is missing or has a value that is not allowed."""
+
+
+class ToolMissingError(TerminalError):
+    """A program the local stack needs (java, mvn, PostgreSQL) is not installed."""
+
+    def __init__(self, tool: str, install: str) -> None:
+        super().__init__(f"{tool} not found; install it with: {install}")
+        self.tool = tool
+        self.install = install
+
+
+class StackDownError(TransientError):
+    """A server of the stack does not answer."""
+
+
+class InvalidEventError(TerminalError):
+    """An event that cannot be decoded or fails validation; it belongs in a dead-letter topic."""

@@ -1,0 +1,162 @@
+"""Starting an export run: validate, take the cut, announce the run, launch its workers.
+
+The cut is the high watermark of every change-topic partition when the run starts. The
+run's processor group is given its start offsets before any worker joins: the selected
+tenants' partitions start at ``start`` and every other partition at the cut, so a
+single-tenant run never scans other tenants' partitions.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+from sluiceway.errors import ConfigError
+from sluiceway.kafka_io import (
+    admin,
+    check_broker,
+    ensure_topics,
+    known_tenants,
+    partition_count,
+    publish_run,
+    watermarks,
+)
+from sluiceway.partitioning import tenant_partitions
+from sluiceway.runs import Offsets, RunRecord, new_etl_id
+from sluiceway.settings import ENTITIES, KafkaSettings, S3Settings
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    tenants: tuple[str, ...]
+    entities: tuple[str, ...]
+    destination: str
+    type: str = "full"
+    format: str = "parquet"
+
+
+def validate_request(req: ExportRequest, kafka: KafkaSettings, s3: S3Settings) -> None:
+    """Every problem a user can fix, checked before anything is created."""
+    if req.type != "full":
+        raise ConfigError(f"--type {req.type!r} is not supported yet; expected 'full'")
+    unknown = [e for e in req.entities if e not in ENTITIES]
+    if unknown:
+        raise ConfigError(f"unknown entity {unknown[0]!r}; expected some of {', '.join(ENTITIES)}")
+    check_broker(kafka)
+    known = known_tenants(kafka)
+    for tenant in req.tenants:
+        if tenant not in known:
+            listed = ", ".join(sorted(known)[:5]) or "none; run: sluiceway capture"
+            raise ConfigError(f"tenant {tenant!r} does not exist; known tenants: {listed}")
+    check_destination(req.destination, s3)
+
+
+def absolute_destination(destination: str) -> str:
+    """The destination as a run records it: workers may run from another directory."""
+    if destination.startswith("s3://"):
+        return destination
+    return str(Path(destination).expanduser().resolve())
+
+
+def check_destination(destination: str, s3: S3Settings) -> None:
+    """Fails with one line naming the destination when it cannot be written."""
+    from sinks.storage import open_lake
+
+    open_lake(destination, s3)
+
+
+def _offsets(req: ExportRequest, kafka: KafkaSettings, parts: int) -> tuple[Offsets, Offsets]:
+    selected = set().union(*(tenant_partitions(t, parts, kafka.spread) for t in req.tenants))
+    start: Offsets = {}
+    cut: Offsets = {}
+    for entity in req.entities:
+        topic = kafka.cdc_topic(entity)
+        marks = watermarks(kafka, topic, range(parts))
+        cut[topic] = {p: high for p, (_low, high) in marks.items()}
+        start[topic] = {p: (low if p in selected else high) for p, (low, high) in marks.items()}
+    return start, cut
+
+
+def plan_run(req: ExportRequest, kafka: KafkaSettings) -> RunRecord:
+    parts = partition_count(kafka, kafka.cdc_topic(req.entities[0]))
+    start, cut = _offsets(req, kafka, parts)
+    etl_id = new_etl_id()
+    return RunRecord(
+        etl_id=etl_id,
+        type=req.type,
+        tenants=req.tenants,
+        entities=req.entities,
+        destination=req.destination,
+        run_topic=kafka.run_topic(etl_id),
+        run_partitions=parts,
+        start=start,
+        cut=cut,
+        format=req.format,
+    )
+
+
+def announce(run: RunRecord, kafka: KafkaSettings) -> None:
+    """Create the run topic, seed the processor group's offsets, publish the run."""
+    ensure_topics(kafka, [run.run_topic], run.run_partitions)
+    ensure_topics(kafka, [kafka.dlq_topic("processor"), kafka.dlq_topic("sink")], 1)
+    ensure_topics(kafka, [kafka.notifications_topic], 1)
+    offsets = [
+        TopicPartition(topic, p, offset)
+        for topic, parts in run.start.items()
+        for p, offset in parts.items()
+    ]
+    group = ConsumerGroupTopicPartitions(f"sw-process-{run.etl_id}", offsets)
+    client = admin(kafka)  # must outlive its futures: they resolve on its thread
+    for fut in client.alter_consumer_group_offsets([group]).values():
+        fut.result(30)
+    publish_run(kafka, run)
+
+
+def launch_workers(run: RunRecord, log_dir: Path) -> dict[str, subprocess.Popen[bytes]]:
+    """Start the run's processor and sink as detached processes with the same settings."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    workers: dict[str, subprocess.Popen[bytes]] = {}
+    for stage in ("process", "sink"):
+        log_file = (log_dir / f"{stage}.log").open("ab")
+        workers[stage] = subprocess.Popen(
+            [sys.executable, "-m", "sluiceway.cli", stage, "--run", run.etl_id],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=os.environ.copy(),
+        )
+    return workers
+
+
+def scanned(run: RunRecord, kafka: KafkaSettings) -> tuple[int, int]:
+    """(events read by the run's processors so far, events to read), from committed offsets."""
+    total = sum(
+        max(0, cut - run.start[t][p]) for t, parts in run.cut.items() for p, cut in parts.items()
+    )
+    group = ConsumerGroupTopicPartitions(f"sw-process-{run.etl_id}")
+    client = admin(kafka)  # must outlive its futures: they resolve on its thread
+    result = client.list_consumer_group_offsets([group])
+    committed = next(iter(result.values())).result(10)
+    done = 0
+    for tp in committed.topic_partitions or []:
+        start = run.start.get(tp.topic, {}).get(tp.partition)
+        cut = run.cut.get(tp.topic, {}).get(tp.partition)
+        if start is not None and cut is not None and tp.offset >= 0:
+            done += max(0, min(tp.offset, cut) - start)
+    return done, total
+
+
+def worker_failure(workers: dict[str, subprocess.Popen[bytes]], log_dir: Path) -> str | None:
+    """A one-line reason when a worker of the run exited with an error."""
+    for stage, proc in workers.items():
+        code = proc.poll()
+        if code not in (None, 0):
+            log = log_dir / f"{stage}.log"
+            return f"the run's {stage} worker exited with code {code}; see {log}"
+    return None

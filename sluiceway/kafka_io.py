@@ -1,0 +1,172 @@
+"""Small Kafka helpers shared by the stages: clients, topics, the run control topic."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from sluiceway.errors import ConfigError, StackDownError
+from sluiceway.runs import RunRecord
+from sluiceway.settings import KafkaSettings
+
+# librdkafka's own log lines go through this logger; the CLI quiets it, workers keep it.
+CLIENT_LOG = logging.getLogger("sluiceway.kafka.client")
+
+
+def admin(kafka: KafkaSettings) -> AdminClient:
+    conf: dict[str, Any] = {"bootstrap.servers": kafka.servers, "logger": CLIENT_LOG}
+    return AdminClient(conf)
+
+
+def check_broker(kafka: KafkaSettings, timeout: float = 5.0) -> None:
+    """Raise StackDownError with one line when no broker answers."""
+    try:
+        admin(kafka).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise StackDownError(
+            f"Kafka at {kafka.servers} does not answer ({exc.args[0]}); "
+            "start the stack with: sluiceway stack up"
+        ) from exc
+
+
+def producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": kafka.servers,
+        "logger": CLIENT_LOG,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 50,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 500_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+        "batch.size": 1_000_000,
+    }
+    conf.update(overrides)
+    return Producer(conf)
+
+
+def consumer(kafka: KafkaSettings, group: str, **overrides: Any) -> Consumer:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": kafka.servers,
+        "logger": CLIENT_LOG,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "fetch.max.bytes": 52_428_800,
+        "queued.max.messages.kbytes": 262_144,
+    }
+    conf.update(overrides)
+    return Consumer(conf)
+
+
+def ensure_topics(
+    kafka: KafkaSettings,
+    names: Iterable[str],
+    partitions: int,
+    config: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Create missing topics and wait until the broker lists every one of them."""
+    client = admin(kafka)
+    existing = set(client.list_topics(timeout=timeout).topics)
+    wanted = [n for n in names if n not in existing]
+    if wanted:
+        futures = client.create_topics(
+            [NewTopic(n, partitions, 1, config=config or {}) for n in wanted]
+        )
+        for name, fut in futures.items():
+            try:
+                fut.result(timeout)
+            except KafkaException as exc:
+                if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: another worker won
+                    raise
+            del name
+    _wait_for_topics(client, list(names), timeout)
+
+
+def _wait_for_topics(client: AdminClient, names: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = client.list_topics(timeout=timeout).topics
+        if all(n in listed and not listed[n].error for n in names):
+            return
+        if time.monotonic() > deadline:
+            raise StackDownError(f"topics {names} not ready after {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def watermarks(
+    kafka: KafkaSettings, topic: str, partitions: Iterable[int], timeout: float = 10.0
+) -> dict[int, tuple[int, int]]:
+    """(low, high) offsets of each partition."""
+    probe = consumer(kafka, group="sw-watermarks")
+    try:
+        return {
+            p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            for p in partitions
+        }
+    finally:
+        probe.close()
+
+
+def partition_count(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> int:
+    meta = admin(kafka).list_topics(topic, timeout=timeout).topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise ConfigError(f"topic {topic!r} does not exist; run capture first")
+    return len(meta.partitions)
+
+
+def publish_run(kafka: KafkaSettings, record: RunRecord) -> None:
+    topic = kafka.control_topic("runs")
+    ensure_topics(kafka, [topic], 1, {"cleanup.policy": "compact"})
+    prod = producer(kafka, **{"linger.ms": 0})
+    prod.produce(topic, key=record.etl_id.encode(), value=record.to_json())
+    if prod.flush(30) != 0:
+        raise StackDownError(f"could not publish run {record.etl_id} to {topic}")
+
+
+def read_control(kafka: KafkaSettings, name: str, timeout: float = 30.0) -> dict[bytes, bytes]:
+    """The latest value of every key of a one-partition control topic (deleted keys dropped)."""
+    topic = kafka.control_topic(name)
+    latest: dict[bytes, bytes] = {}
+    if topic not in admin(kafka).list_topics(timeout=timeout).topics:
+        return latest
+    reader = consumer(kafka, group=f"sw-control-reader-{name}")
+    try:
+        low, high = reader.get_watermark_offsets(TopicPartition(topic, 0), timeout=timeout)
+        reader.assign([TopicPartition(topic, 0, low)])
+        deadline, position = time.monotonic() + timeout, low
+        while position < high:
+            if time.monotonic() > deadline:
+                raise StackDownError(f"could not read {topic} to its end in {timeout:.0f}s")
+            for msg in reader.consume(500, timeout=1.0):
+                key, value, offset = msg.key(), msg.value(), msg.offset()
+                if msg.error() or key is None or offset is None:
+                    continue
+                position = offset + 1
+                if value:
+                    latest[key] = value
+                else:
+                    latest.pop(key, None)
+    finally:
+        reader.close()
+    return latest
+
+
+def load_run(kafka: KafkaSettings, etl_id: str, timeout: float = 30.0) -> RunRecord:
+    """The latest record of ``etl_id`` on the runs control topic."""
+    value = read_control(kafka, "runs", timeout).get(etl_id.encode())
+    if value is None:
+        raise ConfigError(f"run {etl_id!r} not found on {kafka.control_topic('runs')}")
+    return RunRecord.from_json(value)
+
+
+def known_tenants(kafka: KafkaSettings, timeout: float = 30.0) -> set[str]:
+    """Tenants that capture has seen in the source."""
+    return {k.decode() for k in read_control(kafka, "tenants", timeout)}

@@ -1,0 +1,107 @@
+"""Connection settings shared by every Sluiceway service.
+
+Each service builds the frozen objects it needs in its ``main()`` and passes them down;
+nothing here reads the environment at import time. Every field can be set through an
+environment variable named after its prefix (``SLUICEWAY_KAFKA_PORT``...), so the local
+stack and the clients agree on ports without extra wiring.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENTITIES: tuple[str, ...] = ("project", "user", "issue", "comment", "worklog")
+
+
+def project_root() -> Path:
+    """The checkout's root: schemas/ and deploy/ are read from here."""
+    return Path(__file__).resolve().parent.parent
+
+
+class KafkaSettings(BaseSettings):
+    """Where the Kafka broker listens and how Sluiceway names and sizes its topics."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICEWAY_KAFKA_", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Broker host; the local stack binds here.")
+    port: int = Field(19092, description="Broker port (not 9092, to leave a user's own alone).")
+    controller_port: int = Field(19093, description="KRaft controller port of the local stack.")
+    bootstrap: str | None = Field(
+        None, description="bootstrap.servers for clients; defaults to host:port."
+    )
+    topic_prefix: str = Field("sw.", description="Prefix of every topic Sluiceway creates.")
+    partitions: int = Field(3, ge=1, description="Partitions of change and run topics.")
+    spread: int = Field(1, ge=1, description="Partitions a tenant's events spread over.")
+
+    @property
+    def servers(self) -> str:
+        return self.bootstrap or f"{self.host}:{self.port}"
+
+    def cdc_topic(self, entity: str) -> str:
+        return f"{self.topic_prefix}cdc.{entity}"
+
+    def run_topic(self, etl_id: str) -> str:
+        return f"{self.topic_prefix}run.{etl_id}"
+
+    def control_topic(self, name: str) -> str:
+        return f"{self.topic_prefix}control.{name}"
+
+    def dlq_topic(self, stage: str) -> str:
+        return f"{self.topic_prefix}dlq.{stage}"
+
+    @property
+    def notifications_topic(self) -> str:
+        return f"{self.topic_prefix}notifications"
+
+
+class PostgresSettings(BaseSettings):
+    """The source database (a Jira-shaped schema with tenant_id on every table)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICEWAY_PG_", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Server host; the local stack binds here.")
+    port: int = Field(15432, description="Server port (not 5432).")
+    dbname: str = Field("sluiceway", description="Database holding the source tables.")
+    user: str = Field("sluiceway", description="Role Sluiceway connects as.")
+    password: SecretStr = Field(SecretStr("sluiceway"), description="That role's password.")
+
+    def dsn(self, dbname: str | None = None) -> str:
+        """A libpq DSN; contains the password, so never log it."""
+        return (
+            f"host={self.host} port={self.port} dbname={dbname or self.dbname} "
+            f"user={self.user} password={self.password.get_secret_value()}"
+        )
+
+
+class S3Settings(BaseSettings):
+    """The S3-compatible object store (S3Proxy in the local stack)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICEWAY_S3_", frozen=True)
+
+    host: str = Field("127.0.0.1", description="S3Proxy host of the local stack.")
+    port: int = Field(18080, description="S3Proxy port (not 8080).")
+    endpoint: str | None = Field(None, description="Endpoint URL; defaults to http://host:port.")
+    region: str = Field("us-east-1", description="Region sent in requests.")
+    access_key: SecretStr = Field(SecretStr("local-identity"), description="Access key id.")
+    secret_key: SecretStr = Field(SecretStr("local-credential"), description="Secret key.")
+    bucket: str = Field("sluiceway", description="Bucket the local stack creates.")
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.endpoint or f"http://{self.host}:{self.port}"
+
+
+class StackSettings(BaseSettings):
+    """The local stack: where its data, logs and jars live and which versions it runs."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICEWAY_STACK_", frozen=True)
+
+    home: Path = Field(
+        default_factory=lambda: project_root() / ".sluiceway",
+        description="Git-ignored folder for all stack data, logs and jars.",
+    )
+    kafka_heap: str = Field("768m", description="-Xmx of the Kafka JVM.")
+    start_timeout_s: float = Field(120.0, description="How long `stack up` waits per server.")

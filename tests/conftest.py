@@ -1,0 +1,137 @@
+"""Fixtures: the real local stack, started once per pytest run by the project's own code.
+
+Every test gets its own topic prefix (so its topics and consumer groups are unique) and,
+where it needs a source, its own PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from sluiceway import stack
+from sluiceway.settings import KafkaSettings, PostgresSettings, S3Settings, StackSettings
+
+
+@dataclass(frozen=True)
+class Stack:
+    kafka: KafkaSettings
+    pg: PostgresSettings
+    s3: S3Settings
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[Stack]:
+    settings = (StackSettings(), KafkaSettings(), PostgresSettings(), S3Settings())
+    already = all(s.running for s in stack.status(*settings))
+    stack.up(*settings)
+    yield Stack(settings[1], settings[2], settings[3])
+    if not already and os.environ.get("SLUICEWAY_KEEP_STACK") != "1":
+        stack.down(*settings)
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def kafka(local_stack: Stack, unique: str) -> KafkaSettings:
+    """Settings whose topics (and so consumer groups) are this test's alone."""
+    return local_stack.kafka.model_copy(update={"topic_prefix": f"t{unique}.sw."})
+
+
+@contextmanager
+def fresh_database(pg: PostgresSettings, name: str) -> Iterator[PostgresSettings]:
+    """A new, empty database, dropped when the block ends."""
+    admin = psycopg2.connect(pg.dsn())
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        yield pg.model_copy(update={"dbname": name})
+        with admin.cursor() as cur:
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    finally:
+        admin.close()
+
+
+@pytest.fixture
+def source_db(local_stack: Stack, unique: str) -> Iterator[PostgresSettings]:
+    """A fresh database for this test, dropped afterwards."""
+    with fresh_database(local_stack.pg, f"sw_test_{unique}") as pg:
+        yield pg
+
+
+def isolated(local_stack: Stack) -> Iterator[tuple[KafkaSettings, PostgresSettings, Cli]]:
+    """For module-scoped fixtures: a unique topic prefix, a fresh database and a CLI on both."""
+    unique = uuid.uuid4().hex[:10]
+    kafka = local_stack.kafka.model_copy(update={"topic_prefix": f"t{unique}.sw."})
+    with fresh_database(local_stack.pg, f"sw_test_{unique}") as pg:
+        yield kafka, pg, Cli(settings_env(kafka, pg))
+
+
+@dataclass(frozen=True)
+class Cli:
+    """Runs the real ``sluiceway`` command with a test's settings in its environment."""
+
+    env: dict[str, str]
+
+    def __call__(
+        self, *args: str, timeout: float = 300, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "sluiceway.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"sluiceway {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+            )
+        return proc
+
+    def json(self, *args: str, timeout: float = 300) -> Any:
+        return json.loads(self(*args, "--json", timeout=timeout).stdout)
+
+
+def settings_env(
+    kafka: KafkaSettings, pg: PostgresSettings, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "SLUICEWAY_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+            "SLUICEWAY_KAFKA_PORT": str(kafka.port),
+            "SLUICEWAY_PG_DBNAME": pg.dbname,
+            "SLUICEWAY_PG_PORT": str(pg.port),
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+@pytest.fixture
+def cli(kafka: KafkaSettings, source_db: PostgresSettings) -> Cli:
+    return Cli(settings_env(kafka, source_db))
+
+
+def lake_files(root: Path, suffix: str = ".parquet") -> list[Path]:
+    return sorted(p for p in root.rglob(f"*{suffix}") if not p.name.startswith("."))

@@ -1,0 +1,127 @@
+"""Arrow schemas from the Avro entity schemas, and events -> record batches."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from sinks.errors import UnsupportedSchemaError
+from sinks.rows import METADATA_NAMES, ColumnBuffer, arrow_schema, arrow_type, event_row
+from sluiceway.codec import Codec
+from sluiceway.settings import ENTITIES
+
+TS = pa.timestamp("us", tz="UTC")
+EXPECTED_METADATA = {
+    "_tenant_id": pa.string(),
+    "_op": pa.string(),
+    "_deleted": pa.bool_(),
+    "_position": pa.int64(),
+    "_source_ts": TS,
+    "_etl_id": pa.string(),
+}
+CODEC = Codec()
+
+
+@pytest.mark.parametrize("entity", ENTITIES)
+def test_schema_has_entity_columns_then_metadata(entity: str) -> None:
+    record = CODEC.schemas[entity].record
+    schema = arrow_schema(record)
+    own = [f["name"] for f in record["fields"]]
+    assert schema.names == [*own, *METADATA_NAMES]
+    for name, kind in EXPECTED_METADATA.items():
+        assert schema.field(name).type == kind
+    assert schema.field("id").type == pa.int64()
+    assert schema.field("created").type == TS
+
+
+def test_issue_column_types() -> None:
+    schema = arrow_schema(CODEC.schemas["issue"].record)
+    assert schema.field("key").type == pa.string()
+    assert schema.field("story_points").type == pa.float64()
+    assert schema.field("due_date").type == pa.date32()
+    assert schema.field("resolution_date").type == TS
+    assert schema.field("assignee_id").type == pa.int64()
+    assert pa.types.is_boolean(arrow_schema(CODEC.schemas["user"].record).field("active").type)
+
+
+def test_avro_type_mapping() -> None:
+    assert arrow_type(["null", "int"]) == pa.int32()
+    assert arrow_type({"type": "int", "logicalType": "date"}) == pa.date32()
+    assert arrow_type({"type": "enum", "name": "E", "symbols": ["a"]}) == pa.string()
+    with pytest.raises(UnsupportedSchemaError):
+        arrow_type({"type": "array", "items": "long"}, "tags")
+    with pytest.raises(UnsupportedSchemaError):
+        arrow_type(["null", "long", "string"], "x")
+
+
+def test_metadata_name_clash_is_rejected() -> None:
+    record = {"name": "X", "fields": [{"name": "_op", "type": "string"}]}
+    with pytest.raises(UnsupportedSchemaError):
+        arrow_schema(record)
+
+
+def issue_event(i: int, op: str = "c") -> dict[str, Any]:
+    moment = datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
+    after = {
+        "id": i,
+        "key": f"P-{i}",
+        "project_id": 1,
+        "project_key": "P",
+        "issue_type": "Bug",
+        "summary": f"summary {i}",
+        "description": None if i % 2 else "x" * i,
+        "environment": None,
+        "creator_id": 7,
+        "reporter_id": None,
+        "assignee_id": 9,
+        "parent_id": None,
+        "status": "Open",
+        "status_category": "new",
+        "priority": "High",
+        "resolution": None,
+        "labels": "a b",
+        "story_points": 1.5,
+        "original_estimate_seconds": None,
+        "time_spent_seconds": 60,
+        "created": moment,
+        "updated": moment,
+        "due_date": date(2026, 5, 1),
+        "resolution_date": None,
+    }
+    return {
+        "tenant_id": "t1",
+        "entity": "issue",
+        "entity_id": i,
+        "op": op,
+        "position": 1000 + i,
+        "source_ts": moment,
+        "snapshot": op == "r",
+        "after": None if op == "d" else after,
+    }
+
+
+def test_events_round_trip_through_a_record_batch() -> None:
+    record = CODEC.schemas["issue"].record
+    schema = arrow_schema(record)
+    columns = [f["name"] for f in record["fields"]]
+    events = [CODEC.decode(CODEC.encode(issue_event(i, op))) for i, op in enumerate("rcud")]
+    buffer = ColumnBuffer(schema)
+    for offset, event in enumerate(events):
+        buffer.append(event_row(event, "E1", columns), offset)
+    table, offsets = buffer.drain()
+    assert len(buffer) == 0 and offsets == [0, 1, 2, 3]
+    assert table.schema == schema
+    rows = table.to_pylist()
+    for event, row in zip(events[:3], rows[:3], strict=True):
+        assert {c: row[c] for c in columns} == event["after"]
+        assert row["_deleted"] is False and row["_op"] == event["op"]
+        assert row["_position"] == event["position"] and row["_source_ts"] == event["source_ts"]
+        assert row["_tenant_id"] == "t1" and row["_etl_id"] == "E1"
+    deleted = rows[3]
+    assert deleted["_deleted"] is True and deleted["_op"] == "d"
+    assert deleted["id"] == 3 and deleted["key"] is None
+    batch = table.to_batches()[0]
+    assert isinstance(batch, pa.RecordBatch) and batch.num_rows == 4
