@@ -6,10 +6,12 @@ Layout under ``<home>/postgres``: ``data/`` (initdb), ``socket/`` (unix socket),
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import shlex
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from sluiceway.errors import ConfigError, StackDownError
 from sluiceway.settings import PostgresSettings, StackSettings
 from sluiceway.stack import tools
 from sluiceway.stack.base import ServerStatus, live_pid, port_open, run_logged, wait_until
+
+log = logging.getLogger("sluiceway.stack")
 
 NAME = "postgres"
 OS_USER = "postgres"
@@ -168,12 +172,17 @@ class PostgresServer:
             for name in [".", *dirs, *files]:
                 os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
         self.dir.chmod(0o700)
-        probe = subprocess.run([*prefix, "test", "-w", str(self.dir), "-a", "-x", str(self.dir)])
-        if probe.returncode != 0:
+        if not self._reachable(prefix):
+            _allow_traverse(self.dir.parent)
+        if not self._reachable(prefix):
             raise ConfigError(
                 f"the '{OS_USER}' OS user cannot reach {self.dir}; make its parent folders "
                 "traversable (chmod o+x) or set SLUICEWAY_STACK_HOME elsewhere"
             )
+
+    def _reachable(self, prefix: list[str]) -> bool:
+        probe = [*prefix, "test", "-w", str(self.dir), "-a", "-x", str(self.dir)]
+        return subprocess.run(probe, check=False).returncode == 0
 
     def _initdb(self, bindir: Path, prefix: list[str]) -> None:
         cmd = [*prefix, str(bindir / "initdb"), "-D", str(self.data), "-U", SUPERUSER]
@@ -238,3 +247,16 @@ class PostgresServer:
                 cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(db, role))
         finally:
             conn.close()
+
+
+def _allow_traverse(folder: Path) -> None:
+    """Let the server user pass through (not list) the folders above the stack home.
+
+    A checkout under a private home (/root is 0700) would otherwise keep PostgreSQL, which
+    refuses to run as root, out of its own data folder.
+    """
+    for parent in [folder, *folder.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            log.warning("granting o+x on %s so the postgres user can reach the stack", parent)
+            parent.chmod(mode | stat.S_IXOTH)

@@ -106,8 +106,8 @@ def test_files_read_back_with_duckdb_and_match_the_manifest(exported: dict[str, 
         on_disk = sorted(lake.glob(f"*/*/*/daily-export/full-export/{entity}/{etl_id}/*.parquet"))
         assert sorted(listed) == on_disk
         glob = f"{lake}/*/*/*/daily-export/full-export/{entity}/{etl_id}/*.parquet"
-        count = duckdb.sql(f"SELECT count(*) FROM read_parquet('{glob}')").fetchone()
-        assert count is not None and count[0] == info["rows"]
+        count = duckdb.sql(f"SELECT count(*) FROM read_parquet('{glob}')").fetchall()
+        assert count == [(info["rows"],)]
     assert manifest["totals"]["rows"] == sum(i["rows"] for i in manifest["tables"].values())
 
 
