@@ -10,7 +10,7 @@ import yaml
 from sluiceway.settings import project_root
 from sluiceway.stack import SERVERS
 
-SLUICEWAY_SERVICES = ("capture", "process", "sink", "serve")
+SLUICEWAY_SERVICES = ("capture", "sluiceway")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_kafka_runs_kraft_combined_mode(services: dict[str, Any]) -> None:
 def test_sluiceway_services_point_at_compose_servers(services: dict[str, Any], name: str) -> None:
     service = services[name]
     assert "build" in service
-    assert name in _command(service)
+    assert _command(service)
     env = service["environment"]
     assert str(env["SLUICEWAY_KAFKA_BOOTSTRAP"]).split(":")[0] == "kafka"
     assert env["SLUICEWAY_PG_HOST"] == "postgres"
