@@ -28,7 +28,7 @@ from sluiceway.kafka_io import (
 )
 from sluiceway.partitioning import tenant_partitions
 from sluiceway.runs import Offsets, RunRecord, new_etl_id
-from sluiceway.settings import ENTITIES, KafkaSettings, S3Settings
+from sluiceway.settings import ENTITIES, KafkaSettings, S3Settings, to_env
 
 
 @dataclass(frozen=True)
@@ -117,9 +117,12 @@ def announce(run: RunRecord, kafka: KafkaSettings) -> None:
     publish_run(kafka, run)
 
 
-def launch_workers(run: RunRecord, log_dir: Path) -> dict[str, subprocess.Popen[bytes]]:
-    """Start the run's processor and sink as detached processes with the same settings."""
+def launch_workers(
+    run: RunRecord, kafka: KafkaSettings, log_dir: Path
+) -> dict[str, subprocess.Popen[bytes]]:
+    """Start the run's processor and sink as detached processes that share our Kafka settings."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **to_env(kafka)}
     workers: dict[str, subprocess.Popen[bytes]] = {}
     for stage in ("process", "sink"):
         log_file = (log_dir / f"{stage}.log").open("ab")
@@ -129,7 +132,7 @@ def launch_workers(run: RunRecord, log_dir: Path) -> dict[str, subprocess.Popen[
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env=os.environ.copy(),
+            env=env,
         )
     return workers
 

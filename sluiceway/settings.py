@@ -105,3 +105,16 @@ class StackSettings(BaseSettings):
     )
     kafka_heap: str = Field("768m", description="-Xmx of the Kafka JVM.")
     start_timeout_s: float = Field(120.0, description="How long `stack up` waits per server.")
+
+
+def to_env(settings: BaseSettings) -> dict[str, str]:
+    """The environment variables that rebuild ``settings`` in a child process."""
+    prefix = str(settings.model_config.get("env_prefix", ""))
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"{prefix}{name}".upper()] = str(value)
+    return env

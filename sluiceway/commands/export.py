@@ -66,7 +66,7 @@ def run_export(
     run = plan_run(req, kafka)
     announce(run, kafka)
     log_dir = StackSettings().home / "runs" / run.etl_id
-    workers = launch_workers(run, log_dir)
+    workers = launch_workers(run, kafka, log_dir)
     if not wait:
         return run, None
     _follow(run, kafka, workers, log_dir, timeout, quiet)
