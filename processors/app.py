@@ -70,6 +70,9 @@ class RunProcessor:
 
     async def _handle(self, event: EventT) -> None:
         msg = event.message
+        if msg.value is None:  # a tombstone after a delete: compaction's, not ours
+            self.progress.observe(msg.topic, msg.partition, msg.offset)
+            return
         if self.progress.in_range(msg.topic, msg.partition, msg.offset) and select(
             msg.key, self.tenants
         ):

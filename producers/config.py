@@ -15,12 +15,24 @@ class CaptureTuning(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SLUICEWAY_CAPTURE_", frozen=True)
 
-    fetch_rows: int = Field(
-        10_000, ge=1, description="Rows fetched per round trip of the snapshot cursor."
+    slot: str = Field(
+        "sluiceway", pattern=r"^[a-z0-9_]{1,63}$", description="Logical replication slot name."
     )
+    chunk_rows: int = Field(10_000, ge=1, description="Rows per snapshot chunk (one PK range).")
+    snapshot_rate: float = Field(
+        0,
+        ge=0,
+        description="Snapshot rows per second at most, so the source keeps serving; 0 = no limit.",
+    )
+    heartbeat_s: float = Field(
+        5.0, gt=0, description="How often a heartbeat is written so the slot advances when quiet."
+    )
+    feedback_s: float = Field(1.0, gt=0, description="How often the confirmed position is sent.")
     flush_timeout_s: float = Field(
         60.0, gt=0, description="How long to wait for Kafka to acknowledge."
     )
+    reconnect_max_s: float = Field(30.0, gt=0, description="Longest backoff between reconnects.")
+    metrics_port: int | None = Field(None, description="Prometheus metrics port on 127.0.0.1.")
 
 
 @dataclass(frozen=True)

@@ -15,3 +15,7 @@ class ProduceError(TransientError):
 
 class SourceSchemaError(TerminalError):
     """A captured table is missing or not shaped as the schemas say."""
+
+
+class SlotConflictError(TerminalError):
+    """A replication slot of our name exists with other settings."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -86,50 +86,52 @@ def _stamp(rng: random.Random, after: datetime | None = None) -> datetime:
     )
 
 
+def gen_user(rng: random.Random, i: int) -> Row:
+    """The user with id 10_000 + i."""
+    first, last = rng.choice(FIRST), rng.choice(LAST)
+    created = _stamp(rng)
+    return {
+        "id": 10_000 + i,
+        "account_id": f"5b10{rng.getrandbits(64):016x}",
+        "display_name": f"{first} {last}",
+        "email_address": f"{first}.{last}{i}@example.com".lower().replace("'", ""),
+        "active": rng.random() > 0.1,
+        "time_zone": rng.choice(["UTC", "Europe/Oslo", "Asia/Tokyo"]),
+        "locale": rng.choice(["en_US", "fr_FR", "ja_JP"]),
+        "created": created,
+        "updated": _stamp(rng, created),
+    }
+
+
 def gen_users(rng: random.Random, count: int) -> list[Row]:
-    users = []
-    for i in range(count):
-        first, last = rng.choice(FIRST), rng.choice(LAST)
-        created = _stamp(rng)
-        users.append(
-            {
-                "id": 10_000 + i,
-                "account_id": f"5b10{rng.getrandbits(64):016x}",
-                "display_name": f"{first} {last}",
-                "email_address": f"{first}.{last}{i}@example.com".lower().replace("'", ""),
-                "active": rng.random() > 0.1,
-                "time_zone": rng.choice(["UTC", "Europe/Oslo", "Asia/Tokyo"]),
-                "locale": rng.choice(["en_US", "fr_FR", "ja_JP"]),
-                "created": created,
-                "updated": _stamp(rng, created),
-            }
-        )
-    return users
+    return [gen_user(rng, i) for i in range(count)]
+
+
+def gen_project(rng: random.Random, i: int, user_ids: Sequence[int]) -> Row:
+    """The project with id 20_000 + i, led by one of ``user_ids``."""
+    created = _stamp(rng)
+    key = "".join(rng.choices("ABCDEFGHJKLMNPRSTUVWXYZ", k=3)) + str(i)
+    return {
+        "id": 20_000 + i,
+        "key": key,
+        "name": f'Project {key}, "{rng.choice(WORDS)}"',
+        "description": _text(rng, 2),
+        "lead_id": rng.choice(user_ids),
+        "project_type": rng.choice(["software", "business", "service_desk"]),
+        "category": rng.choice([None, "Platform", "Apps"]),
+        "url": f"https://example.com/{key.lower()}",
+        "created": created,
+        "updated": _stamp(rng, created),
+    }
 
 
 def gen_projects(rng: random.Random, count: int, users: list[Row]) -> list[Row]:
-    projects = []
-    for i in range(count):
-        created = _stamp(rng)
-        key = "".join(rng.choices("ABCDEFGHJKLMNPRSTUVWXYZ", k=3)) + str(i)
-        projects.append(
-            {
-                "id": 20_000 + i,
-                "key": key,
-                "name": f'Project {key}, "{rng.choice(WORDS)}"',
-                "description": _text(rng, 2),
-                "lead_id": rng.choice(users)["id"],
-                "project_type": rng.choice(["software", "business", "service_desk"]),
-                "category": rng.choice([None, "Platform", "Apps"]),
-                "url": f"https://example.com/{key.lower()}",
-                "created": created,
-                "updated": _stamp(rng, created),
-            }
-        )
-    return projects
+    user_ids = [u["id"] for u in users]
+    return [gen_project(rng, i, user_ids) for i in range(count)]
 
 
-def gen_issue(rng: random.Random, n: int, project: Row, users: list[Row]) -> Row:
+def gen_issue(rng: random.Random, n: int, project: Row, user_ids: Sequence[int]) -> Row:
+    """The issue with id 30_000 + n; ``project`` needs only id, key and created."""
     created = _stamp(rng, project["created"])
     status, category = rng.choice(STATUSES)
     done = category == "Done"
@@ -142,9 +144,9 @@ def gen_issue(rng: random.Random, n: int, project: Row, users: list[Row]) -> Row
         "summary": " ".join(rng.choices(WORDS, k=6)).capitalize(),
         "description": _text(rng, 4),
         "environment": rng.choice([None, "prod", "staging"]),
-        "creator_id": rng.choice(users)["id"],
-        "reporter_id": rng.choice(users)["id"],
-        "assignee_id": rng.choice([None, rng.choice(users)["id"]]),
+        "creator_id": rng.choice(user_ids),
+        "reporter_id": rng.choice(user_ids),
+        "assignee_id": rng.choice([None, rng.choice(user_ids)]),
         "parent_id": None,
         "status": status,
         "status_category": category,
@@ -161,41 +163,116 @@ def gen_issue(rng: random.Random, n: int, project: Row, users: list[Row]) -> Row
     }
 
 
+def gen_comment(rng: random.Random, n: int, issue: Row, user_ids: Sequence[int]) -> Row:
+    """The comment with id 40_000 + n on ``issue`` (which needs only id and created)."""
+    created = _stamp(rng, issue["created"])
+    return {
+        "id": 40_000 + n,
+        "issue_id": issue["id"],
+        "author_id": rng.choice(user_ids),
+        "update_author_id": None,
+        "body": _text(rng, 2),
+        "created": created,
+        "updated": _stamp(rng, created),
+    }
+
+
+def gen_worklog(rng: random.Random, n: int, issue: Row, user_ids: Sequence[int]) -> Row:
+    """The worklog with id 50_000 + n on ``issue`` (which needs only id and created)."""
+    started = _stamp(rng, issue["created"])
+    return {
+        "id": 50_000 + n,
+        "issue_id": issue["id"],
+        "author_id": rng.choice(user_ids),
+        "update_author_id": None,
+        "comment": rng.choice([None, _text(rng, 1)]),
+        "started": started,
+        "time_spent_seconds": rng.choice([900, 1800, 3600, 14400]),
+        "created": started,
+        "updated": _stamp(rng, started),
+    }
+
+
 def gen_children(
-    rng: random.Random, issue: Row, users: list[Row], counters: dict[str, int]
+    rng: random.Random, issue: Row, user_ids: Sequence[int], counters: dict[str, int]
 ) -> tuple[list[Row], list[Row]]:
-    comments, worklogs = [], []
-    for _ in range(rng.randint(1, 4)):
-        created = _stamp(rng, issue["created"])
-        comments.append(
-            {
-                "id": 40_000 + counters["comment"],
-                "issue_id": issue["id"],
-                "author_id": rng.choice(users)["id"],
-                "update_author_id": None,
-                "body": _text(rng, 2),
-                "created": created,
-                "updated": _stamp(rng, created),
-            }
-        )
-        counters["comment"] += 1
-    for _ in range(rng.randint(0, 3)):
-        started = _stamp(rng, issue["created"])
-        worklogs.append(
-            {
-                "id": 50_000 + counters["worklog"],
-                "issue_id": issue["id"],
-                "author_id": rng.choice(users)["id"],
-                "update_author_id": None,
-                "comment": rng.choice([None, _text(rng, 1)]),
-                "started": started,
-                "time_spent_seconds": rng.choice([900, 1800, 3600, 14400]),
-                "created": started,
-                "updated": _stamp(rng, started),
-            }
-        )
-        counters["worklog"] += 1
+    comments = [
+        gen_comment(rng, counters["comment"] + k, issue, user_ids) for k in range(rng.randint(1, 4))
+    ]
+    counters["comment"] += len(comments)
+    worklogs = [
+        gen_worklog(rng, counters["worklog"] + k, issue, user_ids) for k in range(rng.randint(0, 3))
+    ]
+    counters["worklog"] += len(worklogs)
     return comments, worklogs
+
+
+# What an update may change, per entity: churn (producers.churn) draws one or two of these.
+Change = Callable[[random.Random, Sequence[int], datetime], Row]
+
+
+def _user(rng: random.Random, users: Sequence[int]) -> int | None:
+    return rng.choice(users) if users else None
+
+
+def _issue_status(rng: random.Random, _users: Sequence[int], now: datetime) -> Row:
+    status, category = rng.choice(STATUSES)
+    done = category == "Done"
+    return {
+        "status": status,
+        "status_category": category,
+        "resolution": "Done" if done else None,
+        "resolution_date": now if done else None,
+    }
+
+
+def _user_rename(rng: random.Random, _users: Sequence[int], _now: datetime) -> Row:
+    first, last = rng.choice(FIRST), rng.choice(LAST)
+    email = f"{first}.{last}{rng.randrange(10_000)}@example.com".lower().replace("'", "")
+    return {"display_name": f"{first} {last}", "email_address": email}
+
+
+CHANGES: dict[str, tuple[Change, ...]] = {
+    "issue": (
+        lambda rng, _u, _n: {"summary": " ".join(rng.choices(WORDS, k=6)).capitalize()},
+        _issue_status,
+        lambda rng, users, _n: {"assignee_id": rng.choice([None, _user(rng, users)])},
+        lambda rng, _u, _n: {"priority": rng.choice(["Highest", "High", "Medium", "Low"])},
+        lambda rng, _u, _n: {"story_points": rng.choice([None, 1.0, 2.0, 3.0, 5.0, 8.0])},
+        lambda rng, _u, _n: {"description": _text(rng, 3)},
+    ),
+    "comment": (
+        lambda rng, users, _n: {"body": _text(rng, 2), "update_author_id": _user(rng, users)},
+    ),
+    "worklog": (
+        lambda rng, _u, _n: {"time_spent_seconds": rng.choice([900, 1800, 3600, 14400])},
+        lambda rng, users, _n: {
+            "comment": rng.choice([None, _text(rng, 1)]),
+            "update_author_id": _user(rng, users),
+        },
+    ),
+    "user": (
+        _user_rename,
+        lambda rng, _u, _n: {"active": rng.random() > 0.1},
+        lambda rng, _u, _n: {"time_zone": rng.choice(["UTC", "Europe/Oslo", "Asia/Tokyo"])},
+    ),
+    "project": (
+        lambda rng, _u, _n: {"name": f"Project {' '.join(rng.choices(WORDS, k=2))}"},
+        lambda rng, _u, _n: {"description": _text(rng, 2)},
+        lambda rng, users, _n: {"lead_id": _user(rng, users)},
+        lambda rng, _u, _n: {"category": rng.choice([None, "Platform", "Apps"])},
+    ),
+}
+
+
+def gen_changes(rng: random.Random, entity: str, user_ids: Sequence[int], now: datetime) -> Row:
+    """New values for one or two realistic columns of an ``entity`` row, updated at ``now``."""
+    changes = CHANGES[entity]
+    values: Row = {}
+    for change in rng.sample(changes, rng.randint(1, min(2, len(changes)))):
+        values.update(change(rng, user_ids, now))
+    values["updated"] = now
+    return values
 
 
 def gen_tenant(plan: SeedPlan, index: int) -> Iterator[tuple[str, Row]]:
@@ -205,11 +282,12 @@ def gen_tenant(plan: SeedPlan, index: int) -> Iterator[tuple[str, Row]]:
     projects = gen_projects(rng, max(1, min(5, plan.issues_per_tenant // 10)), users)
     yield from (("user", u) for u in users)
     yield from (("project", p) for p in projects)
+    user_ids = [u["id"] for u in users]
     counters = {"comment": 0, "worklog": 0}
     for n in range(plan.issues_per_tenant):
-        issue = gen_issue(rng, n, rng.choice(projects), users)
+        issue = gen_issue(rng, n, rng.choice(projects), user_ids)
         yield "issue", issue
-        comments, worklogs = gen_children(rng, issue, users, counters)
+        comments, worklogs = gen_children(rng, issue, user_ids, counters)
         yield from (("comment", c) for c in comments)
         yield from (("worklog", w) for w in worklogs)
 

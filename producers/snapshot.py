@@ -1,101 +1,84 @@
-"""A consistent snapshot of the source, published as ``op = r`` change events.
+"""The initial snapshot: every source row as an ``op = r`` change event.
 
-Every table is read inside one REPEATABLE READ transaction, so the snapshot is a single
-point in time; that point's WAL position becomes every snapshot event's ``position``.
+Rows are read in primary-key chunks inside one REPEATABLE READ transaction, normally the
+snapshot the replication slot exported at its consistent point, so the snapshot and the
+stream that follows neither overlap nor leave a gap. Every snapshot event carries the
+slot's consistent point as its position: any later change to the same key has a higher
+one. Progress is checkpointed per chunk, so a crash resumes after the last chunk Kafka
+acknowledged (in a fresh snapshot: rows it reads are superseded by the stream anyway).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from producers import checkpoint as ckpt
+from producers import metrics
 from producers.config import CaptureSettings
 from producers.db import connect
 from producers.errors import ProduceError, SourceSchemaError
-from producers.events import lsn_to_int, snapshot_event
+from producers.events import lsn_to_int, position, snapshot_event
 from producers.source import TABLES, columns
+from producers.tenants import Tenants
 from sluiceway.codec import Codec, event_key
-from sluiceway.kafka_io import ensure_topics, producer
 from sluiceway.partitioning import partition_for
 from sluiceway.settings import ENTITIES
 
 log = logging.getLogger("sluiceway.capture")
 Progress = Callable[[str, int], None]
+CHECKPOINT_EVERY_S = 2.0
 
 
-class _Acks:
+@dataclass
+class Acks:
     """Counts broker acknowledgements; the first failure is kept and raised later."""
 
-    def __init__(self) -> None:
-        self.acked = 0
-        self.error: KafkaError | None = None
+    acked: int = 0
+    error: KafkaError | None = None
 
     def __call__(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
+            metrics.PRODUCE_ERRORS.inc()
             self.error = self.error or err
         else:
             self.acked += 1
 
-
-def create_change_topics(settings: CaptureSettings) -> None:
-    kafka = settings.kafka
-    ensure_topics(
-        kafka,
-        [kafka.cdc_topic(e) for e in ENTITIES],
-        kafka.partitions,
-        {"cleanup.policy": "compact", "min.compaction.lag.ms": "3600000"},
-    )
-    ensure_topics(kafka, [kafka.control_topic("tenants")], 1, {"cleanup.policy": "compact"})
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise ProduceError(f"Kafka refused a captured event: {self.error.str()}")
 
 
-def _rows(cur: Any, codec: Codec, entity: str, fetch: int) -> Iterator[tuple[str, dict[str, Any]]]:
-    names = [c.name for c in columns(codec, entity)]
-    cur.itersize = fetch
-    cur.execute(
-        f"SELECT tenant_id, {', '.join(names)} FROM {TABLES[entity]} ORDER BY tenant_id, id"
-    )
-    for record in cur:
-        yield record[0], dict(zip(names, record[1:], strict=True))
+@dataclass
+class SnapshotRun:
+    """One pass over the tables; ``point`` is (position, source_ts) of every event.
+
+    Without a point (and without a slot) the snapshot's own WAL position is used.
+    """
+
+    settings: CaptureSettings
+    codec: Codec
+    prod: Producer
+    point: tuple[int, datetime] | None
+    state: ckpt.Checkpoint | None
+    progress: Progress | None = None
+    acks: Acks = field(default_factory=Acks)
+    counts: dict[str, int] = field(default_factory=dict)
+    tenants: Tenants | None = None
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
 
 
-def _publish_table(
-    conn: Any,
-    settings: CaptureSettings,
-    codec: Codec,
-    entity: str,
-    point: tuple[int, datetime],
-    prod: Producer,
-    acks: _Acks,
-    tenants: set[str],
-    progress: Progress | None,
-) -> int:
-    kafka, sent = settings.kafka, 0
-    topic = kafka.cdc_topic(entity)
-    with conn.cursor(name=f"snapshot_{entity}") as cur:
-        for tenant, row in _rows(cur, codec, entity, settings.tuning.fetch_rows):
-            value = codec.encode(snapshot_event(entity, tenant, row, *point))
-            part = partition_for(tenant, row["id"], kafka.partitions, kafka.spread)
-            _produce(prod, topic, part, event_key(tenant, row["id"]), value, acks)
-            tenants.add(tenant)
-            sent += 1
-            if progress and sent % 5000 == 0:
-                progress(entity, 5000)
-    if progress:
-        progress(entity, sent % 5000)
-    return sent
-
-
-def _produce_plain(prod: Producer, topic: str, key: bytes, value: bytes, acks: _Acks) -> None:
-    _produce(prod, topic, 0, key, value, acks)
-
-
-def _produce(prod: Producer, topic: str, part: int, key: bytes, value: bytes, acks: _Acks) -> None:
+def produce(
+    prod: Producer, topic: str, part: int, key: bytes, value: bytes | None, acks: Any
+) -> None:
     while True:
         try:
             prod.produce(topic, value=value, key=key, partition=part, on_delivery=acks)
@@ -104,13 +87,7 @@ def _produce(prod: Producer, topic: str, part: int, key: bytes, value: bytes, ac
             prod.poll(0.1)  # the local queue is full: let deliveries drain it
 
 
-def _open_snapshot(settings: CaptureSettings) -> Any:
-    conn = connect(settings.pg)
-    conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
-    return conn
-
-
-def _check_tables(cur: Any) -> None:
+def check_tables(cur: Any) -> None:
     cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
     present = {r[0] for r in cur.fetchall()}
     missing = [t for t in TABLES.values() if t not in present]
@@ -121,44 +98,96 @@ def _check_tables(cur: Any) -> None:
         )
 
 
-def run_snapshot(
-    settings: CaptureSettings, codec: Codec, progress: Progress | None = None
-) -> dict[str, int]:
-    """Publish one event per source row; return events per entity once all are acknowledged."""
-    create_change_topics(settings)
-    prod, acks, tenants = producer(settings.kafka), _Acks(), set[str]()
-    counts: dict[str, int] = {}
-    with closing(_open_snapshot(settings)) as conn:
+def _chunks(cur: Any, run: SnapshotRun, entity: str) -> Iterator[list[tuple[Any, ...]]]:
+    names = ", ".join(c.name for c in columns(run.codec, entity))
+    after = run.state.resume_after(TABLES[entity]) if run.state else None
+    limit = run.settings.tuning.chunk_rows
+    while True:
+        where = "WHERE (tenant_id, id) > (%s, %s) " if after else ""
+        cur.execute(
+            f"SELECT tenant_id, {names} FROM {TABLES[entity]} {where}"
+            f"ORDER BY tenant_id, id LIMIT {limit}",
+            after or (),
+        )
+        rows = cur.fetchall()
+        if not rows:
+            return
+        yield rows
+        after = (rows[-1][0], rows[-1][1])
+        if len(rows) < limit:
+            return
+
+
+def _publish_chunk(run: SnapshotRun, entity: str, rows: list[tuple[Any, ...]]) -> None:
+    kafka, topic = run.settings.kafka, run.settings.kafka.cdc_topic(entity)
+    assert run.point is not None
+    point = run.point
+    names = [c.name for c in columns(run.codec, entity)]
+    for record in rows:
+        tenant, row = record[0], dict(zip(names, record[1:], strict=True))
+        if run.tenants is not None:
+            run.tenants.observe(run.prod, tenant)
+        value = run.codec.encode(snapshot_event(entity, tenant, row, *point))
+        part = partition_for(tenant, row["id"], kafka.partitions, kafka.spread)
+        produce(run.prod, topic, part, event_key(tenant, row["id"]), value, run.acks)
+    run.prod.poll(0)
+    run.counts[entity] = run.counts.get(entity, 0) + len(rows)
+    metrics.SNAPSHOT_ROWS.labels(TABLES[entity]).inc(len(rows))
+    if run.progress:
+        run.progress(entity, len(rows))
+
+
+def _throttle(run: SnapshotRun, started: float, rows: int) -> None:
+    rate = run.settings.tuning.snapshot_rate
+    if rate > 0:
+        due = started + rows / rate
+        delay = due - run.clock()
+        if delay > 0:
+            run.sleep(delay)
+
+
+def _save(run: SnapshotRun) -> None:
+    if run.state is not None:
+        ckpt.save(run.settings.kafka, run.prod, run.state, run.settings.tuning.flush_timeout_s)
+        run.acks.raise_if_failed()
+
+
+def _snapshot_table(cur: Any, run: SnapshotRun, entity: str) -> None:
+    started, rows, saved = run.clock(), 0, run.clock()
+    for chunk in _chunks(cur, run, entity):
+        _publish_chunk(run, entity, chunk)
+        rows += len(chunk)
+        if run.state is not None:
+            run.state.last_key[TABLES[entity]] = [chunk[-1][0], chunk[-1][1]]
+            if run.clock() - saved > CHECKPOINT_EVERY_S:
+                _save(run)
+                saved = run.clock()
+        _throttle(run, started, rows)
+    if run.state is not None:
+        run.state.tables_done.append(TABLES[entity])
+    _save(run)
+    metrics.SNAPSHOT_DONE.labels(TABLES[entity]).set(1)
+
+
+def run_snapshot(run: SnapshotRun, snapshot_name: str | None) -> dict[str, int]:
+    """Publish the rows of every table not yet done; return events per entity."""
+    with closing(connect(run.settings.pg)) as conn:
+        conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         with conn.cursor() as cur:
-            _check_tables(cur)
-            cur.execute("SELECT pg_current_wal_lsn()::text, now()")
-            lsn, now = cur.fetchone()
-        point = (lsn_to_int(lsn), now)
-        for entity in ENTITIES:
-            counts[entity] = _publish_table(
-                conn, settings, codec, entity, point, prod, acks, tenants, progress
-            )
+            if snapshot_name:
+                cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_name,))
+            run.tenants = run.tenants or Tenants.load(run.settings.kafka)
+            if run.point is None:
+                cur.execute("SELECT pg_current_wal_lsn()::text, now()")
+                lsn, now = cur.fetchone()
+                run.point = (position(lsn_to_int(lsn), 0), now)
+            check_tables(cur)
+            for entity in ENTITIES:
+                if run.state is None or TABLES[entity] not in run.state.tables_done:
+                    _snapshot_table(cur, run, entity)
         conn.rollback()
-    _announce_tenants(settings, prod, tenants, acks)
-    _flush(prod, acks, sum(counts.values()) + len(tenants), settings.tuning.flush_timeout_s)
-    log.info("snapshot published position=%s events=%s", point[0], counts)
-    return counts
-
-
-def _announce_tenants(
-    settings: CaptureSettings, prod: Producer, tenants: set[str], acks: _Acks
-) -> None:
-    """Record the tenants seen, so exports can reject unknown ones without asking the source."""
-    topic = settings.kafka.control_topic("tenants")
-    for tenant in sorted(tenants):
-        value = json.dumps({"tenant_id": tenant}).encode()
-        _produce_plain(prod, topic, tenant.encode(), value, acks)
-
-
-def _flush(prod: Producer, acks: _Acks, expected: int, timeout: float) -> None:
-    remaining = prod.flush(timeout)
-    if acks.error is not None or remaining:
-        reason = acks.error.str() if acks.error else f"{remaining} events unacknowledged"
-        raise ProduceError(f"Kafka did not acknowledge the snapshot: {reason}")
-    if acks.acked < expected:
-        raise ProduceError(f"Kafka acknowledged {acks.acked} of {expected} snapshot events")
+    if run.prod.flush(run.settings.tuning.flush_timeout_s) != 0:
+        raise ProduceError("Kafka did not acknowledge the snapshot in time")
+    run.acks.raise_if_failed()
+    log.info("snapshot published events=%s", run.counts)
+    return run.counts

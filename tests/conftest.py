@@ -63,6 +63,17 @@ def fresh_database(pg: PostgresSettings, name: str) -> Iterator[PostgresSettings
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         yield pg.model_copy(update={"dbname": name})
         with admin.cursor() as cur:
+            # a slot pins WAL and blocks DROP DATABASE; end its walsender, then drop it
+            cur.execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                "WHERE database = %s AND active_pid IS NOT NULL",
+                (name,),
+            )
+            cur.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE database = %s AND NOT active",
+                (name,),
+            )
             cur.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )

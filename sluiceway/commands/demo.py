@@ -71,8 +71,8 @@ def demo(
 ) -> None:
     """Start the stack, seed a source, capture it, export one tenant, show rows from the files."""
     from producers.config import CaptureSettings, CaptureTuning
+    from producers.main import snapshot_once
     from producers.seed import SeedPlan, seed
-    from producers.snapshot import run_snapshot
     from sluiceway import stack
     from sluiceway.codec import Codec
     from sluiceway.commands.export import run_export
@@ -86,7 +86,7 @@ def demo(
     console.print(f"source seeded: {counts}")
     with console.status("capturing a snapshot into Kafka"):
         _reset_topics(kafka)
-        run_snapshot(CaptureSettings(kafka, pg, CaptureTuning()), codec)
+        snapshot_once(CaptureSettings(kafka, pg, CaptureTuning()), codec, None)
     req = ExportRequest(("tenant-001",), ENTITIES, str(dest.resolve()))
     run, manifest = run_export(req, kafka, wait=True, timeout=600, quiet=False)
     assert manifest is not None

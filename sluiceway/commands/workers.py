@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
+from collections.abc import Callable
 
 import typer
 from rich.progress import Progress, TaskID
@@ -19,14 +22,22 @@ def _worker_logging() -> None:
 
 @friendly_errors
 def capture(
+    snapshot_only: bool = typer.Option(
+        False, "--snapshot-only", help="Publish one consistent snapshot and exit (no slot)."
+    ),
+    metrics_port: int | None = typer.Option(None, help="Serve Prometheus metrics here."),
     as_json: bool = typer.Option(False, "--json", help="Print events per entity as JSON."),
 ) -> None:
-    """Snapshot the source and publish one change event per row to sw.cdc.<entity>."""
+    """Snapshot the source, then stream every change to sw.cdc.<entity> until stopped."""
     from producers.config import CaptureSettings, CaptureTuning
-    from producers.snapshot import run_snapshot
+    from producers.main import run as run_capture
+    from producers.main import snapshot_once
     from sluiceway.codec import Codec
 
-    settings = CaptureSettings(KafkaSettings(), PostgresSettings(), CaptureTuning())
+    tuning = CaptureTuning()
+    if metrics_port is not None:
+        tuning = tuning.model_copy(update={"metrics_port": metrics_port})
+    settings = CaptureSettings(KafkaSettings(), PostgresSettings(), tuning)
     with Progress(transient=True, disable=as_json) as bar:
         tasks: dict[str, TaskID] = {}
 
@@ -35,8 +46,21 @@ def capture(
                 tasks[entity] = bar.add_task(f"snapshot {entity}", total=None)
             bar.advance(tasks[entity], n)
 
-        counts = run_snapshot(settings, Codec(), advance)
-    typer.echo(json.dumps(counts) if as_json else f"captured {counts}")
+        if snapshot_only:
+            counts = snapshot_once(settings, Codec(), advance)
+            typer.echo(json.dumps(counts) if as_json else f"captured {counts}")
+            return
+    _worker_logging()
+    stop = _stop_on_signals()
+    run_capture(settings, Codec(), stop)
+
+
+def _stop_on_signals() -> Callable[[], bool]:
+    """SIGTERM and SIGINT ask for a clean stop: flush, confirm, exit."""
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    return stopping.is_set
 
 
 @friendly_errors

@@ -19,7 +19,7 @@ TENANT = "tenant-001"
 def captured(local_stack: Stack) -> Iterator[Cli]:
     for _kafka, _pg, cli in isolated(local_stack):
         cli("source", "seed", "--tenants", "2", "--issues-per-tenant", "120", "--seed", "5")
-        cli("capture")
+        cli("capture", "--snapshot-only")
         yield cli
 
 

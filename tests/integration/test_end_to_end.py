@@ -44,7 +44,7 @@ def exported(
             "source", "seed", "--tenants", "3", "--issues-per-tenant", "40", "--seed", "11"
         )
         assert seeded["tenants"] == ["tenant-001", "tenant-002", "tenant-003"]
-        cli("capture")
+        cli("capture", "--snapshot-only")
         lake = tmp_path_factory.mktemp("lake")
         result = cli.json(
             "export",

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def captured_cli(cli: Cli) -> Cli:
     cli("source", "seed", "--tenants", "1", "--issues-per-tenant", "5")
-    cli("capture")
+    cli("capture", "--snapshot-only")
     return cli
 
 

@@ -1,0 +1,120 @@
+"""``sluiceway capture``: snapshot, then stream every change, until stopped.
+
+create the change topics -> find or create the slot -> snapshot what is not yet
+published -> stream from the slot, confirming only what Kafka acknowledged.
+A lost source connection is retried with backoff; nothing is ever skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import psycopg2
+from confluent_kafka import Producer
+
+from producers import checkpoint as ckpt
+from producers import metrics
+from producers.acks import AckTracker
+from producers.config import CaptureSettings
+from producers.errors import SourceUnavailableError
+from producers.events import position
+from producers.slot import create_slot, inspect_slot, replication_connection
+from producers.snapshot import Progress, SnapshotRun, run_snapshot
+from producers.stream import Streamer
+from sluiceway.codec import Codec
+from sluiceway.kafka_io import ensure_topics, producer
+from sluiceway.settings import ENTITIES
+
+log = logging.getLogger("sluiceway.capture")
+Stop = Callable[[], bool]
+
+
+def create_change_topics(settings: CaptureSettings) -> None:
+    kafka = settings.kafka
+    ensure_topics(
+        kafka,
+        [kafka.cdc_topic(e) for e in ENTITIES],
+        kafka.partitions,
+        {"cleanup.policy": "compact", "min.compaction.lag.ms": "3600000"},
+    )
+    ensure_topics(kafka, [kafka.control_topic("tenants")], 1, {"cleanup.policy": "compact"})
+    ckpt.ensure_topic(kafka)
+
+
+def capture_producer(settings: CaptureSettings) -> Producer:
+    # message.timeout.ms=0: wait out a Kafka outage instead of failing deliveries.
+    return producer(settings.kafka, **{"message.timeout.ms": 0})
+
+
+def snapshot_once(
+    settings: CaptureSettings, codec: Codec, progress: Progress | None
+) -> dict[str, int]:
+    """A one-off consistent snapshot without a slot (no streaming afterwards)."""
+    create_change_topics(settings)
+    run = SnapshotRun(settings, codec, capture_producer(settings), None, None, progress)
+    return run_snapshot(run, None)
+
+
+def run(
+    settings: CaptureSettings, codec: Codec, stop: Stop, progress: Progress | None = None
+) -> None:
+    """Capture until ``stop()``; reconnect with backoff when the source goes away."""
+    create_change_topics(settings)
+    metrics.serve(settings.tuning.metrics_port)
+    backoff = 0.5
+    while not stop():
+        try:
+            _capture(settings, codec, stop, progress)
+            return
+        except (SourceUnavailableError, psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.warning("source connection lost (%s); reconnecting in %.1fs", first, backoff)
+            metrics.RECONNECTS.inc()
+            _sleep_unless(stop, backoff)
+            backoff = min(backoff * 2, settings.tuning.reconnect_max_s)
+
+
+def _sleep_unless(stop: Stop, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not stop():
+        time.sleep(0.1)
+
+
+def _capture(
+    settings: CaptureSettings, codec: Codec, stop: Stop, progress: Progress | None
+) -> None:
+    slot, prod = settings.tuning.slot, capture_producer(settings)
+    state = ckpt.load(settings.kafka, slot)
+    repl = replication_connection(settings.pg)
+    try:
+        info = inspect_slot(repl, slot, settings.pg.dbname)
+        if info is None:
+            repl.close()
+            new = create_slot(settings.pg, slot)
+            repl, state = new.conn, ckpt.Checkpoint(slot, new.consistent_lsn)
+            log.info("created slot %s at its consistent point", slot)
+            _snapshot(settings, codec, prod, state, new.snapshot, progress)
+            confirmed = new.consistent_lsn
+        else:
+            if state is None or not state.snapshot_done:
+                state = state or ckpt.Checkpoint(slot, info.confirmed_lsn)
+                log.info("resuming the snapshot of slot %s", slot)
+                _snapshot(settings, codec, prod, state, None, progress)
+            confirmed = info.confirmed_lsn
+        Streamer(settings, codec, prod, AckTracker(confirmed), stop).run(repl)
+    finally:
+        repl.close()
+
+
+def _snapshot(
+    settings: CaptureSettings, codec: Codec, prod: Producer, state: ckpt.Checkpoint,
+    snapshot_name: str | None, progress: Progress | None,
+) -> None:  # fmt: skip
+    ckpt.save(settings.kafka, prod, state, settings.tuning.flush_timeout_s)
+    point = (position(state.consistent_lsn, 0), datetime.now(UTC))
+    run_snapshot(SnapshotRun(settings, codec, prod, point, state, progress), snapshot_name)
+    state.snapshot_done = True
+    ckpt.save(settings.kafka, prod, state, settings.tuning.flush_timeout_s)

@@ -1,0 +1,85 @@
+"""The logical replication slot: its creation with an exported snapshot, and its checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+import psycopg2.extras
+
+from producers.errors import SlotConflictError, SourceUnavailableError
+from producers.events import lsn_to_int
+from sluiceway.settings import PostgresSettings
+
+PLUGIN = "wal2json"
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    name: str
+    confirmed_lsn: int
+
+
+@dataclass(frozen=True)
+class NewSlot:
+    """A slot just created; ``snapshot`` stays importable while ``conn`` sits idle."""
+
+    name: str
+    consistent_lsn: int
+    snapshot: str
+    conn: Any
+
+
+def replication_connection(pg: PostgresSettings) -> Any:
+    try:
+        return psycopg2.connect(
+            pg.dsn(),
+            connection_factory=psycopg2.extras.LogicalReplicationConnection,
+            options="-c TimeZone=UTC -c DateStyle=ISO",
+        )
+    except psycopg2.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise SourceUnavailableError(
+            f"replication connection to {pg.host}:{pg.port}/{pg.dbname} failed: {first}"
+        ) from exc
+
+
+def inspect_slot(conn: Any, name: str, dbname: str) -> SlotInfo | None:
+    """The slot if it exists and suits us; SlotConflictError naming the setting otherwise."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT slot_type, plugin, database, confirmed_flush_lsn::text "
+            "FROM pg_replication_slots WHERE slot_name = %s",
+            (name,),
+        )
+        row = cur.fetchone()
+    if row is None:
+        return None
+    slot_type, plugin, database, confirmed = row
+    for setting, found, wanted in (
+        ("type", slot_type, "logical"),
+        ("plugin", plugin, PLUGIN),
+        ("database", database, dbname),
+    ):
+        if found != wanted:
+            raise SlotConflictError(
+                f"replication slot {name!r} exists with {setting} {found!r}; expected {wanted!r} "
+                f"(drop it with SELECT pg_drop_replication_slot('{name}') or set "
+                "SLUICEWAY_CAPTURE_SLOT to another name)"
+            )
+    return SlotInfo(name, lsn_to_int(confirmed))
+
+
+def create_slot(pg: PostgresSettings, name: str) -> NewSlot:
+    conn = replication_connection(pg)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE_REPLICATION_SLOT {name} LOGICAL {PLUGIN} (SNAPSHOT 'export')")
+        _, consistent, snapshot, _ = cur.fetchone()
+    return NewSlot(name, lsn_to_int(consistent), snapshot, conn)
+
+
+def emit_heartbeat(conn: Any) -> None:
+    """A non-transactional logical message: decoded in WAL order, so it proves progress."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_logical_emit_message(false, 'sluiceway-heartbeat', now()::text)")

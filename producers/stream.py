@@ -1,0 +1,150 @@
+"""Streaming capture: wal2json changes from the slot, produced to the change topics.
+
+The slot's confirmed position advances only to a commit whose events, and those of every
+earlier commit, Kafka has acknowledged. After a crash PostgreSQL re-sends everything after
+that position; those events carry the same positions as before, so readers drop repeats.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from producers import metrics
+from producers.acks import AckTracker, PendingTxn
+from producers.config import CaptureSettings
+from producers.db import connect
+from producers.errors import ProduceError
+from producers.events import change_event, int_to_lsn, position
+from producers.slot import emit_heartbeat
+from producers.snapshot import produce
+from producers.source import TABLES
+from producers.tenants import Tenants
+from producers.wal2json import Decoder, Heartbeat, Transaction
+from sluiceway.codec import Codec, event_key
+from sluiceway.partitioning import partition_for
+
+log = logging.getLogger("sluiceway.capture")
+
+
+def wal2json_options() -> dict[str, str]:
+    tables = ",".join(f"public.{t}" for t in TABLES.values())
+    return {
+        "format-version": "2",
+        "include-lsn": "1",
+        "include-timestamp": "1",
+        "include-xids": "1",
+        "include-types": "1",
+        "add-tables": tables,
+        "add-msg-prefixes": "sluiceway-heartbeat",
+    }
+
+
+@dataclass
+class Streamer:
+    settings: CaptureSettings
+    codec: Codec
+    prod: Producer
+    tracker: AckTracker
+    stop: Callable[[], bool]
+    clock: Callable[[], float] = time.monotonic
+    decoder: Decoder = field(init=False)
+    tenants: Tenants = field(init=False)
+    last_feedback: float = 0.0
+    last_heartbeat: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.decoder = Decoder(self.codec)
+        self.tenants = Tenants.load(self.settings.kafka)
+
+    def run(self, repl_conn: Any) -> None:
+        """Stream until ``stop()``; returns after a final flush and feedback."""
+        heartbeat_conn = connect(self.settings.pg)
+        heartbeat_conn.autocommit = True
+        cur = repl_conn.cursor()
+        cur.start_replication(
+            slot_name=self.settings.tuning.slot, decode=True, options=wal2json_options(),
+            start_lsn=self.tracker.confirmed, status_interval=10,
+        )  # fmt: skip
+        log.info("streaming from %s", int_to_lsn(self.tracker.confirmed))
+        try:
+            while not self.stop():
+                self._step(cur, heartbeat_conn)
+            self.prod.flush(self.settings.tuning.flush_timeout_s)
+            self._feedback(cur)
+        finally:
+            heartbeat_conn.close()
+
+    def _step(self, cur: Any, heartbeat_conn: Any) -> None:
+        msg = cur.read_message()
+        if msg is None:
+            self.prod.poll(0)
+            select.select([cur], [], [], 0.2)
+        else:
+            self._handle(msg.payload)
+        now = self.clock()
+        if now - self.last_heartbeat >= self.settings.tuning.heartbeat_s:
+            emit_heartbeat(heartbeat_conn)
+            self.last_heartbeat = now
+        if now - self.last_feedback >= self.settings.tuning.feedback_s:
+            self.prod.poll(0)
+            self._feedback(cur)
+            lag = max(0, cur.wal_end - self.tracker.confirmed) if cur.wal_end else 0
+            metrics.LAG_BYTES.set(lag)
+
+    def _handle(self, payload: str) -> None:
+        decoded = self.decoder.feed(payload)
+        if isinstance(decoded, Transaction):
+            self._publish(decoded)
+        elif isinstance(decoded, Heartbeat):
+            self.tracker.saw_heartbeat(decoded.lsn)
+
+    def _publish(self, txn: Transaction) -> None:
+        deletes = sum(1 for c in txn.changes if c.op == "d")
+        pending = self.tracker.add(txn.commit_lsn, len(txn.changes) + deletes)
+        callback = _Delivery(self.tracker, pending)
+        kafka = self.settings.kafka
+        for seq, change in enumerate(txn.changes):
+            topic = kafka.cdc_topic(change.entity)
+            key = event_key(change.tenant_id, change.entity_id)
+            part = partition_for(change.tenant_id, change.entity_id, kafka.partitions, kafka.spread)
+            event = change_event(
+                change.entity, change.tenant_id, change.entity_id, change.op, change.row,
+                position(txn.commit_lsn, seq), txn.commit_ts,
+            )  # fmt: skip
+            produce(self.prod, topic, part, key, self.codec.encode(event), callback)
+            if change.op == "d":
+                # the tombstone lets compaction drop the key once the delete has been read
+                produce(self.prod, topic, part, key, None, callback)
+            metrics.EVENTS.labels(change.entity, change.op).inc()
+            self.tenants.observe(self.prod, change.tenant_id)
+        self.prod.poll(0)
+        age = (datetime.now(UTC) - txn.commit_ts).total_seconds()
+        metrics.LAG_SECONDS.set(max(0.0, age))
+
+    def _feedback(self, cur: Any) -> None:
+        if self.tracker.error:
+            raise ProduceError(f"Kafka refused a captured event: {self.tracker.error}")
+        safe = self.tracker.safe_lsn()
+        # force: psycopg2 would otherwise hold it until its own status interval
+        cur.send_feedback(flush_lsn=safe, write_lsn=safe, apply_lsn=safe, force=True)
+        metrics.CONFIRMED_LSN.set(safe)
+        self.last_feedback = self.clock()
+
+
+@dataclass
+class _Delivery:
+    tracker: AckTracker
+    txn: PendingTxn
+
+    def __call__(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            metrics.PRODUCE_ERRORS.inc()
+        self.tracker.acked(self.txn, None if err is None else err.str())

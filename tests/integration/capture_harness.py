@@ -1,0 +1,126 @@
+"""Running `sluiceway capture` as a real process, and reading the change topics back."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from confluent_kafka import TopicPartition
+
+from sluiceway.codec import Codec
+from sluiceway.kafka_io import consumer, watermarks
+from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings
+
+
+@dataclass
+class CaptureProcess:
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sluiceway.cli", "capture"],
+            env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def assert_alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"capture exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+            )
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, poll: float = 0.25) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(poll)
+
+
+def wal_lsn(pg: PostgresSettings) -> str:
+    with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_current_wal_lsn()::text")
+        lsn: str = cur.fetchone()[0]
+    conn.close()
+    return lsn
+
+
+def slot_caught_up(pg: PostgresSettings, slot: str, target_lsn: str) -> bool:
+    with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots "
+            "WHERE slot_name = %s",
+            (target_lsn, slot),
+        )
+        row = cur.fetchone()
+    conn.close()
+    return bool(row and row[0])
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    event: dict[str, Any] | None  # None for a tombstone
+
+
+def read_change_topics(kafka: KafkaSettings, timeout: float = 60) -> list[Record]:
+    """Every record on the change topics up to their high watermarks now, in offset order."""
+    codec, reader = Codec(), consumer(kafka, group=f"verify-{time.monotonic_ns()}")
+    ends = {
+        (kafka.cdc_topic(e), p): high
+        for e in ENTITIES
+        for p, (_low, high) in watermarks(
+            kafka, kafka.cdc_topic(e), range(kafka.partitions)
+        ).items()
+    }
+    reader.assign([TopicPartition(t, p, 0) for (t, p) in ends])
+    pending = {tp for tp, high in ends.items() if high > 0}
+    records: list[Record] = []
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for msg in reader.consume(10_000, 0.5):
+            if msg.error():
+                continue
+            tp = (msg.topic(), msg.partition())
+            value = msg.value()
+            event = codec.decode(value) if value is not None else None
+            records.append(Record(tp[0], tp[1], msg.offset(), msg.key(), event))
+            if msg.offset() >= ends[tp] - 1:
+                pending.discard(tp)
+    reader.close()
+    assert not pending, f"could not read {pending} to their ends"
+    return records
+
+
+def settings_for_capture(env: dict[str, str], slot: str, **extra: str) -> dict[str, str]:
+    return {**env, "SLUICEWAY_CAPTURE_SLOT": slot, "SLUICEWAY_CAPTURE_HEARTBEAT_S": "0.5", **extra}
