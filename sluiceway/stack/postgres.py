@@ -122,6 +122,7 @@ class PostgresServer:
         if self.answers():
             return self.status()
         bindir = tools.find_pg_bindir()
+        tools.check_wal2json(bindir)
         prefix = as_server_user()
         self._prepare_dirs(prefix)
         if not (self.data / "PG_VERSION").is_file():

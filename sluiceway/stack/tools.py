@@ -100,3 +100,14 @@ def find_pg_bindir() -> Path:
         if _has_server_programs(bindir):
             return bindir
     raise ToolMissingError("PostgreSQL (initdb, pg_ctl)", PG_INSTALL)
+
+
+def check_wal2json(bindir: Path) -> None:
+    """Capture decodes the WAL with the wal2json plugin, packaged per PostgreSQL major."""
+    libdir = bindir.parent / "lib"
+    if not (libdir / "wal2json.so").is_file():
+        major = bindir.parent.name
+        raise ToolMissingError(
+            f"wal2json for PostgreSQL {major} ({libdir}/wal2json.so)",
+            f"apt-get install -y postgresql-{major}-wal2json",
+        )

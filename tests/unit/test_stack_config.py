@@ -140,3 +140,13 @@ def test_server_status_to_dict_is_json_ready(tmp_path: Path) -> None:
         "data_dir": str(tmp_path),
         "log_file": str(tmp_path / "k.log"),
     }
+
+
+def test_missing_wal2json_names_the_package(tmp_path: Path) -> None:
+    bindir = tmp_path / "15" / "bin"
+    bindir.mkdir(parents=True)
+    with pytest.raises(ToolMissingError, match="apt-get install -y postgresql-15-wal2json"):
+        tools.check_wal2json(bindir)
+    (tmp_path / "15" / "lib").mkdir()
+    (tmp_path / "15" / "lib" / "wal2json.so").write_bytes(b"")
+    tools.check_wal2json(bindir)
