@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC, datetime
 
 import psycopg2
@@ -19,8 +20,10 @@ from producers import checkpoint as ckpt
 from producers import metrics
 from producers.acks import AckTracker
 from producers.config import CaptureSettings
+from producers.db import connect
 from producers.errors import SourceUnavailableError
 from producers.events import position
+from producers.schema_check import check_source_schema
 from producers.slot import create_slot, inspect_slot, replication_connection
 from producers.snapshot import Progress, SnapshotRun, run_snapshot
 from producers.stream import Streamer
@@ -30,6 +33,8 @@ from sluiceway.settings import ENTITIES
 
 log = logging.getLogger("sluiceway.capture")
 Stop = Callable[[], bool]
+MIN_BACKOFF_S = 0.5
+HEALTHY_S = 30.0
 
 
 def create_change_topics(settings: CaptureSettings) -> None:
@@ -53,6 +58,7 @@ def snapshot_once(
     settings: CaptureSettings, codec: Codec, progress: Progress | None
 ) -> dict[str, int]:
     """A one-off consistent snapshot without a slot (no streaming afterwards)."""
+    check_source(settings, codec)
     create_change_topics(settings)
     run = SnapshotRun(settings, codec, capture_producer(settings), None, None, progress)
     return run_snapshot(run, None)
@@ -64,12 +70,15 @@ def run(
     """Capture until ``stop()``; reconnect with backoff when the source goes away."""
     create_change_topics(settings)
     metrics.serve(settings.tuning.metrics_port)
-    backoff = 0.5
+    prod, backoff = capture_producer(settings), MIN_BACKOFF_S
     while not stop():
+        started = time.monotonic()
         try:
-            _capture(settings, codec, stop, progress)
+            _capture(settings, codec, prod, stop, progress)
             return
         except (SourceUnavailableError, psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            if time.monotonic() - started > HEALTHY_S:
+                backoff = MIN_BACKOFF_S  # it had been working: retry soon
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             log.warning("source connection lost (%s); reconnecting in %.1fs", first, backoff)
             metrics.RECONNECTS.inc()
@@ -83,10 +92,16 @@ def _sleep_unless(stop: Stop, seconds: float) -> None:
         time.sleep(0.1)
 
 
+def check_source(settings: CaptureSettings, codec: Codec) -> None:
+    with closing(connect(settings.pg)) as conn:
+        check_source_schema(conn, codec)
+
+
 def _capture(
-    settings: CaptureSettings, codec: Codec, stop: Stop, progress: Progress | None
+    settings: CaptureSettings, codec: Codec, prod: Producer, stop: Stop, progress: Progress | None
 ) -> None:
-    slot, prod = settings.tuning.slot, capture_producer(settings)
+    check_source(settings, codec)
+    slot = settings.tuning.slot
     state = ckpt.load(settings.kafka, slot)
     repl = replication_connection(settings.pg)
     try:

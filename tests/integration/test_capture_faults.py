@@ -1,0 +1,146 @@
+"""Capture meets bad sources and faults: clear refusals, reconnects, resumed snapshots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.request import urlopen
+
+import psycopg2
+import pytest
+
+from producers import checkpoint
+from sluiceway.settings import KafkaSettings, PostgresSettings
+from tests.conftest import Cli
+from tests.integration.capture_harness import CaptureProcess, settings_for_capture, wait_for
+from tests.integration.test_capture import (
+    latest_by_key,
+    read_change_topics,
+    snapshot_done,
+    source_rows,
+    wait_caught_up,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def sql(pg: PostgresSettings, statement: str) -> None:
+    conn = psycopg2.connect(pg.dsn())
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(statement)
+    conn.close()
+
+
+def one_line_error(cli: Cli, slot: str) -> str:
+    proc = Cli(settings_for_capture(cli.env, slot))("capture", check=False, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("statement", "needle"),
+    [
+        (
+            "ALTER TABLE worklogs DROP CONSTRAINT worklogs_pkey",
+            "table worklogs has primary key none",
+        ),
+        ("ALTER TABLE comments ADD COLUMN mood jsonb", "column comments.mood (jsonb) is not in"),
+        (
+            "ALTER TABLE issues ALTER COLUMN story_points TYPE numeric",
+            "column issues.story_points has unsupported type numeric; expected double precision",
+        ),
+    ],
+)
+def test_a_source_it_cannot_capture_is_refused_by_name(
+    cli: Cli, source_db: PostgresSettings, unique: str, statement: str, needle: str
+) -> None:
+    cli("source", "seed", "--tenants", "1", "--issues-per-tenant", "3")
+    sql(source_db, statement)
+    assert needle in one_line_error(cli, f"sw_{unique}")
+
+
+def test_a_slot_with_other_settings_is_refused_by_name(
+    cli: Cli, source_db: PostgresSettings, unique: str
+) -> None:
+    cli("source", "seed", "--tenants", "1", "--issues-per-tenant", "3")
+    slot = f"sw_{unique}"
+    sql(source_db, f"SELECT pg_create_logical_replication_slot('{slot}', 'test_decoding')")
+    line = one_line_error(cli, slot)
+    assert (
+        f"replication slot '{slot}' exists with plugin 'test_decoding'; expected 'wal2json'" in line
+    )
+
+
+def test_a_dropped_source_connection_is_reconnected_without_loss(
+    cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str
+) -> None:
+    cli("source", "seed", "--tenants", "2", "--issues-per-tenant", "20", "--seed", "2")
+    slot, port = f"sw_{unique}", 19400 + int(unique[:4], 16) % 500
+    capture = CaptureProcess(settings_for_capture(cli.env, slot), tmp_path / "capture.log")
+    capture.env["SLUICEWAY_CAPTURE_METRICS_PORT"] = str(port)
+    capture.start()
+    try:
+        wait_for(lambda: snapshot_done(kafka, slot), 60, "the initial snapshot")
+        sql(source_db, "UPDATE issues SET summary = 'before the drop', updated = now()")
+        wait_caught_up(source_db, slot, capture, timeout=60)
+        sql(source_db, f"SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                       f"WHERE slot_name = '{slot}'")  # fmt: skip
+        sql(source_db, "UPDATE issues SET summary = 'after the drop', updated = now()")
+        wait_for(lambda: "reconnecting" in capture.log.read_text(), 60, "a reconnect")
+        wait_caught_up(source_db, slot, capture, timeout=120)
+        metrics = urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    finally:
+        capture.stop()
+    reconnects = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("sluiceway_capture_reconnects_total")
+    ]
+    assert reconnects and float(reconnects[0].split()[1]) >= 1
+    assert 'sluiceway_capture_events_total{entity="issue",op="u"}' in metrics
+    latest = latest_by_key(read_change_topics(kafka))
+    issues = [rec.event for key, rec in latest.items() if key[0] == "issue"]
+    assert len(issues) == 40
+    assert all(e is not None and e["after"]["summary"] == "after the drop" for e in issues)
+
+
+def test_a_snapshot_killed_midway_resumes_and_ends_equal_to_the_source(
+    cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str
+) -> None:
+    cli("source", "seed", "--tenants", "2", "--issues-per-tenant", "200", "--seed", "6")
+    slot = f"sw_{unique}"
+    env = settings_for_capture(
+        cli.env, slot, SLUICEWAY_CAPTURE_SNAPSHOT_RATE="400", SLUICEWAY_CAPTURE_CHUNK_ROWS="50"
+    )
+    capture = CaptureProcess(env, tmp_path / "capture.log")
+    capture.start()
+    try:
+        # kill while the comments (the biggest table, after issues) are being read
+        wait_for(lambda: "issues" in _tables_done(kafka, slot), 60, "the issues to be published")
+        capture.kill()
+        sql(
+            source_db,
+            "UPDATE comments SET body = 'changed while capture was down', updated = now()",
+        )
+        capture.start()
+        wait_for(lambda: snapshot_done(kafka, slot), 120, "the resumed snapshot")
+        wait_caught_up(source_db, slot, capture, timeout=120)
+    finally:
+        capture.stop()
+    assert "resuming the snapshot" in capture.log.read_text()
+    truth = source_rows(source_db)
+    latest = latest_by_key(read_change_topics(kafka))
+    assert set(latest) == set(truth)
+    for key, row in truth.items():
+        event = latest[key].event
+        assert event is not None and event["after"] is not None
+        assert event["after"]["id"] == row["id"]
+        if key[0] == "comment":
+            assert event["after"]["body"] == "changed while capture was down"
+
+
+def _tables_done(kafka: KafkaSettings, slot: str) -> list[str]:
+    state = checkpoint.load(kafka, slot)
+    return [] if state is None else state.tables_done
