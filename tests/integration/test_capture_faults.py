@@ -9,8 +9,9 @@ import psycopg2
 import pytest
 
 from producers import checkpoint
-from sluiceway.settings import KafkaSettings, PostgresSettings
-from tests.conftest import Cli
+from sluiceway.settings import KafkaSettings, PostgresSettings, StackSettings
+from sluiceway.stack.kafka import KafkaServer
+from tests.conftest import Cli, Stack
 from tests.integration.capture_harness import CaptureProcess, settings_for_capture, wait_for
 from tests.integration.test_capture import (
     latest_by_key,
@@ -144,3 +145,34 @@ def test_a_snapshot_killed_midway_resumes_and_ends_equal_to_the_source(
 def _tables_done(kafka: KafkaSettings, slot: str) -> list[str]:
     state = checkpoint.load(kafka, slot)
     return [] if state is None else state.tables_done
+
+
+def test_kafka_restarting_under_capture_loses_nothing(
+    local_stack: Stack, cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings,
+    tmp_path: Path, unique: str,
+) -> None:  # fmt: skip
+    cli("source", "seed", "--tenants", "2", "--issues-per-tenant", "20", "--seed", "8")
+    slot = f"sw_{unique}"
+    capture = CaptureProcess(settings_for_capture(cli.env, slot), tmp_path / "capture.log")
+    capture.start()
+    broker = KafkaServer(StackSettings(), local_stack.kafka)
+    try:
+        wait_for(lambda: snapshot_done(kafka, slot), 60, "the initial snapshot")
+        broker.down()
+        sql(source_db, "UPDATE worklogs SET time_spent_seconds = 4242, updated = now()")
+        sql(source_db, "DELETE FROM comments WHERE id % 2 = 0")
+        capture.assert_alive()  # it waits for Kafka rather than failing
+        broker.up()
+        wait_caught_up(source_db, slot, capture, timeout=180)
+    finally:
+        if not broker.status().running:
+            broker.up()
+        capture.stop()
+    truth = source_rows(source_db)
+    latest = latest_by_key(read_change_topics(kafka))
+    live = {k for k, rec in latest.items() if rec.event is not None and rec.event["op"] != "d"}
+    assert live == set(truth)
+    worklogs = [latest[k].event for k in live if k[0] == "worklog"]
+    assert worklogs and all(
+        e is not None and e["after"]["time_spent_seconds"] == 4242 for e in worklogs
+    )

@@ -1,0 +1,91 @@
+"""Benchmark results: metrics with targets, a rich table, and JSON files under results/."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One measured value; ``ok`` is None when the metric has no target."""
+
+    metric: str
+    value: float | int | str
+    unit: str = ""
+    target: str = ""
+    ok: bool | None = None
+
+
+def at_least(name: str, value: float, target: float, unit: str) -> Metric:
+    return Metric(name, round(value, 1), unit, f">= {target:,.0f}", value >= target)
+
+
+def at_most(name: str, value: float | None, target: float, unit: str) -> Metric:
+    if value is None:
+        return Metric(name, "not reached", unit, f"< {target:g}", False)
+    return Metric(name, round(value, 3), unit, f"< {target:g}", value < target)
+
+
+def info(name: str, value: float | int | str, unit: str = "") -> Metric:
+    return Metric(name, round(value, 3) if isinstance(value, float) else value, unit)
+
+
+def machine() -> dict[str, Any]:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(mem / 2**30, 1),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def result(name: str, params: dict[str, Any], metrics: list[Metric], **details: Any) -> dict[str, Any]:
+    """The dict a benchmark's ``run`` returns."""
+    return {
+        "benchmark": name,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "params": params,
+        "metrics": [asdict(m) for m in metrics],
+        "details": details,
+    }
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_table(res: dict[str, Any], console: Console | None = None) -> None:
+    table = Table("metric", "value", "unit", "target", "ok?", title=f"benchmark: {res['benchmark']}")
+    marks = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: ""}
+    for m in res["metrics"]:
+        table.add_row(m["metric"], _cell(m["value"]), m["unit"], m["target"], marks[m["ok"]])
+    (console or Console()).print(table)
+
+
+def write_json(res: dict[str, Any], results: Path = RESULTS) -> Path:
+    """results/<name>-<UTC timestamp>.json and results/latest-<name>.json; returns the first."""
+    results.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    text = json.dumps(res, indent=2, default=str) + "\n"
+    path = results / f"{res['benchmark']}-{stamp}.json"
+    path.write_text(text, encoding="utf-8")
+    (results / f"latest-{res['benchmark']}.json").write_text(text, encoding="utf-8")
+    return path
