@@ -19,6 +19,7 @@ from faust.types import EventT
 
 from processors.config import ProcessorSettings
 from processors.progress import RunProgress
+from processors.scan import Latest
 from processors.transforms import select, validate
 from sluiceway.codec import Codec
 from sluiceway.errors import InvalidEventError
@@ -30,8 +31,10 @@ log = logging.getLogger("sluiceway.processor")
 class RunProcessor:
     """The state one worker keeps for a run; the agent and timer below call into it."""
 
-    def __init__(self, settings: ProcessorSettings, run: RunRecord, codec: Codec) -> None:
-        self.settings, self.run, self.codec = settings, run, codec
+    def __init__(
+        self, settings: ProcessorSettings, run: RunRecord, codec: Codec, latest: Latest | None
+    ) -> None:
+        self.settings, self.run, self.codec, self.latest = settings, run, codec, latest
         self.tenants = frozenset(run.tenants)
         self.entities = frozenset(run.entities)
         self.progress = RunProgress(run.start, run.cut)
@@ -70,20 +73,34 @@ class RunProcessor:
 
     async def _handle(self, event: EventT) -> None:
         msg = event.message
-        if msg.value is None:  # a tombstone after a delete: compaction's, not ours
-            self.progress.observe(msg.topic, msg.partition, msg.offset)
-            return
-        if self.progress.in_range(msg.topic, msg.partition, msg.offset) and select(
-            msg.key, self.tenants
-        ):
+        if self._wanted(msg):
             try:
-                validate(msg.key, self.codec.decode(msg.value), self.entities)
+                out = self._transform(msg.key, msg.value)
             except InvalidEventError as exc:
                 await self._dead_letter(msg, str(exc))
             else:
-                await self._send(msg.partition, msg.key, msg.value)
-                self.forwarded += 1
+                if out is not None:
+                    await self._send(msg.partition, *out)
+                    self.forwarded += 1
         self.progress.observe(msg.topic, msg.partition, msg.offset)
+
+    def _wanted(self, msg: Any) -> bool:
+        """Cheap checks on the record alone, so most unwanted events are never decoded."""
+        if msg.value is None:  # a tombstone after a delete: for compaction, not for exports
+            return False
+        if not self.progress.in_range(msg.topic, msg.partition, msg.offset):
+            return False
+        if self.latest is not None and self.latest[msg.topic].get(msg.key) != msg.offset:
+            return False  # a full run keeps only each key's last version
+        return select(msg.key, self.tenants)
+
+    def _transform(
+        self, key: bytes | None, value: bytes | None
+    ) -> tuple[bytes | None, bytes | None] | None:
+        event = validate(key, self.codec.decode(value), self.entities)
+        if self.latest is not None and event["op"] == "d":
+            return None  # deleted before the cut: not live, so not in a full export
+        return key, value
 
     async def _send(
         self, partition: int, key: bytes | None, value: bytes | None, headers: Any = None

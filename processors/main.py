@@ -9,6 +9,7 @@ import faust
 
 from processors.app import RunProcessor
 from processors.config import ProcessorSettings
+from processors.scan import latest_offsets
 from sluiceway.codec import Codec
 from sluiceway.kafka_io import load_run
 
@@ -16,7 +17,8 @@ from sluiceway.kafka_io import load_run
 def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> int:
     """Process the run to its cut, send its end markers, and return the events forwarded."""
     record = load_run(settings.kafka, etl_id)
-    processor = RunProcessor(settings, record, Codec())
+    latest = latest_offsets(settings.kafka, record) if record.type == "full" else None
+    processor = RunProcessor(settings, record, Codec(), latest)
     worker = faust.Worker(processor.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
 
     stopping: list[asyncio.Future[None]] = []
