@@ -42,8 +42,8 @@ class ExportRequest:
 
 def validate_request(req: ExportRequest, kafka: KafkaSettings, s3: S3Settings) -> None:
     """Every problem a user can fix, checked before anything is created."""
-    if req.type != "full":
-        raise ConfigError(f"--type {req.type!r} is not supported yet; expected 'full'")
+    if req.type not in ("full", "delta"):
+        raise ConfigError(f"--type {req.type!r} is not supported; expected 'full' or 'delta'")
     unknown = [e for e in req.entities if e not in ENTITIES]
     if unknown:
         raise ConfigError(f"unknown entity {unknown[0]!r}; expected some of {', '.join(ENTITIES)}")
@@ -70,7 +70,10 @@ def check_destination(destination: str, s3: S3Settings) -> None:
     open_lake(destination, s3)
 
 
-def _offsets(req: ExportRequest, kafka: KafkaSettings, parts: int) -> tuple[Offsets, Offsets]:
+def _offsets(
+    req: ExportRequest, kafka: KafkaSettings, parts: int, since: Offsets | None
+) -> tuple[Offsets, Offsets]:
+    """Start and cut per partition: a delta starts where the previous run cut."""
     selected = set().union(*(tenant_partitions(t, parts, kafka.spread) for t in req.tenants))
     start: Offsets = {}
     cut: Offsets = {}
@@ -78,13 +81,41 @@ def _offsets(req: ExportRequest, kafka: KafkaSettings, parts: int) -> tuple[Offs
         topic = kafka.cdc_topic(entity)
         marks = watermarks(kafka, topic, range(parts))
         cut[topic] = {p: high for p, (_low, high) in marks.items()}
-        start[topic] = {p: (low if p in selected else high) for p, (low, high) in marks.items()}
+        begin = {p: low for p, (low, _high) in marks.items()}
+        if since is not None:
+            begin = {p: since[topic][p] for p in marks}
+        start[topic] = {p: (begin[p] if p in selected else cut[topic][p]) for p in marks}
     return start, cut
 
 
-def plan_run(req: ExportRequest, kafka: KafkaSettings) -> RunRecord:
+def previous_cut(req: ExportRequest, kafka: KafkaSettings, s3: S3Settings) -> Offsets:
+    """The cut of the destination's latest run, which a delta run continues from."""
+    from sinks.layout import LATEST_MANIFEST
+    from sinks.manifest import read_json
+    from sinks.storage import open_lake
+
+    latest = (read_json(open_lake(req.destination, s3), LATEST_MANIFEST) or {}).get("latest")
+    if not latest:
+        raise ConfigError(
+            f"destination {req.destination} has no earlier run; a delta needs a full export first"
+        )
+    spec = latest["spec"]
+    if sorted(spec["tenants"]) != sorted(req.tenants) or spec["entities"] != list(req.entities):
+        raise ConfigError(
+            f"destination {req.destination} holds a chain of tenants {spec['tenants']} and "
+            f"entities {spec['entities']}; a delta must continue it with the same selection"
+        )
+    cut: Offsets = {t: {int(p): o for p, o in ps.items()} for t, ps in latest["cut"].items()}
+    missing = [kafka.cdc_topic(e) for e in req.entities if kafka.cdc_topic(e) not in cut]
+    if missing:
+        raise ConfigError(f"the previous run of {req.destination} did not read {missing}")
+    return cut
+
+
+def plan_run(req: ExportRequest, kafka: KafkaSettings, s3: S3Settings) -> RunRecord:
     parts = partition_count(kafka, kafka.cdc_topic(req.entities[0]))
-    start, cut = _offsets(req, kafka, parts)
+    since = previous_cut(req, kafka, s3) if req.type == "delta" else None
+    start, cut = _offsets(req, kafka, parts, since)
     etl_id = new_etl_id()
     return RunRecord(
         etl_id=etl_id,

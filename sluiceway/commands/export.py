@@ -36,7 +36,9 @@ app = typer.Typer(no_args_is_help=True)
 def start(
     tenant: list[str] = typer.Option(..., "--tenant", help="Tenant id to export (repeatable)."),
     entities: str = typer.Option(",".join(ENTITIES), help="Comma-separated entity types."),
-    run_type: str = typer.Option("full", "--type", help="Run type: full."),
+    run_type: str = typer.Option(
+        "full", "--type", help="full: every live entity; delta: changes since the last run."
+    ),
     dest: str = typer.Option(..., "--dest", help="Destination: a directory or s3://bucket/prefix."),
     wait: bool = typer.Option(
         False, "--wait", help="Follow the run until its manifest is written."
@@ -63,7 +65,7 @@ def run_export(
     """Validate, announce and launch a run; with ``wait``, follow it and return its manifest."""
     req = dataclasses.replace(req, destination=absolute_destination(req.destination))
     validate_request(req, kafka, S3Settings())
-    run = plan_run(req, kafka)
+    run = plan_run(req, kafka, S3Settings())
     announce(run, kafka)
     log_dir = StackSettings().home / "runs" / run.etl_id
     workers = launch_workers(run, kafka, log_dir)
