@@ -39,3 +39,7 @@ class StackDownError(TransientError):
 
 class InvalidEventError(TerminalError):
     """An event that cannot be decoded or fails validation; it belongs in a dead-letter topic."""
+
+
+class RunConflictError(ConfigError):
+    """Another run of the same destination is active (the API answers 409)."""

@@ -165,6 +165,8 @@ def launch_workers(
             start_new_session=True,
             env=env,
         )
+        # `export cancel` finds the workers of a run started here by these
+        (log_dir / f"{stage}.pid").write_text(str(workers[stage].pid))
     return workers
 
 
