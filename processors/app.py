@@ -149,7 +149,10 @@ class RunProcessor:
             return
         self.finished = True
         for partition in range(self.run.run_partitions):
-            marker = json.dumps({"etl_id": self.run.etl_id, "partition": partition}).encode()
+            # the run's dead-letter count travels once, on partition 0's marker, to the manifest
+            dead = self.dead_lettered if partition == 0 else 0
+            fields = {"etl_id": self.run.etl_id, "partition": partition, "dead_letters": dead}
+            marker = json.dumps(fields).encode()
             await self._send(partition, None, marker, [(MARKER_HEADER, END_MARKER)])
         await self._commit_cut()
         log.info(

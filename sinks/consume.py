@@ -42,11 +42,19 @@ class RunReader:
     tracker: OffsetTracker
     rows: int = 0
     dead_letters: int = 0
+    upstream_dead_letters: int = 0  # what the processor dead-lettered, from its end markers
     committed: dict[int, int] = field(default_factory=dict)
 
 
 def is_end_marker(msg: Message) -> bool:
     return any(h[0] == MARKER_HEADER and h[1] == END_MARKER for h in msg.headers() or [])
+
+
+def marker_dead_letters(msg: Message) -> int:
+    try:
+        return int(json.loads(msg.value() or b"{}").get("dead_letters", 0))
+    except (ValueError, TypeError, AttributeError):
+        return 0
 
 
 def position(msg: Message) -> tuple[int, int]:
@@ -61,6 +69,8 @@ def handle(reader: RunReader, msg: Message) -> int:
     """Process one message; returns how many files were published meanwhile."""
     partition, offset = position(msg)
     if is_end_marker(msg):
+        if partition not in reader.tracker.markers:
+            reader.upstream_dead_letters += marker_dead_letters(msg)
         reader.tracker.saw_end(partition, offset)
         return reader.writer.close_partition(partition)
     marker = reader.tracker.markers.get(partition)

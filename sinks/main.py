@@ -105,7 +105,7 @@ def _finish(
         reader.writer.published,
         {e: s.header[2:].hex() for e, s in codec.schemas.items()},
         completed_at=datetime.fromtimestamp(clock(), UTC).isoformat(),
-        dead_letters=reader.dead_letters,
+        dead_letters=reader.dead_letters + reader.upstream_dead_letters,
         full_export_date=reader.plan.full_export_date,
     )
     manifest.write_manifests(lake, run_manifest)
