@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -19,8 +20,10 @@ from faust.types import EventT
 
 from processors.config import ProcessorSettings
 from processors.progress import RunProgress
+from processors.run_schema import run_event_schemas
 from processors.scan import Latest
-from processors.transforms import select, validate
+from processors.spec import RunSpec
+from processors.transforms import IssueProject, output_key, select, transform, validate
 from sluiceway.codec import Codec
 from sluiceway.errors import InvalidEventError
 from sluiceway.runs import END_MARKER, MARKER_HEADER, RunRecord
@@ -28,13 +31,24 @@ from sluiceway.runs import END_MARKER, MARKER_HEADER, RunRecord
 log = logging.getLogger("sluiceway.processor")
 
 
+@dataclass(frozen=True)
+class Lookups:
+    """What the passes before the worker found (processors/scan.py)."""
+
+    latest: Latest | None  # full runs: each key's last offset; None for deltas
+    issue_project: IssueProject
+
+
 class RunProcessor:
     """The state one worker keeps for a run; the agent and timer below call into it."""
 
     def __init__(
-        self, settings: ProcessorSettings, run: RunRecord, codec: Codec, latest: Latest | None
-    ) -> None:
-        self.settings, self.run, self.codec, self.latest = settings, run, codec, latest
+        self, settings: ProcessorSettings, run: RunRecord, spec: RunSpec, codec: Codec,
+        lookups: Lookups,
+    ) -> None:  # fmt: skip
+        self.settings, self.run, self.spec, self.codec = settings, run, spec, codec
+        self.latest, self.issue_project = lookups.latest, lookups.issue_project
+        self.run_schemas = run_event_schemas(spec, codec)
         self.tenants = frozenset(run.tenants)
         self.entities = frozenset(run.entities)
         self.progress = RunProgress(run.start, run.cut)
@@ -100,7 +114,10 @@ class RunProcessor:
         event = validate(key, self.codec.decode(value), self.entities)
         if self.latest is not None and event["op"] == "d":
             return None  # deleted before the cut: not live, so not in a full export
-        return key, value
+        out = transform(event, self.spec, self.issue_project)
+        if out is None:
+            return None
+        return output_key(out), self.codec.encode_with(self.run_schemas[out["entity"]], out)
 
     async def _send(
         self, partition: int, key: bytes | None, value: bytes | None, headers: Any = None

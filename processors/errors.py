@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sluiceway.errors import TerminalError, TransientError
+from collections.abc import Sequence
+
+from sluiceway.errors import ConfigError, TerminalError, TransientError
 
 
 class RunNotFoundError(TerminalError):
@@ -11,3 +13,16 @@ class RunNotFoundError(TerminalError):
 
 class ScanTimeoutError(TransientError):
     """The change topics could not be read up to the run's cut in time."""
+
+
+class SpecError(ConfigError):
+    """A run spec is invalid; ``problems`` lists every (field path, message) at once.
+
+    The API returns ``problems`` as JSON; the message joins them on one line for terminals.
+    """
+
+    def __init__(self, problems: Sequence[tuple[str, str]], source: str | None = None) -> None:
+        self.problems = list(problems)
+        joined = "; ".join(f"{path}: {msg}" if path else msg for path, msg in self.problems)
+        super().__init__(f"{source}: {joined}" if source else joined)
+        self.source = source

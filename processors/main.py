@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import faust
 
-from processors.app import RunProcessor
+from processors.app import Lookups, RunProcessor
 from processors.config import ProcessorSettings
-from processors.scan import latest_offsets
+from processors.scan import issue_projects, latest_offsets
+from processors.spec import spec_of_run
 from sluiceway.codec import Codec
 from sluiceway.kafka_io import load_run
+from sluiceway.settings import SECRET_ENV
 
 
 def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> int:
     """Process the run to its cut, send its end markers, and return the events forwarded."""
     record = load_run(settings.kafka, etl_id)
+    spec = spec_of_run(record.spec, os.environ.get(SECRET_ENV), etl_id)
+    codec = Codec()
     latest = latest_offsets(settings.kafka, record) if record.type == "full" else None
-    processor = RunProcessor(settings, record, Codec(), latest)
+    projects = issue_projects(settings.kafka, record, codec) if spec.opt_out else {}
+    lookup = Lookups(latest, lambda tenant, issue: projects.get((tenant, issue)))
+    processor = RunProcessor(settings, record, spec, codec, lookup)
     worker = faust.Worker(processor.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
 
     stopping: list[asyncio.Future[None]] = []

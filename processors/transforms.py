@@ -5,8 +5,14 @@ Agents only loop, call these and send; tests exercise these functions directly.
 
 from __future__ import annotations
 
-from sluiceway.codec import Event
-from sluiceway.errors import InvalidEventError
+import hashlib
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+from processors.spec import RunSpec
+from sluiceway.codec import Event, event_key
+from sluiceway.errors import ConfigError, InvalidEventError
 
 
 def key_tenant(key: bytes | None) -> str | None:
@@ -34,3 +40,127 @@ def validate(key: bytes | None, event: Event, entities: frozenset[str]) -> Event
     if event["op"] != "d" and event["after"] is None:
         raise InvalidEventError(f"op {event['op']!r} without a row; expected 'after' to be set")
     return event
+
+
+# Run-spec transforms: in_scope -> opted_out -> project -> redact -> remap (see transform).
+
+Row = dict[str, Any]
+IssueProject = Callable[[str, int], str | None]
+
+MASK = "****"
+# entity -> reference column -> entity it points at. remap moves every id space by the same
+# offset, so the target entity only documents the reference; keep it complete when the
+# schemas gain a reference, or remapped rows would point at the source tenant's ids.
+REFERENCES: dict[str, dict[str, str]] = {
+    "project": {"lead_id": "user"},
+    "user": {},
+    "issue": {
+        "project_id": "project",
+        "creator_id": "user",
+        "reporter_id": "user",
+        "assignee_id": "user",
+        "parent_id": "issue",
+    },
+    "comment": {"issue_id": "issue", "author_id": "user", "update_author_id": "user"},
+    "worklog": {"issue_id": "issue", "author_id": "user", "update_author_id": "user"},
+}
+
+
+def in_scope(event: Event, spec: RunSpec) -> bool:
+    """The event's tenant and entity are selected and it changed at or after ``from_date``."""
+    if event["tenant_id"] not in spec.tenants or event["entity"] not in spec.entities:
+        return False
+    if spec.from_date is None:
+        return True
+    after = event["after"]
+    # A delete has no row, so its commit time stands in for the row's update time.
+    moment = event["source_ts"] if after is None else after["updated"]
+    return bool(moment >= spec.from_date)
+
+
+def opted_out(event: Event, spec: RunSpec, issue_project: IssueProject) -> bool:
+    """The event belongs to a project whose key the spec opts out.
+
+    Deletes of projects, comments and worklogs carry no project reference and only an id,
+    so they are kept; an issue delete is looked up by its id.
+    """
+    if not spec.opt_out:
+        return False
+    return _project_key(event, issue_project) in spec.opt_out
+
+
+def _project_key(event: Event, issue_project: IssueProject) -> str | None:
+    entity, after, tenant = event["entity"], event["after"], event["tenant_id"]
+    if entity == "project":
+        return None if after is None else str(after["key"])
+    if entity == "issue":
+        return issue_project(tenant, event["entity_id"]) if after is None else after["project_key"]
+    if entity in ("comment", "worklog") and after is not None:
+        return issue_project(tenant, after["issue_id"])
+    return None
+
+
+def project(row: Row, entity: str, spec: RunSpec) -> Row:
+    """The row restricted to the spec's columns for ``entity`` (``id`` always)."""
+    return {c: row[c] for c in spec.columns(entity) if c in row}
+
+
+def redact(row: Row, entity: str, spec: RunSpec) -> Row:
+    """The row with every pii rule of ``entity`` applied; never a raw value of a ruled field."""
+    rules = spec.pii_rules(entity)
+    out: Row = {}
+    for column, value in row.items():
+        rule = rules.get(column)
+        if rule == "drop":
+            continue
+        if rule is None or value is None:
+            out[column] = value
+        elif rule == "hash":
+            out[column] = pii_hash(value, spec)
+        else:
+            out[column] = MASK
+    return out
+
+
+def pii_hash(value: object, spec: RunSpec) -> str:
+    """Hex HMAC-SHA256 of the value's string form, keyed with the destination's secret."""
+    if spec.pii_secret is None:
+        raise ConfigError("a pii rule is 'hash' but the spec has no pii_secret")
+    key = spec.pii_secret.get_secret_value().encode()
+    return hmac.new(key, str(value).encode(), hashlib.sha256).hexdigest()
+
+
+def remap(event: Event, spec: RunSpec) -> Event:
+    """The event moved to the target tenant, with every id and reference offset alike.
+
+    Columns under a pii rule are no longer ids (hashed or masked text), so they stay as is.
+    """
+    if spec.remap is None:
+        return event
+    offset, entity = spec.remap.id_offset, event["entity"]
+    after = event["after"]
+    if after is not None:
+        rules = spec.pii_rules(entity)
+        moved = ["id", *(c for c in REFERENCES[entity] if c not in rules)]
+        after = {c: v + offset if c in moved and v is not None else v for c, v in after.items()}
+    return {
+        **event,
+        "tenant_id": spec.remap.tenant,
+        "entity_id": event["entity_id"] + offset,
+        "after": after,
+    }
+
+
+def transform(event: Event, spec: RunSpec, issue_project: IssueProject) -> Event | None:
+    """What a run writes for ``event``, or None when the spec leaves it out."""
+    if not in_scope(event, spec) or opted_out(event, spec, issue_project):
+        return None
+    entity, after = event["entity"], event["after"]
+    if after is not None:
+        after = redact(project(after, entity, spec), entity, spec)
+    return remap({**event, "after": after}, spec)
+
+
+def output_key(event: Event) -> bytes:
+    """The run-topic key of a transformed event: ``<tenant>/<entity_id>`` after remap."""
+    return event_key(event["tenant_id"], event["entity_id"])

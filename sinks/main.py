@@ -17,6 +17,8 @@ from typing import Any
 import pyarrow.fs as pafs
 from prometheus_client import start_http_server
 
+from processors.run_schema import run_event_schemas
+from processors.spec import schema_spec_of_run
 from sinks import consume, layout, manifest, plan, recovery, storage
 from sinks.config import SinkSettings
 from sinks.consume import RunReader
@@ -53,8 +55,12 @@ def run(
         return done
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port)
-    codec = Codec(settings.schema_dir)
-    run_plan = plan.build_plan(record, codec, full_export_date(lake, record))
+    spec = schema_spec_of_run(record.spec, etl_id)
+    base = Codec(settings.schema_dir)
+    writer_schemas = run_event_schemas(spec, base)
+    codec = base.with_schemas(writer_schemas.values())
+    tenants = (spec.remap.tenant,) if spec.remap else spec.tenants
+    run_plan = plan.build_plan(record, writer_schemas, tenants, full_export_date(lake, record))
     writer = RunWriter(lake, etl_id, settings, clock, run_plan.table_dirs)
     writer.adopt(recovery.recover(lake, etl_id, run_plan.table_dirs))
     kafka_io.ensure_topics(
@@ -70,7 +76,7 @@ def run(
             lambda: deadline is not None and time.monotonic() > deadline,
             progress,
         )
-        return _finish(reader, lake, record, codec, clock)
+        return _finish(reader, lake, record, clock)
     finally:
         reader.consumer.close()
 
@@ -96,14 +102,14 @@ def _reader(
 
 
 def _finish(
-    reader: RunReader, lake: Lake, record: RunRecord, codec: Codec, clock: Callable[[], float]
+    reader: RunReader, lake: Lake, record: RunRecord, clock: Callable[[], float]
 ) -> dict[str, Any]:
     reader.writer.close_all()
     consume.commit(reader)
     run_manifest = manifest.build_run_manifest(
         record,
         reader.writer.published,
-        {e: s.header[2:].hex() for e, s in codec.schemas.items()},
+        reader.plan.schema_versions,
         completed_at=datetime.fromtimestamp(clock(), UTC).isoformat(),
         dead_letters=reader.dead_letters + reader.upstream_dead_letters,
         full_export_date=reader.plan.full_export_date,

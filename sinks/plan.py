@@ -6,6 +6,7 @@ change mid-run closes the table's files (SCHEMA_CHANGE) instead of mixing column
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -14,7 +15,7 @@ import pyarrow as pa
 from sinks import layout
 from sinks.errors import RunStateError
 from sinks.rows import arrow_schema
-from sluiceway.codec import HEADER_LEN, Codec, Event
+from sluiceway.codec import HEADER_LEN, Event, EventSchema
 from sluiceway.errors import InvalidEventError
 from sluiceway.runs import RunRecord
 
@@ -71,13 +72,18 @@ def table_dirs(record: RunRecord, full_date: date | datetime | None = None) -> d
 
 
 def build_plan(
-    record: RunRecord, codec: Codec, full_date: date | datetime | None = None
+    record: RunRecord,
+    writer_schemas: Mapping[str, EventSchema],
+    tenants: Iterable[str],
+    full_date: date | datetime | None = None,
 ) -> RunPlan:
+    """``writer_schemas``: per entity, the schema the run's processor writes with;
+    ``tenants``: the tenant ids rows carry (after any remap)."""
     schemas: dict[str, TableSchema] = {}
     for table in record.entities:
-        if table not in codec.schemas:
+        if table not in writer_schemas:
             raise RunStateError(f"run {record.etl_id} selects unknown entity {table!r}")
-        event_schema = codec.schemas[table]
+        event_schema = writer_schemas[table]
         record_schema = event_schema.record
         schema_id = event_schema.header[2:].hex()
         schemas[schema_id] = TableSchema(
@@ -88,7 +94,7 @@ def build_plan(
         )
     return RunPlan(
         etl_id=record.etl_id,
-        tenants=frozenset(record.tenants),
+        tenants=frozenset(tenants),
         table_dirs=table_dirs(record, full_date),
         schemas=schemas,
         full_export_date=f"{full_date or record.export_date:%Y-%m-%d}",

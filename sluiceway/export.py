@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
+from processors.spec import RunSpec, check_tenants
 from sluiceway.errors import ConfigError
 from sluiceway.kafka_io import (
     admin,
@@ -28,32 +28,21 @@ from sluiceway.kafka_io import (
 )
 from sluiceway.partitioning import tenant_partitions
 from sluiceway.runs import Offsets, RunRecord, new_etl_id
-from sluiceway.settings import ENTITIES, KafkaSettings, S3Settings, to_env
+from sluiceway.settings import SECRET_ENV, KafkaSettings, S3Settings, to_env
 
 
-@dataclass(frozen=True)
-class ExportRequest:
-    tenants: tuple[str, ...]
-    entities: tuple[str, ...]
-    destination: str
-    type: str = "full"
-    format: str = "parquet"
-
-
-def validate_request(req: ExportRequest, kafka: KafkaSettings, s3: S3Settings) -> None:
-    """Every problem a user can fix, checked before anything is created."""
-    if req.type not in ("full", "delta"):
-        raise ConfigError(f"--type {req.type!r} is not supported; expected 'full' or 'delta'")
-    unknown = [e for e in req.entities if e not in ENTITIES]
-    if unknown:
-        raise ConfigError(f"unknown entity {unknown[0]!r}; expected some of {', '.join(ENTITIES)}")
+def validate_request(spec: RunSpec, kafka: KafkaSettings, s3: S3Settings) -> None:
+    """Every problem a user can fix that needs the stack, checked before anything is created."""
+    if spec.type == "continuous":
+        raise ConfigError(
+            "type 'continuous' runs a delta every interval; schedule it with sluiceway serve "
+            "(PUT /rest/datapipeline/latest/config/schedule or POST /runs)"
+        )
+    if spec.format != "parquet":
+        raise ConfigError(f"format {spec.format!r} is not supported yet; expected 'parquet'")
     check_broker(kafka)
-    known = known_tenants(kafka)
-    for tenant in req.tenants:
-        if tenant not in known:
-            listed = ", ".join(sorted(known)[:5]) or "none; run: sluiceway capture"
-            raise ConfigError(f"tenant {tenant!r} does not exist; known tenants: {listed}")
-    check_destination(req.destination, s3)
+    check_tenants(spec, known_tenants(kafka))
+    check_destination(spec.destination, s3)
 
 
 def absolute_destination(destination: str) -> str:
@@ -71,13 +60,13 @@ def check_destination(destination: str, s3: S3Settings) -> None:
 
 
 def _offsets(
-    req: ExportRequest, kafka: KafkaSettings, parts: int, since: Offsets | None
+    spec: RunSpec, kafka: KafkaSettings, parts: int, since: Offsets | None
 ) -> tuple[Offsets, Offsets]:
     """Start and cut per partition: a delta starts where the previous run cut."""
-    selected = set().union(*(tenant_partitions(t, parts, kafka.spread) for t in req.tenants))
+    selected = set().union(*(tenant_partitions(t, parts, kafka.spread) for t in spec.tenants))
     start: Offsets = {}
     cut: Offsets = {}
-    for entity in req.entities:
+    for entity in spec.entities:
         topic = kafka.cdc_topic(entity)
         marks = watermarks(kafka, topic, range(parts))
         cut[topic] = {p: high for p, (_low, high) in marks.items()}
@@ -88,46 +77,49 @@ def _offsets(
     return start, cut
 
 
-def previous_cut(req: ExportRequest, kafka: KafkaSettings, s3: S3Settings) -> Offsets:
+def previous_cut(spec: RunSpec, kafka: KafkaSettings, s3: S3Settings) -> Offsets:
     """The cut of the destination's latest run, which a delta run continues from."""
     from sinks.layout import LATEST_MANIFEST
     from sinks.manifest import read_json
     from sinks.storage import open_lake
 
-    latest = (read_json(open_lake(req.destination, s3), LATEST_MANIFEST) or {}).get("latest")
+    latest = (read_json(open_lake(spec.destination, s3), LATEST_MANIFEST) or {}).get("latest")
     if not latest:
         raise ConfigError(
-            f"destination {req.destination} has no earlier run; a delta needs a full export first"
+            f"destination {spec.destination} has no earlier run; a delta needs a full export first"
         )
-    spec = latest["spec"]
-    if sorted(spec["tenants"]) != sorted(req.tenants) or spec["entities"] != list(req.entities):
+    chain = latest["spec"]
+    if sorted(chain["tenants"]) != sorted(spec.tenants) or sorted(chain["entities"]) != sorted(
+        spec.entities
+    ):
         raise ConfigError(
-            f"destination {req.destination} holds a chain of tenants {spec['tenants']} and "
-            f"entities {spec['entities']}; a delta must continue it with the same selection"
+            f"destination {spec.destination} holds a chain of tenants {chain['tenants']} and "
+            f"entities {chain['entities']}; a delta must continue it with the same selection"
         )
     cut: Offsets = {t: {int(p): o for p, o in ps.items()} for t, ps in latest["cut"].items()}
-    missing = [kafka.cdc_topic(e) for e in req.entities if kafka.cdc_topic(e) not in cut]
+    missing = [kafka.cdc_topic(e) for e in spec.entities if kafka.cdc_topic(e) not in cut]
     if missing:
-        raise ConfigError(f"the previous run of {req.destination} did not read {missing}")
+        raise ConfigError(f"the previous run of {spec.destination} did not read {missing}")
     return cut
 
 
-def plan_run(req: ExportRequest, kafka: KafkaSettings, s3: S3Settings) -> RunRecord:
-    parts = partition_count(kafka, kafka.cdc_topic(req.entities[0]))
-    since = previous_cut(req, kafka, s3) if req.type == "delta" else None
-    start, cut = _offsets(req, kafka, parts, since)
+def plan_run(spec: RunSpec, kafka: KafkaSettings, s3: S3Settings) -> RunRecord:
+    parts = partition_count(kafka, kafka.cdc_topic(spec.entities[0]))
+    since = previous_cut(spec, kafka, s3) if spec.type == "delta" else None
+    start, cut = _offsets(spec, kafka, parts, since)
     etl_id = new_etl_id()
     return RunRecord(
         etl_id=etl_id,
-        type=req.type,
-        tenants=req.tenants,
-        entities=req.entities,
-        destination=req.destination,
+        type=spec.type,
+        tenants=spec.tenants,
+        entities=spec.entities,
+        destination=spec.destination,
         run_topic=kafka.run_topic(etl_id),
         run_partitions=parts,
         start=start,
         cut=cut,
-        format=req.format,
+        format=spec.format,
+        spec=spec.public_dict(),
     )
 
 
@@ -149,11 +141,16 @@ def announce(run: RunRecord, kafka: KafkaSettings) -> None:
 
 
 def launch_workers(
-    run: RunRecord, kafka: KafkaSettings, log_dir: Path
+    run: RunRecord, kafka: KafkaSettings, log_dir: Path, secret: str | None = None
 ) -> dict[str, subprocess.Popen[bytes]]:
-    """Start the run's processor and sink as detached processes that share our Kafka settings."""
+    """Start the run's processor and sink as detached processes that share our Kafka settings.
+
+    The PII secret reaches them in their environment: it is never written to a topic or file.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **to_env(kafka)}
+    if secret:
+        env[SECRET_ENV] = secret
     workers: dict[str, subprocess.Popen[bytes]] = {}
     for stage in ("process", "sink"):
         log_file = (log_dir / f"{stage}.log").open("ab")

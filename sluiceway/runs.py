@@ -60,6 +60,7 @@ class RunRecord:
     start: Offsets
     cut: Offsets
     format: str = "parquet"
+    spec: dict[str, Any] = field(default_factory=dict)  # RunSpec.public_dict(): no secret
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     def to_json(self) -> bytes:

@@ -14,6 +14,9 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENTITIES: tuple[str, ...] = ("project", "user", "issue", "comment", "worklog")
+# The per-destination secret that keys PII hashes reaches a run's processor in this
+# environment variable, so it is never written to a topic, a manifest or a log.
+SECRET_ENV = "SLUICEWAY_PII_SECRET"
 
 
 def project_root() -> Path:

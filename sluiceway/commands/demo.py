@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.table import Table
 
 from sluiceway.cli import friendly_errors
-from sluiceway.export import ExportRequest
 from sluiceway.kafka_io import admin
 from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings, S3Settings, StackSettings
 
@@ -70,12 +69,13 @@ def demo(
     issues: int = typer.Option(200, min=1, help="Issues per tenant."),
 ) -> None:
     """Start the stack, seed a source, capture it, export one tenant, show rows from the files."""
+    from processors.spec import parse_spec
     from producers.config import CaptureSettings, CaptureTuning
     from producers.main import snapshot_once
     from producers.seed import SeedPlan, seed
     from sluiceway import stack
     from sluiceway.codec import Codec
-    from sluiceway.commands.export import run_export
+    from sluiceway.runner import follow, read_manifest, start_run
 
     kafka = KafkaSettings().model_copy(update={"topic_prefix": "demo.sw."})
     pg, codec = PostgresSettings(), Codec()
@@ -87,9 +87,17 @@ def demo(
     with console.status("capturing a snapshot into Kafka"):
         _reset_topics(kafka)
         snapshot_once(CaptureSettings(kafka, pg, CaptureTuning()), codec, None)
-    req = ExportRequest(("tenant-001",), ENTITIES, str(dest.resolve()))
-    run, manifest = run_export(req, kafka, wait=True, timeout=600, quiet=False)
-    assert manifest is not None
+    # PII is handled in the stream: emails hashed with the destination's secret, names masked.
+    spec = parse_spec({
+        "tenants": ["tenant-001"], "destination": str(dest.resolve()),
+        "pii": {"user.email_address": "hash", "user.display_name": "mask"},
+        "pii_secret": "demo-destination-secret",
+    })  # fmt: skip
+    run, workers = start_run(spec, kafka, S3Settings())
+    assert workers is not None
+    with console.status(f"exporting tenant-001 as run {run.etl_id}"):
+        follow(run, kafka, workers, 600, lambda done, total: None)
+    manifest = read_manifest(run, S3Settings())
     console.print(
         f"run [bold]{run.etl_id}[/bold]: rows per table "
         f"{ {t: i['rows'] for t, i in manifest['tables'].items()} }"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +11,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from processors.spec import RunSpec, load_spec_file, parse_spec
 from sluiceway import registry
 from sluiceway.cli import friendly_errors
-from sluiceway.errors import ConfigError, RunConflictError, TransientError
-from sluiceway.export import (
-    ExportRequest,
-    absolute_destination,
-    announce,
-    launch_workers,
-    plan_run,
-    scanned,
-    validate_request,
-    worker_failure,
-)
+from sluiceway.errors import ConfigError
+from sluiceway.runner import Workers, follow, log_dir, read_manifest, start_run
 from sluiceway.runs import RunRecord
 from sluiceway.settings import ENTITIES, KafkaSettings, S3Settings, StackSettings
 
@@ -35,68 +25,60 @@ app = typer.Typer(no_args_is_help=True)
 @app.command("start")
 @friendly_errors
 def start(
-    tenant: list[str] = typer.Option(..., "--tenant", help="Tenant id to export (repeatable)."),
+    spec_file: Path | None = typer.Option(None, "--spec", help="Run spec, JSON or YAML."),
+    tenant: list[str] = typer.Option([], "--tenant", help="Tenant id to export (repeatable)."),
     entities: str = typer.Option(",".join(ENTITIES), help="Comma-separated entity types."),
     run_type: str = typer.Option(
         "full", "--type", help="full: every live entity; delta: changes since the last run."
     ),
-    dest: str = typer.Option(..., "--dest", help="Destination: a directory or s3://bucket/prefix."),
-    wait: bool = typer.Option(
-        False, "--wait", help="Follow the run until its manifest is written."
-    ),
+    from_date: str | None = typer.Option(None, help="Only entities updated at/after (ISO 8601)."),
+    dest: str | None = typer.Option(None, "--dest", help="A directory or s3://bucket/prefix."),
+    wait: bool = typer.Option(False, "--wait", help="Follow the run until its manifest exists."),
     timeout: float = typer.Option(1800.0, help="With --wait: give up after this many seconds."),
     launch: bool = typer.Option(
         True, help="Start the run's workers here; --no-launch leaves them to other machines."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Start an export run of the given tenants."""
+    """Start an export run, from a spec file or from flags."""
     if wait and not launch:
         raise ConfigError("--wait follows the workers it launches; it cannot go with --no-launch")
-    kafka = KafkaSettings()
-    req = ExportRequest(
-        tuple(tenant), tuple(e.strip() for e in entities.split(",") if e.strip()), dest, run_type
-    )
-    run, manifest = run_export(req, kafka, wait, timeout, quiet=as_json, launch=launch)
-    if manifest is None:
-        workers = [f"sluiceway {stage} --run {run.etl_id}" for stage in ("process", "sink")]
-        logs = str(StackSettings().home / "runs" / run.etl_id) if launch else None
-        _print(
-            {"etl_id": run.etl_id, "status": "running", "logs": logs, "workers": workers}, as_json
-        )
+    spec = _spec(spec_file, tenant, entities, run_type, from_date, dest)
+    kafka, s3 = KafkaSettings(), S3Settings()
+    run, workers = start_run(spec, kafka, s3, launch)
+    if workers is None or not wait:
+        commands = [f"sluiceway {stage} --run {run.etl_id}" for stage in ("process", "sink")]
+        logs = str(log_dir(run.etl_id)) if launch else None
+        payload = {"etl_id": run.etl_id, "status": "running", "logs": logs, "workers": commands}
+        _print(payload, as_json)
         return
-    _report(run, manifest, as_json)
+    _follow(run, kafka, workers, timeout, as_json)
+    _report(run, read_manifest(run, s3), as_json)
 
 
-def run_export(
-    req: ExportRequest, kafka: KafkaSettings, wait: bool, timeout: float, quiet: bool,
-    launch: bool = True,
-) -> tuple[RunRecord, dict[str, Any] | None]:  # fmt: skip
-    """Validate, announce and launch a run; with ``wait``, follow it and return its manifest."""
-    req = dataclasses.replace(req, destination=absolute_destination(req.destination))
-    validate_request(req, kafka, S3Settings())
-    busy = registry.active_at(kafka, S3Settings(), req.destination)
-    if busy is not None:
-        raise RunConflictError(
-            f"destination {req.destination} is busy with run {busy.run.etl_id}; wait for it or "
-            f"cancel it with: sluiceway export cancel {busy.run.etl_id}"
-        )
-    run = plan_run(req, kafka, S3Settings())
-    announce(run, kafka)
-    if not launch:
-        return run, None
-    log_dir = StackSettings().home / "runs" / run.etl_id
-    workers = launch_workers(run, kafka, log_dir)
-    if not wait:
-        return run, None
-    _follow(run, kafka, workers, log_dir, timeout, quiet)
-    return run, _read_manifest(run)
+def _spec(
+    spec_file: Path | None, tenants: list[str], entities: str, run_type: str,
+    from_date: str | None, dest: str | None,
+) -> RunSpec:  # fmt: skip
+    if spec_file is not None:
+        if tenants:
+            raise ConfigError("give tenants either in --spec or with --tenant, not both")
+        spec = load_spec_file(spec_file)
+        return spec.model_copy(update={"destination": dest}) if dest else spec
+    if not tenants or dest is None:
+        raise ConfigError("give --spec FILE, or at least --tenant and --dest")
+    data: dict[str, Any] = {
+        "tenants": tenants, "type": run_type, "destination": dest,
+        "entities": [e.strip() for e in entities.split(",") if e.strip()],
+    }  # fmt: skip
+    if from_date is not None:
+        data["from_date"] = from_date
+    return parse_spec(data, source="flags")
 
 
 def _follow(
-    run: RunRecord, kafka: KafkaSettings, workers: Any, log_dir: Path, timeout: float, quiet: bool
+    run: RunRecord, kafka: KafkaSettings, workers: Workers, timeout: float, quiet: bool
 ) -> None:
-    deadline = time.monotonic() + timeout
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -105,33 +87,13 @@ def _follow(
     )
     with Progress(*columns, transient=True, disable=quiet) as bar:
         task = bar.add_task(f"run {run.etl_id}", total=None)
-        while workers["sink"].poll() is None:
-            failure = worker_failure(workers, log_dir)
-            if failure:
-                registry.set_status(kafka, run.etl_id, "failed", failure)
-                raise TransientError(failure)
-            if time.monotonic() > deadline:
-                raise TransientError(
-                    f"run {run.etl_id} not complete after {timeout:.0f}s; logs in {log_dir}"
-                )
-            done, total = scanned(run, kafka)
-            bar.update(task, completed=done, total=total)
-            time.sleep(0.5)
-    failure = worker_failure(workers, log_dir)
-    if failure:
-        raise TransientError(failure)
-
-
-def _read_manifest(run: RunRecord) -> dict[str, Any]:
-    from sinks.layout import run_manifest_path
-    from sinks.manifest import read_json
-    from sinks.storage import open_lake
-
-    lake = open_lake(run.destination, S3Settings())
-    manifest = read_json(lake, run_manifest_path(run.etl_id))
-    if manifest is None:
-        raise ConfigError(f"run {run.etl_id} finished without a manifest in {run.destination}")
-    return dict(manifest)
+        follow(
+            run,
+            kafka,
+            workers,
+            timeout,
+            lambda done, total: bar.update(task, completed=done, total=total),
+        )
 
 
 def _report(run: RunRecord, manifest: dict[str, Any], as_json: bool) -> None:

@@ -30,7 +30,7 @@ def test_unknown_tenant(captured_cli: Cli, tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     line = _error_line(proc.stderr)
-    assert "tenant 'nobody' does not exist" in line and "tenant-001" in line
+    assert "tenants[0]: unknown tenant 'nobody' (known: tenant-001)" in line
 
 
 def test_destination_not_writable(captured_cli: Cli, tmp_path: Path) -> None:
@@ -59,7 +59,8 @@ def test_unknown_entity(captured_cli: Cli, tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 1
-    assert "unknown entity 'epic'" in _error_line(proc.stderr)
+    line = _error_line(proc.stderr)
+    assert "entities[1]: 'epic' is not one of project, user, issue, comment, worklog" in line
 
 
 def test_stack_down(cli: Cli, tmp_path: Path) -> None:

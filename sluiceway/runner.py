@@ -1,0 +1,84 @@
+"""Starting a run and following it: shared by the CLI and the control API."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from processors.spec import RunSpec
+from sluiceway import registry
+from sluiceway.errors import ConfigError, RunConflictError, TransientError
+from sluiceway.export import (
+    absolute_destination,
+    announce,
+    launch_workers,
+    plan_run,
+    scanned,
+    validate_request,
+    worker_failure,
+)
+from sluiceway.runs import RunRecord
+from sluiceway.settings import KafkaSettings, S3Settings, StackSettings
+
+Workers = dict[str, subprocess.Popen[bytes]]
+Progress = Callable[[int, int], None]
+
+
+def log_dir(etl_id: str) -> Path:
+    return StackSettings().home / "runs" / etl_id
+
+
+def start_run(
+    spec: RunSpec, kafka: KafkaSettings, s3: S3Settings, launch: bool = True
+) -> tuple[RunRecord, Workers | None]:
+    """Validate, refuse a busy destination, announce the run and (optionally) launch its workers."""
+    spec = spec.model_copy(update={"destination": absolute_destination(spec.destination)})
+    validate_request(spec, kafka, s3)
+    busy = registry.active_at(kafka, s3, spec.destination)
+    if busy is not None:
+        raise RunConflictError(
+            f"destination {spec.destination} is busy with run {busy.run.etl_id}; wait for it or "
+            f"cancel it with: sluiceway export cancel {busy.run.etl_id}"
+        )
+    run = plan_run(spec, kafka, s3)
+    announce(run, kafka)
+    if not launch:
+        return run, None
+    secret = spec.pii_secret.get_secret_value() if spec.pii_secret else None
+    return run, launch_workers(run, kafka, log_dir(run.etl_id), secret)
+
+
+def follow(
+    run: RunRecord, kafka: KafkaSettings, workers: Workers, timeout: float, progress: Progress
+) -> None:
+    """Wait for the sink to finish; a worker that fails marks the run failed."""
+    deadline, logs = time.monotonic() + timeout, log_dir(run.etl_id)
+    while workers["sink"].poll() is None:
+        failure = worker_failure(workers, logs)
+        if failure:
+            registry.set_status(kafka, run.etl_id, "failed", failure)
+            raise TransientError(failure)
+        if time.monotonic() > deadline:
+            raise TransientError(
+                f"run {run.etl_id} not complete after {timeout:.0f}s; logs in {logs}"
+            )
+        progress(*scanned(run, kafka))
+        time.sleep(0.5)
+    failure = worker_failure(workers, logs)
+    if failure:
+        registry.set_status(kafka, run.etl_id, "failed", failure)
+        raise TransientError(failure)
+
+
+def read_manifest(run: RunRecord, s3: S3Settings) -> dict[str, Any]:
+    from sinks.layout import run_manifest_path
+    from sinks.manifest import read_json
+    from sinks.storage import open_lake
+
+    manifest = read_json(open_lake(run.destination, s3), run_manifest_path(run.etl_id))
+    if manifest is None:
+        raise ConfigError(f"run {run.etl_id} finished without a manifest in {run.destination}")
+    return dict(manifest)
