@@ -64,25 +64,34 @@ def _admin_sql(pg: PostgresSettings, *statements: tuple[Any, tuple[Any, ...]]) -
                 cur.execute(statement, params)
 
 
-def _drop(pg: PostgresSettings, dbname: str, slot: str) -> None:
+def _drop(pg: PostgresSettings, dbname: str, slot: str, attempts: int = 5) -> None:
     """Drop the slot (ending its walsender first) and the database."""
-    _admin_sql(
-        pg,
-        ("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-         "WHERE slot_name = %s AND active_pid IS NOT NULL", (slot,)),
-    )  # fmt: skip
-    time.sleep(0.2)
-    _admin_sql(
-        pg,
-        ("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-         "WHERE slot_name = %s AND NOT active", (slot,)),
-        (sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)), ()),
-    )  # fmt: skip
+    terminate = (
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+        "WHERE slot_name = %s AND active_pid IS NOT NULL"
+    )
+    drop_slot = (
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+        "WHERE slot_name = %s AND NOT active"
+    )
+    drop_db = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+    for attempt in range(attempts):
+        try:
+            _admin_sql(pg, (terminate, (slot,)))
+            time.sleep(0.2)
+            _admin_sql(pg, (drop_slot, (slot,)), (drop_db, ()))
+            return
+        except psycopg2.Error:  # e.g. an autovacuum worker we may not terminate: retry
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0)
 
 
 def delete_topics(kafka: KafkaSettings, timeout: float = 30.0) -> int:
     client = admin(kafka)
-    names = [t for t in client.list_topics(timeout=timeout).topics if t.startswith(kafka.topic_prefix)]
+    names = [
+        t for t in client.list_topics(timeout=timeout).topics if t.startswith(kafka.topic_prefix)
+    ]
     if names:
         for fut in client.delete_topics(names, operation_timeout=timeout).values():
             fut.result(timeout)
@@ -156,7 +165,9 @@ class WalProbe:
                 "ON s.slot_name = %s",
                 (self.slot,),
             )
-            wal, confirmed, active = cur.fetchone()
+            row = cur.fetchone()
+        assert row is not None
+        wal, confirmed, active = row
         return int(wal), None if confirmed is None else int(confirmed), bool(active)
 
     def close(self) -> None:

@@ -49,10 +49,14 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(mem / 2**30, 1),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        # other work on the machine skews the numbers; this says how busy it was
+        "loadavg_1m": round(os.getloadavg()[0], 2),
     }
 
 
-def result(name: str, params: dict[str, Any], metrics: list[Metric], **details: Any) -> dict[str, Any]:
+def result(
+    name: str, params: dict[str, Any], metrics: list[Metric], **details: Any
+) -> dict[str, Any]:
     """The dict a benchmark's ``run`` returns."""
     return {
         "benchmark": name,
@@ -73,7 +77,9 @@ def _cell(value: Any) -> str:
 
 
 def print_table(res: dict[str, Any], console: Console | None = None) -> None:
-    table = Table("metric", "value", "unit", "target", "ok?", title=f"benchmark: {res['benchmark']}")
+    table = Table(
+        "metric", "value", "unit", "target", "ok?", title=f"benchmark: {res['benchmark']}"
+    )
     marks = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: ""}
     for m in res["metrics"]:
         table.add_row(m["metric"], _cell(m["value"]), m["unit"], m["target"], marks[m["ok"]])

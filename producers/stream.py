@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import select
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,12 +25,11 @@ from producers.db import connect
 from producers.errors import ProduceError
 from producers.events import change_event, int_to_lsn, position
 from producers.slot import emit_heartbeat
-from producers.snapshot import produce
+from producers.snapshot import partition_of, produce
 from producers.source import TABLES
 from producers.tenants import Tenants
 from producers.wal2json import Decoder, Heartbeat, Transaction
 from sluiceway.codec import Codec, event_key
-from sluiceway.partitioning import partition_for
 
 log = logging.getLogger("sluiceway.capture")
 
@@ -107,25 +107,30 @@ class Streamer:
             self.tracker.saw_heartbeat(decoded.lsn)
 
     def _publish(self, txn: Transaction) -> None:
-        deletes = sum(1 for c in txn.changes if c.op == "d")
-        pending = self.tracker.add(txn.commit_lsn, len(txn.changes) + deletes)
+        changes = txn.changes
+        deletes = sum(1 for c in changes if c.op == "d")
+        pending = self.tracker.add(txn.commit_lsn, len(changes) + deletes)
         callback = _Delivery(self.tracker, pending)
-        kafka = self.settings.kafka
-        for seq, change in enumerate(txn.changes):
+        kafka, prod, encode = self.settings.kafka, self.prod, self.codec.encode
+        counts: Counter[tuple[str, str]] = Counter()
+        for seq, change in enumerate(changes):
+            tenant, entity_id, op = change.tenant_id, change.entity_id, change.op
             topic = kafka.cdc_topic(change.entity)
-            key = event_key(change.tenant_id, change.entity_id)
-            part = partition_for(change.tenant_id, change.entity_id, kafka.partitions, kafka.spread)
+            key = event_key(tenant, entity_id)
+            part = partition_of(tenant, entity_id, kafka.partitions, kafka.spread)
             event = change_event(
-                change.entity, change.tenant_id, change.entity_id, change.op, change.row,
+                change.entity, tenant, entity_id, op, change.row,
                 position(txn.commit_lsn, seq), txn.commit_ts,
             )  # fmt: skip
-            produce(self.prod, topic, part, key, self.codec.encode(event), callback)
-            if change.op == "d":
+            produce(prod, topic, part, key, encode(event), callback)
+            if op == "d":
                 # the tombstone lets compaction drop the key once the delete has been read
-                produce(self.prod, topic, part, key, None, callback)
-            metrics.EVENTS.labels(change.entity, change.op).inc()
-            self.tenants.observe(self.prod, change.tenant_id)
-        self.prod.poll(0)
+                produce(prod, topic, part, key, None, callback)
+            counts[change.entity, op] += 1
+            self.tenants.observe(prod, tenant)
+        for (entity, op), n in counts.items():
+            metrics.EVENTS.labels(entity, op).inc(n)
+        prod.poll(0)
         age = (datetime.now(UTC) - txn.commit_ts).total_seconds()
         metrics.LAG_SECONDS.set(max(0.0, age))
 
