@@ -28,7 +28,7 @@ from producers.config import CaptureSettings
 from producers.db import connect
 from producers.errors import ProduceError, SourceSchemaError
 from producers.events import change_event, lsn_to_int, position
-from producers.source import TABLES, columns
+from producers.source import TABLES, Column, columns
 from producers.tenants import Tenants
 from sluiceway.codec import Codec, event_key
 from sluiceway.partitioning import partition_for
@@ -111,10 +111,21 @@ def check_tables(cur: Any) -> None:
         )
 
 
+def select_expression(column: Column) -> str:
+    """Temporal columns are read as the integers Avro stores (epoch microseconds, epoch days):
+    building datetimes in psycopg2 only for fastavro to take them apart again costs a tenth
+    of the snapshot's time."""
+    if column.sql_type == "timestamptz":
+        return f"(extract(epoch FROM {column.name}) * 1000000)::bigint AS {column.name}"
+    if column.sql_type == "date":
+        return f"({column.name} - DATE '1970-01-01') AS {column.name}"
+    return column.name
+
+
 def _chunks(cur: Any, run: SnapshotRun, entity: str) -> Iterator[list[tuple[Any, ...]]]:
     """The table's rows in primary-key chunks. While one chunk is published, the next is
     already being read (by a helper thread, on the same cursor, one query at a time)."""
-    names = ", ".join(c.name for c in columns(run.codec, entity))
+    names = ", ".join(select_expression(c) for c in columns(run.codec, entity))
     limit = run.settings.tuning.chunk_rows
 
     def fetch(after: ckpt.Key | None) -> list[tuple[Any, ...]]:
