@@ -1,4 +1,4 @@
-"""``python -m benchmarks [capture|all] [--json]``: run benchmarks, print and save results.
+"""``python -m benchmarks [NAME|all] [--json]``: run benchmarks, print and save results.
 
 A benchmark is a module ``benchmarks/<name>.py`` listed in BENCHMARKS, with
 ``add_arguments(parser)`` (its own options) and ``run(args) -> dict`` (see report.result).
@@ -17,7 +17,7 @@ from rich.console import Console
 
 from benchmarks.report import print_table, write_json
 
-BENCHMARKS: tuple[str, ...] = ("capture",)
+BENCHMARKS: tuple[str, ...] = ("capture", "processor")
 
 
 def _module(name: str) -> ModuleType:

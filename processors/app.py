@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,8 @@ class RunProcessor:
         self.entities = frozenset(run.entities)
         self.progress = RunProgress(run.start, run.cut)
         self.forwarded = 0
+        self.first_event_at: float | None = None  # for the throughput the run reports
+        self.finished_at: float | None = None
         self.dead_lettered = 0
         self.finished = False
         self.app = self._build_app()
@@ -82,6 +85,8 @@ class RunProcessor:
     async def _agent(self, stream: Any) -> None:
         tuning = self.settings.tuning
         async for batch in stream.take_events(tuning.batch_size, within=tuning.batch_within_s):
+            if self.first_event_at is None:
+                self.first_event_at = time.monotonic()
             for event in batch:
                 await self._handle(event)
 
@@ -172,6 +177,7 @@ class RunProcessor:
             marker = json.dumps(fields).encode()
             await self._send(partition, None, marker, [(MARKER_HEADER, END_MARKER)])
         await self._commit_cut()
+        self.finished_at = time.monotonic()
         log.info(
             "run %s processed: read=%s forwarded=%s dead_lettered=%s",
             self.run.etl_id,

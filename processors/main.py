@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
+from dataclasses import dataclass
 
 import faust
 
@@ -17,8 +19,25 @@ from sluiceway.kafka_io import load_run
 from sluiceway.settings import SECRET_ENV
 
 
-def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> int:
-    """Process the run to its cut, send its end markers, and return the events forwarded."""
+@dataclass(frozen=True)
+class RunStats:
+    """What one worker did; ``processing_s`` runs from its first event to its end markers."""
+
+    etl_id: str
+    read: int
+    forwarded: int
+    dead_lettered: int
+    scan_s: float
+    processing_s: float
+
+    @property
+    def events_per_s(self) -> float:
+        return self.read / self.processing_s if self.processing_s > 0 else 0.0
+
+
+def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> RunStats:
+    """Process the run to its cut and send its end markers."""
+    started = time.monotonic()
     record = load_run(settings.kafka, etl_id)
     spec = spec_of_run(record.spec, os.environ.get(SECRET_ENV), etl_id)
     codec = Codec()
@@ -26,6 +45,7 @@ def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> 
     projects = issue_projects(settings.kafka, record, codec) if spec.opt_out else {}
     lookup = Lookups(latest, lambda tenant, issue: projects.get((tenant, issue)))
     processor = RunProcessor(settings, record, spec, codec, lookup)
+    scan_s = time.monotonic() - started
     worker = faust.Worker(processor.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
 
     stopping: list[asyncio.Future[None]] = []
@@ -42,4 +62,9 @@ def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> 
                 "processor of run %s stopped before the cut (exit %s)", etl_id, exc.code
             )
             raise
-    return processor.forwarded
+    first, last = processor.first_event_at, processor.finished_at
+    processing = (last - first) if first is not None and last is not None else 0.0
+    return RunStats(
+        etl_id, processor.progress.read, processor.forwarded, processor.dead_lettered, scan_s,
+        processing,
+    )  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -64,14 +65,20 @@ def _stop_on_signals() -> Callable[[], bool]:
 
 
 @friendly_errors
-def process(run: str = typer.Option(..., "--run", help="etl_id of the run to process.")) -> None:
+def process(
+    run: str = typer.Option(..., "--run", help="etl_id of the run to process."),
+    as_json: bool = typer.Option(False, "--json", help="Print the worker's statistics as JSON."),
+) -> None:
     """Run a faust worker for one export run until its cut, then send end markers."""
     from processors.config import ProcessorSettings, ProcessorTuning
     from processors.main import run as run_processor
 
     _worker_logging()
-    forwarded = run_processor(run, ProcessorSettings(KafkaSettings(), ProcessorTuning()))
-    typer.echo(f"run {run}: forwarded {forwarded} events")
+    stats = run_processor(run, ProcessorSettings(KafkaSettings(), ProcessorTuning()))
+    if as_json:
+        typer.echo(json.dumps({**dataclasses.asdict(stats), "events_per_s": stats.events_per_s}))
+    else:
+        typer.echo(f"run {run}: read {stats.read}, forwarded {stats.forwarded} events")
 
 
 @friendly_errors

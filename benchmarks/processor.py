@@ -1,0 +1,76 @@
+"""Processor throughput: events per second one faust worker handles in a single-tenant run.
+
+A source is seeded and captured once; then, for each spec, a run is announced without
+launching workers and one ``sluiceway process --run`` worker is timed from its first
+event to its end markers (the worker reports it). Start-up, the pre-pass that finds each
+key's last version, and Kafka's own work are reported beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from typing import Any
+
+from benchmarks.env import BenchEnv, bench_env, cli_command
+from benchmarks.report import Metric, at_least, info, result
+from processors.spec import parse_spec
+from sluiceway.runner import start_run
+from sluiceway.settings import S3Settings
+
+TARGET = 50_000
+SPECS: dict[str, dict[str, Any]] = {
+    "plain full export": {},
+    "projection + PII hash/mask": {
+        "fields": {"issue": ["key", "summary", "status", "updated"]},
+        "pii": {"user.email_address": "hash", "user.display_name": "mask", "comment.body": "mask"},
+        "pii_secret": "bench-secret",
+    },
+}
+
+
+def add_arguments(group: Any) -> None:
+    group.add_argument("--processor-tenants", type=int, default=2, help="tenants to seed")
+    group.add_argument(
+        "--processor-issues", type=int, default=20_000, help="issues of the exported tenant"
+    )
+
+
+def _seed(env: BenchEnv, tenants: int, issues: int) -> None:
+    for args in (
+        ("source", "seed", "--tenants", str(tenants), "--issues-per-tenant", str(issues), "--json"),
+        ("capture", "--snapshot-only", "--json"),
+    ):
+        subprocess.run(cli_command(*args), env=env.env(), check=True, capture_output=True)
+
+
+def _time_worker(env: BenchEnv, extra: dict[str, Any]) -> dict[str, Any]:
+    spec = parse_spec(
+        {"tenants": ["tenant-001"], "destination": str(env.workdir / "lake"), **extra}
+    )
+    run, _ = start_run(spec, env.kafka, S3Settings(), launch=False)
+    secret = {"SLUICEWAY_PII_SECRET": extra["pii_secret"]} if "pii_secret" in extra else {}
+    proc = subprocess.run(
+        cli_command("process", "--run", run.etl_id, "--json"),
+        env=env.env(**secret), check=True, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    stats: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return stats
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    metrics: list[Metric] = []
+    details: dict[str, Any] = {}
+    with bench_env("processor") as env:
+        _seed(env, args.processor_tenants, args.processor_issues)
+        for name, extra in SPECS.items():
+            stats = _time_worker(env, extra)
+            details[name] = stats
+            metrics.append(info(f"{name}: events read", stats["read"], "events"))
+            metrics.append(info(f"{name}: pre-pass + start", stats["scan_s"], "s"))
+            metrics.append(
+                at_least(f"{name}: throughput", stats["events_per_s"], TARGET, "events/s")
+            )
+    params = {"tenants": args.processor_tenants, "issues": args.processor_issues, "workers": 1}
+    return result("processor", params, metrics, **details)
