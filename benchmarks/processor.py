@@ -45,17 +45,23 @@ def _seed(env: BenchEnv, tenants: int, issues: int) -> None:
         subprocess.run(cli_command(*args), env=env.env(), check=True, capture_output=True)
 
 
-def _time_worker(env: BenchEnv, extra: dict[str, Any]) -> dict[str, Any]:
-    spec = parse_spec(
-        {"tenants": ["tenant-001"], "destination": str(env.workdir / "lake"), **extra}
-    )
+def _time_worker(env: BenchEnv, n: int, extra: dict[str, Any]) -> dict[str, Any]:
+    # no sink runs, so each run stays active: each gets its own destination
+    lake = str(env.workdir / f"lake-{n}")
+    spec = parse_spec({"tenants": ["tenant-001"], "destination": lake, **extra})
     run, _ = start_run(spec, env.kafka, S3Settings(), launch=False)
     secret = {"SLUICEWAY_PII_SECRET": extra["pii_secret"]} if "pii_secret" in extra else {}
     proc = subprocess.run(
         cli_command("process", "--run", run.etl_id, "--json"),
         env=env.env(**secret), check=True, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
-    stats: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    # faust's worker writes terminal control codes around our output: take the JSON line
+    lines = [x for x in proc.stdout.splitlines() if "{" in x]
+    if not lines:
+        tail = proc.stderr[-2000:]
+        raise RuntimeError(f"the worker printed no statistics:\n{proc.stdout}\n{tail}")
+    line = lines[-1][lines[-1].index("{") :]
+    stats: dict[str, Any] = json.loads(line)
     return stats
 
 
@@ -64,8 +70,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     details: dict[str, Any] = {}
     with bench_env("processor") as env:
         _seed(env, args.processor_tenants, args.processor_issues)
-        for name, extra in SPECS.items():
-            stats = _time_worker(env, extra)
+        for n, (name, extra) in enumerate(SPECS.items()):
+            stats = _time_worker(env, n, extra)
             details[name] = stats
             metrics.append(info(f"{name}: events read", stats["read"], "events"))
             metrics.append(info(f"{name}: pre-pass + start", stats["scan_s"], "s"))

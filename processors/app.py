@@ -71,6 +71,10 @@ class RunProcessor:
             topic_partitions=kafka.partitions,
             web_enabled=False,
             store="memory://",
+            # large fetches and buffers: a run reads a bounded backlog as fast as it can
+            stream_buffer_maxsize=tuning.buffer_events,
+            broker_max_poll_records=tuning.poll_records,
+            consumer_max_fetch_size=16 * 1024 * 1024,
             key_serializer="raw",
             value_serializer="raw",
         )

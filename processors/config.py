@@ -21,6 +21,8 @@ class ProcessorTuning(BaseSettings):
     guarantee: Literal["exactly_once", "at_least_once"] = Field(
         "exactly_once", description="faust processing_guarantee."
     )
+    buffer_events: int = Field(65_536, ge=1, description="Events faust buffers per stream.")
+    poll_records: int = Field(10_000, ge=1, description="Records per consumer poll.")
     commit_interval_s: float = Field(
         1.0, gt=0, description="How often offsets/transactions commit."
     )

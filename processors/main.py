@@ -38,6 +38,9 @@ class RunStats:
 def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> RunStats:
     """Process the run to its cut and send its end markers."""
     started = time.monotonic()
+    # aiokafka formats a debug record per message when its loggers inherit DEBUG
+    for name in ("aiokafka", "faust", "mode"):
+        logging.getLogger(name).setLevel(max(logging.getLevelName(loglevel), logging.WARNING))
     record = load_run(settings.kafka, etl_id)
     spec = spec_of_run(record.spec, os.environ.get(SECRET_ENV), etl_id)
     codec = Codec()

@@ -1,0 +1,298 @@
+"""Continuous feeds: schedules that start a run every interval, and the thread that fires them.
+
+A schedule lives on ``control_topic("schedules")`` so it survives a restart of the server.
+Its spec is the public one: a PII secret never goes to Kafka. A feed that hashes PII reads
+``SLUICEWAY_PII_SECRET`` from the server's environment at each run instead.
+
+Due times sit on a fixed grid (anchor + k * interval): a run that starts late does not push
+later runs back (no drift), and after downtime the missed slots are skipped, not replayed
+(no burst).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from processors.errors import SpecError
+from processors.spec import RunSpec, parse_spec
+from sluiceway.api.config_store import KafkaStore, KeyValueStore, datapipeline_spec
+from sluiceway.errors import ConfigError, RunConflictError, SluicewayError, StackDownError
+from sluiceway.export import absolute_destination, worker_failure
+from sluiceway.kafka_io import check_broker
+from sluiceway.runner import Workers, log_dir, start_run
+from sluiceway.runs import RunRecord
+from sluiceway.settings import SECRET_ENV, KafkaSettings, S3Settings
+
+log = logging.getLogger("sluiceway.api.scheduler")
+
+DATAPIPELINE = "datapipeline"
+MODES = ("delta", "full")
+
+Clock = Callable[[], datetime]
+Starter = Callable[[RunSpec], tuple[RunRecord, Workers | None]]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A feed: which spec to run, how often, and how its last attempt went."""
+
+    name: str
+    spec: dict[str, Any] | None  # public spec; None: the Data pipeline config at each run
+    mode: str  # "delta": a chain of deltas on a full export; "full": a full export each time
+    interval_s: int
+    anchor: datetime  # the grid's origin (Data pipeline's startTime)
+    next_due: datetime
+    needs_secret: bool = False
+    last_etl_id: str | None = None
+    last_error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["anchor"] = self.anchor.isoformat()
+        data["next_due"] = self.next_due.isoformat()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Schedule:
+        raw = dict(data)
+        raw["anchor"] = datetime.fromisoformat(raw["anchor"])
+        raw["next_due"] = datetime.fromisoformat(raw["next_due"])
+        return cls(**raw)
+
+
+def is_due(schedule: Schedule, now: datetime) -> bool:
+    return now >= schedule.next_due
+
+
+def first_due(anchor: datetime, interval_s: int, now: datetime) -> datetime:
+    """The first slot of the grid at or after ``now``; the anchor itself when still ahead."""
+    if now <= anchor:
+        return anchor
+    step = timedelta(seconds=interval_s)
+    slots = -((anchor - now) // step)  # ceil((now - anchor) / step) in exact integer steps
+    return anchor + slots * step
+
+
+def advance(next_due: datetime, interval_s: int, now: datetime) -> datetime:
+    """The first slot strictly after ``now`` on ``next_due``'s grid: missed slots are skipped."""
+    if now < next_due:
+        return next_due
+    step = timedelta(seconds=interval_s)
+    return next_due + ((now - next_due) // step + 1) * step
+
+
+def feed_name(destination: str) -> str:
+    """One feed per destination, since a destination takes one run at a time."""
+    return "feed-" + hashlib.sha256(destination.encode()).hexdigest()[:12]
+
+
+def pii_secret_env() -> str | None:
+    return os.environ.get(SECRET_ENV) or None
+
+
+def feed_of(spec: RunSpec, now: datetime) -> Schedule:
+    """The schedule of a ``continuous`` spec; its first run is due now."""
+    needs_secret = "hash" in spec.pii.values()
+    if needs_secret:
+        _check_feed_secret(spec)
+    destination = absolute_destination(spec.destination)
+    public = spec.model_copy(update={"destination": destination}).public_dict()
+    interval = int(spec.interval or 0)
+    return Schedule(
+        name=feed_name(destination), spec=public, mode="delta", interval_s=interval,
+        anchor=now, next_due=now, needs_secret=needs_secret,
+    )  # fmt: skip
+
+
+def _check_feed_secret(spec: RunSpec) -> None:
+    env = pii_secret_env()
+    given = spec.pii_secret.get_secret_value() if spec.pii_secret else None
+    if env is None:
+        problem = (
+            f"a continuous feed that hashes PII reads its secret from {SECRET_ENV} at each "
+            "run (secrets are never stored); set it in the server's environment"
+        )
+    elif given != env:
+        problem = f"differs from the server's {SECRET_ENV}; every run of a feed must hash alike"
+    else:
+        return
+    raise SpecError([("pii_secret", problem)])
+
+
+class Scheduler:
+    """Holds the schedules, fires due ones from a background thread, and watches workers."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        s3: S3Settings,
+        store: KeyValueStore | None = None,
+        config: KeyValueStore | None = None,
+        *,
+        starter: Starter | None = None,
+        chain_exists: Callable[[str], bool] | None = None,
+        clock: Clock = utcnow,
+        tick_s: float = 1.0,
+        probe: Callable[[], None] | None = None,
+    ) -> None:
+        self.kafka, self.s3 = kafka, s3
+        self.store = store if store is not None else KafkaStore(kafka, "schedules")
+        self.config = config if config is not None else KafkaStore(kafka, "config")
+        self._starter = starter or (lambda spec: start_run(spec, kafka, s3))
+        self._chain_exists = chain_exists or self._has_latest_manifest
+        self.clock, self.tick_s = clock, tick_s
+        # A quick broker check before each tick: with Kafka away, a tick would otherwise block
+        # in a 30 s metadata call, and so would a SIGTERM waiting to join this thread.
+        self._probe = probe or (lambda: check_broker(kafka, timeout=2.0))
+        self._broker_down = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._watched: dict[str, Workers] = {}
+        self._lock = threading.Lock()
+
+    # -- the stored schedules -------------------------------------------------------------
+
+    def all(self) -> list[Schedule]:
+        found = [Schedule.from_json(v) for v in self.store.load_all().values()]
+        return sorted(found, key=lambda s: s.name)
+
+    def get(self, name: str) -> Schedule | None:
+        value = self.store.load_all().get(name)
+        return Schedule.from_json(value) if value is not None else None
+
+    def put(self, schedule: Schedule) -> None:
+        self.store.put(schedule.name, schedule.to_json())
+
+    def delete(self, name: str) -> bool:
+        if self.get(name) is None:
+            return False
+        self.store.delete(name)
+        return True
+
+    # -- starting runs ----------------------------------------------------------------------
+
+    def spec_for(self, schedule: Schedule) -> RunSpec:
+        """The spec of the schedule's next run: delta when its chain exists, else full."""
+        data = dict(schedule.spec or datapipeline_spec(self.config.load_all()))
+        data.pop("interval", None)
+        destination = absolute_destination(str(data["destination"]))
+        chain = schedule.mode == "delta" and self._chain_exists(destination)
+        data["type"] = "delta" if chain else "full"
+        if schedule.needs_secret:
+            secret = pii_secret_env()
+            if secret is None:
+                raise ConfigError(f"{SECRET_ENV} is not set; the feed hashes PII and needs it")
+            data["pii_secret"] = secret
+        return parse_spec(data, source=f"schedule {schedule.name}")
+
+    def run_now(self, schedule: Schedule) -> RunRecord:
+        """Start the schedule's run now; raises what ``start_run`` raises."""
+        run, workers = self._starter(self.spec_for(schedule))
+        if workers is not None:
+            self.watch(run.etl_id, workers)
+        return run
+
+    def fire(self, schedule: Schedule, now: datetime) -> Schedule:
+        """Try a due schedule's run and return it advanced; errors are recorded, not raised."""
+        nxt = advance(schedule.next_due, schedule.interval_s, now)
+        try:
+            run = self.run_now(schedule)
+        except RunConflictError as exc:
+            # The previous run is still going: this slot is skipped, the next one will try.
+            log.info("schedule %s: slot skipped: %s", schedule.name, exc)
+            return replace(schedule, next_due=nxt)
+        except Exception as exc:
+            reason = _one_line(exc)
+            log.warning("schedule %s: run not started: %s", schedule.name, reason)
+            return replace(schedule, next_due=nxt, last_error=reason)
+        log.info("schedule %s: started run %s", schedule.name, run.etl_id)
+        return replace(schedule, next_due=nxt, last_etl_id=run.etl_id, last_error=None)
+
+    def tick(self, now: datetime | None = None) -> list[Schedule]:
+        """Fire every due schedule once; returns the schedules as they were stored."""
+        moment = now or self.clock()
+        fired = []
+        for schedule in self.all():
+            if is_due(schedule, moment):
+                updated = self.fire(schedule, moment)
+                self.put(updated)
+                fired.append(updated)
+        self.reap()
+        return fired
+
+    # -- workers launched here --------------------------------------------------------------
+
+    def watch(self, etl_id: str, workers: Workers) -> None:
+        """Follow a run's local workers so a crashed one marks its run failed."""
+        with self._lock:
+            self._watched[etl_id] = workers
+
+    def reap(self) -> None:
+        from sluiceway import registry
+
+        with self._lock:
+            watched = list(self._watched.items())
+        for etl_id, workers in watched:
+            failure = worker_failure(workers, log_dir(etl_id))
+            if failure:
+                log.warning("run %s failed: %s", etl_id, failure)
+                registry.set_status(self.kafka, etl_id, "failed", failure)
+            if failure or all(p.poll() is not None for p in workers.values()):
+                with self._lock:
+                    self._watched.pop(etl_id, None)
+
+    # -- the thread -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="sluiceway-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            try:
+                self._probe()
+            except StackDownError as exc:
+                if not self._broker_down:  # once per outage, not once per second
+                    log.warning("scheduler paused: %s", _one_line(exc))
+                self._broker_down = True
+                continue
+            if self._broker_down:
+                log.warning("scheduler resumed: Kafka answers again")
+                self._broker_down = False
+            try:
+                self.tick()
+            except Exception as exc:  # e.g. Kafka restarting mid-tick: the next tick retries
+                log.warning("scheduler tick failed: %s", _one_line(exc))
+
+    def _has_latest_manifest(self, destination: str) -> bool:
+        from sinks.layout import LATEST_MANIFEST
+        from sinks.manifest import read_json
+        from sinks.storage import open_lake
+
+        latest = read_json(open_lake(destination, self.s3), LATEST_MANIFEST) or {}
+        return bool(latest.get("latest"))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, SluicewayError) else f"{type(exc).__name__}: {text}"
