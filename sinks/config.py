@@ -16,7 +16,7 @@ Compression = Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"]
 
 
 class SinkSettings(BaseSettings):
-    """How the sink rolls a run's events into Parquet files."""
+    """How the sink rolls a run's events into Parquet or CSV files."""
 
     model_config = SettingsConfigDict(env_prefix="SLUICEWAY_SINK_", frozen=True)
 
@@ -38,6 +38,14 @@ class SinkSettings(BaseSettings):
     compression: Compression = Field("zstd", description="Parquet compression codec.")
     compression_level: int | None = Field(
         None, description="Codec level; None keeps the codec's default."
+    )
+    csv_escape_newlines: bool = Field(
+        True,
+        description=(
+            "CSV runs: write line breaks inside values as the two characters \\n (LF) and "
+            "\\r (CR), as Atlassian Data pipeline does by default, and a backslash as \\\\ "
+            "so that readers can undo it; false keeps them raw inside quoted fields."
+        ),
     )
     poll_batch: int = Field(500, ge=1, description="Messages fetched per consume() call.")
     poll_timeout_s: float = Field(1.0, gt=0, description="How long one consume() call waits.")

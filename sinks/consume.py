@@ -2,12 +2,17 @@
 
 Offsets are committed synchronously and only up to what ``OffsetTracker`` allows, after
 the dead letters before them are acknowledged, so a crash never skips a message.
+
+While the disk guard says the destination is short of space, the consumer's partitions
+are paused but it keeps polling, so the group does not evict it; librdkafka resumes each
+partition from the last message handed to us, so pausing skips nothing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +20,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from sinks import metrics
+from sinks.disk_guard import DiskGuard
 from sinks.errors import LakeWriteError, RunTimeoutError
+from sinks.metrics import LagMonitor, PollTimes
 from sinks.offsets import OffsetTracker
 from sinks.plan import RunPlan
 from sinks.rows import event_row
@@ -44,6 +51,10 @@ class RunReader:
     dead_letters: int = 0
     upstream_dead_letters: int = 0  # what the processor dead-lettered, from its end markers
     committed: dict[int, int] = field(default_factory=dict)
+    guard: DiskGuard | None = None
+    lag: LagMonitor | None = None
+    poll_times: PollTimes = field(default_factory=PollTimes)
+    batch_bytes: int = 0  # size of the last batch: what the next one may add to the disk
 
 
 def is_end_marker(msg: Message) -> bool:
@@ -123,21 +134,49 @@ def commit(reader: RunReader) -> None:
         )
     except KafkaException as exc:
         raise TransientError(f"cannot commit offsets of {reader.topic}: {exc.args[0]}") from exc
+    metrics.observe_commit(reader.poll_times, changed, time.monotonic())
     reader.committed.update(changed)
 
 
-def poll(reader: RunReader, batch: int, timeout_s: float) -> int:
-    """Consume one batch; returns how many files were published."""
-    published = 0
-    for msg in reader.consumer.consume(batch, timeout=timeout_s):
+def handle_batch(reader: RunReader, messages: list[Message]) -> int:
+    """Handle what one consume() returned; returns how many files were published."""
+    published, size, polled_at = 0, 0, time.monotonic()
+    for msg in messages:
         err = msg.error()
         if err is not None:
             if err.fatal():
                 raise TransientError(f"consumer of {reader.topic} failed: {err.str()}")
             log.warning("consumer of %s: %s", reader.topic, err.str())
             continue
+        reader.poll_times.saw(*position(msg), polled_at)
+        size += len(msg.value() or b"")
         published += handle(reader, msg)
+    reader.batch_bytes = size or reader.batch_bytes
+    return published
+
+
+def poll(reader: RunReader, batch: int, timeout_s: float) -> int:
+    """Consume one batch; returns how many files were published."""
+    published = handle_batch(reader, reader.consumer.consume(batch, timeout=timeout_s))
     return published + reader.writer.tick()
+
+
+def waiting(reader: RunReader, timeout_s: float) -> bool:
+    """While the destination is short of space: keep the consumer alive, read nothing new."""
+    guard = reader.guard
+    if guard is None:
+        return False
+    was_paused = guard.paused
+    if not guard.blocked(reader.batch_bytes):
+        if was_paused:
+            reader.consumer.resume(reader.consumer.assignment())
+        return False
+    # pausing again every round also covers partitions a rebalance assigned meanwhile
+    reader.consumer.pause(reader.consumer.assignment())
+    # paused partitions return nothing, but whatever does arrive is handled: never dropped
+    if handle_batch(reader, reader.consumer.consume(1, timeout=timeout_s)):
+        commit(reader)
+    return True
 
 
 def consume_until_complete(
@@ -151,7 +190,11 @@ def consume_until_complete(
     while not reader.tracker.complete:
         if expired():
             raise_incomplete(reader)
+        if reader.lag is not None:
+            reader.lag.maybe_update(reader.committed)
         try:
+            if waiting(reader, timeout_s):
+                continue
             if poll(reader, batch, timeout_s):
                 commit(reader)
         except LakeWriteError:
@@ -169,9 +212,9 @@ def raise_incomplete(reader: RunReader) -> None:
     )
 
 
-def notify(reader: RunReader, manifest: dict[str, Any]) -> None:
-    """Tell subscribers the run's files are ready; at least once."""
-    note = {
+def notification(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The completion notice of a run, as the topic and the webhook receive it."""
+    return {
         "event": "run_complete",
         "destination": manifest["spec"]["destination"],
         "etl_id": manifest["etl_id"],
@@ -179,8 +222,14 @@ def notify(reader: RunReader, manifest: dict[str, Any]) -> None:
         "manifest": f"_runs/{manifest['etl_id']}.json",
         "rows": {t: v["rows"] for t, v in manifest["tables"].items()},
     }
+
+
+def notify(reader: RunReader, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Tell subscribers the run's files are ready; at least once. Returns the notice."""
+    note = notification(manifest)
     reader.producer.produce(
         reader.notify_topic, key=manifest["etl_id"].encode(), value=json.dumps(note)
     )
     if reader.producer.flush(30) != 0:
         raise TransientError(f"completion notice of {manifest['etl_id']} not acknowledged")
+    return note

@@ -21,7 +21,7 @@ _TMP_MARK = ".tmp-"
 # Temporaries are hidden (leading dot) so lake readers globbing part-*.parquet skip them,
 # and end in .tmp-<hex> so a restarted sink recognises its own leftovers.
 TEMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{8,}$")
-PART_NAME = re.compile(r"^part-(\d{5})-(\d{20})\.parquet$")
+PART_NAME = re.compile(r"^part-(\d{5})-(\d{20})\.(parquet|csv)$")
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,10 @@ def delta_table_dir(
     return f"{_ymd(full_date)}/daily-export/delta-export/{_ymd(delta_date)}/{table}/{etl_id}"
 
 
-def part_name(partition: int, start_offset: int) -> str:
+def part_name(partition: int, start_offset: int, extension: str = "parquet") -> str:
     if partition < 0 or start_offset < 0:
         raise ValueError(f"partition {partition} and offset {start_offset} must be >= 0")
-    return f"part-{partition:05d}-{start_offset:020d}.parquet"
+    return f"part-{partition:05d}-{start_offset:020d}.{extension}"
 
 
 def parse_part_name(name: str) -> tuple[int, int] | None:
@@ -105,6 +105,13 @@ def is_temp_name(name: str) -> bool:
 
 def run_manifest_path(etl_id: str) -> str:
     return f"{RUNS_DIR}/{etl_id}.json"
+
+
+def part_record_path(etl_id: str, table: str, name: str) -> str:
+    """Where the sink notes which offsets a published CSV file covers: CSV has no footer
+    to carry them, and the table directories stay pure data for loaders that take every
+    object under a prefix."""
+    return f"{RUNS_DIR}/{etl_id}.parts/{table}/{name}.json"
 
 
 def parent(relative: str) -> str:

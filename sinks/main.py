@@ -3,7 +3,10 @@
 load the run -> open the lake -> already complete? return its manifest
 -> plan the tables -> clean up and adopt what an earlier attempt published
 -> consume until every partition's end marker -> publish the last files
--> write the manifests -> commit past the end markers -> notify
+-> write the manifests -> commit past the end markers -> notify (topic, then webhook)
+
+A local destination short of free space pauses the consume loop (``disk_guard``); the
+reason is recorded as the run's note so ``export status`` shows why it waits.
 """
 
 from __future__ import annotations
@@ -15,18 +18,23 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pyarrow.fs as pafs
+from confluent_kafka import KafkaException
 from prometheus_client import start_http_server
 
 from processors.run_schema import run_event_schemas
 from processors.spec import schema_spec_of_run
-from sinks import consume, layout, manifest, plan, recovery, storage
+from sinks import consume, layout, manifest, notify, plan, recovery, storage
 from sinks.config import SinkSettings
 from sinks.consume import RunReader
+from sinks.disk_guard import DiskGuard
+from sinks.guard_config import GuardSettings
+from sinks.metrics import LagMonitor
 from sinks.offsets import OffsetTracker
 from sinks.storage import Lake
 from sinks.writer import RunWriter
-from sluiceway import kafka_io
+from sluiceway import kafka_io, registry
 from sluiceway.codec import Codec
+from sluiceway.errors import SluicewayError
 from sluiceway.runs import RunRecord, etl_id_time
 from sluiceway.settings import KafkaSettings, S3Settings
 
@@ -43,8 +51,10 @@ def run(
     *,
     clock: Callable[[], float] = time.time,
     fs: pafs.FileSystem | None = None,
+    guard: GuardSettings | None = None,
 ) -> dict[str, Any]:
     """Sink run ``etl_id`` into its destination; returns the run manifest."""
+    guard = guard or GuardSettings()
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     record = kafka_io.load_run(kafka, etl_id)
     lake = storage.open_lake(record.destination, s3, fs)
@@ -54,19 +64,8 @@ def run(
         manifest.publish_latest(lake, done)
         return done
     if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port)
-    spec = schema_spec_of_run(record.spec, etl_id)
-    base = Codec(settings.schema_dir)
-    writer_schemas = run_event_schemas(spec, base)
-    codec = base.with_schemas(writer_schemas.values())
-    tenants = (spec.remap.tenant,) if spec.remap else spec.tenants
-    run_plan = plan.build_plan(record, writer_schemas, tenants, full_export_date(lake, record))
-    writer = RunWriter(lake, etl_id, settings, clock, run_plan.table_dirs)
-    writer.adopt(recovery.recover(lake, etl_id, run_plan.table_dirs))
-    kafka_io.ensure_topics(
-        kafka, [kafka.dlq_topic("sink"), kafka.notifications_topic], kafka.partitions
-    )
-    reader = _reader(kafka, record, codec, run_plan, writer)
+        start_http_server(settings.metrics_port, addr="127.0.0.1")
+    reader = _reader(kafka, record, lake, settings, clock, guard)
     try:
         reader.consumer.subscribe([record.run_topic])
         consume.consume_until_complete(
@@ -76,7 +75,7 @@ def run(
             lambda: deadline is not None and time.monotonic() > deadline,
             progress,
         )
-        return _finish(reader, lake, record, clock)
+        return _finish(reader, lake, record, clock, guard)
     finally:
         reader.consumer.close()
 
@@ -84,25 +83,62 @@ def run(
 def _reader(
     kafka: KafkaSettings,
     record: RunRecord,
-    codec: Codec,
-    run_plan: plan.RunPlan,
-    writer: RunWriter,
+    lake: Lake,
+    settings: SinkSettings,
+    clock: Callable[[], float],
+    guard: GuardSettings,
 ) -> RunReader:
+    """Plan the run's tables, adopt earlier files, and wire the consume loop's parts."""
+    spec = schema_spec_of_run(record.spec, record.etl_id)
+    base = Codec(settings.schema_dir)
+    writer_schemas = run_event_schemas(spec, base)
+    tenants = (spec.remap.tenant,) if spec.remap else spec.tenants
+    run_plan = plan.build_plan(record, writer_schemas, tenants, full_export_date(lake, record))
+    writer = RunWriter(lake, record.etl_id, settings, clock, run_plan.table_dirs, run_plan.format)
+    writer.adopt(recovery.recover(lake, record.etl_id, run_plan.table_dirs))
+    kafka_io.ensure_topics(
+        kafka, [kafka.dlq_topic("sink"), kafka.notifications_topic], kafka.partitions
+    )
+    consumer = kafka_io.consumer(kafka, f"sw-sink-{record.etl_id}")
     return RunReader(
         topic=record.run_topic,
         dlq_topic=kafka.dlq_topic("sink"),
         notify_topic=kafka.notifications_topic,
-        consumer=kafka_io.consumer(kafka, f"sw-sink-{record.etl_id}"),
+        consumer=consumer,
         producer=kafka_io.producer(kafka),
-        codec=codec,
+        codec=base.with_schemas(writer_schemas.values()),
         plan=run_plan,
         writer=writer,
         tracker=OffsetTracker(record.run_partitions),
+        guard=disk_guard(kafka, record.etl_id, lake, guard),
+        lag=LagMonitor(consumer, record.run_topic, record.run_partitions, guard.lag_interval_s),
+    )
+
+
+def disk_guard(
+    kafka: KafkaSettings, etl_id: str, lake: Lake, guard: GuardSettings
+) -> DiskGuard | None:
+    """A guard of the destination's free space; object stores have no disk to fill."""
+    if not lake.local or guard.min_free_bytes < 0:
+        return None
+
+    def note(reason: str | None) -> None:
+        try:
+            registry.set_note(kafka, etl_id, reason)
+        except (SluicewayError, KafkaException) as exc:  # it only explains; waiting goes on
+            log.warning("could not record the note of run %s: %s", etl_id, exc)
+
+    return DiskGuard(
+        lake.dest.root, guard.min_free_bytes, guard.disk_check_interval_s, on_change=note
     )
 
 
 def _finish(
-    reader: RunReader, lake: Lake, record: RunRecord, clock: Callable[[], float]
+    reader: RunReader,
+    lake: Lake,
+    record: RunRecord,
+    clock: Callable[[], float],
+    guard: GuardSettings,
 ) -> dict[str, Any]:
     reader.writer.close_all()
     consume.commit(reader)
@@ -117,7 +153,7 @@ def _finish(
     manifest.write_manifests(lake, run_manifest)
     reader.tracker.manifest_written = True
     consume.commit(reader)
-    consume.notify(reader, run_manifest)
+    notice = consume.notify(reader, run_manifest)
     log.info(
         "run %s complete: %d files, %d rows, %d bytes",
         record.etl_id,
@@ -125,6 +161,7 @@ def _finish(
         run_manifest["totals"]["rows"],
         run_manifest["totals"]["bytes"],
     )
+    notify.deliver(notice, guard)  # after the log line: a slow webhook never hides the result
     return run_manifest
 
 

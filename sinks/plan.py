@@ -35,6 +35,7 @@ class RunPlan:
     table_dirs: dict[str, str]
     schemas: dict[str, TableSchema]  # by schema_id
     full_export_date: str  # YYYY-MM-DD of the full export the run's chain builds on
+    format: str = "parquet"  # the files' format: RunRecord.format, for RunWriter.file_format
 
     @property
     def schema_versions(self) -> dict[str, str]:
@@ -98,4 +99,5 @@ def build_plan(
         table_dirs=table_dirs(record, full_date),
         schemas=schemas,
         full_export_date=f"{full_date or record.export_date:%Y-%m-%d}",
+        format=record.format,
     )

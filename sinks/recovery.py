@@ -1,15 +1,16 @@
 """What a previous attempt of the same run left in the lake. I/O.
 
-Temporaries are deleted; published files are read back (footer only) so their offsets
-are skipped instead of written twice. A part file without our footer metadata is a torn
-object from an interrupted upload and is deleted so it can be rewritten.
+Temporaries are deleted; published files are read back (Parquet: footer only; CSV: the
+note ``csv_file.publish`` leaves under ``_runs/``) so their offsets are skipped instead of
+written twice. A part file without our footer metadata (or a CSV file without a matching
+note) is a torn object from an interrupted upload and is deleted so it can be rewritten.
 """
 
 from __future__ import annotations
 
 import logging
 
-from sinks import layout, parquet_file, storage
+from sinks import csv_file, layout, parquet_file, storage
 from sinks.parquet_file import FileRecord
 from sinks.storage import Lake
 
@@ -27,12 +28,22 @@ def recover(lake: Lake, etl_id: str, table_dirs: dict[str, str]) -> list[FileRec
             if layout.parse_part_name(info.base_name) is None:
                 continue
             relative = f"{directory}/{info.base_name}"
-            record = parquet_file.read_record(lake, relative, info.size or 0)
+            record = _read_record(lake, etl_id, table, relative, info.size or 0)
             if record is None or record.table != table:
                 log.warning("deleting unreadable part file %s", info.path)
                 lake.fs.delete_file(info.path)
+                if relative.endswith(".csv"):
+                    csv_file.forget(lake, etl_id, table, relative)
                 continue
             records.append(record)
     if records:
         log.info("resuming: %d files already published", len(records))
     return records
+
+
+def _read_record(
+    lake: Lake, etl_id: str, table: str, relative: str, size: int
+) -> FileRecord | None:
+    if relative.endswith(".csv"):
+        return csv_file.read_record(lake, etl_id, table, relative, size)
+    return parquet_file.read_record(lake, relative, size)

@@ -1,8 +1,11 @@
 """Routes a run's rows to one open file per (table, partition) and rotates them. I/O.
 
-Rows wait in their file's buffer until a row group is full, then are written in as few
-row groups as the caps allow: when the next row group would break a cap, the rows that
-fit are written, the file is published, and the rest start the next file.
+Parquet: rows wait in their file's buffer until a row group is full, then are written in
+as few row groups as the caps allow: when the next row group would break a cap, the rows
+that fit are written, the file is published, and the rest start the next file.
+
+CSV: each row is encoded on arrival, so its exact size is known; the file is published
+before a row that would break a cap, through the same rotation policy.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 import pyarrow as pa
 
-from sinks import metrics, parquet_file, sizing
+from sinks import csv_file, metrics, parquet_file, sizing
 from sinks.config import SinkSettings
+from sinks.csv_file import CsvFile
+from sinks.errors import RunStateError
 from sinks.parquet_file import FileRecord, OpenFile
 from sinks.rotation import Caps, Incoming, RotationReason, decide, fit_rows, overflows_alone
 from sinks.rows import Row
@@ -24,6 +30,9 @@ from sinks.storage import Lake
 log = logging.getLogger("sluiceway.sink")
 
 Key = tuple[str, int]  # (table, partition)
+AnyFile = OpenFile | CsvFile
+F = TypeVar("F", OpenFile, CsvFile)
+FILE_FORMATS = ("parquet", "csv")
 
 
 @dataclass
@@ -33,9 +42,17 @@ class RunWriter:
     settings: SinkSettings
     clock: Callable[[], float]
     table_dirs: dict[str, str]  # table -> directory relative to the root
-    files: dict[Key, OpenFile] = field(default_factory=dict)
+    file_format: str = "parquet"  # the run's format (RunRecord.format)
+    files: dict[Key, AnyFile] = field(default_factory=dict)
     published: list[FileRecord] = field(default_factory=list)
     covered: dict[Key, int] = field(default_factory=dict)  # last offset already published
+
+    def __post_init__(self) -> None:
+        if self.file_format not in FILE_FORMATS:
+            raise RunStateError(
+                f"run {self.etl_id} asks for format {self.file_format!r}; "
+                f"expected one of {', '.join(FILE_FORMATS)}"
+            )
 
     @property
     def caps(self) -> Caps:
@@ -68,6 +85,8 @@ class RunWriter:
                 current = None
         if current is None:
             current = self._start(key, offset, schema, schema_id, now)
+        if isinstance(current, CsvFile):
+            return published + self._add_csv(current, row, offset, now)
         current.pending.append(row, offset)
         if len(current.pending) >= self.settings.row_group_rows:
             published += self._flush(current, now)
@@ -103,7 +122,10 @@ class RunWriter:
 
     def abort_all(self) -> None:
         for f in self.files.values():
-            parquet_file.abort(self.lake, f)
+            if isinstance(f, CsvFile):
+                csv_file.abort(self.lake, f)
+            else:
+                parquet_file.abort(self.lake, f)
         self.files.clear()
 
     def open_starts(self) -> dict[int, int]:
@@ -115,17 +137,36 @@ class RunWriter:
 
     def _start(
         self, key: Key, offset: int, schema: pa.Schema, schema_id: str, now: float
-    ) -> OpenFile:
+    ) -> AnyFile:
         table, partition = key
-        f = parquet_file.new_file(
-            table, partition, offset, self.table_dirs[table], schema, schema_id,
-            self.etl_id, self.caps, now,
-        )  # fmt: skip
+        f: AnyFile
+        if self.file_format == "csv":
+            f = csv_file.new_file(
+                table, partition, offset, self.table_dirs[table], schema, schema_id,
+                self.etl_id, self.caps, now, self.settings.csv_escape_newlines,
+            )  # fmt: skip
+        else:
+            f = parquet_file.new_file(
+                table, partition, offset, self.table_dirs[table], schema, schema_id,
+                self.etl_id, self.caps, now,
+            )  # fmt: skip
         self.files[key] = f
         return f
 
-    def _flush(self, f: OpenFile, now: float) -> int:
-        if not len(f.pending):
+    def _add_csv(self, f: CsvFile, row: Row, offset: int, now: float) -> int:
+        data = csv_file.encode_row(f, row)
+        published = 0
+        reason = decide(f.state, Incoming(1, len(data), f.state.schema_id), now)
+        if reason is not None:
+            published += self._publish(f, reason)
+            f = self._restart(f, offset, now)
+        csv_file.write_row(self.lake, f, data, offset)
+        if overflows_alone(f.state):
+            published += self._publish(f, self._oversize(f))
+        return published
+
+    def _flush(self, f: AnyFile, now: float) -> int:
+        if isinstance(f, CsvFile) or not len(f.pending):
             return 0
         rows, offsets = f.pending.drain()
         return self._write(f, rows, offsets, now)
@@ -163,21 +204,28 @@ class RunWriter:
         self, f: OpenFile, rest: pa.Table, codec: str, oversize: bool, now: float
     ) -> RotationReason:
         if oversize:
-            log.warning(
-                "row at offset %d of table=%s partition=%d alone exceeds max_bytes=%d; "
-                "written alone in %s",
-                f.end_offset, f.table, f.partition, f.state.caps.max_bytes, f.relative,
-            )  # fmt: skip
-            return RotationReason.BYTES
+            return self._oversize(f)
         nxt = Incoming(rest.num_rows, _bound(rest, 1, codec=codec, whole=None), f.state.schema_id)
         return decide(f.state, nxt, now) or RotationReason.BYTES
 
-    def _restart(self, old: OpenFile, offset: int, now: float) -> OpenFile:
-        key = (old.table, old.partition)
-        return self._start(key, offset, old.schema, old.state.schema_id, now)
+    def _oversize(self, f: AnyFile) -> RotationReason:
+        log.warning(
+            "row at offset %d of table=%s partition=%d alone exceeds max_bytes=%d; "
+            "written alone in %s",
+            f.end_offset, f.table, f.partition, f.state.caps.max_bytes, f.relative,
+        )  # fmt: skip
+        return RotationReason.BYTES
 
-    def _publish(self, f: OpenFile, reason: RotationReason) -> int:
-        record = parquet_file.publish(self.lake, f)
+    def _restart(self, old: F, offset: int, now: float) -> F:
+        key = (old.table, old.partition)
+        # a run has one format, so the new file is of the old one's kind
+        return cast(F, self._start(key, offset, old.schema, old.state.schema_id, now))
+
+    def _publish(self, f: AnyFile, reason: RotationReason) -> int:
+        if isinstance(f, CsvFile):
+            record = csv_file.publish(self.lake, f)
+        else:
+            record = parquet_file.publish(self.lake, f)
         key = (f.table, f.partition)
         if self.files.get(key) is f:
             del self.files[key]

@@ -38,11 +38,13 @@ def validate_request(spec: RunSpec, kafka: KafkaSettings, s3: S3Settings) -> Non
             "type 'continuous' runs a delta every interval; schedule it with sluiceway serve "
             "(PUT /rest/datapipeline/latest/config/schedule or POST /runs)"
         )
-    if spec.format != "parquet":
-        raise ConfigError(f"format {spec.format!r} is not supported yet; expected 'parquet'")
     check_broker(kafka)
     check_tenants(spec, known_tenants(kafka))
     check_destination(spec.destination, s3)
+    from sinks.disk_guard import check_start
+    from sinks.guard_config import GuardSettings
+
+    check_start(spec.destination, GuardSettings().min_free_bytes)
 
 
 def absolute_destination(destination: str) -> str:

@@ -30,6 +30,7 @@ class RunState:
     status: str  # running | complete | cancelled | failed
     reason: str | None
     manifest: dict[str, Any] | None
+    note: str | None = None  # why a running run is waiting, if it is
 
     @property
     def active(self) -> bool:
@@ -44,6 +45,7 @@ class RunState:
             "completed_at": (self.manifest or {}).get("completed_at"),
             "rows": {t: i["rows"] for t, i in (self.manifest or {}).get("tables", {}).items()},
             "files": totals.get("files"), "dead_letters": (self.manifest or {}).get("dead_letters"),
+            "note": self.note,
         }  # fmt: skip
 
 
@@ -62,6 +64,19 @@ def set_status(kafka: KafkaSettings, etl_id: str, status: str, reason: str | Non
         raise StackDownError(f"could not record the status of run {etl_id} on {topic}")
 
 
+def set_note(kafka: KafkaSettings, etl_id: str, note: str | None) -> None:
+    """Record why a running run waits; None clears it (a tombstone on the compacted topic)."""
+    topic = kafka.control_topic("notes")
+    ensure_topics(kafka, [topic], 1, {"cleanup.policy": "compact"})
+    value = None
+    if note is not None:
+        value = json.dumps({"etl_id": etl_id, "note": note, "at": datetime.now(UTC).isoformat()})
+    prod = producer(kafka, **{"linger.ms": 0})
+    prod.produce(topic, key=etl_id.encode(), value=None if value is None else value.encode())
+    if prod.flush(30) != 0:
+        raise StackDownError(f"could not record the note of run {etl_id} on {topic}")
+
+
 def _manifest(run: RunRecord, s3: S3Settings) -> dict[str, Any] | None:
     from sinks.layout import run_manifest_path
     from sinks.manifest import read_json
@@ -78,12 +93,15 @@ def states(kafka: KafkaSettings, s3: S3Settings) -> list[RunState]:
     """Every run, oldest first."""
     runs = [RunRecord.from_json(v) for v in read_control(kafka, "runs").values()]
     recorded = {k.decode(): json.loads(v) for k, v in read_control(kafka, "status").items()}
+    notes = {k.decode(): json.loads(v) for k, v in read_control(kafka, "notes").items()}
     found = []
     for run in sorted(runs, key=lambda r: r.etl_id):
         manifest = _manifest(run, s3)
         entry = recorded.get(run.etl_id, {})
         status = "complete" if manifest else entry.get("status", "running")
-        found.append(RunState(run, status, entry.get("reason"), manifest))
+        # a note left by a worker that died while waiting says nothing about a finished run
+        note = notes.get(run.etl_id, {}).get("note") if status == "running" else None
+        found.append(RunState(run, status, entry.get("reason"), manifest, note))
     return found
 
 

@@ -146,6 +146,9 @@ def status(
         table.add_row(item.run.etl_id, item.run.type, item.status, ",".join(item.run.tenants),
                       "-" if rows is None else str(rows), item.run.destination)  # fmt: skip
     Console().print(table)
+    for item in found:  # why a running run waits; unwrapped, it stays one greppable line
+        if item.note:
+            typer.echo(f"{item.run.etl_id}: {item.note}")
 
 
 @app.command("cancel")
