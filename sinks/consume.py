@@ -226,10 +226,12 @@ def notification(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def notify(reader: RunReader, manifest: dict[str, Any]) -> dict[str, Any]:
     """Tell subscribers the run's files are ready; at least once. Returns the notice."""
+    return publish_notice(reader.producer, reader.notify_topic, manifest)
+
+
+def publish_notice(producer: Producer, topic: str, manifest: dict[str, Any]) -> dict[str, Any]:
     note = notification(manifest)
-    reader.producer.produce(
-        reader.notify_topic, key=manifest["etl_id"].encode(), value=json.dumps(note)
-    )
-    if reader.producer.flush(30) != 0:
+    producer.produce(topic, key=manifest["etl_id"].encode(), value=json.dumps(note))
+    if producer.flush(30) != 0:
         raise TransientError(f"completion notice of {manifest['etl_id']} not acknowledged")
     return note

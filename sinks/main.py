@@ -60,8 +60,11 @@ def run(
     lake = storage.open_lake(record.destination, s3, fs)
     done = manifest.read_json(lake, layout.run_manifest_path(etl_id))
     if done is not None:
-        log.info("run %s already complete; republishing its manifest", etl_id)
+        # A sink that died between its manifest and its notice must still notify: at least once.
+        log.info("run %s already complete; republishing its manifest and notice", etl_id)
         manifest.publish_latest(lake, done)
+        notice = consume.publish_notice(kafka_io.producer(kafka), kafka.notifications_topic, done)
+        notify.deliver(notice, guard)
         return done
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, addr="127.0.0.1")

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, TopicPartition
 
+from sluiceway.kafka_io import consumer
+from sluiceway.settings import KafkaSettings
 from tests.conftest import Cli
 
 pytestmark = pytest.mark.integration
@@ -38,3 +44,32 @@ def test_status_conflict_cancel_and_release(cli: Cli, tmp_path: Path) -> None:
     ]  # fmt: skip
     done = cli("export", "cancel", again["etl_id"], check=False)
     assert done.returncode == 1 and "already complete" in done.stderr
+
+
+def notices(kafka: KafkaSettings, etl_id: str) -> list[dict[str, Any]]:
+    reader = consumer(
+        kafka, group=f"notices-{time.monotonic_ns()}", **{"enable.partition.eof": True}
+    )
+    reader.assign([TopicPartition(kafka.notifications_topic, 0, 0)])
+    found, done, deadline = [], False, time.monotonic() + 30
+    while not done and time.monotonic() < deadline:
+        for msg in reader.consume(100, 0.5):
+            err = msg.error()
+            if err is not None:
+                done = err.code() == KafkaError._PARTITION_EOF
+            elif msg.key() == etl_id.encode():
+                found.append(json.loads(msg.value() or b"{}"))
+    reader.close()
+    return found
+
+
+def test_a_sink_restarted_after_completion_notifies_again(
+    cli: Cli, kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    cli("source", "seed", "--tenants", "1", "--issues-per-tenant", "5")
+    cli("capture", "--snapshot-only")
+    run = cli.json("export", "start", "--tenant", "tenant-001", "--dest", str(tmp_path), "--wait")
+    [first] = notices(kafka, run["etl_id"])
+    assert first["rows"] == run["rows"] and first["etl_id"] == run["etl_id"]
+    cli("sink", "--run", run["etl_id"])  # as if it had died between manifest and notice
+    assert notices(kafka, run["etl_id"]) == [first, first]
