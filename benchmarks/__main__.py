@@ -17,7 +17,7 @@ from rich.console import Console
 
 from benchmarks.report import print_table, write_json
 
-BENCHMARKS: tuple[str, ...] = ("capture", "processor")
+BENCHMARKS: tuple[str, ...] = ("capture", "processor", "sink")
 
 
 def _module(name: str) -> ModuleType:

@@ -30,7 +30,7 @@ class SinkSettings(BaseSettings):
         600.0, gt=0, description="A file open this many seconds is closed at the next check."
     )
     row_group_rows: int = Field(
-        50_000,
+        10_000,
         ge=1,
         le=1_000_000,
         description="Rows buffered in memory before they are written as one row group.",

@@ -102,7 +102,10 @@ def _reader(
     kafka_io.ensure_topics(
         kafka, [kafka.dlq_topic("sink"), kafka.notifications_topic], kafka.partitions
     )
-    consumer = kafka_io.consumer(kafka, f"sw-sink-{record.etl_id}")
+    # a modest fetch queue: librdkafka would otherwise prefetch up to 256 MB of the run topic
+    consumer = kafka_io.consumer(
+        kafka, f"sw-sink-{record.etl_id}", **{"queued.max.messages.kbytes": 65_536}
+    )
     return RunReader(
         topic=record.run_topic,
         dlq_topic=kafka.dlq_topic("sink"),

@@ -116,7 +116,10 @@ class LagMonitor:
             self._seed = {tp.partition: tp.offset for tp in found if tp.offset >= 0}
         for p in range(self.partitions):
             low, high = self.consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=self.timeout_s, cached=False
+                # the high watermark of the last fetch: no broker round trip on the hot path
+                TopicPartition(self.topic, p),
+                timeout=self.timeout_s,
+                cached=True,
             )
             done = committed.get(p, self._seed.get(p, low))
             CONSUMER_LAG.labels(topic=self.topic, partition=str(p)).set(max(0, high - done))
