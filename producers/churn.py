@@ -25,7 +25,7 @@ from producers import seed
 from producers.db import connect
 from producers.errors import SourceSchemaError, SourceUnavailableError
 from producers.seed import Row
-from producers.source import TABLES, columns
+from producers.source import TABLES, columns, require_tables
 from sluiceway.codec import Codec
 from sluiceway.errors import ConfigError, SluicewayError
 from sluiceway.settings import ENTITIES, PostgresSettings
@@ -263,20 +263,9 @@ class BatchWriter:
         return Commit(int(xid), str(lsn), datetime.now(UTC))
 
 
-def _check_tables(cur: Any) -> None:
-    cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
-    present = {r[0] for r in cur.fetchall()}
-    missing = [t for t in TABLES.values() if t not in present]
-    if missing:
-        raise SourceSchemaError(
-            f"source tables {', '.join(missing)} do not exist; "
-            "create them first with: sluiceway source seed"
-        )
-
-
 def load_state(cur: Any, tenants: Sequence[str]) -> SourceState:
     """Live keys of the chosen tenants (or all), with one SELECT per table."""
-    _check_tables(cur)
+    require_tables(cur)
     where, params = ("WHERE tenant_id = ANY(%s)", (list(tenants),)) if tenants else ("", ())
     state = SourceState(list(tenants))
     for entity, table in TABLES.items():

@@ -26,7 +26,7 @@ from producers import checkpoint as ckpt
 from producers import metrics
 from producers.config import CaptureSettings
 from producers.db import connect
-from producers.errors import ProduceError, SourceSchemaError
+from producers.errors import ProduceError
 from producers.events import change_event, lsn_to_int, position
 from producers.source import TABLES, Column, columns
 from producers.tenants import Tenants
@@ -98,17 +98,6 @@ def produce(
             return
         except BufferError:
             prod.poll(0.1)  # the local queue is full: let deliveries drain it
-
-
-def check_tables(cur: Any) -> None:
-    cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
-    present = {r[0] for r in cur.fetchall()}
-    missing = [t for t in TABLES.values() if t not in present]
-    if missing:
-        raise SourceSchemaError(
-            f"source tables {', '.join(missing)} do not exist; "
-            "create them with: sluiceway source seed"
-        )
 
 
 def select_expression(column: Column) -> str:
@@ -213,7 +202,6 @@ def run_snapshot(run: SnapshotRun, snapshot_name: str | None) -> dict[str, int]:
                 cur.execute("SELECT pg_current_wal_lsn()::text, now()")
                 lsn, now = cur.fetchone()
                 run.point = (position(lsn_to_int(lsn), 0), now)
-            check_tables(cur)
             for entity in ENTITIES:
                 if run.state is None or TABLES[entity] not in run.state.tables_done:
                     _snapshot_table(cur, run, entity)

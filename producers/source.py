@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from producers.errors import SourceSchemaError
 from sluiceway.codec import Codec
 from sluiceway.settings import ENTITIES
 
@@ -62,3 +63,15 @@ def schema_sql(codec: Codec) -> list[str]:
         statements.append(create_table_sql(codec, entity))
         statements.append(f"ALTER TABLE {TABLES[entity]} REPLICA IDENTITY FULL")
     return statements
+
+
+def require_tables(cur: Any) -> None:
+    """One line naming the missing tables, for tools that write or read the source."""
+    cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+    present = {r[0] for r in cur.fetchall()}
+    missing = [t for t in TABLES.values() if t not in present]
+    if missing:
+        raise SourceSchemaError(
+            f"source tables {', '.join(missing)} do not exist; "
+            "create them first with: sluiceway source seed"
+        )
