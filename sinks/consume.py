@@ -79,6 +79,8 @@ def position(msg: Message) -> tuple[int, int]:
 def handle(reader: RunReader, msg: Message) -> int:
     """Process one message; returns how many files were published meanwhile."""
     partition, offset = position(msg)
+    if offset <= reader.tracker.consumed.get(partition, -1):
+        return 0  # delivered again (a reset fetch position): already buffered or written
     if is_end_marker(msg):
         if partition not in reader.tracker.markers:
             reader.upstream_dead_letters += marker_dead_letters(msg)

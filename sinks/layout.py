@@ -99,6 +99,11 @@ def temp_name(final_name: str, token: str | None = None) -> str:
     return f".{final_name}{_TMP_MARK}{token or secrets.token_hex(4)}"
 
 
+def temp_prefix(final_name: str) -> str:
+    """What every temporary of ``final_name`` starts with, whatever its random token."""
+    return f".{final_name}{_TMP_MARK}"
+
+
 def is_temp_name(name: str) -> bool:
     return bool(TEMP_NAME.match(name))
 

@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pyarrow.fs as pafs
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, TopicPartition
 from prometheus_client import start_http_server
 
 from processors.run_schema import run_event_schemas
@@ -70,7 +70,12 @@ def run(
         start_http_server(settings.metrics_port, addr="127.0.0.1")
     reader = _reader(kafka, record, lake, settings, clock, guard)
     try:
-        reader.consumer.subscribe([record.run_topic])
+        # Assigned, not subscribed: a run has one sink worker, and a restarted sink must not
+        # wait out its killed predecessor's group session (45 s) nor rebalance mid-run.
+        # Committed offsets still live in the run's group.
+        reader.consumer.assign(
+            [TopicPartition(record.run_topic, p) for p in range(record.run_partitions)]
+        )
         consume.consume_until_complete(
             reader,
             settings.poll_batch,

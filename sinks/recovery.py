@@ -20,8 +20,11 @@ log = logging.getLogger("sluiceway.sink")
 def recover(lake: Lake, etl_id: str, table_dirs: dict[str, str]) -> list[FileRecord]:
     """Clean the run's directories and return the files already published there."""
     storage.remove_temporaries(lake, list(table_dirs.values()))
-    manifest_tmp = layout.temp_name(layout.basename(layout.run_manifest_path(etl_id)), "")
+    manifest_tmp = layout.temp_prefix(layout.basename(layout.run_manifest_path(etl_id)))
     storage.remove_temporaries(lake, [layout.RUNS_DIR], prefix=manifest_tmp)
+    # manifest.json is replaced atomically at the root too; a crash can leave its temporary
+    latest_tmp = layout.temp_prefix(layout.LATEST_MANIFEST)
+    storage.remove_temporaries(lake, [""], prefix=latest_tmp)
     records: list[FileRecord] = []
     for table, directory in sorted(table_dirs.items()):
         for info in storage.list_names(lake, directory):

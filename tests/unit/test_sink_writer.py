@@ -323,3 +323,19 @@ def test_publish_keeps_footer_metadata(tmp_path: Path) -> None:
     meta = pq.read_metadata(Path(writer.lake.path(record.path))).metadata
     assert meta[parquet_file.META_END.encode()] == b"%020d" % 24
     assert meta[parquet_file.META_ETL_ID.encode()] == ETL.encode()
+
+
+def test_recovery_removes_manifest_temporaries_at_the_root_and_in_runs(tmp_path: Path) -> None:
+    lake = storage.open_lake(str(tmp_path / "lake"), _s3())
+    root = Path(lake.dest.root)
+    (root / layout.RUNS_DIR).mkdir(parents=True)
+    leftovers = [
+        root / layout.temp_name(layout.LATEST_MANIFEST),
+        root / layout.RUNS_DIR / layout.temp_name("20261122T000000Z-abcd.json"),
+    ]
+    keep = [root / "manifest.json", root / layout.RUNS_DIR / "20261121T000000Z-0000.json"]
+    for path in leftovers + keep:
+        path.write_text("{}")
+    recovery.recover(lake, "20261122T000000Z-abcd", {})
+    assert [p.exists() for p in leftovers] == [False, False]
+    assert all(p.exists() for p in keep)
