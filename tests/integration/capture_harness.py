@@ -56,12 +56,14 @@ class CaptureProcess:
             )
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str, poll: float = 0.25) -> None:
+def wait_for(check: Callable[[], Any], timeout: float, what: str, poll: float = 0.25) -> Any:
+    """Poll ``check`` until it returns something truthy (returned), or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while not check():
+    while not (found := check()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(poll)
+    return found
 
 
 def wal_lsn(pg: PostgresSettings) -> str:

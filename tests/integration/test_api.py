@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from pydantic import SecretStr
 from sluiceway.api.app import Services, create_app
 from sluiceway.settings import KafkaSettings, PostgresSettings
 from tests.conftest import Cli, Stack
+from tests.integration.capture_harness import wait_for
 
 pytestmark = pytest.mark.integration
 DP = "/rest/datapipeline/latest"
@@ -46,16 +46,6 @@ def _cancel_running(client: TestClient) -> None:
     for run in client.get("/runs").json():
         if run["status"] == "running":
             client.delete(f"/runs/{run['etl_id']}")
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 180.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not seen within {timeout:.0f}s")
 
 
 def a_project_key(pg: PostgresSettings) -> str:
@@ -114,7 +104,7 @@ def test_datapipeline_export_flow(
     assert started.status_code == 202, started.text
     job_id = started.json()["jobId"]
     assert started.json()["status"] == "STARTED"
-    status = wait_for("the export to complete", lambda: export_completed(api))
+    status = wait_for(lambda: export_completed(api), 180, "the export to complete")
     manifest = json.loads((lake / "_runs" / f"{job_id}.json").read_text())
     assert status["jobId"] == job_id and status["rootExportPath"] == str(lake)
     assert status["statistics"] == {
@@ -151,7 +141,7 @@ def test_continuous_feed_runs_full_then_delta_and_survives_restart(
         done = [r for r in runs_at_lake() if r["type"] == "delta" and r["status"] == "complete"]
         return done[0] if done else None
 
-    delta = wait_for("a complete delta run of the feed", a_complete_delta, timeout=240)
+    delta = wait_for(a_complete_delta, 240, "a complete delta run of the feed")
     runs = runs_at_lake()
     assert runs[-1]["etl_id"] == body["etl_id"] and runs[-1]["status"] == "complete"
     assert delta["etl_id"] > body["etl_id"]

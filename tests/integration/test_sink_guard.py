@@ -11,15 +11,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from sluiceway.settings import StackSettings
 from tests.conftest import Cli, Stack, isolated
+from tests.integration.capture_harness import wait_for
 from tests.unit.test_sink_notify import serve_hook
 
 pytestmark = pytest.mark.integration
@@ -80,16 +79,6 @@ def test_a_run_is_refused_when_the_destination_lacks_free_space(
     assert f"free space at {lake} is" in message
     assert f"below the minimum {minimum / 1e9:.2f} GB ({minimum} bytes)" in message
     assert cli.json("export", "status", "--all") == before  # no run was announced
-
-
-def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(1)
-    raise AssertionError(f"{what} not seen in {timeout:.0f}s")
 
 
 def test_a_waiting_sink_explains_itself_in_export_status(seeded: Cli, tmp_path: Path) -> None:

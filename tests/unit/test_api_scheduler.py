@@ -208,7 +208,8 @@ def test_thread_pauses_quietly_while_kafka_is_down(caplog: pytest.LogCaptureFixt
     scheduler._probe, scheduler.tick_s = down, 0.01
     with caplog.at_level(logging.WARNING, "sluiceway.api.scheduler"):
         scheduler.start()
-        while len(probes) < 5:
+        deadline = time.monotonic() + 10
+        while len(probes) < 5 and time.monotonic() < deadline:
             time.sleep(0.01)
         scheduler.stop()
     assert starter.specs == []
