@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,16 +53,6 @@ class CaptureProcess:
             raise AssertionError(
                 f"capture exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
             )
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, poll: float = 0.25) -> Any:
-    """Poll ``check`` until it returns something truthy (returned), or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(poll)
-    return found
 
 
 def wal_lsn(pg: PostgresSettings) -> str:

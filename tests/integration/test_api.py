@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from sluiceway.api.app import Services, create_app
 from sluiceway.settings import KafkaSettings, PostgresSettings
 from tests.conftest import Cli, Stack
-from tests.integration.capture_harness import wait_for
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 DP = "/rest/datapipeline/latest"

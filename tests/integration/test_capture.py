@@ -29,9 +29,9 @@ from tests.integration.capture_harness import (
     read_change_topics,
     settings_for_capture,
     slot_caught_up,
-    wait_for,
     wal_lsn,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from producers import checkpoint
 from sluiceway.settings import KafkaSettings, PostgresSettings, StackSettings
 from sluiceway.stack.kafka import KafkaServer
 from tests.conftest import Cli, Stack
-from tests.integration.capture_harness import CaptureProcess, settings_for_capture, wait_for
+from tests.integration.capture_harness import CaptureProcess, settings_for_capture
 from tests.integration.test_capture import (
     latest_by_key,
     read_change_topics,
@@ -20,6 +20,7 @@ from tests.integration.test_capture import (
     source_rows,
     wait_caught_up,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 

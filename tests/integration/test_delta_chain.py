@@ -15,7 +15,7 @@ import pytest
 
 from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings
 from tests.conftest import Cli
-from tests.integration.capture_harness import CaptureProcess, settings_for_capture, wait_for
+from tests.integration.capture_harness import CaptureProcess, settings_for_capture
 from tests.integration.test_capture import (
     _normalise,
     churn,
@@ -24,6 +24,7 @@ from tests.integration.test_capture import (
     source_rows,
     wait_caught_up,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 TENANT = "tenant-001"

@@ -35,7 +35,7 @@ from sinks import layout
 from sluiceway import runner
 from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings, S3Settings
 from tests.conftest import Cli, Stack, isolated
-from tests.integration.capture_harness import wait_for
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import pytest
 
 from sluiceway.settings import StackSettings
 from tests.conftest import Cli, Stack, isolated
-from tests.integration.capture_harness import wait_for
+from tests.polling import wait_for
 from tests.unit.test_sink_notify import serve_hook
 
 pytestmark = pytest.mark.integration

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -23,6 +22,7 @@ from sluiceway.errors import ConfigError, RunConflictError, StackDownError
 from sluiceway.runner import Workers
 from sluiceway.runs import RunRecord
 from sluiceway.settings import KafkaSettings, S3Settings
+from tests.polling import wait_for
 
 T0 = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
@@ -188,9 +188,7 @@ def test_thread_fires_and_stops_cleanly() -> None:
     scheduler.start()
     thread = scheduler._thread
     assert thread is not None and thread.is_alive()
-    deadline = time.monotonic() + 5
-    while not starter.specs and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: starter.specs, 5, "the due schedule to start", poll=0.01)
     scheduler.stop()
     assert not thread.is_alive()
     assert len(starter.specs) == 1  # due once; the next slot is a minute of fake time away
@@ -208,9 +206,7 @@ def test_thread_pauses_quietly_while_kafka_is_down(caplog: pytest.LogCaptureFixt
     scheduler._probe, scheduler.tick_s = down, 0.01
     with caplog.at_level(logging.WARNING, "sluiceway.api.scheduler"):
         scheduler.start()
-        deadline = time.monotonic() + 10
-        while len(probes) < 5 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: len(probes) >= 5, 10, "five probes", poll=0.01)
         scheduler.stop()
     assert starter.specs == []
     assert [r.getMessage() for r in caplog.records] == [
