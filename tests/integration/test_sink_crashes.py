@@ -43,10 +43,12 @@ TENANTS = ("tenant-001", "tenant-002")
 ISSUES_PER_TENANT = 50_000  # about 5 rows per issue: >= 500,000 events for both tenants
 MIN_EVENTS = 500_000
 KILLS = 20
-MAX_ROWS = 5_000  # small caps so files rotate often and kills find files half written
+# Small caps so files rotate often and kills find files half written; short lives so that
+# a restarted sink (which resumes in about a second) cannot finish the run before kill 20.
+MAX_ROWS = 2_500
 MAX_BYTES = 1024 * 1024
-ROW_GROUP_ROWS = 2_500
-MAX_KILL_DELAY_S = 1.5  # how long after its first new file an incarnation may live
+ROW_GROUP_ROWS = 1_250
+MAX_KILL_DELAY_S = 0.6  # how long after its first new file an incarnation may live
 EARLY_KILL_SHARE = 0.3  # kills that land while joining the group instead of writing
 SINK_ENV = {
     "SLUICEWAY_SINK_MAX_ROWS": str(MAX_ROWS),
@@ -194,7 +196,7 @@ def kill_repeatedly(sink: SinkProcess, rng: random.Random) -> None:
         what = "recover the lake" if early else "publish a file"
         wait_for(ready, 180, f"incarnation {sink.starts} to {what}", poll=0.05)
         if early:
-            delay = rng.uniform(0.0, 2.0)
+            delay = rng.uniform(0.0, MAX_KILL_DELAY_S)
             why = f"kill {n}: {delay:.2f}s after it recovered (or wrote)"
         else:
             delay = rng.uniform(0.0, MAX_KILL_DELAY_S)
