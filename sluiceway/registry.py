@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,9 +90,13 @@ def _manifest(run: RunRecord, s3: S3Settings) -> dict[str, Any] | None:
     return dict(found) if found else None
 
 
-def states(kafka: KafkaSettings, s3: S3Settings) -> list[RunState]:
-    """Every run, oldest first."""
+def states(
+    kafka: KafkaSettings, s3: S3Settings, wanted: Callable[[RunRecord], bool] | None = None
+) -> list[RunState]:
+    """Every run (or those ``wanted``), oldest first. Only these have their manifest read:
+    reading one is a round trip to the destination, and S3 is far away."""
     runs = [RunRecord.from_json(v) for v in read_control(kafka, "runs").values()]
+    runs = [r for r in runs if wanted is None or wanted(r)]
     recorded = {k.decode(): json.loads(v) for k, v in read_control(kafka, "status").items()}
     notes = {k.decode(): json.loads(v) for k, v in read_control(kafka, "notes").items()}
     found = []
@@ -107,22 +112,29 @@ def states(kafka: KafkaSettings, s3: S3Settings) -> list[RunState]:
 
 def state(kafka: KafkaSettings, s3: S3Settings, etl_id: str | None) -> RunState:
     """One run by id, or the latest when no id is given."""
-    known = states(kafka, s3)
-    if not known:
+    ids = sorted(k.decode() for k in read_control(kafka, "runs"))
+    if not ids:
         raise ConfigError("no export runs yet; start one with: sluiceway export start")
-    if etl_id is None:
-        return known[-1]
-    for candidate in known:
-        if candidate.run.etl_id == etl_id:
-            return candidate
-    raise ConfigError(f"run {etl_id!r} not found; known runs end with {known[-1].run.etl_id}")
+    target = etl_id or ids[-1]
+    if target not in ids:
+        raise ConfigError(f"run {etl_id!r} not found; known runs end with {ids[-1]}")
+    return states(kafka, s3, lambda r: r.etl_id == target)[0]
 
 
 def active_at(kafka: KafkaSettings, s3: S3Settings, destination: str) -> RunState | None:
-    for candidate in states(kafka, s3):
-        if candidate.active and candidate.run.destination == destination:
+    for candidate in states(kafka, s3, lambda r: r.destination == destination):
+        if candidate.active:
             return candidate
     return None
+
+
+def cancel(kafka: KafkaSettings, item: RunState, log_dir: Path, reason: str) -> list[int]:
+    """Mark a running run cancelled (also one whose workers died), releasing its destination,
+    and stop its workers on this machine; returns their pids."""
+    if not item.active:
+        raise ConfigError(f"run {item.run.etl_id} is already {item.status}; nothing to cancel")
+    set_status(kafka, item.run.etl_id, "cancelled", reason)
+    return stop_local_workers(log_dir)
 
 
 def stop_local_workers(log_dir: Path) -> list[int]:

@@ -57,16 +57,19 @@ def follow(
     """Wait for the sink to finish; a worker that fails marks the run failed."""
     deadline, logs = time.monotonic() + timeout, log_dir(run.etl_id)
     while workers["sink"].poll() is None:
-        failure = worker_failure(workers, logs)
-        if failure:
-            registry.set_status(kafka, run.etl_id, "failed", failure)
-            raise TransientError(failure)
+        _fail_on_worker_failure(run, kafka, workers, logs)
         if time.monotonic() > deadline:
             raise TransientError(
                 f"run {run.etl_id} not complete after {timeout:.0f}s; logs in {logs}"
             )
         progress(*scanned(run, kafka))
         time.sleep(0.5)
+    _fail_on_worker_failure(run, kafka, workers, logs)
+
+
+def _fail_on_worker_failure(
+    run: RunRecord, kafka: KafkaSettings, workers: Workers, logs: Path
+) -> None:
     failure = worker_failure(workers, logs)
     if failure:
         registry.set_status(kafka, run.etl_id, "failed", failure)

@@ -39,17 +39,14 @@ router = APIRouter(tags=["Runs"], dependencies=[Depends(bearer_scheme)], respons
 
 
 def find_run(services: Services, etl_id: str) -> registry.RunState | None:
-    for state in registry.states(services.kafka, services.s3):
-        if state.run.etl_id == etl_id:
-            return state
-    return None
+    found = registry.states(services.kafka, services.s3, lambda r: r.etl_id == etl_id)
+    return found[0] if found else None
 
 
 def cancel_run(services: Services, state: registry.RunState) -> registry.RunState:
     """Mark a running run cancelled (also one whose workers died) and stop local workers."""
     reason = "cancelled through the control API"
-    registry.set_status(services.kafka, state.run.etl_id, "cancelled", reason)
-    registry.stop_local_workers(log_dir(state.run.etl_id))
+    registry.cancel(services.kafka, state, log_dir(state.run.etl_id), reason)
     return registry.RunState(state.run, "cancelled", reason, None)
 
 

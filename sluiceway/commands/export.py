@@ -17,7 +17,7 @@ from sluiceway.cli import friendly_errors
 from sluiceway.errors import ConfigError
 from sluiceway.runner import Workers, follow, log_dir, read_manifest, start_run
 from sluiceway.runs import RunRecord
-from sluiceway.settings import ENTITIES, KafkaSettings, S3Settings, StackSettings
+from sluiceway.settings import ENTITIES, KafkaSettings, S3Settings
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -160,8 +160,5 @@ def cancel(
     """Cancel a running run (also one left behind by a dead worker) and release its destination."""
     kafka, s3 = KafkaSettings(), S3Settings()
     item = registry.state(kafka, s3, etl_id)
-    if not item.active:
-        raise ConfigError(f"run {item.run.etl_id} is already {item.status}; nothing to cancel")
-    registry.set_status(kafka, item.run.etl_id, "cancelled", "cancelled by the user")
-    stopped = registry.stop_local_workers(StackSettings().home / "runs" / item.run.etl_id)
+    stopped = registry.cancel(kafka, item, log_dir(item.run.etl_id), "cancelled by the user")
     _print({"etl_id": item.run.etl_id, "status": "cancelled", "stopped_workers": stopped}, as_json)
