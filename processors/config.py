@@ -16,13 +16,12 @@ class ProcessorTuning(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SLUICEWAY_PROCESSOR_", frozen=True)
 
-    batch_size: int = Field(2_000, ge=1, description="Events taken per batch (stream.take).")
-    batch_within_s: float = Field(0.5, gt=0, description="Longest wait to fill a batch.")
     guarantee: Literal["exactly_once", "at_least_once"] = Field(
         "exactly_once", description="faust processing_guarantee."
     )
-    buffer_events: int = Field(65_536, ge=1, description="Events faust buffers per stream.")
-    poll_records: int = Field(10_000, ge=1, description="Records per consumer poll.")
+    poll_records: int = Field(
+        10_000, ge=1, description="Records per consumer poll: the most one batch holds."
+    )
     commit_interval_s: float = Field(
         1.0, gt=0, description="How often offsets/transactions commit."
     )

@@ -34,6 +34,11 @@ class RunProgress:
         if offset >= self.cut.get(topic, {}).get(partition, 0) - 1:
             self.pending.discard((topic, partition))
 
+    def observe_batch(self, topic: str, partition: int, count: int, last_offset: int) -> None:
+        """Record ``count`` records processed up to ``last_offset`` (one fetched batch)."""
+        self.read += count - 1
+        self.observe(topic, partition, last_offset)
+
     @property
     def done(self) -> bool:
         return not self.pending

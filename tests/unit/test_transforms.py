@@ -90,3 +90,12 @@ def test_progress_completes_each_partition_at_its_cut() -> None:
 
 def test_progress_with_nothing_to_read_is_done() -> None:
     assert RunProgress(start={"a": {0: 4}}, cut={"a": {0: 4}}).done
+
+
+def test_progress_counts_a_batch_and_completes_at_its_last_offset() -> None:
+    progress = RunProgress(start={"a": {0: 0, 1: 0}}, cut={"a": {0: 10, 1: 4}})
+    progress.observe_batch("a", 0, 6, 5)
+    assert (progress.read, progress.done) == (6, False)
+    progress.observe_batch("a", 0, 8, 12)  # a batch may run past the cut
+    progress.observe_batch("a", 1, 4, 3)
+    assert (progress.read, progress.done) == (18, True)
