@@ -64,6 +64,7 @@ class RunProcessor:
         self.finished_at: float | None = None
         self.dead_lettered = 0
         self.finished = False
+        self.committed_at: dict[TP, float] = {}  # last transaction commit per partition
         self.app = self._build_app()
 
     def _build_app(self) -> faust.App:
@@ -122,8 +123,14 @@ class RunProcessor:
         self.forwarded += len(outs)
         last = records[-1].offset
         cut = self.run.cut.get(topic, {}).get(partition, 0)
-        await self._commit(tp, min(last + 1, cut))
+        # A transaction spans batches for up to commit_interval_s: its commit is a few round
+        # trips, and the end of the run commits every partition at its cut anyway.
+        now = time.monotonic()
+        if now - self.committed_at.setdefault(tp, now) >= self.settings.tuning.commit_interval_s:
+            await self._commit(tp, min(last + 1, cut))
+            self.committed_at[tp] = now
         self.progress.observe_batch(topic, partition, len(records), last)
+        await self._check_done()  # the timer would find out up to half a second later
 
     def _wanted(
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
