@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import psycopg2
 import pyarrow as pa
 
 from sinks.rows import METADATA_NAMES, arrow_schema
 from sinks.storage import Lake
 from sluiceway.reconstruct import lake as lake_io
 from sluiceway.reconstruct import write
+from sluiceway.reconstruct.errors import TargetWriteError
 from sluiceway.reconstruct.plan import Plan, make_plan
 from sluiceway.reconstruct.sql import reconstruct_sql
 from sluiceway.reconstruct.target import Target, parse_target
@@ -95,7 +97,17 @@ def register(checked: Checked, con: duckdb.DuckDBPyConnection) -> None:
 
 
 def run(checked: Checked) -> dict[str, Any]:
-    """Write the result; returns the summary ``--json`` prints."""
+    """Write the result; returns the summary ``--json`` prints. A failure while writing
+    (the writers have already removed their temporaries) becomes one line naming the target."""
+    try:
+        rows = _write(checked)
+    except (OSError, pa.ArrowException, duckdb.Error, psycopg2.Error) as exc:
+        message = " ".join(str(exc).split())[:300]
+        raise TargetWriteError(f"cannot write {checked.job.target.display}: {message}") from exc
+    return summary(checked, rows)
+
+
+def _write(checked: Checked) -> int:
     job, sql_text = checked.job, query(checked)
     if job.target.kind == "duckdb":
         rows = write.write_duckdb(job.target, lambda con: register(checked, con), sql_text)
@@ -107,7 +119,7 @@ def run(checked: Checked) -> dict[str, Any]:
                 rows = write.write_postgres(job.target, batches)
             else:
                 rows = write.write_parquet(job.target, batches, job.s3)
-    return summary(checked, rows)
+    return rows
 
 
 def _reader(relation: duckdb.DuckDBPyRelation) -> pa.RecordBatchReader:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sluiceway.errors import ConfigError, TerminalError
+from sluiceway.errors import ConfigError, TerminalError, TransientError
 
 
 class BrokenChainError(TerminalError):
@@ -12,3 +12,8 @@ class BrokenChainError(TerminalError):
 
 class TargetError(ConfigError):
     """``--out`` is malformed, or names a table whose columns differ from the result's."""
+
+
+class TargetWriteError(TransientError):
+    """Writing the result failed midway (disk full, connection lost); nothing was committed
+    and the temporary is gone, so running the command again is safe."""
