@@ -4,8 +4,9 @@
   (on S3 a copy and a delete: the target object appears whole or not at all).
 - DuckDB: ``CREATE OR REPLACE TABLE`` inside one transaction; a new database file is
   removed again if that fails.
-- PostgreSQL: create (or empty) the table and ``COPY`` the rows inside one transaction,
-  so readers see the old contents until the commit, and nothing on a rollback.
+- PostgreSQL: create (or ``TRUNCATE``) the table and ``COPY`` the rows inside one
+  transaction: other sessions wait on the table's lock, then see all the new rows; a
+  rollback leaves the old table as it was.
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def write_postgres(target: Target, batches: pa.RecordBatchReader) -> int:
     with pg_connect(target) as conn:
         try:
             with conn.cursor() as cur:
-                _prepare_table(cur, conn, target, batches.schema)
+                _prepare_table(cur, target, batches.schema)
                 for batch in batches:
                     cur.copy_expert(copy.as_string(conn), _csv(batch))
                     rows += batch.num_rows
@@ -185,7 +186,7 @@ def write_postgres(target: Target, batches: pa.RecordBatchReader) -> int:
     return rows
 
 
-def _prepare_table(cur: Any, conn: Any, target: Target, schema: pa.Schema) -> None:
+def _prepare_table(cur: Any, target: Target, schema: pa.Schema) -> None:
     name = sql.Identifier(target.schema or "public", target.table or "")
     if table_exists(cur, target):
         cur.execute(sql.SQL("TRUNCATE {}").format(name))
