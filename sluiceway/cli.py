@@ -33,7 +33,7 @@ def friendly_errors(func: F) -> F:
 
 
 def build_app() -> typer.Typer:
-    from sluiceway.commands import demo, export, serve, source, workers
+    from sluiceway.commands import demo, export, reconstruct, serve, source, workers
     from sluiceway.stack.cli import stack_app
 
     app = typer.Typer(
@@ -47,6 +47,7 @@ def build_app() -> typer.Typer:
     workers.register(app)
     demo.register(app)
     serve.register(app)
+    reconstruct.register(app)
     return app
 
 

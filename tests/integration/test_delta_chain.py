@@ -1,18 +1,19 @@
 """A full export and three deltas taken under churn reconstruct to the source tables.
 
-Reconstruction is the README's plain SQL, run in DuckDB over the files: the latest
-`_position` per (`_tenant_id`, `id`) wins, and keys whose latest row is a delete go.
+Reconstruction is the README's plain SQL (the text `sluiceway reconstruct` runs), in DuckDB
+over the files: the latest `_position` per (`_tenant_id`, `id`) wins, and keys whose latest
+row is a delete go.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
 
+from sluiceway.reconstruct.sql import read_parquet_rows, reconstruct_sql
 from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings
 from tests.conftest import Cli
 from tests.integration.capture_harness import CaptureProcess, settings_for_capture
@@ -29,19 +30,13 @@ from tests.polling import wait_for
 pytestmark = pytest.mark.integration
 TENANT = "tenant-001"
 
-RECONSTRUCT = """
-SELECT * EXCLUDE (rn) FROM (
-  SELECT *, row_number() OVER (PARTITION BY _tenant_id, id ORDER BY _position DESC) AS rn
-  FROM read_parquet({files}, union_by_name = true)
-) WHERE rn = 1 AND NOT _deleted
-"""
-
 
 def reconstruct(lake: Path, entity: str) -> dict[int, dict[str, Any]]:
     files = sorted(str(p) for p in lake.rglob(f"*/{entity}/*/part-*.parquet"))
     if not files:
         return {}
-    relation = duckdb.sql(RECONSTRUCT.format(files=json.dumps(files).replace('"', "'")))
+    relation = duckdb.sql(reconstruct_sql(read_parquet_rows(files)))
+    assert relation is not None
     names = relation.columns
     return {
         row[names.index("id")]: dict(zip(names, row, strict=True)) for row in relation.fetchall()
