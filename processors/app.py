@@ -24,7 +24,7 @@ import faust
 from aiokafka.structs import TopicPartition
 from faust.types import TP
 
-from processors import fetch
+from processors import fetch, metrics
 from processors.config import ProcessorSettings
 from processors.progress import RunProgress
 from processors.run_schema import run_event_schemas
@@ -105,8 +105,9 @@ class RunProcessor:
     async def handle_batch(self, tp: TP, records: Sequence[Any]) -> None:
         """Transform one fetched batch of a partition and commit it in that partition's
         transaction: its outputs and its source offsets become visible together."""
+        started = time.monotonic()
         if self.first_event_at is None:
-            self.first_event_at = time.monotonic()
+            self.first_event_at = started
         topic, partition = tp.topic, tp.partition
         outs: list[tuple[bytes | None, bytes | None]] = []
         for record in records:
@@ -121,6 +122,8 @@ class RunProcessor:
                     outs.append(out)
         await self._send_many(partition, outs)
         self.forwarded += len(outs)
+        metrics.READ.labels(topic).inc(len(records))
+        metrics.FORWARDED.labels(topic).inc(len(outs))
         last = records[-1].offset
         cut = self.run.cut.get(topic, {}).get(partition, 0)
         # A transaction spans batches for up to commit_interval_s: its commit is a few round
@@ -130,6 +133,8 @@ class RunProcessor:
             await self._commit(tp, min(last + 1, cut))
             self.committed_at[tp] = now
         self.progress.observe_batch(topic, partition, len(records), last)
+        metrics.PENDING_PARTITIONS.set(len(self.progress.pending))
+        metrics.BATCH_SECONDS.observe(time.monotonic() - started)
         await self._check_done()  # the timer would find out up to half a second later
 
     def _wanted(
@@ -217,6 +222,7 @@ class RunProcessor:
 
     async def _dead_letter(self, topic: str, partition: int, record: Any, reason: str) -> None:
         self.dead_lettered += 1
+        metrics.DEAD_LETTERS.inc()
         headers = {
             "sw-error": reason.encode(),
             "sw-etl-id": self.run.etl_id.encode(),

@@ -25,6 +25,9 @@ class ProcessorTuning(BaseSettings):
     commit_interval_s: float = Field(
         1.0, gt=0, description="How often offsets/transactions commit."
     )
+    metrics_port: int | None = Field(
+        None, description="Prometheus metrics port on 127.0.0.1 (None: no endpoint)."
+    )
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import faust
 
+from processors import metrics
 from processors.app import Lookups, RunProcessor
 from processors.config import ProcessorSettings
 from processors.scan import issue_projects, latest_offsets
@@ -41,6 +42,7 @@ def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> 
     # aiokafka formats a debug record per message when its loggers inherit DEBUG
     for name in ("aiokafka", "faust", "mode"):
         logging.getLogger(name).setLevel(max(logging.getLevelName(loglevel), logging.WARNING))
+    metrics.serve(settings.tuning.metrics_port)
     record = load_run(settings.kafka, etl_id)
     spec = spec_of_run(record.spec, os.environ.get(SECRET_ENV), etl_id)
     codec = Codec()

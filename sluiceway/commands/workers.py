@@ -67,6 +67,7 @@ def _stop_on_signals() -> Callable[[], bool]:
 @friendly_errors
 def process(
     run: str = typer.Option(..., "--run", help="etl_id of the run to process."),
+    metrics_port: int | None = typer.Option(None, help="Serve Prometheus metrics here."),
     as_json: bool = typer.Option(False, "--json", help="Print the worker's statistics as JSON."),
 ) -> None:
     """Run a faust worker for one export run until its cut, then send end markers."""
@@ -74,7 +75,10 @@ def process(
     from processors.main import run as run_processor
 
     _worker_logging()
-    stats = run_processor(run, ProcessorSettings(KafkaSettings(), ProcessorTuning()))
+    tuning = ProcessorTuning()
+    if metrics_port is not None:
+        tuning = tuning.model_copy(update={"metrics_port": metrics_port})
+    stats = run_processor(run, ProcessorSettings(KafkaSettings(), tuning))
     if as_json:
         typer.echo(json.dumps({**dataclasses.asdict(stats), "events_per_s": stats.events_per_s}))
     else:

@@ -1,0 +1,51 @@
+"""The Grafana dashboard is valid JSON and queries only metrics the workers register."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+from prometheus_client import REGISTRY
+
+import processors.metrics  # noqa: F401  (registers the processor's metrics)
+import producers.metrics  # noqa: F401
+import sinks.metrics  # noqa: F401
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+SUFFIXES = ("_total", "_bucket", "_count", "_sum")
+
+
+def _registered() -> set[str]:
+    names = set()
+    for collector in REGISTRY.collect():
+        for sample in collector.samples:
+            names.add(sample.name)
+        names.add(collector.name)
+    return names
+
+
+def _family(metric: str) -> str:
+    for suffix in SUFFIXES:
+        metric = metric.removesuffix(suffix)
+    return metric
+
+
+def test_dashboard_queries_only_registered_metrics() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "sluiceway-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    queried = {m for e in exprs for m in re.findall(r"\bsluiceway_[a-z_]+", e)}
+    assert queried, "the dashboard queries no metric"
+    registered = _registered()
+    # a counter's family is named without _total; a labelled one has no sample until used
+    unknown = {m for m in queried if m not in registered and _family(m) not in registered}
+    assert not unknown, f"dashboard queries metrics no worker registers: {sorted(unknown)}"
+    stages = {m.split("_")[1] for m in queried}
+    assert stages == {"capture", "processor", "sink"}
+
+
+def test_prometheus_config_scrapes_every_stage() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    assert jobs == {"sluiceway-capture", "sluiceway-processor", "sluiceway-sink"}
