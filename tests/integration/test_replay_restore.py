@@ -13,6 +13,7 @@ from typing import Any
 import psycopg2
 import pytest
 
+from sinks.storage import s3_filesystem
 from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings
 from tests.conftest import Cli, Stack, fresh_database
 from tests.integration.capture_harness import CaptureProcess, settings_for_capture
@@ -97,7 +98,20 @@ def test_replay_to_time_then_restore_equals_the_source_at_that_time(
         )
         cli("restore", "--from", str(lake), "--target-dsn", target.dsn(), "--replace")
         assert source_rows(target) == truth
+    _on_s3(cli, local_stack, unique, to, truth)
     _bad_inputs(cli, lake, local_stack, unique)
+
+
+def _on_s3(cli: Cli, local_stack: Stack, unique: str, to: str, truth: Truth) -> None:
+    """The same replay on S3, restored from there, gives the same tables."""
+    dest = f"s3://{local_stack.s3.bucket}/replay-{unique}"
+    cli("replay", "--to", to, "--tenant", TENANT, "--dest", dest, "--wait")
+    try:
+        with fresh_database(local_stack.pg, f"sw_s3restore_{unique}") as target:
+            cli("restore", "--from", dest, "--target-dsn", target.dsn(), "--tenant", TENANT)
+            assert source_rows(target) == truth
+    finally:
+        s3_filesystem(local_stack.s3).delete_dir(f"{local_stack.s3.bucket}/replay-{unique}")
 
 
 def _bad_inputs(cli: Cli, lake: Path, local_stack: Stack, unique: str) -> None:
