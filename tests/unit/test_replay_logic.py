@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
-from producers.events import timestamp_ms
+from producers.config import CaptureSettings, CaptureTuning
+from producers.events import position, timestamp_ms
 from producers.schema_check import table_problems
+from producers.snapshot import SnapshotRun, _publish_chunk
+from producers.source import columns
+from sluiceway.codec import Codec
 from sluiceway.errors import ConfigError, RestoreError
 from sluiceway.replay import boundary_cut, micros, parse_time, require_events
 from sluiceway.restore import restore_order, schema_difference
+from sluiceway.settings import KafkaSettings, PostgresSettings
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -90,3 +96,35 @@ def test_schema_difference_names_table_and_difference_in_one_line() -> None:
     assert message.startswith("table issues in the target differs from the source schema: ")
     assert "column issues.summary has unsupported type integer; expected text" in message
     assert "\n" not in message
+
+
+class _Recorder:
+    """A stand-in producer that keeps what would be sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        self.sent.append({"topic": topic, **kwargs})
+
+    def poll(self, _timeout: float) -> int:
+        return 0
+
+
+def test_snapshot_events_are_stamped_with_the_consistent_point_time() -> None:
+    codec = Codec()
+    settings = CaptureSettings(KafkaSettings(), PostgresSettings(), CaptureTuning())
+    at = datetime(2026, 11, 22, 10, 15, 0, 123_456, tzinfo=UTC)
+    prod = _Recorder()
+    run = SnapshotRun(settings, codec, prod, (position(1 << 24, 0), at), None)  # type: ignore[arg-type]
+    names = [c.name for c in columns(codec, "project")]
+    row = {c.name: _sample(c.sql_type) for c in columns(codec, "project")}
+    _publish_chunk(run, "project", [("tenant-001", *(row[n] for n in names))])
+    assert [m["timestamp"] for m in prod.sent] == [timestamp_ms(at)]
+    assert codec.decode(prod.sent[0]["value"])["source_ts"] == at
+
+
+def _sample(sql_type: str) -> Any:
+    return {"bigint": 7, "integer": 7, "boolean": True, "double precision": 1.5}.get(
+        sql_type, 0 if sql_type in ("timestamptz", "date") else "x"
+    )
