@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sluiceway.errors import RestoreError
@@ -21,17 +22,26 @@ Row = dict[str, Any]
 
 def open_backup(root: str, s3: S3Settings) -> tuple[Any, Manifest]:
     """The lake at ``root`` and the manifest of its newest complete full export."""
-    from sinks.layout import RUNS_DIR
-    from sinks.storage import list_names, open_lake, read_bytes
+    from pyarrow.fs import LocalFileSystem
 
-    lake = open_lake(root, s3)
-    names = sorted((i.base_name for i in list_names(lake, RUNS_DIR)), reverse=True)
-    for name in names:  # etl_ids sort by start time: newest first
-        if not name.endswith(".json") or name.startswith("."):
-            continue
-        manifest: Manifest = json.loads(read_bytes(lake, f"{RUNS_DIR}/{name}") or b"{}")
-        if manifest.get("type") == "full" and manifest.get("status") == "complete":
-            return lake, manifest
+    from sinks.layout import RUNS_DIR, parse_destination
+    from sinks.storage import Lake, list_names, read_bytes, s3_filesystem
+
+    # not open_lake: its write probe would create a missing directory, and a backup is read-only
+    dest = parse_destination(root)
+    lake = Lake(s3_filesystem(s3) if dest.kind == "s3" else LocalFileSystem(), dest)
+    try:
+        names = sorted((i.base_name for i in list_names(lake, RUNS_DIR)), reverse=True)
+        for name in names:  # etl_ids sort by start time: newest first
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            manifest: Manifest = json.loads(read_bytes(lake, f"{RUNS_DIR}/{name}") or b"{}")
+            if manifest.get("type") == "full" and manifest.get("status") == "complete":
+                return lake, manifest
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise RestoreError(
+            f"cannot read the backup at {root}: {' '.join(str(exc).split())}"
+        ) from exc
     raise RestoreError(
         f"{root} holds no complete full export (no _runs/<etl_id>.json of type full); "
         "expected a destination of sluiceway replay or export start --type full"
