@@ -26,6 +26,9 @@ class Checkpoint:
     # per table: the last (tenant_id, id) published and acknowledged; "done" tables listed
     last_key: dict[str, list[str | int]] = field(default_factory=dict)
     tables_done: list[str] = field(default_factory=list)
+    # when the slot reached its consistent point (ISO 8601): every snapshot event's source_ts,
+    # kept so a resumed snapshot stamps its rows with the same time as the first attempt
+    consistent_at: str | None = None
 
     def resume_after(self, table: str) -> Key | None:
         key = self.last_key.get(table)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from producers.errors import SourceSchemaError
@@ -32,6 +32,18 @@ def position(commit_lsn: int, seq: int) -> int:
             "split bulk writes into smaller transactions"
         )
     return (commit_lsn << SEQ_BITS) | seq
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def timestamp_ms(source_ts: datetime) -> int:
+    """The Kafka message timestamp of an event: its commit time, floored to the millisecond.
+
+    Integer arithmetic, not ``timestamp() * 1000``: a float could round an event committed
+    at x.9999995 ms up into the next millisecond, and replay cuts would then be off by one.
+    """
+    return (source_ts - _EPOCH) // timedelta(milliseconds=1)
 
 
 def lsn_of(position_value: int) -> int:

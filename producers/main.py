@@ -128,8 +128,11 @@ def _snapshot(
     settings: CaptureSettings, codec: Codec, prod: Producer, state: ckpt.Checkpoint,
     snapshot_name: str | None, progress: Progress | None,
 ) -> None:  # fmt: skip
+    # The snapshot shows the source as of the slot's consistent point: its events carry the
+    # time the slot got there (close enough: taken just after), not when each row was read.
+    state.consistent_at = state.consistent_at or datetime.now(UTC).isoformat()
     ckpt.save(settings.kafka, prod, state, settings.tuning.flush_timeout_s)
-    point = (position(state.consistent_lsn, 0), datetime.now(UTC))
+    point = (position(state.consistent_lsn, 0), datetime.fromisoformat(state.consistent_at))
     run_snapshot(SnapshotRun(settings, codec, prod, point, state, progress), snapshot_name)
     state.snapshot_done = True
     ckpt.save(settings.kafka, prod, state, settings.tuning.flush_timeout_s)

@@ -69,6 +69,15 @@ def table_problems(
     return problems
 
 
+def existing_table_problems(cur: Any, codec: Codec, entity: str) -> list[str] | None:
+    """None when the entity's table does not exist, else what is wrong with it (``[]``: nothing)."""
+    table = TABLES[entity]
+    actual = _actual_columns(cur, table)
+    if not actual:
+        return None
+    return table_problems(table, _expected(codec, entity), actual, _primary_key(cur, table))
+
+
 def check_source_schema(conn: Any, codec: Codec) -> None:
     """Raise SourceSchemaError listing every problem, one line, before anything is read."""
     problems: list[str] = []

@@ -27,7 +27,7 @@ from producers import metrics
 from producers.config import CaptureSettings
 from producers.db import connect
 from producers.errors import ProduceError
-from producers.events import change_event, lsn_to_int, position
+from producers.events import change_event, lsn_to_int, position, timestamp_ms
 from producers.source import TABLES, Column, columns
 from producers.tenants import Tenants
 from sluiceway.codec import Codec, event_key
@@ -90,11 +90,16 @@ def partition_of(tenant_id: str, entity_id: int, partitions: int, spread: int) -
 
 
 def produce(
-    prod: Producer, topic: str, part: int, key: bytes, value: bytes | None, acks: Any
-) -> None:
+    prod: Producer, topic: str, part: int, key: bytes, value: bytes | None, acks: Any,
+    timestamp: int = 0,
+) -> None:  # fmt: skip
+    """``timestamp`` is the event's commit time in ms (0: now): the topics' time index is then
+    commit time, which ``sluiceway replay`` looks up with offsets_for_times."""
     while True:
         try:
-            prod.produce(topic, value=value, key=key, partition=part, on_delivery=acks)
+            prod.produce(
+                topic, value=value, key=key, partition=part, on_delivery=acks, timestamp=timestamp
+            )
             return
         except BufferError:
             prod.poll(0.1)  # the local queue is full: let deliveries drain it
@@ -142,6 +147,7 @@ def _publish_chunk(run: SnapshotRun, entity: str, rows: list[tuple[Any, ...]]) -
     assert run.point is not None
     point, prod, encode, acks = run.point, run.prod, run.codec.encode, run.acks
     partitions, spread = kafka.partitions, kafka.spread
+    stamp = timestamp_ms(point[1])  # the snapshot's consistent point, as its source_ts
     names = [c.name for c in columns(run.codec, entity)]
     for record in rows:
         tenant, row = record[0], dict(zip(names, record[1:], strict=True))
@@ -150,7 +156,7 @@ def _publish_chunk(run: SnapshotRun, entity: str, rows: list[tuple[Any, ...]]) -
         key = row["id"]
         value = encode(change_event(entity, tenant, key, "r", row, *point))
         part = partition_of(tenant, key, partitions, spread)
-        produce(prod, topic, part, event_key(tenant, key), value, acks)
+        produce(prod, topic, part, event_key(tenant, key), value, acks, stamp)
     prod.poll(0)
     run.counts[entity] = run.counts.get(entity, 0) + len(rows)
     metrics.SNAPSHOT_ROWS.labels(TABLES[entity]).inc(len(rows))

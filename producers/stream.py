@@ -23,7 +23,7 @@ from producers.acks import AckTracker, PendingTxn
 from producers.config import CaptureSettings
 from producers.db import connect
 from producers.errors import ProduceError
-from producers.events import change_event, int_to_lsn, position
+from producers.events import change_event, int_to_lsn, position, timestamp_ms
 from producers.slot import emit_heartbeat
 from producers.snapshot import partition_of, produce
 from producers.source import TABLES
@@ -113,6 +113,7 @@ class Streamer:
         callback = _Delivery(self.tracker, pending)
         kafka, prod, encode = self.settings.kafka, self.prod, self.codec.encode
         counts: Counter[tuple[str, str]] = Counter()
+        stamp = timestamp_ms(txn.commit_ts)
         for seq, change in enumerate(changes):
             tenant, entity_id, op = change.tenant_id, change.entity_id, change.op
             topic = kafka.cdc_topic(change.entity)
@@ -122,10 +123,11 @@ class Streamer:
                 change.entity, tenant, entity_id, op, change.row,
                 position(txn.commit_lsn, seq), txn.commit_ts,
             )  # fmt: skip
-            produce(prod, topic, part, key, encode(event), callback)
+            produce(prod, topic, part, key, encode(event), callback, stamp)
             if op == "d":
-                # the tombstone lets compaction drop the key once the delete has been read
-                produce(prod, topic, part, key, None, callback)
+                # the tombstone lets compaction drop the key once the delete has been read;
+                # it shares the delete's timestamp, so a replay cut never falls between them
+                produce(prod, topic, part, key, None, callback, stamp)
             counts[change.entity, op] += 1
             self.tenants.observe(prod, tenant)
         for (entity, op), n in counts.items():

@@ -54,7 +54,10 @@ def build_run_manifest(
     full_export_date: str | None = None,
 ) -> Manifest:
     tables = table_summary(run.entities, records)
+    # a replay says so, with its TIME; other runs' manifests keep their shape
+    replay = {"replay_to": run.replay_to} if run.replay_to else {}
     return {
+        **replay,
         "etl_id": run.etl_id,
         "type": run.type,
         "status": "complete",

@@ -33,7 +33,7 @@ def friendly_errors(func: F) -> F:
 
 
 def build_app() -> typer.Typer:
-    from sluiceway.commands import demo, export, reconstruct, serve, source, workers
+    from sluiceway.commands import demo, export, reconstruct, replay, serve, source, workers
     from sluiceway.stack.cli import stack_app
 
     app = typer.Typer(
@@ -46,6 +46,7 @@ def build_app() -> typer.Typer:
     app.add_typer(export.app, name="export", help="Start export runs.")
     workers.register(app)
     demo.register(app)
+    replay.register(app)
     serve.register(app)
     reconstruct.register(app)
     return app

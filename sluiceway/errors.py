@@ -43,3 +43,7 @@ class InvalidEventError(TerminalError):
 
 class RunConflictError(ConfigError):
     """Another run of the same destination is active (the API answers 409)."""
+
+
+class RestoreError(TerminalError):
+    """A backup cannot be restored as asked: no full export, a mismatched table, rows in the way."""

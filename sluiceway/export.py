@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
@@ -27,6 +28,7 @@ from sluiceway.kafka_io import (
     watermarks,
 )
 from sluiceway.partitioning import tenant_partitions
+from sluiceway.replay import replay_cut, require_events
 from sluiceway.runs import Offsets, RunRecord, new_etl_id
 from sluiceway.settings import SECRET_ENV, KafkaSettings, S3Settings, to_env
 
@@ -61,17 +63,23 @@ def check_destination(destination: str, s3: S3Settings) -> None:
     open_lake(destination, s3)
 
 
+def _selected(spec: RunSpec, kafka: KafkaSettings, parts: int) -> set[int]:
+    return set().union(*(tenant_partitions(t, parts, kafka.spread) for t in spec.tenants))
+
+
 def _offsets(
-    spec: RunSpec, kafka: KafkaSettings, parts: int, since: Offsets | None
+    spec: RunSpec, kafka: KafkaSettings, parts: int, since: Offsets | None, until: Offsets | None
 ) -> tuple[Offsets, Offsets]:
-    """Start and cut per partition: a delta starts where the previous run cut."""
-    selected = set().union(*(tenant_partitions(t, parts, kafka.spread) for t in spec.tenants))
+    """Start and cut per partition: a delta starts where the previous run cut; an explicit
+    cut (``until``, a replay's) replaces the high watermark of the partitions it names."""
+    selected = _selected(spec, kafka, parts)
     start: Offsets = {}
     cut: Offsets = {}
     for entity in spec.entities:
         topic = kafka.cdc_topic(entity)
         marks = watermarks(kafka, topic, range(parts))
-        cut[topic] = {p: high for p, (_low, high) in marks.items()}
+        explicit = (until or {}).get(topic, {})
+        cut[topic] = {p: explicit.get(p, high) for p, (_low, high) in marks.items()}
         begin = {p: low for p, (low, _high) in marks.items()}
         if since is not None:
             begin = {p: since[topic][p] for p in marks}
@@ -105,10 +113,22 @@ def previous_cut(spec: RunSpec, kafka: KafkaSettings, s3: S3Settings) -> Offsets
     return cut
 
 
-def plan_run(spec: RunSpec, kafka: KafkaSettings, s3: S3Settings) -> RunRecord:
+def replay_until(spec: RunSpec, kafka: KafkaSettings, parts: int, to: datetime) -> Offsets:
+    """A replay's cut: per selected partition, the first event committed after ``to``."""
+    selected = sorted(_selected(spec, kafka, parts))
+    return replay_cut(kafka, [(kafka.cdc_topic(e), p) for e in spec.entities for p in selected], to)
+
+
+def plan_run(
+    spec: RunSpec, kafka: KafkaSettings, s3: S3Settings, replay_to: datetime | None = None
+) -> RunRecord:
+    """The run's offsets; ``replay_to`` makes a full run whose cut is that time."""
     parts = partition_count(kafka, kafka.cdc_topic(spec.entities[0]))
     since = previous_cut(spec, kafka, s3) if spec.type == "delta" else None
-    start, cut = _offsets(spec, kafka, parts, since)
+    until = replay_until(spec, kafka, parts, replay_to) if replay_to else None
+    start, cut = _offsets(spec, kafka, parts, since, until)
+    if replay_to is not None:
+        require_events(cut, start, replay_to, spec.tenants)
     etl_id = new_etl_id()
     return RunRecord(
         etl_id=etl_id,
@@ -122,6 +142,7 @@ def plan_run(spec: RunSpec, kafka: KafkaSettings, s3: S3Settings) -> RunRecord:
         cut=cut,
         format=spec.format,
         spec=spec.public_dict(),
+        replay_to=replay_to.isoformat() if replay_to else None,
     )
 
 

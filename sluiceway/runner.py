@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,12 @@ def log_dir(etl_id: str) -> Path:
 
 
 def start_run(
-    spec: RunSpec, kafka: KafkaSettings, s3: S3Settings, launch: bool = True
-) -> tuple[RunRecord, Workers | None]:
-    """Validate, refuse a busy destination, announce the run and (optionally) launch its workers."""
+    spec: RunSpec, kafka: KafkaSettings, s3: S3Settings, launch: bool = True,
+    replay_to: datetime | None = None,
+) -> tuple[RunRecord, Workers | None]:  # fmt: skip
+    """Validate, refuse a busy destination, announce the run and (optionally) launch its workers.
+
+    ``replay_to``: a full run of the destination as of that time (``sluiceway replay``)."""
     spec = spec.model_copy(update={"destination": absolute_destination(spec.destination)})
     validate_request(spec, kafka, s3)
     busy = registry.active_at(kafka, s3, spec.destination)
@@ -43,7 +47,7 @@ def start_run(
             f"destination {spec.destination} is busy with run {busy.run.etl_id}; wait for it or "
             f"cancel it with: sluiceway export cancel {busy.run.etl_id}"
         )
-    run = plan_run(spec, kafka, s3)
+    run = plan_run(spec, kafka, s3, replay_to)
     announce(run, kafka)
     if not launch:
         return run, None

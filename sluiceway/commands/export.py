@@ -50,10 +50,10 @@ def start(
         commands = [f"sluiceway {stage} --run {run.etl_id}" for stage in ("process", "sink")]
         logs = str(log_dir(run.etl_id)) if launch else None
         payload = {"etl_id": run.etl_id, "status": "running", "logs": logs, "workers": commands}
-        _print(payload, as_json)
+        print_payload(payload, as_json)
         return
-    _follow(run, kafka, workers, timeout, as_json)
-    _report(run, read_manifest(run, s3), as_json)
+    follow_with_progress(run, kafka, workers, timeout, as_json)
+    report_run(run, read_manifest(run, s3), as_json)
 
 
 def _spec(
@@ -76,7 +76,7 @@ def _spec(
     return parse_spec(data, source="flags")
 
 
-def _follow(
+def follow_with_progress(
     run: RunRecord, kafka: KafkaSettings, workers: Workers, timeout: float, quiet: bool
 ) -> None:
     columns = (
@@ -96,10 +96,10 @@ def _follow(
         )
 
 
-def _report(run: RunRecord, manifest: dict[str, Any], as_json: bool) -> None:
+def report_run(run: RunRecord, manifest: dict[str, Any], as_json: bool) -> None:
     rows = {t: info["rows"] for t, info in manifest["tables"].items()}
     if as_json:
-        _print(
+        print_payload(
             {
                 "etl_id": run.etl_id,
                 "status": manifest["status"],
@@ -118,7 +118,7 @@ def _report(run: RunRecord, manifest: dict[str, Any], as_json: bool) -> None:
     console.print(f"files under {run.destination}; manifest: _runs/{run.etl_id}.json")
 
 
-def _print(payload: dict[str, Any], as_json: bool) -> None:
+def print_payload(payload: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(payload))
     else:
@@ -161,4 +161,6 @@ def cancel(
     kafka, s3 = KafkaSettings(), S3Settings()
     item = registry.state(kafka, s3, etl_id)
     stopped = registry.cancel(kafka, item, log_dir(item.run.etl_id), "cancelled by the user")
-    _print({"etl_id": item.run.etl_id, "status": "cancelled", "stopped_workers": stopped}, as_json)
+    print_payload(
+        {"etl_id": item.run.etl_id, "status": "cancelled", "stopped_workers": stopped}, as_json
+    )
