@@ -1,0 +1,118 @@
+"""The pure parts of ``sluiceway migrate``: id map, pending runs, delta reduction, state
+transitions and verify's comparison."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from sluiceway.errors import ConfigError
+from sluiceway.migrate import logic
+from sluiceway.migrate.logic import (
+    CUT_OVER,
+    CUTOVER_REQUESTED,
+    RUNNING,
+    check_tenants,
+    checksum,
+    compare_table,
+    latest_changes,
+    map_row,
+    pending_runs,
+    transition,
+)
+from sluiceway.settings import ENTITIES
+
+
+def test_map_row_moves_id_and_every_reference_but_nothing_else() -> None:
+    row = {"id": 7, "project_id": 1, "creator_id": 2, "reporter_id": None, "assignee_id": 3,
+           "parent_id": None, "summary": "x", "story_points": 5}  # fmt: skip
+    assert map_row("issue", row, 100) == {
+        "id": 107, "project_id": 101, "creator_id": 102, "reporter_id": None,
+        "assignee_id": 103, "parent_id": None, "summary": "x", "story_points": 5,
+    }  # fmt: skip
+    assert map_row("user", {"id": 1, "account_id": "abc"}, 5) == {"id": 6, "account_id": "abc"}
+    assert map_row("comment", {"id": 1, "issue_id": 2}, 0) == {"id": 1, "issue_id": 2}
+
+
+def test_apply_order_is_parents_first_and_covers_every_entity() -> None:
+    assert sorted(logic.APPLY_ORDER) == sorted(ENTITIES)
+    order = logic.APPLY_ORDER
+    assert order.index("project") < order.index("issue") < order.index("comment")
+    assert order.index("user") < order.index("issue") < order.index("worklog")
+
+
+def test_pending_runs_are_the_deltas_after_the_applied_one_in_order() -> None:
+    runs = [("20261122T000003Z-c", "delta"), ("20261122T000001Z-a", "full"),
+            ("20261122T000002Z-b", "delta"), ("20261122T000004Z-d", "delta")]  # fmt: skip
+    assert pending_runs(runs, "20261122T000002Z-b") == ["20261122T000003Z-c", "20261122T000004Z-d"]
+    assert pending_runs(runs, "20261122T000004Z-d") == []
+    with pytest.raises(ConfigError, match="20261122T000005Z-e full export after the applied run"):
+        pending_runs([*runs, ("20261122T000005Z-e", "full")], "20261122T000004Z-d")
+
+
+def test_latest_changes_keeps_the_highest_position_per_id() -> None:
+    rows = [
+        {"id": 1, "_position": 5, "_deleted": False, "v": "new"},
+        {"id": 1, "_position": 3, "_deleted": False, "v": "old"},
+        {"id": 2, "_position": 4, "_deleted": False, "v": "x"},
+        {"id": 2, "_position": 9, "_deleted": True, "v": None},
+        {"id": 3, "_position": 1, "_deleted": True, "v": None},
+        {"id": 3, "_position": 2, "_deleted": False, "v": "reborn"},
+    ]
+    upserts, deletes = latest_changes(rows)
+    assert {k: r["v"] for k, r in upserts.items()} == {1: "new", 3: "reborn"}
+    assert deletes == {2}
+
+
+def test_state_transitions() -> None:
+    assert transition(RUNNING, "apply") == RUNNING
+    assert transition(RUNNING, "request_cutover") == CUTOVER_REQUESTED
+    assert transition(CUTOVER_REQUESTED, "apply") == CUTOVER_REQUESTED
+    assert transition(CUTOVER_REQUESTED, "final_apply") == CUT_OVER
+    for status, event in [(RUNNING, "final_apply"), (CUT_OVER, "apply"),
+                          (CUT_OVER, "request_cutover"), (CUT_OVER, "final_apply")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=f"migration is {status}"):
+            transition(status, event)
+
+
+def test_same_tenant_in_the_same_database_is_refused() -> None:
+    check_tenants("a", "b", same_database=True)
+    check_tenants("a", "a", same_database=False)
+    with pytest.raises(ConfigError, match="both 'a' in the same database"):
+        check_tenants("a", "a", same_database=True)
+
+
+def test_checksum_ignores_read_order_and_time_zone_but_not_values() -> None:
+    t = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    same_instant = t.astimezone(timezone(timedelta(hours=2)))
+    a = {1: {"id": 1, "at": t}, 2: {"id": 2, "at": None}}
+    b = {2: {"id": 2, "at": None}, 1: {"id": 1, "at": same_instant}}
+    assert checksum(a) == checksum(b)
+    assert checksum(a) != checksum({**a, 2: {"id": 2, "at": t}})
+
+
+def test_compare_table_reports_each_difference_by_key_modulo_the_id_map() -> None:
+    source = [
+        {"id": 1, "issue_id": 10, "body": "same"},
+        {"id": 2, "issue_id": 10, "body": "changed"},
+        {"id": 3, "issue_id": 11, "body": "missing"},
+        {"id": 4, "issue_id": 12, "body": "wrong reference"},
+    ]
+    target = [
+        {"id": 101, "issue_id": 110, "body": "same"},
+        {"id": 102, "issue_id": 110, "body": "CHANGED"},
+        {"id": 104, "issue_id": 12, "body": "wrong reference"},
+        {"id": 105, "issue_id": 110, "body": "extra"},
+    ]
+    report = compare_table("comment", source, target, 100)
+    assert [(d.id, d.kind, d.columns) for d in report.differences] == [
+        (103, "missing", ()),
+        (105, "extra", ()),
+        (102, "changed", ("body",)),
+        (104, "changed", ("issue_id",)),
+    ]
+    assert (report.source_rows, report.target_rows) == (4, 4)
+    assert report.source_checksum != report.target_checksum
+    clean = compare_table("comment", source[:1], target[:1], 100)
+    assert clean.differences == [] and clean.source_checksum == clean.target_checksum
