@@ -33,7 +33,16 @@ def friendly_errors(func: F) -> F:
 
 
 def build_app() -> typer.Typer:
-    from sluiceway.commands import demo, export, reconstruct, replay, serve, source, workers
+    from sluiceway.commands import (
+        demo,
+        export,
+        migrate,
+        reconstruct,
+        replay,
+        serve,
+        source,
+        workers,
+    )
     from sluiceway.stack.cli import stack_app
 
     app = typer.Typer(
@@ -44,6 +53,7 @@ def build_app() -> typer.Typer:
     app.add_typer(stack_app, name="stack", help="Run the local Kafka, PostgreSQL and S3 stack.")
     app.add_typer(source.app, name="source", help="The Jira-shaped demo source database.")
     app.add_typer(export.app, name="export", help="Start export runs.")
+    app.add_typer(migrate.app, name="migrate", help="Migrate a tenant into another, until cutover.")
     workers.register(app)
     demo.register(app)
     replay.register(app)
