@@ -44,6 +44,27 @@ def start(
     print_payload(_state_dict(state), as_json)
 
 
+@app.command("resume")
+@friendly_errors
+def resume(
+    target_dsn: str = TARGET,
+    name: str | None = NAME,
+    interval: float = typer.Option(5.0, "--interval", min=0.0, help="Seconds between deltas."),
+    as_json: bool = JSON,
+) -> None:
+    """Resume a migration from the state kept in the target (as ``start`` with its arguments)."""
+    conn = target.connect(target_dsn)
+    try:
+        state = _state(conn, name)
+    finally:
+        conn.close()
+    request = worker.Request(state.from_tenant, state.to_tenant, target_dsn, state.destination,
+                             state.id_offset, interval)  # fmt: skip
+    say = (lambda _line: None) if as_json else typer.echo
+    done = worker.migrate(request, KafkaSettings(), S3Settings(), PostgresSettings(), say)
+    print_payload(_state_dict(done), as_json)
+
+
 def _state_dict(state: target.State) -> dict[str, Any]:
     out = dict(state.__dict__)
     for key in ("started", "updated"):

@@ -120,6 +120,12 @@ def prepare(request: Request, kafka: KafkaSettings, source: PostgresSettings,
                     f"migration {request.name!r} exists with id offset {state.id_offset}, "
                     f"not {request.id_offset}; restart it with the same --id-offset"
                 )
+            dest = request.destination
+            if dest and absolute_destination(dest) != state.destination:
+                raise ConfigError(
+                    f"migration {request.name!r} works at the lake {state.destination}, not "
+                    f"{dest}; restart it without --dest"
+                )
             if state.status == CUT_OVER:
                 raise ConfigError(f"migration {request.name!r} is already cut over")
             return state, []

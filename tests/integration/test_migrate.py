@@ -7,6 +7,7 @@ the id map (id + offset, every reference too). The source database is the truth.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -118,6 +119,10 @@ def test_migrate_under_churn_with_a_killed_worker_equals_the_source(
             killed_at = _runs(target)
             proc = _worker(cli, args, log)
             workers.append(proc)
+            wait_for(lambda: runs_at_least(killed_at + 1), 90, "a delta after the restart")
+            running = cli.json("migrate", "status", "--target-dsn", target.dsn())
+            assert running["status"] == "running" and running["lag_seconds"] >= 0
+            assert running["runs_pending"] >= 0 and running["rows"]["issue"] > 0
             wait_for(lambda: runs_at_least(killed_at + 2), 90, "two deltas after the restart")
             assert finish(writer, 90)["changes"] > 100
             wait_caught_up(source_db, slot, capture, timeout=60)
@@ -150,6 +155,7 @@ def test_migrate_under_churn_with_a_killed_worker_equals_the_source(
                 assert have == want, entity
                 assert report["tables"][entity]["target_rows"] == len(want)
             assert sum(1 for e, k in got if k.startswith(f"{A}/".encode())) == 0
+            _tampered(cli, target)
             _bad_inputs(cli, target, source_db, local_stack, unique)
     finally:
         for worker in workers:  # a failed assertion must not leave a worker behind
@@ -157,6 +163,31 @@ def test_migrate_under_churn_with_a_killed_worker_equals_the_source(
                 worker.kill()
                 worker.wait(10)
         capture.stop()
+
+
+def _tampered(cli: Cli, target: PostgresSettings) -> None:
+    """verify names every difference by key and exits 1."""
+    with closing(psycopg2.connect(target.dsn())) as conn, conn, conn.cursor() as cur:
+        cur.execute("SELECT min(id) FROM issues WHERE tenant_id = %s", (B,))
+        issue = cur.fetchone()[0]
+        cur.execute("UPDATE issues SET summary = 'tampered' WHERE tenant_id = %s AND id = %s",
+                    (B, issue))  # fmt: skip
+        cur.execute("SELECT min(id) FROM comments WHERE tenant_id = %s", (B,))
+        comment = cur.fetchone()[0]
+        cur.execute("DELETE FROM comments WHERE tenant_id = %s AND id = %s", (B, comment))
+    proc = cli("migrate", "verify", "--target-dsn", target.dsn(), "--json", check=False)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["total_differences"] == 2
+    assert report["differences"] == [  # in dependency order of the tables, then by id
+        {"table": "issue", "id": issue, "kind": "changed", "columns": ["summary"]},
+        {"table": "comment", "id": comment, "kind": "missing", "columns": []},
+    ]
+    assert (
+        report["tables"]["issue"]["source_checksum"] != report["tables"]["issue"]["target_checksum"]
+    )
+    again = cli("migrate", "resume", "--target-dsn", target.dsn(), check=False)
+    assert again.returncode == 1 and "already cut over" in again.stderr, again.stderr
 
 
 def _one_line_error(cli: Cli, args: list[str], says: str) -> None:
@@ -173,6 +204,9 @@ def _bad_inputs(
     _one_line_error(cli, ["--from-tenant", "tenant-999", *other], "unknown tenant 'tenant-999'")
     same = ["--from-tenant", A, "--to-tenant", A, "--target-dsn", source.dsn()]
     _one_line_error(cli, same, f"both {A!r} in the same database")
+    moved = ["--from-tenant", A, "--to-tenant", B, "--target-dsn", target.dsn(),
+             "--id-offset", str(OFFSET), "--dest", "/tmp/elsewhere"]  # fmt: skip
+    _one_line_error(cli, moved, "works at the lake")
     busy = ["--from-tenant", "tenant-002", "--to-tenant", B, "--target-dsn", target.dsn()]
     _one_line_error(cli, busy, "already holds")
     with fresh_database(local_stack.pg, f"sw_migbad_{unique}") as bad:
