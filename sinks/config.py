@@ -48,6 +48,14 @@ class SinkSettings(BaseSettings):
         ),
     )
     poll_batch: int = Field(500, ge=1, description="Messages fetched per consume() call.")
+    fetch_queue_kbytes: int = Field(
+        65_536,
+        ge=1024,
+        description=(
+            "Bound on the run-topic messages librdkafka prefetches (queued.max.messages.kbytes,"
+            " which also caps fetch.max.bytes): the bulk of the sink's memory."
+        ),
+    )
     poll_timeout_s: float = Field(1.0, gt=0, description="How long one consume() call waits.")
     metrics_port: int | None = Field(
         None, description="Serve Prometheus metrics on this port; None serves nothing."
