@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from sinks import metrics
 from sinks.avro_batch import BatchDecoder, lake_table
@@ -127,32 +127,32 @@ class Segment:
     header: bytes  # the values' single-object header: their writer schema
     messages: list[Message] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
-
-    def takes(self, partition: int, header: bytes | None, offset: int) -> bool:
-        return (partition, header) == (self.partition, self.header) and offset > self.offsets[-1]
+    values: list[bytes] = field(default_factory=list)
 
 
-def batch_header(reader: RunReader, msg: Message, value: bytes) -> bytes | None:
-    """The header of an event that may be decoded with its neighbours, else None.
+def batchable(reader: RunReader, header: bytes) -> bool:
+    """Whether values with this header may be decoded with their neighbours (remembered).
 
     Only Parquet runs take Arrow tables; CSV encodes row by row anyway. A value of an
     unknown or unselected schema goes alone, to be dead-lettered with its reason.
     """
-    if reader.writer.file_format != "parquet" or value[:2] != MAGIC:
-        return None
-    header = value[:HEADER_LEN]
-    selected = reader.batchable.get(header)
-    if selected is None:
-        target = reader.plan.schemas.get(header[2:].hex())
-        selected = target is not None and target.table in reader.plan.table_dirs
-        if len(reader.batchable) < 64:  # junk values must not grow it without bound
-            reader.batchable[header] = selected
-    return header if selected and len(value) > HEADER_LEN and not is_end_marker(msg) else None
+    selected = (
+        reader.writer.file_format == "parquet"
+        and len(header) == HEADER_LEN
+        and header[:2] == MAGIC
+        and (target := reader.plan.schemas.get(header[2:].hex())) is not None
+        and target.table in reader.plan.table_dirs
+    )
+    if len(reader.batchable) < 64:  # junk values must not grow it without bound
+        reader.batchable[header] = selected
+    return selected
 
 
-def handle_segment(reader: RunReader, segment: Segment, polled_at: float) -> int:
+def handle_segment(reader: RunReader, segment: Segment | None, polled_at: float) -> int:
     """A segment's events, decoded together, or one by one (fastavro, dead letters) if the
     batch decode is in any doubt. Bookkeeping is per segment, not per event."""
+    if segment is None:
+        return 0
     partition, offsets = segment.partition, segment.offsets
     reader.poll_times.saw(partition, offsets[0], polled_at)
     reader.poll_times.saw(partition, offsets[-1], polled_at)  # marks all between, as ascending
@@ -165,7 +165,8 @@ def handle_segment(reader: RunReader, segment: Segment, polled_at: float) -> int
     if not offsets:
         return 0  # delivered again: already buffered or written
     reader.tracker.saw(partition, offsets[-1])
-    rows = decode_segment(reader, segment.header, messages)
+    values = segment.values[first:end]
+    rows = decode_segment(reader, segment.header, messages, values)
     if rows is None:
         pairs = zip(messages, offsets, strict=True)
         return sum(handle_event(reader, m, partition, o) for m, o in pairs)
@@ -177,14 +178,13 @@ def handle_segment(reader: RunReader, segment: Segment, polled_at: float) -> int
 
 
 def decode_segment(
-    reader: RunReader, header: bytes, messages: list[Message]
+    reader: RunReader, header: bytes, messages: list[Message], values: list[bytes]
 ) -> tuple[TableSchema, pa.Table] | None:
     """The lake rows of a segment's events, or None when they must go one by one."""
     schema = reader.codec.schema_of(header)
     target = reader.plan.schemas.get(header[2:].hex())
     if schema is None or target is None:
         return None
-    values = [m.value() or b"" for m in messages]
     frame = reader.decoder.decode(schema, values, [m.key() for m in messages])
     if frame is None or not frame["tenant_id"].is_in(list(reader.plan.tenants)).all():
         return None  # an unselected tenant is dead-lettered by the one-by-one path
@@ -237,35 +237,53 @@ def handle_batch(reader: RunReader, messages: list[Message]) -> int:
     """Handle what one consume() returned; returns how many files were published.
 
     Consecutive events of one partition and writer schema are decoded together
-    (``handle_segment``); everything else goes message by message, in order.
+    (``handle_segment``); everything else goes message by message, in order. This loop
+    runs once per event, so it stays flat: no call it can spare.
     """
     published, size, polled_at = 0, 0, time.monotonic()
+    known = reader.batchable
     segment: Segment | None = None
     for msg in messages:
         err = msg.error()
         if err is not None:
-            if err.fatal():
-                raise TransientError(f"consumer of {reader.topic} failed: {err.str()}")
-            log.warning("consumer of %s: %s", reader.topic, err.str())
+            consumer_error(reader, err)
             continue
         value = msg.value() or b""
         size += len(value)
-        partition, offset = position(msg)
-        header = batch_header(reader, msg, value)
-        if segment is not None and not segment.takes(partition, header, offset):
+        partition, offset, header = msg.partition(), msg.offset(), value[:HEADER_LEN]
+        alone = not (known[header] if header in known else batchable(reader, header))
+        # headers mark end markers; None positions are errors: the one-by-one path knows both
+        if (
+            alone
+            or msg.headers()
+            or len(value) == HEADER_LEN
+            or partition is None
+            or offset is None
+        ):
             published += handle_segment(reader, segment, polled_at)
             segment = None
-        if header is None:
-            reader.poll_times.saw(partition, offset, polled_at)
+            reader.poll_times.saw(*position(msg), polled_at)
             published += handle(reader, msg)
             continue
+        if segment is not None and (
+            (partition, header) != (segment.partition, segment.header)
+            or offset <= segment.offsets[-1]
+        ):
+            published += handle_segment(reader, segment, polled_at)
+            segment = None
         segment = segment or Segment(partition, header)
         segment.messages.append(msg)
         segment.offsets.append(offset)
-    if segment is not None:
-        published += handle_segment(reader, segment, polled_at)
+        segment.values.append(value)
+    published += handle_segment(reader, segment, polled_at)
     reader.batch_bytes = size or reader.batch_bytes
     return published
+
+
+def consumer_error(reader: RunReader, err: KafkaError) -> None:
+    if err.fatal():
+        raise TransientError(f"consumer of {reader.topic} failed: {err.str()}")
+    log.warning("consumer of %s: %s", reader.topic, err.str())
 
 
 def poll(reader: RunReader, batch: int, timeout_s: float) -> int:
