@@ -168,6 +168,10 @@ def handle_segment(reader: RunReader, segment: Segment | None, polled_at: float)
     values = segment.values[first:end]
     rows = decode_segment(reader, segment.header, messages, values)
     if rows is None:
+        log.warning(
+            "%d events of partition %d from offset %d not decoded together; one by one",
+            len(offsets), partition, offsets[0],
+        )  # fmt: skip
         pairs = zip(messages, offsets, strict=True)
         return sum(handle_event(reader, m, partition, o) for m, o in pairs)
     target, table = rows
