@@ -3,6 +3,10 @@
 Offsets are committed synchronously and only up to what ``OffsetTracker`` allows, after
 the dead letters before them are acknowledged, so a crash never skips a message.
 
+In a Parquet run, consecutive events of one partition and writer schema are decoded
+together, straight to Arrow (``avro_batch``); anything else, and any batch the decode
+doubts, goes message by message through fastavro, which also names dead letters' reasons.
+
 While the disk guard says the destination is short of space, the consumer's partitions
 are paused but it keeps polling, so the group does not evict it; librdkafka resumes each
 partition from the last message handed to us, so pausing skips nothing.
