@@ -14,7 +14,7 @@ a fresh child process, on the same run topic, with default settings:
 
 For each: events/s over the whole process (spawn to exit) and over its processing window
 (first message to completion), CPU seconds in that window (sampled from /proc every 50 ms)
-for events/s per core, and peak RSS (the child's own ``ru_maxrss``, from ``wait4``).
+for events/s per core, and peak RSS (the child's own ``VmHWM``, sampled from /proc too).
 ``--sink-profile PATH`` also profiles the sink with pyinstrument on a second, fresh run.
 """
 
@@ -106,11 +106,23 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (all threads)
 
 
-def _sample(pid: int, into: list[tuple[float, float]], stop: threading.Event) -> None:
+def _peak_rss_mb(pid: int) -> float | None:
+    """The process's own peak RSS so far (VmHWM), in MB."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    line = next((x for x in text.splitlines() if x.startswith("VmHWM:")), None)
+    return None if line is None else int(line.split()[1]) / 1024  # kB
+
+
+def _sample(pid: int, m: Measured, stop: threading.Event) -> None:
     while not stop.is_set():
-        cpu = _cpu_seconds(pid)
+        cpu, hwm = _cpu_seconds(pid), _peak_rss_mb(pid)
         if cpu is not None:
-            into.append((time.time(), cpu))
+            m.cpu.append((time.time(), cpu))
+        if hwm is not None:
+            m.peak_rss_mb = max(m.peak_rss_mb, hwm)
         stop.wait(0.05)
 
 
@@ -122,7 +134,7 @@ def measure(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float = 900
     with out.open("wb") as fo, err.open("wb") as fe:
         m.started_at = time.time()
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fo, stderr=fe)
-        sampler = threading.Thread(target=_sample, args=(proc.pid, m.cpu, stop), daemon=True)
+        sampler = threading.Thread(target=_sample, args=(proc.pid, m, stop), daemon=True)
         sampler.start()
         killer = threading.Timer(timeout, proc.kill)
         killer.start()
@@ -132,7 +144,11 @@ def measure(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float = 900
         stop.set()
         sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    m.peak_rss_mb = usage.ru_maxrss / 1024  # KiB on Linux
+    # Not ru_maxrss: a child's ru_maxrss starts at its parent's peak RSS (Linux carries the
+    # forked memory's high-water mark across exec), and this parent holds every copied
+    # event, so it reported about the bench's own size whatever the sink used. VmHWM,
+    # sampled every 50 ms, is the child's own high-water mark; ru_maxrss is the fallback.
+    m.peak_rss_mb = m.peak_rss_mb or usage.ru_maxrss / 1024  # KiB on Linux
     m.cpu_s = usage.ru_utime + usage.ru_stime
     m.stdout, m.stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
     if proc.returncode != 0:

@@ -47,7 +47,22 @@ class SinkSettings(BaseSettings):
             "so that readers can undo it; false keeps them raw inside quoted fields."
         ),
     )
-    poll_batch: int = Field(500, ge=1, description="Messages fetched per consume() call.")
+    poll_batch: int = Field(
+        2_000,
+        ge=1,
+        description=(
+            "Messages fetched per consume() call; a Parquet run decodes each call's events "
+            "in one go, so larger batches spread its fixed cost (500: ~30% more CPU per event)."
+        ),
+    )
+    fetch_queue_kbytes: int = Field(
+        32_768,  # 64 MiB cost ~30 MB more peak RSS and bought no measurable throughput
+        ge=1024,
+        description=(
+            "Bound on the run-topic messages librdkafka prefetches (queued.max.messages.kbytes,"
+            " which also caps fetch.max.bytes): the bulk of the sink's memory."
+        ),
+    )
     poll_timeout_s: float = Field(1.0, gt=0, description="How long one consume() call waits.")
     metrics_port: int | None = Field(
         None, description="Serve Prometheus metrics on this port; None serves nothing."

@@ -3,6 +3,10 @@
 Offsets are committed synchronously and only up to what ``OffsetTracker`` allows, after
 the dead letters before them are acknowledged, so a crash never skips a message.
 
+In a Parquet run, consecutive events of one partition and writer schema are decoded
+together, straight to Arrow (``avro_batch``); anything else, and any batch the decode
+doubts, goes message by message through fastavro, which also names dead letters' reasons.
+
 While the disk guard says the destination is short of space, the consumer's partitions
 are paused but it keeps polling, so the group does not evict it; librdkafka resumes each
 partition from the last message handed to us, so pausing skips nothing.
@@ -10,6 +14,7 @@ partition from the last message handed to us, so pausing skips nothing.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import time
@@ -17,21 +22,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+import pyarrow as pa
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from sinks import metrics
+from sinks.avro_batch import BatchDecoder, lake_table
 from sinks.disk_guard import DiskGuard
 from sinks.errors import LakeWriteError, RunTimeoutError
 from sinks.metrics import LagMonitor, PollTimes
 from sinks.offsets import OffsetTracker
-from sinks.plan import RunPlan
+from sinks.plan import RunPlan, TableSchema
 from sinks.rows import event_row
 from sinks.writer import RunWriter
-from sluiceway.codec import Codec
+from sluiceway.codec import HEADER_LEN, MAGIC, Codec
 from sluiceway.errors import InvalidEventError, TransientError
 from sluiceway.runs import END_MARKER, MARKER_HEADER
 
 log = logging.getLogger("sluiceway.sink")
+FLOWING_WAIT_S = 0.1  # first wait of a poll: a batch fills in ~30 ms while events flow
 
 
 @dataclass
@@ -55,6 +63,8 @@ class RunReader:
     lag: LagMonitor | None = None
     poll_times: PollTimes = field(default_factory=PollTimes)
     batch_bytes: int = 0  # size of the last batch: what the next one may add to the disk
+    decoder: BatchDecoder = field(default_factory=BatchDecoder)
+    batchable: dict[bytes, bool] = field(default_factory=dict)  # header -> selected schema
 
 
 def is_end_marker(msg: Message) -> bool:
@@ -86,11 +96,22 @@ def handle(reader: RunReader, msg: Message) -> int:
             reader.upstream_dead_letters += marker_dead_letters(msg)
         reader.tracker.saw_end(partition, offset)
         return reader.writer.close_partition(partition)
+    if past_end(reader, partition, offset):
+        return 0
+    reader.tracker.saw(partition, offset)
+    return handle_event(reader, msg, partition, offset)
+
+
+def past_end(reader: RunReader, partition: int, offset: int) -> bool:
     marker = reader.tracker.markers.get(partition)
     if marker is not None and offset > marker:
         log.warning("ignoring offset %d of partition %d after its end marker", offset, partition)
-        return 0
-    reader.tracker.saw(partition, offset)
+        return True
+    return False
+
+
+def handle_event(reader: RunReader, msg: Message, partition: int, offset: int) -> int:
+    """Decode, route and buffer one event already accounted for in the tracker."""
     value = msg.value() or b""
     try:
         event = reader.codec.decode(value)
@@ -101,6 +122,87 @@ def handle(reader: RunReader, msg: Message) -> int:
     reader.rows += 1
     row = event_row(event, reader.plan.etl_id, list(target.columns))
     return reader.writer.add(target.table, partition, offset, target.schema, target.schema_id, row)
+
+
+@dataclass
+class Segment:
+    """Consecutive events of one partition and writer schema, offsets ascending."""
+
+    partition: int
+    header: bytes  # the values' single-object header: their writer schema
+    messages: list[Message] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)
+
+
+def batchable(reader: RunReader, header: bytes) -> bool:
+    """Whether values with this header may be decoded with their neighbours (remembered).
+
+    Only Parquet runs take Arrow tables; CSV encodes row by row anyway. A value of an
+    unknown or unselected schema goes alone, to be dead-lettered with its reason.
+    """
+    selected = (
+        reader.writer.file_format == "parquet"
+        and len(header) == HEADER_LEN
+        and header[:2] == MAGIC
+        and (target := reader.plan.schemas.get(header[2:].hex())) is not None
+        and target.table in reader.plan.table_dirs
+    )
+    if len(reader.batchable) < 64:  # junk values must not grow it without bound
+        reader.batchable[header] = selected
+    return selected
+
+
+def handle_segment(reader: RunReader, segment: Segment | None, polled_at: float) -> int:
+    """A segment's events, decoded together, or one by one (fastavro, dead letters) if the
+    batch decode is in any doubt. Bookkeeping is per segment, not per event."""
+    if segment is None:
+        return 0
+    partition, offsets = segment.partition, segment.offsets
+    reader.poll_times.saw(partition, offsets[0], polled_at)
+    reader.poll_times.saw(partition, offsets[-1], polled_at)  # marks all between, as ascending
+    first = bisect.bisect_right(offsets, reader.tracker.consumed.get(partition, -1))
+    marker = reader.tracker.markers.get(partition)
+    end = len(offsets) if marker is None else bisect.bisect_right(offsets, marker)
+    for offset in offsets[max(first, end) :]:
+        past_end(reader, partition, offset)  # logs each ignored event
+    messages, offsets = segment.messages[first:end], offsets[first:end]
+    if not offsets:
+        return 0  # delivered again: already buffered or written
+    reader.tracker.saw(partition, offsets[-1])
+    values = segment.values[first:end]
+    rows = decode_segment(reader, segment.header, messages, values)
+    if rows is None:
+        log.warning(
+            "%d events of partition %d from offset %d not decoded together; one by one",
+            len(offsets), partition, offsets[0],
+        )  # fmt: skip
+        pairs = zip(messages, offsets, strict=True)
+        return sum(handle_event(reader, m, partition, o) for m, o in pairs)
+    target, table = rows
+    reader.rows += len(offsets)
+    return reader.writer.add_table(
+        target.table, partition, offsets, target.schema, target.schema_id, table
+    )
+
+
+def decode_segment(
+    reader: RunReader, header: bytes, messages: list[Message], values: list[bytes]
+) -> tuple[TableSchema, pa.Table] | None:
+    """The lake rows of a segment's events, or None when they must go one by one."""
+    schema = reader.codec.schema_of(header)
+    target = reader.plan.schemas.get(header[2:].hex())
+    if schema is None or target is None:
+        return None
+    frame = reader.decoder.decode(schema, values, [m.key() for m in messages])
+    if frame is None or not frame["tenant_id"].is_in(list(reader.plan.tenants)).all():
+        return None  # an unselected tenant is dead-lettered by the one-by-one path
+    try:
+        table = lake_table(frame, target.columns, target.schema, reader.plan.etl_id)
+    except Exception as exc:  # polars/Arrow raise many kinds; the rows still get written
+        log.warning("batch of %d events not converted (%s); decoding one by one", len(values), exc)
+        return None
+    return target, table
 
 
 def dead_letter(reader: RunReader, msg: Message, reason: str) -> None:
@@ -141,26 +243,69 @@ def commit(reader: RunReader) -> None:
 
 
 def handle_batch(reader: RunReader, messages: list[Message]) -> int:
-    """Handle what one consume() returned; returns how many files were published."""
+    """Handle what one consume() returned; returns how many files were published.
+
+    Consecutive events of one partition and writer schema are decoded together
+    (``handle_segment``); everything else goes message by message, in order. This loop
+    runs once per event, so it stays flat: no call it can spare.
+    """
     published, size, polled_at = 0, 0, time.monotonic()
+    known = reader.batchable
+    segment: Segment | None = None
     for msg in messages:
         err = msg.error()
         if err is not None:
-            if err.fatal():
-                raise TransientError(f"consumer of {reader.topic} failed: {err.str()}")
-            log.warning("consumer of %s: %s", reader.topic, err.str())
+            consumer_error(reader, err)
             continue
-        reader.poll_times.saw(*position(msg), polled_at)
-        size += len(msg.value() or b"")
-        published += handle(reader, msg)
+        value = msg.value() or b""
+        size += len(value)
+        partition, offset, header = msg.partition(), msg.offset(), value[:HEADER_LEN]
+        alone = not (known[header] if header in known else batchable(reader, header))
+        # headers mark end markers; None positions are errors: the one-by-one path knows both
+        if (
+            alone
+            or msg.headers()
+            or len(value) == HEADER_LEN
+            or partition is None
+            or offset is None
+        ):
+            published += handle_segment(reader, segment, polled_at)
+            segment = None
+            reader.poll_times.saw(*position(msg), polled_at)
+            published += handle(reader, msg)
+            continue
+        if segment is not None and (
+            (partition, header) != (segment.partition, segment.header)
+            or offset <= segment.offsets[-1]
+        ):
+            published += handle_segment(reader, segment, polled_at)
+            segment = None
+        segment = segment or Segment(partition, header)
+        segment.messages.append(msg)
+        segment.offsets.append(offset)
+        segment.values.append(value)
+    published += handle_segment(reader, segment, polled_at)
     reader.batch_bytes = size or reader.batch_bytes
     return published
 
 
+def consumer_error(reader: RunReader, err: KafkaError) -> None:
+    if err.fatal():
+        raise TransientError(f"consumer of {reader.topic} failed: {err.str()}")
+    log.warning("consumer of %s: %s", reader.topic, err.str())
+
+
 def poll(reader: RunReader, batch: int, timeout_s: float) -> int:
-    """Consume one batch; returns how many files were published."""
-    published = handle_batch(reader, reader.consumer.consume(batch, timeout=timeout_s))
-    return published + reader.writer.tick()
+    """Consume one batch; returns how many files were published.
+
+    consume() waits for a full batch or its whole timeout, so a first short wait hands
+    over a partial batch (a run's tail, a slow fetch) at once; only an idle topic waits
+    ``timeout_s``. With 2,000-message batches the tail alone cost a second per run.
+    """
+    messages = reader.consumer.consume(batch, timeout=min(timeout_s, FLOWING_WAIT_S))
+    if not messages:
+        messages = reader.consumer.consume(batch, timeout=timeout_s)
+    return handle_batch(reader, messages) + reader.writer.tick()
 
 
 def waiting(reader: RunReader, timeout_s: float) -> bool:

@@ -108,9 +108,8 @@ def _reader(
         kafka, [kafka.dlq_topic("sink"), kafka.notifications_topic], kafka.partitions
     )
     # a modest fetch queue: librdkafka would otherwise prefetch up to 256 MB of the run topic
-    consumer = kafka_io.consumer(
-        kafka, f"sw-sink-{record.etl_id}", **{"queued.max.messages.kbytes": 65_536}
-    )
+    queue = {"queued.max.messages.kbytes": settings.fetch_queue_kbytes}
+    consumer = kafka_io.consumer(kafka, f"sw-sink-{record.etl_id}", **queue)
     return RunReader(
         topic=record.run_topic,
         dlq_topic=kafka.dlq_topic("sink"),

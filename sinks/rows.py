@@ -98,11 +98,17 @@ def event_row(event: dict[str, Any], etl_id: str, columns: list[str]) -> Row:
 
 @dataclass
 class ColumnBuffer:
-    """Rows waiting for the next row group, held column-wise with their Kafka offsets."""
+    """Rows waiting for the next row group, with their Kafka offsets.
+
+    Rows arrive one by one (``append``, held column-wise) or as Arrow tables decoded in a
+    batch (``extend``); both keep their order, so offsets stay ascending.
+    """
 
     schema: pa.Schema
     columns: dict[str, list[Any]] = field(default_factory=dict)
     offsets: list[int] = field(default_factory=list)
+    tables: list[pa.Table] = field(default_factory=list)  # come before ``columns``' rows
+    _rows: int = 0  # rows held in ``columns``
 
     def __post_init__(self) -> None:
         self.columns = {name: [] for name in self.schema.names}
@@ -114,11 +120,31 @@ class ColumnBuffer:
         for name, values in self.columns.items():
             values.append(row.get(name))
         self.offsets.append(offset)
+        self._rows += 1
+
+    def extend(self, rows: pa.Table, offsets: list[int]) -> None:
+        """Buffer a table of rows (of ``schema``) with one offset per row."""
+        self._seal()
+        self.tables.append(rows)
+        self.offsets.extend(offsets)
+
+    def _seal(self) -> None:
+        """Move the rows appended one by one into ``tables``, keeping their order."""
+        if self._rows:
+            self.tables.append(pa.Table.from_pydict(self.columns, schema=self.schema))
+            self.columns = {name: [] for name in self.schema.names}
+            self._rows = 0
 
     def drain(self) -> tuple[pa.Table, list[int]]:
         """The buffered rows as a table (and their offsets); the buffer is left empty."""
-        table = pa.Table.from_pydict(self.columns, schema=self.schema)
+        self._seal()
+        if len(self.tables) == 1:
+            table = self.tables[0]
+        elif self.tables:
+            table = pa.concat_tables(self.tables)  # chunked: the Parquet writer takes it as is
+        else:
+            table = self.schema.empty_table()
         offsets = self.offsets
-        self.columns = {name: [] for name in self.schema.names}
+        self.tables = []
         self.offsets = []
         return table, offsets

@@ -10,6 +10,7 @@ before a row that would break a cap, through the same rotation policy.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 from collections.abc import Callable
@@ -74,6 +75,54 @@ class RunWriter:
         if offset <= self.covered.get(key, -1):
             return 0  # already in a file published before a restart
         now = self.clock()
+        current, published = self._file_for(key, offset, schema, schema_id, now)
+        if isinstance(current, CsvFile):
+            return published + self._add_csv(current, row, offset, now)
+        current.pending.append(row, offset)
+        if len(current.pending) >= self.settings.row_group_rows:
+            published += self._flush(current, now)
+        return published
+
+    def add_table(
+        self,
+        table: str,
+        partition: int,
+        offsets: list[int],
+        schema: pa.Schema,
+        schema_id: str,
+        rows: pa.Table,
+    ) -> int:
+        """Buffer rows decoded together (Parquet runs); ``offsets`` ascend, one per row.
+
+        Row groups are cut at ``row_group_rows`` exactly as when rows come one by one.
+        """
+        key = (table, partition)
+        skip = bisect.bisect_right(offsets, self.covered.get(key, -1))
+        if skip:  # already in a file published before a restart
+            rows, offsets = rows.slice(skip), offsets[skip:]
+        if not offsets:
+            return 0
+        now = self.clock()
+        first, published = self._file_for(key, offsets[0], schema, schema_id, now)
+        current: AnyFile | None = first
+        while offsets:
+            if current is None:  # the last one was published: the rest start a new file
+                current = self._start(key, offsets[0], schema, schema_id, now)
+            if isinstance(current, CsvFile):
+                raise RunStateError(f"run {self.etl_id} writes CSV: rows come one by one")
+            take = self.settings.row_group_rows - len(current.pending)
+            current.pending.extend(rows.slice(0, take), offsets[:take])
+            rows, offsets = rows.slice(take), offsets[take:]
+            if len(current.pending) >= self.settings.row_group_rows:
+                published += self._flush(current, now)
+                current = self.files.get(key)  # the same, a restarted one, or none
+        return published
+
+    def _file_for(
+        self, key: Key, offset: int, schema: pa.Schema, schema_id: str, now: float
+    ) -> tuple[AnyFile, int]:
+        """The open file of ``key`` for a row of ``schema_id`` at ``offset``; a file of
+        another schema is written and published first (SCHEMA_CHANGE)."""
         published = 0
         current = self.files.get(key)
         if current is not None and current.state.schema_id != schema_id:
@@ -85,12 +134,7 @@ class RunWriter:
                 current = None
         if current is None:
             current = self._start(key, offset, schema, schema_id, now)
-        if isinstance(current, CsvFile):
-            return published + self._add_csv(current, row, offset, now)
-        current.pending.append(row, offset)
-        if len(current.pending) >= self.settings.row_group_rows:
-            published += self._flush(current, now)
-        return published
+        return current, published
 
     def tick(self) -> int:
         """Publish files that have been open longer than max_age_s."""

@@ -121,6 +121,10 @@ class Codec:
         schemaless_writer(out, schema.parsed, event)
         return out.getvalue()
 
+    def schema_of(self, data: bytes) -> EventSchema | None:
+        """The writer schema of a single-object encoded value, if it is a known one."""
+        return self._by_header.get(bytes(data[:HEADER_LEN]))
+
     def decode(self, data: bytes | None) -> Event:
         if not data or len(data) < HEADER_LEN or data[:2] != MAGIC:
             raise InvalidEventError(
