@@ -13,20 +13,11 @@ import json
 from typing import Any
 
 from processors.spec import RunSpec
-from sluiceway.codec import Codec, EventSchema, event_schema_from
+from sluiceway.codec import Codec, EventSchema, event_schema_from, plain_schema
 
 RUN_NAMESPACE = "sluiceway.run"
 # hash and mask replace a value with text, whatever the column's type was.
 REDACTED_TYPE: list[Any] = ["null", "string"]
-
-
-def _plain(schema: Any) -> Any:
-    """The schema without fastavro's bookkeeping keys, safe to rebuild and fingerprint."""
-    if isinstance(schema, dict):
-        return {k: _plain(v) for k, v in schema.items() if not k.startswith("__")}
-    if isinstance(schema, list):
-        return [_plain(v) for v in schema]
-    return schema
 
 
 def _short_name(full_name: str) -> str:
@@ -38,7 +29,7 @@ def run_record_fields(base: EventSchema, spec: RunSpec) -> list[dict[str, Any]]:
     rules = spec.pii_rules(base.entity)
     kept = set(spec.columns(base.entity))
     fields = []
-    for field in _plain(base.record)["fields"]:
+    for field in plain_schema(base.record)["fields"]:
         name = field["name"]
         rule = rules.get(name)
         if name not in kept or rule == "drop":
@@ -60,7 +51,7 @@ def run_event_schema(base: EventSchema, spec: RunSpec) -> EventSchema:
     """``base``'s envelope with ``after`` restricted to what ``spec`` keeps for its entity."""
     fields = run_record_fields(base, spec)
     namespace = f"{RUN_NAMESPACE}.{_digest(base.entity, fields)}"
-    envelope = _plain(base.parsed)
+    envelope = plain_schema(base.parsed)
     record = {
         "type": "record",
         "name": f"{namespace}.{_short_name(base.record['name'])}",

@@ -18,13 +18,12 @@ import functools
 import io
 import json
 from collections.abc import Sequence
-from typing import Any
 
 import polars as pl
 import pyarrow as pa
 from polars.exceptions import PanicException
 
-from sluiceway.codec import HEADER_LEN, EventSchema
+from sluiceway.codec import HEADER_LEN, EventSchema, plain_schema
 
 _OCF_MAGIC = b"Obj\x01"
 _SYNC = b"sluiceway-block!"  # any 16 bytes: a single block never needs to resync
@@ -46,18 +45,9 @@ def _bytes(data: bytes) -> bytes:
     return _long(len(data)) + data
 
 
-def _plain(schema: Any) -> Any:
-    """The schema without fastavro's bookkeeping keys (``__fastavro_parsed`` etc.)."""
-    if isinstance(schema, dict):
-        return {k: _plain(v) for k, v in schema.items() if not k.startswith("__")}
-    if isinstance(schema, list):
-        return [_plain(v) for v in schema]
-    return schema
-
-
 def container_header(schema: EventSchema) -> bytes:
     """The header of an object container file whose records are written with ``schema``."""
-    text = json.dumps(_plain(schema.parsed), separators=(",", ":")).encode()
+    text = json.dumps(plain_schema(schema.parsed), separators=(",", ":")).encode()
     meta = _long(2) + _bytes(b"avro.schema") + _bytes(text)
     meta += _bytes(b"avro.codec") + _bytes(b"null") + _long(0)
     return _OCF_MAGIC + meta + _SYNC

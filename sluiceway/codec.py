@@ -148,6 +148,16 @@ class Codec:
         return body
 
 
+def plain_schema(schema: Any) -> Any:
+    """The schema without fastavro's bookkeeping keys (``__fastavro_parsed`` etc.), safe to
+    rebuild, fingerprint or embed in a container file."""
+    if isinstance(schema, dict):
+        return {k: plain_schema(v) for k, v in schema.items() if not k.startswith("__")}
+    if isinstance(schema, list):
+        return [plain_schema(v) for v in schema]
+    return schema
+
+
 def event_key(tenant_id: str, entity_id: int) -> bytes:
     """The Kafka key of an entity's events: ``<tenant_id>/<entity_id>``."""
     return f"{tenant_id}/{entity_id}".encode()
