@@ -17,7 +17,7 @@ from rich.console import Console
 
 from benchmarks.report import print_table, write_json
 
-BENCHMARKS: tuple[str, ...] = ("capture", "processor", "sink")
+BENCHMARKS: tuple[str, ...] = ("capture", "processor", "sink", "e2e")
 
 
 def _module(name: str) -> ModuleType:

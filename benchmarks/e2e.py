@@ -1,0 +1,243 @@
+"""End to end: a full export of every tenant and entity of a 1M-issue source, timed.
+
+A source of ``--e2e-tenants`` tenants and ``--e2e-issues`` issues in all (with the comments,
+worklogs, users and projects producers/seed.py makes for them) is seeded and captured once.
+Then, for each worker count N in ``--e2e-workers``:
+
+- end to end: a full run of everything is announced, N ``sluiceway process --run`` and N
+  ``sluiceway sink --run`` workers start together, and the run is timed from its start to
+  its manifest (and from the first event a processor read, seen on its metrics, to the
+  manifest); the manifest's issue rows must equal the source's ``issues`` count;
+- per stage: on a fresh run, N processors alone until they exit after their end markers,
+  then N sinks alone on that filled run topic until the manifest.
+
+Every phase has a timeout; a phase that fails or times out is reported as such and the
+bench goes on. The chart (docs/performance.png) and the results block of
+docs/performance.md are rewritten from the results unless ``--e2e-no-doc``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from benchmarks import e2e_report, perf_doc
+from benchmarks.env import BenchEnv, bench_env, cli_command
+from benchmarks.fleet import Watch, Worker, all_exited, finish, say, spawn, watch
+from benchmarks.report import RESULTS, result
+from benchmarks.sink import delete_groups
+from processors.spec import parse_spec
+from producers.seed import tenant_id
+from producers.source import TABLES
+from sinks.layout import run_manifest_path
+from sinks.manifest import read_json
+from sinks.storage import Lake, open_lake
+from sluiceway.runner import start_run
+from sluiceway.runs import RunRecord
+from sluiceway.settings import S3Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "performance.md"
+CHART = ROOT / "docs" / "performance.png"
+GRACE_S = 30.0  # how long workers may take to exit once their run is complete
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("" where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    return next(
+        (x.split(":", 1)[1].strip() for x in text.splitlines() if x.startswith("model name")), ""
+    )
+
+
+def add_arguments(group: Any) -> None:
+    group.add_argument(
+        "--e2e-issues", type=int, default=1_000_000, help="issues in the source, all tenants"
+    )
+    group.add_argument("--e2e-tenants", type=int, default=4, help="tenants sharing those issues")
+    group.add_argument(
+        "--e2e-workers", default="1,2", help="worker counts per stage, comma-separated"
+    )
+    group.add_argument(
+        "--e2e-timeout", type=float, default=900.0, help="seconds any one phase may take"
+    )
+    group.add_argument(
+        "--e2e-no-doc", action="store_true", help="leave docs/performance.md and its chart alone"
+    )
+
+
+def worker_counts(text: str) -> tuple[int, ...]:
+    """``"1,2"`` -> (1, 2); one-line errors name the bad value."""
+    try:
+        counts = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise SystemExit(f"--e2e-workers {text!r}: expected positive integers, e.g. 1,2") from None
+    if not counts or min(counts) < 1:
+        raise SystemExit(f"--e2e-workers {text!r}: expected positive integers, e.g. 1,2")
+    return counts
+
+
+def issues_per_tenant(issues: int, tenants: int) -> int:
+    if tenants < 1 or issues < tenants or issues % tenants:
+        raise SystemExit(
+            f"--e2e-issues {issues} and --e2e-tenants {tenants}: expected tenants >= 1 and "
+            "issues a positive multiple of tenants"
+        )
+    return issues // tenants
+
+
+def _cli(env: BenchEnv, timeout: float, *args: str) -> float:
+    began = time.monotonic()
+    subprocess.run(
+        cli_command(*args), env=env.env(), check=True, capture_output=True, timeout=timeout
+    )
+    return time.monotonic() - began
+
+
+def prepare(env: BenchEnv, tenants: int, per_tenant: int, timeout: float) -> dict[str, Any]:
+    """Seed and capture the source once; its row counts come from PostgreSQL itself."""
+    say(f"seeding {tenants} tenants x {per_tenant:,} issues")
+    seed = ("source", "seed", "--tenants", str(tenants), "--issues-per-tenant", str(per_tenant))
+    seed_s = _cli(env, timeout, *seed, "--json")
+    counts = source_counts(env)
+    say(f"seeded in {seed_s:.0f}s: {counts}; capturing a snapshot")
+    capture_s = _cli(env, timeout, "capture", "--snapshot-only", "--json")
+    say(f"captured in {capture_s:.0f}s")
+    return {"counts": counts, "seed_s": seed_s, "capture_s": capture_s}
+
+
+def source_counts(env: BenchEnv) -> dict[str, int]:
+    with closing(psycopg2.connect(env.pg.dsn())) as conn, conn.cursor() as cur:
+        out: dict[str, int] = {}
+        for entity, table in TABLES.items():
+            cur.execute(f"SELECT count(*) FROM {table}")  # names from our own schema
+            row = cur.fetchone()
+            out[entity] = int(row[0]) if row else 0
+    return out
+
+
+def announce(env: BenchEnv, tenants: int, name: str) -> tuple[RunRecord, Lake]:
+    """A full run of every tenant and entity, announced without launching workers."""
+    lake_dir = env.workdir / f"lake-{name}"
+    lake_dir.mkdir(parents=True)
+    ids = [tenant_id(i) for i in range(1, tenants + 1)]
+    spec = parse_spec({"tenants": ids, "destination": str(lake_dir)})
+    run, _ = start_run(spec, env.kafka, S3Settings(), launch=False)
+    return run, open_lake(run.destination, S3Settings())
+
+
+def _manifest(lake: Lake, run: RunRecord) -> dict[str, Any] | None:
+    return read_json(lake, run_manifest_path(run.etl_id))
+
+
+def _manifest_facts(manifest: dict[str, Any] | None, source_issues: int) -> dict[str, Any]:
+    if manifest is None:
+        return {"rows_written": None, "issue_rows": None, "rows_match": False}
+    issue_rows = int(manifest["tables"].get("issue", {}).get("rows", 0))
+    return {
+        "rows_written": int(manifest["totals"]["rows"]),
+        "issue_rows": issue_rows,
+        "rows_match": issue_rows == source_issues,
+    }
+
+
+def _workers(workers: list[Worker]) -> dict[str, Any]:
+    stats = [w.stats() for w in workers if w.stage == "process"]
+    return {
+        "events_read": sum(int(s.get("read", 0)) for s in stats),
+        "processing_s": max((float(s.get("processing_s", 0.0)) for s in stats), default=0.0),
+        "workers": [w.summary() for w in workers],
+    }
+
+
+def end_to_end(env: BenchEnv, n: int, tenants: int, issues: int, timeout: float) -> dict[str, Any]:
+    """Announce, start n processors and n sinks together, time until the manifest."""
+    say(f"{n} worker(s) per stage: end to end")
+    began = time.time()
+    run, lake = announce(env, tenants, f"e2e-{n}")
+    announced = time.time()
+    fleet = [spawn(env, s, run.etl_id, i) for s in ("process", "sink") for i in range(n)]
+    seen = watch(fleet, lambda: _manifest(lake, run) is not None, timeout, f"e2e x{n}")
+    finish(fleet, GRACE_S if seen.failure is None else 0.0)
+    out = _phase(seen, run, began) | _manifest_facts(_manifest(lake, run), issues)
+    out["announce_s"] = announced - began
+    if seen.done_at is not None and seen.first_read_at is not None:
+        out["first_read_to_manifest_s"] = seen.done_at - seen.first_read_at
+    shutil.rmtree(lake.dest.root, ignore_errors=True)
+    return out
+
+
+def _phase(seen: Watch, run: RunRecord, began: float) -> dict[str, Any]:
+    wall = None if seen.done_at is None else seen.done_at - began
+    return {
+        "etl_id": run.etl_id, "ok": seen.failure is None, "failure": seen.failure,
+        "wall_s": wall, **_workers(seen.workers),
+    }  # fmt: skip
+
+
+def stages(env: BenchEnv, n: int, tenants: int, issues: int, timeout: float) -> dict[str, Any]:
+    """n processors alone until they exit, then n sinks alone until the manifest."""
+    say(f"{n} worker(s) per stage: processors alone")
+    run, lake = announce(env, tenants, f"stages-{n}")
+    began = time.time()
+    procs = [spawn(env, "process", run.etl_id, i) for i in range(n)]
+    seen = watch(procs, all_exited(procs), timeout, f"process x{n}")
+    finish(procs, 0.0)
+    process = _phase(seen, run, began)
+    if not process["ok"]:
+        return {"process": process, "sink": {"ok": False, "failure": "processors failed"}}
+    say(f"{n} worker(s) per stage: sinks alone on the filled run topic")
+    began = time.time()
+    sinks = [spawn(env, "sink", run.etl_id, i) for i in range(n)]
+    seen = watch(sinks, lambda: _manifest(lake, run) is not None, timeout, f"sink x{n}")
+    finish(sinks, GRACE_S if seen.failure is None else 0.0)
+    sink = _phase(seen, run, began) | _manifest_facts(_manifest(lake, run), issues)
+    shutil.rmtree(lake.dest.root, ignore_errors=True)
+    return {"process": process, "sink": sink}
+
+
+def measure(env: BenchEnv, args: argparse.Namespace, counts: tuple[int, ...]) -> dict[str, Any]:
+    prepared = prepare(env, args.e2e_tenants, args.e2e_per_tenant, args.e2e_timeout)
+    issues = prepared["counts"]["issue"]
+    runs: dict[str, Any] = {}
+    try:
+        for n in counts:
+            e2e = end_to_end(env, n, args.e2e_tenants, issues, args.e2e_timeout)
+            runs[str(n)] = {
+                "e2e": e2e,
+                **stages(env, n, args.e2e_tenants, issues, args.e2e_timeout),
+            }
+            say(f"{n} worker(s): {e2e_report.one_line(runs[str(n)])}")
+    finally:
+        delete_groups(env)
+    return {"source": prepared, "runs": runs}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    counts = worker_counts(args.e2e_workers)
+    args.e2e_per_tenant = issues_per_tenant(args.e2e_issues, args.e2e_tenants)
+    with bench_env("e2e") as env:
+        details = measure(env, args, counts)
+    details["cpu_model"] = cpu_model()
+    params = {
+        "issues": args.e2e_issues, "tenants": args.e2e_tenants, "workers": list(counts),
+        "entities": sorted(TABLES), "target_s": e2e_report.TARGET_S,
+    }  # fmt: skip
+    res = result("e2e", params, e2e_report.metrics(details), **details)
+    chart = e2e_report.write_chart(res, RESULTS / "e2e.png")
+    say(f"chart: {chart}")
+    if not args.e2e_no_doc:
+        shutil.copyfile(chart, CHART)
+        perf_doc.update_doc(DOC, res, perf_doc.other_results(RESULTS))
+        say(f"updated {DOC} and {CHART}")
+    return res

@@ -1,0 +1,134 @@
+"""The end-to-end bench's results: metrics, a chart, and the block docs/performance.md shows.
+
+Everything here is pure (a results dict in, figures, text or a PNG out) so it can be tested
+without the stack.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import Metric, at_most, info
+
+TARGET_S = 60.0
+STAGES = (("e2e", "end to end"), ("process", "processors alone"), ("sink", "sinks alone"))
+
+
+def figures(phase: dict[str, Any], stage: str) -> dict[str, Any]:
+    """Events, seconds and rates of one phase; the sink stage counts rows it wrote."""
+    events = int(phase.get("rows_written" if stage == "sink" else "events_read") or 0)
+    wall = phase.get("wall_s")
+    cpus = [w["cpu_s"] for w in phase.get("workers", []) if w.get("cpu_s") is not None]
+    cpu = sum(cpus)
+    ok = bool(phase.get("ok")) and wall is not None and bool(events)
+    out: dict[str, Any] = {
+        "ok": ok,
+        "failure": phase.get("failure"),
+        "events": events,
+        "wall_s": wall,
+        "events_per_s": events / wall if ok and wall else None,
+        "cpu_s_per_worker": cpus,
+        "events_per_cpu_s": events / cpu if ok and cpu > 0 else None,
+    }
+    if stage == "process" and ok and phase.get("processing_s"):
+        out["events_per_s_window"] = events / phase["processing_s"]
+    if stage == "e2e":
+        out["first_read_to_manifest_s"] = phase.get("first_read_to_manifest_s")
+    if "rows_match" in phase:
+        out["issue_rows"], out["rows_match"] = phase.get("issue_rows"), phase["rows_match"]
+    return out
+
+
+def _failed(name: str, phase: dict[str, Any]) -> Metric:
+    reason = str(phase.get("failure") or "no events").splitlines()[0]
+    return Metric(name, f"failed: {reason}", "", "", False)
+
+
+def _stage_metrics(label: str, stage: str, phase: dict[str, Any], issues: int) -> list[Metric]:
+    f = figures(phase, stage)
+    if not f["ok"]:
+        return [_failed(label, phase)]
+    cpu = " + ".join(f"{c:.1f}" for c in f["cpu_s_per_worker"])
+    out = [
+        info(f"{label}: events", int(f["events"]), "events"),
+        info(f"{label}: events/s", f["events_per_s"], "events/s"),
+        info(f"{label}: CPU-s per worker", cpu, "s"),
+        info(f"{label}: events per CPU-s", f["events_per_cpu_s"] or 0.0, "ev/CPU-s"),
+    ]
+    if stage == "e2e":
+        out.insert(0, at_most(f"{label}: run start to manifest", f["wall_s"], TARGET_S, "s"))
+        first = f["first_read_to_manifest_s"]
+        if first is not None:
+            out.insert(1, info(f"{label}: first event read to manifest", first, "s"))
+    else:
+        out.insert(0, info(f"{label}: seconds", f["wall_s"], "s"))
+    if "events_per_s_window" in f:
+        out.append(info(f"{label}: events/s, first event to end markers", f["events_per_s_window"]))
+    if "rows_match" in f:
+        value = f"{f['issue_rows'] or 0:,} of {issues:,}"
+        out.append(
+            Metric(f"{label}: manifest issue rows", value, "rows", "= source", f["rows_match"])
+        )
+    return out
+
+
+def metrics(details: dict[str, Any]) -> list[Metric]:
+    source = details["source"]
+    issues = int(source["counts"]["issue"])
+    out = [
+        info("source rows (all entities)", sum(source["counts"].values()), "rows"),
+        info("seed", source["seed_s"], "s"),
+        info("capture snapshot", source["capture_s"], "s"),
+    ]
+    for n, phases in details["runs"].items():
+        for stage, name in STAGES:
+            out += _stage_metrics(f"x{n} {name}", stage, phases.get(stage, {}), issues)
+    return out
+
+
+def one_line(phases: dict[str, Any]) -> str:
+    """A worker count's outcome in a line, for progress on stderr."""
+    parts = []
+    for stage, name in STAGES:
+        f = figures(phases.get(stage, {}), stage)
+        rate = f"{f['events_per_s']:,.0f} events/s" if f["ok"] else "failed"
+        wall = f" in {f['wall_s']:.1f}s" if f["ok"] else ""
+        parts.append(f"{name}: {rate}{wall}")
+    return "; ".join(parts)
+
+
+def write_chart(res: dict[str, Any], path: Path) -> Path:
+    """Events/s per stage per worker count, and end-to-end seconds against the target."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: the bench runs headless
+    import matplotlib.pyplot as plt
+
+    runs = res["details"]["runs"]
+    counts = list(runs)
+    fig, (rates, secs) = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=(3, 2))
+    width = 0.8 / max(len(counts), 1)
+    for i, n in enumerate(counts):
+        values = [figures(runs[n].get(s, {}), s)["events_per_s"] or 0.0 for s, _ in STAGES]
+        xs = [x + i * width for x in range(len(STAGES))]
+        bars = rates.bar(xs, values, width, label=f"{n} worker(s) per stage")
+        rates.bar_label(bars, labels=[f"{v:,.0f}" if v else "failed" for v in values], fontsize=8)
+    rates.set_xticks([x + width * (len(counts) - 1) / 2 for x in range(len(STAGES))])
+    rates.set_xticklabels([name for _, name in STAGES])
+    rates.set_ylabel("events/s")
+    rates.set_title("Throughput per stage")
+    rates.legend()
+    walls = [figures(runs[n].get("e2e", {}), "e2e")["wall_s"] or 0.0 for n in counts]
+    bars = secs.bar([f"{n} worker(s)" for n in counts], walls, color="tab:purple")
+    secs.bar_label(bars, labels=[f"{w:.0f} s" if w else "failed" for w in walls])
+    secs.axhline(TARGET_S, color="tab:red", linestyle="--", label=f"target < {TARGET_S:.0f} s")
+    secs.set_ylabel("seconds, run start to manifest")
+    secs.set_title(f"Full export of {res['params']['issues']:,} issues")
+    secs.legend()
+    fig.suptitle(f"Sluiceway end to end, {res['finished']} ({res['machine']['cpus']} CPUs)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

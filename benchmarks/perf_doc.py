@@ -1,0 +1,154 @@
+"""The results block of docs/performance.md, rendered from the latest bench results.
+
+The doc's prose is written by hand; only the text between BEGIN and END is rewritten, so
+the doc always reports the latest end-to-end run and the other benches' latest figures.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.e2e_report import STAGES, TARGET_S, figures
+
+BEGIN = "<!-- e2e-results:begin (written by `python -m benchmarks e2e`; edits are lost) -->"
+END = "<!-- e2e-results:end -->"
+OTHERS = ("capture", "processor", "sink")
+
+
+def _num(value: float | int | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _machine(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    cpu = res["details"].get("cpu_model") or "unknown CPU"
+    return (
+        f"{m['cpus']} CPUs ({cpu}), {m['memory_gib']} GiB, Python {m['python']}, "
+        f"{m['platform']}; 1-minute load average {m['loadavg_1m']} when the bench ended"
+    )
+
+
+def target_line(res: dict[str, Any]) -> str:
+    """The verdict on "1M-issue full export < 60 s end to end", said plainly."""
+    issues = res["params"]["issues"]
+    runs = res["details"]["runs"]
+    walls = {n: figures(p.get("e2e", {}), "e2e")["wall_s"] for n, p in runs.items()}
+    said = ", ".join(
+        f"{n} worker(s): {'failed' if w is None else f'{w:.1f} s'}" for n, w in walls.items()
+    )
+    if issues < 1_000_000:
+        return (
+            f"Target (1M issues < {TARGET_S:.0f} s) not judged: this run had only "
+            f"{issues:,} issues ({said})."
+        )
+    best = min((w for w in walls.values() if w is not None), default=None)
+    verdict = "PASS" if best is not None and best < TARGET_S else "FAIL"
+    return f"Target: 1M-issue full export < {TARGET_S:.0f} s end to end: **{verdict}** ({said})."
+
+
+def results_table(res: dict[str, Any]) -> list[str]:
+    lines = [
+        "| workers per stage | stage | seconds | events | events/s | CPU-s per worker "
+        "| events per CPU-s | issue rows = source |",
+        "|---|---|---:|---:|---:|---|---:|---|",
+    ]
+    for n, phases in res["details"]["runs"].items():
+        for stage, name in STAGES:
+            f = figures(phases.get(stage, {}), stage)
+            if not f["ok"]:
+                reason = str(f["failure"] or "no events").splitlines()[0]
+                lines.append(f"| {n} | {name} | failed: {reason} | | | | | |")
+                continue
+            cpu = " + ".join(f"{c:.1f}" for c in f["cpu_s_per_worker"])
+            match = {True: "yes", False: "**NO**"}.get(f.get("rows_match"), "")  # type: ignore[arg-type]
+            lines.append(
+                f"| {n} | {name} | {_num(f['wall_s'], 1)} | {_num(f['events'])} "
+                f"| {_num(f['events_per_s'])} | {cpu} | {_num(f['events_per_cpu_s'])} | {match} |"
+            )
+    return lines
+
+
+def _first_read(res: dict[str, Any]) -> list[str]:
+    out = []
+    for n, phases in res["details"]["runs"].items():
+        f = figures(phases.get("e2e", {}), "e2e")
+        if f["ok"] and f.get("first_read_to_manifest_s") is not None:
+            out.append(
+                f"- {n} worker(s): {f['first_read_to_manifest_s']:.1f} s from the first event a "
+                f"processor read to the manifest (of {f['wall_s']:.1f} s from the run's start)."
+            )
+    return out
+
+
+def other_table(name: str, res: dict[str, Any] | None) -> list[str]:
+    """One of the per-stage benches' latest results, as a small table."""
+    if res is None:
+        return [f"`{name}`: no results here yet; run `python -m benchmarks {name}`.", ""]
+    params = ", ".join(f"{k} {v}" for k, v in res["params"].items())
+    lines = [
+        f"`{name}` ({res['finished']}, {params}; load {res['machine']['loadavg_1m']}):",
+        "",
+        "| metric | value | unit | target | ok? |",
+        "|---|---:|---|---|---|",
+    ]
+    marks = {True: "yes", False: "**no**", None: ""}
+    for m in res["metrics"]:
+        value = m["value"]
+        shown = _num(value, 0 if abs(value) >= 100 else 2) if isinstance(value, float) else value
+        if isinstance(value, int) and not isinstance(value, bool):
+            shown = f"{value:,}"
+        lines.append(
+            f"| {m['metric']} | {shown} | {m['unit']} | {m['target']} | {marks[m['ok']]} |"
+        )
+    return [*lines, ""]
+
+
+def render_block(res: dict[str, Any], others: dict[str, dict[str, Any] | None]) -> str:
+    src = res["details"]["source"]
+    counts = ", ".join(f"{v:,} {k}s" for k, v in src["counts"].items())
+    lines = [
+        BEGIN,
+        f"Latest run: {res['finished']}, {res['params']['issues']:,} issues in "
+        f"{res['params']['tenants']} tenants ({counts}).",
+        "",
+        f"Machine: {_machine(res)}.",
+        "",
+        target_line(res),
+        "",
+        f"Seeding took {src['seed_s']:.0f} s and the capture snapshot {src['capture_s']:.0f} s "
+        "(done once, not part of the timed export).",
+        "",
+        *results_table(res),
+        "",
+        *_first_read(res),
+        "",
+        "![events/s per stage and end-to-end seconds](performance.png)",
+        "",
+        "### Latest figures of the per-stage benches",
+        "",
+    ]
+    for name in OTHERS:
+        lines += other_table(name, others.get(name))
+    return "\n".join([*lines, END])
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with the part between BEGIN and END (inclusive) replaced by ``block``."""
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"the doc has no results block: expected {BEGIN!r} ... {END!r}")
+    return text[:start] + block + text[end + len(END) :]
+
+
+def other_results(results: Path) -> dict[str, dict[str, Any] | None]:
+    out: dict[str, dict[str, Any] | None] = {}
+    for name in OTHERS:
+        path = results / f"latest-{name}.json"
+        out[name] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    return out
+
+
+def update_doc(path: Path, res: dict[str, Any], others: dict[str, dict[str, Any] | None]) -> None:
+    path.write_text(replace_block(path.read_text(encoding="utf-8"), render_block(res, others)))
