@@ -12,7 +12,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,16 @@ def watch(
 
 def all_exited(workers: list[Worker]) -> Callable[[], bool]:
     return lambda: all(w.reap() for w in workers)
+
+
+@contextmanager
+def running(workers: list[Worker]) -> Iterator[list[Worker]]:
+    """The workers, killed when the block ends however it ends (none outlives the bench)."""
+    try:
+        yield workers
+    finally:
+        for w in workers:
+            w.kill()
 
 
 def finish(workers: list[Worker], grace: float) -> None:

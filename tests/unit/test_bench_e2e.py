@@ -1,0 +1,153 @@
+"""The end-to-end bench's pure parts: figures, metrics, chart, doc block, option parsing."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import e2e, perf_doc
+from benchmarks.e2e_report import figures, metrics, one_line, write_chart
+from benchmarks.report import result
+
+
+def _workers(*cpu: float) -> list[dict[str, Any]]:
+    return [{"stage": "x", "exit_code": 0, "killed": False, "wall_s": 1.0, "cpu_s": c} for c in cpu]
+
+
+def _phases(e2e_s: float, rows_match: bool = True) -> dict[str, Any]:
+    issues = 1_000_000 if rows_match else 999_999
+    return {
+        "e2e": {
+            "ok": True, "failure": None, "wall_s": e2e_s, "events_read": 5_000_000,
+            "processing_s": e2e_s - 5, "workers": _workers(100.0, 50.0),
+            "rows_written": 5_000_000, "issue_rows": issues, "rows_match": rows_match,
+            "first_read_to_manifest_s": e2e_s - 3,
+        },
+        "process": {
+            "ok": True, "failure": None, "wall_s": 100.0, "events_read": 5_000_000,
+            "processing_s": 80.0, "workers": _workers(90.0),
+        },
+        "sink": {
+            "ok": True, "failure": None, "wall_s": 50.0, "events_read": 0,
+            "processing_s": 0.0, "workers": _workers(40.0), "rows_written": 5_000_000,
+            "issue_rows": issues, "rows_match": rows_match,
+        },
+    }  # fmt: skip
+
+
+def _details(**runs: dict[str, Any]) -> dict[str, Any]:
+    counts = {"issue": 1_000_000, "comment": 2_500_000, "worklog": 1_500_000, "user": 50_000}
+    return {
+        "source": {"counts": counts, "seed_s": 200.0, "capture_s": 90.0},
+        "runs": runs,
+        "cpu_model": "Test CPU",
+    }
+
+
+def _result(details: dict[str, Any], issues: int = 1_000_000) -> dict[str, Any]:
+    params = {"issues": issues, "tenants": 4, "workers": [1, 2], "target_s": 60.0}
+    return result("e2e", params, metrics(details), **details)
+
+
+def test_figures_rates_and_per_cpu() -> None:
+    f = figures(_phases(100.0)["process"], "process")
+    assert f["ok"] and f["events"] == 5_000_000
+    assert f["events_per_s"] == pytest.approx(50_000)
+    assert f["events_per_s_window"] == pytest.approx(62_500)
+    assert f["events_per_cpu_s"] == pytest.approx(5_000_000 / 90)
+    # the sink stage counts the rows it wrote, not events a processor read
+    assert figures(_phases(100.0)["sink"], "sink")["events_per_s"] == pytest.approx(100_000)
+
+
+def test_failed_phase_has_no_rates() -> None:
+    f = figures({"ok": False, "failure": "e2e x2: not done after 900s", "workers": []}, "e2e")
+    assert not f["ok"] and f["events_per_s"] is None and f["wall_s"] is None
+
+
+def test_metrics_judge_target_and_rows() -> None:
+    phases = {"1": _phases(90.0), "2": _phases(50.0, rows_match=False)}
+    by_name = {m.metric: m for m in metrics(_details(**phases))}
+    assert by_name["x1 end to end: run start to manifest"].ok is False
+    assert by_name["x2 end to end: run start to manifest"].ok is True
+    assert by_name["x1 end to end: manifest issue rows"].ok is True
+    assert by_name["x2 end to end: manifest issue rows"].ok is False
+    assert by_name["x2 sinks alone: manifest issue rows"].value == "999,999 of 1,000,000"
+
+
+def test_metrics_report_a_failed_phase_in_one_line() -> None:
+    phases = _phases(90.0)
+    phases["process"] = {"ok": False, "failure": "process worker exited 1; tail:\nboom"}
+    phases["sink"] = {"ok": False, "failure": "processors failed"}
+    by_name = {m.metric: m for m in metrics(_details(**{"2": phases}))}
+    assert by_name["x2 processors alone"].value == "failed: process worker exited 1; tail:"
+    assert by_name["x2 processors alone"].ok is False
+    assert "processors alone: failed" in one_line(phases)
+
+
+def test_chart_is_written_from_a_results_dict(tmp_path: Path) -> None:
+    import matplotlib.image
+
+    details = _details(**{"1": _phases(90.0), "2": {"e2e": {"ok": False, "failure": "x"}}})
+    path = write_chart(_result(details), tmp_path / "sub" / "chart.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert width > 800 and height > 300
+
+
+def test_block_says_pass_or_fail_for_a_million_issues() -> None:
+    failed = perf_doc.render_block(_result(_details(**{"1": _phases(90.0)})), {})
+    assert "1M-issue full export < 60 s end to end: **FAIL** (1 worker(s): 90.0 s)" in failed
+    passed = perf_doc.render_block(_result(_details(**{"1": _phases(45.0)})), {})
+    assert "**PASS** (1 worker(s): 45.0 s)" in passed
+    assert "| 1 | processors alone | 100.0 | 5,000,000 | 50,000 | 90.0 | 55,556 |  |" in passed
+
+
+def test_block_does_not_judge_a_scaled_down_run() -> None:
+    block = perf_doc.render_block(_result(_details(**{"1": _phases(9.0)}), issues=50_000), {})
+    assert "not judged: this run had only 50,000 issues" in block
+    assert "PASS" not in block and "FAIL" not in block
+
+
+def test_block_includes_the_other_benches() -> None:
+    processor = result("processor", {"tenants": 2}, [])
+    processor["metrics"] = [
+        {"metric": "throughput", "value": 31234.5, "unit": "events/s", "target": ">= 50,000",
+         "ok": False},
+    ]  # fmt: skip
+    block = perf_doc.render_block(
+        _result(_details(**{"1": _phases(90.0)})), {"processor": processor}
+    )
+    assert "| throughput | 31,234 | events/s | >= 50,000 | **no** |" in block
+    assert "`capture`: no results here yet" in block
+
+
+def test_replace_block_keeps_the_prose() -> None:
+    text = f"# Doc\nbefore\n{perf_doc.BEGIN}\nold\n{perf_doc.END}\nafter\n"
+    res = _result(_details(**{"1": _phases(90.0)}))
+    out = perf_doc.replace_block(text, perf_doc.render_block(res, {}))
+    assert out.startswith("# Doc\nbefore\n" + perf_doc.BEGIN) and out.endswith(
+        perf_doc.END + "\nafter\n"
+    )
+    assert "old" not in out
+    # rendering again replaces the block instead of adding a second one
+    again = perf_doc.replace_block(out, perf_doc.render_block(copy.deepcopy(res), {}))
+    assert again.count(perf_doc.BEGIN) == 1
+
+
+def test_replace_block_needs_the_markers() -> None:
+    with pytest.raises(ValueError, match="no results block"):
+        perf_doc.replace_block("# Doc without markers\n", "x")
+
+
+def test_options_are_checked_with_one_line_errors() -> None:
+    assert e2e.worker_counts("1,2") == (1, 2)
+    with pytest.raises(SystemExit, match=r"--e2e-workers '1,x': expected positive integers"):
+        e2e.worker_counts("1,x")
+    with pytest.raises(SystemExit, match="--e2e-workers '0'"):
+        e2e.worker_counts("0")
+    assert e2e.issues_per_tenant(1_000_000, 4) == 250_000
+    with pytest.raises(SystemExit, match="--e2e-issues 10 and --e2e-tenants 3"):
+        e2e.issues_per_tenant(10, 3)
