@@ -151,3 +151,24 @@ def test_options_are_checked_with_one_line_errors() -> None:
     assert e2e.issues_per_tenant(1_000_000, 4) == 250_000
     with pytest.raises(SystemExit, match="--e2e-issues 10 and --e2e-tenants 3"):
         e2e.issues_per_tenant(10, 3)
+
+
+def test_comparison_with_atlassian_per_vcpu() -> None:
+    res = _result(_details(**{"1": _phases(100.0), "2": {"e2e": {"ok": False}}}))
+    res["machine"]["cpus"] = 2
+    lines = perf_doc.comparison(res)
+    assert lines[0].endswith("= 1,111 issues/s, 31 issues per vCPU-second.")
+    assert "1 worker(s) per stage, export: 1,000,000 issues in 100 s on 2 vCPUs" in lines[1]
+    assert lines[1].endswith("= 10,000 issues/s, 5,000 issues per vCPU-second.")
+    # the capture snapshot (90 s) is added for the like-for-like line; failed runs are left out
+    assert "capture snapshot + export: 1,000,000 issues in 190 s" in lines[2]
+    assert len(lines) == 3
+
+
+def test_publish_writes_chart_and_doc(tmp_path: Path) -> None:
+    results, docs = tmp_path / "results", tmp_path / "docs"
+    docs.mkdir()
+    (docs / "performance.md").write_text(f"# P\n{perf_doc.BEGIN}\n{perf_doc.END}\n")
+    perf_doc.publish(_result(_details(**{"1": _phases(90.0)})), results, docs)
+    assert (results / "e2e.png").read_bytes() == (docs / "performance.png").read_bytes()
+    assert "**FAIL** (1 worker(s): 90.0 s)" in (docs / "performance.md").read_text()
