@@ -97,10 +97,25 @@ def issues_per_tenant(issues: int, tenants: int) -> int:
 
 
 def _cli(env: BenchEnv, timeout: float, *args: str) -> float:
+    """Run a ``sluiceway`` command to its end, saying every 10 s that it still runs."""
     began = time.monotonic()
-    subprocess.run(
-        cli_command(*args), env=env.env(), check=True, capture_output=True, timeout=timeout
-    )
+    logs = env.workdir / f"{args[0]}.log"
+    with logs.open("wb") as log:
+        proc = subprocess.Popen(cli_command(*args), env=env.env(), stdout=log, stderr=log)
+        while proc.poll() is None:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                elapsed = time.monotonic() - began
+                if elapsed > timeout:
+                    proc.kill()
+                    proc.wait()
+                    late = f"sluiceway {' '.join(args)}: not done after {timeout:.0f}s"
+                    raise RuntimeError(late) from None
+                say(f"sluiceway {' '.join(args[:2])}: still running, {elapsed:.0f}s")
+    if proc.returncode != 0:
+        tail = logs.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"sluiceway {' '.join(args)} exited {proc.returncode}:\n{tail}")
     return time.monotonic() - began
 
 
