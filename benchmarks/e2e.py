@@ -19,6 +19,7 @@ docs/performance.md are rewritten from the results unless ``--e2e-no-doc``.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import time
@@ -198,6 +199,8 @@ def _phase(seen: Watch, run: RunRecord, began: float) -> dict[str, Any]:
     return {
         "etl_id": run.etl_id, "ok": seen.failure is None, "failure": seen.failure,
         "wall_s": wall, **_workers(seen.workers),
+        # how busy the shared machine was: other work lowers the wall-clock rates
+        "loadavg_1m": round(os.getloadavg()[0], 2),
     }  # fmt: skip
 
 

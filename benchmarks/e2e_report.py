@@ -30,6 +30,7 @@ def figures(phase: dict[str, Any], stage: str) -> dict[str, Any]:
         "events_per_s": events / wall if ok and wall else None,
         "cpu_s_per_worker": cpus,
         "events_per_cpu_s": events / cpu if ok and cpu > 0 else None,
+        "loadavg_1m": phase.get("loadavg_1m"),
     }
     if stage == "process" and ok and phase.get("processing_s"):
         out["events_per_s_window"] = events / phase["processing_s"]

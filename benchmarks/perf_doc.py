@@ -80,21 +80,22 @@ def comparison(res: dict[str, Any]) -> list[str]:
 def results_table(res: dict[str, Any]) -> list[str]:
     lines = [
         "| workers per stage | stage | seconds | events | events/s | CPU-s per worker "
-        "| events per CPU-s | issue rows = source |",
-        "|---|---|---:|---:|---:|---|---:|---|",
+        "| events per CPU-s | issue rows = source | load at end |",
+        "|---|---|---:|---:|---:|---|---:|---|---:|",
     ]
     for n, phases in res["details"]["runs"].items():
         for stage, name in STAGES:
             f = figures(phases.get(stage, {}), stage)
             if not f["ok"]:
                 reason = str(f["failure"] or "no events").splitlines()[0]
-                lines.append(f"| {n} | {name} | failed: {reason} | | | | | |")
+                lines.append(f"| {n} | {name} | failed: {reason} | | | | | | |")
                 continue
             cpu = " + ".join(f"{c:.1f}" for c in f["cpu_s_per_worker"])
             match = "" if "rows_match" not in f else ("yes" if f["rows_match"] else "**NO**")
             lines.append(
                 f"| {n} | {name} | {_num(f['wall_s'], 1)} | {_num(f['events'])} "
-                f"| {_num(f['events_per_s'])} | {cpu} | {_num(f['events_per_cpu_s'])} | {match} |"
+                f"| {_num(f['events_per_s'])} | {cpu} | {_num(f['events_per_cpu_s'])} | {match} "
+                f"| {_num(f['loadavg_1m'], 2)} |"
             )
     return lines
 

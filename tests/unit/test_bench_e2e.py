@@ -28,7 +28,7 @@ def _phases(e2e_s: float, rows_match: bool = True) -> dict[str, Any]:
         },
         "process": {
             "ok": True, "failure": None, "wall_s": 100.0, "events_read": 5_000_000,
-            "processing_s": 80.0, "workers": _workers(90.0),
+            "processing_s": 80.0, "workers": _workers(90.0), "loadavg_1m": 3.5,
         },
         "sink": {
             "ok": True, "failure": None, "wall_s": 50.0, "events_read": 0,
@@ -102,7 +102,7 @@ def test_block_says_pass_or_fail_for_a_million_issues() -> None:
     assert "1M-issue full export < 60 s end to end: **FAIL** (1 worker(s): 90.0 s)" in failed
     passed = perf_doc.render_block(_result(_details(**{"1": _phases(45.0)})), {})
     assert "**PASS** (1 worker(s): 45.0 s)" in passed
-    assert "| 1 | processors alone | 100.0 | 5,000,000 | 50,000 | 90.0 | 55,556 |  |" in passed
+    assert "| 1 | processors alone | 100.0 | 5,000,000 | 50,000 | 90.0 | 55,556 |  | 3.50 |" in passed
 
 
 def test_block_does_not_judge_a_scaled_down_run() -> None:
