@@ -102,7 +102,9 @@ def test_block_says_pass_or_fail_for_a_million_issues() -> None:
     assert "1M-issue full export < 60 s end to end: **FAIL** (1 worker(s): 90.0 s)" in failed
     passed = perf_doc.render_block(_result(_details(**{"1": _phases(45.0)})), {})
     assert "**PASS** (1 worker(s): 45.0 s)" in passed
-    assert "| 1 | processors alone | 100.0 | 5,000,000 | 50,000 | 90.0 | 55,556 |  | 3.50 |" in passed
+    assert (
+        "| 1 | processors alone | 100.0 | 5,000,000 | 50,000 | 90.0 | 55,556 |  | 3.50 |" in passed
+    )
 
 
 def test_block_does_not_judge_a_scaled_down_run() -> None:
