@@ -19,11 +19,13 @@ docs/performance.md are rewritten from the results unless ``--e2e-no-doc``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import time
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,12 @@ def add_arguments(group: Any) -> None:
     )
     group.add_argument(
         "--e2e-timeout", type=float, default=1200.0, help="seconds any one phase may take"
+    )
+    group.add_argument(
+        "--e2e-keep-earlier",
+        action="store_true",
+        help="also report the latest saved result's worker counts this run does not measure "
+        "(same issues and tenants; each says when it was measured)",
     )
     group.add_argument(
         "--e2e-no-doc", action="store_true", help="leave docs/performance.md and its chart alone"
@@ -224,6 +232,10 @@ def stages(env: BenchEnv, n: int, tenants: int, issues: int, timeout: float) -> 
     return {"process": process, "sink": sink}
 
 
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 def measure(env: BenchEnv, args: argparse.Namespace, counts: tuple[int, ...]) -> dict[str, Any]:
     prepared = prepare(env, args.e2e_tenants, args.e2e_per_tenant, args.e2e_timeout)
     issues = prepared["counts"]["issue"]
@@ -231,10 +243,8 @@ def measure(env: BenchEnv, args: argparse.Namespace, counts: tuple[int, ...]) ->
     try:
         for n in counts:
             e2e = end_to_end(env, n, args.e2e_tenants, issues, args.e2e_timeout)
-            runs[str(n)] = {
-                "e2e": e2e,
-                **stages(env, n, args.e2e_tenants, issues, args.e2e_timeout),
-            }
+            phases = stages(env, n, args.e2e_tenants, issues, args.e2e_timeout)
+            runs[str(n)] = {"e2e": e2e, **phases, "measured_at": _now()}
             say(f"{n} worker(s): {e2e_report.one_line(runs[str(n)])}")
     finally:
         try:
@@ -244,14 +254,35 @@ def measure(env: BenchEnv, args: argparse.Namespace, counts: tuple[int, ...]) ->
     return {"source": prepared, "runs": runs}
 
 
+def earlier_result(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The saved result ``--e2e-keep-earlier`` builds on, checked before anything runs."""
+    if not args.e2e_keep_earlier:
+        return None
+    path = RESULTS / "latest-e2e.json"
+    if not path.exists():
+        raise SystemExit(f"--e2e-keep-earlier: {path} does not exist; run the bench without it")
+    previous: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    p = previous["params"]
+    if (p["issues"], p["tenants"]) != (args.e2e_issues, args.e2e_tenants):
+        raise SystemExit(
+            f"--e2e-keep-earlier: {path} has {p['issues']} issues in {p['tenants']} tenants; "
+            f"expected {args.e2e_issues} in {args.e2e_tenants}"
+        )
+    return previous
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     counts = worker_counts(args.e2e_workers)
     args.e2e_per_tenant = issues_per_tenant(args.e2e_issues, args.e2e_tenants)
+    previous = earlier_result(args)
     with bench_env("e2e") as env:
         details = measure(env, args, counts)
     details["cpu_model"] = cpu_model()
+    if previous is not None:
+        details["runs"] = e2e_report.keep_earlier(details["runs"], details["source"], previous)
     params = {
-        "issues": args.e2e_issues, "tenants": args.e2e_tenants, "workers": list(counts),
+        "issues": args.e2e_issues, "tenants": args.e2e_tenants,
+        "workers": [int(n) for n in details["runs"]],
         "entities": sorted(TABLES), "target_s": e2e_report.TARGET_S,
     }  # fmt: skip
     res = result("e2e", params, e2e_report.metrics(details), **details)

@@ -99,6 +99,24 @@ def one_line(phases: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def keep_earlier(
+    runs: dict[str, Any], source: dict[str, Any], previous: dict[str, Any]
+) -> dict[str, Any]:
+    """``runs`` plus the worker counts of an earlier result on the same source that this
+    run did not measure, each keeping when it was measured; ValueError if the sources differ."""
+    if previous["details"]["source"]["counts"] != source["counts"]:
+        raise ValueError(
+            f"the earlier result's source {previous['details']['source']['counts']} differs "
+            f"from this run's {source['counts']}: its figures cannot stand beside these"
+        )
+    earlier = {
+        n: {"measured_at": previous["finished"], **r, "earlier_result": previous["finished"]}
+        for n, r in previous["details"]["runs"].items()
+        if n not in runs
+    }
+    return dict(sorted({**earlier, **runs}.items(), key=lambda kv: int(kv[0])))
+
+
 def write_chart(res: dict[str, Any], path: Path) -> Path:
     """Events/s per stage per worker count, and end-to-end seconds against the target."""
     import matplotlib

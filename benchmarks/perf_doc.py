@@ -100,6 +100,21 @@ def results_table(res: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _measured(res: dict[str, Any]) -> list[str]:
+    """When each worker count was measured; says so when one comes from an earlier run."""
+    out = []
+    for n, phases in res["details"]["runs"].items():
+        when = phases.get("measured_at", res["finished"])
+        earlier = phases.get("earlier_result")
+        source = (
+            f" (kept from the bench's earlier result of {earlier}, on a source seeded the same way)"
+            if earlier
+            else ""
+        )
+        out.append(f"- {n} worker(s) per stage: measured {when}{source}.")
+    return out
+
+
 def _first_read(res: dict[str, Any]) -> list[str]:
     out = []
     for n, phases in res["details"]["runs"].items():
@@ -152,6 +167,7 @@ def render_block(res: dict[str, Any], others: dict[str, dict[str, Any] | None]) 
         "",
         *results_table(res),
         "",
+        *_measured(res),
         *_first_read(res),
         "",
         "![events/s per stage and end-to-end seconds](performance.png)",

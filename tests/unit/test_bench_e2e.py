@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from benchmarks import e2e, perf_doc
-from benchmarks.e2e_report import figures, metrics, one_line, write_chart
+from benchmarks.e2e_report import figures, keep_earlier, metrics, one_line, write_chart
 from benchmarks.report import result
 
 
@@ -174,3 +174,23 @@ def test_publish_writes_chart_and_doc(tmp_path: Path) -> None:
     perf_doc.publish(_result(_details(**{"1": _phases(90.0)})), results, docs)
     assert (results / "e2e.png").read_bytes() == (docs / "performance.png").read_bytes()
     assert "**FAIL** (1 worker(s): 90.0 s)" in (docs / "performance.md").read_text()
+
+
+def test_keep_earlier_adds_unmeasured_worker_counts() -> None:
+    previous = _result(_details(**{"1": _phases(90.0), "2": _phases(80.0)}))
+    new = {"2": {**_phases(70.0), "measured_at": "later"}}
+    runs = keep_earlier(new, _details()["source"], previous)
+    assert list(runs) == ["1", "2"]
+    assert runs["2"]["measured_at"] == "later" and "earlier_result" not in runs["2"]
+    assert runs["1"]["earlier_result"] == previous["finished"]
+    block = perf_doc.render_block(_result(_details(**runs)), {})
+    assert f"- 1 worker(s) per stage: measured {previous['finished']} (kept from" in block
+    assert "- 2 worker(s) per stage: measured later." in block
+
+
+def test_keep_earlier_refuses_another_source() -> None:
+    previous = _result(_details(**{"1": _phases(90.0)}))
+    other = copy.deepcopy(_details()["source"])
+    other["counts"]["issue"] = 5
+    with pytest.raises(ValueError, match="earlier result's source"):
+        keep_earlier({}, other, previous)
