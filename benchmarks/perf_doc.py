@@ -172,7 +172,7 @@ def render_block(res: dict[str, Any], others: dict[str, dict[str, Any] | None]) 
         "",
         "![events/s per stage and end-to-end seconds](performance.png)",
         "",
-        "Beside Atlassian's published figure (see the comparison below for what differs):",
+        "Beside Atlassian's published figure (the comparison section above says what differs):",
         "",
         *comparison(res),
         "",
