@@ -204,8 +204,10 @@ def end_to_end(env: BenchEnv, n: int, tenants: int, issues: int, timeout: float)
 
 def _phase(seen: Watch, run: RunRecord, began: float) -> dict[str, Any]:
     wall = None if seen.done_at is None else seen.done_at - began
+    # one that failed while the others were finishing (not one killed after the grace)
+    failure = seen.failure or seen.broken()
     return {
-        "etl_id": run.etl_id, "ok": seen.failure is None, "failure": seen.failure,
+        "etl_id": run.etl_id, "ok": failure is None, "failure": failure,
         "wall_s": wall, **_workers(seen.workers),
         # how busy the shared machine was: other work lowers the wall-clock rates
         "loadavg_1m": round(os.getloadavg()[0], 2),

@@ -123,7 +123,7 @@ class Watch:
 
     def broken(self) -> str | None:
         for w in self.workers:
-            if w.reap() and w.exit_code != 0:
+            if w.reap() and w.exit_code != 0 and not w.killed:  # killed: by us, after the grace
                 tail = w.output()[1][-1500:]
                 return f"{w.stage} worker exited {w.exit_code}; its stderr ends:\n{tail}"
         return None
@@ -138,11 +138,12 @@ def watch(
     began = last_report = time.monotonic()
     while True:
         seen.scrape()
-        if done():
-            seen.done_at = time.time()
-            return seen
+        # a failed worker fails the phase even when the others finished its work
         seen.failure = seen.broken()
         if seen.failure is not None:
+            return seen
+        if done():
+            seen.done_at = time.time()
             return seen
         now = time.monotonic()
         if now > deadline:

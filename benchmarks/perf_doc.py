@@ -112,6 +112,13 @@ def _measured(res: dict[str, Any]) -> list[str]:
             else ""
         )
         out.append(f"- {n} worker(s) per stage: measured {when}{source}.")
+        for stage, name in STAGES:
+            killed = [w for w in phases.get(stage, {}).get("workers", []) if w.get("killed")]
+            if killed:
+                out.append(
+                    f"- {n} worker(s), {name}: {len(killed)} worker(s) still running at the "
+                    "phase's end (after the grace period, or at a failure) were killed."
+                )
     return out
 
 

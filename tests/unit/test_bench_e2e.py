@@ -183,7 +183,9 @@ def test_keep_earlier_adds_unmeasured_worker_counts() -> None:
     assert list(runs) == ["1", "2"]
     assert runs["2"]["measured_at"] == "later" and "earlier_result" not in runs["2"]
     assert runs["1"]["earlier_result"] == previous["finished"]
+    runs["2"]["sink"]["workers"][0]["killed"] = True
     block = perf_doc.render_block(_result(_details(**runs)), {})
+    assert "- 2 worker(s), sinks alone: 1 worker(s) still running at the phase's end" in block
     assert f"- 1 worker(s) per stage: measured {previous['finished']} (kept from" in block
     assert "- 2 worker(s) per stage: measured later." in block
 
