@@ -138,7 +138,9 @@ def other_table(name: str, res: dict[str, Any] | None) -> list[str]:
     """One of the per-stage benches' latest results, as a small table."""
     if res is None:
         return [f"`{name}`: no results here yet; run `python -m benchmarks {name}`.", ""]
-    params = ", ".join(f"{k} {v}" for k, v in res["params"].items())
+    # some benches save every option given, the other benches' too: keep only their own
+    theirs = tuple(f"{o}_" for o in (*OTHERS, "e2e") if o != name)
+    params = ", ".join(f"{k} {v}" for k, v in res["params"].items() if not k.startswith(theirs))
     lines = [
         f"`{name}` ({res['finished']}, {params}; load {res['machine']['loadavg_1m']}):",
         "",

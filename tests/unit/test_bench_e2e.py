@@ -114,7 +114,7 @@ def test_block_does_not_judge_a_scaled_down_run() -> None:
 
 
 def test_block_includes_the_other_benches() -> None:
-    processor = result("processor", {"tenants": 2}, [])
+    processor = result("processor", {"tenants": 2, "processor_issues": 9, "e2e_issues": 7}, [])
     processor["metrics"] = [
         {"metric": "throughput", "value": 31234.5, "unit": "events/s", "target": ">= 50,000",
          "ok": False},
@@ -124,6 +124,8 @@ def test_block_includes_the_other_benches() -> None:
     )
     assert "| throughput | 31,234 | events/s | >= 50,000 | **no** |" in block
     assert "`capture`: no results here yet" in block
+    # a bench that saves every option shows only its own
+    assert "(" + processor["finished"] + ", tenants 2, processor_issues 9; load" in block
 
 
 def test_replace_block_keeps_the_prose() -> None:
