@@ -8,6 +8,11 @@ tenant-affine partitioner, which is also what lets faust's exactly-once transact
 
 Records arrive a fetched batch per partition at a time (processors/fetch.py); each batch's
 outputs and its source offsets are committed together in that partition's transaction.
+Each partition ends on its own: when it reaches the cut, its end marker and the cut commit
+in one transaction. Workers join and leave freely (faust's assignor moves partitions whole,
+with every change topic's partition p together); what a worker taking over p needs is in
+the commits' metadata (processors/ownership.py). faust's client rebalances eagerly: it has
+no cooperative protocol.
 """
 
 from __future__ import annotations
@@ -21,21 +26,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-from aiokafka.structs import TopicPartition
+from aiokafka.errors import ProducerFenced
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from faust.types import TP
 
 from processors import fetch, metrics
 from processors.config import ProcessorSettings
+from processors.ownership import GroupOffsets, PartitionState, metadata, state_from
 from processors.progress import RunProgress
 from processors.run_schema import run_event_schemas
 from processors.scan import Latest
 from processors.spec import RunSpec
 from processors.transforms import IssueProject, output_key, select, transform, validate
 from sluiceway.codec import Codec
-from sluiceway.errors import InvalidEventError
+from sluiceway.errors import InvalidEventError, TransientError
 from sluiceway.runs import END_MARKER, MARKER_HEADER, RunRecord
 
 log = logging.getLogger("sluiceway.processor")
+GROUP_CHECK_S = 1.0  # how often a worker with nothing left asks whether the group is done
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,13 @@ class RunProcessor:
         self.finished_at: float | None = None
         self.dead_lettered = 0
         self.finished = False
-        self.committed_at: dict[TP, float] = {}  # last transaction commit per partition
+        self.parts: dict[int, PartitionState] = {}  # run partitions this worker owns
+        self.locks: dict[int, asyncio.Lock] = {}
+        self.revoked: set[int] = set()  # revoked, until the next assignment
+        self.parked: dict[int, PartitionState] = {}  # their states, committed
+        self.checked_group_at = 0.0
+        self.group = GroupOffsets(settings.kafka, f"sw-process-{run.etl_id}")
+        self.dlq_topic = settings.kafka.dlq_topic("processor")
         self.app = self._build_app()
 
     def _build_app(self) -> faust.App:
@@ -84,18 +98,28 @@ class RunProcessor:
             consumer_max_fetch_size=16 * 1024 * 1024,
             producer_max_batch_size=1024 * 1024,
             producer_linger_ms=5,
+            # a killed worker's partitions wait this long for their next owner
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=2.0,
             key_serializer="raw",
             value_serializer="raw",
         )
         app.batch_handler = self.handle_batch
         self.source_topics = [kafka.cdc_topic(e) for e in self.run.entities]
         self.source = app.topic(*self.source_topics, key_type=bytes, value_type=bytes)
-        self.out = app.topic(self.run.run_topic, key_type=bytes, value_type=bytes)
-        self.dlq = app.topic(kafka.dlq_topic("processor"), key_type=bytes, value_type=bytes)
         # The agent subscribes the worker to the change topics (and so joins the group);
         # the records themselves arrive in batches through handle_batch (processors/fetch.py).
         app.agent(self.source, name="forward")(self._agent)
         app.timer(0.5)(self._check_done)
+
+        @app.on_partitions_revoked.connect
+        async def revoked(_app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+            await self.on_revoked(set(args[0]) if args else set())
+
+        @app.on_partitions_assigned.connect
+        async def assigned(_app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+            self.on_assigned(set(args[0]) if args else set())
+
         return app
 
     async def _agent(self, stream: Any) -> None:
@@ -103,12 +127,28 @@ class RunProcessor:
             log.error("record reached the faust stream instead of the batch path")
 
     async def handle_batch(self, tp: TP, records: Sequence[Any]) -> None:
-        """Transform one fetched batch of a partition and commit it in that partition's
-        transaction: its outputs and its source offsets become visible together."""
+        """Transform one fetched batch of a partition inside that partition's transaction;
+        its outputs and its source offsets become visible together when it commits."""
+        async with self._lock(tp.partition):
+            try:
+                await self._handle_batch(tp, records)
+            except ProducerFenced:
+                self._fenced(tp.partition)
+        await self._check_done()  # the timer would find out up to half a second later
+
+    async def _handle_batch(self, tp: TP, records: Sequence[Any]) -> None:
         started = time.monotonic()
+        topic, partition = tp.topic, tp.partition
+        state = await self._state(partition)
+        if state is None or state.marked:
+            return  # revoked meanwhile, or finished: nothing past the cut is forwarded
+        handled = state.next.get(topic, 0)
+        if records[0].offset < handled:  # fetched before a rebalance: handled and committed
+            records = [r for r in records if r.offset >= handled]
+            if not records:
+                return
         if self.first_event_at is None:
             self.first_event_at = started
-        topic, partition = tp.topic, tp.partition
         outs: list[tuple[bytes | None, bytes | None]] = []
         for record in records:
             if not self._wanted(topic, partition, record.offset, record.key, record.value):
@@ -116,7 +156,7 @@ class RunProcessor:
             try:
                 out = self._transform(record.key, record.value)
             except InvalidEventError as exc:
-                await self._dead_letter(topic, partition, record, str(exc))
+                await self._dead_letter(state, topic, partition, record, str(exc))
             else:
                 if out is not None:
                     outs.append(out)
@@ -125,17 +165,14 @@ class RunProcessor:
         metrics.READ.labels(topic).inc(len(records))
         metrics.FORWARDED.labels(topic).inc(len(outs))
         last = records[-1].offset
-        cut = self.run.cut.get(topic, {}).get(partition, 0)
+        state.next[topic] = max(handled, min(last + 1, self._cut(topic, partition)))
+        state.uncommitted = True
         # A transaction spans batches for up to commit_interval_s: its commit is a few round
-        # trips, and the end of the run commits every partition at its cut anyway.
-        now = time.monotonic()
-        if now - self.committed_at.setdefault(tp, now) >= self.settings.tuning.commit_interval_s:
-            await self._commit(tp, min(last + 1, cut))
-            self.committed_at[tp] = now
+        # trips, and a partition's end commits it anyway.
+        if started - state.committed_at >= self.settings.tuning.commit_interval_s:
+            await self._commit(partition, state, end=False)
         self.progress.observe_batch(topic, partition, len(records), last)
-        metrics.PENDING_PARTITIONS.set(len(self.progress.pending))
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
-        await self._check_done()  # the timer would find out up to half a second later
 
     def _wanted(
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
@@ -161,18 +198,17 @@ class RunProcessor:
         return output_key(out), self.codec.encode_with(self.run_schemas[out["entity"]], out)
 
     async def _send(
-        self, partition: int, key: bytes | None, value: bytes | None, headers: Any = None
-    ) -> None:
-        """Send one record to run-topic ``partition`` inside source partition ``partition``'s
-        transaction (faust's ``Topic.send`` bypasses the transactions even under exactly_once)."""
+        self, topic: str, partition: int | None, key: bytes | None, value: bytes | None,
+        headers: Any, transaction: int,
+    ) -> None:  # fmt: skip
+        """Send one record inside source partition ``transaction``'s transaction (faust's
+        ``Topic.send`` bypasses the transactions even under exactly_once)."""
         producer: Any = self.app.producer
-        tid = self._transactional_id(partition)
+        tid = self._transactional_id(transaction)
         if tid is None:
-            await producer.send(self.run.run_topic, key, value, partition, None, headers)
+            await producer.send(topic, key, value, partition, None, headers)
         else:
-            await producer.send(
-                self.run.run_topic, key, value, partition, None, headers, transactional_id=tid
-            )
+            await producer.send(topic, key, value, partition, None, headers, transactional_id=tid)
 
     async def _send_many(
         self, partition: int, outs: list[tuple[bytes | None, bytes | None]]
@@ -191,7 +227,9 @@ class RunProcessor:
             for key, value in outs:
                 await producer.send(self.run.run_topic, key, value, partition, None, None)
             return
-        aio = producer._transaction_producers[tid]
+        aio = producer._transaction_producers.get(tid)
+        if aio is None:
+            return  # revoked during this batch: its next owner reads it again
         pending = []
         async with producer._trn_locks[tid]:
             batch = aio.create_batch()
@@ -212,74 +250,168 @@ class RunProcessor:
         group = self.app.assignor.group_for_topic(self.source_topics[0])
         return f"{self.app.conf.id}-{group}-{partition}"
 
-    async def _commit(self, tp: TP, offset: int) -> None:
-        consumer: Any = self.app.consumer
-        if self.settings.tuning.guarantee == "exactly_once":
-            await consumer.transactions.commit({tp: offset}, start_new_transaction=True)
-        else:
-            await self.app.producer.flush()
-            await consumer._commit({tp: offset})
+    def _cut(self, topic: str, partition: int) -> int:
+        return self.run.cut.get(topic, {}).get(partition, 0)
 
-    async def _dead_letter(self, topic: str, partition: int, record: Any, reason: str) -> None:
-        self.dead_lettered += 1
-        metrics.DEAD_LETTERS.inc()
-        headers = {
-            "sw-error": reason.encode(),
-            "sw-etl-id": self.run.etl_id.encode(),
-            "sw-topic": topic.encode(),
-            "sw-partition": str(partition).encode(),
-            "sw-offset": str(record.offset).encode(),
+    def _owned(self) -> set[int]:
+        consumer: Any = self.app.consumer
+        return {tp.partition for tp in consumer.assignment() if tp.topic in self.source_topics}
+
+    async def _state(self, partition: int) -> PartitionState | None:
+        """The worker's state of ``partition``; read from the group's commits on takeover."""
+        if partition in self.revoked or partition not in self._owned():
+            return None  # its state stays until the revoke commits it
+        state = self.parts.get(partition)
+        if state is None:
+            tps = [(t, partition) for t in self.source_topics]
+            loop = asyncio.get_running_loop()
+            committed = await loop.run_in_executor(None, self.group.committed, tps)
+            if partition in self.revoked or partition not in self._owned():
+                return None  # revoked while we asked
+            state = self.parts.setdefault(
+                partition, state_from(committed, self.source_topics, time.monotonic())
+            )
+
+        return state
+
+    async def on_revoked(self, revoked: set[TP]) -> None:
+        """Commit what was handled of each revoked partition, then forget it: the next owner
+        starts from that commit. Until the new assignment arrives, batches of these
+        partitions fetched before are dropped: sending them could race their next owner."""
+        partitions = sorted({tp.partition for tp in revoked})
+        self.revoked.update(partitions)
+        for partition in partitions:
+            async with self._lock(partition):
+                state = self.parts.pop(partition, None)
+                if state is None:
+                    continue
+                if state.uncommitted and not state.marked:
+                    try:
+                        await self._commit(partition, state, end=False)
+                    except ProducerFenced:
+                        self._fenced(partition)
+                        continue
+                self.parked[partition] = state
+
+    def on_assigned(self, assigned: set[TP]) -> None:
+        """A partition this worker keeps continues from its parked state (exactly what it
+        committed at the revoke); any other starts from the group's commits when first seen."""
+        kept = {tp.partition for tp in assigned} & set(self.parked)
+        for partition in kept:
+            self.parts[partition] = self.parked[partition]
+        self.parked.clear()
+        self.revoked.clear()  # the consumer's assignment is the truth again
+
+    def _fenced(self, partition: int) -> None:
+        """A newer owner's producer fenced ours: its partition is not ours any more."""
+        log.warning("partition %d moved to another worker mid-batch; leaving it", partition)
+        self.parts.pop(partition, None)
+        self.revoked.add(partition)
+
+    def _lock(self, partition: int) -> asyncio.Lock:
+        """Held while a batch of ``partition`` is handled, so a commit never splits one."""
+        return self.locks.setdefault(partition, asyncio.Lock())
+
+    async def _commit(self, partition: int, state: PartitionState, *, end: bool) -> None:
+        """Commit ``partition``'s transaction with every change topic's next offset, its
+        dead-letter count and, with its end marker, ``end`` (processors/ownership.py)."""
+        note = metadata(state.dead_letters, end)
+        offsets = {
+            TopicPartition(t, partition): OffsetAndMetadata(o, note) for t, o in state.next.items()
         }
-        await self.dlq.send(key=record.key, value=record.value, headers=headers)
+        state.committed_at = time.monotonic()
+        if self.settings.tuning.guarantee != "exactly_once":
+            await self.app.producer.flush()
+            consumer: Any = self.app.consumer
+            await consumer._commit({TP(t, partition): o for t, o in state.next.items()})
+        else:
+            tid = self._transactional_id(partition) or ""  # always set under exactly_once
+            await self.app.producer.commit_transactions({tid: offsets}, self.app.conf.id)
+        state.uncommitted = False
+
+    async def _dead_letter(
+        self, state: PartitionState, topic: str, partition: int, record: Any, reason: str
+    ) -> None:
+        """Send a bad event to the dead-letter topic in its partition's transaction, so a
+        batch that is aborted and read again does not count or send it twice."""
+        self.dead_lettered += 1
+        state.dead_letters += 1
+        metrics.DEAD_LETTERS.inc()
+        headers = [
+            ("sw-error", reason.encode()),
+            ("sw-etl-id", self.run.etl_id.encode()),
+            ("sw-topic", topic.encode()),
+            ("sw-partition", str(partition).encode()),
+            ("sw-offset", str(record.offset).encode()),
+        ]
+        await self._send(self.dlq_topic, None, record.key, record.value, headers, partition)
         log.warning(
             "dead-lettered topic=%s partition=%s offset=%s reason=%s",
-            topic,
-            partition,
-            record.offset,
-            reason,
-        )
+            topic, partition, record.offset, reason,
+        )  # fmt: skip
 
     async def _check_done(self) -> None:
-        if self.finished or not self.progress.done:
+        """End every owned partition that reached its cut; stop once the group has ended all."""
+        if self.finished:
             return
+        owned = self._owned()
+        metrics.PENDING_PARTITIONS.set(
+            sum(1 for p in owned if not (s := self.parts.get(p)) or not s.marked)
+        )
+        for partition in sorted(owned):
+            state = await self._state(partition)
+            if state is not None and not state.marked and state.done(self._cuts(partition)):
+                async with self._lock(partition):
+                    if self.parts.get(partition) is state and not state.marked:
+                        try:
+                            await self._end_partition(partition, state)
+                        except ProducerFenced:
+                            self._fenced(partition)
+        now = time.monotonic()
+        if now - self.checked_group_at < GROUP_CHECK_S:
+            return
+        self.checked_group_at = now
+        if all(self.parts[p].marked for p in owned if p in self.parts) and await self._all_ended():
+            self._finish()
+
+    def _cuts(self, partition: int) -> dict[str, int]:
+        return {t: self._cut(t, partition) for t in self.source_topics}
+
+    async def _end_partition(self, partition: int, state: PartitionState) -> None:
+        """Send ``partition``'s end marker and commit it with the cut, in one transaction.
+
+        The marker carries the partition's dead-letter count to the sink's manifest."""
+        fields = {
+            "etl_id": self.run.etl_id, "partition": partition, "dead_letters": state.dead_letters
+        }  # fmt: skip
+        marker = json.dumps(fields).encode()
+        await self._send(
+            self.run.run_topic, partition, None, marker, [(MARKER_HEADER, END_MARKER)], partition
+        )
+        state.next = self._cuts(partition)
+        await self._commit(partition, state, end=True)
+        state.marked = True
+        log.info("run %s partition %d ended", self.run.etl_id, partition)
+
+    async def _all_ended(self) -> bool:
+        tps = [(t, p) for p in range(self.run.run_partitions) for t in self.source_topics]
+        loop = asyncio.get_running_loop()
+        try:
+            committed = await loop.run_in_executor(None, self.group.committed, tps)
+        except TransientError as exc:
+            log.warning("%s; asking again", exc)
+            return False
+        return all(c.end for c in committed)
+
+    def _finish(self) -> None:
         self.finished = True
-        for partition in range(self.run.run_partitions):
-            # the run's dead-letter count travels once, on partition 0's marker, to the manifest
-            dead = self.dead_lettered if partition == 0 else 0
-            fields = {"etl_id": self.run.etl_id, "partition": partition, "dead_letters": dead}
-            marker = json.dumps(fields).encode()
-            await self._send(partition, None, marker, [(MARKER_HEADER, END_MARKER)])
-        await self._commit_cut()
         self.finished_at = time.monotonic()
         log.info(
             "run %s processed: read=%s forwarded=%s dead_lettered=%s",
-            self.run.etl_id,
-            self.progress.read,
-            self.forwarded,
-            self.dead_lettered,
-        )
+            self.run.etl_id, self.progress.read, self.forwarded, self.dead_lettered,
+        )  # fmt: skip
+        self.group.close()
         self.on_finished()
-
-    async def _commit_cut(self) -> None:
-        """Commit every partition's transaction with the run's cut as its source offsets.
-
-        faust commits a transaction only when its source partition has newly acked events,
-        so the end markers of a partition with nothing left to read would stay uncommitted.
-        """
-        producer: Any = self.app.producer
-        cuts = {
-            p: {TopicPartition(t, p): self.run.cut[t][p] for t in self.source_topics}
-            for p in range(self.run.run_partitions)
-        }
-        if self.settings.tuning.guarantee != "exactly_once":
-            await producer.flush()
-            consumer: Any = self.app.consumer
-            await consumer._commit(
-                {tp: o for offsets in cuts.values() for tp, o in offsets.items()}
-            )
-            return
-        by_transaction = {self._transactional_id(p): offsets for p, offsets in cuts.items()}
-        await producer.commit_transactions(by_transaction, self.app.conf.id)
 
     def on_finished(self) -> None:
         """Replaced by main() with what stops the worker hosting this app."""

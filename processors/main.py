@@ -30,6 +30,7 @@ class RunStats:
     dead_lettered: int
     scan_s: float
     processing_s: float
+    stopped: bool = False  # stopped (SIGTERM) before the run ended
 
     @property
     def events_per_s(self) -> float:
@@ -59,17 +60,19 @@ def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> 
         stopping.append(asyncio.ensure_future(worker.stop(), loop=worker.loop))
 
     processor.on_finished = finished  # type: ignore[method-assign]
+    log = logging.getLogger("sluiceway.processor")
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
-        if exc.code not in (0, None) or not processor.finished:
-            logging.getLogger("sluiceway.processor").error(
-                "processor of run %s stopped before the cut (exit %s)", etl_id, exc.code
-            )
+        if exc.code not in (0, None):
+            log.error("processor of run %s stopped before the cut (exit %s)", etl_id, exc.code)
             raise
+    if not processor.finished:
+        # SIGTERM: faust left the group cleanly after the revoke committed what was handled
+        log.info("processor of run %s stopped; the run's other workers carry on", etl_id)
     first, last = processor.first_event_at, processor.finished_at
     processing = (last - first) if first is not None and last is not None else 0.0
     return RunStats(
         etl_id, processor.progress.read, processor.forwarded, processor.dead_lettered, scan_s,
-        processing,
+        processing, stopped=not processor.finished,
     )  # fmt: skip

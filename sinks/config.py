@@ -64,6 +64,19 @@ class SinkSettings(BaseSettings):
         ),
     )
     poll_timeout_s: float = Field(1.0, gt=0, description="How long one consume() call waits.")
+    member: str | None = Field(
+        None,
+        description=(
+            "Static group membership id (group.instance.id), unique per sink worker, e.g. its "
+            "pod name: a restarted sink gets its partitions back at once instead of after the "
+            "session timeout. None: a dynamic member."
+        ),
+    )
+    session_timeout_ms: int = Field(
+        10_000,
+        ge=6_000,
+        description="How long a sink that stopped answering keeps its partitions.",
+    )
     metrics_port: int | None = Field(
         None, description="Serve Prometheus metrics on this port; None serves nothing."
     )

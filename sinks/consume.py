@@ -1,7 +1,8 @@
 """Reading a run's topic: classifying messages, dead letters, commits. I/O (Kafka).
 
 Offsets are committed synchronously and only up to what ``OffsetTracker`` allows, after
-the dead letters before them are acknowledged, so a crash never skips a message.
+the dead letters before them are acknowledged, so a crash never skips a message
+(sinks/membership.py: commits, rebalances, and when the run is complete).
 
 In a Parquet run, consecutive events of one partition and writer schema are decoded
 together, straight to Arrow (``avro_batch``); anything else, and any batch the decode
@@ -23,14 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 
-from sinks import metrics
+from sinks import membership, metrics
 from sinks.avro_batch import BatchDecoder, lake_table
 from sinks.disk_guard import DiskGuard
 from sinks.errors import LakeWriteError, RunTimeoutError
 from sinks.metrics import LagMonitor, PollTimes
-from sinks.offsets import OffsetTracker
+from sinks.offsets import OffsetTracker, PartitionCommit
 from sinks.plan import RunPlan, TableSchema
 from sinks.rows import event_row
 from sinks.writer import RunWriter
@@ -56,9 +57,10 @@ class RunReader:
     writer: RunWriter
     tracker: OffsetTracker
     rows: int = 0
-    dead_letters: int = 0
-    upstream_dead_letters: int = 0  # what the processor dead-lettered, from its end markers
-    committed: dict[int, int] = field(default_factory=dict)
+    dead_letters: int = 0  # by this process (the run's count travels in the commits)
+    commits: dict[int, PartitionCommit] = field(default_factory=dict)  # last made or found
+    committed: dict[int, int] = field(default_factory=dict)  # their offsets, for the lag
+    group_checked_at: float = 0.0
     guard: DiskGuard | None = None
     lag: LagMonitor | None = None
     poll_times: PollTimes = field(default_factory=PollTimes)
@@ -92,10 +94,9 @@ def handle(reader: RunReader, msg: Message) -> int:
     if offset <= reader.tracker.consumed.get(partition, -1):
         return 0  # delivered again (a reset fetch position): already buffered or written
     if is_end_marker(msg):
-        if partition not in reader.tracker.markers:
-            reader.upstream_dead_letters += marker_dead_letters(msg)
-        reader.tracker.saw_end(partition, offset)
-        return reader.writer.close_partition(partition)
+        if reader.tracker.saw_end(partition, offset, marker_dead_letters(msg)):
+            return reader.writer.close_partition(partition)
+        return 0  # another end marker of an ended partition: it ends nothing new
     if past_end(reader, partition, offset):
         return 0
     reader.tracker.saw(partition, offset)
@@ -217,29 +218,11 @@ def dead_letter(reader: RunReader, msg: Message, reason: str) -> None:
     )
     reader.producer.poll(0)
     reader.dead_letters += 1
+    reader.tracker.dead_lettered(*position(msg))
     metrics.DEAD_LETTERS.inc()
     log.warning(
         "dead letter partition=%d offset=%d reason=%s", msg.partition(), msg.offset(), reason
     )
-
-
-def commit(reader: RunReader) -> None:
-    """Commit what the tracker allows, once the dead letters before it are acknowledged."""
-    wanted = reader.tracker.committable(reader.writer.open_starts())
-    changed = {p: o for p, o in wanted.items() if reader.committed.get(p) != o}
-    if not changed:
-        return
-    if reader.producer.flush(30) != 0:
-        raise TransientError(f"dead letters to {reader.dlq_topic} not acknowledged in 30s")
-    try:
-        reader.consumer.commit(
-            offsets=[TopicPartition(reader.topic, p, o) for p, o in sorted(changed.items())],
-            asynchronous=False,
-        )
-    except KafkaException as exc:
-        raise TransientError(f"cannot commit offsets of {reader.topic}: {exc.args[0]}") from exc
-    metrics.observe_commit(reader.poll_times, changed, time.monotonic())
-    reader.committed.update(changed)
 
 
 def handle_batch(reader: RunReader, messages: list[Message]) -> int:
@@ -322,7 +305,7 @@ def waiting(reader: RunReader, timeout_s: float) -> bool:
     reader.consumer.pause(reader.consumer.assignment())
     # paused partitions return nothing, but whatever does arrive is handled: never dropped
     if handle_batch(reader, reader.consumer.consume(1, timeout=timeout_s)):
-        commit(reader)
+        membership.commit(reader)
     return True
 
 
@@ -332,9 +315,15 @@ def consume_until_complete(
     timeout_s: float,
     expired: Callable[[], bool],
     progress: Callable[[int], None] | None = None,
-) -> None:
-    """Read until every partition's end marker is seen, committing after each file."""
-    while not reader.tracker.complete:
+    stopping: Callable[[], bool] = lambda: False,
+) -> bool:
+    """Read until every partition of the run has ended (in any sink), committing after
+    each file and each end marker. False: asked to stop first (its files are published
+    and committed, so the partitions' next owners start where this sink stopped)."""
+    while not membership.all_ended(reader):
+        if stopping():
+            membership.release(reader)
+            return False
         if expired():
             raise_incomplete(reader)
         if reader.lag is not None:
@@ -342,20 +331,25 @@ def consume_until_complete(
         try:
             if waiting(reader, timeout_s):
                 continue
-            if poll(reader, batch, timeout_s):
-                commit(reader)
+            if (
+                poll(reader, batch, timeout_s)
+                or reader.tracker.markers.keys() - reader.tracker.ended
+            ):
+                membership.commit(reader)
         except LakeWriteError:
-            reader.writer.abort_all()
+            membership.abandon(reader)
             raise
         if progress is not None:
             progress(reader.rows)
+    return True
 
 
 def raise_incomplete(reader: RunReader) -> None:
-    reader.writer.abort_all()
+    membership.abandon(reader)
     raise RunTimeoutError(
         f"run {reader.plan.etl_id} incomplete: no end marker yet on partitions "
-        f"{reader.tracker.missing()} of {reader.topic}; it resumes where it stopped"
+        f"{sorted(set(range(reader.tracker.partitions)) - reader.tracker.ended)} of "
+        f"{reader.topic} here; it resumes where it stopped"
     )
 
 

@@ -2,8 +2,10 @@
 
 load the run -> open the lake -> already complete? return its manifest
 -> plan the tables -> clean up and adopt what an earlier attempt published
--> consume until every partition's end marker -> publish the last files
--> write the manifests -> commit past the end markers -> notify (topic, then webhook)
+-> join the run's consumer group (several sinks share a run; sinks/membership.py)
+-> consume until every partition has ended, in this sink or another
+-> the first sink to see that lists the lake, writes the manifests and notifies
+   (topic, then webhook); the others find the manifest and stop
 
 A local destination short of free space pauses the consume loop (``disk_guard``); the
 reason is recorded as the run's note so ``export status`` shows why it waits.
@@ -18,12 +20,12 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pyarrow.fs as pafs
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 from prometheus_client import start_http_server
 
 from processors.run_schema import run_event_schemas
 from processors.spec import schema_spec_of_run
-from sinks import consume, layout, manifest, notify, plan, recovery, storage
+from sinks import consume, layout, manifest, membership, notify, plan, recovery, storage
 from sinks.config import SinkSettings
 from sinks.consume import RunReader
 from sinks.disk_guard import DiskGuard
@@ -52,8 +54,10 @@ def run(
     clock: Callable[[], float] = time.time,
     fs: pafs.FileSystem | None = None,
     guard: GuardSettings | None = None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
-    """Sink run ``etl_id`` into its destination; returns the run manifest."""
+    """Sink run ``etl_id`` into its destination; returns the run manifest, or
+    ``{"status": "stopped"}`` when ``stopping`` said so first (files published, committed)."""
     guard = guard or GuardSettings()
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     record = kafka_io.load_run(kafka, etl_id)
@@ -68,22 +72,31 @@ def run(
         return done
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, addr="127.0.0.1")
+    recovery.remove_manifest_temporaries(lake, etl_id)
     reader = _reader(kafka, record, lake, settings, clock, guard)
+    rebalancer = membership.Rebalancer(reader, lake)
     try:
-        # Assigned, not subscribed: a run has one sink worker, and a restarted sink must not
-        # wait out its killed predecessor's group session (45 s) nor rebalance mid-run.
-        # Committed offsets still live in the run's group.
-        reader.consumer.assign(
-            [TopicPartition(record.run_topic, p) for p in range(record.run_partitions)]
+        reader.consumer.subscribe(
+            [record.run_topic],
+            on_assign=rebalancer.on_assign,
+            on_revoke=rebalancer.on_revoke,
+            on_lost=rebalancer.on_lost,
         )
-        consume.consume_until_complete(
+        complete = consume.consume_until_complete(
             reader,
             settings.poll_batch,
             settings.poll_timeout_s,
             lambda: deadline is not None and time.monotonic() > deadline,
             progress,
+            stopping,
         )
+        if not complete:
+            log.info("sink of run %s stopped before the run's end", etl_id)
+            return {"etl_id": etl_id, "status": "stopped"}
         return _finish(reader, lake, record, clock, guard)
+    except BaseException:
+        membership.abandon(reader)  # closing the consumer must not commit unwritten rows
+        raise
     finally:
         reader.consumer.close()
 
@@ -103,13 +116,17 @@ def _reader(
     tenants = (spec.remap.tenant,) if spec.remap else spec.tenants
     run_plan = plan.build_plan(record, writer_schemas, tenants, full_export_date(lake, record))
     writer = RunWriter(lake, record.etl_id, settings, clock, run_plan.table_dirs, run_plan.format)
-    writer.adopt(recovery.recover(lake, record.etl_id, run_plan.table_dirs))
     kafka_io.ensure_topics(
         kafka, [kafka.dlq_topic("sink"), kafka.notifications_topic], kafka.partitions
     )
     # a modest fetch queue: librdkafka would otherwise prefetch up to 256 MB of the run topic
-    queue = {"queued.max.messages.kbytes": settings.fetch_queue_kbytes}
-    consumer = kafka_io.consumer(kafka, f"sw-sink-{record.etl_id}", **queue)
+    group = {
+        "queued.max.messages.kbytes": settings.fetch_queue_kbytes,
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": settings.session_timeout_ms,
+        **({"group.instance.id": settings.member} if settings.member else {}),
+    }
+    consumer = kafka_io.consumer(kafka, f"sw-sink-{record.etl_id}", **group)
     return RunReader(
         topic=record.run_topic,
         dlq_topic=kafka.dlq_topic("sink"),
@@ -150,19 +167,25 @@ def _finish(
     clock: Callable[[], float],
     guard: GuardSettings,
 ) -> dict[str, Any]:
-    reader.writer.close_all()
-    consume.commit(reader)
+    """Every partition has ended: write the manifests from what the lake holds, unless
+    another sink of the run already has."""
+    reader.writer.close_all()  # nothing is open once every partition ended; to be sure
+    membership.commit(reader)
+    done = manifest.read_json(lake, layout.run_manifest_path(record.etl_id))
+    if done is not None:
+        log.info("run %s complete; another sink wrote its manifest", record.etl_id)
+        return done
+    partitions = list(range(record.run_partitions))
+    commits = membership.read_commits(reader.consumer, record.run_topic, partitions)
     run_manifest = manifest.build_run_manifest(
         record,
-        reader.writer.published,
+        recovery.published(lake, record.etl_id, reader.plan.table_dirs),
         reader.plan.schema_versions,
         completed_at=datetime.fromtimestamp(clock(), UTC).isoformat(),
-        dead_letters=reader.dead_letters + reader.upstream_dead_letters,
+        dead_letters=sum(c.dead_letters + c.upstream for c in commits.values()),
         full_export_date=reader.plan.full_export_date,
     )
     manifest.write_manifests(lake, run_manifest)
-    reader.tracker.manifest_written = True
-    consume.commit(reader)
     notice = consume.notify(reader, run_manifest)
     log.info(
         "run %s complete: %d files, %d rows, %d bytes",

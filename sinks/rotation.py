@@ -18,6 +18,7 @@ class RotationReason(Enum):
     AGE = "age"
     SCHEMA_CHANGE = "schema_change"
     RUN_END = "run_end"
+    REBALANCE = "rebalance"  # the partition moves to another sink
 
 
 @dataclass(frozen=True)

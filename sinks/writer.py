@@ -149,28 +149,41 @@ class RunWriter:
                 published += self._publish(current, RotationReason.AGE)
         return published
 
-    def close_partition(self, partition: int) -> int:
-        """The partition's input has ended: write and publish all of its files."""
+    def close_partition(
+        self, partition: int, reason: RotationReason = RotationReason.RUN_END
+    ) -> int:
+        """The partition's input has ended (or it moves to another sink): write and publish
+        all of its files."""
         published = 0
         for key in [k for k in self.files if k[1] == partition]:
             published += self._flush(self.files[key], self.clock())
             current = self.files.get(key)
             if current is not None:
-                end = Incoming(0, 0, current.state.schema_id, run_end=True)
-                reason = decide(current.state, end, self.clock())
-                published += self._publish(current, reason or RotationReason.RUN_END)
+                published += self._publish(current, reason)
         return published
 
     def close_all(self) -> int:
         return sum(self.close_partition(p) for p in sorted({k[1] for k in self.files}))
 
     def abort_all(self) -> None:
-        for f in self.files.values():
+        for partition in sorted({k[1] for k in self.files}):
+            self.abort_partition(partition)
+
+    def abort_partition(self, partition: int) -> None:
+        """Drop the partition's open files unpublished (their rows get read again)."""
+        for key in [k for k in self.files if k[1] == partition]:
+            f = self.files.pop(key)
             if isinstance(f, CsvFile):
                 csv_file.abort(self.lake, f)
             else:
                 parquet_file.abort(self.lake, f)
-        self.files.clear()
+
+    def forget(self, partition: int) -> None:
+        """The partition went to another sink: what it publishes is no longer ours to skip."""
+        self.abort_partition(partition)
+        for key in [k for k in self.covered if k[1] == partition]:
+            del self.covered[key]
+        self.published = [r for r in self.published if r.partition != partition]
 
     def open_starts(self) -> dict[int, int]:
         """Smallest first offset of each partition's open files."""

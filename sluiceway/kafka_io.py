@@ -65,6 +65,16 @@ def consumer(kafka: KafkaSettings, group: str, **overrides: Any) -> Consumer:
     return Consumer(conf)
 
 
+def metadata_of(tp: TopicPartition) -> str | None:
+    """A committed offset's metadata. confluent-kafka reads metadata committed by other
+    clients (aiokafka) as a C string, past its end: random bytes after it, or a
+    UnicodeDecodeError, unless the writer ended it with a NUL (callers cut there)."""
+    try:
+        return str(tp.metadata) if tp.metadata is not None else None
+    except UnicodeDecodeError:
+        return None
+
+
 def ensure_topics(
     kafka: KafkaSettings,
     names: Iterable[str],

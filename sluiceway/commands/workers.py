@@ -86,14 +86,26 @@ def process(
 
 
 @friendly_errors
-def sink(run: str = typer.Option(..., "--run", help="etl_id of the run to write.")) -> None:
-    """Write one export run's events to the lake, then its manifest."""
+def sink(
+    run: str = typer.Option(..., "--run", help="etl_id of the run to write."),
+    member: str | None = typer.Option(
+        None,
+        help="Static group member id, unique per sink worker (e.g. the pod name): a restarted "
+        "sink gets its partitions back at once.",
+    ),
+) -> None:
+    """Write one export run's events to the lake; the sink that sees the run end writes its
+    manifest. Several sinks may share a run. SIGTERM: publish open files, commit, stop."""
     from sinks.config import SinkSettings
     from sinks.main import run as run_sink
 
     _worker_logging()
-    manifest = run_sink(run, KafkaSettings(), S3Settings(), SinkSettings())
-    typer.echo(json.dumps(manifest.get("totals", {})))
+    settings = SinkSettings()
+    if member is not None:
+        settings = settings.model_copy(update={"member": member})
+    stop = _stop_on_signals()
+    manifest = run_sink(run, KafkaSettings(), S3Settings(), settings, stopping=stop)
+    typer.echo(json.dumps(manifest.get("totals", {"status": manifest.get("status")})))
 
 
 def register(app: typer.Typer) -> None:

@@ -127,7 +127,9 @@ class SinkProcess:
             self.log_start = out.tell()
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sluiceway.cli", "sink", "--run", self.etl_id],
+            # one static member: a restarted sink gets its partitions back at once
+            [sys.executable, "-m", "sluiceway.cli", "sink", "--run", self.etl_id,
+             "--member", "crash-test-sink"],
             env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )  # fmt: skip

@@ -252,7 +252,7 @@ def test_restart_cleans_up_and_skips_published_offsets(tmp_path: Path) -> None:
     unnoted = table_dir / layout.part_name(0, 99, "csv")  # published, crashed before its note
     unnoted.write_bytes(b'"id"\r\n"99"\r\n')
     restarted = make_writer(tmp_path, max_rows=5)
-    restarted.adopt(recovery.recover(restarted.lake, ETL, DIRS))
+    restarted.adopt(recovery.recover(restarted.lake, ETL, DIRS, range(4)))
     assert not leftover.exists() and not unnoted.exists()
     assert sorted(restarted.published, key=lambda r: r.start_offset) == before
     rows = feed(restarted, 30)  # Kafka redelivers from an earlier commit
@@ -268,7 +268,7 @@ def test_tampered_file_is_not_adopted(tmp_path: Path) -> None:
     writer.close_all()
     first = Path(writer.lake.path(writer.published[0].path))
     first.write_bytes(first.read_bytes() + b'"torn"')
-    records = recovery.recover(writer.lake, ETL, DIRS)
+    records = recovery.recover(writer.lake, ETL, DIRS, range(4))
     assert [r.start_offset for r in records] == [5]
     assert not first.exists()
     note = layout.part_record_path(ETL, "issue", first.name)

@@ -219,7 +219,7 @@ def test_restart_cleans_temporaries_and_skips_published_offsets(tmp_path: Path) 
     leftover = table_dir / layout.temp_name(layout.part_name(0, 2_000), "deadbeef")
     leftover.write_bytes(b"half a file")
     restarted = make_writer(tmp_path, max_rows=500, row_group_rows=100)
-    restarted.adopt(recovery.recover(restarted.lake, ETL, DIRS))
+    restarted.adopt(recovery.recover(restarted.lake, ETL, DIRS, range(4)))
     assert not leftover.exists()
     assert sorted(restarted.published, key=lambda r: r.start_offset) == sorted(
         published_before, key=lambda r: r.start_offset
@@ -234,7 +234,7 @@ def test_torn_part_file_is_deleted_on_recovery(tmp_path: Path) -> None:
     torn = Path(lake.path(DIRS["issue"])) / layout.part_name(0, 0)
     torn.parent.mkdir(parents=True)
     torn.write_bytes(b"PAR1 and then the upload stopped")
-    assert recovery.recover(lake, ETL, DIRS) == []
+    assert recovery.recover(lake, ETL, DIRS, range(4)) == []
     assert not torn.exists()
 
 
@@ -336,6 +336,21 @@ def test_recovery_removes_manifest_temporaries_at_the_root_and_in_runs(tmp_path:
     keep = [root / "manifest.json", root / layout.RUNS_DIR / "20261121T000000Z-0000.json"]
     for path in leftovers + keep:
         path.write_text("{}")
-    recovery.recover(lake, "20261122T000000Z-abcd", {})
+    recovery.remove_manifest_temporaries(lake, "20261122T000000Z-abcd")
     assert [p.exists() for p in leftovers] == [False, False]
     assert all(p.exists() for p in keep)
+
+
+def test_recovery_of_some_partitions_leaves_the_others_alone(tmp_path: Path) -> None:
+    """Another live sink owns partition 1: its temporary and its files are not ours."""
+    writer = make_writer(tmp_path, max_rows=500, row_group_rows=100)
+    feed(writer, 2_400, partitions=2)
+    table_dir = Path(writer.lake.path(DIRS["issue"]))
+    theirs = table_dir / layout.temp_name(layout.part_name(1, 9_000), "cafef00d")
+    ours = table_dir / layout.temp_name(layout.part_name(0, 9_000), "deadbeef")
+    theirs.write_bytes(b"being written")
+    ours.write_bytes(b"left by a dead sink")
+    records = recovery.recover(writer.lake, ETL, DIRS, [0])
+    assert not ours.exists() and theirs.exists()
+    published_0 = sorted(r.path for r in writer.published if r.partition == 0)
+    assert published_0 and sorted(r.path for r in records) == published_0
