@@ -12,7 +12,7 @@ help:
 	@echo "make demo   - install, start the local stack, seed a source, export one tenant, show rows"
 	@echo "make test   - install, start the stack, run the whole test suite"
 	@echo "make lint   - ruff and mypy"
-	@echo "make bench  - benchmarks (table + JSON in benchmarks/results/)"
+	@echo "make bench  - benchmarks (table + JSON in benchmarks/results/); the 1M-issue end-to-end one alone takes ~20 min, see docs/performance.md"
 	@echo "make stack-up | stack-status | stack-down"
 
 system-deps:
