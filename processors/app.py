@@ -61,6 +61,7 @@ class RunProcessor:
         self.progress = RunProgress(run.start, run.cut)
         self.forwarded = 0
         self.first_event_at: float | None = None  # for the throughput the run reports
+        self.first_event_cpu = 0.0  # process CPU time then: events per CPU-second
         self.finished_at: float | None = None
         self.dead_lettered = 0
         self.finished = False
@@ -107,7 +108,7 @@ class RunProcessor:
         transaction: its outputs and its source offsets become visible together."""
         started = time.monotonic()
         if self.first_event_at is None:
-            self.first_event_at = started
+            self.first_event_at, self.first_event_cpu = started, time.process_time()
         topic, partition = tp.topic, tp.partition
         outs: list[tuple[bytes | None, bytes | None]] = []
         for record in records:
