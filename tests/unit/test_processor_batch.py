@@ -101,7 +101,7 @@ def per_event(
     return outs
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(spec=run_specs(), batch=batches(), full=st.booleans())
 def test_batch_path_outputs_what_the_per_event_path_does(
     spec: RunSpec, batch: tuple[list[bytes | None], list[bytes]], full: bool
