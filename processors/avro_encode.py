@@ -140,12 +140,15 @@ def _record(schema: dict[str, Any], names: dict[str, Any]) -> Encoder:
     def encode(values: pa.Array, present: Mask) -> pa.Array:
         if not isinstance(values, pa.StructArray):
             raise UnencodableError(f"record {schema['name']} given {values.type}")
-        names_given = {values.type.field(i).name for i in range(values.type.num_fields)}
-        missing = [name for name, _ in fields if name not in names_given]
+        # flatten() applies the array's offset and validity to its children, which field()
+        # leaves as they are
+        given = values.flatten()
+        by_name = {values.type.field(i).name: given[i] for i in range(values.type.num_fields)}
+        missing = [name for name, _ in fields if name not in by_name]
         if missing:
             raise UnencodableError(f"record {schema['name']} lacks {', '.join(missing)}")
         inner = present & ~_nulls(values)
-        parts = [enc(values.field(name), inner) for name, enc in fields]
+        parts = [enc(by_name[name], inner) for name, enc in fields]
         return pc.binary_join_element_wise(*parts, _EMPTY)
 
     return encode

@@ -192,3 +192,11 @@ def test_encoder_refuses_a_null_where_the_schema_has_none() -> None:
     frame = _frame([{**_issue("t1", 1, datetime(2026, 1, 1, tzinfo=UTC), "A")}])
     with pytest.raises(UnencodableError):
         ColumnEncoder(schema).encode(frame.with_columns(pl.lit(None, pl.Int64).alias("position")))
+
+
+def test_encoder_reads_a_sliced_frame_at_its_offset() -> None:
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    events = [_issue("t1", i, moment, f"P{i}") for i in range(1, 6)]
+    schema = CODEC.schemas["issue"]
+    encoded = ColumnEncoder(schema).encode(_frame(events).slice(2, 2))
+    assert encoded == [CODEC.encode(e) for e in events[2:4]]
