@@ -80,7 +80,8 @@ def process(
         tuning = tuning.model_copy(update={"metrics_port": metrics_port})
     stats = run_processor(run, ProcessorSettings(KafkaSettings(), tuning))
     if as_json:
-        typer.echo(json.dumps({**dataclasses.asdict(stats), "events_per_s": stats.events_per_s}))
+        rates = {"events_per_s": stats.events_per_s, "events_per_cpu_s": stats.events_per_cpu_s}
+        typer.echo(json.dumps({**dataclasses.asdict(stats), **rates}))
     else:
         typer.echo(f"run {run}: read {stats.read}, forwarded {stats.forwarded} events")
 
