@@ -33,6 +33,7 @@ from processors.spec import RunSpec
 from processors.transforms import IssueProject, output_key, select, transform, validate
 from sluiceway.codec import Codec
 from sluiceway.errors import InvalidEventError
+from sluiceway.health import HEALTH
 from sluiceway.runs import END_MARKER, MARKER_HEADER, RunRecord
 
 log = logging.getLogger("sluiceway.processor")
@@ -240,6 +241,7 @@ class RunProcessor:
         )
 
     async def _check_done(self) -> None:
+        HEALTH.beat()  # the half-second timer runs: the worker's event loop is not stuck
         if self.finished or not self.progress.done:
             return
         self.finished = True

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
+
+from sluiceway import health
 
 READ = Counter(
     "sluiceway_processor_events_read_total", "Change events read by the run's worker.", ["topic"]
@@ -28,6 +30,5 @@ PENDING_PARTITIONS = Gauge(
 
 
 def serve(port: int | None) -> None:
-    """Serve /metrics on 127.0.0.1:``port`` (loopback only; None: no endpoint)."""
-    if port is not None:
-        start_http_server(port, addr="127.0.0.1")
+    """/metrics, /healthz and /readyz on ``port`` (None: no endpoint)."""
+    health.serve(port)

@@ -36,6 +36,7 @@ from sinks.rows import event_row
 from sinks.writer import RunWriter
 from sluiceway.codec import HEADER_LEN, MAGIC, Codec
 from sluiceway.errors import InvalidEventError, TransientError
+from sluiceway.health import HEALTH
 from sluiceway.runs import END_MARKER, MARKER_HEADER
 
 log = logging.getLogger("sluiceway.sink")
@@ -335,6 +336,7 @@ def consume_until_complete(
 ) -> None:
     """Read until every partition's end marker is seen, committing after each file."""
     while not reader.tracker.complete:
+        HEALTH.beat()  # each round waits at most the poll timeout: a silent loop is stuck
         if expired():
             raise_incomplete(reader)
         if reader.lag is not None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import pyarrow.fs as pafs
 from confluent_kafka import KafkaException, TopicPartition
-from prometheus_client import start_http_server
 
 from processors.run_schema import run_event_schemas
 from processors.spec import schema_spec_of_run
@@ -32,9 +31,10 @@ from sinks.metrics import LagMonitor
 from sinks.offsets import OffsetTracker
 from sinks.storage import Lake
 from sinks.writer import RunWriter
-from sluiceway import kafka_io, registry
+from sluiceway import health, kafka_io, registry
 from sluiceway.codec import Codec
 from sluiceway.errors import SluicewayError
+from sluiceway.health import HEALTH
 from sluiceway.runs import RunRecord, etl_id_time
 from sluiceway.settings import KafkaSettings, S3Settings
 
@@ -66,8 +66,7 @@ def run(
         notice = consume.publish_notice(kafka_io.producer(kafka), kafka.notifications_topic, done)
         notify.deliver(notice, guard)
         return done
-    if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
+    health.serve(settings.metrics_port)
     reader = _reader(kafka, record, lake, settings, clock, guard)
     try:
         # Assigned, not subscribed: a run has one sink worker, and a restarted sink must not
@@ -76,6 +75,7 @@ def run(
         reader.consumer.assign(
             [TopicPartition(record.run_topic, p) for p in range(record.run_partitions)]
         )
+        HEALTH.ready(True, f"consuming {record.run_topic}")
         consume.consume_until_complete(
             reader,
             settings.poll_batch,
