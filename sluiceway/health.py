@@ -16,7 +16,7 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import make_wsgi_app
+from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -88,9 +88,9 @@ def _json(start_response: StartResponse, ok: bool, body: dict[str, Any]) -> list
     return [payload]
 
 
-def wsgi_app(health: Health) -> WsgiApp:
+def wsgi_app(health: Health, registry: CollectorRegistry = REGISTRY) -> WsgiApp:
     """/healthz and /readyz from ``health``; everything else is the Prometheus exposition."""
-    metrics = make_wsgi_app()
+    metrics = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -113,7 +113,10 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def serve(
-    port: int | None, settings: HealthSettings | None = None, health: Health = HEALTH
+    port: int | None,
+    settings: HealthSettings | None = None,
+    health: Health = HEALTH,
+    registry: CollectorRegistry = REGISTRY,
 ) -> WSGIServer | None:
     """Serve /metrics, /healthz and /readyz on ``port`` from a daemon thread; None: nothing.
 
@@ -124,7 +127,11 @@ def serve(
     health.window_s = settings.live_window_s
     health.beat()  # the window starts when the worker does
     server = make_server(
-        settings.host, port, wsgi_app(health), server_class=_Server, handler_class=_QuietHandler
+        settings.host,
+        port,
+        wsgi_app(health, registry),
+        server_class=_Server,
+        handler_class=_QuietHandler,
     )
     threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
     return server

@@ -74,7 +74,7 @@ def _run(state: target.State, run_type: str, kafka: KafkaSettings, s3: S3Setting
     """One run of the chain, followed to its manifest."""
     run, workers = start_run(_spec(state, run_type), kafka, s3)
     assert workers is not None
-    follow(run, kafka, workers, timeout, lambda _done, _total: None)
+    follow(run, kafka, workers, timeout, lambda _done, _total: None, s3)
     return read_manifest(run, s3)
 
 

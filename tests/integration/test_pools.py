@@ -1,0 +1,82 @@
+"""Worker pools on the real stack: `process --pool` and `sink --pool` pick up a run that
+`export start` only announced (SLUICEWAY_LAUNCH=pool), finish it, and stop on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import psycopg2
+import pytest
+
+from sluiceway.settings import PostgresSettings
+from tests.conftest import Cli
+from tests.net import free_port, get, get_json
+from tests.polling import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def start_pool(cli: Cli, stage: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {**cli.env, "SLUICEWAY_POOL_INTERVAL_S": "0.5"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sluiceway.cli", stage, "--pool", "--metrics-port", str(port)],
+        env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def issue_count(pg: PostgresSettings, tenant: str) -> int:
+    with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM issues WHERE tenant_id = %s", (tenant,))
+        found: int = cur.fetchone()[0]
+    conn.close()
+    return found
+
+
+def test_pools_run_an_announced_run_to_its_manifest(
+    cli: Cli, source_db: PostgresSettings, tmp_path: Path
+) -> None:
+    cli("source", "seed", "--tenants", "2", "--issues-per-tenant", "8")
+    cli("capture", "--snapshot-only")
+    ports = {"process": free_port(), "sink": free_port()}
+    pools = {s: start_pool(cli, s, p, tmp_path / f"{s}-pool.log") for s, p in ports.items()}
+    try:
+        for stage, port in ports.items():
+            wait_for(lambda p=port: get(p, "/readyz")[0] == 200, 60, f"the {stage} pool ready")
+        announcer = Cli({**cli.env, "SLUICEWAY_LAUNCH": "pool"})
+        lake = tmp_path / "lake"
+        run = announcer.json(
+            "export", "start", "--tenant", "tenant-001", "--dest", str(lake), "--wait",
+            "--timeout", "240",
+        )  # fmt: skip
+        expected = issue_count(source_db, "tenant-001")
+        assert run["rows"]["issue"] == expected > 0
+        glob = f"{lake}/*/*/*/daily-export/full-export/issue/{run['etl_id']}/*.parquet"
+        assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{glob}')").fetchall() == [
+            (expected,)
+        ]
+        # the children's samples reach the pools' /metrics (multiprocess mode)
+        _, scraped = get(ports["sink"], "/metrics")
+        assert 'sluiceway_sink_rows_total{table="issue"} ' + f"{float(expected)}" in scraped
+        _, scraped = get(ports["process"], "/metrics")
+        assert "sluiceway_processor_events_read_total" in scraped
+        status, body = get_json(ports["sink"], "/healthz")
+        assert status == 200 and body["status"] == "ok"
+    finally:
+        for pool in pools.values():
+            pool.send_signal(signal.SIGTERM)
+        codes = {stage: pool.wait(60) for stage, pool in pools.items()}
+    assert codes == {"process": 0, "sink": 0}, (tmp_path / "sink-pool.log").read_text()[-2000:]
+
+
+def test_run_and_pool_go_alone(cli: Cli) -> None:
+    both = cli("sink", "--pool", "--run", "x", check=False)
+    assert both.returncode == 1
+    assert "give exactly one of --run ETL_ID and --pool" in both.stderr
+    bad = Cli({**cli.env, "SLUICEWAY_LAUNCH": "k8s"})
+    found = bad("export", "start", "--tenant", "t", "--dest", "/tmp/x", check=False)
+    assert found.returncode == 1
+    assert "SLUICEWAY_LAUNCH='k8s' is not a launch mode" in found.stderr
