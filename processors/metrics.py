@@ -26,6 +26,7 @@ BATCH_SECONDS = Histogram(
 PENDING_PARTITIONS = Gauge(
     "sluiceway_processor_partitions_pending",
     "Change-topic partitions the run has not yet read up to its cut.",
+    multiprocess_mode="livesum",  # under a pool: the live workers' runs, summed
 )
 
 
