@@ -25,6 +25,7 @@ from sluiceway.export import (
     validate_request,
     worker_failure,
 )
+from sluiceway.health import HEALTH
 from sluiceway.runs import RunRecord
 from sluiceway.settings import SECRET_ENV, KafkaSettings, S3Settings, StackSettings
 
@@ -110,6 +111,7 @@ def follow(
         return _follow_registry(run, kafka, s3, timeout, progress)
     deadline, logs = time.monotonic() + timeout, log_dir(run.etl_id)
     while workers["sink"].poll() is None:
+        HEALTH.beat()  # following is the caller's main loop (the migration worker's too)
         _fail_on_worker_failure(run, kafka, workers, logs)
         if time.monotonic() > deadline:
             raise TransientError(
@@ -125,6 +127,7 @@ def _follow_registry(
 ) -> None:
     deadline = time.monotonic() + timeout
     while (item := registry.state(kafka, s3, run.etl_id)).active:
+        HEALTH.beat()
         if time.monotonic() > deadline:
             raise TransientError(
                 f"run {run.etl_id} not complete after {timeout:.0f}s; see the pools' logs"
