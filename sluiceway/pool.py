@@ -148,8 +148,8 @@ def run_pool(
                 HEALTH.ready(False, f"run registry unreadable: {exc}")
                 log.warning("run registry unreadable (%s); retrying", exc)
             else:
-                HEALTH.ready(True, f"{len(pool.children)} runs in progress")
                 pool.start_missing(active)
+                HEALTH.ready(True, f"{len(pool.children)} runs in progress")
             _sleep_unless(stop, pool.settings.interval_s)
     finally:
         HEALTH.ready(False, "stopping")

@@ -80,3 +80,38 @@ def test_run_and_pool_go_alone(cli: Cli) -> None:
     found = bad("export", "start", "--tenant", "t", "--dest", "/tmp/x", check=False)
     assert found.returncode == 1
     assert "SLUICEWAY_LAUNCH='k8s' is not a launch mode" in found.stderr
+
+
+def run_workers(etl_id: str) -> list[int]:
+    """Pids of this machine's `sluiceway ... --run etl_id` processes (from /proc)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:  # it exited meanwhile
+            continue
+        if b"--run" in args and etl_id.encode() in args:
+            found.append(int(cmdline.parent.name))
+    return found
+
+
+def test_a_stopped_pool_stops_its_run_workers(cli: Cli, tmp_path: Path) -> None:
+    cli("source", "seed", "--tenants", "1", "--issues-per-tenant", "3")
+    cli("capture", "--snapshot-only")
+    # announced with no processor anywhere: the sink waits for end markers that never come
+    run = cli.json("export", "start", "--tenant", "tenant-001", "--dest",
+                   str(tmp_path / "lake"), "--no-launch")  # fmt: skip
+    port = free_port()
+    pool = start_pool(cli, "sink", port, tmp_path / "sink-pool.log")
+    try:
+        wait_for(lambda: "1 runs in progress" in get(port, "/readyz")[1], 60, "the run's sink")
+        [child] = run_workers(run["etl_id"])
+        pool.send_signal(signal.SIGTERM)
+        assert pool.wait(60) == 0, (tmp_path / "sink-pool.log").read_text()[-2000:]
+        assert run_workers(run["etl_id"]) == []  # the pool waited for its child: none left
+        assert not Path(f"/proc/{child}").exists()
+    finally:
+        if pool.poll() is None:
+            pool.kill()
+            pool.wait(10)
+        cli("export", "cancel", run["etl_id"])
