@@ -75,7 +75,17 @@ class Pool:
         for item in found:
             if not item.active:
                 self.finished.add(item.run.etl_id)
+                if item.status != "complete":  # cancelled or failed: its worker must stop
+                    self._terminate(item.run.etl_id)
         return [item.run.etl_id for item in found if item.active]
+
+    def _terminate(self, etl_id: str) -> None:
+        """SIGTERM a run's worker; ``reap`` collects it. A complete run's sink is left alone:
+        it still commits and notifies after the manifest that made the run complete."""
+        child = self.children.get(etl_id)
+        if child is not None and child.poll() is None:
+            log.info("run %s is over; stopping its %s worker", etl_id, self.stage)
+            child.send_signal(signal.SIGTERM)
 
     def reap(self) -> None:
         for etl_id, child in list(self.children.items()):

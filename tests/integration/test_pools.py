@@ -115,3 +115,22 @@ def test_a_stopped_pool_stops_its_run_workers(cli: Cli, tmp_path: Path) -> None:
             pool.kill()
             pool.wait(10)
         cli("export", "cancel", run["etl_id"])
+
+
+def test_a_cancelled_run_stops_its_pool_worker(cli: Cli, tmp_path: Path) -> None:
+    cli("source", "seed", "--tenants", "1", "--issues-per-tenant", "3")
+    cli("capture", "--snapshot-only")
+    run = cli.json("export", "start", "--tenant", "tenant-001", "--dest",
+                   str(tmp_path / "lake"), "--no-launch")  # fmt: skip
+    port = free_port()
+    pool = start_pool(cli, "sink", port, tmp_path / "sink-pool.log")
+    try:
+        wait_for(lambda: "1 runs in progress" in get(port, "/readyz")[1], 60, "the run's sink")
+        assert len(run_workers(run["etl_id"])) == 1
+        cli("export", "cancel", run["etl_id"])
+        wait_for(lambda: not run_workers(run["etl_id"]), 60, "the cancelled run's sink to stop")
+        wait_for(lambda: "0 runs in progress" in get(port, "/readyz")[1], 30, "the pool idle")
+        assert pool.poll() is None  # the pool itself goes on
+    finally:
+        pool.send_signal(signal.SIGTERM)
+        assert pool.wait(60) == 0
