@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -134,3 +136,42 @@ def test_a_cancelled_run_stops_its_pool_worker(cli: Cli, tmp_path: Path) -> None
     finally:
         pool.send_signal(signal.SIGTERM)
         assert pool.wait(60) == 0
+
+
+def test_serve_only_announces_and_stops_on_sigterm(cli: Cli, tmp_path: Path) -> None:
+    """serve with SLUICEWAY_LAUNCH=pool: POST /runs announces, the pools run it; SIGTERM
+    ends serve cleanly (uvicorn drains, the lifespan joins the scheduler)."""
+    cli("source", "seed", "--tenants", "1", "--issues-per-tenant", "4")
+    cli("capture", "--snapshot-only")
+    ports = {"process": free_port(), "sink": free_port()}
+    pools = {s: start_pool(cli, s, p, tmp_path / f"{s}-pool.log") for s, p in ports.items()}
+    api_port, token = free_port(), "pool-test-token"
+    env = {**cli.env, "SLUICEWAY_LAUNCH": "pool", "SLUICEWAY_API_TOKEN": token}
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "sluiceway.cli", "serve", "--port", str(api_port)],
+        env=env, stdout=(tmp_path / "serve.log").open("ab"), stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: get(api_port, "/readyz")[0] == 200, 60, "serve ready")
+        spec = {"tenants": ["tenant-001"], "destination": str(tmp_path / "lake")}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{api_port}/runs", data=json.dumps(spec).encode(), method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            assert resp.status == 202
+            etl_id = json.loads(resp.read())["etl_id"]
+        # serve started no worker of its own: the pools' children are the run's workers
+        wait_for(lambda: cli.json("export", "status", etl_id)["status"] == "complete", 180,
+                 "the pools to complete the run")  # fmt: skip
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(60) == 0, (tmp_path / "serve.log").read_text()[-2000:]
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait(10)
+        for pool in pools.values():
+            pool.send_signal(signal.SIGTERM)
+        for pool in pools.values():
+            pool.wait(60)
