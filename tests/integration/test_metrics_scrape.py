@@ -93,7 +93,8 @@ def test_workers_serve_every_dashboard_metric(
     try:
         wait_for(lambda: get(ports["capture"], "/readyz")[0] == 200, 120, "capture ready")
         # a change while streaming, so the stream's own metrics move too
-        cli("source", "churn", "--rate", "20", "--seconds", "1", "--seed", "5")
+        ledger = str(tmp_path / "ledger.jsonl")
+        cli("source", "churn", "--rate", "20", "--seconds", "1", "--seed", "5", "--ledger", ledger)
         target = wal_lsn(source_db)
         wait_for(lambda: slot_caught_up(source_db, f"sw_{unique}", target), 60, "the stream")
         run = cli.json("export", "start", "--tenant", "tenant-001", "--dest",
