@@ -27,10 +27,10 @@ METRICS = typer.Option(None, "--metrics-port", help="Serve /metrics, /healthz an
 def _worker(metrics_port: int | None) -> Callable[[], bool]:
     """Health and metrics for the long-running worker; SIGTERM stops it between deltas."""
     from sluiceway import health
-    from sluiceway.commands.workers import _stop_on_signals
+    from sluiceway.commands.workers import stop_on_signals
 
     health.serve(metrics_port)
-    return _stop_on_signals()
+    return stop_on_signals()
 
 
 @app.command("start")

@@ -56,11 +56,11 @@ def capture(
             typer.echo(json.dumps(counts) if as_json else f"captured {counts}")
             return
     _worker_logging()
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     run_capture(settings, Codec(), stop)
 
 
-def _stop_on_signals() -> Callable[[], bool]:
+def stop_on_signals() -> Callable[[], bool]:
     """SIGTERM and SIGINT ask for a clean stop: flush, confirm, exit."""
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -87,7 +87,7 @@ def _run_or_pool(stage: Stage, run: str | None, pool: bool, metrics_port: int | 
     _worker_logging()
     workers = new_pool(stage, KafkaSettings(), S3Settings(), PoolSettings())
     try:
-        run_pool(workers, _stop_on_signals(), metrics_port, HealthSettings())
+        run_pool(workers, stop_on_signals(), metrics_port, HealthSettings())
     finally:
         cleanup(workers)
     raise typer.Exit(0)
