@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -49,7 +50,6 @@ class Scraper:
     probes: dict[str, set[int]] = field(
         default_factory=lambda: {"/healthz": set(), "/readyz": set()}
     )
-    scrapes: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -57,15 +57,18 @@ class Scraper:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(0.1):
-            status, body = get(self.port, "/metrics")
-            if status != 200:
-                continue
-            self.scrapes += 1
-            for family in text_string_to_metric_families(body):
-                self.samples |= {s.name for s in family.samples}
-            for path, seen in self.probes.items():
-                seen.add(get(self.port, path)[0])
+        while not self._stop.wait(0.2):
+            self.scrape()
+
+    def scrape(self) -> bool:
+        status, body = get(self.port, "/metrics")
+        if status != 200:
+            return False
+        for family in text_string_to_metric_families(body):
+            self.samples |= {s.name for s in family.samples}
+        for path, seen in self.probes.items():
+            seen.add(get(self.port, path)[0])
+        return True
 
     def stop(self) -> None:
         self._stop.set()
@@ -82,6 +85,9 @@ def worker(cli: Cli, log: Path, *args: str) -> subprocess.Popen[bytes]:
 def test_workers_serve_every_dashboard_metric(
     cli: Cli, source_db: PostgresSettings, tmp_path: Path, unique: str
 ) -> None:
+    """Capture streaming, and the processor and sink pools (the Deployments' workers) on a
+    small run: a pool's /metrics keeps its run workers' samples after they exit, so the
+    scrape after the run sees everything the run did."""
     cli("source", "seed", "--tenants", "2", "--issues-per-tenant", "10")
     ports = {"capture": free_port(), "process": free_port(), "sink": free_port()}
     env = settings_for_capture(
@@ -89,32 +95,34 @@ def test_workers_serve_every_dashboard_metric(
     )
     capture = CaptureProcess(env, tmp_path / "capture.log")
     capture.start()
-    scrapers = {"capture": Scraper(ports["capture"])}
+    pool_env = Cli({**cli.env, "SLUICEWAY_POOL_INTERVAL_S": "0.5"})
+    procs = {
+        stage: worker(pool_env, tmp_path / f"{stage}.log", stage, "--pool", "--metrics-port",
+                      str(ports[stage]))
+        for stage in ("process", "sink")
+    }  # fmt: skip
+    scrapers = {stage: Scraper(port) for stage, port in ports.items()}
     try:
-        wait_for(lambda: get(ports["capture"], "/readyz")[0] == 200, 120, "capture ready")
+        for stage, port in ports.items():
+            wait_for(lambda p=port: get(p, "/readyz")[0] == 200, 120, f"{stage} ready")
         # a change while streaming, so the stream's own metrics move too
         ledger = str(tmp_path / "ledger.jsonl")
         cli("source", "churn", "--rate", "20", "--seconds", "1", "--seed", "5", "--ledger", ledger)
         target = wal_lsn(source_db)
         wait_for(lambda: slot_caught_up(source_db, f"sw_{unique}", target), 60, "the stream")
-        run = cli.json("export", "start", "--tenant", "tenant-001", "--dest",
-                       str(tmp_path / "lake"), "--no-launch")  # fmt: skip
-        procs = {}
-        for stage in ("process", "sink"):
-            metrics = ("--metrics-port", str(ports[stage]))
-            procs[stage] = worker(
-                cli, tmp_path / f"{stage}.log", stage, "--run", run["etl_id"], *metrics
-            )
-            scrapers[stage] = Scraper(ports[stage])
-        for stage, proc in procs.items():
-            assert proc.wait(240) == 0, (tmp_path / f"{stage}.log").read_text()[-3000:]
-        assert cli.json("export", "status", run["etl_id"])["status"] == "complete"
-        # capture outlives the run: scrape it once more now that everything happened
-        scrapers["capture"].scrapes = 0
-        wait_for(lambda: scrapers["capture"].scrapes >= 1, 30, "a last capture scrape")
+        announcer = Cli({**cli.env, "SLUICEWAY_LAUNCH": "pool"})
+        run = announcer.json("export", "start", "--tenant", "tenant-001", "--dest",
+                             str(tmp_path / "lake"), "--wait", "--timeout", "240")  # fmt: skip
+        assert run["rows"]["issue"] > 0
+        for stage, scraper in scrapers.items():  # once more, now that everything happened
+            assert scraper.scrape(), stage
     finally:
         for scraper in scrapers.values():
             scraper.stop()
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            proc.wait(60)
         capture.stop()
     served = set().union(*(s.samples for s in scrapers.values()))
     missing = dashboard_metrics() - served
@@ -122,6 +130,31 @@ def test_workers_serve_every_dashboard_metric(
     for stage, scraper in scrapers.items():
         assert 200 in scraper.probes["/healthz"], stage
         assert 200 in scraper.probes["/readyz"], stage
+
+
+def test_a_single_run_worker_answers_its_probes(cli: Cli, tmp_path: Path) -> None:
+    """`sink --run --metrics-port` on a run with no processor: it waits for end markers, so
+    it stays up to be probed; it is ready once it consumes the run topic."""
+    cli("source", "seed", "--tenants", "1", "--issues-per-tenant", "3")
+    cli("capture", "--snapshot-only")
+    run = cli.json("export", "start", "--tenant", "tenant-001", "--dest",
+                   str(tmp_path / "lake"), "--no-launch")  # fmt: skip
+    port = free_port()
+    sink = worker(cli, tmp_path / "sink.log", "sink", "--run", run["etl_id"], "--metrics-port",
+                  str(port))  # fmt: skip
+    try:
+        wait_for(lambda: get(port, "/readyz")[0] == 200, 60, "the sink ready")
+        status, body = get(port, "/readyz")
+        topic = f"{cli.env['SLUICEWAY_KAFKA_TOPIC_PREFIX']}run.{run['etl_id']}"
+        assert json.loads(body) == {"status": "ready", "reason": f"consuming {topic}"}
+        status, body = get(port, "/healthz")
+        assert status == 200 and json.loads(body)["status"] == "ok"
+        status, body = get(port, "/metrics")
+        assert status == 200 and "sluiceway_sink_consumer_lag{" in body
+    finally:
+        sink.kill()
+        sink.wait(10)
+        cli("export", "cancel", run["etl_id"])
 
 
 def test_capture_confirms_what_it_streamed_when_stopped(
