@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
 from sluiceway.health import Health, HealthSettings, serve
+from sluiceway.settings import settings_problem
 
 
 class Clock:
@@ -78,6 +80,20 @@ def test_no_port_serves_nothing() -> None:
     assert serve(None) is None
 
 
-def test_bad_window_is_refused_with_its_value() -> None:
-    with pytest.raises(ValueError, match="live_window_s"):
-        HealthSettings(live_window_s=0)
+def test_bad_setting_is_one_line_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLUICEWAY_HEALTH_LIVE_WINDOW_S", "soon")
+    with pytest.raises(ValidationError) as caught:
+        HealthSettings()
+    assert settings_problem(caught.value) == (
+        "bad setting SLUICEWAY_HEALTH_LIVE_WINDOW_S='soon': "
+        "Input should be a valid number, unable to parse string as a number"
+    )
+
+
+def test_other_validation_errors_are_not_settings_problems() -> None:
+    class Shape(BaseModel):
+        size: int
+
+    with pytest.raises(ValidationError) as caught:
+        Shape(size="big")  # type: ignore[arg-type]
+    assert settings_problem(caught.value) is None
