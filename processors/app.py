@@ -41,6 +41,7 @@ from processors.spec import RunSpec
 from processors.transforms import IssueProject, output_key, select, transform, validate
 from sluiceway.codec import Codec
 from sluiceway.errors import InvalidEventError, TransientError
+from sluiceway.health import HEALTH
 from sluiceway.runs import END_MARKER, MARKER_HEADER, RunRecord
 
 log = logging.getLogger("sluiceway.processor")
@@ -366,6 +367,7 @@ class RunProcessor:
 
     async def _check_done(self) -> None:
         """End every owned partition that reached its cut; stop once the group has ended all."""
+        HEALTH.beat()  # the half-second timer runs: the worker's event loop is not stuck
         if self.finished:
             return
         owned = self._owned()

@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import faust
 
@@ -16,6 +17,7 @@ from processors.config import ProcessorSettings
 from processors.scan import issue_projects, latest_offsets
 from processors.spec import spec_of_run
 from sluiceway.codec import Codec
+from sluiceway.health import HEALTH
 from sluiceway.kafka_io import load_run
 from sluiceway.settings import SECRET_ENV
 
@@ -69,6 +71,12 @@ def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> 
         stopping.append(asyncio.ensure_future(worker.stop(), loop=worker.loop))
 
     processor.on_finished = finished  # type: ignore[method-assign]
+
+    def assigned(_app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        # a worker the group gave no partition is a ready standby, not a failing one
+        HEALTH.ready(True, f"{len(args[0])} change-topic partitions assigned")
+
+    processor.app.on_partitions_assigned.connect(assigned)
     log = logging.getLogger("sluiceway.processor")
     try:
         worker.execute_from_commandline()
