@@ -27,19 +27,21 @@ from typing import Any
 
 import faust
 from aiokafka.errors import ProducerFenced
-from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from faust.types import TP
 
 from processors import fetch, metrics
+from processors.batch import BatchPath
 from processors.config import ProcessorSettings
 from processors.ownership import GroupOffsets, PartitionState, metadata, state_from
 from processors.progress import RunProgress
 from processors.run_schema import run_event_schemas
 from processors.scan import Latest
 from processors.spec import RunSpec
+from processors.transactions import Transactions
 from processors.transforms import IssueProject, output_key, select, transform, validate
 from sluiceway.codec import Codec
 from sluiceway.errors import InvalidEventError, TransientError
+from sluiceway.health import HEALTH
 from sluiceway.runs import END_MARKER, MARKER_HEADER, RunRecord
 
 log = logging.getLogger("sluiceway.processor")
@@ -64,11 +66,14 @@ class RunProcessor:
         self.settings, self.run, self.spec, self.codec = settings, run, spec, codec
         self.latest, self.issue_project = lookups.latest, lookups.issue_project
         self.run_schemas = run_event_schemas(spec, codec)
+        full = self.latest is not None
+        self.batch = BatchPath(spec, codec, self.run_schemas, self.issue_project, full)
         self.tenants = frozenset(run.tenants)
         self.entities = frozenset(run.entities)
         self.progress = RunProgress(run.start, run.cut)
         self.forwarded = 0
         self.first_event_at: float | None = None  # for the throughput the run reports
+        self.first_event_cpu = 0.0  # process CPU time then: events per CPU-second
         self.finished_at: float | None = None
         self.dead_lettered = 0
         self.finished = False
@@ -107,6 +112,7 @@ class RunProcessor:
         app.batch_handler = self.handle_batch
         self.source_topics = [kafka.cdc_topic(e) for e in self.run.entities]
         self.source = app.topic(*self.source_topics, key_type=bytes, value_type=bytes)
+        self.txn = Transactions(app, self.source_topics, tuning.guarantee == "exactly_once")
         # The agent subscribes the worker to the change topics (and so joins the group);
         # the records themselves arrive in batches through handle_batch (processors/fetch.py).
         app.agent(self.source, name="forward")(self._agent)
@@ -148,19 +154,13 @@ class RunProcessor:
             if not records:
                 return
         if self.first_event_at is None:
-            self.first_event_at = started
-        outs: list[tuple[bytes | None, bytes | None]] = []
-        for record in records:
-            if not self._wanted(topic, partition, record.offset, record.key, record.value):
-                continue
-            try:
-                out = self._transform(record.key, record.value)
-            except InvalidEventError as exc:
-                await self._dead_letter(state, topic, partition, record, str(exc))
-            else:
-                if out is not None:
-                    outs.append(out)
-        await self._send_many(partition, outs)
+            self.first_event_at, self.first_event_cpu = started, time.process_time()
+        wanted = [r for r in records if self._wanted(topic, partition, r.offset, r.key, r.value)]
+        keys, values = [r.key for r in wanted], [r.value for r in wanted]
+        outs = self.batch.transform(keys, values, self.entities) if wanted else []
+        if outs is None:  # the batch path doubts something: event by event, as it always was
+            outs = await self._transform_each(state, topic, partition, wanted)
+        await self.txn.send_many(self.run.run_topic, partition, outs)
         self.forwarded += len(outs)
         metrics.READ.labels(topic).inc(len(records))
         metrics.FORWARDED.labels(topic).inc(len(outs))
@@ -186,6 +186,22 @@ class RunProcessor:
             return False  # a full run keeps only each key's last version
         return select(key, self.tenants)
 
+    async def _transform_each(
+        self, state: PartitionState, topic: str, partition: int, records: Sequence[Any]
+    ) -> list[tuple[bytes | None, bytes | None]]:
+        """The per-event path: each record decoded, transformed and encoded alone, and an
+        invalid one dead-lettered with its reason."""
+        outs: list[tuple[bytes | None, bytes | None]] = []
+        for record in records:
+            try:
+                out = self._transform(record.key, record.value)
+            except InvalidEventError as exc:
+                await self._dead_letter(state, topic, partition, record, str(exc))
+            else:
+                if out is not None:
+                    outs.append(out)
+        return outs
+
     def _transform(
         self, key: bytes | None, value: bytes | None
     ) -> tuple[bytes | None, bytes | None] | None:
@@ -196,59 +212,6 @@ class RunProcessor:
         if out is None:
             return None
         return output_key(out), self.codec.encode_with(self.run_schemas[out["entity"]], out)
-
-    async def _send(
-        self, topic: str, partition: int | None, key: bytes | None, value: bytes | None,
-        headers: Any, transaction: int,
-    ) -> None:  # fmt: skip
-        """Send one record inside source partition ``transaction``'s transaction (faust's
-        ``Topic.send`` bypasses the transactions even under exactly_once)."""
-        producer: Any = self.app.producer
-        tid = self._transactional_id(transaction)
-        if tid is None:
-            await producer.send(topic, key, value, partition, None, headers)
-        else:
-            await producer.send(topic, key, value, partition, None, headers, transactional_id=tid)
-
-    async def _send_many(
-        self, partition: int, outs: list[tuple[bytes | None, bytes | None]]
-    ) -> None:
-        """Send a batch's outputs to run-topic ``partition`` in as few producer batches as fit.
-
-        faust sends one record per call (a lock, a future and a task each); its aiokafka
-        producer of the partition's transaction takes whole batches, under faust's own lock
-        for that transaction so a commit never interleaves.
-        """
-        if not outs:
-            return
-        producer: Any = self.app.producer
-        tid = self._transactional_id(partition)
-        if tid is None:
-            for key, value in outs:
-                await producer.send(self.run.run_topic, key, value, partition, None, None)
-            return
-        aio = producer._transaction_producers.get(tid)
-        if aio is None:
-            return  # revoked during this batch: its next owner reads it again
-        pending = []
-        async with producer._trn_locks[tid]:
-            batch = aio.create_batch()
-            for key, value in outs:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    pending.append(
-                        await aio.send_batch(batch, self.run.run_topic, partition=partition)
-                    )
-                    batch = aio.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            pending.append(await aio.send_batch(batch, self.run.run_topic, partition=partition))
-        await asyncio.gather(*pending)
-
-    def _transactional_id(self, partition: int) -> str | None:
-        """The id faust's TransactionManager gives source partition ``partition``'s transaction."""
-        if self.settings.tuning.guarantee != "exactly_once":
-            return None
-        group = self.app.assignor.group_for_topic(self.source_topics[0])
-        return f"{self.app.conf.id}-{group}-{partition}"
 
     def _cut(self, topic: str, partition: int) -> int:
         return self.run.cut.get(topic, {}).get(partition, 0)
@@ -315,18 +278,8 @@ class RunProcessor:
     async def _commit(self, partition: int, state: PartitionState, *, end: bool) -> None:
         """Commit ``partition``'s transaction with every change topic's next offset, its
         dead-letter count and, with its end marker, ``end`` (processors/ownership.py)."""
-        note = metadata(state.dead_letters, end)
-        offsets = {
-            TopicPartition(t, partition): OffsetAndMetadata(o, note) for t, o in state.next.items()
-        }
         state.committed_at = time.monotonic()
-        if self.settings.tuning.guarantee != "exactly_once":
-            await self.app.producer.flush()
-            consumer: Any = self.app.consumer
-            await consumer._commit({TP(t, partition): o for t, o in state.next.items()})
-        else:
-            tid = self._transactional_id(partition) or ""  # always set under exactly_once
-            await self.app.producer.commit_transactions({tid: offsets}, self.app.conf.id)
+        await self.txn.commit(partition, state.next, metadata(state.dead_letters, end))
         state.uncommitted = False
 
     async def _dead_letter(
@@ -344,7 +297,7 @@ class RunProcessor:
             ("sw-partition", str(partition).encode()),
             ("sw-offset", str(record.offset).encode()),
         ]
-        await self._send(self.dlq_topic, None, record.key, record.value, headers, partition)
+        await self.txn.send(self.dlq_topic, None, record.key, record.value, headers, partition)
         log.warning(
             "dead-lettered topic=%s partition=%s offset=%s reason=%s",
             topic, partition, record.offset, reason,
@@ -352,6 +305,7 @@ class RunProcessor:
 
     async def _check_done(self) -> None:
         """End every owned partition that reached its cut; stop once the group has ended all."""
+        HEALTH.beat()  # the half-second timer runs: the worker's event loop is not stuck
         if self.finished:
             return
         owned = self._owned()
@@ -385,7 +339,7 @@ class RunProcessor:
             "etl_id": self.run.etl_id, "partition": partition, "dead_letters": state.dead_letters
         }  # fmt: skip
         marker = json.dumps(fields).encode()
-        await self._send(
+        await self.txn.send(
             self.run.run_topic, partition, None, marker, [(MARKER_HEADER, END_MARKER)], partition
         )
         state.next = self._cuts(partition)

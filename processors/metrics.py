@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
+
+from sluiceway import health
 
 READ = Counter(
     "sluiceway_processor_events_read_total", "Change events read by the run's worker.", ["topic"]
@@ -24,10 +26,10 @@ BATCH_SECONDS = Histogram(
 PENDING_PARTITIONS = Gauge(
     "sluiceway_processor_partitions_pending",
     "Change-topic partitions the run has not yet read up to its cut.",
+    multiprocess_mode="livesum",  # under a pool: the live workers' runs, summed
 )
 
 
 def serve(port: int | None) -> None:
-    """Serve /metrics on 127.0.0.1:``port`` (loopback only; None: no endpoint)."""
-    if port is not None:
-        start_http_server(port, addr="127.0.0.1")
+    """/metrics, /healthz and /readyz on ``port`` (None: no endpoint)."""
+    health.serve(port)

@@ -28,6 +28,7 @@ from producers.slot import create_slot, inspect_slot, replication_connection
 from producers.snapshot import Progress, SnapshotRun, run_snapshot
 from producers.stream import Streamer
 from sluiceway.codec import Codec
+from sluiceway.health import HEALTH
 from sluiceway.kafka_io import ensure_topics, producer
 from sluiceway.settings import ENTITIES
 
@@ -81,6 +82,7 @@ def run(
                 backoff = MIN_BACKOFF_S  # it had been working: retry soon
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             log.warning("source connection lost (%s); reconnecting in %.1fs", first, backoff)
+            HEALTH.ready(False, f"source connection lost: {first}")
             metrics.RECONNECTS.inc()
             _sleep_unless(stop, backoff)
             backoff = min(backoff * 2, settings.tuning.reconnect_max_s)
@@ -89,6 +91,7 @@ def run(
 def _sleep_unless(stop: Stop, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not stop():
+        HEALTH.beat()  # waiting out the backoff on purpose: alive, and /readyz says why
         time.sleep(0.1)
 
 
@@ -101,6 +104,7 @@ def _capture(
     settings: CaptureSettings, codec: Codec, prod: Producer, stop: Stop, progress: Progress | None
 ) -> None:
     check_source(settings, codec)
+    HEALTH.ready(True, "snapshot")
     slot = settings.tuning.slot
     state = ckpt.load(settings.kafka, slot)
     repl = replication_connection(settings.pg)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge
+
+from sluiceway import health
 
 EVENTS = Counter("sluiceway_capture_events_total", "Change events produced", ["entity", "op"])
 SNAPSHOT_ROWS = Counter(
@@ -23,5 +25,5 @@ RECONNECTS = Counter("sluiceway_capture_reconnects_total", "Reconnects after a s
 
 
 def serve(port: int | None) -> None:
-    if port is not None:
-        start_http_server(port, addr="127.0.0.1")
+    """/metrics, /healthz and /readyz on ``port`` (None: no endpoint)."""
+    health.serve(port)

@@ -31,6 +31,7 @@ from producers.events import change_event, lsn_to_int, position, timestamp_ms
 from producers.source import TABLES, Column, columns
 from producers.tenants import Tenants
 from sluiceway.codec import Codec, event_key
+from sluiceway.health import HEALTH
 from sluiceway.partitioning import partition_for
 from sluiceway.settings import ENTITIES
 
@@ -183,6 +184,7 @@ def _snapshot_table(cur: Any, run: SnapshotRun, entity: str) -> None:
     started, rows, saved = run.clock(), 0, run.clock()
     for chunk in _chunks(cur, run, entity):
         _publish_chunk(run, entity, chunk)
+        HEALTH.beat()
         rows += len(chunk)
         if run.state is not None:
             run.state.last_key[TABLES[entity]] = [chunk[-1][0], chunk[-1][1]]

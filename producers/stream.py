@@ -30,6 +30,7 @@ from producers.source import TABLES
 from producers.tenants import Tenants
 from producers.wal2json import Decoder, Heartbeat, Transaction
 from sluiceway.codec import Codec, event_key
+from sluiceway.health import HEALTH
 
 log = logging.getLogger("sluiceway.capture")
 
@@ -74,6 +75,7 @@ class Streamer:
             start_lsn=self.tracker.confirmed, status_interval=10,
         )  # fmt: skip
         log.info("streaming from %s", int_to_lsn(self.tracker.confirmed))
+        HEALTH.ready(True, "streaming")
         try:
             while not self.stop():
                 self._step(cur, heartbeat_conn)
@@ -83,6 +85,7 @@ class Streamer:
             heartbeat_conn.close()
 
     def _step(self, cur: Any, heartbeat_conn: Any) -> None:
+        HEALTH.beat()  # each step waits at most 0.2 s for the slot: a silent loop is stuck
         msg = cur.read_message()
         if msg is None:
             self.prod.poll(0)

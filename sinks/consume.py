@@ -37,6 +37,7 @@ from sinks.rows import event_row
 from sinks.writer import RunWriter
 from sluiceway.codec import HEADER_LEN, MAGIC, Codec
 from sluiceway.errors import InvalidEventError, TransientError
+from sluiceway.health import HEALTH
 from sluiceway.runs import END_MARKER, MARKER_HEADER
 
 log = logging.getLogger("sluiceway.sink")
@@ -321,6 +322,7 @@ def consume_until_complete(
     each file and each end marker. False: asked to stop first (its files are published
     and committed, so the partitions' next owners start where this sink stopped)."""
     while not membership.all_ended(reader):
+        HEALTH.beat()  # each round waits at most the poll timeout: a silent loop is stuck
         if stopping():
             membership.release(reader)
             return False

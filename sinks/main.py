@@ -21,7 +21,6 @@ from typing import Any
 
 import pyarrow.fs as pafs
 from confluent_kafka import KafkaException
-from prometheus_client import start_http_server
 
 from processors.run_schema import run_event_schemas
 from processors.spec import schema_spec_of_run
@@ -34,9 +33,10 @@ from sinks.metrics import LagMonitor
 from sinks.offsets import OffsetTracker
 from sinks.storage import Lake
 from sinks.writer import RunWriter
-from sluiceway import kafka_io, registry
+from sluiceway import health, kafka_io, registry
 from sluiceway.codec import Codec
 from sluiceway.errors import SluicewayError
+from sluiceway.health import HEALTH
 from sluiceway.runs import RunRecord, etl_id_time
 from sluiceway.settings import KafkaSettings, S3Settings
 
@@ -70,8 +70,7 @@ def run(
         notice = consume.publish_notice(kafka_io.producer(kafka), kafka.notifications_topic, done)
         notify.deliver(notice, guard)
         return done
-    if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
+    health.serve(settings.metrics_port)
     recovery.remove_manifest_temporaries(lake, etl_id)
     reader = _reader(kafka, record, lake, settings, clock, guard)
     rebalancer = membership.Rebalancer(reader, lake)
@@ -82,6 +81,7 @@ def run(
             on_revoke=rebalancer.on_revoke,
             on_lost=rebalancer.on_lost,
         )
+        HEALTH.ready(True, f"consuming {record.run_topic}")
         complete = consume.consume_until_complete(
             reader,
             settings.poll_batch,

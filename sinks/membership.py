@@ -17,7 +17,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from sinks import metrics, recovery
 from sinks.offsets import PartitionCommit, parse_commit
@@ -30,7 +30,12 @@ if TYPE_CHECKING:
     from sinks.consume import RunReader
 
 log = logging.getLogger("sluiceway.sink")
-GROUP_CHECK_S = 1.0  # how often a sink asks whether every partition has ended
+GROUP_CHECK_S = 1.0
+REBALANCING = {
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.UNKNOWN_MEMBER_ID,
+}  # how often a sink asks whether every partition has ended
 
 
 def commit(reader: RunReader, only: set[int] | None = None) -> None:
@@ -52,6 +57,11 @@ def commit(reader: RunReader, only: set[int] | None = None) -> None:
     try:
         reader.consumer.commit(offsets=offsets, asynchronous=False)
     except KafkaException as exc:
+        if exc.args[0].code() in REBALANCING:
+            # Safe to leave for later: the files are published, and whoever owns a partition
+            # next skips its published offsets (recovery) instead of writing them twice.
+            log.warning("commit of %s deferred: %s", reader.topic, exc.args[0].str())
+            return
         raise TransientError(f"cannot commit offsets of {reader.topic}: {exc.args[0]}") from exc
     metrics.observe_commit(
         reader.poll_times, {p: c.offset for p, c in changed.items()}, time.monotonic()

@@ -35,6 +35,8 @@ CONSUMER_LAG = Gauge(
     "sluiceway_sink_consumer_lag",
     "Messages of the run topic not yet committed: high watermark - committed offset.",
     ["topic", "partition"],
+    # under a pool (multiprocess mode) only live workers count: a finished run has no lag
+    multiprocess_mode="livemax",
 )
 WEBHOOK_ATTEMPTS = Counter(
     "sluiceway_sink_webhook_attempts_total", "HTTP requests made to the completion webhook."
@@ -49,6 +51,7 @@ WEBHOOK_UNDELIVERED = Counter(
 DISK_GUARD_PAUSED = Gauge(
     "sluiceway_sink_disk_guard_paused",
     "1 while the sink waits for free space at its destination, else 0.",
+    multiprocess_mode="livemax",
 )
 
 

@@ -10,9 +10,11 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from sluiceway.errors import SluicewayError
+from sluiceway.settings import settings_problem
 
 F = TypeVar("F", bound=Callable[..., Any])
 err_console = Console(stderr=True)
@@ -27,6 +29,12 @@ def friendly_errors(func: F) -> F:
             return func(*args, **kwargs)
         except SluicewayError as exc:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from exc
+        except ValidationError as exc:
+            problem = settings_problem(exc)  # a bad SLUICEWAY_* variable, not a bug
+            if problem is None:
+                raise
+            err_console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from exc
 
     return wrapper  # type: ignore[return-value]

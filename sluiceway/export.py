@@ -198,7 +198,7 @@ def scanned(run: RunRecord, kafka: KafkaSettings) -> tuple[int, int]:
     group = ConsumerGroupTopicPartitions(f"sw-process-{run.etl_id}")
     client = admin(kafka)  # must outlive its futures: they resolve on its thread
     result = client.list_consumer_group_offsets([group])
-    committed = next(iter(result.values())).result(10)
+    committed = next(iter(result.values())).result(30)  # slow under load; 10 s timed out
     done = 0
     for tp in committed.topic_partitions or []:
         start = run.start.get(tp.topic, {}).get(tp.partition)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from processors.spec import RunSpec
 from sluiceway import registry
@@ -21,11 +25,36 @@ from sluiceway.export import (
     validate_request,
     worker_failure,
 )
+from sluiceway.health import HEALTH
 from sluiceway.runs import RunRecord
-from sluiceway.settings import KafkaSettings, S3Settings, StackSettings
+from sluiceway.settings import SECRET_ENV, KafkaSettings, S3Settings, StackSettings
 
 Workers = dict[str, subprocess.Popen[bytes]]
 Progress = Callable[[int, int], None]
+LaunchMode = Literal["subprocess", "pool"]
+
+
+class LaunchSettings(BaseSettings):
+    """Who runs a started run's workers: this process's children, or the worker pools."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICEWAY_", frozen=True)
+
+    launch: LaunchMode = Field(
+        "subprocess",
+        description="subprocess: start `process`/`sink --run` here; pool: only announce the "
+        "run, for `process --pool` and `sink --pool` (Deployments) to pick up.",
+    )
+
+
+def launch_mode() -> LaunchMode:
+    """SLUICEWAY_LAUNCH, read when a run starts; a bad value is one line naming it."""
+    try:
+        return LaunchSettings().launch
+    except ValidationError as exc:
+        found = os.environ.get("SLUICEWAY_LAUNCH")
+        raise ConfigError(
+            f"SLUICEWAY_LAUNCH={found!r} is not a launch mode; expected subprocess or pool"
+        ) from exc
 
 
 def log_dir(etl_id: str) -> Path:
@@ -38,7 +67,11 @@ def start_run(
 ) -> tuple[RunRecord, Workers | None]:  # fmt: skip
     """Validate, refuse a busy destination, announce the run and (optionally) launch its workers.
 
-    ``replay_to``: a full run of the destination as of that time (``sluiceway replay``)."""
+    ``replay_to``: a full run of the destination as of that time (``sluiceway replay``).
+    With SLUICEWAY_LAUNCH=pool the pools run the workers: Workers is then empty ({})."""
+    mode = launch_mode() if launch else None
+    if mode == "pool":
+        _check_pool_secret(spec)
     spec = spec.model_copy(update={"destination": absolute_destination(spec.destination)})
     validate_request(spec, kafka, s3)
     busy = registry.active_at(kafka, s3, spec.destination)
@@ -49,18 +82,36 @@ def start_run(
         )
     run = plan_run(spec, kafka, s3, replay_to)
     announce(run, kafka)
-    if not launch:
+    if mode is None:
         return run, None
+    if mode == "pool":
+        return run, {}
     secret = spec.pii_secret.get_secret_value() if spec.pii_secret else None
     return run, launch_workers(run, kafka, log_dir(run.etl_id), secret)
 
 
+def _check_pool_secret(spec: RunSpec) -> None:
+    """Pools hash with their own SLUICEWAY_PII_SECRET: a run must not expect another one."""
+    given = spec.pii_secret.get_secret_value() if spec.pii_secret else None
+    if given is not None and given != os.environ.get(SECRET_ENV):
+        raise ConfigError(
+            f"with SLUICEWAY_LAUNCH=pool the pools hash PII with their {SECRET_ENV}; the spec's "
+            "pii_secret differs from this process's: set the same secret for both"
+        )
+
+
 def follow(
-    run: RunRecord, kafka: KafkaSettings, workers: Workers, timeout: float, progress: Progress
-) -> None:
-    """Wait for the sink to finish; a worker that fails marks the run failed."""
+    run: RunRecord, kafka: KafkaSettings, workers: Workers, timeout: float, progress: Progress,
+    s3: S3Settings,
+) -> None:  # fmt: skip
+    """Wait for the sink to finish; a worker that fails marks the run failed.
+
+    No workers (the pools run them): wait for the registry to call the run final."""
+    if not workers:
+        return _follow_registry(run, kafka, s3, timeout, progress)
     deadline, logs = time.monotonic() + timeout, log_dir(run.etl_id)
     while workers["sink"].poll() is None:
+        HEALTH.beat()  # following is the caller's main loop (the migration worker's too)
         _fail_on_worker_failure(run, kafka, workers, logs)
         if time.monotonic() > deadline:
             raise TransientError(
@@ -69,6 +120,22 @@ def follow(
         progress(*scanned(run, kafka))
         time.sleep(0.5)
     _fail_on_worker_failure(run, kafka, workers, logs)
+
+
+def _follow_registry(
+    run: RunRecord, kafka: KafkaSettings, s3: S3Settings, timeout: float, progress: Progress
+) -> None:
+    deadline = time.monotonic() + timeout
+    while (item := registry.state(kafka, s3, run.etl_id)).active:
+        HEALTH.beat()
+        if time.monotonic() > deadline:
+            raise TransientError(
+                f"run {run.etl_id} not complete after {timeout:.0f}s; see the pools' logs"
+            )
+        progress(*scanned(run, kafka))
+        time.sleep(0.5)
+    if item.status != "complete":
+        raise TransientError(f"run {run.etl_id} is {item.status}: {item.reason}")
 
 
 def _fail_on_worker_failure(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENTITIES: tuple[str, ...] = ("project", "user", "issue", "comment", "worklog")
@@ -108,6 +108,29 @@ class StackSettings(BaseSettings):
     )
     kafka_heap: str = Field("768m", description="-Xmx of the Kafka JVM.")
     start_timeout_s: float = Field(120.0, description="How long `stack up` waits per server.")
+
+
+def _settings_classes(base: type[BaseSettings] = BaseSettings) -> list[type[BaseSettings]]:
+    found = []
+    for cls in base.__subclasses__():
+        found += [cls, *_settings_classes(cls)]
+    return found
+
+
+def settings_problem(exc: ValidationError) -> str | None:
+    """One line naming each bad environment variable, its value and what is expected, when
+    ``exc`` comes from building a settings class; None for any other validation error."""
+    classes = [c for c in _settings_classes() if c.__name__ == exc.title]
+    if not classes:
+        return None
+    prefix = str(classes[0].model_config.get("env_prefix", ""))
+    problems = []
+    for error in exc.errors():
+        name = f"{prefix}{'_'.join(str(part) for part in error['loc'])}".upper()
+        found = error.get("input")
+        shown = f"={found!r}" if isinstance(found, str | int | float) else ""
+        problems.append(f"{name}{shown}: {error['msg'].removeprefix('Value error, ')}")
+    return "bad setting " + "; ".join(problems)
 
 
 def to_env(settings: BaseSettings) -> dict[str, str]:

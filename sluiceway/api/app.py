@@ -14,7 +14,8 @@ from typing import Any
 from confluent_kafka import KafkaException
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,7 +31,10 @@ from sluiceway.settings import KafkaSettings, S3Settings
 TITLE = "Sluiceway control API"
 DOCS_URL = "/docs"
 OPENAPI_URL = "/openapi.json"
-PUBLIC_PATHS = frozenset({"/healthz", DOCS_URL, f"{DOCS_URL}/oauth2-redirect", OPENAPI_URL})
+# The probes and the scrape go without the token: the kubelet and Prometheus send none, and
+# these answer only up/down and counters, never a run, a tenant or a setting.
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+PUBLIC_PATHS = PROBE_PATHS | {DOCS_URL, f"{DOCS_URL}/oauth2-redirect", OPENAPI_URL}
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,26 @@ def _install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
+def _health_routes(app: FastAPI, services: Services) -> None:
+    @app.get("/healthz", response_model=Health, tags=["Health"])
+    def healthz() -> Health:
+        """Liveness: answers without a token and without touching the stack."""
+        return Health(status="ok", version=__version__)
+
+    @app.get("/readyz", tags=["Health"], responses={503: {"description": "Not ready."}})
+    def readyz() -> JSONResponse:
+        """Readiness: the scheduler runs and its last probe found Kafka answering."""
+        reason = services.scheduler.not_ready()
+        if reason is not None:
+            return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["Health"], response_class=PlainTextResponse)
+    def metrics() -> Response:
+        """Prometheus exposition of this process's registry."""
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
 def create_app(services: Services) -> FastAPI:
     """The control API over ``services``; the scheduler runs while the app's lifespan does."""
     # Imported here: the routers import this module for Services and ApiError.
@@ -158,10 +182,7 @@ def create_app(services: Services) -> FastAPI:
     _install_handlers(app)
     app.add_middleware(BearerAuth, token=services.token, public=PUBLIC_PATHS)
 
-    @app.get("/healthz", response_model=Health, tags=["Health"])
-    def healthz() -> Health:
-        """Liveness: answers without a token and without touching the stack."""
-        return Health(status="ok", version=__version__)
+    _health_routes(app, services)
 
     app.include_router(datapipeline.router)
     app.include_router(runs.router)

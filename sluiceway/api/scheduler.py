@@ -267,6 +267,14 @@ class Scheduler:
             self._thread.join(timeout)
             self._thread = None
 
+    def not_ready(self) -> str | None:
+        """Why the scheduler cannot work now, or None while it can (the API's /readyz)."""
+        if self._thread is None or not self._thread.is_alive():
+            return "the scheduler is not running"
+        if self._broker_down:
+            return "Kafka does not answer the scheduler's probe"
+        return None
+
     def _loop(self) -> None:
         while not self._stop.wait(self.tick_s):
             try:

@@ -96,7 +96,7 @@ def demo(
     run, workers = start_run(spec, kafka, S3Settings())
     assert workers is not None
     with console.status(f"exporting tenant-001 as run {run.etl_id}"):
-        follow(run, kafka, workers, 600, lambda done, total: None)
+        follow(run, kafka, workers, 600, lambda done, total: None, S3Settings())
     manifest = read_manifest(run, S3Settings())
     console.print(
         f"run [bold]{run.etl_id}[/bold]: rows per table "

@@ -48,11 +48,11 @@ def start(
     run, workers = start_run(spec, kafka, s3, launch)
     if workers is None or not wait:
         commands = [f"sluiceway {stage} --run {run.etl_id}" for stage in ("process", "sink")]
-        logs = str(log_dir(run.etl_id)) if launch else None
+        logs = str(log_dir(run.etl_id)) if workers else None  # None: elsewhere, or the pools
         payload = {"etl_id": run.etl_id, "status": "running", "logs": logs, "workers": commands}
         print_payload(payload, as_json)
         return
-    follow_with_progress(run, kafka, workers, timeout, as_json)
+    follow_with_progress(run, kafka, workers, timeout, as_json, s3)
     report_run(run, read_manifest(run, s3), as_json)
 
 
@@ -77,8 +77,9 @@ def _spec(
 
 
 def follow_with_progress(
-    run: RunRecord, kafka: KafkaSettings, workers: Workers, timeout: float, quiet: bool
-) -> None:
+    run: RunRecord, kafka: KafkaSettings, workers: Workers, timeout: float, quiet: bool,
+    s3: S3Settings,
+) -> None:  # fmt: skip
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -93,6 +94,7 @@ def follow_with_progress(
             workers,
             timeout,
             lambda done, total: bar.update(task, completed=done, total=total),
+            s3,
         )
 
 

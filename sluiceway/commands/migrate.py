@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,16 @@ app = typer.Typer(no_args_is_help=True)
 TARGET = typer.Option(..., "--target-dsn", help="libpq DSN or postgresql:// URL of the target.")
 NAME = typer.Option(None, "--name", help="The migration (default: the target's only one).")
 JSON = typer.Option(False, "--json", help="Print JSON.")
+METRICS = typer.Option(None, "--metrics-port", help="Serve /metrics, /healthz and /readyz here.")
+
+
+def _worker(metrics_port: int | None) -> Callable[[], bool]:
+    """Health and metrics for the long-running worker; SIGTERM stops it between deltas."""
+    from sluiceway import health
+    from sluiceway.commands.workers import stop_on_signals
+
+    health.serve(metrics_port)
+    return stop_on_signals()
 
 
 @app.command("start")
@@ -33,6 +44,7 @@ def start(
     interval: float = typer.Option(5.0, "--interval", min=0.0, help="Seconds between deltas."),
     replace: bool = typer.Option(False, "--replace", help="Delete B's rows first (one txn)."),
     as_json: bool = JSON,
+    metrics_port: int | None = METRICS,
 ) -> None:
     """Copy tenant A into tenant B of the target, then apply A's changes until cutover.
 
@@ -40,7 +52,8 @@ def start(
     request = worker.Request(from_tenant, to_tenant, target_dsn, dest, id_offset, interval,
                              replace)  # fmt: skip
     say = (lambda _line: None) if as_json else typer.echo
-    state = worker.migrate(request, KafkaSettings(), S3Settings(), PostgresSettings(), say)
+    stop = _worker(metrics_port)
+    state = worker.migrate(request, KafkaSettings(), S3Settings(), PostgresSettings(), say, stop)
     print_payload(_state_dict(state), as_json)
 
 
@@ -51,6 +64,7 @@ def resume(
     name: str | None = NAME,
     interval: float = typer.Option(5.0, "--interval", min=0.0, help="Seconds between deltas."),
     as_json: bool = JSON,
+    metrics_port: int | None = METRICS,
 ) -> None:
     """Resume a migration from the state kept in the target (as ``start`` with its arguments)."""
     conn = target.connect(target_dsn)
@@ -61,7 +75,8 @@ def resume(
     request = worker.Request(state.from_tenant, state.to_tenant, target_dsn, state.destination,
                              state.id_offset, interval)  # fmt: skip
     say = (lambda _line: None) if as_json else typer.echo
-    done = worker.migrate(request, KafkaSettings(), S3Settings(), PostgresSettings(), say)
+    stop = _worker(metrics_port)
+    done = worker.migrate(request, KafkaSettings(), S3Settings(), PostgresSettings(), say, stop)
     print_payload(_state_dict(done), as_json)
 
 

@@ -39,10 +39,10 @@ def replay(
     assert workers is not None
     if not wait:
         payload = {"etl_id": run.etl_id, "status": "running", "replay_to": run.replay_to,
-                   "logs": str(log_dir(run.etl_id))}  # fmt: skip
+                   "logs": str(log_dir(run.etl_id)) if workers else None}  # fmt: skip
         print_payload(payload, as_json)
         return
-    follow_with_progress(run, kafka, workers, timeout, as_json)
+    follow_with_progress(run, kafka, workers, timeout, as_json, s3)
     report_run(run, read_manifest(run, s3), as_json)
 
 

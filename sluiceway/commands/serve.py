@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
 import typer
 
 from sluiceway.cli import friendly_errors
@@ -25,7 +28,10 @@ def serve(
     app = create_app(Services.build(KafkaSettings(), S3Settings(), token))
     typer.echo(f"control API on http://{host}:{port} (OpenAPI at /docs)", err=True)
     # uvicorn handles SIGTERM/SIGINT itself: it stops accepting, drains, then ends the
-    # lifespan, which joins the scheduler thread before the process exits.
+    # lifespan, which joins the scheduler thread. Afterwards it re-raises the signal to the
+    # handler it found: this one, so a clean stop exits 0 (143 would read as a failure); a
+    # SIGTERM before uvicorn listens exits 0 at once, as nothing is running yet.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 

@@ -8,12 +8,16 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from typing import Literal
 
 import typer
 from rich.progress import Progress, TaskID
 
 from sluiceway.cli import friendly_errors
+from sluiceway.errors import ConfigError
 from sluiceway.settings import KafkaSettings, PostgresSettings, S3Settings
+
+Stage = Literal["process", "sink"]
 
 
 def _worker_logging() -> None:
@@ -52,11 +56,11 @@ def capture(
             typer.echo(json.dumps(counts) if as_json else f"captured {counts}")
             return
     _worker_logging()
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     run_capture(settings, Codec(), stop)
 
 
-def _stop_on_signals() -> Callable[[], bool]:
+def stop_on_signals() -> Callable[[], bool]:
     """SIGTERM and SIGINT ask for a clean stop: flush, confirm, exit."""
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -64,30 +68,60 @@ def _stop_on_signals() -> Callable[[], bool]:
     return stopping.is_set
 
 
+RUN = typer.Option(None, "--run", help="etl_id of the one run to work on.")
+POOL = typer.Option(
+    False, "--pool", help="Keep running: start a worker for every active run (Deployments)."
+)
+METRICS_PORT = typer.Option(None, help="Serve /metrics, /healthz and /readyz here.")
+
+
+def _run_or_pool(stage: Stage, run: str | None, pool: bool, metrics_port: int | None) -> str:
+    """The run to work on; with --pool, runs the pool until SIGTERM and exits."""
+    if pool == (run is not None):
+        raise ConfigError(f"give exactly one of --run ETL_ID and --pool to `sluiceway {stage}`")
+    if run is not None:
+        return run
+    from sluiceway.health import HealthSettings
+    from sluiceway.pool import PoolSettings, cleanup, new_pool, run_pool
+
+    _worker_logging()
+    workers = new_pool(stage, KafkaSettings(), S3Settings(), PoolSettings())
+    try:
+        run_pool(workers, stop_on_signals(), metrics_port, HealthSettings())
+    finally:
+        cleanup(workers)
+    raise typer.Exit(0)
+
+
 @friendly_errors
 def process(
-    run: str = typer.Option(..., "--run", help="etl_id of the run to process."),
-    metrics_port: int | None = typer.Option(None, help="Serve Prometheus metrics here."),
+    run: str | None = RUN,
+    pool: bool = POOL,
+    metrics_port: int | None = METRICS_PORT,
     as_json: bool = typer.Option(False, "--json", help="Print the worker's statistics as JSON."),
 ) -> None:
     """Run a faust worker for one export run until its cut, then send end markers."""
     from processors.config import ProcessorSettings, ProcessorTuning
     from processors.main import run as run_processor
 
+    run = _run_or_pool("process", run, pool, metrics_port)
     _worker_logging()
     tuning = ProcessorTuning()
     if metrics_port is not None:
         tuning = tuning.model_copy(update={"metrics_port": metrics_port})
     stats = run_processor(run, ProcessorSettings(KafkaSettings(), tuning))
     if as_json:
-        typer.echo(json.dumps({**dataclasses.asdict(stats), "events_per_s": stats.events_per_s}))
+        rates = {"events_per_s": stats.events_per_s, "events_per_cpu_s": stats.events_per_cpu_s}
+        typer.echo(json.dumps({**dataclasses.asdict(stats), **rates}))
     else:
         typer.echo(f"run {run}: read {stats.read}, forwarded {stats.forwarded} events")
 
 
 @friendly_errors
 def sink(
-    run: str = typer.Option(..., "--run", help="etl_id of the run to write."),
+    run: str | None = RUN,
+    pool: bool = POOL,
+    metrics_port: int | None = METRICS_PORT,
     member: str | None = typer.Option(
         None,
         help="Static group member id, unique per sink worker (e.g. the pod name): a restarted "
@@ -99,11 +133,14 @@ def sink(
     from sinks.config import SinkSettings
     from sinks.main import run as run_sink
 
+    run = _run_or_pool("sink", run, pool, metrics_port)
     _worker_logging()
     settings = SinkSettings()
+    if metrics_port is not None:
+        settings = settings.model_copy(update={"metrics_port": metrics_port})
     if member is not None:
         settings = settings.model_copy(update={"member": member})
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     manifest = run_sink(run, KafkaSettings(), S3Settings(), settings, stopping=stop)
     typer.echo(json.dumps(manifest.get("totals", {"status": manifest.get("status")})))
 

@@ -20,14 +20,16 @@ from sluiceway.backup import table_rows
 from sluiceway.codec import Codec
 from sluiceway.errors import ConfigError
 from sluiceway.export import absolute_destination
+from sluiceway.health import HEALTH
 from sluiceway.kafka_io import known_tenants
-from sluiceway.migrate import logic, target
+from sluiceway.migrate import logic, metrics, target
 from sluiceway.migrate.logic import CUT_OVER, CUTOVER_REQUESTED, Row
 from sluiceway.runner import follow, log_dir, read_manifest, start_run
 from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings, S3Settings, StackSettings
 
 log = logging.getLogger("sluiceway.migrate")
 Say = Callable[[str], None]
+Stop = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def _run(state: target.State, run_type: str, kafka: KafkaSettings, s3: S3Setting
     """One run of the chain, followed to its manifest."""
     run, workers = start_run(_spec(state, run_type), kafka, s3)
     assert workers is not None
-    follow(run, kafka, workers, timeout, lambda _done, _total: None)
+    follow(run, kafka, workers, timeout, lambda _done, _total: None, s3)
     return read_manifest(run, s3)
 
 
@@ -140,8 +142,11 @@ def prepare(request: Request, kafka: KafkaSettings, source: PostgresSettings,
 
 
 def migrate(request: Request, kafka: KafkaSettings, s3: S3Settings, source: PostgresSettings,
-            say: Say) -> target.State:  # fmt: skip
-    """Start (or resume) the migration and run it until cut-over; returns the final state."""
+            say: Say, stop: Stop = lambda: False) -> target.State:  # fmt: skip
+    """Start (or resume) the migration and run it until cut-over; returns the final state.
+
+    ``stop()`` (SIGTERM) ends it between deltas: the state row already says where it is, so
+    ``migrate resume`` goes on from there."""
     codec = Codec()
     state, missing = prepare(request, kafka, source, codec)
     conn = target.connect(request.target_dsn)
@@ -152,7 +157,8 @@ def migrate(request: Request, kafka: KafkaSettings, s3: S3Settings, source: Post
             say(f"resuming {state.name} ({state.status}) after run {state.last_etl_id}")
         settle(state.destination, kafka, s3, request.run_timeout, say)
         state = _catch_up(state, conn, codec, s3, say)
-        return _loop(request, state, conn, codec, kafka, s3, say)
+        HEALTH.ready(True, f"migrating {state.name}")
+        return _loop(request, state, conn, codec, kafka, s3, say, stop)
     finally:
         conn.close()
 
@@ -170,6 +176,7 @@ def _start(request: Request, conn: Any, codec: Codec, kafka: KafkaSettings, s3: 
     counts = target.apply_full(conn, codec, state, _run_rows(lake, manifest, state.to_tenant),
                                missing, request.replace)  # fmt: skip
     say(f"copied {manifest['etl_id']}: {counts}")
+    metrics.applied(manifest["etl_id"], "full", counts)
     found = target.read_state(conn, state.name)
     conn.rollback()
     assert found is not None
@@ -188,6 +195,7 @@ def _apply(state: target.State, etl_id: str, conn: Any, codec: Codec, s3: S3Sett
     counts = target.apply_delta(conn, codec, state.name, state.last_etl_id, etl_id,
                                 _run_rows(lake, manifest, state.to_tenant), final)  # fmt: skip
     say(f"applied {etl_id}: {counts}")
+    metrics.applied(etl_id, "delta", counts)
     found = target.read_state(conn, state.name)
     conn.rollback()
     assert found is not None
@@ -210,10 +218,14 @@ def _status(conn: Any, name: str) -> str:
 
 
 def _loop(request: Request, state: target.State, conn: Any, codec: Codec, kafka: KafkaSettings,
-          s3: S3Settings, say: Say) -> target.State:  # fmt: skip
+          s3: S3Settings, say: Say, stop: Stop) -> target.State:  # fmt: skip
     while True:
         deadline = time.monotonic() + request.interval
         while time.monotonic() < deadline and _status(conn, state.name) != CUTOVER_REQUESTED:
+            HEALTH.beat()
+            if stop():
+                say(f"stopped after {state.last_etl_id}; resume with: sluiceway migrate resume")
+                return state
             time.sleep(0.25)
         # read before the run starts: a final delta's cut must come after the request
         final = _status(conn, state.name) == CUTOVER_REQUESTED

@@ -40,17 +40,20 @@ def dead_letters(
     return found
 
 
+# 60 issues fill a fetched batch past processors/batch.py's MIN_BATCH: the batch path meets
+# the bad event and hands the batch to the per-event path, which dead-letters it alone.
+@pytest.mark.parametrize("issues", [10, 60])
 def test_bad_events_are_dead_lettered_counted_and_skipped(
-    cli: Cli, kafka: KafkaSettings, tmp_path: Path
+    cli: Cli, kafka: KafkaSettings, tmp_path: Path, issues: int
 ) -> None:
-    seeded = cli.json("source", "seed", "--tenants", "2", "--issues-per-tenant", "10")
+    seeded = cli.json("source", "seed", "--tenants", "2", "--issues-per-tenant", str(issues))
     cli("capture", "--snapshot-only")
     inject(kafka, "issue", f"{TENANT}/999001".encode(), b"not avro at all")
     result = cli.json("export", "start", "--tenant", TENANT, "--dest", str(tmp_path), "--wait")
     status = cli.json("export", "status", result["etl_id"])
     assert status["dead_letters"] == 1
     assert status["status"] == "complete"
-    assert result["rows"]["issue"] == 10  # the good rows all landed
+    assert result["rows"]["issue"] == issues  # the good rows all landed
     manifest = json.loads((tmp_path / "_runs" / f"{result['etl_id']}.json").read_text())
     assert manifest["dead_letters"] == 1
     [(key, headers)] = dead_letters(kafka, 1)
@@ -58,4 +61,4 @@ def test_bad_events_are_dead_lettered_counted_and_skipped(
     assert b"not Avro single-object encoded" in headers["sw-error"]
     assert headers["sw-etl-id"] == result["etl_id"].encode()
     assert headers["sw-topic"] == kafka.cdc_topic("issue").encode()
-    assert seeded["rows"]["issue"] == 20
+    assert seeded["rows"]["issue"] == 2 * issues

@@ -115,6 +115,21 @@ def test_healthz_and_openapi_are_public() -> None:
     assert anonymous.get("/docs").status_code == 200
 
 
+def test_probes_and_scrape_are_public() -> None:
+    # outside the lifespan the scheduler has not started: not ready, yet alive
+    anonymous = TestClient(create_app(fake_services()))
+    assert anonymous.get("/healthz").status_code == 200
+    response = anonymous.get("/readyz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "not ready", "reason": "the scheduler is not running"}
+    with TestClient(create_app(fake_services())) as running:
+        assert running.get("/readyz").json() == {"status": "ready"}
+        scrape = running.get("/metrics")
+    assert scrape.status_code == 200
+    assert scrape.headers["content-type"].startswith("text/plain")
+    assert "# TYPE process_cpu_seconds_total counter" in scrape.text
+
+
 def test_token_comparison() -> None:
     secret = SecretStr("abc")
     assert token_matches(b"Bearer abc", secret)

@@ -48,4 +48,27 @@ def test_dashboard_queries_only_registered_metrics() -> None:
 def test_prometheus_config_scrapes_every_stage() -> None:
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"] for job in config["scrape_configs"]}
-    assert jobs == {"sluiceway-capture", "sluiceway-processor", "sluiceway-sink"}
+    assert jobs == {"sluiceway-capture", "sluiceway-processor", "sluiceway-sink", "sluiceway-serve"}
+
+
+def test_prometheus_ports_are_the_workers_metrics_ports() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    compose = yaml.safe_load((DEPLOY.parent / "docker-compose.yml").read_text())["services"]
+    for job in config["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            [service] = sd["names"]
+            command = compose[service]["command"]
+            assert command[command.index("--metrics-port") + 1] == str(sd["port"])
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                service, port = target.split(":")
+                assert port in compose[service]["command"]
+
+
+def test_grafana_provisioning_names_the_dashboards_datasource() -> None:
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    datasources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    [source] = datasources["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    dashboard = json.loads((DEPLOY / "grafana" / "sluiceway-dashboard.json").read_text())
+    assert dashboard["templating"]["list"][0]["query"] == source["type"]

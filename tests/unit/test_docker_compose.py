@@ -10,7 +10,9 @@ import yaml
 from sluiceway.settings import project_root
 from sluiceway.stack import SERVERS
 
-SLUICEWAY_SERVICES = ("capture", "sluiceway")
+SLUICEWAY_SERVICES = ("capture", "processor", "sink", "serve", "sluiceway")
+# the long-running services and the port their health server listens on
+HEALTH_PORTS = {"capture": 9400, "processor": 9401, "sink": 9402, "serve": 18400}
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +66,40 @@ def test_dockerfile_installs_the_package() -> None:
     dockerfile = (project_root() / "Dockerfile").read_text()
     assert "FROM python:3.11-slim" in dockerfile
     assert "pip install ." in dockerfile
+
+
+@pytest.mark.parametrize("name", HEALTH_PORTS)
+def test_workers_are_healthchecked_on_readyz(services: dict[str, Any], name: str) -> None:
+    service = services[name]
+    port = HEALTH_PORTS[name]
+    assert str(port) in _command(service)
+    probe = " ".join(service["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{port}/readyz" in probe
+    env = service["environment"]
+    assert env["SLUICEWAY_HEALTH_HOST"] == "0.0.0.0"  # Prometheus scrapes from its container
+    assert env["SLUICEWAY_LAUNCH"] == "pool"
+
+
+def test_pools_run_the_workers(services: dict[str, Any]) -> None:
+    assert "--pool" in _command(services["processor"])
+    assert "--pool" in _command(services["sink"])
+    assert services["processor"]["deploy"]["replicas"] == 2
+    assert "SLUICEWAY_API_TOKEN" in services["serve"]["environment"]
+
+
+def test_prometheus_and_grafana_are_provisioned(services: dict[str, Any]) -> None:
+    root = project_root()
+    mounts = {
+        str(v).split(":")[0]: str(v).split(":")[1]
+        for name in ("prometheus", "grafana")
+        for v in services[name]["volumes"]
+    }
+    assert mounts["./deploy/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    dashboards = yaml.safe_load(
+        (root / "deploy/grafana/provisioning/dashboards/sluiceway.yml").read_text()
+    )
+    folder = dashboards["providers"][0]["options"]["path"]
+    assert mounts["./deploy/grafana/sluiceway-dashboard.json"].startswith(folder + "/")
+    for host_path in mounts:
+        assert (root / host_path).exists(), host_path

@@ -1,0 +1,221 @@
+"""A fetched batch's events decoded, transformed and encoded column-wise. Pure.
+
+The per-event path (fastavro decode, processors/transforms.py, fastavro encode) costs
+~40 us an event; a batch of one writer schema is decoded into columns by polars
+(sinks/avro_batch.py, as the sink does), transformed with polars expressions that mirror
+transforms.py function by function, and encoded column-wise (processors/avro_encode.py).
+Its outputs are exactly the per-event path's (tests/unit/test_processor_batch.py runs
+random batches through both).
+
+Whatever the batch path cannot decode or doubts (a corrupt or unknown value, an event that
+fails validation, an id that remap would overflow, a type it does not encode) makes
+``BatchPath.transform`` return None: the caller then takes the per-event path for the
+whole batch, which dead-letters each invalid event alone with its reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+from polars.exceptions import PanicException, PolarsError
+
+from processors.avro_encode import ColumnEncoder, UnencodableError, UnsupportedSchemaError
+from processors.spec import RunSpec
+from processors.transforms import MASK, REFERENCES, IssueProject, pii_hash
+from sinks.avro_batch import BatchDecoder
+from sluiceway.codec import Codec, EventSchema, plain_schema
+
+# Below this many events the per-event path is as fast: polars has a fixed cost per call.
+MIN_BATCH = 32
+INT64_MAX = 2**63 - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Avro types whose polars values print as fastavro's do, so pii_hash hashes the same text.
+HASHABLE = frozenset({"string", "long", "int", "boolean", "double"})
+
+Output = tuple[bytes | None, bytes | None]
+
+
+class DoubtError(Exception):
+    """The batch holds something only the per-event path handles faithfully."""
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def in_scope_rows(frame: pl.DataFrame, spec: RunSpec) -> pl.Series:
+    """transforms.in_scope per row: selected tenant and entity, changed at/after from_date."""
+    keep = pl.col("tenant_id").is_in(spec.tenants) & pl.col("entity").is_in(spec.entities)
+    if spec.from_date is not None:
+        after = pl.col("after")
+        # A delete has no row, so its commit time stands in for the row's update time.
+        updated = after.struct.field("updated")
+        moment = pl.when(after.is_null()).then(pl.col("source_ts")).otherwise(updated)
+        keep &= moment.cast(pl.Int64) >= _micros(spec.from_date)
+    return frame.select(keep.alias("keep")).to_series()
+
+
+def project_keys(frame: pl.DataFrame, entity: str, issue_project: IssueProject) -> pl.Series:
+    """transforms._project_key per row (None where the event names no project)."""
+    present = frame["after"].is_not_null().to_list()
+    tenants = frame["tenant_id"].to_list()
+    if entity == "project":
+        return _field(frame, "key")
+    if entity == "issue":
+        own = _field(frame, "project_key").to_list()
+        ids = frame["entity_id"].to_list()
+        rows = zip(present, own, tenants, ids, strict=True)
+        keys = [k if p else issue_project(t, i) for p, k, t, i in rows]
+        return pl.Series(keys, dtype=pl.String)
+    if entity in ("comment", "worklog"):
+        issues = _field(frame, "issue_id").to_list()
+        rows3 = zip(present, tenants, issues, strict=True)
+        keys = [issue_project(t, i) if p else None for p, t, i in rows3]
+        return pl.Series(keys, dtype=pl.String)
+    return pl.Series([None] * frame.height, dtype=pl.String)
+
+
+def _field(frame: pl.DataFrame, name: str) -> pl.Series:
+    after = pl.col("after")
+    expr = pl.when(after.is_not_null()).then(after.struct.field(name))
+    return frame.select(expr.alias(name)).to_series()
+
+
+def opted_out_rows(
+    frame: pl.DataFrame, entity: str, spec: RunSpec, issue_project: IssueProject
+) -> pl.Series:
+    """transforms.opted_out per row."""
+    if not spec.opt_out:
+        return pl.Series([False] * frame.height)
+    keys = project_keys(frame, entity, issue_project).cast(pl.String)
+    return keys.is_in(spec.opt_out).fill_null(False)
+
+
+def redacted_after(frame: pl.DataFrame, entity: str, spec: RunSpec) -> pl.Expr:
+    """transforms.project then transforms.redact, as the new ``after`` column."""
+    rules = spec.pii_rules(entity)
+    after = pl.col("after")
+    fields: list[pl.Expr] = []
+    for column in spec.columns(entity):
+        rule, value = rules.get(column), after.struct.field(column)
+        if rule == "drop":
+            continue
+        if rule == "hash":
+            raw = frame.select(value).to_series().to_list()
+            hashed = [None if v is None else pii_hash(v, spec) for v in raw]
+            value = pl.lit(pl.Series(hashed, dtype=pl.String))
+        elif rule == "mask":
+            value = pl.when(value.is_not_null()).then(pl.lit(MASK))
+        fields.append(value.alias(column))
+    return pl.when(after.is_not_null()).then(pl.struct(fields)).alias("after")
+
+
+def remapped(frame: pl.DataFrame, entity: str, spec: RunSpec) -> pl.DataFrame:
+    """transforms.remap: the target tenant, every id and unredacted reference offset alike."""
+    if spec.remap is None:
+        return frame
+    offset, rules = spec.remap.id_offset, spec.pii_rules(entity)
+    after = frame.schema["after"]
+    kept = {f.name for f in after.fields} if isinstance(after, pl.Struct) else set()
+    moved = [c for c in ("id", *REFERENCES[entity]) if c in kept and c not in rules]
+    ids = [pl.col("entity_id").max(), *(pl.col("after").struct.field(c).max() for c in moved)]
+    highest = frame.select(pl.max_horizontal(ids)).item()
+    if highest is not None and highest > INT64_MAX - offset:
+        raise DoubtError("remap would take an id past int64; the per-event path rejects it")
+    row = pl.col("after")
+    shifted = row.struct.with_fields(*(pl.field(c) + offset for c in moved))
+    return frame.with_columns(
+        pl.lit(spec.remap.tenant).alias("tenant_id"),
+        pl.col("entity_id") + offset,
+        pl.when(row.is_not_null()).then(shifted).alias("after"),
+    )
+
+
+def transform_frame(
+    frame: pl.DataFrame, entity: str, spec: RunSpec, issue_project: IssueProject
+) -> pl.DataFrame:
+    """transforms.transform for every row of ``frame``; rows it leaves out are dropped."""
+    keep = in_scope_rows(frame, spec) & ~opted_out_rows(frame, entity, spec, issue_project)
+    frame = frame.filter(keep)
+    frame = frame.with_columns(redacted_after(frame, entity, spec))
+    return remapped(frame, entity, spec)
+
+
+def output_keys(frame: pl.DataFrame) -> list[bytes]:
+    """transforms.output_key per row: ``<tenant>/<entity_id>`` after remap."""
+    key = pl.col("tenant_id") + "/" + pl.col("entity_id").cast(pl.String)
+    keys: list[bytes] = frame.select(key.cast(pl.Binary)).to_series().to_list()
+    return keys
+
+
+def check_valid(frame: pl.DataFrame, entity: str, entities: frozenset[str]) -> None:
+    """transforms.validate for every row, the key check aside (the decoder made it)."""
+    if entity not in entities:
+        raise DoubtError(f"entity {entity!r} not in this run")
+    bad = (pl.col("entity") != entity) | ((pl.col("op") != "d") & pl.col("after").is_null())
+    if frame.select(bad.any()).item():
+        raise DoubtError("an event fails validation")
+
+
+def _hashable(schema: EventSchema, spec: RunSpec) -> bool:
+    """Whether every hashed column's values stringify alike from polars and fastavro."""
+    rules = spec.pii_rules(schema.entity)
+    for field in plain_schema(schema.record)["fields"]:
+        if rules.get(field["name"]) != "hash":
+            continue
+        kinds = field["type"] if isinstance(field["type"], list) else [field["type"]]
+        # a logical type (a dict) prints differently: fastavro's datetime.timezone.utc vs
+        # polars' zoneinfo UTC would be the same text today, but nothing holds them to it
+        if any(k != "null" and (not isinstance(k, str) or k not in HASHABLE) for k in kinds):
+            return False
+    return True
+
+
+class BatchPath:
+    """The batch path of one run: what the run's worker hands each fetched batch to."""
+
+    def __init__(
+        self, spec: RunSpec, codec: Codec, run_schemas: dict[str, EventSchema],
+        issue_project: IssueProject, full: bool,
+    ) -> None:  # fmt: skip
+        self.spec, self.codec, self.issue_project, self.full = spec, codec, issue_project, full
+        self.decoder = BatchDecoder()
+        self.encoders: dict[str, ColumnEncoder] = {}
+        for entity, schema in run_schemas.items():
+            try:
+                encoder = ColumnEncoder(schema)
+            except UnsupportedSchemaError:
+                continue  # this entity's events take the per-event path
+            if _hashable(codec.schemas[entity], spec):
+                self.encoders[entity] = encoder
+
+    def transform(
+        self, keys: Sequence[bytes | None], values: Sequence[bytes], entities: frozenset[str]
+    ) -> list[Output] | None:
+        """The outputs of a batch of wanted records in order, or None to go event by event."""
+        if len(values) < MIN_BATCH:
+            return None
+        schema = self.codec.schema_of(values[0])
+        encoder = self.encoders.get(schema.entity) if schema is not None else None
+        if schema is None or encoder is None:
+            return None
+        frame = self.decoder.decode(schema, values, keys)
+        if frame is None:
+            return None
+        try:
+            return self._outputs(frame, schema.entity, encoder, entities)
+        except (DoubtError, UnencodableError, PolarsError, PanicException):
+            return None
+
+    def _outputs(
+        self, frame: pl.DataFrame, entity: str, encoder: ColumnEncoder, entities: frozenset[str]
+    ) -> list[Output]:
+        check_valid(frame, entity, entities)
+        if self.full:  # deleted before the cut: not live, so not in a full export
+            frame = frame.filter(pl.col("op") != "d")
+        out = transform_frame(frame, entity, self.spec, self.issue_project)
+        if out.height == 0:
+            return []
+        return list(zip(output_keys(out), encoder.encode(out), strict=True))

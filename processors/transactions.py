@@ -1,0 +1,84 @@
+"""Sending and committing inside faust's per-partition transactions (``exactly_once``).
+
+faust's ``Topic.send`` bypasses the transactions even under exactly_once, and sends one
+record per call (a lock, a future and a task each). A run's worker sends through the
+aiokafka producer of the source partition's transaction instead, whole batches at a time,
+under faust's own lock for that transaction so a commit never interleaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import faust
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+from faust.types import TP
+
+Outputs = list[tuple[bytes | None, bytes | None]]
+
+
+class Transactions:
+    """The transactions of one run's worker: one per change-topic partition number."""
+
+    def __init__(self, app: faust.App, source_topics: list[str], exactly_once: bool) -> None:
+        self.app, self.source_topics, self.exactly_once = app, source_topics, exactly_once
+
+    def transactional_id(self, partition: int) -> str | None:
+        """The id faust's TransactionManager gives source partition ``partition``'s
+        transaction (every change topic's partition p is in one topic group)."""
+        if not self.exactly_once:
+            return None
+        group = self.app.assignor.group_for_topic(self.source_topics[0])
+        return f"{self.app.conf.id}-{group}-{partition}"
+
+    async def send(
+        self, topic: str, partition: int | None, key: bytes | None, value: bytes | None,
+        headers: Any, transaction: int,
+    ) -> None:  # fmt: skip
+        """One record, inside source partition ``transaction``'s transaction."""
+        producer: Any = self.app.producer
+        tid = self.transactional_id(transaction)
+        if tid is None:
+            await producer.send(topic, key, value, partition, None, headers)
+        else:
+            await producer.send(topic, key, value, partition, None, headers, transactional_id=tid)
+
+    async def send_many(self, topic: str, partition: int, outs: Outputs) -> None:
+        """A batch's outputs to ``topic`` partition ``partition``, in as few producer
+        batches as fit, inside source partition ``partition``'s transaction."""
+        if not outs:
+            return
+        producer: Any = self.app.producer
+        tid = self.transactional_id(partition)
+        if tid is None:
+            for key, value in outs:
+                await producer.send(topic, key, value, partition, None, None)
+            return
+        aio = producer._transaction_producers.get(tid)
+        if aio is None:
+            return  # revoked during this batch: its next owner reads it again
+        pending = []
+        async with producer._trn_locks[tid]:
+            batch = aio.create_batch()
+            for key, value in outs:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    pending.append(await aio.send_batch(batch, topic, partition=partition))
+                    batch = aio.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            pending.append(await aio.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*pending)
+
+    async def commit(self, partition: int, offsets: dict[str, int], note: str) -> None:
+        """Commit ``partition``'s transaction with these change-topic offsets, each carrying
+        ``note`` as its metadata (without exactly_once: flush, then a plain commit)."""
+        if not self.exactly_once:
+            await self.app.producer.flush()
+            consumer: Any = self.app.consumer
+            await consumer._commit({TP(t, partition): o for t, o in offsets.items()})
+            return
+        tid = self.transactional_id(partition) or ""
+        marked = {
+            TopicPartition(t, partition): OffsetAndMetadata(o, note) for t, o in offsets.items()
+        }
+        await self.app.producer.commit_transactions({tid: marked}, self.app.conf.id)

@@ -1,0 +1,202 @@
+"""The batch path (processors/batch.py) against the per-event path it replaces.
+
+For random specs and random batches of one entity's events, the batch path's outputs
+are byte for byte the per-event path's, and every batch holding an event the per-event
+path rejects is handed back to it (None), so that event is dead-lettered alone.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from fastavro import schemaless_writer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors.avro_encode import ColumnEncoder, UnencodableError, varints, zigzag
+from processors.batch import MIN_BATCH, BatchPath, in_scope_rows, opted_out_rows, remapped
+from processors.run_schema import run_event_schemas
+from processors.spec import RunSpec, parse_spec
+from processors.transforms import output_key, transform, validate
+from sinks.avro_batch import BatchDecoder
+from sluiceway.codec import Codec, event_key
+from sluiceway.errors import InvalidEventError
+from sluiceway.settings import ENTITIES
+from tests.unit.test_transforms_spec import TENANTS, _value, specs
+
+CODEC = Codec()
+ALL = frozenset(ENTITIES)
+Output = tuple[bytes | None, bytes | None]
+
+
+def _lookup(tenant: str, issue_id: int) -> str | None:
+    return "A" if issue_id % 3 == 0 else ("B" if issue_id % 3 == 1 else None)
+
+
+@st.composite
+def entity_events(draw: st.DrawFn, entity: str) -> dict[str, Any]:
+    fields = CODEC.schemas[entity].record["fields"]
+    after = draw(st.fixed_dictionaries({f["name"]: _value(f["type"]) for f in fields}))
+    deleted = draw(st.integers(0, 4)) == 0
+    return {
+        "tenant_id": draw(st.sampled_from(TENANTS)),
+        "entity": entity,
+        "entity_id": after["id"],
+        "op": "d" if deleted else draw(st.sampled_from("rcu")),
+        "position": draw(st.integers(-(2**63), 2**63 - 1)),
+        "source_ts": draw(_value({"type": "long", "logicalType": "timestamp-micros"})),
+        "snapshot": draw(st.booleans()),
+        "after": None if deleted else after,
+    }
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> tuple[list[bytes | None], list[bytes]]:
+    """Keys and values of one entity's events; now and then one the per-event path rejects."""
+    entity = draw(st.sampled_from(ENTITIES))
+    evs = draw(st.lists(entity_events(entity), min_size=MIN_BATCH, max_size=MIN_BATCH + 40))
+    keys: list[bytes | None] = [event_key(e["tenant_id"], e["entity_id"]) for e in evs]
+    values = [CODEC.encode(e) for e in evs]
+    at = draw(st.integers(0, len(evs) - 1))
+    spoil = draw(st.sampled_from(["none", "none", "none", "key", "truncate", "bad-op"]))
+    if spoil == "key":
+        keys[at] = b"t1/" + str(evs[at]["entity_id"] + 1).encode()
+    elif spoil == "truncate":
+        values[at] = values[at][:-1]
+    elif spoil == "bad-op":  # an upsert without a row
+        values[at] = CODEC.encode({**evs[at], "op": "u", "after": None})
+    return keys, values
+
+
+@st.composite
+def run_specs(draw: st.DrawFn) -> RunSpec:
+    spec: RunSpec = draw(specs())
+    if draw(st.booleans()):
+        moment = draw(_value({"type": "long", "logicalType": "timestamp-micros"}))
+        spec = spec.model_copy(update={"from_date": moment})
+    return spec
+
+
+def per_event(
+    spec: RunSpec, keys: list[bytes | None], values: list[bytes], full: bool
+) -> list[Output] | None:
+    """What the worker's per-event path (processors/app.py) outputs; None if it rejects one."""
+    schemas = run_event_schemas(spec, CODEC)
+    outs: list[Output] = []
+    for key, value in zip(keys, values, strict=True):
+        try:
+            event = validate(key, CODEC.decode(value), frozenset(spec.entities))
+            if full and event["op"] == "d":
+                continue
+            out = transform(event, spec, _lookup)
+            if out is not None:
+                outs.append((output_key(out), CODEC.encode_with(schemas[out["entity"]], out)))
+        except InvalidEventError:
+            return None
+    return outs
+
+
+@settings(max_examples=120, deadline=None)
+@given(spec=run_specs(), batch=batches(), full=st.booleans())
+def test_batch_path_outputs_what_the_per_event_path_does(
+    spec: RunSpec, batch: tuple[list[bytes | None], list[bytes]], full: bool
+) -> None:
+    keys, values = batch
+    path = BatchPath(spec, CODEC, run_event_schemas(spec, CODEC), _lookup, full)
+    got = path.transform(keys, values, frozenset(spec.entities))
+    expected = per_event(spec, keys, values, full)
+    if expected is None:
+        assert got is None  # the per-event path must dead-letter the bad event alone
+        return
+    entity = CODEC.decode(values[0])["entity"]
+    if entity in path.encoders and entity in spec.entities:
+        assert got == expected
+    else:
+        assert got is None or got == expected
+
+
+def test_hash_of_a_timestamp_column_takes_the_per_event_path() -> None:
+    spec = parse_spec(
+        {
+            "tenants": ["t1"],
+            "pii": {"issue.created": "hash", "user.email_address": "hash"},
+            "pii_secret": "k",
+            "destination": "/tmp/lake",
+        }
+    )
+    path = BatchPath(spec, CODEC, run_event_schemas(spec, CODEC), _lookup, True)
+    assert "issue" not in path.encoders and "user" in path.encoders
+
+
+def test_remap_past_int64_takes_the_per_event_path() -> None:
+    spec = parse_spec(
+        {"tenants": ["t1"], "remap": {"tenant": "t9", "id_offset": 2**62}, "destination": "/l"}
+    )
+    frame = pl.DataFrame({"tenant_id": ["t1"], "entity_id": [2**62], "after": [{"id": 2**62}]})
+    with pytest.raises(Exception, match="past int64"):
+        remapped(frame, "user", spec)
+
+
+def _frame(events: list[dict[str, Any]]) -> pl.DataFrame:
+    keys = [event_key(e["tenant_id"], e["entity_id"]) for e in events]
+    schema = CODEC.schemas[events[0]["entity"]]
+    frame = BatchDecoder().decode(schema, [CODEC.encode(e) for e in events], keys)
+    assert frame is not None
+    return frame
+
+
+def _issue(tenant: str, issue_id: int, updated: datetime, project_key: str) -> dict[str, Any]:
+    fields = CODEC.schemas["issue"].record["fields"]
+    after = {f["name"]: None for f in fields} | {
+        "id": issue_id, "key": f"K-{issue_id}", "project_id": 1, "project_key": project_key,
+        "issue_type": "Bug", "summary": "s", "status": "Open", "status_category": "To Do",
+        "created": updated, "updated": updated, "due_date": date(2026, 1, 2),
+    }  # fmt: skip
+    return {
+        "tenant_id": tenant, "entity": "issue", "entity_id": issue_id, "op": "u", "position": 1,
+        "source_ts": updated, "snapshot": False, "after": after,
+    }  # fmt: skip
+
+
+def test_scope_and_opt_out_rows() -> None:
+    early, late = datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
+    events = [_issue("t1", 3, late, "A"), _issue("t2", 4, late, "Z"), _issue("t1", 5, early, "Z")]
+    deleted = {**_issue("t1", 6, late, "Z"), "op": "d", "after": None}  # 6 % 3 == 0: "A"
+    frame = _frame([*events, deleted])
+    spec = parse_spec(
+        {
+            "tenants": ["t1"],
+            "from_date": "2026-01-01T00:00:00Z",
+            "opt_out": ["A"],
+            "destination": "/l",
+        }
+    )
+    assert in_scope_rows(frame, spec).to_list() == [True, False, False, True]
+    assert opted_out_rows(frame, "issue", spec, _lookup).to_list() == [True, False, False, True]
+
+
+@pytest.mark.parametrize("value", [0, -1, 1, 63, -64, 64, 2**31, -(2**63), 2**63 - 1])
+def test_varints_are_avros_long_encoding(value: int) -> None:
+    out = io.BytesIO()
+    schemaless_writer(out, "long", value)
+    assert varints(zigzag(np.array([value], np.int64))).to_pylist() == [out.getvalue()]
+
+
+def test_encoder_refuses_a_null_where_the_schema_has_none() -> None:
+    schema = run_event_schemas(parse_spec({"tenants": ["t1"], "destination": "/l"}))["issue"]
+    frame = _frame([{**_issue("t1", 1, datetime(2026, 1, 1, tzinfo=UTC), "A")}])
+    with pytest.raises(UnencodableError):
+        ColumnEncoder(schema).encode(frame.with_columns(pl.lit(None, pl.Int64).alias("position")))
+
+
+def test_encoder_reads_a_sliced_frame_at_its_offset() -> None:
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    events = [_issue("t1", i, moment, f"P{i}") for i in range(1, 6)]
+    schema = CODEC.schemas["issue"]
+    encoded = ColumnEncoder(schema).encode(_frame(events).slice(2, 2))
+    assert encoded == [CODEC.encode(e) for e in events[2:4]]
