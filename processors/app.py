@@ -321,11 +321,17 @@ class RunProcessor:
                             await self._end_partition(partition, state)
                         except ProducerFenced:
                             self._fenced(partition)
+        ended = {p for p, s in self.parts.items() if s.marked}
+        if not owned <= ended:
+            return
+        if len(ended) == self.run.run_partitions:
+            self._finish()  # this worker ended every partition itself
+            return
         now = time.monotonic()
         if now - self.checked_group_at < GROUP_CHECK_S:
             return
         self.checked_group_at = now
-        if all(self.parts[p].marked for p in owned if p in self.parts) and await self._all_ended():
+        if await self._all_ended():
             self._finish()
 
     def _cuts(self, partition: int) -> dict[str, int]:
@@ -345,6 +351,7 @@ class RunProcessor:
         state.next = self._cuts(partition)
         await self._commit(partition, state, end=True)
         state.marked = True
+        self.checked_group_at = 0.0  # perhaps the last one: ask the group at once
         log.info("run %s partition %d ended", self.run.etl_id, partition)
 
     async def _all_ended(self) -> bool:
