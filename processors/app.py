@@ -45,7 +45,8 @@ from sluiceway.health import HEALTH
 from sluiceway.runs import END_MARKER, MARKER_HEADER, RunRecord
 
 log = logging.getLogger("sluiceway.processor")
-GROUP_CHECK_S = 1.0  # how often a worker with nothing left asks whether the group is done
+GROUP_CHECK_S = 1.0
+WAIT_NOTE_S = 30.0  # how often a worker with nothing left asks whether the group is done
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class RunProcessor:
         self.revoked: set[int] = set()  # revoked, until the next assignment
         self.parked: dict[int, PartitionState] = {}  # their states, committed
         self.checked_group_at = 0.0
+        self.waiting_since: dict[str, float] = {}
         self.group = GroupOffsets(settings.kafka, f"sw-process-{run.etl_id}")
         self.dlq_topic = settings.kafka.dlq_topic("processor")
         self.app = self._build_app()
@@ -333,6 +335,12 @@ class RunProcessor:
         self.checked_group_at = now
         if await self._all_ended():
             self._finish()
+        elif now - self.waiting_since.setdefault("group", now) > WAIT_NOTE_S:
+            self.waiting_since["group"] = now  # one line every WAIT_NOTE_S, to explain a wait
+            log.warning(
+                "run %s: this worker ended partitions %s; waiting for the others (revoked %s)",
+                self.run.etl_id, sorted(ended), sorted(self.revoked),
+            )  # fmt: skip
 
     def _cuts(self, partition: int) -> dict[str, int]:
         return {t: self._cut(t, partition) for t in self.source_topics}

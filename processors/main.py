@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,21 @@ class RunStats:
         return self.read / self.processing_cpu_s if self.processing_cpu_s > 0 else 0.0
 
 
+STOP_GRACE_S = 60.0
+
+
+def _exit_if_still_running(etl_id: str) -> None:
+    """faust's shutdown has been seen to hang after a run; the run is done by then."""
+    if threading.Event().wait(STOP_GRACE_S):
+        return
+    logging.getLogger("sluiceway.processor").error(
+        "processor of run %s ended the run but faust did not stop in %.0fs; exiting",
+        etl_id, STOP_GRACE_S,
+    )  # fmt: skip
+    logging.shutdown()
+    os._exit(0)
+
+
 def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> RunStats:
     """Process the run to its cut and send its end markers."""
     started = time.monotonic()
@@ -69,6 +85,8 @@ def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> 
     def finished() -> None:
         cpu_at_end.append(time.process_time())
         stopping.append(asyncio.ensure_future(worker.stop(), loop=worker.loop))
+        # every partition's end is committed: nothing is lost if faust's shutdown hangs
+        threading.Thread(target=_exit_if_still_running, args=(etl_id,), daemon=True).start()
 
     processor.on_finished = finished  # type: ignore[method-assign]
 
