@@ -173,7 +173,7 @@ class RunProcessor:
         # trips, and a partition's end commits it anyway.
         if started - state.committed_at >= self.settings.tuning.commit_interval_s:
             await self._commit(partition, state, end=False)
-        self.progress.observe_batch(topic, partition, len(records), last)
+        self.progress.observe_batch(len(records))
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
 
     def _wanted(

@@ -75,27 +75,17 @@ def test_validate_rejects_entity_outside_run() -> None:
         validate(b"tenant-002/5", _event(), frozenset({"user"}))
 
 
-def test_progress_completes_each_partition_at_its_cut() -> None:
+def test_progress_reads_each_partition_from_its_start_up_to_its_cut() -> None:
     progress = RunProgress(start={"a": {0: 0, 1: 5, 2: 3}}, cut={"a": {0: 3, 1: 5, 2: 4}})
-    assert progress.pending == {("a", 0), ("a", 2)}  # partition 1 has nothing to read
     assert progress.in_range("a", 2, 3)
-    assert not progress.in_range("a", 2, 2)
-    assert not progress.in_range("a", 0, 3)
-    progress.observe("a", 0, 1)
-    assert not progress.done
-    progress.observe("a", 0, 2)
-    progress.observe("a", 2, 3)
-    assert progress.done
+    assert not progress.in_range("a", 2, 2)  # before the start
+    assert not progress.in_range("a", 0, 3)  # at the cut
+    assert not progress.in_range("a", 1, 5)  # partition 1 has nothing to read
+    assert not progress.in_range("b", 0, 0)  # not a topic of the run
 
 
-def test_progress_with_nothing_to_read_is_done() -> None:
-    assert RunProgress(start={"a": {0: 4}}, cut={"a": {0: 4}}).done
-
-
-def test_progress_counts_a_batch_and_completes_at_its_last_offset() -> None:
+def test_progress_counts_the_records_of_each_batch() -> None:
     progress = RunProgress(start={"a": {0: 0, 1: 0}}, cut={"a": {0: 10, 1: 4}})
-    progress.observe_batch("a", 0, 6, 5)
-    assert (progress.read, progress.done) == (6, False)
-    progress.observe_batch("a", 0, 8, 12)  # a batch may run past the cut
-    progress.observe_batch("a", 1, 4, 3)
-    assert (progress.read, progress.done) == (18, True)
+    for count in (6, 8, 4):
+        progress.observe_batch(count)
+    assert progress.read == 18
