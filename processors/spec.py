@@ -37,6 +37,8 @@ PII_RULES = ("drop", "hash", "mask")
 MAX_INTERVAL_S = 86_400
 # Ids are per tenant (primary key tenant_id, id), so an offset must leave int64 headroom.
 MAX_ID_OFFSET = 2**62
+# What a date-time whose offset pushes it past year 1 or 9999 is told (it has no UTC form).
+UTC_RANGE = "falls outside 0001-01-01T00:00:00Z..9999-12-31T23:59:59Z once converted to UTC"
 
 
 @cache
@@ -158,7 +160,14 @@ class RunSpec(BaseModel):
                 "{value} has no UTC offset; add one, e.g. 2026-01-01T00:00:00Z",
                 {"value": repr(value.isoformat())},
             )
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise PydanticCustomError(
+                "datetime_range",
+                "{value} {problem}",
+                {"value": repr(value.isoformat()), "problem": UTC_RANGE},
+            ) from None
 
     @field_validator("pii_secret")
     @classmethod
@@ -346,6 +355,7 @@ def load_spec_file(path: str | Path) -> RunSpec:
 
 
 def _parse_text(text: str, suffix: str, name: str) -> Any:
+    kind = "JSON" if suffix == ".json" else "YAML"
     try:
         if suffix == ".json":
             return json.loads(text)
@@ -357,6 +367,11 @@ def _parse_text(text: str, suffix: str, name: str) -> Any:
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         reason = getattr(exc, "problem", None) or type(exc).__name__
         problem = f"invalid YAML{where}: {reason}"
+    except RecursionError:
+        problem = f"invalid {kind}: nested too deeply for a spec"
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        reason = " ".join(str(exc).split(";")[0].split())[:200] or type(exc).__name__
+        problem = f"invalid {kind}: {reason}"
     raise SpecError([("", problem)], name)
 
 

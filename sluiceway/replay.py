@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import Consumer, TopicPartition
 
+from processors.spec import UTC_RANGE
 from sluiceway.codec import Codec
 from sluiceway.errors import ConfigError, StackDownError
 from sluiceway.kafka_io import consumer
@@ -33,14 +34,18 @@ def parse_time(text: str, now: datetime) -> datetime:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ConfigError(f"--to {text!r} is not a time; {EXPECTED}") from None
-    if value.tzinfo is None:
+    if value.tzinfo is None or value.utcoffset() is None:
         raise ConfigError(f"--to {text!r} has no UTC offset; {EXPECTED}")
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:
+        raise ConfigError(f"--to {text!r} {UTC_RANGE}; {EXPECTED}") from None
     if value > now:
         raise ConfigError(
             f"--to {text!r} is in the future (now is {now.astimezone(UTC).isoformat()}); "
             "expected a time at or before now"
         )
-    return value.astimezone(UTC)
+    return value
 
 
 def micros(moment: datetime) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from processors.spec import parse_spec
+from processors.spec import UTC_RANGE, parse_spec
 from sluiceway import registry
 from sluiceway.api.app import ApiError, Services, get_services
 from sluiceway.api.auth import bearer_scheme
@@ -73,7 +73,10 @@ def parse_from_date(value: str | None) -> datetime | None:
             f"fromDate {value!r} is not an ISO 8601 date-time with a UTC offset; "
             f"expected e.g. {ISO_EXAMPLE}",
         )
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ApiError(400, f"fromDate {value!r} {UTC_RANGE}") from None
 
 
 def job_status(state: registry.RunState | None, status_at: str | None = None) -> JobStatus:
@@ -261,7 +264,7 @@ def get_schedule(services: Services = Depends(get_services)) -> ScheduleView:
 def put_schedule(body: ScheduleConfig, services: Services = Depends(get_services)) -> ScheduleView:
     """Export on a schedule; each run reads the config (tenants, path, opt-outs) as it is then."""
     datapipeline_spec(services.config.load_all())  # refuse a schedule that could never run
-    anchor = body.startTime.astimezone(UTC)
+    anchor = body.startTime  # UTC already: the model converts it
     interval = body.repeatIntervalInSeconds
     schedule = Schedule(
         name=DATAPIPELINE, spec=None, mode=body.type, interval_s=interval, anchor=anchor,

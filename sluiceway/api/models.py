@@ -6,11 +6,12 @@ native ``/runs`` bodies use the snake_case names of the run spec and run status.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from processors.spec import UTC_RANGE
 from sluiceway.api.config_store import normal_export_path
 from sluiceway.errors import ConfigError
 
@@ -143,6 +144,14 @@ class ScheduleConfig(BaseModel):
         description="`delta`: a full export first, then changes since the previous run; "
         "`full`: a full export every time.",
     )
+
+    @field_validator("startTime")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(f"{value.isoformat()!r} {UTC_RANGE}") from None
 
 
 class ScheduleView(ScheduleConfig):
