@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sluiceway.errors import ConfigError, TerminalError, TransientError
+from sluiceway.redact import redact
 
 
 class RunNotFoundError(TerminalError):
@@ -22,7 +23,7 @@ class SpecError(ConfigError):
     """
 
     def __init__(self, problems: Sequence[tuple[str, str]], source: str | None = None) -> None:
-        self.problems = list(problems)
+        self.problems = [(path, redact(msg)) for path, msg in problems]
         joined = "; ".join(f"{path}: {msg}" if path else msg for path, msg in self.problems)
         super().__init__(f"{source}: {joined}" if source else joined)
         self.source = source

@@ -7,15 +7,16 @@ from typing import Any
 import psycopg2
 
 from producers.errors import SourceUnavailableError
+from sluiceway.redact import pg_error_line
 from sluiceway.settings import PostgresSettings
 
 
 def connect(pg: PostgresSettings) -> Any:
     """A psycopg2 connection; a refused or failed login becomes one line naming the server."""
     try:
-        return psycopg2.connect(pg.dsn())
+        return psycopg2.connect(**pg.connect_kwargs())
     except psycopg2.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = pg_error_line(exc)
         raise SourceUnavailableError(
             f"source PostgreSQL {pg.user}@{pg.host}:{pg.port}/{pg.dbname} refused the connection: "
             f"{first}; is the stack up (sluiceway stack up)?"

@@ -10,6 +10,7 @@ import psycopg2.extras
 
 from producers.errors import SlotConflictError, SourceUnavailableError
 from producers.events import lsn_to_int
+from sluiceway.redact import pg_error_line
 from sluiceway.settings import PostgresSettings
 
 PLUGIN = "wal2json"
@@ -34,12 +35,12 @@ class NewSlot:
 def replication_connection(pg: PostgresSettings) -> Any:
     try:
         return psycopg2.connect(
-            pg.dsn(),
+            **pg.connect_kwargs(),
             connection_factory=psycopg2.extras.LogicalReplicationConnection,
             options="-c TimeZone=UTC -c DateStyle=ISO",
         )
     except psycopg2.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = pg_error_line(exc)
         raise SourceUnavailableError(
             f"replication connection to {pg.host}:{pg.port}/{pg.dbname} failed: {first}"
         ) from exc

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 
 class SluicewayError(Exception):
-    """Base of every error Sluiceway raises on purpose."""
+    """Base of every error Sluiceway raises on purpose.
+
+    Its text is masked by ``sluiceway.redact`` wherever it is shown (terminal, API answer,
+    log, run status), since a message may quote a URL or connection string with a secret.
+    """
+
+    def __str__(self) -> str:
+        from sluiceway.redact import redact
+
+        return redact(super().__str__())
 
 
 class TerminalError(SluicewayError):

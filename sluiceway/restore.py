@@ -18,6 +18,7 @@ from producers.source import TABLES, columns, create_table_sql
 from sluiceway.backup import Row, check_backup, open_backup, table_rows
 from sluiceway.codec import Codec
 from sluiceway.errors import RestoreError
+from sluiceway.redact import pg_error_line
 from sluiceway.settings import ENTITIES, S3Settings
 
 # Parents before children: issues name their project and users; comments and worklogs
@@ -144,5 +145,4 @@ def _connect(dsn: str) -> Any:
     try:
         return psycopg2.connect(dsn)
     except psycopg2.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RestoreError(f"cannot connect to the target database: {first}") from exc
+        raise RestoreError(f"cannot connect to the target database: {pg_error_line(exc)}") from exc

@@ -9,9 +9,12 @@ stack and the clients agree on ports without extra wiring.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sluiceway.redact import redact
 
 ENTITIES: tuple[str, ...] = ("project", "user", "issue", "comment", "worklog")
 # The per-destination secret that keys PII hashes reaches a run's processor in this
@@ -71,12 +74,19 @@ class PostgresSettings(BaseSettings):
     user: str = Field("sluiceway", description="Role Sluiceway connects as.")
     password: SecretStr = Field(SecretStr("sluiceway"), description="That role's password.")
 
+    def connect_kwargs(self, dbname: str | None = None) -> dict[str, Any]:
+        """Keyword arguments of ``psycopg2.connect``: each value stays one value, whatever
+        spaces, quotes or ``key=value`` text a password holds."""
+        return {
+            "host": self.host, "port": self.port, "dbname": dbname or self.dbname,
+            "user": self.user, "password": self.password.get_secret_value(),
+        }  # fmt: skip
+
     def dsn(self, dbname: str | None = None) -> str:
-        """A libpq DSN; contains the password, so never log it."""
-        return (
-            f"host={self.host} port={self.port} dbname={dbname or self.dbname} "
-            f"user={self.user} password={self.password.get_secret_value()}"
-        )
+        """A libpq connection string with every value quoted; holds the password: never log it."""
+        from psycopg2.extensions import make_dsn
+
+        return str(make_dsn(**self.connect_kwargs(dbname)))
 
 
 class S3Settings(BaseSettings):
@@ -128,9 +138,16 @@ def settings_problem(exc: ValidationError) -> str | None:
     for error in exc.errors():
         name = f"{prefix}{'_'.join(str(part) for part in error['loc'])}".upper()
         found = error.get("input")
-        shown = f"={found!r}" if isinstance(found, str | int | float) else ""
-        problems.append(f"{name}{shown}: {error['msg'].removeprefix('Value error, ')}")
+        shown = f"={redact(repr(found))}" if isinstance(found, str | int | float) else ""
+        if _is_secret(classes[0], error["loc"]):
+            shown = ""  # not even masked: its length and shape are the secret's too
+        problems.append(f"{name}{shown}: {redact(error['msg'].removeprefix('Value error, '))}")
     return "bad setting " + "; ".join(problems)
+
+
+def _is_secret(cls: type[BaseSettings], loc: tuple[int | str, ...]) -> bool:
+    field = cls.model_fields.get(str(loc[0])) if loc else None
+    return field is not None and "SecretStr" in str(field.annotation)
 
 
 def to_env(settings: BaseSettings) -> dict[str, str]:

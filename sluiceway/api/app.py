@@ -26,6 +26,7 @@ from sluiceway.api.config_store import KafkaStore, KeyValueStore
 from sluiceway.api.models import Health
 from sluiceway.api.scheduler import Scheduler
 from sluiceway.errors import ConfigError, RunConflictError, TransientError
+from sluiceway.redact import redact
 from sluiceway.settings import KafkaSettings, S3Settings
 
 TITLE = "Sluiceway control API"
@@ -88,7 +89,7 @@ def _field(loc: Sequence[str | int]) -> str:
 def _validation_problems(exc: RequestValidationError) -> list[tuple[str, str]]:
     problems = []
     for error in exc.errors():
-        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        message = redact(str(error.get("msg", "invalid")).removeprefix("Value error, "))
         problems.append((_field(tuple(error.get("loc", ()))), message))
     return problems
 

@@ -26,6 +26,7 @@ from sluiceway.api.config_store import KafkaStore, KeyValueStore, datapipeline_s
 from sluiceway.errors import ConfigError, RunConflictError, SluicewayError, StackDownError
 from sluiceway.export import absolute_destination, worker_failure
 from sluiceway.kafka_io import check_broker
+from sluiceway.redact import redact
 from sluiceway.runner import Workers, log_dir, start_run
 from sluiceway.runs import RunRecord
 from sluiceway.settings import SECRET_ENV, KafkaSettings, S3Settings
@@ -302,5 +303,5 @@ class Scheduler:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = redact(" ".join(str(exc).split())) or type(exc).__name__
     return text if isinstance(exc, SluicewayError) else f"{type(exc).__name__}: {text}"

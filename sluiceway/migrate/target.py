@@ -19,6 +19,7 @@ from producers.source import TABLES, columns
 from sluiceway.codec import Codec
 from sluiceway.errors import ConfigError
 from sluiceway.migrate.logic import APPLY_ORDER, RUNNING, Row, latest_changes, transition
+from sluiceway.redact import pg_error_line
 from sluiceway.restore import check_tables
 
 STATE_TABLE = "sluiceway_migration"
@@ -58,8 +59,7 @@ def connect(dsn: str, what: str = "target") -> Any:
     try:
         return psycopg2.connect(dsn)
     except psycopg2.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"cannot connect to the {what} database: {first}") from exc
+        raise ConfigError(f"cannot connect to the {what} database: {pg_error_line(exc)}") from exc
 
 
 def identity(conn: Any) -> tuple[Any, ...]:

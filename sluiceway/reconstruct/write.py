@@ -28,6 +28,7 @@ from psycopg2 import sql
 from sinks import layout, storage
 from sluiceway.reconstruct.errors import TargetError
 from sluiceway.reconstruct.target import Target
+from sluiceway.redact import pg_error_line
 from sluiceway.settings import S3Settings
 
 BATCH_ROWS = 65_536
@@ -117,8 +118,7 @@ def pg_connect(target: Target) -> Iterator[Any]:
     try:
         conn = psycopg2.connect(target.location)
     except psycopg2.Error as exc:
-        message = " ".join(str(exc).split())[:300]
-        raise TargetError(f"cannot connect to {target.display}: {message}") from exc
+        raise TargetError(f"cannot connect to {target.display}: {pg_error_line(exc)}") from exc
     try:
         yield conn
     finally:

@@ -105,7 +105,7 @@ class PostgresServer:
         if not port_open(self.pg.host, self.pg.port):
             return False
         try:
-            conn = psycopg2.connect(self.pg.dsn(), connect_timeout=3)
+            conn = psycopg2.connect(**self.pg.connect_kwargs(), connect_timeout=3)
         except psycopg2.Error:
             return False
         try:
