@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Atlassian Data pipeline stops an export that would leave less than 5 GB free.
@@ -18,7 +18,10 @@ DEFAULT_MIN_FREE_BYTES = 5_000_000_000
 class GuardSettings(BaseSettings):
     """Where the sink announces finished runs by HTTP, and how much disk it leaves free."""
 
-    model_config = SettingsConfigDict(env_prefix="SLUICEWAY_SINK_", frozen=True)
+    # hide_input_in_errors: a refused URL may hold credentials; settings_problem shows it masked
+    model_config = SettingsConfigDict(
+        env_prefix="SLUICEWAY_SINK_", frozen=True, hide_input_in_errors=True
+    )
 
     webhook_url: str | None = Field(
         None, description="POST each run's completion notice (JSON) here; None sends nothing."
@@ -55,4 +58,34 @@ class GuardSettings(BaseSettings):
             raise ValueError(  # the URL itself may hold credentials: name only its scheme
                 f"webhook_url must be an http(s) URL with a host, not {parts.scheme or 'none'!r}"
             )
+        try:
+            port = parts.port  # parsed lazily: an unchecked bad port failed after a whole run
+        except ValueError:
+            port = 0
+        if port is not None and not 1 <= port <= 65535:
+            raise ValueError("webhook_url has an invalid port; expected a number from 1 to 65535")
+        if parts.scheme == "http" and _carries_secret(parts.username, parts.password, parts.query):
+            raise ValueError(
+                "webhook_url carries credentials over plain http, where anyone on the way "
+                "reads them; use https"
+            )
         return value.strip()
+
+    @field_validator("webhook_token")
+    @classmethod
+    def _over_https(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        url = info.data.get("webhook_url")
+        if value is not None and url is not None and urlsplit(url).scheme == "http":
+            raise ValueError(
+                "would be sent in clear over the http webhook_url; use an https webhook_url"
+            )
+        return value
+
+
+# Query parameters that, by their name, carry a secret (e.g. ?token=..., ?api_key=...).
+_SECRET_PARAMS = ("token", "key", "secret", "password", "passwd", "sig", "auth", "credential")
+
+
+def _carries_secret(user: str | None, password: str | None, query: str) -> bool:
+    names = [pair.partition("=")[0].lower() for pair in query.split("&") if pair]
+    return bool(user or password) or any(s in n for n in names for s in _SECRET_PARAMS)

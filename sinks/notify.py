@@ -39,8 +39,9 @@ def safe_url(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
+    _, colon, port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")
+    if colon:  # the port as written: showing a URL never fails on it
+        netloc = f"{netloc}:{port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 

@@ -20,13 +20,24 @@ from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from processors.errors import SpecError
+from processors.spec import RunSpec
 from sluiceway import __version__
-from sluiceway.api.auth import BearerAuth
+from sluiceway.api.auth import DEFAULT_MAX_BODY_BYTES, BearerAuth
 from sluiceway.api.config_store import KafkaStore, KeyValueStore
+from sluiceway.api.destinations import (
+    DestinationNotAllowedError,
+    allowed_destination,
+    allowed_spec,
+    default_roots,
+    parse_roots,
+)
+from sluiceway.api.limits import BodyLimit
 from sluiceway.api.models import Health
 from sluiceway.api.scheduler import Scheduler
 from sluiceway.errors import ConfigError, RunConflictError, TransientError
 from sluiceway.redact import redact
+from sluiceway.runner import Workers, start_run
+from sluiceway.runs import RunRecord
 from sluiceway.settings import KafkaSettings, S3Settings
 
 TITLE = "Sluiceway control API"
@@ -47,12 +58,35 @@ class Services:
     token: SecretStr
     config: KeyValueStore
     scheduler: Scheduler
+    roots: tuple[str, ...] = ()  # where runs may write; () means default_roots(s3)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     @classmethod
-    def build(cls, kafka: KafkaSettings, s3: S3Settings, token: SecretStr) -> Services:
+    def build(
+        cls, kafka: KafkaSettings, s3: S3Settings, token: SecretStr, *, roots: str = "",
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> Services:  # fmt: skip
+        allowed = parse_roots(roots, s3)
+
+        # A stored feed or schedule is checked at each run, before its lake is even opened:
+        # the roots may have changed since it was stored.
+        def start(spec: RunSpec) -> tuple[RunRecord, Workers | None]:
+            return start_run(allowed_spec(spec, allowed), kafka, s3)
+
+        def chain_exists(destination: str) -> bool:
+            allowed_destination(destination, allowed)
+            return scheduler.has_latest_manifest(destination)
+
         config = KafkaStore(kafka, "config")
-        scheduler = Scheduler(kafka, s3, KafkaStore(kafka, "schedules"), config)
-        return cls(kafka, s3, token, config, scheduler)
+        scheduler = Scheduler(
+            kafka, s3, KafkaStore(kafka, "schedules"), config, starter=start,
+            chain_exists=chain_exists,
+        )  # fmt: skip
+        return cls(kafka, s3, token, config, scheduler, allowed, max_body_bytes)
+
+    @property
+    def allowed_roots(self) -> tuple[str, ...]:
+        return self.roots or default_roots(self.s3)
 
 
 class ApiError(Exception):
@@ -109,6 +143,8 @@ def _install_handlers(app: FastAPI) -> None:
         if isinstance(exc, ApiError):
             return error_response(exc.status, exc.message)
         status = 409 if isinstance(exc, RunConflictError) else 400
+        if isinstance(exc, DestinationNotAllowedError):
+            status = 403
         if isinstance(exc, TransientError):
             status = 503  # the stack is down or slow: worth retrying later
         return error_response(status, " ".join(str(exc).split()))
@@ -181,6 +217,8 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     _install_handlers(app)
+    # the last added runs first: a caller without the token is refused before its body is read
+    app.add_middleware(BodyLimit, max_bytes=services.max_body_bytes)
     app.add_middleware(BearerAuth, token=services.token, public=PUBLIC_PATHS)
 
     _health_routes(app, services)

@@ -19,6 +19,7 @@ from sluiceway import registry
 from sluiceway.api.app import ApiError, Services, get_services
 from sluiceway.api.auth import bearer_scheme
 from sluiceway.api.config_store import EXPORT_PATH, OPT_OUT, TENANTS, datapipeline_spec
+from sluiceway.api.destinations import allowed_destination, allowed_spec
 from sluiceway.api.models import (
     ErrorBody,
     ExportPath,
@@ -54,6 +55,8 @@ router = APIRouter(
     dependencies=[Depends(bearer_scheme)],
     responses={
         401: {"model": ErrorBody, "description": "Missing or wrong bearer token."},
+        403: {"model": ErrorBody, "description": "The export path is outside the allowed roots."},
+        413: {"model": ErrorBody, "description": "The request body is too large."},
         503: {"model": ErrorBody, "description": "Kafka or the object store does not answer."},
     },
 )
@@ -148,7 +151,7 @@ def start_export(
     data = datapipeline_spec(services.config.load_all())
     if from_date is not None:
         data["from_date"] = from_date.isoformat()
-    spec = parse_spec(data, source="Data pipeline config")
+    spec = allowed_spec(parse_spec(data, source="Data pipeline config"), services.allowed_roots)
     run, workers = start_run(spec, services.kafka, services.s3)
     if workers is not None:
         services.scheduler.watch(run.etl_id, workers)
@@ -206,8 +209,8 @@ def get_export_path(services: Services = Depends(get_services)) -> ExportPath:
 def put_export_path(
     body: ExportPathRequest, services: Services = Depends(get_services)
 ) -> ExportPath:
-    """Set where exports go; the server checks it can write there."""
-    check_destination(body.path, services.s3)
+    """Set where exports go: under the server's allowed roots, where it can write."""
+    check_destination(allowed_destination(body.path, services.allowed_roots), services.s3)
     services.config.put(EXPORT_PATH, body.path)
     return ExportPath(path=body.path)
 
@@ -263,7 +266,9 @@ def get_schedule(services: Services = Depends(get_services)) -> ScheduleView:
 )
 def put_schedule(body: ScheduleConfig, services: Services = Depends(get_services)) -> ScheduleView:
     """Export on a schedule; each run reads the config (tenants, path, opt-outs) as it is then."""
-    datapipeline_spec(services.config.load_all())  # refuse a schedule that could never run
+    # refuse a schedule that could never run
+    path = datapipeline_spec(services.config.load_all())["destination"]
+    allowed_destination(path, services.allowed_roots)
     anchor = body.startTime  # UTC already: the model converts it
     interval = body.repeatIntervalInSeconds
     schedule = Schedule(

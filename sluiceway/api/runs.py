@@ -14,6 +14,7 @@ from processors.spec import RunSpec, parse_spec
 from sluiceway import registry
 from sluiceway.api.app import ApiError, Services, get_services
 from sluiceway.api.auth import bearer_scheme
+from sluiceway.api.destinations import allowed_spec
 from sluiceway.api.models import ErrorBody, FeedView, RunView
 from sluiceway.api.scheduler import advance, feed_of
 from sluiceway.runner import log_dir, start_run
@@ -25,6 +26,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in (
         (400, "Bad request, e.g. a malformed etl_id or an unwritable destination."),
         (401, "Missing or wrong bearer token."),
+        (403, "The destination is outside the server's allowed roots (SLUICEWAY_API_ROOTS)."),
+        (413, "The request body is larger than the server's SLUICEWAY_API_MAX_BODY_BYTES."),
         (503, "Kafka or the object store does not answer."),
     )
 }
@@ -76,7 +79,7 @@ def create_run(
     services: Services = Depends(get_services),
 ) -> RunView:
     """Start a run; a `continuous` spec also becomes a feed that runs every `interval`."""
-    spec = parse_spec(body)
+    spec = allowed_spec(parse_spec(body), services.allowed_roots)
     if spec.type == "continuous":
         return _start_feed(spec, launch, services)
     run, workers = start_run(spec, services.kafka, services.s3, launch)

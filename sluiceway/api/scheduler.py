@@ -151,7 +151,7 @@ class Scheduler:
         self.store = store if store is not None else KafkaStore(kafka, "schedules")
         self.config = config if config is not None else KafkaStore(kafka, "config")
         self._starter = starter or (lambda spec: start_run(spec, kafka, s3))
-        self._chain_exists = chain_exists or self._has_latest_manifest
+        self._chain_exists = chain_exists or self.has_latest_manifest
         self.clock, self.tick_s = clock, tick_s
         # A quick broker check before each tick: with Kafka away, a tick would otherwise block
         # in a 30 s metadata call, and so would a SIGTERM waiting to join this thread.
@@ -293,7 +293,7 @@ class Scheduler:
             except Exception as exc:  # e.g. Kafka restarting mid-tick: the next tick retries
                 log.warning("scheduler tick failed: %s", _one_line(exc))
 
-    def _has_latest_manifest(self, destination: str) -> bool:
+    def has_latest_manifest(self, destination: str) -> bool:
         from sinks.layout import LATEST_MANIFEST
         from sinks.manifest import read_json
         from sinks.storage import open_lake

@@ -24,8 +24,11 @@ def serve(
     from sluiceway.api.app import Services, create_app
     from sluiceway.api.auth import load_api_settings
 
-    token = load_api_settings().token
-    app = create_app(Services.build(KafkaSettings(), S3Settings(), token))
+    api = load_api_settings()
+    services = Services.build(
+        KafkaSettings(), S3Settings(), api.token, roots=api.roots, max_body_bytes=api.max_body_bytes
+    )
+    app = create_app(services)
     typer.echo(f"control API on http://{host}:{port} (OpenAPI at /docs)", err=True)
     # uvicorn handles SIGTERM/SIGINT itself: it stops accepting, drains, then ends the
     # lifespan, which joins the scheduler thread. Afterwards it re-raises the signal to the

@@ -23,18 +23,27 @@ TOKEN = "integration-token-41c2"
 TENANT = "tenant-001"
 
 
-def client_for(kafka: KafkaSettings, local_stack: Stack) -> TestClient:
-    app = create_app(Services.build(kafka, local_stack.s3, SecretStr(TOKEN)))
+def client_for(kafka: KafkaSettings, local_stack: Stack, roots: str = "") -> TestClient:
+    app = create_app(Services.build(kafka, local_stack.s3, SecretStr(TOKEN), roots=roots))
     client = TestClient(app)
     client.headers["Authorization"] = f"Bearer {TOKEN}"
     return client
 
 
 @pytest.fixture
-def api(kafka: KafkaSettings, local_stack: Stack, cli: Cli) -> Iterator[TestClient]:
+def roots(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tests' lakes are temporary directories: the API may write under their base."""
+    return str(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def api(
+    kafka: KafkaSettings, local_stack: Stack, cli: Cli, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
     cli("source", "seed", "--tenants", "2", "--issues-per-tenant", "15")
     cli("capture", "--snapshot-only")
-    with client_for(kafka, local_stack) as client:  # the context runs the scheduler
+    # the context runs the scheduler
+    with client_for(kafka, local_stack, roots(tmp_path_factory)) as client:
         yield client
         _cancel_running(client)
 
@@ -124,8 +133,9 @@ def test_datapipeline_export_flow(
 
 
 def test_continuous_feed_runs_full_then_delta_and_survives_restart(
-    api: TestClient, kafka: KafkaSettings, local_stack: Stack, tmp_path: Path
-) -> None:
+    api: TestClient, kafka: KafkaSettings, local_stack: Stack, tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:  # fmt: skip
     lake = tmp_path / "feed"
     spec = {"tenants": [TENANT], "destination": str(lake), "type": "continuous", "interval": 2}
     first = api.post("/runs", json=spec)
@@ -147,7 +157,7 @@ def test_continuous_feed_runs_full_then_delta_and_survives_restart(
     assert delta["etl_id"] > body["etl_id"]
     assert not [r for r in runs if r["status"] == "failed"], runs
 
-    with client_for(kafka, local_stack) as again:  # a restarted server
+    with client_for(kafka, local_stack, roots(tmp_path_factory)) as again:  # a restart
         feeds = {s["name"]: s for s in again.get("/schedules").json()}
         assert feeds[name]["spec"]["destination"] == str(lake)
         assert feeds[name]["last_etl_id"] is not None and feeds[name]["last_error"] is None

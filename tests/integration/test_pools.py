@@ -145,8 +145,9 @@ def test_serve_only_announces_and_stops_on_sigterm(cli: Cli, tmp_path: Path) -> 
     cli("capture", "--snapshot-only")
     ports = {"process": free_port(), "sink": free_port()}
     pools = {s: start_pool(cli, s, p, tmp_path / f"{s}-pool.log") for s, p in ports.items()}
-    api_port, token = free_port(), "pool-test-token"
-    env = {**cli.env, "SLUICEWAY_LAUNCH": "pool", "SLUICEWAY_API_TOKEN": token}
+    api_port, token = free_port(), "pool-test-token-0123456789abcdef"
+    env = {**cli.env, "SLUICEWAY_LAUNCH": "pool", "SLUICEWAY_API_TOKEN": token,
+           "SLUICEWAY_API_ROOTS": str(tmp_path)}  # fmt: skip
     serve = subprocess.Popen(
         [sys.executable, "-m", "sluiceway.cli", "serve", "--port", str(api_port)],
         env=env, stdout=(tmp_path / "serve.log").open("ab"), stderr=subprocess.STDOUT,

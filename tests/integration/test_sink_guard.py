@@ -19,7 +19,7 @@ import pytest
 from sluiceway.settings import StackSettings
 from tests.conftest import Cli, Stack, isolated
 from tests.polling import wait_for
-from tests.unit.test_sink_notify import serve_hook
+from tests.unit.test_sink_notify import hook_certificate, serve_hook
 
 pytestmark = pytest.mark.integration
 TOKEN = "integration-hook-token"
@@ -40,9 +40,10 @@ def with_env(cli: Cli, **extra: str) -> Cli:
 
 def test_the_webhook_gets_the_notice_after_two_failures(seeded: Cli, tmp_path: Path) -> None:
     lake = tmp_path / "lake"
-    with serve_hook(fail=2) as hook:
+    with serve_hook(fail=2, tls=True) as hook:  # a token goes over https only
         cli = with_env(
             seeded,
+            SSL_CERT_FILE=str(hook_certificate()),
             SLUICEWAY_SINK_WEBHOOK_URL=hook.url,
             SLUICEWAY_SINK_WEBHOOK_TOKEN=TOKEN,
             SLUICEWAY_SINK_WEBHOOK_BACKOFF_S="0.2",

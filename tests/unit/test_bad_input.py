@@ -50,7 +50,7 @@ def services(lake: Path) -> Services:
         kafka, s3, MemoryStore(), config, starter=refuse, chain_exists=lambda _: False,
         probe=lambda: None,
     )  # fmt: skip
-    return Services(kafka, s3, SecretStr(TOKEN), config, scheduler)
+    return Services(kafka, s3, SecretStr(TOKEN), config, scheduler, roots=(str(lake),))
 
 
 @contextmanager

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import ssl
+import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +23,7 @@ from sinks import metrics
 from sinks.consume import notification
 from sinks.guard_config import GuardSettings
 from sinks.notify import backoff_delays, deliver, post_json, safe_url
+from sluiceway.settings import settings_problem
 
 NOTE = {"event": "run_complete", "etl_id": "20261122T010203Z-ab12", "rows": {"issue": 3}}
 TOKEN = "s3cr3t-token-value"
@@ -136,11 +142,11 @@ def test_the_token_and_url_credentials_never_reach_the_log(
 def test_settings_come_from_the_environment_and_refuse_non_http(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("SLUICEWAY_SINK_WEBHOOK_URL", "http://localhost:8000/done")
+    monkeypatch.setenv("SLUICEWAY_SINK_WEBHOOK_URL", "https://localhost:8000/done")
     monkeypatch.setenv("SLUICEWAY_SINK_WEBHOOK_TOKEN", TOKEN)
     monkeypatch.setenv("SLUICEWAY_SINK_MIN_FREE_BYTES", "-1")
     s = GuardSettings()
-    assert s.webhook_url == "http://localhost:8000/done"
+    assert s.webhook_url == "https://localhost:8000/done"
     assert s.webhook_token is not None and s.webhook_token.get_secret_value() == TOKEN
     assert s.min_free_bytes == -1
     with pytest.raises(ValidationError, match="http"):
@@ -178,9 +184,26 @@ class Hook:
         return [json.loads(body) for _, body in self.requests]
 
 
+@functools.cache
+def hook_certificate() -> Path:
+    """A self-signed certificate (and its key, in the same file) for 127.0.0.1, made once.
+
+    Clients trust it through SSL_CERT_FILE, which OpenSSL reads for its default CA file."""
+    pem = Path(tempfile.mkdtemp(prefix="sw-hook-tls-")) / "hook.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(pem.with_suffix(".key")), "-out", str(pem)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    pem.write_text(pem.read_text() + pem.with_suffix(".key").read_text())
+    return pem
+
+
 @contextmanager
-def serve_hook(fail: int = 2, redirect: bool = False) -> Iterator[Hook]:
-    """Run a Hook on 127.0.0.1 in a thread for the block's duration."""
+def serve_hook(fail: int = 2, redirect: bool = False, tls: bool = False) -> Iterator[Hook]:
+    """Run a Hook on 127.0.0.1 in a thread for the block's duration; https with ``tls``
+    (the client must trust ``hook_certificate()``)."""
     hook = Hook(fail=fail, redirect=redirect)
     lock = threading.Lock()
 
@@ -202,7 +225,11 @@ def serve_hook(fail: int = 2, redirect: bool = False) -> Iterator[Hook]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    hook.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(hook_certificate())
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    hook.url = f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}/hook"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -213,8 +240,11 @@ def serve_hook(fail: int = 2, redirect: bool = False) -> Iterator[Hook]:
         thread.join(5)
 
 
-def test_a_local_webhook_failing_twice_gets_the_notice_on_the_third_try() -> None:
-    with serve_hook(fail=2) as hook:
+def test_a_local_webhook_failing_twice_gets_the_notice_on_the_third_try(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(hook_certificate()))
+    with serve_hook(fail=2, tls=True) as hook:
         s = settings(webhook_url=hook.url, webhook_token=SecretStr(TOKEN), webhook_backoff_s=0.01)
         assert deliver(NOTE, s)
     assert len(hook.requests) == 3
@@ -233,3 +263,34 @@ def test_post_json_raises_on_5xx_and_never_follows_redirects() -> None:
         with pytest.raises(OSError, match="307"):
             post_json(hook.url, b"{}", TOKEN, 5.0)
         assert len(hook.requests) == 1  # the token went nowhere else
+
+
+@pytest.mark.parametrize(
+    ("url", "token", "needle"),
+    [
+        ("https://hooks.example:99999/x", None, "invalid port"),
+        ("https://hooks.example:0/x", None, "invalid port"),
+        ("https://hooks.example:http/x", None, "invalid port"),
+        ("http://hooks.example/x", TOKEN, "WEBHOOK_TOKEN: would be sent in clear"),
+        ("http://user:pw@hooks.example/x", None, "plain http"),
+        ("http://hooks.example/x?api_key=abc", None, "plain http"),
+    ],
+)
+def test_webhooks_that_would_fail_or_leak_are_refused_at_start(
+    url: str, token: str | None, needle: str
+) -> None:
+    secret = SecretStr(token) if token else None
+    with pytest.raises(ValidationError) as caught:
+        GuardSettings(webhook_url=url, webhook_token=secret)
+    problem = settings_problem(caught.value)
+    assert problem is not None and needle in problem
+    assert "pw" not in problem and TOKEN not in problem and "abc" not in problem
+    assert "pw" not in str(caught.value) and TOKEN not in str(caught.value)
+    if "invalid port" not in needle:  # the same over https is fine
+        https = url.replace("http://", "https://")
+        assert GuardSettings(webhook_url=https, webhook_token=secret).webhook_url == https
+
+
+def test_a_plain_http_webhook_without_secrets_is_fine() -> None:
+    url = "http://hooks.example:8080/x?run=1"
+    assert GuardSettings(webhook_url=url).webhook_url == url
