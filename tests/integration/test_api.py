@@ -30,7 +30,6 @@ def client_for(kafka: KafkaSettings, local_stack: Stack, roots: str = "") -> Tes
     return client
 
 
-@pytest.fixture
 def roots(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The tests' lakes are temporary directories: the API may write under their base."""
     return str(tmp_path_factory.getbasetemp())
