@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, multiprocess
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sluiceway import health, registry
+from sluiceway import control, health, registry
 from sluiceway.errors import SluicewayError
 from sluiceway.health import HEALTH, HealthSettings
 from sluiceway.settings import KafkaSettings, S3Settings, to_env
@@ -137,9 +137,11 @@ class Pool:
 
 
 def metrics_registry(metrics_dir: Path) -> CollectorRegistry:
-    """The children's samples, summed as prometheus_client's multiprocess mode does."""
+    """The children's samples, summed as prometheus_client's multiprocess mode does, and the
+    pool's own count of control records it could not read."""
     found = CollectorRegistry()
     multiprocess.MultiProcessCollector(found, path=str(metrics_dir))
+    found.register(control.UNREADABLE)
     return found
 
 

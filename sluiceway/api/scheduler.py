@@ -16,13 +16,17 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from processors.errors import SpecError
 from processors.spec import RunSpec, parse_spec
+from sluiceway import control
 from sluiceway.api.config_store import KafkaStore, KeyValueStore, datapipeline_spec
+from sluiceway.control import ControlRecordError, with_extra
 from sluiceway.errors import ConfigError, RunConflictError, SluicewayError, StackDownError
 from sluiceway.export import absolute_destination, worker_failure
 from sluiceway.kafka_io import check_broker
@@ -56,19 +60,25 @@ class Schedule:
     needs_secret: bool = False
     last_etl_id: str | None = None
     last_error: str | None = None
+    # fields of a newer version's record, kept so that storing it again keeps them
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["anchor"] = self.anchor.isoformat()
         data["next_due"] = self.next_due.isoformat()
-        return data
+        return {**data.pop("extra"), **data}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Schedule:
-        raw = dict(data)
-        raw["anchor"] = datetime.fromisoformat(raw["anchor"])
-        raw["next_due"] = datetime.fromisoformat(raw["next_due"])
-        return cls(**raw)
+    def from_json(cls, data: Any) -> Schedule:
+        """The schedule; ControlRecordError naming the problem when the record is not one."""
+        found = with_extra(cls, _SCHEDULE, data, "a schedule")
+        if found.anchor.utcoffset() is None or found.next_due.utcoffset() is None:
+            raise ControlRecordError("not a schedule (anchor and next_due need a UTC offset)")
+        return found
+
+
+_SCHEDULE = TypeAdapter(Schedule)
 
 
 def is_due(schedule: Schedule, now: datetime) -> bool:
@@ -164,12 +174,17 @@ class Scheduler:
     # -- the stored schedules -------------------------------------------------------------
 
     def all(self) -> list[Schedule]:
-        found = [Schedule.from_json(v) for v in self.store.load_all().values()]
+        """Every readable schedule; an unreadable record is reported and skipped."""
+        found = []
+        for name, value in self.store.load_all().items():
+            try:
+                found.append(Schedule.from_json(value))
+            except ControlRecordError as exc:
+                control.skipped("schedules", name, exc)
         return sorted(found, key=lambda s: s.name)
 
     def get(self, name: str) -> Schedule | None:
-        value = self.store.load_all().get(name)
-        return Schedule.from_json(value) if value is not None else None
+        return next((s for s in self.all() if s.name == name), None)
 
     def put(self, schedule: Schedule) -> None:
         self.store.put(schedule.name, schedule.to_json())
