@@ -34,7 +34,7 @@ from sluiceway.api.models import (
     TenantsRequest,
 )
 from sluiceway.api.runs import cancel_run
-from sluiceway.api.scheduler import DATAPIPELINE, Schedule, first_due
+from sluiceway.api.scheduler import DATAPIPELINE, Schedule, first_due, interval_problem
 from sluiceway.export import absolute_destination, check_destination
 from sluiceway.kafka_io import known_tenants, read_control
 from sluiceway.runner import start_run
@@ -265,6 +265,8 @@ def put_schedule(body: ScheduleConfig, services: Services = Depends(get_services
     datapipeline_spec(services.config.load_all())  # refuse a schedule that could never run
     anchor = body.startTime.astimezone(UTC)
     interval = body.repeatIntervalInSeconds
+    if (problem := interval_problem(interval)) is not None:
+        raise ApiError(400, f"repeatIntervalInSeconds {problem}")
     schedule = Schedule(
         name=DATAPIPELINE, spec=None, mode=body.type, interval_s=interval, anchor=anchor,
         next_due=first_due(anchor, interval, datetime.now(UTC)),

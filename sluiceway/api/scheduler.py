@@ -20,12 +20,14 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import Field, TypeAdapter
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from processors.errors import SpecError
 from processors.spec import RunSpec, parse_spec
 from sluiceway import control
 from sluiceway.api.config_store import KafkaStore, KeyValueStore, datapipeline_spec
+from sluiceway.cleanup import Sweeper
 from sluiceway.control import ControlRecordError, with_extra
 from sluiceway.errors import ConfigError, RunConflictError, SluicewayError, StackDownError
 from sluiceway.export import absolute_destination, worker_failure
@@ -41,6 +43,30 @@ MODES = ("delta", "full")
 
 Clock = Callable[[], datetime]
 Starter = Callable[[RunSpec], tuple[RunRecord, Workers | None]]
+
+
+class FeedSettings(BaseSettings):
+    """The shortest interval of a feed: every run creates a Kafka topic and consumer groups,
+    which live until its manifest is written (see sluiceway.cleanup)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICEWAY_FEED_", frozen=True)
+
+    min_interval_s: int = Field(
+        60,
+        ge=1,
+        description="Shortest interval of a continuous feed or the Data pipeline schedule.",
+    )
+
+
+def interval_problem(interval_s: int) -> str | None:
+    """Why a feed cannot run every ``interval_s`` seconds, or None when it can."""
+    minimum = FeedSettings().min_interval_s
+    if interval_s >= minimum:
+        return None
+    return (
+        f"{interval_s} s is below the minimum of {minimum} s (SLUICEWAY_FEED_MIN_INTERVAL_S); "
+        "every run creates Kafka topics and groups"
+    )
 
 
 def utcnow() -> datetime:
@@ -116,9 +142,12 @@ def feed_of(spec: RunSpec, now: datetime) -> Schedule:
     needs_secret = "hash" in spec.pii.values()
     if needs_secret:
         _check_feed_secret(spec)
+    interval = int(spec.interval or 0)
+    problem = interval_problem(interval)
+    if problem is not None:
+        raise SpecError([("interval", problem)])
     destination = absolute_destination(spec.destination)
     public = spec.model_copy(update={"destination": destination}).public_dict()
-    interval = int(spec.interval or 0)
     return Schedule(
         name=feed_name(destination), spec=public, mode="delta", interval_s=interval,
         anchor=now, next_due=now, needs_secret=needs_secret,
@@ -155,6 +184,7 @@ class Scheduler:
         clock: Clock = utcnow,
         tick_s: float = 1.0,
         probe: Callable[[], None] | None = None,
+        sweep: Callable[[], object] | None = None,
     ) -> None:
         self.kafka, self.s3 = kafka, s3
         self.store = store if store is not None else KafkaStore(kafka, "schedules")
@@ -165,6 +195,8 @@ class Scheduler:
         # A quick broker check before each tick: with Kafka away, a tick would otherwise block
         # in a 30 s metadata call, and so would a SIGTERM waiting to join this thread.
         self._probe = probe or (lambda: check_broker(kafka, timeout=2.0))
+        # drops finished runs' topics, groups and (much later) records; see sluiceway.cleanup
+        self._sweep = sweep or Sweeper(kafka, s3)
         self._broker_down = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -220,7 +252,9 @@ class Scheduler:
 
     def fire(self, schedule: Schedule, now: datetime) -> Schedule:
         """Try a due schedule's run and return it advanced; errors are recorded, not raised."""
-        nxt = advance(schedule.next_due, schedule.interval_s, now)
+        # a schedule stored before the minimum was raised runs no more often than it allows
+        interval = max(schedule.interval_s, FeedSettings().min_interval_s)
+        nxt = advance(schedule.next_due, interval, now)
         try:
             run = self.run_now(schedule)
         except RunConflictError as exc:
@@ -306,6 +340,7 @@ class Scheduler:
                 self.tick()
             except Exception as exc:  # e.g. Kafka restarting mid-tick: the next tick retries
                 log.warning("scheduler tick failed: %s", _one_line(exc))
+            self._sweep()
 
     def _has_latest_manifest(self, destination: str) -> bool:
         from sinks.layout import LATEST_MANIFEST
