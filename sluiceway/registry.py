@@ -182,11 +182,12 @@ def _state(
 
 
 def state(kafka: KafkaSettings, s3: S3Settings, etl_id: str | None) -> RunState:
-    """One run by id, or the latest when no id is given."""
-    ids = sorted(k.decode() for k in read_control(kafka, "runs"))
+    """One run by id, or the latest readable one when no id is given."""
+    raw = {k.decode(errors="replace"): v for k, v in read_control(kafka, "runs").items()}
+    ids = sorted(raw)
     if not ids:
         raise ConfigError("no export runs yet; start one with: sluiceway export start")
-    target = etl_id or ids[-1]
+    target = etl_id or next((i for i in reversed(ids) if _readable(raw[i])), ids[-1])
     if target not in ids:
         raise ConfigError(f"run {etl_id!r} not found; known runs end with {ids[-1]}")
     found = states(kafka, s3, lambda r: r.etl_id == target)
@@ -194,6 +195,14 @@ def state(kafka: KafkaSettings, s3: S3Settings, etl_id: str | None) -> RunState:
         topic = kafka.control_topic("runs")
         raise ConfigError(f"the record of run {target} on {topic} cannot be read; see the log")
     return found[0]
+
+
+def _readable(value: bytes) -> bool:
+    try:
+        RunRecord.from_json(value)
+    except control.ControlRecordError:
+        return False
+    return True
 
 
 def active_at(kafka: KafkaSettings, s3: S3Settings, destination: str) -> RunState | None:

@@ -71,6 +71,7 @@ def bad_records(kafka: KafkaSettings, tmp_path: Path) -> dict[str, Any]:
     future = json.loads(newer.to_json()) | {"version": 2, "priority": {"level": "high"}}
     write_raw(kafka, "runs", newer.etl_id, json.dumps(future).encode())
     write_raw(kafka, "runs", "20260101T000000Z-dead", GARBAGE)
+    write_raw(kafka, "runs", "29991231T235959Z-last", b'{"etl_id": "29991231T235959Z-last"}')
     write_raw(kafka, "schedules", "broken", GARBAGE)
     now = datetime.now(UTC)
     due = {
@@ -138,6 +139,10 @@ def test_pool_and_cli_keep_working(
         bad_records["newer"].etl_id: "complete",
         bad_records["corrupt"].etl_id: "failed",
     }
+    # the latest record is unreadable: the latest readable run is the one shown
+    assert cli.json("export", "status")["etl_id"] == max(
+        bad_records[k].etl_id for k in ("good", "newer", "corrupt")
+    )
     port, log = free_port(), tmp_path / "pool.log"
     pool = subprocess.Popen(
         [sys.executable, "-m", "sluiceway.cli", "sink", "--pool", "--metrics-port", str(port)],
