@@ -108,12 +108,13 @@ def test_status_of_a_deleted_destination_does_not_recreate_it(
 
 
 def test_a_feed_below_the_minimum_interval_is_refused(
-    kafka: KafkaSettings, local_stack: Stack, tmp_path: Path
+    kafka: KafkaSettings, local_stack: Stack
 ) -> None:
     app = create_app(Services.build(kafka, local_stack.s3, SecretStr(TOKEN)))
     with TestClient(app) as api:
         api.headers["Authorization"] = f"Bearer {TOKEN}"
-        spec = {"tenants": ["tenant-001"], "destination": str(tmp_path), "type": "continuous"}
+        lake = f"s3://{local_stack.s3.bucket}/feed-{kafka.topic_prefix}"  # nothing is written
+        spec = {"tenants": ["tenant-001"], "destination": lake, "type": "continuous"}
         refused = api.post("/runs", json=spec | {"interval": 1})
         assert refused.status_code == 422, refused.text
         error = refused.json()["error"]
