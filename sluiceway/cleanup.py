@@ -99,14 +99,19 @@ def _delete(futures: dict[str, Future[Any]], timeout: float) -> list[str]:
     return remaining
 
 
-def check_not_dropped(kafka: KafkaSettings, run: RunRecord) -> None:
+def check_not_dropped(kafka: KafkaSettings, run: RunRecord, wait_s: float = 10.0) -> None:
     """Refuse to work on a run whose topic was dropped: the run has ended, and producing to
-    the topic would only create it again (brokers may auto-create topics)."""
-    if run.run_topic not in admin(kafka).list_topics(timeout=30).topics:
-        raise ConfigError(
-            f"run {run.etl_id} has ended and its topic {run.run_topic} was deleted; "
-            "nothing is left to process"
-        )
+    the topic would only create it again (brokers may auto-create topics). Missing for
+    ``wait_s``: a broker with stale metadata may not list a topic that was just created."""
+    client = admin(kafka)
+    deadline = time.monotonic() + wait_s
+    while run.run_topic not in client.list_topics(timeout=30).topics:
+        if time.monotonic() > deadline:
+            raise ConfigError(
+                f"run {run.etl_id} has ended and its topic {run.run_topic} was deleted; "
+                "nothing is left to process"
+            )
+        time.sleep(0.5)
 
 
 def drop_when_idle(kafka: KafkaSettings, run: RunRecord, wait_s: float = 30.0) -> None:
