@@ -17,6 +17,7 @@ from processors.app import Lookups, RunProcessor
 from processors.config import ProcessorSettings
 from processors.scan import issue_projects, latest_offsets
 from processors.spec import spec_of_run
+from sluiceway.cleanup import check_not_dropped
 from sluiceway.codec import Codec
 from sluiceway.health import HEALTH
 from sluiceway.kafka_io import load_run
@@ -70,6 +71,7 @@ def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> 
         logging.getLogger(name).setLevel(max(logging.getLevelName(loglevel), logging.WARNING))
     metrics.serve(settings.tuning.metrics_port)
     record = load_run(settings.kafka, etl_id)
+    check_not_dropped(settings.kafka, record)
     spec = spec_of_run(record.spec, os.environ.get(SECRET_ENV), etl_id)
     codec = Codec()
     latest = latest_offsets(settings.kafka, record) if record.type == "full" else None

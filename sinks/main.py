@@ -33,7 +33,7 @@ from sinks.metrics import LagMonitor
 from sinks.offsets import OffsetTracker
 from sinks.storage import Lake
 from sinks.writer import RunWriter
-from sluiceway import health, kafka_io, registry
+from sluiceway import cleanup, health, kafka_io, registry
 from sluiceway.codec import Codec
 from sluiceway.errors import SluicewayError
 from sluiceway.health import HEALTH
@@ -69,6 +69,7 @@ def run(
         manifest.publish_latest(lake, done)
         notice = consume.publish_notice(kafka_io.producer(kafka), kafka.notifications_topic, done)
         notify.deliver(notice, guard)
+        cleanup.drop_when_idle(kafka, record)
         return done
     health.serve(settings.metrics_port)
     recovery.remove_manifest_temporaries(lake, etl_id)
@@ -93,12 +94,14 @@ def run(
         if not complete:
             log.info("sink of run %s stopped before the run's end", etl_id)
             return {"etl_id": etl_id, "status": "stopped"}
-        return _finish(reader, lake, record, clock, guard)
+        finished = _finish(reader, lake, record, clock, guard)
     except BaseException:
         membership.abandon(reader)  # closing the consumer must not commit unwritten rows
         raise
     finally:
         reader.consumer.close()
+    cleanup.drop_when_idle(kafka, record)  # after close: this sink has left the run's group
+    return finished
 
 
 def _reader(

@@ -71,6 +71,13 @@ def open_lake(destination: str, s3: S3Settings, fs: pafs.FileSystem | None = Non
     return lake
 
 
+def open_readonly(destination: str, s3: S3Settings) -> Lake:
+    """The destination for reading only: no write probe and no directory created, so asking
+    about a run never recreates a destination that was deleted."""
+    dest = layout.parse_destination(destination)
+    return Lake(fs=s3_filesystem(s3) if dest.kind == "s3" else pafs.LocalFileSystem(), dest=dest)
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
 

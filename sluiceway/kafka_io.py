@@ -10,6 +10,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from sluiceway.control import CONTROL_TOPIC_CONFIG
 from sluiceway.errors import ConfigError, StackDownError
 from sluiceway.runs import RunRecord
 from sluiceway.settings import KafkaSettings
@@ -134,7 +135,7 @@ def partition_count(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> 
 
 def publish_run(kafka: KafkaSettings, record: RunRecord) -> None:
     topic = kafka.control_topic("runs")
-    ensure_topics(kafka, [topic], 1, {"cleanup.policy": "compact"})
+    ensure_topics(kafka, [topic], 1, CONTROL_TOPIC_CONFIG)
     prod = producer(kafka, **{"linger.ms": 0})
     prod.produce(topic, key=record.etl_id.encode(), value=record.to_json())
     if prod.flush(30) != 0:

@@ -29,7 +29,8 @@ from prometheus_client import CollectorRegistry, multiprocess
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sluiceway import health, registry
+from sluiceway import control, health, registry
+from sluiceway.cleanup import Sweeper, Swept
 from sluiceway.errors import SluicewayError
 from sluiceway.health import HEALTH, HealthSettings
 from sluiceway.settings import KafkaSettings, S3Settings, to_env
@@ -78,6 +79,14 @@ class Pool:
                 if item.status != "complete":  # cancelled or failed: its worker must stop
                     self._terminate(item.run.etl_id)
         return [item.run.etl_id for item in found if item.active]
+
+    def forget(self, swept: Swept | None) -> None:
+        """Drop what the pool remembers of runs whose records expired, and their logs here."""
+        for etl_id in swept.expired if swept else []:
+            self.finished.discard(etl_id)
+            self.failed_at.pop(etl_id, None)
+            if self.settings.log_dir is not None:
+                (self.settings.log_dir / f"{etl_id}.{self.stage}.log").unlink(missing_ok=True)
 
     def _terminate(self, etl_id: str) -> None:
         """SIGTERM a run's worker; ``reap`` collects it. A complete run's sink is left alone:
@@ -137,9 +146,11 @@ class Pool:
 
 
 def metrics_registry(metrics_dir: Path) -> CollectorRegistry:
-    """The children's samples, summed as prometheus_client's multiprocess mode does."""
+    """The children's samples, summed as prometheus_client's multiprocess mode does, and the
+    pool's own count of control records it could not read."""
     found = CollectorRegistry()
     multiprocess.MultiProcessCollector(found, path=str(metrics_dir))
+    found.register(control.UNREADABLE)
     return found
 
 
@@ -148,6 +159,7 @@ def run_pool(
 ) -> None:
     """Watch the registry and keep a worker on every active run until ``stop()``."""
     health.serve(port, health_settings, registry=metrics_registry(pool.metrics_dir))
+    sweep = Sweeper(pool.kafka, pool.s3)
     try:
         while not stop():
             HEALTH.beat()
@@ -160,6 +172,7 @@ def run_pool(
             else:
                 pool.start_missing(active)
                 HEALTH.ready(True, f"{len(pool.children)} runs in progress")
+                pool.forget(sweep())
             _sleep_unless(stop, pool.settings.interval_s)
     finally:
         HEALTH.ready(False, "stopping")

@@ -17,6 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from sluiceway import control
 from sluiceway.errors import ConfigError, StackDownError
 from sluiceway.kafka_io import ensure_topics, producer, read_control
 from sluiceway.runs import RunRecord
@@ -32,6 +35,7 @@ class RunState:
     reason: str | None
     manifest: dict[str, Any] | None
     note: str | None = None  # why a running run is waiting, if it is
+    manifest_error: str | None = None  # why its manifest or destination cannot be read
 
     @property
     def active(self) -> bool:
@@ -46,13 +50,13 @@ class RunState:
             "completed_at": (self.manifest or {}).get("completed_at"),
             "rows": {t: i["rows"] for t, i in (self.manifest or {}).get("tables", {}).items()},
             "files": totals.get("files"), "dead_letters": (self.manifest or {}).get("dead_letters"),
-            "note": self.note,
+            "note": self.note, "manifest_error": self.manifest_error,
         }  # fmt: skip
 
 
 def set_status(kafka: KafkaSettings, etl_id: str, status: str, reason: str | None = None) -> None:
     topic = kafka.control_topic("status")
-    ensure_topics(kafka, [topic], 1, {"cleanup.policy": "compact"})
+    ensure_topics(kafka, [topic], 1, control.CONTROL_TOPIC_CONFIG)
     record = {
         "etl_id": etl_id,
         "status": status,
@@ -68,7 +72,7 @@ def set_status(kafka: KafkaSettings, etl_id: str, status: str, reason: str | Non
 def set_note(kafka: KafkaSettings, etl_id: str, note: str | None) -> None:
     """Record why a running run waits; None clears it (a tombstone on the compacted topic)."""
     topic = kafka.control_topic("notes")
-    ensure_topics(kafka, [topic], 1, {"cleanup.policy": "compact"})
+    ensure_topics(kafka, [topic], 1, control.CONTROL_TOPIC_CONFIG)
     value = None
     if note is not None:
         value = json.dumps({"etl_id": etl_id, "note": note, "at": datetime.now(UTC).isoformat()})
@@ -78,16 +82,73 @@ def set_note(kafka: KafkaSettings, etl_id: str, note: str | None) -> None:
         raise StackDownError(f"could not record the note of run {etl_id} on {topic}")
 
 
-def _manifest(run: RunRecord, s3: S3Settings) -> dict[str, Any] | None:
-    from sinks.layout import run_manifest_path
-    from sinks.manifest import read_json
-    from sinks.storage import open_lake
+class _Table(BaseModel):
+    rows: int
 
+
+class _Summary(BaseModel):
+    """What status reports read from a run manifest; the rest of it is not checked here."""
+
+    etl_id: str
+    completed_at: str | None = None
+    tables: dict[str, _Table] = {}
+    totals: dict[str, int | None] = {}
+    dead_letters: int | None = None
+
+
+# Manifests of complete runs by (destination, etl_id): a manifest never changes once written,
+# so each is read from the destination once per process, not on every status request.
+_COMPLETE: dict[tuple[str, str], dict[str, Any]] = {}
+_COMPLETE_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class _Read:
+    manifest: dict[str, Any] | None = None
+    problem: str | None = None  # why the destination or the manifest cannot be read
+    invalid: bool = False  # the manifest exists but is not one
+
+
+def _manifest(run: RunRecord, s3: S3Settings) -> _Read:
+    """The run's manifest, read-only: a status request must not create a deleted
+    destination or write to it."""
+    import pyarrow as pa
+
+    from sinks.layout import run_manifest_path
+    from sinks.storage import open_readonly, read_bytes
+
+    cached = _COMPLETE.get((run.destination, run.etl_id))
+    if cached is not None:
+        return _Read(cached)
+    relative = run_manifest_path(run.etl_id)
     try:
-        found = read_json(open_lake(run.destination, s3), run_manifest_path(run.etl_id))
-    except ConfigError:
-        return None  # the destination is gone or unwritable: the run cannot be complete
-    return dict(found) if found else None
+        lake = open_readonly(run.destination, s3)
+        data = read_bytes(lake, relative)
+    except (ConfigError, OSError, pa.ArrowException) as exc:
+        return _Read(problem=f"destination unreadable: {_one_line(exc)}")
+    if data is None:
+        return _Read()
+    try:
+        found = json.loads(data)
+        if _Summary.model_validate(found).etl_id != run.etl_id:
+            raise ValueError(f"it holds the manifest of run {found['etl_id']}")
+    except (ValueError, RecursionError) as exc:  # pydantic's ValidationError is a ValueError
+        return _Read(
+            problem=f"manifest {lake.path(relative)} is invalid: {_one_line(exc)}", invalid=True
+        )
+    if len(_COMPLETE) >= _COMPLETE_MAX:
+        _COMPLETE.pop(next(iter(_COMPLETE)))
+    _COMPLETE[(run.destination, run.etl_id)] = found
+    return _Read(found)
+
+
+def _text(value: Any) -> str | None:
+    """A free-text field of a control record: a newer writer may have made it structured."""
+    return None if value is None else str(value)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 def states(
@@ -95,30 +156,53 @@ def states(
 ) -> list[RunState]:
     """Every run (or those ``wanted``), oldest first. Only these have their manifest read:
     reading one is a round trip to the destination, and S3 is far away."""
-    runs = [RunRecord.from_json(v) for v in read_control(kafka, "runs").values()]
-    runs = [r for r in runs if wanted is None or wanted(r)]
-    recorded = {k.decode(): json.loads(v) for k, v in read_control(kafka, "status").items()}
-    notes = {k.decode(): json.loads(v) for k, v in read_control(kafka, "notes").items()}
-    found = []
-    for run in sorted(runs, key=lambda r: r.etl_id):
-        manifest = _manifest(run, s3)
-        entry = recorded.get(run.etl_id, {})
-        status = "complete" if manifest else entry.get("status", "running")
-        # a note left by a worker that died while waiting says nothing about a finished run
-        note = notes.get(run.etl_id, {}).get("note") if status == "running" else None
-        found.append(RunState(run, status, entry.get("reason"), manifest, note))
-    return found
+    runs = control.decode_each("runs", read_control(kafka, "runs"), RunRecord.from_json)
+    chosen = [r for r in runs.values() if wanted is None or wanted(r)]
+    recorded = control.decode_each("status", read_control(kafka, "status"), control.json_object)
+    notes = control.decode_each("notes", read_control(kafka, "notes"), control.json_object)
+    return [_state(run, s3, recorded, notes) for run in sorted(chosen, key=lambda r: r.etl_id)]
+
+
+def _state(
+    run: RunRecord, s3: S3Settings, recorded: dict[str, Any], notes: dict[str, Any]
+) -> RunState:
+    read = _manifest(run, s3)
+    entry = recorded.get(run.etl_id, {})
+    status = "complete" if read.manifest else str(entry.get("status", "running"))
+    reason = _text(entry.get("reason"))
+    if read.invalid:
+        # The sink writes a manifest only at the end: the run ended, but its result cannot
+        # be trusted. Failed releases the destination and stops its workers.
+        status, reason = "failed", read.problem
+    if status not in FINAL:
+        status = "running"
+    # a note left by a worker that died while waiting says nothing about a finished run
+    note = _text(notes.get(run.etl_id, {}).get("note")) if status == "running" else None
+    return RunState(run, status, reason, read.manifest, note, read.problem)
 
 
 def state(kafka: KafkaSettings, s3: S3Settings, etl_id: str | None) -> RunState:
-    """One run by id, or the latest when no id is given."""
-    ids = sorted(k.decode() for k in read_control(kafka, "runs"))
+    """One run by id, or the latest readable one when no id is given."""
+    raw = {k.decode(errors="replace"): v for k, v in read_control(kafka, "runs").items()}
+    ids = sorted(raw)
     if not ids:
         raise ConfigError("no export runs yet; start one with: sluiceway export start")
-    target = etl_id or ids[-1]
+    target = etl_id or next((i for i in reversed(ids) if _readable(raw[i])), ids[-1])
     if target not in ids:
         raise ConfigError(f"run {etl_id!r} not found; known runs end with {ids[-1]}")
-    return states(kafka, s3, lambda r: r.etl_id == target)[0]
+    found = states(kafka, s3, lambda r: r.etl_id == target)
+    if not found:
+        topic = kafka.control_topic("runs")
+        raise ConfigError(f"the record of run {target} on {topic} cannot be read; see the log")
+    return found[0]
+
+
+def _readable(value: bytes) -> bool:
+    try:
+        RunRecord.from_json(value)
+    except control.ControlRecordError:
+        return False
+    return True
 
 
 def active_at(kafka: KafkaSettings, s3: S3Settings, destination: str) -> RunState | None:

@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import TypeAdapter
+
+from sluiceway.control import json_object, with_extra
 from sluiceway.errors import ConfigError
 
 RUN_TYPES = ("full", "delta", "continuous")
@@ -64,19 +67,22 @@ class RunRecord:
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     # a replay (`sluiceway replay --to TIME`) is a full run whose cut is TIME: kept as ISO 8601
     replay_to: str | None = None
+    # fields of a newer version's record, kept so that rewriting the record keeps them
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
+        known = asdict(self)
+        extra = known.pop("extra")
+        return json.dumps({**extra, **known}, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> RunRecord:
-        raw: dict[str, Any] = json.loads(data)
-        raw["tenants"] = tuple(raw["tenants"])
-        raw["entities"] = tuple(raw["entities"])
-        for name in ("start", "cut"):
-            raw[name] = {t: {int(p): int(o) for p, o in ps.items()} for t, ps in raw[name].items()}
-        return cls(**raw)
+        """The record; ControlRecordError naming the problem when it cannot be one."""
+        return with_extra(cls, _RECORD, json_object(data), "a run record")
 
     @property
     def export_date(self) -> datetime:
         return etl_id_time(self.etl_id)
+
+
+_RECORD = TypeAdapter(RunRecord)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from pydantic_core import PydanticCustomError
 
 from processors.spec import check_destination
+from sluiceway import control
 from sluiceway.errors import ConfigError, StackDownError
 from sluiceway.kafka_io import ensure_topics, producer, read_control
 from sluiceway.settings import KafkaSettings
@@ -48,7 +49,7 @@ class KafkaStore:
     def load_all(self) -> dict[str, Any]:
         # A request waits on this: fail within seconds, not librdkafka's 30, when Kafka is away.
         raw = read_control(self.kafka, self.name, timeout=10.0)
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
+        return control.decode_each(self.name, raw, control.json_value)
 
     def put(self, key: str, value: Any) -> None:
         self._write(key, json.dumps(value, sort_keys=True).encode())
@@ -58,7 +59,7 @@ class KafkaStore:
 
     def _write(self, key: str, value: bytes | None) -> None:
         if not self._ready:
-            ensure_topics(self.kafka, [self.topic], 1, {"cleanup.policy": "compact"})
+            ensure_topics(self.kafka, [self.topic], 1, control.CONTROL_TOPIC_CONFIG)
             self._ready = True
         prod = producer(self.kafka, **{"linger.ms": 0})
         prod.produce(self.topic, key=key.encode(), value=value)

@@ -8,14 +8,13 @@ pipeline answers 200 before its first job.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
 from processors.spec import UTC_RANGE, parse_spec
-from sluiceway import registry
+from sluiceway import control, registry
 from sluiceway.api.app import ApiError, Services, get_services
 from sluiceway.api.auth import bearer_scheme
 from sluiceway.api.config_store import EXPORT_PATH, OPT_OUT, TENANTS, datapipeline_spec
@@ -36,7 +35,7 @@ from sluiceway.api.models import (
     TenantsRequest,
 )
 from sluiceway.api.runs import cancel_run
-from sluiceway.api.scheduler import DATAPIPELINE, Schedule, first_due
+from sluiceway.api.scheduler import DATAPIPELINE, Schedule, first_due, interval_problem
 from sluiceway.export import absolute_destination, check_destination
 from sluiceway.kafka_io import known_tenants, read_control
 from sluiceway.runner import start_run
@@ -90,6 +89,8 @@ def job_status(state: registry.RunState | None, status_at: str | None = None) ->
     errors = []
     if state.status == "failed":
         errors.append(JobError(key="failed", message=state.reason or "the run failed"))
+    if state.manifest_error and state.manifest_error != state.reason:
+        errors.append(JobError(key="manifest_error", message=state.manifest_error))
     dead = int(manifest.get("dead_letters") or 0)
     if dead:
         errors.append(JobError(key="dead_letters", message=f"{dead} events went to dead letters"))
@@ -127,8 +128,9 @@ def _stream(services: Services) -> list[registry.RunState]:
 
 def _status_at(services: Services, etl_id: str) -> str | None:
     """When the run's last state change (cancelled, failed) was recorded."""
-    raw = read_control(services.kafka, "status").get(etl_id.encode())
-    return str(json.loads(raw).get("at")) if raw else None
+    raw = read_control(services.kafka, "status")
+    found = control.decode_each("status", raw, control.json_object).get(etl_id)
+    return str(found["at"]) if found and found.get("at") else None
 
 
 @router.post(
@@ -271,6 +273,8 @@ def put_schedule(body: ScheduleConfig, services: Services = Depends(get_services
     allowed_destination(path, services.allowed_roots)
     anchor = body.startTime  # UTC already: the model converts it
     interval = body.repeatIntervalInSeconds
+    if (problem := interval_problem(interval)) is not None:
+        raise ApiError(400, f"repeatIntervalInSeconds {problem}")
     schedule = Schedule(
         name=DATAPIPELINE, spec=None, mode=body.type, interval_s=interval, anchor=anchor,
         next_due=first_due(anchor, interval, datetime.now(UTC)),

@@ -45,7 +45,10 @@ class JobConfig(BaseModel):
 
 
 class JobError(BaseModel):
-    key: str = Field(description="Kind of problem: `failed` or `dead_letters`.")
+    key: str = Field(
+        description="Kind of problem: `failed`, `dead_letters` or `manifest_error` (its manifest "
+        "or destination cannot be read)."
+    )
     message: str = Field(description="One line explaining it.")
 
 
@@ -197,6 +200,11 @@ class RunView(BaseModel):
     rows: dict[str, int] = Field(default_factory=dict, description="Rows per table, when done.")
     files: int | None = Field(None, description="Files written, when done.")
     dead_letters: int | None = Field(None, description="Events dead-lettered, when done.")
+    manifest_error: str | None = Field(
+        None,
+        description="Why the run's manifest or destination cannot be read; an invalid manifest "
+        "makes the run `failed`, other runs are listed as usual.",
+    )
     schedule: FeedView | None = Field(
         None, description="For a `continuous` spec: the feed that now runs it every interval."
     )

@@ -16,13 +16,19 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import Field, TypeAdapter
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from processors.errors import SpecError
 from processors.spec import RunSpec, parse_spec
+from sluiceway import control
 from sluiceway.api.config_store import KafkaStore, KeyValueStore, datapipeline_spec
+from sluiceway.cleanup import Sweeper
+from sluiceway.control import ControlRecordError, with_extra
 from sluiceway.errors import ConfigError, RunConflictError, SluicewayError, StackDownError
 from sluiceway.export import absolute_destination, worker_failure
 from sluiceway.kafka_io import check_broker
@@ -38,6 +44,30 @@ MODES = ("delta", "full")
 
 Clock = Callable[[], datetime]
 Starter = Callable[[RunSpec], tuple[RunRecord, Workers | None]]
+
+
+class FeedSettings(BaseSettings):
+    """The shortest interval of a feed: every run creates a Kafka topic and consumer groups,
+    which live until its manifest is written (see sluiceway.cleanup)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICEWAY_FEED_", frozen=True)
+
+    min_interval_s: int = Field(
+        60,
+        ge=1,
+        description="Shortest interval of a continuous feed or the Data pipeline schedule.",
+    )
+
+
+def interval_problem(interval_s: int) -> str | None:
+    """Why a feed cannot run every ``interval_s`` seconds, or None when it can."""
+    minimum = FeedSettings().min_interval_s
+    if interval_s >= minimum:
+        return None
+    return (
+        f"{interval_s} s is below the minimum of {minimum} s (SLUICEWAY_FEED_MIN_INTERVAL_S); "
+        "every run creates Kafka topics and groups"
+    )
 
 
 def utcnow() -> datetime:
@@ -57,19 +87,25 @@ class Schedule:
     needs_secret: bool = False
     last_etl_id: str | None = None
     last_error: str | None = None
+    # fields of a newer version's record, kept so that storing it again keeps them
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["anchor"] = self.anchor.isoformat()
         data["next_due"] = self.next_due.isoformat()
-        return data
+        return {**data.pop("extra"), **data}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Schedule:
-        raw = dict(data)
-        raw["anchor"] = datetime.fromisoformat(raw["anchor"])
-        raw["next_due"] = datetime.fromisoformat(raw["next_due"])
-        return cls(**raw)
+    def from_json(cls, data: Any) -> Schedule:
+        """The schedule; ControlRecordError naming the problem when the record is not one."""
+        found = with_extra(cls, _SCHEDULE, data, "a schedule")
+        if found.anchor.utcoffset() is None or found.next_due.utcoffset() is None:
+            raise ControlRecordError("not a schedule (anchor and next_due need a UTC offset)")
+        return found
+
+
+_SCHEDULE = TypeAdapter(Schedule)
 
 
 def is_due(schedule: Schedule, now: datetime) -> bool:
@@ -107,9 +143,12 @@ def feed_of(spec: RunSpec, now: datetime) -> Schedule:
     needs_secret = "hash" in spec.pii.values()
     if needs_secret:
         _check_feed_secret(spec)
+    interval = int(spec.interval or 0)
+    problem = interval_problem(interval)
+    if problem is not None:
+        raise SpecError([("interval", problem)])
     destination = absolute_destination(spec.destination)
     public = spec.model_copy(update={"destination": destination}).public_dict()
-    interval = int(spec.interval or 0)
     return Schedule(
         name=feed_name(destination), spec=public, mode="delta", interval_s=interval,
         anchor=now, next_due=now, needs_secret=needs_secret,
@@ -146,6 +185,7 @@ class Scheduler:
         clock: Clock = utcnow,
         tick_s: float = 1.0,
         probe: Callable[[], None] | None = None,
+        sweep: Callable[[], object] | None = None,
     ) -> None:
         self.kafka, self.s3 = kafka, s3
         self.store = store if store is not None else KafkaStore(kafka, "schedules")
@@ -156,6 +196,8 @@ class Scheduler:
         # A quick broker check before each tick: with Kafka away, a tick would otherwise block
         # in a 30 s metadata call, and so would a SIGTERM waiting to join this thread.
         self._probe = probe or (lambda: check_broker(kafka, timeout=2.0))
+        # drops finished runs' topics, groups and (much later) records; see sluiceway.cleanup
+        self._sweep = sweep or Sweeper(kafka, s3)
         self._broker_down = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -165,12 +207,17 @@ class Scheduler:
     # -- the stored schedules -------------------------------------------------------------
 
     def all(self) -> list[Schedule]:
-        found = [Schedule.from_json(v) for v in self.store.load_all().values()]
+        """Every readable schedule; an unreadable record is reported and skipped."""
+        found = []
+        for name, value in self.store.load_all().items():
+            try:
+                found.append(Schedule.from_json(value))
+            except ControlRecordError as exc:
+                control.skipped("schedules", name, exc)
         return sorted(found, key=lambda s: s.name)
 
     def get(self, name: str) -> Schedule | None:
-        value = self.store.load_all().get(name)
-        return Schedule.from_json(value) if value is not None else None
+        return next((s for s in self.all() if s.name == name), None)
 
     def put(self, schedule: Schedule) -> None:
         self.store.put(schedule.name, schedule.to_json())
@@ -206,7 +253,9 @@ class Scheduler:
 
     def fire(self, schedule: Schedule, now: datetime) -> Schedule:
         """Try a due schedule's run and return it advanced; errors are recorded, not raised."""
-        nxt = advance(schedule.next_due, schedule.interval_s, now)
+        # a schedule stored before the minimum was raised runs no more often than it allows
+        interval = max(schedule.interval_s, FeedSettings().min_interval_s)
+        nxt = advance(schedule.next_due, interval, now)
         try:
             run = self.run_now(schedule)
         except RunConflictError as exc:
@@ -292,6 +341,7 @@ class Scheduler:
                 self.tick()
             except Exception as exc:  # e.g. Kafka restarting mid-tick: the next tick retries
                 log.warning("scheduler tick failed: %s", _one_line(exc))
+            self._sweep()
 
     def has_latest_manifest(self, destination: str) -> bool:
         from sinks.layout import LATEST_MANIFEST

@@ -166,3 +166,15 @@ def cancel(
     print_payload(
         {"etl_id": item.run.etl_id, "status": "cancelled", "stopped_workers": stopped}, as_json
     )
+
+
+@app.command("sweep")
+@friendly_errors
+def sweep(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Drop finished runs' leftovers now, as `serve` and the pools do every
+    SLUICEWAY_CLEANUP_SWEEP_INTERVAL_S: topics and groups past SLUICEWAY_CLEANUP_RUN_RETENTION_S,
+    control records and log folders past SLUICEWAY_CLEANUP_RECORD_RETENTION_S."""
+    from sluiceway import cleanup
+
+    swept = cleanup.sweep(KafkaSettings(), S3Settings())
+    print_payload({"dropped": swept.dropped, "expired": swept.expired}, as_json)

@@ -133,8 +133,9 @@ def test_datapipeline_export_flow(
 
 def test_continuous_feed_runs_full_then_delta_and_survives_restart(
     api: TestClient, kafka: KafkaSettings, local_stack: Stack, tmp_path: Path,
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
+    monkeypatch.setenv("SLUICEWAY_FEED_MIN_INTERVAL_S", "1")  # a feed every 2 s, to see two runs
     lake = tmp_path / "feed"
     spec = {"tenants": [TENANT], "destination": str(lake), "type": "continuous", "interval": 2}
     first = api.post("/runs", json=spec)

@@ -26,7 +26,7 @@ from processors.spec import entity_columns
 from producers.source import TABLES
 from sluiceway.kafka_io import consumer, watermarks
 from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings
-from tests.conftest import Stack, isolated
+from tests.conftest import Cli, Stack, isolated
 
 pytestmark = pytest.mark.integration
 METADATA = {"_tenant_id", "_op", "_deleted", "_position", "_source_ts", "_etl_id"}
@@ -196,7 +196,9 @@ def test_lake_holds_exactly_the_selection_and_no_raw_pii(
         spec["destination"] = str(lake)
         spec_file = lake.parent / f"{lake.name}.json"
         spec_file.write_text(json.dumps(spec))
-        result = cli.json("export", "start", "--spec", str(spec_file), "--wait")
+        # the run topic is read below: keep it past the manifest (it is dropped then by default)
+        keeping = Cli({**cli.env, "SLUICEWAY_CLEANUP_RUN_RETENTION_S": "3600"})
+        result = keeping.json("export", "start", "--spec", str(spec_file), "--wait")
         check_lake(lake, rows, spec, result)
         secrets = raw_pii(rows, spec)
         for value in run_topic_values(kafka, result["etl_id"]):
