@@ -87,8 +87,11 @@ def bad_records(kafka: KafkaSettings, tmp_path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def api(kafka: KafkaSettings, local_stack: Stack) -> Iterator[TestClient]:
-    app = create_app(Services.build(kafka, local_stack.s3, SecretStr(TOKEN)))
+def api(
+    kafka: KafkaSettings, local_stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    roots = str(tmp_path_factory.getbasetemp())  # the tests' lakes are temporary directories
+    app = create_app(Services.build(kafka, local_stack.s3, SecretStr(TOKEN), roots=roots))
     with TestClient(app) as client:  # the context runs the scheduler
         client.headers["Authorization"] = f"Bearer {TOKEN}"
         yield client
