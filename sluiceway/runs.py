@@ -68,6 +68,9 @@ class RunRecord:
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     # a replay (`sluiceway replay --to TIME`) is a full run whose cut is TIME: kept as ISO 8601
     replay_to: str | None = None
+    # sluiceway.fingerprint of the spec's pii_secret (never the secret): a processor whose
+    # own key differs refuses the run, so no run mixes hashes of two keys
+    secret_fingerprint: str | None = None
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
