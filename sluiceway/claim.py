@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 from collections.abc import Callable
 from types import TracebackType
 
@@ -28,6 +29,10 @@ from sluiceway.settings import KafkaSettings
 # The record is produced just before the commit, so a transaction is open on the runs topic
 # for milliseconds; this bounds how long a starter that died right there holds readers back.
 TXN_TIMEOUT_MS = 10_000
+# Losing the claim is an answer, not a fault: librdkafka's fatal-error lines about it would
+# print above the one-line "busy" error.
+CLAIM_LOG = logging.getLogger("sluiceway.kafka.client.claim")
+CLAIM_LOG.addFilter(lambda record: "fenced" not in record.getMessage().lower())
 FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 
 
@@ -53,6 +58,7 @@ class DestinationClaim:
                 "transactional.id": transactional_id(kafka, destination),
                 "transaction.timeout.ms": TXN_TIMEOUT_MS,
                 "linger.ms": 0,
+                "logger": CLAIM_LOG,
             },
         )
         self._call(lambda: self._producer.init_transactions(timeout), "open")
@@ -90,9 +96,7 @@ class DestinationClaim:
         except KafkaException as exc:
             error = exc.args[0]
             if error.code() in FENCED:
-                raise ClaimLost(
-                    f"another run of {self.destination} was started at the same moment"
-                ) from exc
+                raise ClaimLost("another run was started there at the same moment") from exc
             raise StackDownError(
                 f"could not {what} the claim on destination {self.destination}: {error.str()}"
             ) from exc

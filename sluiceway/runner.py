@@ -117,7 +117,9 @@ def claim_and_announce(
         if run is not None:
             discard(run, kafka)
         _refuse_busy(kafka, s3, spec.destination)  # names the winner once it is visible
-        raise RunConflictError(f"destination {spec.destination} is busy: {lost}") from None
+        raise RunConflictError(
+            f"destination {spec.destination} is busy: {lost}; see: sluiceway export status --all"
+        ) from None
 
 
 def _refuse_busy(kafka: KafkaSettings, s3: S3Settings, destination: str) -> None:
