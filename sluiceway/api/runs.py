@@ -74,7 +74,10 @@ def create_run(
         examples=[SPEC_EXAMPLE],
     ),
     launch: bool = Query(
-        True, description="Start the run's workers here; false leaves them to other machines."
+        True,
+        description="Start the run's workers here; false leaves them to other machines, which "
+        "hash PII with their own SLUICEWAY_PII_SECRET: a spec's pii_secret must then be the "
+        "server's SLUICEWAY_PII_SECRET (400 otherwise).",
     ),
     services: Services = Depends(get_services),
 ) -> RunView:

@@ -39,10 +39,14 @@ def test_the_fingerprint_names_the_key_without_revealing_it() -> None:
 
 def _spawn(*args: str) -> subprocess.Popen[bytes]:
     # a session of its own, like a launched worker: cancel signals the process group
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(120)", *args],
         start_new_session=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
+    # Popen can return while the exec is still under way and /proc shows no arguments yet
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    wait_for(lambda: args[-1].encode() in cmdline.read_bytes(), 10, "the process to start")
+    return proc
 
 
 @pytest.fixture
