@@ -94,10 +94,11 @@ def check_remote_secret(spec: RunSpec, mode: LaunchMode | None) -> None:
     if given is None or given == own:
         return
     workers = "the pools (SLUICEWAY_LAUNCH=pool)" if mode == "pool" else "workers started elsewhere"
+    here = f"has no {SECRET_ENV}" if own is None else f"has another key in {SECRET_ENV}"
     raise ConfigError(
         f"pii_secret cannot reach {workers}: they hash PII with their own {SECRET_ENV}, and "
-        f"this process's {'is not set' if own is None else 'is another key'}; set the same key "
-        f"as {SECRET_ENV} here and for the workers, or launch the workers from here"
+        f"this process {here}; set the same key as {SECRET_ENV} here and for the workers, or "
+        "launch the workers from here"
     )
 
 

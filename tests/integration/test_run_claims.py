@@ -55,7 +55,7 @@ def test_a_key_that_cannot_reach_the_workers_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     spec = hashing_spec(tmp_path)
-    for starter, why in ((seeded, "is not set"), (keyed(seeded, OTHER_KEY), "is another key")):
+    for starter, why in ((seeded, "has no"), (keyed(seeded, OTHER_KEY), "has another key")):
         refused = starter("export", "start", "--spec", str(spec), "--no-launch", check=False)
         assert refused.returncode == 1
         [line] = refused.stderr.strip().splitlines()

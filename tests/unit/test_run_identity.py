@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from processors.spec import parse_spec
+from sluiceway.errors import ConfigError
 from sluiceway.fingerprint import matches, secret_fingerprint
 from sluiceway.registry import stop_local_workers
+from sluiceway.runner import LaunchMode, check_remote_secret
 from sluiceway.runs import etl_id_time, new_etl_id
+from sluiceway.settings import SECRET_ENV
 from tests.polling import wait_for
 
 ETL_ID = "20261122T101500Z-0123456789abcdef"
@@ -35,6 +39,25 @@ def test_the_fingerprint_names_the_key_without_revealing_it() -> None:
     assert "key-one" not in one
     assert matches(one, "key-one-secret")
     assert not matches(one, "key-two-secret") and not matches(one, None)
+
+
+@pytest.mark.parametrize("mode", ["pool", None])
+def test_a_key_the_workers_cannot_get_is_refused(
+    mode: LaunchMode | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = parse_spec({"tenants": ["t1"], "destination": "/tmp/lake", "pii_secret": "spec-key"})
+    who = "the pools" if mode == "pool" else "workers started elsewhere"
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    with pytest.raises(ConfigError, match=f"cannot reach {who}.*has no {SECRET_ENV}") as err:
+        check_remote_secret(spec, mode)
+    monkeypatch.setenv(SECRET_ENV, "workers-key")
+    with pytest.raises(ConfigError, match="has another key") as other:
+        check_remote_secret(spec, mode)
+    said = f"{err.value} {other.value}"
+    assert "spec-key" not in said and "workers-key" not in said
+    monkeypatch.setenv(SECRET_ENV, "spec-key")
+    check_remote_secret(spec, mode)  # the workers' key: accepted, and checked by fingerprint
+    check_remote_secret(spec.model_copy(update={"pii_secret": None}), mode)
 
 
 def _spawn(*args: str) -> subprocess.Popen[bytes]:
