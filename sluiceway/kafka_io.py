@@ -7,10 +7,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from sluiceway.control import CONTROL_TOPIC_CONFIG
 from sluiceway.errors import ConfigError, StackDownError
 from sluiceway.runs import RunRecord
 from sluiceway.settings import KafkaSettings
@@ -101,6 +100,20 @@ def ensure_topics(
     _wait_for_topics(client, list(names), timeout)
 
 
+def create_topic(kafka: KafkaSettings, name: str, partitions: int, timeout: float = 30.0) -> bool:
+    """Create ``name`` unless it exists (atomic: of two creators one gets False); when
+    created, wait until the broker lists it."""
+    client = admin(kafka)
+    try:
+        client.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout)
+    except KafkaException as exc:
+        if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return False
+        raise
+    _wait_for_topics(client, [name], timeout)
+    return True
+
+
 def _wait_for_topics(client: AdminClient, names: list[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -133,15 +146,6 @@ def partition_count(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> 
     return len(meta.partitions)
 
 
-def publish_run(kafka: KafkaSettings, record: RunRecord) -> None:
-    topic = kafka.control_topic("runs")
-    ensure_topics(kafka, [topic], 1, CONTROL_TOPIC_CONFIG)
-    prod = producer(kafka, **{"linger.ms": 0})
-    prod.produce(topic, key=record.etl_id.encode(), value=record.to_json())
-    if prod.flush(30) != 0:
-        raise StackDownError(f"could not publish run {record.etl_id} to {topic}")
-
-
 def read_control(kafka: KafkaSettings, name: str, timeout: float = 30.0) -> dict[bytes, bytes]:
     """The latest value of every key of a one-partition control topic (deleted keys dropped)."""
     topic = kafka.control_topic(name)
@@ -165,6 +169,8 @@ def read_control(kafka: KafkaSettings, name: str, timeout: float = 30.0) -> dict
                     latest[key] = value
                 else:
                     latest.pop(key, None)
+            # a transaction's commit or abort marker takes an offset but is never a message
+            position = max(position, reader.position([TopicPartition(topic, 0)])[0].offset)
     finally:
         reader.close()
     return latest
