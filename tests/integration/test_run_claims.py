@@ -62,7 +62,7 @@ def test_a_key_that_cannot_reach_the_workers_is_refused(
         assert "pii_secret cannot reach workers started elsewhere" in line and why in line
         assert KEY not in refused.stdout + line and OTHER_KEY not in refused.stdout + line
     monkeypatch.delenv(SECRET_ENV, raising=False)
-    with client_for(kafka, local_stack) as api:
+    with client_for(kafka, local_stack, str(tmp_path)) as api:
         body = json.loads(spec.read_text())
         response = api.post("/runs", params={"launch": "false"}, json=body)
     assert response.status_code == 400, response.text
@@ -163,7 +163,8 @@ def test_racing_starts_at_one_destination_start_exactly_one_run(
     port, token = free_port(), "claims-test-token-0123456789abcdef"
     serve = subprocess.Popen(
         [sys.executable, "-m", "sluiceway.cli", "serve", "--port", str(port)],
-        env={**seeded.env, "SLUICEWAY_API_TOKEN": token}, stdin=subprocess.DEVNULL,
+        env={**seeded.env, "SLUICEWAY_API_TOKEN": token, "SLUICEWAY_API_ROOTS": str(tmp_path)},
+        stdin=subprocess.DEVNULL,
         stdout=(tmp_path / "serve.log").open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
