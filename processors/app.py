@@ -184,7 +184,7 @@ class RunProcessor:
             return False
         if not self.progress.in_range(topic, partition, offset):
             return False
-        if self.latest is not None and self.latest[topic].get(key or b"") != offset:
+        if self.latest is not None and not self.latest.is_latest(topic, partition, offset):
             return False  # a full run keeps only each key's last version
         return select(key, self.tenants)
 
