@@ -32,6 +32,7 @@ from faust.types import TP
 from processors import fetch, metrics
 from processors.batch import BatchPath
 from processors.config import ProcessorSettings
+from processors.dead_letter import BODY_HEADER, dead_letter_body
 from processors.ownership import GroupOffsets, PartitionState, metadata, state_from
 from processors.progress import RunProgress
 from processors.run_schema import run_event_schemas
@@ -288,18 +289,21 @@ class RunProcessor:
         self, state: PartitionState, topic: str, partition: int, record: Any, reason: str
     ) -> None:
         """Send a bad event to the dead-letter topic in its partition's transaction, so a
-        batch that is aborted and read again does not count or send it twice."""
+        batch that is aborted and read again does not count or send it twice. What is sent
+        is redacted as the run's spec says wherever it decodes (processors/dead_letter.py)."""
         self.dead_lettered += 1
         state.dead_letters += 1
         metrics.DEAD_LETTERS.inc()
+        body, kind = dead_letter_body(record.value, self.codec, self.spec, self.issue_project)
         headers = [
             ("sw-error", reason.encode()),
             ("sw-etl-id", self.run.etl_id.encode()),
             ("sw-topic", topic.encode()),
             ("sw-partition", str(partition).encode()),
             ("sw-offset", str(record.offset).encode()),
+            (BODY_HEADER, kind),
         ]
-        await self.txn.send(self.dlq_topic, None, record.key, record.value, headers, partition)
+        await self.txn.send(self.dlq_topic, None, record.key, body, headers, partition)
         log.warning(
             "dead-lettered topic=%s partition=%s offset=%s reason=%s",
             topic, partition, record.offset, reason,

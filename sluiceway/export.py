@@ -21,6 +21,7 @@ from sluiceway.errors import ConfigError
 from sluiceway.kafka_io import (
     admin,
     check_broker,
+    ensure_dlq_topics,
     ensure_topics,
     known_tenants,
     partition_count,
@@ -149,7 +150,7 @@ def plan_run(
 def announce(run: RunRecord, kafka: KafkaSettings) -> None:
     """Create the run topic, seed the processor group's offsets, publish the run."""
     ensure_topics(kafka, [run.run_topic], run.run_partitions)
-    ensure_topics(kafka, [kafka.dlq_topic("processor"), kafka.dlq_topic("sink")], 1)
+    ensure_dlq_topics(kafka, ["processor", "sink"], 1)
     ensure_topics(kafka, [kafka.notifications_topic], 1)
     offsets = [
         TopicPartition(topic, p, offset)
