@@ -54,7 +54,7 @@ WAIT_NOTE_S = 30.0  # how often a worker with nothing left asks whether the grou
 class Lookups:
     """What the passes before the worker found (processors/scan.py)."""
 
-    latest: Latest | None  # full runs: each key's last offset; None for deltas
+    latest: Latest | None  # full runs: the offsets of each key's last version; None for deltas
     issue_project: IssueProject
 
 
