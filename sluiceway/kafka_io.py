@@ -23,6 +23,7 @@ from sluiceway.settings import KafkaSettings
 
 # librdkafka's own log lines go through this logger; the CLI quiets it, workers keep it.
 CLIENT_LOG = logging.getLogger("sluiceway.kafka.client")
+log = logging.getLogger("sluiceway.kafka")
 
 
 def admin(kafka: KafkaSettings) -> AdminClient:
@@ -113,7 +114,13 @@ def ensure_dlq_topics(kafka: KafkaSettings, stages: Iterable[str], partitions: i
     names = [kafka.dlq_topic(stage) for stage in stages]
     config = {"retention.ms": str(kafka.dlq_retention_ms)}
     ensure_topics(kafka, names, partitions, config)
-    set_topic_config(kafka, names, config)
+    try:
+        set_topic_config(kafka, names, config)
+    except KafkaException as exc:  # e.g. no ALTER_CONFIGS right: a run needs none otherwise
+        log.warning(
+            "could not set retention.ms=%s on %s (%s); set it on the topics by hand",
+            config["retention.ms"], ", ".join(names), exc.args[0],
+        )  # fmt: skip
 
 
 def set_topic_config(

@@ -16,7 +16,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import ConfigResource, ResourceType
 
 from sluiceway.codec import Codec
-from sluiceway.kafka_io import admin, consumer, producer
+from sluiceway.kafka_io import admin, consumer, ensure_topics, producer
 from sluiceway.partitioning import partition_for
 from sluiceway.settings import KafkaSettings
 from tests.conftest import Cli
@@ -113,6 +113,8 @@ def test_dead_letters_are_redacted_like_the_run_and_expire_within_days(
 ) -> None:
     cli("source", "seed", "--tenants", "2", "--issues-per-tenant", "5")
     cli("capture", "--snapshot-only")
+    # as a version without the retention setting created it: the broker's default retention
+    ensure_topics(kafka, [kafka.dlq_topic("processor")], 1)
     # decodable, but its key names user 999002 and its body user 999003: dead-lettered
     inject(kafka, "user", f"{TENANT}/999002".encode(), Codec().encode(user_event(999003)))
     spec = {
