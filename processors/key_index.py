@@ -15,6 +15,7 @@ tenant of the run), so two keys never share one. The rare key that does not roun
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_left
 from collections.abc import Iterable
 
 import numpy as np
@@ -75,6 +76,7 @@ class LastValues:
         self._new_codes = array("Q")
         self._new_values = array("q")
         self._room = MIN_CHUNK
+        self._views: tuple[memoryview, memoryview] | None = None  # for get
 
     def add(self, code: int, value: int) -> None:
         self._new_codes.append(code)
@@ -94,7 +96,7 @@ class LastValues:
         codes, values = _last_per_code(
             np.frombuffer(self._new_codes, np.uint64), np.frombuffer(self._new_values, np.int64)
         )
-        self._new_codes, self._new_values = array("Q"), array("q")
+        self._new_codes, self._new_values, self._views = array("Q"), array("q"), None
         at = np.searchsorted(self.codes, codes)
         inside = at < len(self.codes)
         known = np.zeros(len(codes), bool)
@@ -107,16 +109,21 @@ class LastValues:
         self._room = max(MIN_CHUNK, len(self.codes) >> 4)
 
     def get(self, code: int) -> int | None:
-        self.flush()
-        at = int(np.searchsorted(self.codes, np.uint64(code)))
-        if at < len(self.codes) and int(self.codes[at]) == code:
-            return int(self.values[at])
+        if self._new_codes:
+            self.flush()
+        if self._views is None:
+            self._views = (self.codes.data, self.values.data)
+        # bisect over a memoryview: a few times faster than numpy's search for one value
+        codes, values = self._views
+        at = bisect_left(codes, code)
+        if at < len(codes) and codes[at] == code:
+            return int(values[at])
         return None
 
     def take_values(self) -> npt.NDArray[np.int64]:
         """The last values in code order; the map is empty afterwards (its codes freed)."""
         self.flush()
-        values = self.values
+        values, self._views = self.values, None
         self.codes, self.values = np.empty(0, np.uint64), np.empty(0, np.int64)
         return values
 

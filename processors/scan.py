@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -77,13 +78,13 @@ class Latest:
 
     def __init__(self) -> None:
         self.bitmaps: dict[tuple[str, int], tuple[int, bytes]] = {}  # tp -> (start, bits)
-        self.sorted: dict[tuple[str, int], npt.NDArray[np.int64]] = {}
+        self.sorted: dict[tuple[str, int], memoryview] = {}  # of sorted int64 offsets
 
     def add(self, tp: tuple[str, int], start: int, cut: int, live: npt.NDArray[np.int64]) -> None:
         """Keep ``live`` (sorted offsets in [start, cut)) in the smaller of two forms."""
         span = cut - start
         if span > 64 * len(live):  # a bit per record in range costs more than 8 bytes a key
-            self.sorted[tp] = live
+            self.sorted[tp] = live.data  # bisect over it: no numpy call per record
             return
         bits = np.zeros((span + 7) // 8, np.uint8)
         for at in range(0, len(live), BITMAP_SLICE):  # slices: bounded temporaries
@@ -101,14 +102,8 @@ class Latest:
         live = self.sorted.get((topic, partition))
         if live is None:
             return False
-        at = int(np.searchsorted(live, offset))
-        return at < len(live) and int(live[at]) == offset
-
-    def nbytes(self) -> int:
-        """What the offsets take in memory."""
-        return sum(len(b) for _, b in self.bitmaps.values()) + sum(
-            a.nbytes for a in self.sorted.values()
-        )
+        at = bisect_left(live, offset)
+        return at < len(live) and live[at] == offset
 
 
 class _LatestPass:

@@ -140,6 +140,18 @@ def test_last_values_match_a_dict(monkeypatch: pytest.MonkeyPatch, seed: int) ->
     assert values.get(301) is None
 
 
+def test_a_partition_of_many_versions_a_key_keeps_a_sorted_array(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    topic = TOPICS[0]
+    records = [Rec(topic, 1, o, b"tenant-a/%d" % (o % 3), b"v") for o in range(600)]
+    records.append(Rec(topic, 1, 600, b"tenant-a/1", None))  # deleted last
+    feed_scan(monkeypatch, lambda: iter(records))
+    latest = scan.latest_offsets(KAFKA, run_of(("tenant-a",), {(topic, 1): 601}))
+    assert (topic, 1) in latest.sorted  # 601 records, 2 live: 8 bytes each beat 76 of bits
+    assert [o for o in range(-1, 700) if latest.is_latest(topic, 1, o)] == [597, 599]
+
+
 def test_issue_projects_keep_the_run_tenants_last_project() -> None:
     projects = scan.IssueProjects(["tenant-a", "tenant-b"])
     projects.add("tenant-a", 1, "ALPHA")
