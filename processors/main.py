@@ -15,7 +15,7 @@ import faust
 from processors import metrics
 from processors.app import Lookups, RunProcessor
 from processors.config import ProcessorSettings
-from processors.scan import issue_projects, latest_offsets
+from processors.scan import issue_projects, latest_offsets, no_project
 from processors.spec import spec_of_run
 from sluiceway import registry
 from sluiceway.cleanup import check_not_dropped
@@ -96,8 +96,8 @@ def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> 
     spec = spec_of_run(record.spec, os.environ.get(SECRET_ENV), etl_id)
     codec = Codec()
     latest = latest_offsets(settings.kafka, record) if record.type == "full" else None
-    projects = issue_projects(settings.kafka, record, codec) if spec.opt_out else {}
-    lookup = Lookups(latest, lambda tenant, issue: projects.get((tenant, issue)))
+    projects = issue_projects(settings.kafka, record, codec) if spec.opt_out else no_project
+    lookup = Lookups(latest, projects)
     processor = RunProcessor(settings, record, spec, codec, lookup)
     scan_s = time.monotonic() - started
     worker = faust.Worker(processor.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)

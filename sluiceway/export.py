@@ -26,6 +26,7 @@ from sluiceway.kafka_io import (
     admin,
     check_broker,
     create_topic,
+    ensure_dlq_topics,
     ensure_topics,
     known_tenants,
     partition_count,
@@ -161,7 +162,7 @@ def announce(
     """Create the run topic, seed the processor group's offsets, publish the run (through a
     DestinationClaim). Returns the run as published: its id changes if the first was taken."""
     run = claim_run_id(run, kafka)
-    ensure_topics(kafka, [kafka.dlq_topic("processor"), kafka.dlq_topic("sink")], 1)
+    ensure_dlq_topics(kafka, ["processor", "sink"], 1)
     ensure_topics(kafka, [kafka.notifications_topic], 1)
     offsets = [
         TopicPartition(topic, p, offset)

@@ -8,7 +8,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from sluiceway.errors import ConfigError, StackDownError
 from sluiceway.runs import RunRecord
@@ -16,6 +23,7 @@ from sluiceway.settings import KafkaSettings
 
 # librdkafka's own log lines go through this logger; the CLI quiets it, workers keep it.
 CLIENT_LOG = logging.getLogger("sluiceway.kafka.client")
+log = logging.getLogger("sluiceway.kafka")
 
 
 def admin(kafka: KafkaSettings) -> AdminClient:
@@ -112,6 +120,36 @@ def create_topic(kafka: KafkaSettings, name: str, partitions: int, timeout: floa
         raise
     _wait_for_topics(client, [name], timeout)
     return True
+
+
+def ensure_dlq_topics(kafka: KafkaSettings, stages: Iterable[str], partitions: int) -> None:
+    """Create the dead-letter topics of ``stages`` with their retention, and set it on any
+    created before the setting existed or changed (Kafka keeps a topic's config otherwise)."""
+    names = [kafka.dlq_topic(stage) for stage in stages]
+    config = {"retention.ms": str(kafka.dlq_retention_ms)}
+    ensure_topics(kafka, names, partitions, config)
+    try:
+        set_topic_config(kafka, names, config)
+    except KafkaException as exc:  # e.g. no ALTER_CONFIGS right: a run needs none otherwise
+        log.warning(
+            "could not set retention.ms=%s on %s (%s); set it on the topics by hand",
+            config["retention.ms"], ", ".join(names), exc.args[0],
+        )  # fmt: skip
+
+
+def set_topic_config(
+    kafka: KafkaSettings, names: Iterable[str], config: dict[str, str], timeout: float = 30.0
+) -> None:
+    """Set these config entries of existing topics, leaving their other entries alone."""
+    entries = [
+        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()
+    ]
+    resources = [
+        ConfigResource(ResourceType.TOPIC, name, incremental_configs=entries) for name in names
+    ]
+    client = admin(kafka)  # must outlive its futures: they resolve on its thread
+    for fut in client.incremental_alter_configs(resources).values():
+        fut.result(timeout)
 
 
 def _wait_for_topics(client: AdminClient, names: list[str], timeout: float) -> None:

@@ -20,6 +20,10 @@ ENTITIES: tuple[str, ...] = ("project", "user", "issue", "comment", "worklog")
 # The per-destination secret that keys PII hashes reaches a run's processor in this
 # environment variable, so it is never written to a topic, a manifest or a log.
 SECRET_ENV = "SLUICEWAY_PII_SECRET"
+DAY_MS = 24 * 3600 * 1000
+# Dead letters are for looking into a failure soon after it: a short retention bounds how
+# long the raw bytes of an undecodable event stay in Kafka.
+DLQ_RETENTION_MS, DLQ_RETENTION_MS_MAX = 3 * DAY_MS, 7 * DAY_MS
 
 
 def project_root() -> Path:
@@ -41,6 +45,13 @@ class KafkaSettings(BaseSettings):
     topic_prefix: str = Field("sw.", description="Prefix of every topic Sluiceway creates.")
     partitions: int = Field(3, ge=1, description="Partitions of change and run topics.")
     spread: int = Field(1, ge=1, description="Partitions a tenant's events spread over.")
+    dlq_retention_ms: int = Field(
+        DLQ_RETENTION_MS,
+        ge=60_000,
+        le=DLQ_RETENTION_MS_MAX,
+        description="retention.ms of the dead-letter topics (1 minute to 7 days; default 3 days):"
+        " an undecodable event is kept there as it came.",
+    )
 
     @property
     def servers(self) -> str:
