@@ -126,8 +126,12 @@ def listed_path(relative: object, owner: str) -> str:
     joining those to the root would read (and copy into a result) a file outside the lake."""
     text = relative if isinstance(relative, str) else ""
     segments = text.split("/")
-    if not text or text.startswith("/") or "\\" in text or "\0" in text or any(
-        s in ("", ".", "..") for s in segments
+    if (
+        not text
+        or text.startswith("/")
+        or "\\" in text
+        or "\0" in text
+        or any(s in ("", ".", "..") for s in segments)
     ):
         raise UnsafePathError(
             f"{owner} lists file {relative!r}, which is not inside the lake; expected a path "

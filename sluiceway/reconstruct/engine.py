@@ -83,9 +83,8 @@ def output_schema(checked: Checked) -> pa.Schema:
 
 
 def query(checked: Checked) -> str:
-    select = ", ".join(
-        f"{quote_identifier(src)} AS {quote_identifier(name)}" for src, name in _output_columns(checked)
-    )
+    columns = _output_columns(checked)
+    select = ", ".join(f"{quote_identifier(src)} AS {quote_identifier(n)}" for src, n in columns)
     return f"SELECT {select} FROM ({reconstruct_sql(VIEW)}) ORDER BY tenant_id, id"
 
 

@@ -71,7 +71,9 @@ def one_line_error(proc: Any) -> str:
 
 
 def pg_url(pg: Any) -> str:
-    return f"postgresql://{pg.user}:{pg.password.get_secret_value()}@{pg.host}:{pg.port}/{pg.dbname}"
+    return (
+        f"postgresql://{pg.user}:{pg.password.get_secret_value()}@{pg.host}:{pg.port}/{pg.dbname}"
+    )
 
 
 # -- SQL from a column name -------------------------------------------------------------------
@@ -80,7 +82,7 @@ def pg_url(pg: Any) -> str:
 def injecting_lake(root: Path, planted: Path) -> str:
     """A lake whose project file has a column whose name ends the identifier reconstruct
     quotes it in and appends ``COPY ... TO planted``: unquoted, DuckDB runs it."""
-    evil = f"name\" AS \"name\" FROM lake_rows; COPY (SELECT 42 AS x) TO '{planted}'; --"
+    evil = f'name" AS "name" FROM lake_rows; COPY (SELECT 42 AS x) TO \'{planted}\'; --'
     schema = arrow_schema(Codec().schemas["project"].record).append(pa.field(evil, pa.string()))
     write_rows(root / PART, [project_row(1, "first") | {evil: "payload"}], schema)
     full_manifest(root, PART, 1)
@@ -157,9 +159,7 @@ def test_restore_refuses_a_manifest_path_outside_the_lake(
 ) -> None:
     lake, _secret = escaping_lake(tmp_path, how)
     with fresh_database(local_stack.pg, f"sw_hostile_{uuid.uuid4().hex[:10]}") as pg:
-        proc = lake_cli(
-            "restore", "--from", str(lake), "--target-dsn", pg.dsn(), check=False
-        )
+        proc = lake_cli("restore", "--from", str(lake), "--target-dsn", pg.dsn(), check=False)
         message = one_line_error(proc)
         assert "secret.parquet" in message and "not inside the lake" in message
         with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
