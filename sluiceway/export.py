@@ -18,7 +18,7 @@ from typing import Any
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
 from processors.spec import RunSpec, check_tenants
-from sluiceway.errors import ConfigError
+from sluiceway.errors import ChainPolicyError, ConfigError
 from sluiceway.kafka_io import (
     admin,
     check_broker,
@@ -120,7 +120,7 @@ def check_chain_policy(spec: RunSpec, latest: dict[str, Any]) -> None:
     """A delta continues its chain only with the chain's policy; a full export starts anew."""
     found = differences(effective_policy(spec), recorded_policy(latest))
     if found:
-        raise ConfigError(
+        raise ChainPolicyError(
             f"a delta at {spec.destination} must continue the policy of its chain (latest run "
             f"{latest.get('etl_id')}), but {'; '.join(found)}; use the chain's policy, or start "
             "a new chain with this one by running a full export (--type full)"
