@@ -15,7 +15,14 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from producers.schema_check import existing_table_problems
-from producers.source import TABLES, columns, create_table_sql
+from producers.source import (
+    TABLES,
+    column_list,
+    columns,
+    create_table_sql,
+    replica_identity_sql,
+    table_name,
+)
 from sluiceway.backup import Row, check_backup, open_backup, row_tenants, table_rows
 from sluiceway.codec import Codec
 from sluiceway.errors import RestoreError
@@ -73,7 +80,7 @@ def existing_rows(cur: Any, entities: list[str], tenants: tuple[str, ...]) -> di
         cur.execute(
             sql.SQL(
                 "SELECT tenant_id, count(*) FROM {} WHERE tenant_id = ANY(%s) GROUP BY tenant_id"
-            ).format(sql.Identifier(TABLES[entity])),
+            ).format(table_name(entity)),
             (list(tenants),),
         )
         for tenant, count in cur.fetchall():
@@ -135,8 +142,7 @@ def load_table(
     """Insert the rows; ``loaded`` counts them per tenant."""
     names = [c.name for c in columns(codec, entity)]
     statement = sql.SQL("INSERT INTO {} ({}) VALUES %s").format(
-        sql.Identifier(TABLES[entity]),
-        sql.SQL(", ").join(sql.Identifier(n) for n in ["tenant_id", *names]),
+        table_name(entity), column_list(["tenant_id", *names])
     )
     count = 0
     batch: list[tuple[Any, ...]] = []
@@ -185,17 +191,12 @@ def _prepare(
 ) -> None:
     """Create missing tables as the source has them; clear the tenants' rows (--replace)."""
     for entity in missing:
-        table = sql.Identifier(TABLES[entity])
         cur.execute(create_table_sql(codec, entity))
         # as on the source, so the restored database can itself be captured
-        cur.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(table))
+        cur.execute(replica_identity_sql(entity))
     for entity in reversed(present):
-        cur.execute(
-            sql.SQL("DELETE FROM {} WHERE tenant_id = ANY(%s)").format(
-                sql.Identifier(TABLES[entity])
-            ),
-            (list(tenants),),
-        )
+        delete = sql.SQL("DELETE FROM {} WHERE tenant_id = ANY(%s)")
+        cur.execute(delete.format(table_name(entity)), (list(tenants),))
 
 
 def _connect(dsn: str) -> Any:
