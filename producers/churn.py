@@ -233,12 +233,9 @@ class BatchWriter:
 
     def _insert_sql(self, entity: str) -> sql.Composed:
         cols = self.columns[entity]
-        marks = sql.SQL(", ").join(
-            sql.SQL("now()" if c in SERVER_NOW_ON_INSERT else "%s") for c in cols
-        )
-        return sql.SQL("INSERT INTO {} ({}) VALUES (%s, {})").format(
-            table_name(entity), column_list(["tenant_id", *cols]), marks
-        )
+        marks = ", ".join("now()" if c in SERVER_NOW_ON_INSERT else "%s" for c in cols)
+        insert = sql.SQL("INSERT INTO {} ({}) VALUES (%s, " + marks + ")")  # marks: constants
+        return insert.format(table_name(entity), column_list(["tenant_id", *cols]))
 
     def _statement(self, cur: Any, op: Op) -> bytes:
         table, values = table_name(op.entity), op.values or {}
@@ -251,12 +248,10 @@ class BatchWriter:
             return bytes(cur.mogrify(delete, (op.tenant_id, op.id)))
         # The server's now() is the transaction's time, closer to the commit than any client clock.
         names = [c for c in values if c != "updated"]
-        sets = sql.SQL(", ").join(
-            [*(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in names),
-             sql.SQL("updated = now()")]
-        )  # fmt: skip
+        sets: list[sql.Composable] = [sql.SQL("{} = %s").format(sql.Identifier(c)) for c in names]
+        sets.append(sql.SQL("updated = now()"))
         params = [*(values[c] for c in names), op.tenant_id, op.id]
-        update = sql.SQL("UPDATE {} SET {} {}").format(table, sets, where)
+        update = sql.SQL("UPDATE {} SET {} {}").format(table, sql.SQL(", ").join(sets), where)
         return bytes(cur.mogrify(update, params))
 
     def __call__(self, ops: Sequence[Op]) -> Commit:
