@@ -111,16 +111,22 @@ def table_rows(
 
     With ``carried`` (the tenants the manifest says its rows carry) a row of any other tenant
     is refused: the manifest does not describe its files."""
+    etl_id = manifest["etl_id"]
     for entry in manifest["tables"].get(table, {}).get("files", []):
-        path = lake.listed(entry["path"], f"run {manifest['etl_id']}'s manifest")
+        path = lake.listed(entry["path"], f"run {etl_id}'s manifest")
         with lake.fs.open_input_file(path) as src:
             for batch in pq.ParquetFile(src).iter_batches(batch_size=10_000):
-                for row in batch.to_pylist():
-                    if carried is not None and row["_tenant_id"] not in carried:
-                        raise RestoreError(
-                            f"file {path} holds rows of tenant {row['_tenant_id']!r}, but run "
-                            f"{manifest['etl_id']}'s manifest says its rows carry "
-                            f"{', '.join(carried)}; refusing a backup that is not what it says"
-                        )
-                    if row["_tenant_id"] in tenants:
-                        yield row
+                rows = batch.to_pylist()
+                if carried is not None:
+                    _check_carried({r["_tenant_id"] for r in rows}, carried, path, etl_id)
+                yield from (r for r in rows if r["_tenant_id"] in tenants)
+
+
+def _check_carried(found: set[str], carried: tuple[str, ...], path: str, etl_id: str) -> None:
+    stray = sorted(found - set(carried))
+    if stray:
+        raise RestoreError(
+            f"file {path} holds rows of tenant {stray[0]!r}, but run {etl_id}'s manifest says "
+            f"its rows carry {', '.join(carried)}; refusing files that are not what their "
+            "manifest says"
+        )
