@@ -203,6 +203,10 @@ def test_restore_refuses_what_is_not_the_tenants_data_and_never_commits_a_wipe(
         unlabelled = _edit_manifest(remapped, tmp_path / "old", lambda d: d.pop("policy"))
         says = _refused(cli, unlabelled, dsn, "--replace")
         assert f"holds rows of tenant '{TARGET}'" in says and SOURCE in says, says
+        partial = _edit_manifest(plain, tmp_path / "part", lambda d: d["policy"].update(
+            opt_out=["T1P1"]))  # fmt: skip
+        says = _refused(cli, partial, dsn, "--replace")
+        assert "holds only part of its tenants' rows (opt_out ['T1P1'])" in says, says
         emptied = _edit_manifest(plain, tmp_path / "empty", _no_files)
         says = _refused(cli, emptied, dsn, "--replace")
         assert f"would delete {len(truth)} rows of tenant {SOURCE} and load none" in says, says
