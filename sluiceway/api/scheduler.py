@@ -210,7 +210,7 @@ class Scheduler:
         except ChainPolicyError as exc:
             # the feed's spec or config changed how rows are made (an opt-out, a pii rule,
             # the secret): its chain cannot go on, so this run starts a new one
-            log.info("schedule %s: a new chain, with a full export: %s", schedule.name, exc)
+            log.warning("schedule %s: a new chain, with a full export: %s", schedule.name, exc)
             run, workers = self._starter(spec.model_copy(update={"type": "full"}))
         if workers is not None:
             self.watch(run.etl_id, workers)
