@@ -97,6 +97,18 @@ def check_policy(manifest: Manifest) -> None:
         )
 
 
+def check_partial(manifest: Manifest, replace: bool) -> None:
+    """--replace deletes a tenant's rows: only a backup of all of them may take their place."""
+    policy = recorded_policy(manifest) or {}
+    partial = {k: policy[k] for k in ("from_date", "opt_out") if policy.get(k)}
+    if replace and partial:
+        shown = ", ".join(f"{k} {v!r}" for k, v in partial.items())
+        raise RestoreError(
+            f"backup {manifest['etl_id']} holds only part of its tenants' rows ({shown}); "
+            "--replace would delete the rest: restore without --replace into an empty database"
+        )
+
+
 def row_tenants(manifest: Manifest) -> tuple[str, ...]:
     """The tenants a backup's rows carry: a remapped run's rows carry the target tenant."""
     remap = (recorded_policy(manifest) or {}).get("remap")

@@ -45,10 +45,5 @@ class RunConflictError(ConfigError):
     """Another run of the same destination is active (the API answers 409)."""
 
 
-class ChainPolicyError(ConfigError):
-    """A delta would make its rows another way than the chain it continues (another pii rule,
-    secret, opt-out, remap...); a full export starts a new chain instead."""
-
-
 class RestoreError(TerminalError):
     """A backup cannot be restored as asked: no full export, a mismatched table, rows in the way."""

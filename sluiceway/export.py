@@ -18,7 +18,7 @@ from typing import Any
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
 from processors.spec import RunSpec, check_tenants
-from sluiceway.errors import ChainPolicyError, ConfigError
+from sluiceway.errors import ConfigError
 from sluiceway.kafka_io import (
     admin,
     check_broker,
@@ -33,6 +33,11 @@ from sluiceway.policy import differences, effective_policy, recorded_policy
 from sluiceway.replay import replay_cut, require_events
 from sluiceway.runs import Offsets, RunRecord, new_etl_id
 from sluiceway.settings import SECRET_ENV, KafkaSettings, S3Settings, to_env
+
+
+class ChainPolicyError(ConfigError):
+    """A delta would make its rows another way than the chain it continues (another pii rule,
+    secret, opt-out, remap...); a full export starts a new chain instead."""
 
 
 def validate_request(spec: RunSpec, kafka: KafkaSettings, s3: S3Settings) -> None:

@@ -23,10 +23,9 @@ from producers.source import (
     replica_identity_sql,
     table_name,
 )
-from sluiceway.backup import Row, check_backup, open_backup, row_tenants, table_rows
+from sluiceway.backup import Row, check_backup, check_partial, open_backup, row_tenants, table_rows
 from sluiceway.codec import Codec
 from sluiceway.errors import RestoreError
-from sluiceway.policy import recorded_policy
 from sluiceway.settings import ENTITIES, S3Settings
 
 # Parents before children: issues name their project and users; comments and worklogs
@@ -95,18 +94,6 @@ def check_empty(existing: dict[str, int], replace: bool) -> None:
         raise RestoreError(
             f"the target already holds {count} rows of tenant {tenant}; "
             "restore into an empty database, or pass --replace to delete them first"
-        )
-
-
-def check_partial(manifest: dict[str, Any], replace: bool) -> None:
-    """--replace deletes a tenant's rows: only a backup of all of them may take their place."""
-    policy = recorded_policy(manifest) or {}
-    partial = {k: policy[k] for k in ("from_date", "opt_out") if policy.get(k)}
-    if replace and partial:
-        shown = ", ".join(f"{k} {v!r}" for k, v in partial.items())
-        raise RestoreError(
-            f"backup {manifest['etl_id']} holds only part of its tenants' rows ({shown}); "
-            "--replace would delete the rest: restore without --replace into an empty database"
         )
 
 

@@ -23,14 +23,8 @@ from typing import Any
 from processors.errors import SpecError
 from processors.spec import RunSpec, parse_spec
 from sluiceway.api.config_store import KafkaStore, KeyValueStore, datapipeline_spec
-from sluiceway.errors import (
-    ChainPolicyError,
-    ConfigError,
-    RunConflictError,
-    SluicewayError,
-    StackDownError,
-)
-from sluiceway.export import absolute_destination, worker_failure
+from sluiceway.errors import ConfigError, RunConflictError, SluicewayError, StackDownError
+from sluiceway.export import ChainPolicyError, absolute_destination, worker_failure
 from sluiceway.kafka_io import check_broker
 from sluiceway.runner import Workers, log_dir, start_run
 from sluiceway.runs import RunRecord

@@ -18,7 +18,8 @@ from sluiceway.api.scheduler import (
     first_due,
     is_due,
 )
-from sluiceway.errors import ChainPolicyError, ConfigError, RunConflictError, StackDownError
+from sluiceway.errors import ConfigError, RunConflictError, StackDownError
+from sluiceway.export import ChainPolicyError
 from sluiceway.runner import Workers
 from sluiceway.runs import RunRecord
 from sluiceway.settings import KafkaSettings, S3Settings
