@@ -160,9 +160,9 @@ def plan_run(
         start=start,
         cut=cut,
         format=spec.format,
+        policy=effective_policy(spec),
         spec=spec.public_dict(),
         replay_to=replay_to.isoformat() if replay_to else None,
-        policy=effective_policy(spec),
     )
 
 
