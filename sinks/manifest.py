@@ -77,6 +77,8 @@ def build_run_manifest(
             "rows": sum(t["rows"] for t in tables.values()),
             "bytes": sum(t["bytes"] for t in tables.values()),
         },
+        # what the rows are (pii rules, remap, opt-out...): delta chains and restore check it
+        "policy": run.policy,
         "schema_versions": {e: schema_versions[e] for e in run.entities},
         "dead_letters": dead_letters,
         "full_export_date": full_export_date or f"{run.export_date:%Y-%m-%d}",

@@ -39,6 +39,10 @@ class Lake:
     def path(self, relative: str) -> str:
         return self.dest.join(relative)
 
+    def listed(self, relative: object, owner: str) -> str:
+        """The full path of a file a manifest lists; one outside the lake is refused."""
+        return self.path(layout.listed_path(relative, owner))
+
 
 def s3_filesystem(s3: S3Settings) -> pafs.S3FileSystem:
     url = urlparse(s3.endpoint_url)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
@@ -34,11 +35,17 @@ from sluiceway.kafka_io import (
     watermarks,
 )
 from sluiceway.partitioning import tenant_partitions
+from sluiceway.policy import differences, effective_policy, recorded_policy
 from sluiceway.replay import replay_cut, require_events
 from sluiceway.runs import Offsets, RunRecord, new_etl_id
 from sluiceway.settings import SECRET_ENV, KafkaSettings, S3Settings, to_env
 
 log = logging.getLogger("sluiceway.export")
+
+
+class ChainPolicyError(ConfigError):
+    """A delta would make its rows another way than the chain it continues (another pii rule,
+    secret, opt-out, remap...); a full export starts a new chain instead."""
 
 
 def validate_request(spec: RunSpec, kafka: KafkaSettings, s3: S3Settings) -> None:
@@ -114,11 +121,23 @@ def previous_cut(spec: RunSpec, kafka: KafkaSettings, s3: S3Settings) -> Offsets
             f"destination {spec.destination} holds a chain of tenants {chain['tenants']} and "
             f"entities {chain['entities']}; a delta must continue it with the same selection"
         )
+    check_chain_policy(spec, latest)
     cut: Offsets = {t: {int(p): o for p, o in ps.items()} for t, ps in latest["cut"].items()}
     missing = [kafka.cdc_topic(e) for e in spec.entities if kafka.cdc_topic(e) not in cut]
     if missing:
         raise ConfigError(f"the previous run of {spec.destination} did not read {missing}")
     return cut
+
+
+def check_chain_policy(spec: RunSpec, latest: dict[str, Any]) -> None:
+    """A delta continues its chain only with the chain's policy; a full export starts anew."""
+    found = differences(effective_policy(spec), recorded_policy(latest))
+    if found:
+        raise ChainPolicyError(
+            f"a delta at {spec.destination} must continue the policy of its chain (latest run "
+            f"{latest.get('etl_id')}), but {'; '.join(found)}; use the chain's policy, or start "
+            "a new chain with this one by running a full export (--type full)"
+        )
 
 
 def replay_until(spec: RunSpec, kafka: KafkaSettings, parts: int, to: datetime) -> Offsets:
@@ -150,6 +169,7 @@ def plan_run(
         start=start,
         cut=cut,
         format=spec.format,
+        policy=effective_policy(spec),
         spec=spec.public_dict(),
         replay_to=replay_to.isoformat() if replay_to else None,
         secret_fingerprint=secret_fingerprint(secret) if secret else None,

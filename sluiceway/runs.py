@@ -68,6 +68,9 @@ class RunRecord:
     cut: Offsets
     format: str = "parquet"
     spec: dict[str, Any] = field(default_factory=dict)  # RunSpec.public_dict(): no secret
+    # sluiceway.policy.effective_policy of the spec (no secret, only its fingerprint); every
+    # manifest of the run records it, so a delta proves it continues its chain's policy
+    policy: dict[str, Any] | None = None
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     # a replay (`sluiceway replay --to TIME`) is a full run whose cut is TIME: kept as ISO 8601
     replay_to: str | None = None

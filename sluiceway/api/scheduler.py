@@ -30,7 +30,7 @@ from sluiceway.api.config_store import KafkaStore, KeyValueStore, datapipeline_s
 from sluiceway.cleanup import Sweeper
 from sluiceway.control import ControlRecordError, with_extra
 from sluiceway.errors import ConfigError, RunConflictError, SluicewayError, StackDownError
-from sluiceway.export import absolute_destination, worker_failure
+from sluiceway.export import ChainPolicyError, absolute_destination, worker_failure
 from sluiceway.kafka_io import check_broker
 from sluiceway.redact import redact
 from sluiceway.runner import Workers, log_dir, start_run
@@ -246,7 +246,14 @@ class Scheduler:
 
     def run_now(self, schedule: Schedule) -> RunRecord:
         """Start the schedule's run now; raises what ``start_run`` raises."""
-        run, workers = self._starter(self.spec_for(schedule))
+        spec = self.spec_for(schedule)
+        try:
+            run, workers = self._starter(spec)
+        except ChainPolicyError as exc:
+            # the feed's spec or config changed how rows are made (an opt-out, a pii rule,
+            # the secret): its chain cannot go on, so this run starts a new one
+            log.warning("schedule %s: a new chain, with a full export: %s", schedule.name, exc)
+            run, workers = self._starter(spec.model_copy(update={"type": "full"}))
         if workers is not None:
             self.watch(run.etl_id, workers)
         return run
