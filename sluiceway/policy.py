@@ -8,27 +8,15 @@ itself is never recorded, only a fingerprint that tells two secrets apart.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping
 from typing import Any
 
 from processors.spec import RunSpec
+from sluiceway.fingerprint import secret_fingerprint
 
 Policy = dict[str, Any]
 # The fields in the order differences are reported.
 FIELDS = ("fields", "from_date", "opt_out", "pii", "pii_secret_fingerprint", "remap")
-# A fixed message keyed with the secret: what a fingerprint is. A pii hash is keyed the same
-# way over a row's value, so the label is one no column holds by chance.
-_LABEL = b"sluiceway/pii-secret-fingerprint/v1"
-
-
-def fingerprint(secret: str) -> str:
-    """Tells two secrets apart without revealing either: HMAC-SHA256 of a fixed label.
-
-    Like any fingerprint it lets a holder test guesses, so a pii secret must be a random
-    string, not a word."""
-    return hmac.new(secret.encode(), _LABEL, hashlib.sha256).hexdigest()[:32]
 
 
 def effective_policy(spec: RunSpec) -> Policy:
@@ -42,7 +30,7 @@ def effective_policy(spec: RunSpec) -> Policy:
         "opt_out": sorted(spec.opt_out),
         "pii": dict(sorted(spec.pii.items())),
         # only a hash rule uses the secret: without one, any secret makes the same rows
-        "pii_secret_fingerprint": fingerprint(secret) if secret else None,
+        "pii_secret_fingerprint": secret_fingerprint(secret) if secret else None,
         "remap": spec.remap.model_dump(mode="json") if spec.remap else None,
     }
 

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 from processors.spec import parse_spec
-from sluiceway.policy import differences, effective_policy, fingerprint
+from sluiceway.fingerprint import secret_fingerprint
+from sluiceway.policy import differences, effective_policy
 
 SECRET = "a-long-random-secret-7c41d0"
 
@@ -36,11 +37,11 @@ def test_every_field_of_the_policy_is_recorded_and_the_secret_only_as_a_fingerpr
     )
     assert policy == {
         "fields": {}, "from_date": "2025-12-31T23:00:00+00:00", "opt_out": ["P"],
-        "pii": {"user.email_address": "hash"}, "pii_secret_fingerprint": fingerprint(SECRET),
+        "pii": {"user.email_address": "hash"}, "pii_secret_fingerprint": secret_fingerprint(SECRET),
         "remap": {"tenant": "t9", "id_offset": 5},
     }  # fmt: skip
     assert SECRET not in json.dumps(policy)
-    assert fingerprint(SECRET) != fingerprint(SECRET + "x")
+    assert secret_fingerprint(SECRET) != secret_fingerprint(SECRET + "x")
 
 
 def test_a_secret_no_hash_rule_uses_changes_nothing() -> None:
