@@ -9,13 +9,15 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from sluiceway.settings_base import SluicewaySettings
 
 # Atlassian Data pipeline stops an export that would leave less than 5 GB free.
 DEFAULT_MIN_FREE_BYTES = 5_000_000_000
 
 
-class GuardSettings(BaseSettings):
+class GuardSettings(SluicewaySettings):
     """Where the sink announces finished runs by HTTP, and how much disk it leaves free."""
 
     model_config = SettingsConfigDict(env_prefix="SLUICEWAY_SINK_", frozen=True)

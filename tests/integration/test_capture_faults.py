@@ -35,7 +35,7 @@ def sql(pg: PostgresSettings, statement: str) -> None:
 
 def one_line_error(cli: Cli, slot: str) -> str:
     proc = Cli(settings_for_capture(cli.env, slot))("capture", check=False, timeout=120)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 3, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, proc.stderr
     return lines[0]

@@ -214,7 +214,7 @@ def refused(
     proc = cli(
         "reconstruct", "--dest", str(dest), "--table", table, "--out", out, *more, check=False
     )
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 3, proc.stderr
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
     return proc
 
@@ -293,5 +293,5 @@ def test_an_unknown_table_or_run_is_refused_by_name(
     proc = chain.cli(
         "reconstruct", "--dest", str(chain.local), "--out", f"duckdb://{out}", *args, check=False
     )
-    assert proc.returncode == 1 and proc.stderr.startswith(f"error: {message}"), proc.stderr
+    assert proc.returncode == 3 and proc.stderr.startswith(f"error: {message}"), proc.stderr
     assert list(tmp_path.iterdir()) == []

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import yaml
 
-from sluiceway.settings import project_root
 from sluiceway.stack import SERVERS
+from tests.repo import ROOT
 
 SLUICEWAY_SERVICES = ("capture", "processor", "sink", "serve", "sluiceway")
 # the long-running services and the port their health server listens on
@@ -17,7 +17,7 @@ HEALTH_PORTS = {"capture": 9400, "processor": 9401, "sink": 9402, "serve": 18400
 
 @pytest.fixture(scope="module")
 def services() -> dict[str, Any]:
-    compose = yaml.safe_load((project_root() / "docker-compose.yml").read_text())
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     found: dict[str, Any] = compose["services"]
     return found
 
@@ -63,7 +63,7 @@ def test_sluiceway_services_point_at_compose_servers(services: dict[str, Any], n
 
 
 def test_dockerfile_installs_the_package() -> None:
-    dockerfile = (project_root() / "Dockerfile").read_text()
+    dockerfile = (ROOT / "Dockerfile").read_text()
     assert "FROM python:3.11-slim" in dockerfile
     assert "pip install ." in dockerfile
 
@@ -88,7 +88,7 @@ def test_pools_run_the_workers(services: dict[str, Any]) -> None:
 
 
 def test_prometheus_and_grafana_are_provisioned(services: dict[str, Any]) -> None:
-    root = project_root()
+    root = ROOT
     mounts = {
         str(v).split(":")[0]: str(v).split(":")[1]
         for name in ("prometheus", "grafana")
