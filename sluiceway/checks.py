@@ -197,8 +197,8 @@ def _s3_bucket(bucket: str, s3: S3Settings) -> Finding:
     try:
         info = s3_filesystem(s3).get_file_info(bucket)
     except (OSError, pa.ArrowException) as exc:
-        return Finding(name, False, f"S3 at {s3.endpoint_url} refused: {exc}",
-                       "check s3.endpoint and the keys (SLUICEWAY_S3_*)", transient=True)  # fmt: skip
+        fix = "check s3.endpoint and the keys (SLUICEWAY_S3_*)"
+        return Finding(name, False, f"S3 at {s3.endpoint_url} refused: {exc}", fix, True)
     if info.type != pafs.FileType.Directory:
         return Finding(name, False, f"bucket {bucket} not found at {s3.endpoint_url}",
                        f"create the bucket {bucket} or set another destination")  # fmt: skip

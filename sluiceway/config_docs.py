@@ -124,6 +124,6 @@ def _default(field: FieldInfo) -> str:
 
 def _describe(field: FieldInfo) -> str:
     text = " ".join((field.description or "").split()).replace("|", "\\|")
-    if field.annotation is not None and SecretStr in (field.annotation, *typing.get_args(field.annotation)):
+    if SecretStr in (field.annotation, *typing.get_args(field.annotation)):
         text += f" Secret: may come from a `{FILE_SUFFIX}` variable; never shown."
     return text

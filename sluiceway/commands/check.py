@@ -38,8 +38,8 @@ def check(
         payload: dict[str, object] = {"ok": not failed, "checks": [f.to_dict() for f in findings]}
         if failed:
             problems = [f.line().removeprefix("FAIL ") for f in failed]
-            payload |= {"error": f"{len(failed)} of {len(findings)} checks failed", "kind": KINDS[code],
-                        "problems": problems}  # fmt: skip
+            error = f"{len(failed)} of {len(findings)} checks failed"
+            payload |= {"error": error, "kind": KINDS[code], "problems": problems}
         typer.echo(json.dumps(payload))
     else:
         for finding in findings:

@@ -18,6 +18,7 @@ from sluiceway.api.auth import ApiSettings
 from sluiceway.health import HealthSettings
 from sluiceway.pool import PoolSettings
 from sluiceway.runner import LaunchSettings
+from sluiceway.settings_base import env_names
 from sluiceway.settings import (
     SECRET_ENV,
     KafkaSettings,
@@ -60,8 +61,8 @@ def _one(kind: str, name: str) -> dict[str, Any]:
 def _env_names() -> set[str]:
     names = {SECRET_ENV}
     for cls in SETTINGS:
-        prefix = str(cls.model_config.get("env_prefix", ""))
-        names |= {f"{prefix}{field}".upper() for field in cls.model_fields}
+        for name, field in cls.model_fields.items():
+            names |= set(env_names(cls, name, field))
     return names
 
 
