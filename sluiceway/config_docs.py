@@ -61,11 +61,25 @@ redacted (`--json` for a machine). Secrets are never printed, logged or written 
 """
 
 
+OTHERS = f"""## Other environment variables
+
+These are read directly, not through a settings class:
+
+| variable | meaning |
+| --- | --- |
+| `{CONFIG_ENV}` | Path of the config file (`--config` sets it for the workers a command starts). |
+| `{SECRETS_DIR_ENV}` | Folder of secret files named after the variables they set. |
+| `SLUICEWAY_PII_SECRET` | Key of the PII hashes of a run; reaches workers in their environment only. |
+| `SLUICEWAY_LOG_LEVEL` | Log level of the `sluiceway` command (default `WARNING`). |
+"""
+
+
 def render() -> str:
     """The whole of docs/configuration.md."""
     parts = [INTRO]
     for cls in settings_classes():
         parts.append(_class_section(cls))
+    parts.append(OTHERS)
     return "\n".join(parts).rstrip() + "\n"
 
 

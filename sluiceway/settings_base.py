@@ -76,6 +76,9 @@ class YamlSection(YamlConfigSettingsSource):
             raise ConfigError(
                 f"{path}: {str(exc).splitlines()[0]}; expected YAML mappings"
             ) from exc
+        # Other classes read the rest of the file (two share the sink section): keep ours.
+        own = set(settings_cls.model_fields)
+        self.init_kwargs = {k: v for k, v in self.init_kwargs.items() if k in own}
 
     def _traverse_nested_section(
         self, data: dict[str, Any], section_path: str, original_path: str | None = None
