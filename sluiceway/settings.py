@@ -138,6 +138,11 @@ class StackSettings(SluicewaySettings):
         return settings.model_copy(update={"home": Path.cwd() / DEV_HOME})
 
 
+def state_home() -> Path:
+    """Where Sluiceway keeps state (``SLUICEWAY_HOME``), read when called."""
+    return StackSettings().home
+
+
 def _settings_classes(base: type[BaseSettings] = BaseSettings) -> list[type[BaseSettings]]:
     found = []
     for cls in base.__subclasses__():
