@@ -69,7 +69,7 @@ These are read directly, not through a settings class:
 | --- | --- |
 | `{CONFIG_ENV}` | Path of the config file (`--config` sets it for the workers a command starts). |
 | `{SECRETS_DIR_ENV}` | Folder of secret files named after the variables they set. |
-| `SLUICEWAY_PII_SECRET` | Key of the PII hashes of a run; reaches workers in their environment only. |
+| `SLUICEWAY_PII_SECRET` | Key of a run's PII hashes; reaches workers in their environment only. |
 | `SLUICEWAY_LOG_LEVEL` | Log level of the `sluiceway` command (default `WARNING`). |
 """
 

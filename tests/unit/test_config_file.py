@@ -157,8 +157,9 @@ def test_show_names_each_source_and_redacts_secrets(
 
 
 def test_config_show_json_never_prints_a_secret(config: Path, tmp_path: Path) -> None:
+    command = ["--config", str(config), "config", "show", "--json"]
     proc = subprocess.run(
-        [sys.executable, "-m", "sluiceway.cli", "--config", str(config), "config", "show", "--json"],
+        [sys.executable, "-m", "sluiceway.cli", *command],
         capture_output=True, text=True, check=True, cwd=tmp_path,
     )  # fmt: skip
     assert "from-the-file" not in proc.stdout

@@ -18,7 +18,6 @@ from sluiceway.api.auth import ApiSettings
 from sluiceway.health import HealthSettings
 from sluiceway.pool import PoolSettings
 from sluiceway.runner import LaunchSettings
-from sluiceway.settings_base import env_names
 from sluiceway.settings import (
     SECRET_ENV,
     KafkaSettings,
@@ -26,6 +25,7 @@ from sluiceway.settings import (
     S3Settings,
     StackSettings,
 )
+from sluiceway.settings_base import env_names
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 K8S_VERSION = "1.30.0"  # the oldest Kubernetes still supported upstream when this was written

@@ -19,7 +19,8 @@ SETUPTOOLS = PYPROJECT["tool"]["setuptools"]
 
 
 def test_every_package_is_listed() -> None:
-    found = set(find_packages(str(ROOT), include=["sluiceway*", "producers*", "processors*", "sinks*"]))
+    stages = ["sluiceway*", "producers*", "processors*", "sinks*"]
+    found = set(find_packages(str(ROOT), include=stages))
     listed = set(SETUPTOOLS["packages"])
     assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages"
     assert listed - found == set(SETUPTOOLS["package-dir"])
