@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -25,6 +26,8 @@ from tests.repo import ROOT
 
 pytestmark = pytest.mark.integration
 TENANT = "tenant-001"
+BUILD_LEFTOVERS = (".git", ".venv", "build", "dist", "*.egg-info", ".sluiceway", "__pycache__",
+                   ".*_cache", ".hypothesis", "demo-lake", "benchmarks")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,11 @@ class Installed:
 
 
 def build_and_install(root: Path) -> Path:
-    dist, venv = root / "dist", root / "venv"
+    dist, venv, src = root / "dist", root / "venv", root / "src"
+    # a copy: setuptools builds in the source tree, and a stale build/ there could leak in
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dist), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dist), str(src)],
         check=True, timeout=600, capture_output=True,
     )  # fmt: skip
     [wheel] = dist.glob("sluiceway-*.whl")
