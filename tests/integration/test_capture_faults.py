@@ -156,7 +156,7 @@ def test_kafka_restarting_under_capture_loses_nothing(
     slot = f"sw_{unique}"
     capture = CaptureProcess(settings_for_capture(cli.env, slot), tmp_path / "capture.log")
     capture.start()
-    broker = KafkaServer(StackSettings(), local_stack.kafka)
+    broker = KafkaServer(StackSettings.for_dev_stack(), local_stack.kafka)
     try:
         wait_for(lambda: snapshot_done(kafka, slot), 60, "the initial snapshot")
         broker.down()
