@@ -173,7 +173,7 @@ def test_configuration_docs_are_current() -> None:
     committed = (ROOT / "docs" / "configuration.md").read_text()
     assert committed == render(), (
         "docs/configuration.md is stale; regenerate it with: "
-        "sluiceway config docs --output docs/configuration.md"
+        "make docs (sluiceway config docs --output docs/configuration.md)"
     )
 
 
