@@ -44,6 +44,7 @@ from sluiceway.codec import Codec
 from sluiceway.errors import InvalidEventError, TransientError
 from sluiceway.health import HEALTH
 from sluiceway.runs import END_MARKER, MARKER_HEADER, RunRecord
+from sluiceway.settings import state_home
 
 log = logging.getLogger("sluiceway.processor")
 GROUP_CHECK_S = 1.0
@@ -92,6 +93,10 @@ class RunProcessor:
     def _build_app(self) -> faust.App:
         kafka, tuning = self.settings.kafka, self.settings.tuning
         fetch.register()
+        # faust keeps a folder per app (by default in the working directory) and makes
+        # only its last level
+        datadir = state_home() / "faust" / f"sw-process-{self.run.etl_id}"
+        datadir.parent.mkdir(parents=True, exist_ok=True)
         app = fetch.BatchApp(
             f"sw-process-{self.run.etl_id}",
             broker=f"{fetch.SCHEME}://{kafka.servers}",
@@ -101,6 +106,7 @@ class RunProcessor:
             topic_partitions=kafka.partitions,
             web_enabled=False,
             store="memory://",
+            datadir=str(datadir),
             # large fetches and producer batches: a run reads a bounded backlog as fast as it can
             broker_max_poll_records=tuning.poll_records,
             consumer_max_fetch_size=16 * 1024 * 1024,

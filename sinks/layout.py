@@ -1,4 +1,4 @@
-"""Where things live in the lake (DESIGN.md section 4). Pure: paths are relative to R.
+"""Where things live in the lake (docs/architecture.md). Pure: paths are relative to R.
 
 Destinations are parsed here too, without touching the filesystem; ``storage`` checks
 that a parsed destination can actually be written.

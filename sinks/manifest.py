@@ -1,4 +1,4 @@
-"""The run manifest and the root ``manifest.json`` (DESIGN.md section 4).
+"""The run manifest and the root ``manifest.json`` (docs/architecture.md, "The lake contract").
 
 Building them is pure; ``write_manifests`` writes them last, each atomically, so a reader
 that finds a manifest may trust every file it lists.

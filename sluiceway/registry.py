@@ -2,8 +2,8 @@
 
 A run's orders are its RunRecord on ``sw.control.runs``. Its state changes (cancelled,
 failed) are appended to ``sw.control.status``; "complete" is never recorded there because
-the manifest in the destination is the proof (DESIGN.md section 4: a reader who sees the
-manifest may trust it). Everything else that was started is "running".
+the manifest in the destination is the proof (docs/architecture.md, "The lake contract": a reader
+who sees the manifest may trust it). Everything else that was started is "running".
 """
 
 from __future__ import annotations

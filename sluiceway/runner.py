@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from processors.spec import RunSpec
 from sluiceway import registry
 from sluiceway.claim import ClaimLost, DestinationClaim
-from sluiceway.errors import ConfigError, RunConflictError, TransientError
+from sluiceway.errors import ConfigError, RunConflictError, RunFailedError, TransientError
 from sluiceway.export import (
     absolute_destination,
     announce,
@@ -30,13 +30,14 @@ from sluiceway.export import (
 from sluiceway.health import HEALTH
 from sluiceway.runs import RunRecord
 from sluiceway.settings import SECRET_ENV, KafkaSettings, S3Settings, StackSettings
+from sluiceway.settings_base import SluicewaySettings
 
 Workers = dict[str, subprocess.Popen[bytes]]
 Progress = Callable[[int, int], None]
 LaunchMode = Literal["subprocess", "pool"]
 
 
-class LaunchSettings(BaseSettings):
+class LaunchSettings(SluicewaySettings):
     """Who runs a started run's workers: this process's children, or the worker pools."""
 
     model_config = SettingsConfigDict(env_prefix="SLUICEWAY_", frozen=True)
@@ -167,7 +168,7 @@ def _follow_registry(
         progress(*scanned(run, kafka))
         time.sleep(0.5)
     if item.status != "complete":
-        raise TransientError(f"run {run.etl_id} is {item.status}: {item.reason}")
+        raise RunFailedError(f"run {run.etl_id} is {item.status}: {item.reason}")
 
 
 def _fail_on_worker_failure(
@@ -176,7 +177,7 @@ def _fail_on_worker_failure(
     failure = worker_failure(workers, logs)
     if failure:
         registry.set_status(kafka, run.etl_id, "failed", failure)
-        raise TransientError(failure)
+        raise RunFailedError(failure)
 
 
 def read_manifest(run: RunRecord, s3: S3Settings) -> dict[str, Any]:

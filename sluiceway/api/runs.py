@@ -73,7 +73,7 @@ def _checked_id(etl_id: str) -> str:
 )
 def create_run(
     body: dict[str, Any] = Body(
-        description="A run spec (DESIGN.md section 3); `pii_secret` is used, never stored.",
+        description="A run spec (docs/guide.md); `pii_secret` is used, never stored.",
         examples=[SPEC_EXAMPLE],
     ),
     launch: bool = Query(

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import Field, TypeAdapter
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from processors.errors import SpecError
 from processors.spec import RunSpec, parse_spec
@@ -36,6 +36,7 @@ from sluiceway.redact import redact
 from sluiceway.runner import Workers, log_dir, start_run
 from sluiceway.runs import RunRecord
 from sluiceway.settings import SECRET_ENV, KafkaSettings, S3Settings
+from sluiceway.settings_base import SluicewaySettings
 
 log = logging.getLogger("sluiceway.api.scheduler")
 
@@ -46,7 +47,7 @@ Clock = Callable[[], datetime]
 Starter = Callable[[RunSpec], tuple[RunRecord, Workers | None]]
 
 
-class FeedSettings(BaseSettings):
+class FeedSettings(SluicewaySettings):
     """The shortest interval of a feed: every run creates a Kafka topic and consumer groups,
     which live until its manifest is written (see sluiceway.cleanup)."""
 

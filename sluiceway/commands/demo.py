@@ -78,7 +78,7 @@ def demo(
     kafka = KafkaSettings().model_copy(update={"topic_prefix": "demo.sw."})
     pg, codec = PostgresSettings(), Codec()
     with console.status("starting the local stack (first time: downloads jars with Maven)"):
-        stack.up(StackSettings(), kafka, pg, S3Settings())
+        stack.up(StackSettings.for_dev_stack(), kafka, pg, S3Settings())
     with console.status(f"seeding {tenants} tenants x {issues} issues into PostgreSQL"):
         counts = seed(pg, SeedPlan(tenants, issues, 7), codec)
     console.print(f"source seeded: {counts}")

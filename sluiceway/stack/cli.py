@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sluiceway.errors import SluicewayError
+from sluiceway.exit_codes import fail
 from sluiceway.settings import KafkaSettings, PostgresSettings, S3Settings, StackSettings
 from sluiceway.stack import Server, ServerStatus, servers
 
@@ -28,15 +29,12 @@ stack_app = typer.Typer(
 
 
 @contextmanager
-def _one_line_errors() -> Iterator[None]:
-    """A SluicewayError becomes one red `error: ...` line on stderr and exit code 1."""
+def _one_line_errors(as_json: bool) -> Iterator[None]:
+    """A SluicewayError becomes one `error: ...` line (JSON with --json) and its exit code."""
     try:
         yield
     except SluicewayError as exc:
-        Console(stderr=True).print(
-            f"error: {exc}", style="red", markup=False, highlight=False, soft_wrap=True
-        )
-        raise typer.Exit(1) from exc
+        raise fail(exc, as_json) from exc
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
@@ -49,7 +47,7 @@ def _from_env(cls: type[SettingsT]) -> SettingsT:
 
 def _servers() -> list[Server]:
     return servers(
-        _from_env(StackSettings),
+        StackSettings.for_dev_stack(),
         _from_env(KafkaSettings),
         _from_env(PostgresSettings),
         _from_env(S3Settings),
@@ -92,7 +90,7 @@ def up(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Start Kafka, PostgreSQL and S3Proxy (those not answering yet) and wait for them."""
-    with _one_line_errors():
+    with _one_line_errors(as_json):
         items = _servers()
         _report(_run_each(items, "starting", lambda s: s.up()), as_json)
 
@@ -102,7 +100,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Show which servers run, with their pid, address, data folder and log file."""
-    with _one_line_errors():
+    with _one_line_errors(as_json):
         _report([server.status() for server in _servers()], as_json)
 
 
@@ -111,7 +109,7 @@ def down(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Stop the servers the stack started (reverse order); does nothing if none run."""
-    with _one_line_errors():
+    with _one_line_errors(as_json):
         items = list(reversed(_servers()))
         stopped = _run_each(items, "stopping", lambda s: s.down())
         _report(stopped[::-1], as_json)

@@ -1,6 +1,6 @@
 """A full export and three deltas taken under churn reconstruct to the source tables.
 
-Reconstruction is the README's plain SQL (the text `sluiceway reconstruct` runs), in DuckDB
+Reconstruction is docs/guide.md's plain SQL (the text `sluiceway reconstruct` runs), in DuckDB
 over the files: the latest `_position` per (`_tenant_id`, `id`) wins, and keys whose latest
 row is a delete go.
 """

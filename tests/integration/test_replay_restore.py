@@ -93,7 +93,7 @@ def test_replay_to_time_then_restore_equals_the_source_at_that_time(
         assert source_rows(target) == truth
         again = cli("restore", "--from", str(lake), "--target-dsn", target.dsn(), check=False)
         assert (
-            again.returncode == 1
+            again.returncode == 3
             and "already holds" in again.stderr
             and "--replace" in again.stderr
         )
@@ -122,7 +122,7 @@ def _bad_inputs(cli: Cli, lake: Path, local_stack: Stack, unique: str) -> None:
         ("2001-01-01T00:00:00Z", "before the first captured change"),
     ]:
         proc = cli("replay", "--to", value, "--tenant", TENANT, "--dest", str(lake), check=False)
-        assert proc.returncode == 1, proc.stderr
+        assert proc.returncode == 3, proc.stderr
         assert says in proc.stderr and value[:19] in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     with fresh_database(local_stack.pg, f"sw_badrestore_{unique}") as target:
@@ -130,7 +130,7 @@ def _bad_inputs(cli: Cli, lake: Path, local_stack: Stack, unique: str) -> None:
             cur.execute("CREATE TABLE issues (tenant_id text, id bigint, summary integer)")
         conn.close()
         proc = cli("restore", "--from", str(lake), "--target-dsn", target.dsn(), check=False)
-        assert proc.returncode == 1
+        assert proc.returncode == 3
         assert "table issues in the target differs from the source schema" in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         with psycopg2.connect(target.dsn()) as conn, conn.cursor() as cur:

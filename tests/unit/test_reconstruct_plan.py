@@ -191,8 +191,8 @@ def test_bad_out_is_named(out: str, message: str) -> None:
     assert "pw" not in str(caught.value)  # a password never reaches a message
 
 
-def test_readme_shows_the_one_reconstruction_sql() -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+def test_the_guide_shows_the_one_reconstruction_sql() -> None:
+    readme = (Path(__file__).parents[2] / "docs" / "guide.md").read_text()
     assert reconstruct_sql(README_ROWS) in readme
 
 
