@@ -124,7 +124,7 @@ def test_a_delta_with_another_policy_is_refused_by_name(
         ]:
             delta_spec = spec_file(tmp_path, lake, "delta", **other)
             proc = cli("export", "start", "--spec", str(delta_spec), check=False)
-            assert proc.returncode == 1 and says in proc.stderr, (other, proc.stderr)
+            assert proc.returncode == 3 and says in proc.stderr, (other, proc.stderr)
             assert proc.stderr.count("\n") == 1 and SECRET not in proc.stderr, proc.stderr
         delta = cli.json(
             "export", "start", "--spec", str(spec_file(tmp_path, lake, "delta", **chain)), "--wait"
@@ -158,7 +158,7 @@ def _reconstruct_refuses_a_changed_delta(cli: Cli, lake: Path, delta: str, tmp_p
     proc = cli(
         "reconstruct", "--dest", str(lake), "--table", "issue", "--out", str(out), check=False
     )
-    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.returncode == 3 and proc.stderr.count("\n") == 1, proc.stderr
     assert f"delta {delta} was made with another policy" in proc.stderr, proc.stderr
     assert "opt_out is ['T1P1'] here but unset in the chain" in proc.stderr
     assert not out.parent.exists()

@@ -65,7 +65,7 @@ def lake_cli(local_stack: Stack) -> Cli:
 
 
 def one_line_error(proc: Any) -> str:
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 3, proc.stdout + proc.stderr
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
     return str(proc.stderr)
 

@@ -158,7 +158,7 @@ def _of(rows: Truth, tenant: str) -> Truth:
 
 def _refused(cli: Cli, lake: Path, dsn: str, *more: str) -> str:
     proc = cli("restore", "--from", str(lake), "--target-dsn", dsn, *more, check=False)
-    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 3 and proc.stderr.count("\n") == 1, proc.stdout + proc.stderr
     return proc.stderr
 
 

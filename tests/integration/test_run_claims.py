@@ -57,7 +57,7 @@ def test_a_key_that_cannot_reach_the_workers_is_refused(
     spec = hashing_spec(tmp_path)
     for starter, why in ((seeded, "has no"), (keyed(seeded, OTHER_KEY), "has another key")):
         refused = starter("export", "start", "--spec", str(spec), "--no-launch", check=False)
-        assert refused.returncode == 1
+        assert refused.returncode == 3  # bad input: do not retry
         [line] = refused.stderr.strip().splitlines()
         assert "pii_secret cannot reach workers started elsewhere" in line and why in line
         assert KEY not in refused.stdout + line and OTHER_KEY not in refused.stdout + line
@@ -80,7 +80,7 @@ def test_a_worker_with_another_key_refuses_the_run(
     assert KEY.encode() not in raw
     assert json.loads(raw)["secret_fingerprint"] == secret_fingerprint(KEY)
     worker = keyed(seeded, OTHER_KEY)("process", "--run", etl_id, check=False, timeout=120)
-    assert worker.returncode == 1, worker.stdout + worker.stderr
+    assert worker.returncode == 3, worker.stdout + worker.stderr
     wanted = f"run {etl_id} hashes PII with the key of fingerprint {secret_fingerprint(KEY)}"
     assert wanted in worker.stderr
     assert KEY not in worker.stderr + worker.stdout and OTHER_KEY not in worker.stderr
@@ -139,7 +139,8 @@ def _cli_start(cli: Cli, lake: str) -> Outcome:
                 "--json", check=False)  # fmt: skip
     if found.returncode == 0:
         return Outcome("cli", json.loads(found.stdout)["etl_id"], "started")
-    return Outcome("cli", None, f"exit {found.returncode}: {found.stderr.strip()}")
+    # with --json the error is a JSON object on stdout
+    return Outcome("cli", None, f"exit {found.returncode}: {json.loads(found.stdout)['error']}")
 
 
 def race(cli: Cli, port: int, token: str, lake: str) -> list[Outcome]:
