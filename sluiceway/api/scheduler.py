@@ -19,6 +19,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
 
 from processors.errors import SpecError
 from processors.spec import RunSpec, parse_spec
@@ -57,6 +60,11 @@ class Schedule:
     needs_secret: bool = False
     last_etl_id: str | None = None
     last_error: str | None = None
+    # A cron expression (croniter's) read in the IANA zone ``tz``: due times then follow the
+    # wall clock of that zone across DST changes instead of the fixed grid.
+    cron: str | None = None
+    tz: str | None = None
+    params: dict[str, Any] | None = None  # what the Data pipeline schedule was asked
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -91,6 +99,27 @@ def advance(next_due: datetime, interval_s: int, now: datetime) -> datetime:
         return next_due
     step = timedelta(seconds=interval_s)
     return next_due + ((now - next_due) // step + 1) * step
+
+
+def cron_next(cron: str, tz: str, after: datetime) -> datetime:
+    """The first time strictly after ``after`` that ``cron`` names on ``tz``'s wall clock."""
+    zone = ZoneInfo(tz)
+    # Iterated on naive wall-clock times, then placed in the zone: croniter's own handling
+    # of aware times keeps the offset it started with across a DST change.
+    times = croniter(cron, after.astimezone(zone).replace(tzinfo=None))
+    while True:
+        found = times.get_next(datetime).replace(tzinfo=zone).astimezone(UTC)
+        if found > after:  # a wall time repeated when clocks go back is taken once
+            return found
+
+
+def next_slot(schedule: Schedule, now: datetime) -> datetime:
+    """When ``schedule`` is due next once ``now`` has passed its due time."""
+    if schedule.cron is not None:
+        if now < schedule.next_due:
+            return schedule.next_due
+        return cron_next(schedule.cron, schedule.tz or "UTC", now)
+    return advance(schedule.next_due, schedule.interval_s, now)
 
 
 def feed_name(destination: str) -> str:
@@ -152,6 +181,8 @@ class Scheduler:
         self.config = config if config is not None else KafkaStore(kafka, "config")
         self._starter = starter or (lambda spec: start_run(spec, kafka, s3))
         self._chain_exists = chain_exists or self.has_latest_manifest
+        # Set by the Data pipeline endpoints: their schedule (spec None) starts a numbered job.
+        self.job_starter: Callable[[Schedule], RunRecord] | None = None
         self.clock, self.tick_s = clock, tick_s
         # A quick broker check before each tick: with Kafka away, a tick would otherwise block
         # in a 30 s metadata call, and so would a SIGTERM waiting to join this thread.
@@ -160,6 +191,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._watched: dict[str, Workers] = {}
+        self._cancelled: set[str] = set()
         self._lock = threading.Lock()
 
     # -- the stored schedules -------------------------------------------------------------
@@ -199,6 +231,8 @@ class Scheduler:
 
     def run_now(self, schedule: Schedule) -> RunRecord:
         """Start the schedule's run now; raises what ``start_run`` raises."""
+        if schedule.spec is None and self.job_starter is not None:
+            return self.job_starter(schedule)
         run, workers = self._starter(self.spec_for(schedule))
         if workers is not None:
             self.watch(run.etl_id, workers)
@@ -206,7 +240,7 @@ class Scheduler:
 
     def fire(self, schedule: Schedule, now: datetime) -> Schedule:
         """Try a due schedule's run and return it advanced; errors are recorded, not raised."""
-        nxt = advance(schedule.next_due, schedule.interval_s, now)
+        nxt = next_slot(schedule, now)
         try:
             run = self.run_now(schedule)
         except RunConflictError as exc:
@@ -245,13 +279,22 @@ class Scheduler:
         with self._lock:
             watched = list(self._watched.items())
         for etl_id, workers in watched:
-            failure = worker_failure(workers, log_dir(etl_id))
+            # a cancelled run's workers exit on our SIGTERM: that is no failure
+            failure = (
+                None if etl_id in self._cancelled else worker_failure(workers, log_dir(etl_id))
+            )
             if failure:
                 log.warning("run %s failed: %s", etl_id, failure)
                 registry.set_status(self.kafka, etl_id, "failed", failure)
             if failure or all(p.poll() is not None for p in workers.values()):
                 with self._lock:
                     self._watched.pop(etl_id, None)
+                    self._cancelled.discard(etl_id)
+
+    def cancelled(self, etl_id: str) -> None:
+        """The run was cancelled: its workers' exit codes no longer mark it failed."""
+        with self._lock:
+            self._cancelled.add(etl_id)
 
     # -- the thread -------------------------------------------------------------------------
 
