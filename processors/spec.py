@@ -34,6 +34,7 @@ from sluiceway.runs import FORMATS, RUN_TYPES
 from sluiceway.settings import ENTITIES
 
 PII_RULES = ("drop", "hash", "mask")
+LAYOUTS = ("lake", "datapipeline")
 MAX_INTERVAL_S = 86_400
 # Ids are per tenant (primary key tenant_id, id), so an offset must leave int64 headroom.
 MAX_ID_OFFSET = 2**62
@@ -143,6 +144,10 @@ class RunSpec(BaseModel):
     interval: int | None = Field(None, ge=1, le=MAX_INTERVAL_S, validate_default=True)
     destination: str
     format: Annotated[str, AfterValidator(_one_of(FORMATS))] = "parquet"
+    # "datapipeline": one CSV per entity named <entity>s_job<job_id>_<version>_<time>.csv
+    layout: Annotated[str, AfterValidator(_one_of(LAYOUTS))] = "lake"
+    job_id: int | None = Field(None, ge=1, le=2**62)
+    schema_version: int | None = Field(None, validate_default=True)
 
     @field_validator("tenants", "entities", "opt_out")
     @classmethod
@@ -217,6 +222,24 @@ class RunSpec(BaseModel):
     @classmethod
     def _destination(cls, value: str) -> str:
         return check_destination(value)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _datapipeline(cls, value: int | None, info: ValidationInfo) -> int | None:
+        from processors.schema_versions import VERSIONS  # it builds on this module
+
+        if value is not None and value not in VERSIONS:
+            raise PydanticCustomError(
+                "schema_version", "{value} is not one of {allowed}", _ctx(value, map(str, VERSIONS))
+            )
+        if info.data.get("layout") == "datapipeline":
+            if info.data.get("format") != "csv":
+                raise PydanticCustomError("layout_format", "layout 'datapipeline' needs format csv")
+            if info.data.get("job_id") is None:
+                raise PydanticCustomError(
+                    "job_id_required", "job_id is required with layout 'datapipeline' (1, 2, ...)"
+                )
+        return value
 
     def columns(self, entity: str) -> tuple[str, ...]:
         """The columns the spec keeps for ``entity``, in schema order; ``id`` always."""

@@ -24,13 +24,24 @@ from confluent_kafka import KafkaException
 
 from processors.run_schema import run_event_schemas
 from processors.spec import schema_spec_of_run
-from sinks import consume, layout, manifest, membership, notify, plan, recovery, storage
+from sinks import (
+    consume,
+    dp_layout,
+    layout,
+    manifest,
+    membership,
+    notify,
+    plan,
+    recovery,
+    storage,
+)
 from sinks.config import SinkSettings
 from sinks.consume import RunReader
 from sinks.disk_guard import DiskGuard
 from sinks.guard_config import GuardSettings
 from sinks.metrics import LagMonitor
 from sinks.offsets import OffsetTracker
+from sinks.parquet_file import FileRecord
 from sinks.storage import Lake
 from sinks.writer import RunWriter
 from sluiceway import health, kafka_io, registry
@@ -67,6 +78,8 @@ def run(
         # A sink that died between its manifest and its notice must still notify: at least once.
         log.info("run %s already complete; republishing its manifest and notice", etl_id)
         manifest.publish_latest(lake, done)
+        if record.spec.get("layout") == dp_layout.LAYOUT:  # parts left by a crash, if any
+            dp_layout.remove_parts(lake, etl_id, plan.table_dirs(record).values())
         notice = consume.publish_notice(kafka_io.producer(kafka), kafka.notifications_topic, done)
         notify.deliver(notice, guard)
         return done
@@ -116,6 +129,8 @@ def _reader(
     tenants = (spec.remap.tenant,) if spec.remap else spec.tenants
     run_plan = plan.build_plan(record, writer_schemas, tenants, full_export_date(lake, record))
     writer = RunWriter(lake, record.etl_id, settings, clock, run_plan.table_dirs, run_plan.format)
+    if spec.layout == dp_layout.LAYOUT:
+        writer.csv_columns = dp_layout.file_columns(spec)
     kafka_io.ensure_topics(
         kafka, [kafka.dlq_topic("sink"), kafka.notifications_topic], kafka.partitions
     )
@@ -177,15 +192,21 @@ def _finish(
         return done
     partitions = list(range(record.run_partitions))
     commits = membership.read_commits(reader.consumer, record.run_topic, partitions)
+    files = recovery.published(lake, record.etl_id, reader.plan.table_dirs)
+    joined = record.spec.get("layout") == dp_layout.LAYOUT
+    if joined:
+        files = _join_parts(lake, record, reader.writer, files)
     run_manifest = manifest.build_run_manifest(
         record,
-        recovery.published(lake, record.etl_id, reader.plan.table_dirs),
+        files,
         reader.plan.schema_versions,
         completed_at=datetime.fromtimestamp(clock(), UTC).isoformat(),
         dead_letters=sum(c.dead_letters + c.upstream for c in commits.values()),
         full_export_date=reader.plan.full_export_date,
     )
     manifest.write_manifests(lake, run_manifest)
+    if joined:
+        dp_layout.remove_parts(lake, record.etl_id, reader.plan.table_dirs.values())
     notice = consume.notify(reader, run_manifest)
     log.info(
         "run %s complete: %d files, %d rows, %d bytes",
@@ -196,6 +217,15 @@ def _finish(
     )
     notify.deliver(notice, guard)  # after the log line: a slow webhook never hides the result
     return run_manifest
+
+
+def _join_parts(
+    lake: Lake, record: RunRecord, writer: RunWriter, parts: list[FileRecord]
+) -> list[FileRecord]:
+    settings = writer.settings
+    line_break = settings.csv_line_break_escape if settings.csv_escape_newlines else None
+    spec = schema_spec_of_run(record.spec, record.etl_id)
+    return dp_layout.assemble(lake, spec, record.etl_id, parts, line_break)
 
 
 def full_export_date(lake: Lake, record: RunRecord) -> date | None:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from processors.errors import SpecError
 from processors.schema_versions import LATEST, VERSIONS, schema_version
+from sinks.dp_layout import TENANT_COLUMN
 from sluiceway.api.app import Services, get_services
 from sluiceway.api.auth import bearer_scheme
 from sluiceway.api.config_store import EXPORT_PATH, OPT_OUT, TENANTS, normal_export_path
@@ -169,7 +170,8 @@ def get_schema() -> SchemaList:
     views = []
     for number in VERSIONS:
         version = schema_version(number)
-        entities = {e: list(c) for e, c in version.columns.items()}
+        # as the files have them: the tenant of each row last
+        entities = {e: [*c, TENANT_COLUMN] for e, c in version.columns.items()}
         views.append(SchemaVersionView(version=number, status=version.status, entities=entities))
     return SchemaList(current=LATEST, versions=views)
 

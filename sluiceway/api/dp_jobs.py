@@ -110,9 +110,7 @@ def default_from(now: datetime) -> datetime:
     return now - timedelta(days=DEFAULT_FROM_DAYS)
 
 
-def job_spec(
-    config: dict[str, Any], tenants: list[str], job: Job, run_format: str = "csv"
-) -> dict[str, Any]:
+def job_spec(config: dict[str, Any], tenants: list[str], job: Job) -> dict[str, Any]:
     """The run spec (JSON data) of ``job``: every tenant of the instance unless narrowed."""
     return {
         "tenants": list(config.get(TENANTS) or tenants),
@@ -121,7 +119,10 @@ def job_spec(
         "from_date": job.export_from,
         "fields": fields_of(job.schema_version),
         "type": "full",
-        "format": run_format,
+        "format": "csv",
+        "layout": "datapipeline",
+        "job_id": job.job_id,
+        "schema_version": job.schema_version,
     }
 
 

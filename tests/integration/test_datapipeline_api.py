@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from processors.schema_versions import LATEST, columns_of
-from sinks.csv_file import unescape
+from sinks.csv_file import escape_line_breaks
 from sluiceway.api.app import Services, create_app
 from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings
 from tests.conftest import Cli, Stack
@@ -113,17 +114,33 @@ def refusal(response: httpx.Response, status: int) -> str:
     return str(errors[0]["key"])
 
 
-def exported(root: Path) -> dict[str, tuple[list[str], list[list[str]]]]:
-    """table -> (header, rows) of the CSV files under a job's folder, escapes undone."""
+FILE_NAME = re.compile(r"^([a-z]+)s_job(\d+)_(\d+)_(\d{8}T\d{6}Z)\.csv$")
+
+
+def exported(root: Path, job_id: int, version: int) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """table -> (header, rows) of a job's files: one per entity, named as documented."""
+    files = sorted(root.rglob("*.csv"))
+    assert [f.parent for f in files] == [root] * len(files)  # no folders below the job's
     found: dict[str, tuple[list[str], list[list[str]]]] = {}
-    for path in sorted(root.rglob("*.csv")):
-        rel = path.relative_to(root)
-        table = rel.name.split("_job")[0] if len(rel.parts) == 1 else rel.parts[-3]
+    for path in files:
+        named = FILE_NAME.match(path.name)
+        assert named, path.name
+        assert (int(named[2]), int(named[3])) == (job_id, version), path.name
         with path.open(newline="", encoding="utf-8") as handle:
-            header, *rows = list(csv.reader(handle))
-        rows = [[unescape(v) for v in row] for row in rows]
-        found.setdefault(table, (header, []))[1].extend(rows)
+            header, *rows = list(csv.reader(handle, strict=True))
+        assert named[1] not in found
+        found[named[1]] = (header, rows)
+    assert sorted(found) == sorted(ENTITIES)
     return found
+
+
+def source_texts(pg: PostgresSettings, opted_out: str) -> dict[tuple[str, str], str]:
+    """(tenant, issue id) -> description, for the issues an export includes."""
+    with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT tenant_id, id, description FROM issues WHERE project_key <> %s", (opted_out,)
+        )
+        return {(str(t), str(i)): d or "" for t, i, d in cur.fetchall()}
 
 
 def source_counts(pg: PostgresSettings, since: datetime, opted_out: str) -> dict[str, int]:
@@ -186,7 +203,7 @@ def test_a_data_pipeline_client_works_unchanged(
     done = wait_for(lambda: finished(http), 300, "job 1 to complete")
     check_status_types(done)
     assert done["completedTime"] and done["cancelledTime"] is None and done["errors"] == []
-    files = exported(default / "1")
+    files = exported(default / "1", 1, LATEST)
     expected = source_counts(source_db, export_from, key)
     assert {t: len(rows) for t, (_, rows) in files.items() if rows} == {
         t: n for t, n in expected.items() if n
@@ -199,13 +216,19 @@ def test_a_data_pipeline_client_works_unchanged(
     assert second.json()["jobId"] == 2 and second.json()["config"]["forcedExport"] is True
     assert second.json()["schema"] == {"version": 1, "status": "DEPRECATED"}
     done = wait_for(lambda: finished(http), 300, "job 2 to complete")
-    files = exported(default / "2")
+    files = exported(default / "2", 2, 1)
     since = datetime(2000, 1, 1, tzinfo=UTC)
     assert {t: len(rows) for t, (_, rows) in files.items()} == source_counts(source_db, since, key)
     for entity in ENTITIES:
-        entity_part = [c for c in files[entity][0] if not c.startswith("_")]
-        assert entity_part == list(columns_of(1, entity)), entity  # exactly version 1's
+        assert files[entity][0] == [*columns_of(1, entity), "_tenant_id"]  # version 1's
     assert done["statistics"]["exportedEntities"] == len(ENTITIES)
+    header, rows = files["issue"]
+    cells = [dict(zip(header, row, strict=True)) for row in rows]
+    texts = {(c["_tenant_id"], c["id"]): c["description"] for c in cells}
+    # line breaks come as \n (Data pipeline's default); quotes, commas, backslashes as they are
+    wanted = {k: escape_line_breaks(v, "\\n") for k, v in source_texts(source_db, key).items()}
+    assert texts == wanted
+    assert any("\\" in t for t in texts.values()) and any('"' in t for t in texts.values())
     assert refusal(http.delete(f"{V1}/export", params={"jobId": "2"}), 409) == "export.not.running"
     assert refusal(http.delete(f"{V1}/export", params={"jobId": "9"}), 404) == "export.not.found"
 

@@ -133,7 +133,7 @@ def test_schema_versions_are_frozen_column_lists(dp: tuple[TestClient, str]) -> 
         (1, "DEPRECATED"), (2, "ACTIVE"),
     ]  # fmt: skip
     latest = listed["versions"][-1]["entities"]
-    assert latest == {e: list(entity_columns(e)) for e in ENTITIES}
+    assert latest == {e: [*entity_columns(e), "_tenant_id"] for e in ENTITIES}
     for entity in ENTITIES:
         old = columns_of(1, entity)
         assert "id" in old and set(old) <= set(entity_columns(entity))
