@@ -33,6 +33,7 @@ from sinks import (
     notify,
     plan,
     recovery,
+    sns,
     storage,
 )
 from sinks.config import SinkSettings
@@ -42,6 +43,7 @@ from sinks.guard_config import GuardSettings
 from sinks.metrics import LagMonitor
 from sinks.offsets import OffsetTracker
 from sinks.parquet_file import FileRecord
+from sinks.sns import SnsSettings
 from sinks.storage import Lake
 from sinks.writer import RunWriter
 from sluiceway import health, kafka_io, registry
@@ -70,6 +72,7 @@ def run(
     """Sink run ``etl_id`` into its destination; returns the run manifest, or
     ``{"status": "stopped"}`` when ``stopping`` said so first (files published, committed)."""
     guard = guard or GuardSettings()
+    sns_settings = SnsSettings()  # read first: a bad setting stops the sink before any work
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     record = kafka_io.load_run(kafka, etl_id)
     lake = storage.open_lake(record.destination, s3, fs)
@@ -82,6 +85,7 @@ def run(
             dp_layout.remove_parts(lake, etl_id, plan.table_dirs(record).values())
         notice = consume.publish_notice(kafka_io.producer(kafka), kafka.notifications_topic, done)
         notify.deliver(notice, guard)
+        sns.publish(done, notice, sns_settings)
         return done
     health.serve(settings.metrics_port)
     recovery.remove_manifest_temporaries(lake, etl_id)
@@ -106,7 +110,7 @@ def run(
         if not complete:
             log.info("sink of run %s stopped before the run's end", etl_id)
             return {"etl_id": etl_id, "status": "stopped"}
-        return _finish(reader, lake, record, clock, guard)
+        return _finish(reader, lake, record, clock, guard, sns_settings)
     except BaseException:
         membership.abandon(reader)  # closing the consumer must not commit unwritten rows
         raise
@@ -181,6 +185,7 @@ def _finish(
     record: RunRecord,
     clock: Callable[[], float],
     guard: GuardSettings,
+    sns_settings: SnsSettings,
 ) -> dict[str, Any]:
     """Every partition has ended: write the manifests from what the lake holds, unless
     another sink of the run already has."""
@@ -216,6 +221,7 @@ def _finish(
         run_manifest["totals"]["bytes"],
     )
     notify.deliver(notice, guard)  # after the log line: a slow webhook never hides the result
+    sns.publish(run_manifest, notice, sns_settings)
     return run_manifest
 
 
