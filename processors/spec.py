@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from processors.errors import SpecError
+from processors.feed_timing import check_cron, check_timezone, check_window
 from sluiceway.codec import Codec
 from sluiceway.runs import FORMATS, RUN_TYPES
 from sluiceway.settings import ENTITIES
@@ -141,6 +142,9 @@ class RunSpec(BaseModel):
     pii_secret: SecretStr | None = Field(None, repr=False, validate_default=True)
     remap: Remap | None = None
     type: Annotated[str, AfterValidator(_one_of(RUN_TYPES))] = "full"
+    cron: Annotated[str | None, AfterValidator(check_cron)] = None
+    timezone: Annotated[str | None, AfterValidator(check_timezone)] = None
+    full_window: Annotated[str | None, AfterValidator(check_window)] = None
     interval: int | None = Field(None, ge=1, le=MAX_INTERVAL_S, validate_default=True)
     destination: str
     format: Annotated[str, AfterValidator(_one_of(FORMATS))] = "parquet"
@@ -203,14 +207,18 @@ class RunSpec(BaseModel):
     @field_validator("interval")
     @classmethod
     def _interval_for_continuous(cls, value: int | None, info: ValidationInfo) -> int | None:
-        run_type = info.data.get("type")
-        if run_type == "continuous" and value is None:
+        run_type, timed = info.data.get("type"), info.data.get("cron") is not None
+        if run_type == "continuous" and value is None and not timed:
             raise PydanticCustomError(
                 "interval_required",
-                "required when type is 'continuous' (seconds, 1 to {max})",
+                "required when type is 'continuous' without a cron (seconds, 1 to {max})",
                 {"max": MAX_INTERVAL_S},
             )
-        if run_type not in (None, "continuous") and value is not None:
+        if info.data.get("full_window") is not None and (value is None or value % 3600):
+            raise PydanticCustomError(
+                "interval_hours", "with a full_window, deltas run every whole hours: 3600 to 86400"
+            )
+        if run_type not in (None, "continuous") and (value is not None or timed):
             raise PydanticCustomError(
                 "interval_forbidden",
                 "only allowed when type is 'continuous', not {type}",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
@@ -120,16 +120,18 @@ def replay_until(spec: RunSpec, kafka: KafkaSettings, parts: int, to: datetime) 
 
 
 def plan_run(
-    spec: RunSpec, kafka: KafkaSettings, s3: S3Settings, replay_to: datetime | None = None
-) -> RunRecord:
-    """The run's offsets; ``replay_to`` makes a full run whose cut is that time."""
+    spec: RunSpec, kafka: KafkaSettings, s3: S3Settings, replay_to: datetime | None = None,
+    now: datetime | None = None,
+) -> RunRecord:  # fmt: skip
+    """The run's offsets; ``replay_to`` makes a full run whose cut is that time. ``now``
+    (default: the clock) dates the run: its etl_id, and so its folders."""
     parts = partition_count(kafka, kafka.cdc_topic(spec.entities[0]))
     since = previous_cut(spec, kafka, s3) if spec.type == "delta" else None
     until = replay_until(spec, kafka, parts, replay_to) if replay_to else None
     start, cut = _offsets(spec, kafka, parts, since, until)
     if replay_to is not None:
         require_events(cut, start, replay_to, spec.tenants)
-    etl_id = new_etl_id()
+    etl_id = new_etl_id(now)
     return RunRecord(
         etl_id=etl_id,
         type=spec.type,
@@ -143,6 +145,7 @@ def plan_run(
         format=spec.format,
         spec=spec.public_dict(),
         replay_to=replay_to.isoformat() if replay_to else None,
+        **({"created_at": now.astimezone(UTC).isoformat()} if now else {}),
     )
 
 

@@ -63,7 +63,7 @@ def log_dir(etl_id: str) -> Path:
 
 def start_run(
     spec: RunSpec, kafka: KafkaSettings, s3: S3Settings, launch: bool = True,
-    replay_to: datetime | None = None,
+    replay_to: datetime | None = None, now: datetime | None = None,
 ) -> tuple[RunRecord, Workers | None]:  # fmt: skip
     """Validate, refuse a busy destination, announce the run and (optionally) launch its workers.
 
@@ -80,7 +80,7 @@ def start_run(
             f"destination {spec.destination} is busy with run {busy.run.etl_id}; wait for it or "
             f"cancel it with: sluiceway export cancel {busy.run.etl_id}"
         )
-    run = plan_run(spec, kafka, s3, replay_to)
+    run = plan_run(spec, kafka, s3, replay_to, now)
     announce(run, kafka)
     if mode is None:
         return run, None

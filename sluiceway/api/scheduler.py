@@ -17,13 +17,14 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
 from processors.errors import SpecError
+from processors.feed_timing import in_window, window_bounds
 from processors.spec import RunSpec, parse_spec
 from sluiceway.api.config_store import KafkaStore, KeyValueStore, datapipeline_spec
 from sluiceway.errors import ConfigError, RunConflictError, SluicewayError, StackDownError
@@ -31,7 +32,7 @@ from sluiceway.export import absolute_destination, worker_failure
 from sluiceway.kafka_io import check_broker
 from sluiceway.redact import redact
 from sluiceway.runner import Workers, log_dir, start_run
-from sluiceway.runs import RunRecord
+from sluiceway.runs import RunRecord, etl_id_time
 from sluiceway.settings import SECRET_ENV, KafkaSettings, S3Settings
 
 log = logging.getLogger("sluiceway.api.scheduler")
@@ -119,7 +120,14 @@ def next_slot(schedule: Schedule, now: datetime) -> datetime:
         if now < schedule.next_due:
             return schedule.next_due
         return cron_next(schedule.cron, schedule.tz or "UTC", now)
-    return advance(schedule.next_due, schedule.interval_s, now)
+    following = advance(schedule.next_due, schedule.interval_s, now)
+    window = (schedule.params or {}).get("full_window")
+    if window is not None:  # the day's full starts when its window opens on the new day
+        start, end = window_bounds(window)
+        opens = start if start <= end else time(0, 0)
+        today = datetime.combine(now.date(), opens, tzinfo=UTC)
+        following = min(following, today if today > now else today + timedelta(days=1))
+    return following
 
 
 def feed_name(destination: str) -> str:
@@ -139,9 +147,12 @@ def feed_of(spec: RunSpec, now: datetime) -> Schedule:
     destination = absolute_destination(spec.destination)
     public = spec.model_copy(update={"destination": destination}).public_dict()
     interval = int(spec.interval or 0)
+    tz = spec.timezone or "UTC"
     return Schedule(
-        name=feed_name(destination), spec=public, mode="delta", interval_s=interval,
-        anchor=now, next_due=now, needs_secret=needs_secret,
+        name=feed_name(destination), spec=public, mode="daily" if spec.full_window else "delta",
+        interval_s=interval, anchor=now, needs_secret=needs_secret, cron=spec.cron, tz=tz,
+        next_due=now if spec.cron is None else cron_next(spec.cron, tz, now),
+        params={"full_window": spec.full_window} if spec.full_window else None,
     )  # fmt: skip
 
 
@@ -218,16 +229,31 @@ class Scheduler:
     def spec_for(self, schedule: Schedule) -> RunSpec:
         """The spec of the schedule's next run: delta when its chain exists, else full."""
         data = dict(schedule.spec or datapipeline_spec(self.config.load_all()))
-        data.pop("interval", None)
+        for timing in ("interval", "cron", "timezone", "full_window"):
+            data.pop(timing, None)
         destination = absolute_destination(str(data["destination"]))
-        chain = schedule.mode == "delta" and self._chain_exists(destination)
-        data["type"] = "delta" if chain else "full"
+        if schedule.mode == "daily":
+            data["type"] = self._daily_type(destination, (schedule.params or {})["full_window"])
+        else:
+            chain = schedule.mode == "delta" and self._chain_exists(destination)
+            data["type"] = "delta" if chain else "full"
         if schedule.needs_secret:
             secret = pii_secret_env()
             if secret is None:
                 raise ConfigError(f"{SECRET_ENV} is not set; the feed hashes PII and needs it")
             data["pii_secret"] = secret
         return parse_spec(data, source=f"schedule {schedule.name}")
+
+    def _daily_type(self, destination: str, window: str) -> str:
+        """Enterprise Insights' cadence: the day's full in its window, else a delta on the
+        latest full, as long as that full is at most a day old."""
+        now = self.clock().astimezone(UTC)
+        self._chain_exists(destination)  # the destination check of the server's roots
+        last_full = self.latest_full_date(destination)
+        if last_full is None or last_full < now.date() - timedelta(days=1):
+            return "full"
+        due = last_full < now.date() and in_window(window, now.time())
+        return "full" if due else "delta"
 
     def run_now(self, schedule: Schedule) -> RunRecord:
         """Start the schedule's run now; raises what ``start_run`` raises."""
@@ -335,6 +361,20 @@ class Scheduler:
                 self.tick()
             except Exception as exc:  # e.g. Kafka restarting mid-tick: the next tick retries
                 log.warning("scheduler tick failed: %s", _one_line(exc))
+
+    def latest_full_date(self, destination: str) -> date | None:
+        """The date of the full export the destination's chain builds on, if any."""
+        from sinks.layout import LATEST_MANIFEST
+        from sinks.manifest import read_json
+        from sinks.storage import open_lake
+
+        latest = (read_json(open_lake(destination, self.s3), LATEST_MANIFEST) or {}).get("latest")
+        if not latest:
+            return None
+        if latest.get("type") == "full":
+            return etl_id_time(latest["etl_id"]).date()
+        stamp = latest.get("full_export_date")
+        return date.fromisoformat(stamp) if stamp else None
 
     def has_latest_manifest(self, destination: str) -> bool:
         from sinks.layout import LATEST_MANIFEST
