@@ -197,13 +197,10 @@ def _finish(
         return done
     partitions = list(range(record.run_partitions))
     commits = membership.read_commits(reader.consumer, record.run_topic, partitions)
-    files = recovery.published(lake, record.etl_id, reader.plan.table_dirs)
     joined = record.spec.get("layout") == dp_layout.LAYOUT
-    if joined:
-        files = _join_parts(lake, record, reader.writer, files)
     run_manifest = manifest.build_run_manifest(
         record,
-        files,
+        _run_files(lake, record, reader, joined),
         reader.plan.schema_versions,
         completed_at=datetime.fromtimestamp(clock(), UTC).isoformat(),
         dead_letters=sum(c.dead_letters + c.upstream for c in commits.values()),
@@ -225,13 +222,15 @@ def _finish(
     return run_manifest
 
 
-def _join_parts(
-    lake: Lake, record: RunRecord, writer: RunWriter, parts: list[FileRecord]
-) -> list[FileRecord]:
-    settings = writer.settings
+def _run_files(lake: Lake, record: RunRecord, reader: RunReader, joined: bool) -> list[FileRecord]:
+    """The run's published files; in the Data pipeline layout, its parts joined first."""
+    files = recovery.published(lake, record.etl_id, reader.plan.table_dirs)
+    if not joined:
+        return files
+    settings = reader.writer.settings
     line_break = settings.csv_line_break_escape if settings.csv_escape_newlines else None
     spec = schema_spec_of_run(record.spec, record.etl_id)
-    return dp_layout.assemble(lake, spec, record.etl_id, parts, line_break)
+    return dp_layout.assemble(lake, spec, record.etl_id, files, line_break)
 
 
 def full_export_date(lake: Lake, record: RunRecord) -> date | None:

@@ -29,7 +29,15 @@ from sluiceway.api.destinations import (
     allowed_destination,
     allowed_spec,
 )
-from sluiceway.api.dp_jobs import DataPipelineSettings, Job, job_spec, jobs, new_job, save_job
+from sluiceway.api.dp_jobs import (
+    DataPipelineSettings,
+    Job,
+    export_path,
+    job_spec,
+    jobs,
+    new_job,
+    save_job,
+)
 from sluiceway.api.dp_models import (
     ErrorsBody,
     ExportConfig,
@@ -118,21 +126,8 @@ def start_job(
     services: Services, from_date: datetime | None, forced: bool, version: int | None
 ) -> tuple[Job, RunRecord]:
     """Start the next job of the export path; DataPipelineError when it cannot start."""
-    if version is not None and version not in VERSIONS:
-        known = ", ".join(map(str, VERSIONS))
-        raise DataPipelineError(
-            422,
-            "export.schema.version.unknown",
-            f"schemaVersion {version} does not exist; known versions: {known} (GET /config/schema)",
-        )
-    running = [(job, state) for job, state in job_states(services) if state and state.active]
-    if running:
-        job = running[-1][0]
-        raise DataPipelineError(
-            409,
-            "export.in.progress",
-            f"job {job.job_id} is still running; wait for it or cancel it with DELETE /export",
-        )
+    _check_version(version)
+    _refuse_while_running(services)
     config = services.config.load_all()
     tenants = [] if config.get(TENANTS) else sorted(known_tenants(services.kafka))
     if not config.get(TENANTS) and not tenants:
@@ -160,6 +155,24 @@ def start_job(
     if workers is not None:
         services.scheduler.watch(run.etl_id, workers)
     return job, run
+
+
+def _check_version(version: int | None) -> None:
+    if version is not None and version not in VERSIONS:
+        known = ", ".join(map(str, VERSIONS))
+        raise DataPipelineError(
+            422, "export.schema.version.unknown",
+            f"schemaVersion {version} does not exist; known versions: {known} (GET /config/schema)",
+        )  # fmt: skip
+
+
+def _refuse_while_running(services: Services) -> None:
+    running = [job for job, state in job_states(services) if state and state.active]
+    if running:
+        raise DataPipelineError(
+            409, "export.in.progress", f"job {running[-1].job_id} is still running; wait for it "
+            "or cancel it with DELETE /export",
+        )  # fmt: skip
 
 
 def _line(exc: Exception) -> str:
@@ -315,9 +328,9 @@ def _pick(found: list[Job], job_id: str | None, services: Services) -> Job:
             422, "export.jobId.invalid", f"jobId {job_id!r} is not a job number, e.g. 3"
         )
     number = int(job_id)
-    path = {j.path for j in found[-1:]}  # numbers repeat across paths: prefer the current one
+    path = export_path(services.config.load_all())  # numbers repeat across paths
     matches = [j for j in found if j.job_id == number]
-    current = [j for j in matches if j.path in path]
+    current = [j for j in matches if j.path == path]
     if not matches:
         raise DataPipelineError(404, "export.not.found", f"no job {number}")
     return (current or matches)[-1]
