@@ -31,11 +31,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from processors.errors import SpecError
+from processors.feed_timing import check_cron, check_timezone, check_window
 from sluiceway.codec import Codec
 from sluiceway.runs import FORMATS, RUN_TYPES
 from sluiceway.settings import ENTITIES
 
 PII_RULES = ("drop", "hash", "mask")
+LAYOUTS = ("lake", "datapipeline")
 MAX_INTERVAL_S = 86_400
 # Ids are per tenant (primary key tenant_id, id), so an offset must leave int64 headroom.
 MAX_ID_OFFSET = 2**62
@@ -142,9 +144,16 @@ class RunSpec(BaseModel):
     pii_secret: SecretStr | None = Field(None, repr=False, validate_default=True)
     remap: Remap | None = None
     type: Annotated[str, AfterValidator(_one_of(RUN_TYPES))] = "full"
+    cron: Annotated[str | None, AfterValidator(check_cron)] = None
+    timezone: Annotated[str | None, AfterValidator(check_timezone)] = None
+    full_window: Annotated[str | None, AfterValidator(check_window)] = None
     interval: int | None = Field(None, ge=1, le=MAX_INTERVAL_S, validate_default=True)
     destination: str
     format: Annotated[str, AfterValidator(_one_of(FORMATS))] = "parquet"
+    # "datapipeline": one CSV per entity named <entity>s_job<job_id>_<version>_<time>.csv
+    layout: Annotated[str, AfterValidator(_one_of(LAYOUTS))] = "lake"
+    job_id: int | None = Field(None, ge=1, le=2**62)
+    schema_version: int | None = Field(None, validate_default=True)
 
     @field_validator("tenants", "entities", "opt_out")
     @classmethod
@@ -200,14 +209,18 @@ class RunSpec(BaseModel):
     @field_validator("interval")
     @classmethod
     def _interval_for_continuous(cls, value: int | None, info: ValidationInfo) -> int | None:
-        run_type = info.data.get("type")
-        if run_type == "continuous" and value is None:
+        run_type, timed = info.data.get("type"), info.data.get("cron") is not None
+        if run_type == "continuous" and value is None and not timed:
             raise PydanticCustomError(
                 "interval_required",
-                "required when type is 'continuous' (seconds, 1 to {max})",
+                "required when type is 'continuous' without a cron (seconds, 1 to {max})",
                 {"max": MAX_INTERVAL_S},
             )
-        if run_type not in (None, "continuous") and value is not None:
+        if info.data.get("full_window") is not None and (value is None or value % 3600):
+            raise PydanticCustomError(
+                "interval_hours", "with a full_window, deltas run every whole hours: 3600 to 86400"
+            )
+        if run_type not in (None, "continuous") and (value is not None or timed):
             raise PydanticCustomError(
                 "interval_forbidden",
                 "only allowed when type is 'continuous', not {type}",
@@ -219,6 +232,24 @@ class RunSpec(BaseModel):
     @classmethod
     def _destination(cls, value: str) -> str:
         return check_destination(value)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _datapipeline(cls, value: int | None, info: ValidationInfo) -> int | None:
+        from processors.schema_versions import VERSIONS  # it builds on this module
+
+        if value is not None and value not in VERSIONS:
+            raise PydanticCustomError(
+                "schema_version", "{value} is not one of {allowed}", _ctx(value, map(str, VERSIONS))
+            )
+        if info.data.get("layout") == "datapipeline":
+            if info.data.get("format") != "csv":
+                raise PydanticCustomError("layout_format", "layout 'datapipeline' needs format csv")
+            if info.data.get("job_id") is None:
+                raise PydanticCustomError(
+                    "job_id_required", "job_id is required with layout 'datapipeline' (1, 2, ...)"
+                )
+        return value
 
     def columns(self, entity: str) -> tuple[str, ...]:
         """The columns the spec keeps for ``entity``, in schema order; ``id`` always."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from sluiceway.settings_base import SluicewaySettings
@@ -44,11 +44,26 @@ class SinkSettings(SluicewaySettings):
     csv_escape_newlines: bool = Field(
         True,
         description=(
-            "CSV runs: write line breaks inside values as the two characters \\n (LF) and "
-            "\\r (CR), as Atlassian Data pipeline does by default, and a backslash as \\\\ "
-            "so that readers can undo it; false keeps them raw inside quoted fields."
+            "CSV runs: write each line break inside a value (CRLF, LF or CR) as "
+            "csv_line_break_escape, as Atlassian Data pipeline does by default (its "
+            "embedded.line.break.preserve=false); false keeps line breaks inside quoted fields. "
+            "Backslashes are always written as they are."
         ),
     )
+    csv_line_break_escape: str = Field(
+        "\\n",
+        min_length=1,
+        description="What a line break inside a value becomes (Data pipeline's "
+        "embedded.line.break.escape.char); default the two characters \\n.",
+    )
+
+    @field_validator("csv_line_break_escape")
+    @classmethod
+    def _escape_text(cls, value: str) -> str:
+        if any(c in value for c in '\r\n"'):
+            raise ValueError(f"{value!r} may not hold a line break or a double quote")
+        return value
+
     poll_batch: int = Field(
         2_000,
         ge=1,

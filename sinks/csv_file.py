@@ -2,9 +2,11 @@
 
 RFC 4180: UTF-8, a header row, CRLF after every record, every value quoted with ``"``
 doubled inside; a null is an empty unquoted field, so readers can tell it from ``""``.
-Line breaks inside values are escaped as ``\\n`` / ``\\r`` by default (and ``\\`` as
-``\\\\`` so the escaping can be undone); timestamps are ISO 8601 UTC with microseconds
-and ``Z``, dates ISO, booleans ``true``/``false``, numbers as Python prints them.
+As Data pipeline does, a line break inside a value (CRLF, LF or CR) is written as the two
+characters ``\\n`` by default (the escape text is a setting), or kept when line breaks are
+preserved; every other character, backslashes included, is written as it is, so Spark's
+and Hive's documented CSV options read the values back. Timestamps are ISO 8601 UTC with
+microseconds and ``Z``, dates ISO, booleans ``true``/``false``, numbers as Python prints them.
 
 Each row is encoded before it is written, so a file's size is known exactly and the byte
 cap is exact. CSV has no footer, so which offsets a published file covers is noted in a
@@ -36,7 +38,7 @@ log = logging.getLogger("sluiceway.sink")
 Formatter = Callable[[Any], str]
 _BUFFER = 1024 * 1024  # rows are small; one write per MiB instead of one per row
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r"})
+DEFAULT_LINE_BREAK = "\\n"
 
 
 @dataclass
@@ -48,7 +50,7 @@ class CsvFile:
     schema: pa.Schema
     etl_id: str
     state: FileState
-    escape_newlines: bool
+    line_break: str | None  # what a line break inside a value becomes; None keeps it
     formatters: tuple[Formatter, ...]
     end_offset: int = -1
     target: str | None = None
@@ -96,33 +98,25 @@ def formatter(kind: pa.DataType) -> Formatter:
     return str
 
 
-def quote(text: str, escape_newlines: bool) -> str:
-    if escape_newlines:
-        text = text.translate(_ESCAPES)
-    return '"' + text.replace('"', '""') + '"'
+def escape_line_breaks(text: str, line_break: str | None) -> str:
+    """``text`` with each line break (CRLF, LF or CR) as ``line_break``; None keeps them."""
+    if line_break is None:
+        return text
+    return text.replace("\r\n", line_break).replace("\n", line_break).replace("\r", line_break)
 
 
-def unescape(text: str) -> str:
-    """Undo ``escape_newlines`` (what a reader of escaped files does)."""
-    out: list[str] = []
-    chars = iter(text)
-    for char in chars:
-        if char == "\\":
-            nxt = next(chars, "")
-            out.append({"n": "\n", "r": "\r"}.get(nxt, nxt))
-        else:
-            out.append(char)
-    return "".join(out)
+def quote(text: str, line_break: str | None) -> str:
+    return '"' + escape_line_breaks(text, line_break).replace('"', '""') + '"'
 
 
-def header(schema: pa.Schema, escape_newlines: bool = True) -> bytes:
-    return (",".join(quote(n, escape_newlines) for n in schema.names) + "\r\n").encode()
+def header(schema: pa.Schema, line_break: str | None = DEFAULT_LINE_BREAK) -> bytes:
+    return (",".join(quote(n, line_break) for n in schema.names) + "\r\n").encode()
 
 
 def encode_row(f: CsvFile, row: Row) -> bytes:
     """One record, CRLF included, exactly as it lands in the file."""
     fields = [
-        "" if (value := row.get(name)) is None else quote(fmt(value), f.escape_newlines)
+        "" if (value := row.get(name)) is None else quote(fmt(value), f.line_break)
         for name, fmt in zip(f.schema.names, f.formatters, strict=True)
     ]
     return (",".join(fields) + "\r\n").encode()
@@ -138,9 +132,9 @@ def new_file(
     etl_id: str,
     caps: Caps,
     now: float,
-    escape_newlines: bool = True,
+    line_break: str | None = DEFAULT_LINE_BREAK,
 ) -> CsvFile:
-    start = len(header(schema, escape_newlines))  # the header counts against the cap too
+    start = len(header(schema, line_break))  # the header counts against the cap too
     return CsvFile(
         table=table,
         partition=partition,
@@ -149,7 +143,7 @@ def new_file(
         schema=schema,
         etl_id=etl_id,
         state=FileState(caps=caps, opened_at=now, schema_id=schema_id, bytes=start),
-        escape_newlines=escape_newlines,
+        line_break=line_break,
         formatters=tuple(formatter(field.type) for field in schema),
     )
 
@@ -158,7 +152,7 @@ def _open_stream(lake: Lake, f: CsvFile) -> pa.NativeFile:
     storage.ensure_dir(lake, layout.parent(f.relative))
     f.target = storage.write_target(lake, f.relative)
     f.stream = lake.fs.open_output_stream(f.target, compression=None, buffer_size=_BUFFER)
-    f.stream.write(header(f.schema, f.escape_newlines))
+    f.stream.write(header(f.schema, f.line_break))
     return f.stream
 
 

@@ -24,13 +24,26 @@ from confluent_kafka import KafkaException
 
 from processors.run_schema import run_event_schemas
 from processors.spec import schema_spec_of_run
-from sinks import consume, layout, manifest, membership, notify, plan, recovery, storage
+from sinks import (
+    consume,
+    dp_layout,
+    layout,
+    manifest,
+    membership,
+    notify,
+    plan,
+    recovery,
+    sns,
+    storage,
+)
 from sinks.config import SinkSettings
 from sinks.consume import RunReader
 from sinks.disk_guard import DiskGuard
 from sinks.guard_config import GuardSettings
 from sinks.metrics import LagMonitor
 from sinks.offsets import OffsetTracker
+from sinks.parquet_file import FileRecord
+from sinks.sns import SnsSettings
 from sinks.storage import Lake
 from sinks.writer import RunWriter
 from sluiceway import cleanup, health, kafka_io, registry
@@ -59,6 +72,7 @@ def run(
     """Sink run ``etl_id`` into its destination; returns the run manifest, or
     ``{"status": "stopped"}`` when ``stopping`` said so first (files published, committed)."""
     guard = guard or GuardSettings()
+    sns_settings = SnsSettings()  # read first: a bad setting stops the sink before any work
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     record = kafka_io.load_run(kafka, etl_id)
     lake = storage.open_lake(record.destination, s3, fs)
@@ -67,8 +81,11 @@ def run(
         # A sink that died between its manifest and its notice must still notify: at least once.
         log.info("run %s already complete; republishing its manifest and notice", etl_id)
         manifest.publish_latest(lake, done)
+        if record.spec.get("layout") == dp_layout.LAYOUT:  # parts left by a crash, if any
+            dp_layout.remove_parts(lake, etl_id, plan.table_dirs(record).values())
         notice = consume.publish_notice(kafka_io.producer(kafka), kafka.notifications_topic, done)
         notify.deliver(notice, guard)
+        sns.publish(done, notice, sns_settings)
         cleanup.drop_when_idle(kafka, record)
         return done
     health.serve(settings.metrics_port)
@@ -94,7 +111,7 @@ def run(
         if not complete:
             log.info("sink of run %s stopped before the run's end", etl_id)
             return {"etl_id": etl_id, "status": "stopped"}
-        finished = _finish(reader, lake, record, clock, guard)
+        finished = _finish(reader, lake, record, clock, guard, sns_settings)
     except BaseException:
         membership.abandon(reader)  # closing the consumer must not commit unwritten rows
         raise
@@ -119,6 +136,8 @@ def _reader(
     tenants = (spec.remap.tenant,) if spec.remap else spec.tenants
     run_plan = plan.build_plan(record, writer_schemas, tenants, full_export_date(lake, record))
     writer = RunWriter(lake, record.etl_id, settings, clock, run_plan.table_dirs, run_plan.format)
+    if spec.layout == dp_layout.LAYOUT:
+        writer.csv_columns = dp_layout.file_columns(spec)
     kafka_io.ensure_dlq_topics(kafka, ["sink"], kafka.partitions)
     kafka_io.ensure_topics(kafka, [kafka.notifications_topic], kafka.partitions)
     # a modest fetch queue: librdkafka would otherwise prefetch up to 256 MB of the run topic
@@ -168,6 +187,7 @@ def _finish(
     record: RunRecord,
     clock: Callable[[], float],
     guard: GuardSettings,
+    sns_settings: SnsSettings,
 ) -> dict[str, Any]:
     """Every partition has ended: write the manifests from what the lake holds, unless
     another sink of the run already has."""
@@ -179,15 +199,18 @@ def _finish(
         return done
     partitions = list(range(record.run_partitions))
     commits = membership.read_commits(reader.consumer, record.run_topic, partitions)
+    joined = record.spec.get("layout") == dp_layout.LAYOUT
     run_manifest = manifest.build_run_manifest(
         record,
-        recovery.published(lake, record.etl_id, reader.plan.table_dirs),
+        _run_files(lake, record, reader, joined),
         reader.plan.schema_versions,
         completed_at=datetime.fromtimestamp(clock(), UTC).isoformat(),
         dead_letters=sum(c.dead_letters + c.upstream for c in commits.values()),
         full_export_date=reader.plan.full_export_date,
     )
     manifest.write_manifests(lake, run_manifest)
+    if joined:
+        dp_layout.remove_parts(lake, record.etl_id, reader.plan.table_dirs.values())
     notice = consume.notify(reader, run_manifest)
     log.info(
         "run %s complete: %d files, %d rows, %d bytes",
@@ -197,7 +220,19 @@ def _finish(
         run_manifest["totals"]["bytes"],
     )
     notify.deliver(notice, guard)  # after the log line: a slow webhook never hides the result
+    sns.publish(run_manifest, notice, sns_settings)
     return run_manifest
+
+
+def _run_files(lake: Lake, record: RunRecord, reader: RunReader, joined: bool) -> list[FileRecord]:
+    """The run's published files; in the Data pipeline layout, its parts joined first."""
+    files = recovery.published(lake, record.etl_id, reader.plan.table_dirs)
+    if not joined:
+        return files
+    settings = reader.writer.settings
+    line_break = settings.csv_line_break_escape if settings.csv_escape_newlines else None
+    spec = schema_spec_of_run(record.spec, record.etl_id)
+    return dp_layout.assemble(lake, spec, record.etl_id, files, line_break)
 
 
 def full_export_date(lake: Lake, record: RunRecord) -> date | None:

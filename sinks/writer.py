@@ -44,6 +44,7 @@ class RunWriter:
     clock: Callable[[], float]
     table_dirs: dict[str, str]  # table -> directory relative to the root
     file_format: str = "parquet"  # the run's format (RunRecord.format)
+    csv_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)  # table -> columns
     files: dict[Key, AnyFile] = field(default_factory=dict)
     published: list[FileRecord] = field(default_factory=list)
     covered: dict[Key, int] = field(default_factory=dict)  # last offset already published
@@ -198,9 +199,14 @@ class RunWriter:
         table, partition = key
         f: AnyFile
         if self.file_format == "csv":
+            keep = self.csv_columns.get(table)
+            if keep is not None:  # the Data pipeline layout writes exactly these columns
+                schema = pa.schema([schema.field(n) for n in keep if n in schema.names])
+            line_break = self.settings.csv_line_break_escape
             f = csv_file.new_file(
                 table, partition, offset, self.table_dirs[table], schema, schema_id,
-                self.etl_id, self.caps, now, self.settings.csv_escape_newlines,
+                self.etl_id, self.caps, now, line_break if self.settings.csv_escape_newlines
+                else None,
             )  # fmt: skip
         else:
             f = parquet_file.new_file(

@@ -37,11 +37,13 @@ SETTINGS_MODULES: tuple[str, ...] = (
     "sluiceway.health",
     "sluiceway.api.auth",
     "sluiceway.api.scheduler",
+    "sluiceway.api.dp_jobs",
     "sluiceway.cleanup",
     "producers.config",
     "processors.config",
     "sinks.config",
     "sinks.guard_config",
+    "sinks.sns",
 )
 REDACTED = "**********"
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from sluiceway.kafka_io import (
 from sluiceway.partitioning import tenant_partitions
 from sluiceway.policy import differences, effective_policy, recorded_policy
 from sluiceway.replay import replay_cut, require_events
-from sluiceway.runs import Offsets, RunRecord, new_etl_id
+from sluiceway.runs import Offsets, RunRecord, etl_id_time, new_etl_id
 from sluiceway.settings import SECRET_ENV, KafkaSettings, S3Settings, to_env
 
 log = logging.getLogger("sluiceway.export")
@@ -147,17 +147,20 @@ def replay_until(spec: RunSpec, kafka: KafkaSettings, parts: int, to: datetime) 
 
 
 def plan_run(
-    spec: RunSpec, kafka: KafkaSettings, s3: S3Settings, replay_to: datetime | None = None
-) -> RunRecord:
-    """The run's offsets; ``replay_to`` makes a full run whose cut is that time."""
+    spec: RunSpec, kafka: KafkaSettings, s3: S3Settings, replay_to: datetime | None = None,
+    now: datetime | None = None,
+) -> RunRecord:  # fmt: skip
+    """The run's offsets; ``replay_to`` makes a full run whose cut is that time. ``now``
+    (default: the clock) dates the run: its etl_id, and so its folders."""
     parts = partition_count(kafka, kafka.cdc_topic(spec.entities[0]))
     since = previous_cut(spec, kafka, s3) if spec.type == "delta" else None
     until = replay_until(spec, kafka, parts, replay_to) if replay_to else None
     start, cut = _offsets(spec, kafka, parts, since, until)
     if replay_to is not None:
         require_events(cut, start, replay_to, spec.tenants)
-    etl_id = new_etl_id()
+    etl_id = new_etl_id(now)
     secret = spec.pii_secret.get_secret_value() if spec.pii_secret else None
+    created: dict[str, Any] = {"created_at": now.astimezone(UTC).isoformat()} if now else {}
     return RunRecord(
         etl_id=etl_id,
         type=spec.type,
@@ -173,6 +176,7 @@ def plan_run(
         spec=spec.public_dict(),
         replay_to=replay_to.isoformat() if replay_to else None,
         secret_fingerprint=secret_fingerprint(secret) if secret else None,
+        **created,
     )
 
 
@@ -210,7 +214,7 @@ def claim_run_id(run: RunRecord, kafka: KafkaSettings) -> RunRecord:
             kafka, run.run_topic, run.run_partitions
         ):
             return run
-        etl_id = new_etl_id()
+        etl_id = new_etl_id(etl_id_time(run.etl_id))  # same second: its folders stay put
         run = replace(run, etl_id=etl_id, run_topic=kafka.run_topic(etl_id))
     raise TransientError(f"no unused etl_id after {ID_ATTEMPTS} tries; start the run again")
 

@@ -66,7 +66,7 @@ def log_dir(etl_id: str) -> Path:
 
 def start_run(
     spec: RunSpec, kafka: KafkaSettings, s3: S3Settings, launch: bool = True,
-    replay_to: datetime | None = None,
+    replay_to: datetime | None = None, now: datetime | None = None,
 ) -> tuple[RunRecord, Workers | None]:  # fmt: skip
     """Validate, refuse a busy destination, announce the run and (optionally) launch its workers.
 
@@ -77,7 +77,7 @@ def start_run(
         check_remote_secret(spec, mode)
     spec = spec.model_copy(update={"destination": absolute_destination(spec.destination)})
     validate_request(spec, kafka, s3)
-    run = claim_and_announce(spec, kafka, s3, replay_to)
+    run = claim_and_announce(spec, kafka, s3, replay_to, now)
     if mode is None:
         return run, None
     if mode == "pool":
@@ -104,7 +104,11 @@ def check_remote_secret(spec: RunSpec, mode: LaunchMode | None) -> None:
 
 
 def claim_and_announce(
-    spec: RunSpec, kafka: KafkaSettings, s3: S3Settings, replay_to: datetime | None
+    spec: RunSpec,
+    kafka: KafkaSettings,
+    s3: S3Settings,
+    replay_to: datetime | None,
+    now: datetime | None = None,
 ) -> RunRecord:
     """Check that the destination is free and announce the run, as one atomic step: of
     starters that race for a destination exactly one gets it (``sluiceway.claim``)."""
@@ -112,7 +116,7 @@ def claim_and_announce(
     try:
         with DestinationClaim(kafka, spec.destination) as claim:
             _refuse_busy(kafka, s3, spec.destination)
-            run = announce(plan_run(spec, kafka, s3, replay_to), kafka, claim.publish)
+            run = announce(plan_run(spec, kafka, s3, replay_to, now), kafka, claim.publish)
             claim.commit()
             return run
     except ClaimLost as lost:

@@ -223,6 +223,6 @@ def create_app(services: Services) -> FastAPI:
 
     _health_routes(app, services)
 
-    app.include_router(datapipeline.router)
+    datapipeline.install(app, services)
     app.include_router(runs.router)
     return app

@@ -1,136 +1,267 @@
-"""Atlassian Data pipeline's REST endpoints, so its clients can drive Sluiceway unchanged.
+"""Atlassian Data pipeline's export endpoints, so its clients drive Sluiceway unchanged.
 
-The export endpoints act on the runs of the configured export path (every run when none is
-configured yet): that destination is the Data pipeline's one job stream. ``GET /export``
-answers 200 with status ``NOT_STARTED`` and null fields when that stream has no run, as Data
-pipeline answers 200 before its first job.
+Served under both ``/rest/datapipeline/1.0`` and ``/rest/datapipeline/latest``. An export
+is a numbered job of the whole instance (every tenant capture knows, unless narrowed with
+the Sluiceway-only ``/config/tenants``) written under ``<export path>/<jobId>/``; one job
+runs at a time. Refusals carry Data pipeline's ``errors[{key, message}]`` beside the usual
+one-line ``error``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
 
-from processors.spec import UTC_RANGE, parse_spec
+from processors.errors import SpecError
+from processors.schema_versions import VERSIONS, schema_version
+from processors.spec import parse_spec
 from sluiceway import control, registry
 from sluiceway.api.app import ApiError, Services, get_services
 from sluiceway.api.auth import bearer_scheme
-from sluiceway.api.config_store import EXPORT_PATH, OPT_OUT, TENANTS, datapipeline_spec
-from sluiceway.api.destinations import allowed_destination, allowed_spec
-from sluiceway.api.models import (
-    ErrorBody,
-    ExportPath,
-    ExportPathRequest,
-    JobConfig,
-    JobError,
+from sluiceway.api.config_store import TENANTS
+from sluiceway.api.destinations import (
+    DestinationNotAllowedError,
+    allowed_destination,
+    allowed_spec,
+)
+from sluiceway.api.dp_jobs import (
+    DataPipelineSettings,
+    Job,
+    export_path,
+    job_spec,
+    jobs,
+    new_job,
+    save_job,
+)
+from sluiceway.api.dp_models import (
+    ErrorsBody,
+    ExportConfig,
     JobState,
     JobStatus,
-    OptOut,
-    ScheduleConfig,
-    ScheduleView,
+    Message,
+    OptedOutEntity,
+    SchemaInfo,
     Statistics,
-    Tenants,
-    TenantsRequest,
 )
 from sluiceway.api.runs import cancel_run
-from sluiceway.api.scheduler import DATAPIPELINE, Schedule, first_due, interval_problem
-from sluiceway.export import absolute_destination, check_destination
+from sluiceway.api.scheduler import Schedule
+from sluiceway.errors import ConfigError, RunConflictError
 from sluiceway.kafka_io import known_tenants, read_control
-from sluiceway.runner import start_run
+from sluiceway.runner import log_dir, start_run
+from sluiceway.runs import RunRecord
 
-PREFIX = "/rest/datapipeline/latest"
+PREFIXES = ("/rest/datapipeline/1.0", "/rest/datapipeline/latest")
 STATUS: dict[str, JobState] = {
-    "running": "STARTED", "complete": "COMPLETED", "cancelled": "CANCELLED", "failed": "FAILED",
-}  # fmt: skip
-# States whose time is only on the status topic: the manifest records completion.
-STATUS_AT = ("cancelled", "failed")
+    "running": "STARTED",
+    "complete": "COMPLETED",
+    "cancelled": "CANCELLED",
+    "failed": "FAILED",
+}
 ISO_EXAMPLE = "2026-01-01T00:00:00Z"
 
 router = APIRouter(
-    prefix=PREFIX,
     tags=["Data pipeline"],
     dependencies=[Depends(bearer_scheme)],
     responses={
-        401: {"model": ErrorBody, "description": "Missing or wrong bearer token."},
-        403: {"model": ErrorBody, "description": "The export path is outside the allowed roots."},
-        413: {"model": ErrorBody, "description": "The request body is too large."},
-        503: {"model": ErrorBody, "description": "Kafka or the object store does not answer."},
+        401: {"model": ErrorsBody, "description": "Missing or wrong bearer token."},
+        503: {"model": ErrorsBody, "description": "Kafka or the object store does not answer."},
     },
 )
 
 
+class DataPipelineError(ApiError):
+    """A refusal with Data pipeline's error key."""
+
+    def __init__(self, status: int, key: str, message: str) -> None:
+        super().__init__(status, message)
+        self.key = key
+
+
+def install(app: FastAPI, services: Services) -> None:
+    """Mount the routers under both prefixes, render refusals, and hook the schedule."""
+    from sluiceway.api import dp_config
+
+    async def refused(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DataPipelineError)
+        body = {"error": exc.message, "errors": [{"key": exc.key, "message": exc.message}]}
+        return JSONResponse(body, status_code=exc.status)
+
+    app.add_exception_handler(DataPipelineError, refused)
+    for prefix in PREFIXES:
+        app.include_router(router, prefix=prefix)
+        app.include_router(dp_config.router, prefix=prefix)
+
+    def scheduled(schedule: Schedule) -> RunRecord:
+        params = schedule.params or {}
+        from_date = datetime.fromisoformat(params["fromDate"]) if "fromDate" in params else None
+        return start_job(services, from_date, False, params.get("schemaVersion"))[1]
+
+    services.scheduler.job_starter = scheduled
+
+
 def parse_from_date(value: str | None) -> datetime | None:
-    """fromDate as an aware UTC datetime; ApiError 400 naming the value otherwise."""
-    if value is None:
+    """fromDate as an aware UTC datetime; a 422 naming the value otherwise."""
+    if value is None or not value.strip():
         return None
     try:
         parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.utcoffset() is None:
-        raise ApiError(
-            400,
+        if parsed.utcoffset() is None:
+            raise ValueError(value)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise DataPipelineError(
+            422,
+            "export.fromDate.invalid",
             f"fromDate {value!r} is not an ISO 8601 date-time with a UTC offset; "
             f"expected e.g. {ISO_EXAMPLE}",
+        ) from None
+
+
+def start_job(
+    services: Services, from_date: datetime | None, forced: bool, version: int | None
+) -> tuple[Job, RunRecord]:
+    """Start the next job of the export path; DataPipelineError when it cannot start."""
+    _check_version(version)
+    _refuse_while_running(services)
+    config = services.config.load_all()
+    tenants = [] if config.get(TENANTS) else sorted(known_tenants(services.kafka))
+    if not config.get(TENANTS) and not tenants:
+        raise DataPipelineError(
+            422, "export.no.data", "capture has seen no tenant yet; start capture on the source"
         )
+    settings = DataPipelineSettings()
+    job = new_job(config, "", from_date, forced, version, settings.node_id)
     try:
-        return parsed.astimezone(UTC)
-    except OverflowError:
-        raise ApiError(400, f"fromDate {value!r} {UTC_RANGE}") from None
+        allowed_destination(job.path, services.allowed_roots)  # names the path the user set
+        spec = parse_spec(job_spec(config, tenants, job), source="Data pipeline export")
+        run, workers = start_run(
+            allowed_spec(spec, services.allowed_roots), services.kafka, services.s3
+        )
+    except RunConflictError as exc:
+        raise DataPipelineError(409, "export.in.progress", _line(exc)) from None
+    except DestinationNotAllowedError as exc:
+        raise DataPipelineError(403, "export.path.not.allowed", _line(exc)) from None
+    except SpecError as exc:
+        raise DataPipelineError(422, "export.config.invalid", _line(exc)) from None
+    except ConfigError as exc:
+        raise DataPipelineError(422, "export.not.started", _line(exc)) from None
+    job = replace(job, etl_id=run.etl_id)
+    save_job(services.config, job)
+    if workers is not None:
+        services.scheduler.watch(run.etl_id, workers)
+    return job, run
 
 
-def job_status(state: registry.RunState | None, status_at: str | None = None) -> JobStatus:
-    """A run state in Data pipeline's words."""
+def _check_version(version: int | None) -> None:
+    if version is not None and version not in VERSIONS:
+        known = ", ".join(map(str, VERSIONS))
+        raise DataPipelineError(
+            422, "export.schema.version.unknown",
+            f"schemaVersion {version} does not exist; known versions: {known} (GET /config/schema)",
+        )  # fmt: skip
+
+
+def _refuse_while_running(services: Services) -> None:
+    running = [job for job, state in job_states(services) if state and state.active]
+    if running:
+        raise DataPipelineError(
+            409, "export.in.progress", f"job {running[-1].job_id} is still running; wait for it "
+            "or cancel it with DELETE /export",
+        )  # fmt: skip
+
+
+def _line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def job_states(
+    services: Services, only: Job | None = None
+) -> list[tuple[Job, registry.RunState | None]]:
+    """Jobs (oldest first) with their runs' states; ``only``: just that job."""
+    found = jobs(services.config.load_all()) if only is None else [only]
+    if not found:
+        return []
+    wanted = {j.etl_id for j in found}
+    states = {
+        s.run.etl_id: s
+        for s in registry.states(services.kafka, services.s3, lambda r: r.etl_id in wanted)
+    }
+    return [(j, states.get(j.etl_id)) for j in found]
+
+
+def workers_alive(etl_id: str) -> bool:
+    """Whether a worker this machine started for the run still runs (zombies do not)."""
+    for pid_file in log_dir(etl_id).glob("*.pid"):
+        try:
+            stat = Path(f"/proc/{int(pid_file.read_text())}/stat").read_text()
+        except (ValueError, OSError):
+            continue
+        if stat.rpartition(")")[2].split()[0] != "Z":
+            return True
+    return False
+
+
+def _status_at(services: Services, etl_id: str) -> str | None:
+    """When the run's last state change (cancelled, failed) was recorded; an unreadable
+    status record is skipped (and counted), never a 500."""
+    raw = read_control(services.kafka, "status")
+    found = control.decode_each("status", raw, control.json_object).get(etl_id)
+    return str(found["at"]) if found and found.get("at") else None
+
+
+def job_status(job: Job, state: registry.RunState | None, at: str | None = None) -> JobStatus:
+    """A job in Data pipeline's words; ``at``: when its run was cancelled or failed."""
+    manifest = (state.manifest if state else None) or {}
+    status: JobState = STATUS[state.status] if state else "FAILED"
+    errors, warnings = [], []
     if state is None:
-        return JobStatus(status="NOT_STARTED")
-    manifest, spec = state.manifest or {}, state.run.spec
-    errors = []
-    if state.status == "failed":
-        errors.append(JobError(key="failed", message=state.reason or "the run failed"))
-    if state.manifest_error and state.manifest_error != state.reason:
-        errors.append(JobError(key="manifest_error", message=state.manifest_error))
+        errors.append(Message(key="export.run.missing", message="the job's run is not recorded"))
+    elif state.status == "failed":
+        errors.append(Message(key="export.failed", message=state.reason or "the export failed"))
+    elif state.status == "cancelled" and workers_alive(job.etl_id):
+        status = "CANCELLATION_REQUESTED"
+    if state is not None and state.manifest_error and state.manifest_error != state.reason:
+        # the run's manifest or destination cannot be read: said on this job only
+        errors.append(Message(key="export.manifest.unreadable", message=state.manifest_error))
+    if state is not None and state.note:
+        warnings.append(Message(key="export.waiting", message=state.note))
     dead = int(manifest.get("dead_letters") or 0)
     if dead:
-        errors.append(JobError(key="dead_letters", message=f"{dead} events went to dead letters"))
+        warnings.append(
+            Message(
+                key="export.dead.letters",
+                message=f"{dead} rows went to dead letters instead of the files",
+            )
+        )
+    rows = int((manifest.get("totals") or {}).get("rows") or 0)
     return JobStatus(
-        jobId=state.run.etl_id,
-        status=STATUS[state.status],
-        startTime=state.run.created_at,
-        completedTime=manifest.get("completed_at") or _when(state, "failed", status_at),
-        cancelledTime=_when(state, "cancelled", status_at),
-        config=JobConfig(fromDate=spec.get("from_date")),
+        jobId=job.job_id,
+        nodeId=job.node_id,
+        status=status,
+        startTime=state.run.created_at if state else None,
+        completedTime=manifest.get("completed_at") or (at if status == "FAILED" else None),
+        cancelledTime=at if state is not None and state.status == "cancelled" else None,
+        config=ExportConfig(empty=False, exportFrom=job.export_from, forcedExport=job.forced),
         errors=errors,
-        optedOutEntities=list(spec.get("opt_out") or []),
-        rootExportPath=state.run.destination,
+        warnings=warnings,
+        optedOutEntities=[OptedOutEntity(type=t, identifiers=k) for t, k in job.opted_out.items()],
+        rootExportPath=job.root,
+        schema=SchemaInfo(
+            version=job.schema_version, status=schema_version(job.schema_version).status
+        ),
         statistics=Statistics(
-            exportedEntities=len(manifest.get("tables") or {}),
-            writtenRows=int((manifest.get("totals") or {}).get("rows") or 0),
+            empty=not manifest, exportedEntities=len(manifest.get("tables") or {}), writtenRows=rows
         ),
     )
 
 
-def _when(state: registry.RunState, status: str, at: str | None) -> str | None:
-    return at if state.status == status else None
-
-
-def _stream(services: Services) -> list[registry.RunState]:
-    """The runs of the Data pipeline's destination, oldest first."""
-    path = services.config.load_all().get(EXPORT_PATH)
-    found = registry.states(services.kafka, services.s3)
-    if path is None:
-        return found
-    # Runs record their destination as start_run resolved it (symlinks too).
-    wanted = absolute_destination(path)
-    return [s for s in found if s.run.destination == wanted]
-
-
-def _status_at(services: Services, etl_id: str) -> str | None:
-    """When the run's last state change (cancelled, failed) was recorded."""
-    raw = read_control(services.kafka, "status")
-    found = control.decode_each("status", raw, control.json_object).get(etl_id)
-    return str(found["at"]) if found and found.get("at") else None
+def _status(services: Services, job: Job, state: registry.RunState | None) -> JobStatus:
+    final = state is not None and state.status in ("cancelled", "failed")
+    return job_status(job, state, _status_at(services, job.etl_id) if final else None)
 
 
 @router.post(
@@ -138,170 +269,85 @@ def _status_at(services: Services, etl_id: str) -> str | None:
     status_code=202,
     response_model=JobStatus,
     responses={
-        400: {"model": ErrorBody, "description": "Bad fromDate, or no tenants or export path."},
-        409: {"model": ErrorBody, "description": "An export of the path is already running."},
+        409: {"model": ErrorsBody, "description": "Another export is running."},
+        422: {"model": ErrorsBody, "description": "The export cannot start; `errors` says why."},
     },
 )
 def start_export(
-    fromDate: str | None = Query(  # Data pipeline's parameter name
-        None, description=f"Only entities updated at or after this instant, e.g. {ISO_EXAMPLE}."
+    fromDate: str | None = Query(
+        None,
+        description=f"Leave out data updated before this instant, e.g. {ISO_EXAMPLE}; "
+        "default: 365 days ago.",
     ),
+    forceExport: bool = Query(False, description="Recorded as the job's `forcedExport`."),
+    schemaVersion: int | None = Query(None, description="Export schema version; latest if absent."),
     services: Services = Depends(get_services),
 ) -> JobStatus:
-    """Start a full export of the configured tenants to the export path, minus opt-outs."""
-    from_date = parse_from_date(fromDate)
-    data = datapipeline_spec(services.config.load_all())
-    if from_date is not None:
-        data["from_date"] = from_date.isoformat()
-    spec = allowed_spec(parse_spec(data, source="Data pipeline config"), services.allowed_roots)
-    run, workers = start_run(spec, services.kafka, services.s3)
-    if workers is not None:
-        services.scheduler.watch(run.etl_id, workers)
-    return job_status(registry.RunState(run, "running", None, None))
+    """Start exporting the whole instance to the export path, minus opted-out entities."""
+    job, run = start_job(services, parse_from_date(fromDate), forceExport, schemaVersion)
+    return job_status(job, registry.RunState(run, "running", None, None))
 
 
 @router.get("/export", response_model=JobStatus)
 def export_status(services: Services = Depends(get_services)) -> JobStatus:
-    """The latest export's status; `NOT_STARTED` when there is none."""
-    stream = _stream(services)
-    if not stream:
-        return job_status(None)
-    latest = stream[-1]
-    at = _status_at(services, latest.run.etl_id) if latest.status in STATUS_AT else None
-    return job_status(latest, at)
+    """The running export's status, else the latest one's; `NOT_STARTED` before the first."""
+    found = jobs(services.config.load_all())
+    if not found:
+        return JobStatus(status="NOT_STARTED")
+    (job, state), *_ = job_states(services, found[-1])
+    return _status(services, job, state)
 
 
 @router.delete(
     "/export",
     response_model=JobStatus,
-    responses={409: {"model": ErrorBody, "description": "No export is running."}},
+    responses={
+        404: {"model": ErrorsBody, "description": "No job has that id."},
+        409: {"model": ErrorsBody, "description": "The job is not running."},
+    },
 )
-def cancel_export(services: Services = Depends(get_services)) -> JobStatus:
-    """Cancel the running export, also one whose workers died."""
-    active = [s for s in _stream(services) if s.active]
-    if not active:
-        raise ApiError(409, "no export is running; nothing to cancel")
-    cancelled = cancel_run(services, active[-1])
-    return job_status(cancelled, datetime.now(UTC).isoformat())
+def cancel_export(
+    jobId: str | None = Query(None, description="The job to cancel; the latest when blank."),
+    services: Services = Depends(get_services),
+) -> JobStatus:
+    """Cancel a running export, also one whose workers died; files written so far remain."""
+    found = jobs(services.config.load_all())
+    job = _pick(found, jobId, services)
+    (job, state), *_ = job_states(services, job)
+    if state is None or not state.active:
+        where = state.status if state else "not recorded"
+        raise DataPipelineError(
+            409, "export.not.running", f"job {job.job_id} is {where}; nothing to cancel"
+        )
+    cancelled = cancel_run(services, state)
+    return job_status(job, cancelled, datetime.now(UTC).isoformat())
 
 
-# -- config -------------------------------------------------------------------------------
+def _pick(found: list[Job], job_id: str | None, services: Services) -> Job:
+    if not found:
+        raise DataPipelineError(404, "export.not.found", "no export has run yet")
+    if job_id is None or not job_id.strip():
+        return found[-1]
+    if not job_id.strip().isdigit():
+        raise DataPipelineError(
+            422, "export.jobId.invalid", f"jobId {job_id!r} is not a job number, e.g. 3"
+        )
+    number = int(job_id)
+    path = export_path(services.config.load_all())  # numbers repeat across paths
+    matches = [j for j in found if j.job_id == number]
+    current = [j for j in matches if j.path == path]
+    if not matches:
+        raise DataPipelineError(404, "export.not.found", f"no job {number}")
+    return (current or matches)[-1]
 
 
-@router.get("/config/optout", response_model=OptOut)
-def get_optout(services: Services = Depends(get_services)) -> OptOut:
-    """Projects left out of exports."""
-    return OptOut(projectKeys=services.config.load_all().get(OPT_OUT) or [])
+@router.get("/history", response_model=list[JobStatus])
+def history(services: Services = Depends(get_services)) -> list[JobStatus]:
+    """Every export job, newest first."""
+    return [_status(services, job, state) for job, state in reversed(job_states(services))]
 
 
-@router.put("/config/optout", response_model=OptOut)
-def put_optout(body: OptOut, services: Services = Depends(get_services)) -> OptOut:
-    """Replace the opted-out projects; the next export leaves them out."""
-    services.config.put(OPT_OUT, body.projectKeys)
-    return body
-
-
-@router.get("/config/export-path", response_model=ExportPath)
-def get_export_path(services: Services = Depends(get_services)) -> ExportPath:
-    """Where exports go; `path` is null until set."""
-    return ExportPath(path=services.config.load_all().get(EXPORT_PATH))
-
-
-@router.put("/config/export-path", response_model=ExportPath)
-def put_export_path(
-    body: ExportPathRequest, services: Services = Depends(get_services)
-) -> ExportPath:
-    """Set where exports go: under the server's allowed roots, where it can write."""
-    check_destination(allowed_destination(body.path, services.allowed_roots), services.s3)
-    services.config.put(EXPORT_PATH, body.path)
-    return ExportPath(path=body.path)
-
-
-@router.delete("/config/export-path", status_code=204)
-def delete_export_path(services: Services = Depends(get_services)) -> Response:
-    """Forget the export path; exports are refused until a new one is set."""
-    services.config.delete(EXPORT_PATH)
-    return Response(status_code=204)
-
-
-@router.get("/config/tenants", response_model=Tenants)
-def get_tenants(services: Services = Depends(get_services)) -> Tenants:
-    """Sluiceway extension: the tenants exports cover."""
-    return Tenants(tenants=services.config.load_all().get(TENANTS) or [])
-
-
-@router.put(
-    "/config/tenants",
-    response_model=Tenants,
-    responses={422: {"model": ErrorBody, "description": "A tenant is unknown to capture."}},
-)
-def put_tenants(body: TenantsRequest, services: Services = Depends(get_services)) -> Tenants:
-    """Sluiceway extension: set the tenants exports cover; each must be known to capture."""
-    from processors.errors import SpecError
-
-    known = known_tenants(services.kafka)
-    unknown = [(f"tenants[{i}]", t) for i, t in enumerate(body.tenants) if t not in known]
-    if unknown:
-        hint = f"known: {', '.join(sorted(known)[:10])}" if known else "no tenant is known yet"
-        raise SpecError([(f, f"unknown tenant {t!r} ({hint})") for f, t in unknown])
-    services.config.put(TENANTS, body.tenants)
-    return Tenants(tenants=body.tenants)
-
-
-@router.get(
-    "/config/schedule",
-    response_model=ScheduleView,
-    responses={404: {"model": ErrorBody, "description": "No schedule is set."}},
-)
-def get_schedule(services: Services = Depends(get_services)) -> ScheduleView:
-    """When scheduled exports run, and how the last one went."""
-    schedule = services.scheduler.get(DATAPIPELINE)
-    if schedule is None:
-        raise ApiError(404, "no schedule is set; PUT one to /config/schedule")
-    return _schedule_view(schedule)
-
-
-@router.put(
-    "/config/schedule",
-    response_model=ScheduleView,
-    responses={400: {"model": ErrorBody, "description": "No tenants or export path set."}},
-)
-def put_schedule(body: ScheduleConfig, services: Services = Depends(get_services)) -> ScheduleView:
-    """Export on a schedule; each run reads the config (tenants, path, opt-outs) as it is then."""
-    # refuse a schedule that could never run
-    path = datapipeline_spec(services.config.load_all())["destination"]
-    allowed_destination(path, services.allowed_roots)
-    anchor = body.startTime  # UTC already: the model converts it
-    interval = body.repeatIntervalInSeconds
-    if (problem := interval_problem(interval)) is not None:
-        raise ApiError(400, f"repeatIntervalInSeconds {problem}")
-    schedule = Schedule(
-        name=DATAPIPELINE, spec=None, mode=body.type, interval_s=interval, anchor=anchor,
-        next_due=first_due(anchor, interval, datetime.now(UTC)),
-    )  # fmt: skip
-    services.scheduler.put(schedule)
-    return _schedule_view(schedule)
-
-
-@router.delete(
-    "/config/schedule",
-    status_code=204,
-    responses={404: {"model": ErrorBody, "description": "No schedule is set."}},
-)
-def delete_schedule(services: Services = Depends(get_services)) -> Response:
-    """Stop scheduled exports; a running export is left to finish."""
-    if not services.scheduler.delete(DATAPIPELINE):
-        raise ApiError(404, "no schedule is set")
-    return Response(status_code=204)
-
-
-def _schedule_view(schedule: Schedule) -> ScheduleView:
-    fields: dict[str, Any] = {
-        "startTime": schedule.anchor,
-        "repeatIntervalInSeconds": schedule.interval_s,
-        "type": schedule.mode,
-        "nextRunTime": schedule.next_due,
-        "lastJobId": schedule.last_etl_id,
-        "lastError": schedule.last_error,
-    }
-    return ScheduleView(**fields)
+@router.get("/ping")
+def ping() -> dict[str, str]:
+    """Answers while the server runs."""
+    return {"status": "OK"}

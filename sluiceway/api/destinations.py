@@ -26,8 +26,9 @@ class DestinationNotAllowedError(ConfigError):
 
 
 def default_roots(s3: S3Settings) -> tuple[str, ...]:
-    """The lake folder of the state home and the configured bucket."""
-    return (str(StackSettings().home / "lake"), f"s3://{s3.bucket}")
+    """The lake and Data pipeline folders of the state home, and the configured bucket."""
+    home = StackSettings().home
+    return (str(home / "lake"), str(home / "data-pipeline"), f"s3://{s3.bucket}")
 
 
 def parse_roots(text: str, s3: S3Settings) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from sluiceway.api.app import ApiError, Services, get_services
 from sluiceway.api.auth import bearer_scheme
 from sluiceway.api.destinations import allowed_spec
 from sluiceway.api.models import ErrorBody, FeedView, RunView
-from sluiceway.api.scheduler import advance, feed_of
+from sluiceway.api.scheduler import feed_of, next_slot
 from sluiceway.runner import log_dir, start_run
 
 # ids made before runs took 64 random bits end in 4 hex digits
@@ -50,6 +50,7 @@ def find_run(services: Services, etl_id: str) -> registry.RunState | None:
 def cancel_run(services: Services, state: registry.RunState) -> registry.RunState:
     """Mark a running run cancelled (also one whose workers died) and stop local workers."""
     reason = "cancelled through the control API"
+    services.scheduler.cancelled(state.run.etl_id)
     registry.cancel(services.kafka, state, log_dir(state.run.etl_id), reason)
     return registry.RunState(state.run, "cancelled", reason, None)
 
@@ -101,7 +102,7 @@ def _start_feed(spec: RunSpec, launch: bool, services: Services) -> RunView:
     feed = feed_of(spec, now)
     # The first run starts before the feed is stored, so a spec that cannot run stores nothing.
     run = services.scheduler.run_now(feed)
-    feed = replace(feed, next_due=advance(feed.next_due, feed.interval_s, now))
+    feed = replace(feed, next_due=next_slot(feed, now))
     feed = replace(feed, last_etl_id=run.etl_id)
     services.scheduler.put(feed)
     state = registry.RunState(run, "running", None, None).to_dict()

@@ -17,13 +17,16 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from croniter import croniter
 from pydantic import Field, TypeAdapter
 from pydantic_settings import SettingsConfigDict
 
 from processors.errors import SpecError
+from processors.feed_timing import in_window, window_bounds
 from processors.spec import RunSpec, parse_spec
 from sluiceway import control
 from sluiceway.api.config_store import KafkaStore, KeyValueStore, datapipeline_spec
@@ -34,7 +37,7 @@ from sluiceway.export import ChainPolicyError, absolute_destination, worker_fail
 from sluiceway.kafka_io import check_broker
 from sluiceway.redact import redact
 from sluiceway.runner import Workers, log_dir, start_run
-from sluiceway.runs import RunRecord
+from sluiceway.runs import RunRecord, etl_id_time
 from sluiceway.settings import SECRET_ENV, KafkaSettings, S3Settings
 from sluiceway.settings_base import SluicewaySettings
 
@@ -88,6 +91,11 @@ class Schedule:
     needs_secret: bool = False
     last_etl_id: str | None = None
     last_error: str | None = None
+    # A cron expression (croniter's) read in the IANA zone ``tz``: due times then follow the
+    # wall clock of that zone across DST changes instead of the fixed grid.
+    cron: str | None = None
+    tz: str | None = None
+    params: dict[str, Any] | None = None  # what the Data pipeline schedule was asked
     # fields of a newer version's record, kept so that storing it again keeps them
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -130,6 +138,36 @@ def advance(next_due: datetime, interval_s: int, now: datetime) -> datetime:
     return next_due + ((now - next_due) // step + 1) * step
 
 
+def cron_next(cron: str, tz: str, after: datetime) -> datetime:
+    """The first time strictly after ``after`` that ``cron`` names on ``tz``'s wall clock."""
+    zone = ZoneInfo(tz)
+    # Iterated on naive wall-clock times, then placed in the zone: croniter's own handling
+    # of aware times keeps the offset it started with across a DST change.
+    times = croniter(cron, after.astimezone(zone).replace(tzinfo=None))
+    while True:
+        found = times.get_next(datetime).replace(tzinfo=zone).astimezone(UTC)
+        if found > after:  # a wall time repeated when clocks go back is taken once
+            return found
+
+
+def next_slot(schedule: Schedule, now: datetime) -> datetime:
+    """When ``schedule`` is due next once ``now`` has passed its due time."""
+    if schedule.cron is not None:
+        if now < schedule.next_due:
+            return schedule.next_due
+        return cron_next(schedule.cron, schedule.tz or "UTC", now)
+    # a schedule stored before the minimum was raised runs no more often than it allows
+    interval = max(schedule.interval_s, FeedSettings().min_interval_s)
+    following = advance(schedule.next_due, interval, now)
+    window = (schedule.params or {}).get("full_window")
+    if window is not None:  # the day's full starts when its window opens on the new day
+        start, end = window_bounds(window)
+        opens = start if start <= end else time(0, 0)
+        today = datetime.combine(now.date(), opens, tzinfo=UTC)
+        following = min(following, today if today > now else today + timedelta(days=1))
+    return following
+
+
 def feed_name(destination: str) -> str:
     """One feed per destination, since a destination takes one run at a time."""
     return "feed-" + hashlib.sha256(destination.encode()).hexdigest()[:12]
@@ -145,15 +183,24 @@ def feed_of(spec: RunSpec, now: datetime) -> Schedule:
     if needs_secret:
         _check_feed_secret(spec)
     interval = int(spec.interval or 0)
-    problem = interval_problem(interval)
+    tz = spec.timezone or "UTC"
+    problem = interval_problem(interval if spec.cron is None else _cron_gap(spec.cron, tz, now))
     if problem is not None:
-        raise SpecError([("interval", problem)])
+        raise SpecError([("cron" if spec.cron else "interval", problem)])
     destination = absolute_destination(spec.destination)
     public = spec.model_copy(update={"destination": destination}).public_dict()
     return Schedule(
-        name=feed_name(destination), spec=public, mode="delta", interval_s=interval,
-        anchor=now, next_due=now, needs_secret=needs_secret,
+        name=feed_name(destination), spec=public, mode="daily" if spec.full_window else "delta",
+        interval_s=interval, anchor=now, needs_secret=needs_secret, cron=spec.cron, tz=tz,
+        next_due=now if spec.cron is None else cron_next(spec.cron, tz, now),
+        params={"full_window": spec.full_window} if spec.full_window else None,
     )  # fmt: skip
+
+
+def _cron_gap(cron: str, tz: str, now: datetime) -> int:
+    """Seconds between the cron expression's next two times (a seconds field can fire often)."""
+    first = cron_next(cron, tz, now)
+    return int((cron_next(cron, tz, first) - first).total_seconds())
 
 
 def _check_feed_secret(spec: RunSpec) -> None:
@@ -193,6 +240,8 @@ class Scheduler:
         self.config = config if config is not None else KafkaStore(kafka, "config")
         self._starter = starter or (lambda spec: start_run(spec, kafka, s3))
         self._chain_exists = chain_exists or self.has_latest_manifest
+        # Set by the Data pipeline endpoints: their schedule (spec None) starts a numbered job.
+        self.job_starter: Callable[[Schedule], RunRecord] | None = None
         self.clock, self.tick_s = clock, tick_s
         # A quick broker check before each tick: with Kafka away, a tick would otherwise block
         # in a 30 s metadata call, and so would a SIGTERM waiting to join this thread.
@@ -203,6 +252,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._watched: dict[str, Workers] = {}
+        self._cancelled: set[str] = set()
         self._lock = threading.Lock()
 
     # -- the stored schedules -------------------------------------------------------------
@@ -234,10 +284,14 @@ class Scheduler:
     def spec_for(self, schedule: Schedule) -> RunSpec:
         """The spec of the schedule's next run: delta when its chain exists, else full."""
         data = dict(schedule.spec or datapipeline_spec(self.config.load_all()))
-        data.pop("interval", None)
+        for timing in ("interval", "cron", "timezone", "full_window"):
+            data.pop(timing, None)
         destination = absolute_destination(str(data["destination"]))
-        chain = schedule.mode == "delta" and self._chain_exists(destination)
-        data["type"] = "delta" if chain else "full"
+        if schedule.mode == "daily":
+            data["type"] = self._daily_type(destination, (schedule.params or {})["full_window"])
+        else:
+            chain = schedule.mode == "delta" and self._chain_exists(destination)
+            data["type"] = "delta" if chain else "full"
         if schedule.needs_secret:
             secret = pii_secret_env()
             if secret is None:
@@ -245,8 +299,21 @@ class Scheduler:
             data["pii_secret"] = secret
         return parse_spec(data, source=f"schedule {schedule.name}")
 
+    def _daily_type(self, destination: str, window: str) -> str:
+        """Enterprise Insights' cadence: the day's full in its window, else a delta on the
+        latest full, as long as that full is at most a day old."""
+        now = self.clock().astimezone(UTC)
+        self._chain_exists(destination)  # the destination check of the server's roots
+        last_full = self.latest_full_date(destination)
+        if last_full is None or last_full < now.date() - timedelta(days=1):
+            return "full"
+        due = last_full < now.date() and in_window(window, now.time())
+        return "full" if due else "delta"
+
     def run_now(self, schedule: Schedule) -> RunRecord:
         """Start the schedule's run now; raises what ``start_run`` raises."""
+        if schedule.spec is None and self.job_starter is not None:
+            return self.job_starter(schedule)
         spec = self.spec_for(schedule)
         try:
             run, workers = self._starter(spec)
@@ -261,9 +328,7 @@ class Scheduler:
 
     def fire(self, schedule: Schedule, now: datetime) -> Schedule:
         """Try a due schedule's run and return it advanced; errors are recorded, not raised."""
-        # a schedule stored before the minimum was raised runs no more often than it allows
-        interval = max(schedule.interval_s, FeedSettings().min_interval_s)
-        nxt = advance(schedule.next_due, interval, now)
+        nxt = next_slot(schedule, now)
         try:
             run = self.run_now(schedule)
         except RunConflictError as exc:
@@ -302,13 +367,22 @@ class Scheduler:
         with self._lock:
             watched = list(self._watched.items())
         for etl_id, workers in watched:
-            failure = worker_failure(workers, log_dir(etl_id))
+            # a cancelled run's workers exit on our SIGTERM: that is no failure
+            failure = (
+                None if etl_id in self._cancelled else worker_failure(workers, log_dir(etl_id))
+            )
             if failure:
                 log.warning("run %s failed: %s", etl_id, failure)
                 registry.set_status(self.kafka, etl_id, "failed", failure)
             if failure or all(p.poll() is not None for p in workers.values()):
                 with self._lock:
                     self._watched.pop(etl_id, None)
+                    self._cancelled.discard(etl_id)
+
+    def cancelled(self, etl_id: str) -> None:
+        """The run was cancelled: its workers' exit codes no longer mark it failed."""
+        with self._lock:
+            self._cancelled.add(etl_id)
 
     # -- the thread -------------------------------------------------------------------------
 
@@ -350,6 +424,20 @@ class Scheduler:
             except Exception as exc:  # e.g. Kafka restarting mid-tick: the next tick retries
                 log.warning("scheduler tick failed: %s", _one_line(exc))
             self._sweep()
+
+    def latest_full_date(self, destination: str) -> date | None:
+        """The date of the full export the destination's chain builds on, if any."""
+        from sinks.layout import LATEST_MANIFEST
+        from sinks.manifest import read_json
+        from sinks.storage import open_lake
+
+        latest = (read_json(open_lake(destination, self.s3), LATEST_MANIFEST) or {}).get("latest")
+        if not latest:
+            return None
+        if latest.get("type") == "full":
+            return etl_id_time(latest["etl_id"]).date()
+        stamp = latest.get("full_export_date")
+        return date.fromisoformat(stamp) if stamp else None
 
     def has_latest_manifest(self, destination: str) -> bool:
         from sinks.layout import LATEST_MANIFEST

@@ -1,19 +1,18 @@
-"""The control API against the real stack: Data pipeline export flow, /runs, continuous feeds."""
+"""The control API against the real stack: /runs and continuous feeds (the Data pipeline
+endpoints are in test_datapipeline_api.py)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from sluiceway.api.app import Services, create_app
-from sluiceway.settings import KafkaSettings, PostgresSettings
+from sluiceway.settings import KafkaSettings
 from tests.conftest import Cli, Stack
 from tests.polling import wait_for
 
@@ -54,81 +53,6 @@ def _cancel_running(client: TestClient) -> None:
     for run in client.get("/runs").json():
         if run["status"] == "running":
             client.delete(f"/runs/{run['etl_id']}")
-
-
-def a_project_key(pg: PostgresSettings) -> str:
-    with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
-        cur.execute("SELECT key FROM projects WHERE tenant_id = %s ORDER BY id LIMIT 1", (TENANT,))
-        row = cur.fetchone()
-    assert row is not None
-    return str(row[0])
-
-
-def configure(api: TestClient, lake: Path, opt_out: list[str]) -> None:
-    assert api.put(f"{DP}/config/tenants", json={"tenants": [TENANT]}).status_code == 200
-    unknown = api.put(f"{DP}/config/tenants", json={"tenants": [TENANT, "tenant-999"]})
-    assert unknown.status_code == 422
-    assert unknown.json()["problems"][0]["field"] == "tenants[1]"
-    assert api.put(f"{DP}/config/export-path", json={"path": str(lake)}).json() == {
-        "path": str(lake)
-    }
-    assert api.put(f"{DP}/config/optout", json={"projectKeys": opt_out}).status_code == 200
-
-
-def busy_then_cancelled(api: TestClient, lake: Path) -> str:
-    """A run whose workers never start makes the destination deterministically busy."""
-    spec = {"tenants": [TENANT], "destination": str(lake)}
-    orphan = api.post("/runs", params={"launch": "false"}, json=spec)
-    assert orphan.status_code == 202, orphan.text
-    orphan_id: str = orphan.json()["etl_id"]
-    busy = api.post(f"{DP}/export")
-    assert busy.status_code == 409 and orphan_id in busy.json()["error"]
-    assert api.get(f"{DP}/export").json()["status"] == "STARTED"
-    cancelled = api.delete(f"{DP}/export")
-    assert cancelled.status_code == 200
-    assert cancelled.json()["jobId"] == orphan_id and cancelled.json()["status"] == "CANCELLED"
-    assert api.delete(f"{DP}/export").status_code == 409
-    assert api.get(f"/runs/{orphan_id}").json()["status"] == "cancelled"
-    assert api.get(f"{DP}/export").json()["cancelledTime"] is not None
-    return orphan_id
-
-
-def export_completed(api: TestClient) -> dict[str, Any] | None:
-    status: dict[str, Any] = api.get(f"{DP}/export").json()
-    assert status["status"] in ("STARTED", "COMPLETED"), status
-    return status if status["status"] == "COMPLETED" else None
-
-
-def test_datapipeline_export_flow(
-    api: TestClient, tmp_path: Path, source_db: PostgresSettings
-) -> None:
-    lake = tmp_path / "lake"
-    assert api.get(f"{DP}/export").json()["status"] == "NOT_STARTED"
-    key = a_project_key(source_db)
-    configure(api, lake, [key])
-    orphan_id = busy_then_cancelled(api, lake)
-
-    started = api.post(f"{DP}/export", params={"fromDate": "2000-01-01T00:00:00Z"})
-    assert started.status_code == 202, started.text
-    job_id = started.json()["jobId"]
-    assert started.json()["status"] == "STARTED"
-    status = wait_for(lambda: export_completed(api), 180, "the export to complete")
-    manifest = json.loads((lake / "_runs" / f"{job_id}.json").read_text())
-    assert status["jobId"] == job_id and status["rootExportPath"] == str(lake)
-    assert status["statistics"] == {
-        "exportedEntities": len(manifest["tables"]),
-        "writtenRows": manifest["totals"]["rows"],
-    }
-    assert status["statistics"]["writtenRows"] > 0
-    assert status["optedOutEntities"] == [key]
-    assert status["config"]["fromDate"].startswith("2000-01-01T00:00:00")
-    assert status["completedTime"] and status["startTime"] and status["errors"] == []
-
-    listed = api.get("/runs").json()
-    assert [r["etl_id"] for r in listed[:2]] == [job_id, orphan_id]  # newest first
-    assert listed[0]["status"] == "complete"
-    assert api.get("/runs/20000101T000000Z-0000").status_code == 404
-    assert api.delete(f"/runs/{job_id}").status_code == 409
 
 
 def test_continuous_feed_runs_full_then_delta_and_survives_restart(

@@ -22,6 +22,7 @@ from sluiceway.api.app import Services, create_app
 from sluiceway.api.auth import TOKEN_ENV, load_api_settings
 from sluiceway.api.config_store import MemoryStore
 from sluiceway.api.destinations import DestinationNotAllowedError, parse_roots
+from sluiceway.api.dp_jobs import default_export_path
 from sluiceway.api.scheduler import Scheduler, feed_of
 from sluiceway.errors import ConfigError
 from sluiceway.settings import KafkaSettings, S3Settings, StackSettings
@@ -76,7 +77,7 @@ def test_the_export_path_stays_under_the_roots(client: TestClient, root: Path) -
     }
     assert len(messages) == 1  # the same answer whether the path exists or not
     assert not outside.exists()  # and no directory tree was made
-    assert client.get(f"{DP}/config/export-path").json() == {"path": None}
+    assert client.get(f"{DP}/config/export-path").json() == {"path": default_export_path()}
     inside = str(root / "exports")
     assert client.put(f"{DP}/config/export-path", json={"path": inside}).status_code == 200
 
@@ -126,7 +127,7 @@ def test_a_stored_export_path_outside_the_roots_is_refused_at_export(
     services.config.put("export-path", "/srv/elsewhere")  # set before the roots were narrowed
     with mock.patch("sluiceway.api.datapipeline.start_run", no_start):
         refused(client.post(f"{DP}/export"), "/srv/elsewhere")
-    schedule = {"startTime": "2030-01-01T00:00:00Z", "repeatIntervalInSeconds": 3600}
+    schedule = {"fromDate": "2026-01-01", "repeatDays": ["MONDAY"], "startTime": "02:00"}
     refused(client.put(f"{DP}/config/schedule", json=schedule), "/srv/elsewhere")
 
 
@@ -143,8 +144,9 @@ def test_scheduled_runs_are_checked_too(root: Path) -> None:
     assert not outside.exists()
 
 
-def test_default_roots_are_the_home_lake_and_the_bucket() -> None:
-    assert parse_roots("", S3) == (str(StackSettings().home / "lake"), "s3://lake")
+def test_default_roots_are_the_home_lake_data_pipeline_and_the_bucket() -> None:
+    home = StackSettings().home
+    assert parse_roots("", S3) == (str(home / "lake"), str(home / "data-pipeline"), "s3://lake")
     with pytest.raises(ConfigError, match="relative"):
         parse_roots("lake", S3)
 

@@ -61,6 +61,7 @@ def api(lake: Path) -> Iterator[TestClient]:
         for module in ("runs", "datapipeline")
     ]
     stubs.append(mock.patch("sluiceway.api.datapipeline.known_tenants", lambda _: {"t1"}))
+    stubs.append(mock.patch("sluiceway.api.dp_config.known_project_keys", lambda _: {"ABC"}))
     for stub in stubs:
         stub.start()
     try:
@@ -94,10 +95,10 @@ def test_from_date_out_of_utc_range_is_a_clear_error_everywhere(value: str, tmp_
         spec = {"tenants": ["t1"], "destination": str(tmp_path), "from_date": value}
         response = client.post("/runs", json=spec)
         one_line_4xx(response)
-        schedule = {"startTime": value, "repeatIntervalInSeconds": 3600}
+        schedule = {"fromDate": value, "repeatDays": ["MONDAY"], "startTime": "02:00"}
         response = client.put(f"{DP}/config/schedule", json=schedule)
         one_line_4xx(response)
-        assert response.json()["problems"][0]["field"] == "startTime"
+        assert response.json()["problems"][0]["field"] == "fromDate"
 
 
 @pytest.mark.parametrize("value", OVERFLOWING)
@@ -204,15 +205,18 @@ def test_spec_files_raise_only_spec_errors(tmp_path: Path, text: str, suffix: st
 
 
 ROUTES = [
-    ("POST", "/runs"), ("PUT", f"{DP}/config/optout"), ("PUT", f"{DP}/config/export-path"),
-    ("PUT", f"{DP}/config/tenants"), ("PUT", f"{DP}/config/schedule"),
+    ("POST", "/runs"), ("POST", f"{DP}/config/optout"), ("DELETE", f"{DP}/config/optout"),
+    ("PUT", f"{DP}/config/export-path"), ("PUT", f"{DP}/config/tenants"),
+    ("PUT", f"{DP}/config/schedule"),
 ]  # fmt: skip
 BODIES = st.one_of(
     SPECS,
-    st.fixed_dictionaries({"startTime": DATE_TEXT, "repeatIntervalInSeconds": JSON}),
+    st.fixed_dictionaries(
+        {"fromDate": DATE_TEXT, "repeatDays": JSON, "startTime": JSON, "schemaVersion": JSON}
+    ),
     st.fixed_dictionaries({"path": JSON}),
     st.fixed_dictionaries({"tenants": JSON}),
-    st.fixed_dictionaries({"projectKeys": JSON}),
+    st.fixed_dictionaries({"type": JSON, "keys": JSON}),
 )
 
 

@@ -11,12 +11,12 @@ from fastapi.testclient import TestClient
 
 from sluiceway import control
 from sluiceway.api.app import create_app
-from sluiceway.api.config_store import EXPORT_PATH, TENANTS, MemoryStore
+from sluiceway.api.config_store import MemoryStore
 from sluiceway.api.scheduler import Schedule, Scheduler
 from sluiceway.control import ControlRecordError
 from sluiceway.runs import RunRecord
 from sluiceway.settings import KafkaSettings, S3Settings
-from tests.unit.test_api_http import DP, TOKEN, fake_services
+from tests.unit.test_api_http import TOKEN, fake_services
 
 RUN = RunRecord(
     etl_id="20261121T235959Z-4f2a", type="full", tenants=("t1",), entities=("issue",),
@@ -93,13 +93,13 @@ def test_a_feed_interval_below_the_minimum_is_refused_in_one_line(client: TestCl
 
 
 def test_the_minimum_interval_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    services = fake_services()
-    services.config.put(TENANTS, ["t1"])
-    services.config.put(EXPORT_PATH, "/tmp/sw-lake")
     monkeypatch.setenv("SLUICEWAY_FEED_MIN_INTERVAL_S", "600")
-    body = {"startTime": "2030-01-01T00:00:00Z", "repeatIntervalInSeconds": 300, "type": "full"}
-    with TestClient(create_app(services)) as client:
+    every_minute = {"tenants": ["t1"], "destination": "/tmp/sw-feed", "type": "continuous"}
+    with TestClient(create_app(fake_services())) as client:
         client.headers["Authorization"] = f"Bearer {TOKEN}"
-        response = client.put(f"{DP}/config/schedule", json=body)
-    assert response.status_code == 400, response.text
-    assert response.json()["error"].startswith("repeatIntervalInSeconds 300 s is below")
+        by_interval = client.post("/runs", json=every_minute | {"interval": 300})
+        by_cron = client.post("/runs", json=every_minute | {"cron": "*/5 * * * *"})
+    assert by_interval.status_code == 422, by_interval.text
+    assert "300 s is below the minimum of 600 s" in by_interval.json()["error"]
+    assert by_cron.status_code == 422, by_cron.text
+    assert "300 s is below the minimum of 600 s" in by_cron.json()["error"]

@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from pydantic import ValidationError
 
 from sinks import csv_file, layout, manifest, plan, recovery, storage
 from sinks.config import SinkSettings
@@ -68,12 +69,9 @@ def csv_paths(writer: RunWriter) -> list[Path]:
     return sorted(root.glob("part-*.csv"))
 
 
-def python_rows(path: Path, escape: bool) -> list[dict[str, str]]:
+def python_rows(path: Path) -> list[dict[str, str]]:
     with path.open(encoding="utf-8", newline="") as src:
-        rows = list(csv.DictReader(src, strict=True))
-    if escape:
-        rows = [{k: csv_file.unescape(v) for k, v in r.items()} for r in rows]
-    return rows
+        return list(csv.DictReader(src, strict=True))
 
 
 def query(text: str) -> duckdb.DuckDBPyRelation:
@@ -82,16 +80,18 @@ def query(text: str) -> duckdb.DuckDBPyRelation:
     return relation
 
 
-def duckdb_rows(path: Path, escape: bool) -> list[dict[str, str | None]]:
+def duckdb_rows(path: Path) -> list[dict[str, str | None]]:
     relation = query(
         f"SELECT * FROM read_csv('{path}', header=true, all_varchar=true, "
         "delim=',', quote='\"', escape='\"', allow_quoted_nulls=false)"
     )
     names = relation.columns
-    rows = [dict(zip(names, values, strict=True)) for values in relation.fetchall()]
-    if escape:
-        rows = [{k: v if v is None else csv_file.unescape(v) for k, v in r.items()} for r in rows]
-    return rows
+    return [dict(zip(names, values, strict=True)) for values in relation.fetchall()]
+
+
+def as_written(text: str | None, escape: bool) -> str | None:
+    """What a reader gets back: line breaks as \\n when escaped, everything else as it is."""
+    return None if text is None else csv_file.escape_line_breaks(text, "\\n" if escape else None)
 
 
 def test_bytes_on_disk_follow_data_pipeline(tmp_path: Path) -> None:
@@ -107,7 +107,7 @@ def test_bytes_on_disk_follow_data_pipeline(tmp_path: Path) -> None:
     assert rest == b""  # CRLF after the last record too, no bare CR or LF anywhere
     assert raw.count(b"\n") == raw.count(b"\r") == raw.count(b"\r\n") == 2
     text = record.decode()
-    assert '"Line one\\nLine two\\r\\nLine three"' in text
+    assert '"Line one\\nLine two\\nLine three"' in text  # CRLF is one line break
     assert ',"",' in text  # empty string: quoted
     assert ",," in text  # null: empty and unquoted
     assert '"a ""b"", c"' in text
@@ -125,9 +125,26 @@ def test_formatters() -> None:
     assert csv_file.date_text(date(33, 2, 1)) == "0033-02-01"
     assert csv_file.date_text(1) == "1970-01-02"
     for text in TRICKY:
-        escaped = csv_file.quote(text, escape_newlines=True)
+        escaped = csv_file.quote(text, "\\n")
         assert "\n" not in escaped and "\r" not in escaped
-        assert csv_file.unescape(escaped[1:-1].replace('""', '"')) == text
+        assert escaped[1:-1].replace('""', '"') == as_written(text, escape=True)
+
+
+def test_backslashes_are_written_as_they_are() -> None:
+    # Spark's documented recipe (escape '"') and Hive's read a backslash as itself
+    assert csv_file.quote("C:\\temp\\new \\n typed", "\\n") == '"C:\\temp\\new \\n typed"'
+    assert csv_file.quote("trailing \\", None) == '"trailing \\"'
+
+
+def test_the_line_break_escape_is_a_setting(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path, csv_line_break_escape=" / ", row_group_rows=7)
+    writer.add("issue", 0, 0, SCHEMA, SCHEMA_ID, tricky_row(4))
+    writer.close_all()
+    [path] = csv_paths(writer)
+    assert '"Line one / Line two / Line three"' in path.read_text(encoding="utf-8")
+    for bad in ("", "a\nb", 'q"'):
+        with pytest.raises(ValidationError):
+            SinkSettings(csv_line_break_escape=bad)
 
 
 @pytest.mark.parametrize("escape", [True, False])
@@ -137,16 +154,16 @@ def test_round_trip_through_python_csv_and_duckdb(tmp_path: Path, escape: bool) 
     writer.close_all()
     expected = {r["id"]: r for r in rows}
     for reader in (python_rows, duckdb_rows):
-        got = [r for p in csv_paths(writer) for r in reader(p, escape)]
+        got = [r for p in csv_paths(writer) for r in reader(p)]
         assert sorted(int(r["id"] or -1) for r in got) == sorted(expected)
         for r in got:
             source = expected[int(r["id"] or -1)]
-            assert r["summary"] == source["summary"]
+            assert r["summary"] == as_written(source["summary"], escape)
             if reader is duckdb_rows:  # only DuckDB tells a null from an empty string
-                assert r["description"] == source["description"]
+                assert r["description"] == as_written(source["description"], escape)
                 assert r["environment"] is None
             else:
-                assert r["description"] == (source["description"] or "")
+                assert r["description"] == as_written(source["description"] or "", escape)
             assert r["_source_ts"] == csv_file.timestamp_text(source["_source_ts"])
             assert r["_deleted"] == "false" and r["_etl_id"] == ETL
 
@@ -181,11 +198,11 @@ def test_byte_cap_is_exact(tmp_path: Path, spare: int) -> None:
     for path, size, nxt in zip(paths, sizes, paths[1:], strict=False):
         first_of_next = len(nxt.read_bytes().split(b"\r\n")[1]) + 2
         assert size + first_of_next > cap, path.name
-    assert sum(len(python_rows(p, True)) for p in paths) == len(rows)
+    assert sum(len(python_rows(p)) for p in paths) == len(rows)
     records = {r.path: r for r in writer.published}
     for path, size in zip(paths, sizes, strict=True):
         record = records[str(path.relative_to(writer.lake.dest.root))]
-        assert (record.bytes, record.rows) == (size, len(python_rows(path, True)))
+        assert (record.bytes, record.rows) == (size, len(python_rows(path)))
 
 
 def test_oversize_row_is_written_alone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -198,10 +215,10 @@ def test_oversize_row_is_written_alone(tmp_path: Path, caplog: pytest.LogCapture
                 row["description"] = 'x, "y"\n' * 500
             writer.add("issue", 0, i, SCHEMA, SCHEMA_ID, row)
         writer.close_all()
-    by_size = {p.stat().st_size: python_rows(p, True) for p in csv_paths(writer)}
+    by_size = {p.stat().st_size: python_rows(p) for p in csv_paths(writer)}
     big = [rows for size, rows in by_size.items() if size > cap]
     assert len(big) == 1 and [r["id"] for r in big[0]] == ["2"]
-    assert big[0][0]["description"] == 'x, "y"\n' * 500
+    assert big[0][0]["description"] == 'x, "y"\\n' * 500  # as written: escaped
     assert any("alone exceeds max_bytes" in r.getMessage() for r in caplog.records)
     rotations = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rotate ")]
     assert len(rotations) == len(csv_paths(writer)) and all(".csv" in m for m in rotations)
@@ -237,7 +254,7 @@ def test_no_temporaries_and_manifest_lists_the_files(tmp_path: Path) -> None:
     for entry in issue["files"]:
         path = root / entry["path"]
         assert entry["bytes"] == path.stat().st_size
-        assert entry["rows"] == len(python_rows(path, True))
+        assert entry["rows"] == len(python_rows(path))
 
 
 def test_restart_cleans_up_and_skips_published_offsets(tmp_path: Path) -> None:
@@ -257,7 +274,7 @@ def test_restart_cleans_up_and_skips_published_offsets(tmp_path: Path) -> None:
     assert sorted(restarted.published, key=lambda r: r.start_offset) == before
     rows = feed(restarted, 30)  # Kafka redelivers from an earlier commit
     restarted.close_all()
-    got = [int(r["id"]) for p in csv_paths(restarted) for r in python_rows(p, True)]
+    got = [int(r["id"]) for p in csv_paths(restarted) for r in python_rows(p)]
     assert sorted(got) == [r["id"] for r in rows]
     assert [p for p in table_dir.iterdir() if p.name.startswith(".")] == []
 

@@ -1,0 +1,41 @@
+"""Which project keys the source has, for the opt-out list's "not found" check.
+
+Read from the project change topic, which holds every project's row: projects are few,
+so one pass over it is quick.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from confluent_kafka import Message
+
+from processors.scan import scan
+from sluiceway.codec import Codec
+from sluiceway.errors import ConfigError, InvalidEventError
+from sluiceway.kafka_io import partition_count, watermarks
+from sluiceway.settings import KafkaSettings
+
+
+def project_keys(kafka: KafkaSettings, timeout_s: float = 60.0) -> set[str]:
+    """Keys of the projects capture has seen (also deleted ones: a key is never reused)."""
+    topic = kafka.cdc_topic("project")
+    try:
+        count = partition_count(kafka, topic)
+    except ConfigError:
+        return set()  # capture has not run: no project is known yet
+    marks = watermarks(kafka, topic, range(count))
+    ranges = {(topic, p): (low, high) for p, (low, high) in marks.items()}
+    codec, found = Codec(), set()
+
+    def visit(msg: Message) -> None:
+        try:
+            event = codec.decode(msg.value())
+        except InvalidEventError:
+            return
+        row = event["after"]  # a delete carries no row; its key was seen when it was made
+        if row is not None and row.get("key"):
+            found.add(str(row["key"]))
+
+    scan(kafka, f"sw-optout-keys-{secrets.token_hex(4)}", ranges, visit, timeout_s)
+    return found
