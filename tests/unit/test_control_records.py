@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
 
+from processors.schema_versions import LATEST
 from sluiceway import control
 from sluiceway.api.app import create_app
 from sluiceway.api.config_store import MemoryStore
+from sluiceway.api.datapipeline import job_status
+from sluiceway.api.dp_jobs import Job, jobs
 from sluiceway.api.scheduler import Schedule, Scheduler
 from sluiceway.control import ControlRecordError
+from sluiceway.registry import RunState
 from sluiceway.runs import RunRecord
 from sluiceway.settings import KafkaSettings, S3Settings
 from tests.unit.test_api_http import TOKEN, fake_services
@@ -103,3 +108,22 @@ def test_the_minimum_interval_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> N
     assert "300 s is below the minimum of 600 s" in by_interval.json()["error"]
     assert by_cron.status_code == 422, by_cron.text
     assert "300 s is below the minimum of 600 s" in by_cron.json()["error"]
+
+
+def test_a_data_pipeline_job_reports_its_runs_unreadable_manifest_and_bad_jobs_are_skipped() -> (
+    None
+):
+    job = Job(job_id=1, etl_id=RUN.etl_id, path="/srv/dp", export_from="2026-01-01T00:00:00Z",
+              forced=False, schema_version=LATEST)  # fmt: skip
+    state = RunState(RUN, "failed", "manifest unreadable", None, manifest_error="not JSON: x")
+    status = job_status(job, state)
+    assert status.status == "FAILED"
+    assert [e.key for e in status.errors] == ["export.failed", "export.manifest.unreadable"]
+    config = {"job:a": {"job_id": "not", "etl_id": None}, "job:b": [1], "job:1": asdict(job)}
+    before = _unreadable("config")
+    assert jobs(config) == [job]
+    assert _unreadable("config") == before + 2
+
+
+def _unreadable(topic: str) -> float:
+    return control.UNREADABLE.labels(topic=topic)._value.get()
