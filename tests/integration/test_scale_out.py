@@ -9,8 +9,9 @@ and ``sluiceway sink`` processes), the test replaces workers at five points:
 2. a fifth through the run, another processor leaves (SIGTERM) and a new one joins;
 3. the moment the first sink has published a file it is killed (SIGKILL: between its
    publish and its commit, or just after) and restarted under its member id;
-4. two fifths through, a processor that owns partitions is killed (SIGKILL): its open
-   transactions die with it, the others take its partitions over after the session timeout;
+4. two fifths through, a processor with partitions left to end is killed (SIGKILL): its
+   open transactions die with it, the others take its partitions over after the session
+   timeout and fence them;
 5. while the second sink publishes files it gets SIGTERM, and a third sink replaces it.
 
 Workers stopped with SIGTERM must exit 0. The source database is the truth: the full
@@ -21,6 +22,7 @@ comment as a delete); full + delta reconstruct to the source, values included.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -33,6 +35,7 @@ from pathlib import Path
 import duckdb
 import psycopg2
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from processors.spec import parse_spec
 from producers.source import TABLES
@@ -65,7 +68,6 @@ WORKER_ENV = {
 }
 PRE_PASS = b"pre-pass: reading"  # what processors/main.py logs when its pre-pass starts
 ROTATE = re.compile(rb"\brotate table=")
-OWNED = re.compile(r"(\d+) change-topic partitions assigned")
 Key = tuple[str, int]
 
 
@@ -87,13 +89,20 @@ class Worker:
     def rotations(self) -> int:
         return len(ROTATE.findall(self.text()))
 
-    def owns_partitions(self) -> bool:
-        """A live processor the group gave partitions (its /readyz says how many)."""
+    def has_work(self) -> bool:
+        """A live processor that owns partitions it has not ended (from its /metrics)."""
         if self.port is None or self.proc.poll() is not None:
             return False
-        status, body = get(self.port, "/readyz")
-        found = OWNED.search(body) if status == 200 else None
-        return found is not None and int(found.group(1)) > 0
+        status, body = get(self.port, "/metrics")
+        if status != 200:
+            return False
+        pending = (
+            s.value
+            for family in text_string_to_metric_families(body)
+            for s in family.samples
+            if s.name == "sluiceway_processor_partitions_pending"
+        )
+        return any(value > 0 for value in pending)
 
 
 @dataclass
@@ -148,6 +157,13 @@ class Crew:
 
         wait_for(ready, timeout, what, poll=0.02)
 
+    def soon(self, check: Callable[[], object], what: str, within: float) -> None:
+        """Wait up to ``within`` seconds for ``check()`` (a sink whose partitions are all
+        read publishes no more files), then go on; the run must still be incomplete."""
+        with contextlib.suppress(AssertionError):  # the timeout: act now
+            wait_for(lambda: check() or self.complete(), within, what, poll=0.02)
+        assert not self.complete(), f"the run ended before {what}"
+
     def wait_all(self, timeout: float) -> None:
         for worker in self.workers:
             if worker.killed:
@@ -173,7 +189,7 @@ def replace_workers(crew: Crew) -> None:
     if crew.run.type == "full":
         crew.before_the_end(lambda: PRE_PASS in p1.text(), "p1's pre-pass")
     else:
-        crew.before_the_end(p1.owns_partitions, "p1 owning partitions")
+        crew.before_the_end(p1.has_work, "p1 owning partitions")
     crew.stop(p1)
     p3 = crew.start("process", "p3")
 
@@ -188,14 +204,15 @@ def replace_workers(crew: Crew) -> None:
 
     crew.before_the_end(lambda: crew.progress() >= 0.4, "two fifths of the run")
     owner = wait_for(
-        lambda: next((p for p in (p3, p4) if p.owns_partitions()), None),
-        60, "p3 or p4 to own partitions",
+        lambda: next((p for p in (p3, p4) if p.has_work()), None),
+        60, "p3 or p4 to own partitions it has not ended",
     )  # fmt: skip
     crew.kill(owner)
     crew.start("process", "p5")
 
+    # within the session timeout of the killed processor, whose partitions wait meanwhile
     published = s2.rotations()
-    crew.before_the_end(lambda: s2.rotations() > published, "s2's next file")
+    crew.soon(lambda: s2.rotations() > published, "s2's next file", within=5)
     crew.stop(s2)
     assert b'"status": "stopped"' in s2.text(), s2.tail()
     crew.start("sink", "s3")
