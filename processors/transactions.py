@@ -11,11 +11,19 @@ nothing. Here a missing producer raises ProducerFenced instead: the worker must 
 counting the partition as its own (processors/app.py), or it would take a batch whose
 outputs were never sent, or a commit that never happened, as done, and a later commit of
 the same partition from that state would skip those events for good.
+
+faust does not always stop the producer of a partition that moved away (seen in the
+scale-out test: a worker lost partition 0 in one rebalance, its next owner started a
+producer with a newer epoch, and when partition 0 came back faust handed the old, fenced
+producer to the worker again; its first batch was fenced and the partition sat idle until
+the next rebalance). So after every assignment the worker drops the producers of the
+partitions it no longer has, and faust starts a fresh one if a partition comes back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import faust
@@ -95,6 +103,25 @@ class Transactions:
             await aio.send_offsets_to_transaction(marked, self.app.conf.id)
             await aio.commit_transaction()
             await aio.begin_transaction()
+
+    async def drop(self, partition: int) -> None:
+        """Stop ``partition``'s transaction producer (fenced: it can never commit again)."""
+        tid = self.transactional_id(partition)
+        if tid is not None:
+            producer: Any = self.app.producer
+            await producer.stop_transaction(tid)
+
+    async def drop_all_but(self, partitions: set[int]) -> None:
+        """Stop the transaction producers of every other partition of the run's topics."""
+        if not self.exactly_once:
+            return
+        producer: Any = self.app.producer
+        group = self.app.assignor.group_for_topic(self.source_topics[0])
+        ours = re.compile(rf"{re.escape(self.app.conf.id)}-{group}-\d+")
+        wanted = {self.transactional_id(p) for p in partitions}
+        for tid in list(producer._transaction_producers):
+            if ours.fullmatch(tid) and tid not in wanted:
+                await producer.stop_transaction(tid)
 
     def _producer_of(self, tid: str) -> Any:
         """The aiokafka producer of transaction ``tid``; ProducerFenced if faust has none."""

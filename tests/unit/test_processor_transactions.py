@@ -32,9 +32,14 @@ class FakeAio:
 
 def app_with(producers: dict[str, FakeAio]) -> Any:
     """A faust app whose producer holds these transactions' producers (by id)."""
+
+    async def stop_transaction(tid: str) -> None:  # what faust's does, without a broker
+        producers.pop(tid, None)
+
     producer = SimpleNamespace(
         _transaction_producers=producers,
         _trn_locks={tid: asyncio.Lock() for tid in ("app-0-1", *producers)},
+        stop_transaction=stop_transaction,
     )
     assignor = SimpleNamespace(group_for_topic=lambda _topic: 0)
     return SimpleNamespace(producer=producer, assignor=assignor, conf=SimpleNamespace(id="app"))
@@ -58,3 +63,14 @@ def test_a_partition_whose_producer_faust_dropped_is_not_ours_to_send_or_commit(
         asyncio.run(txn.commit(1, {"t.issue": 5, "t.comment": 9}, "{}"))
     with pytest.raises(ProducerFenced):
         asyncio.run(txn.send("run", 1, None, b"marker", [], 1))
+
+
+def test_producers_of_partitions_gone_elsewhere_are_dropped() -> None:
+    # faust sometimes keeps them; reused when the partition comes back, they are fenced
+    producers = {t: FakeAio() for t in ("app-0-0", "app-0-1", "app-0-2", "app-1-0", "other-0-1")}
+    txn = Transactions(app_with(producers), TOPICS, exactly_once=True)
+    asyncio.run(txn.drop_all_but({1}))
+    # another topic group's (faust's own) and another app's transactions are not the run's
+    assert sorted(producers) == ["app-0-1", "app-1-0", "other-0-1"]
+    asyncio.run(txn.drop(1))
+    assert sorted(producers) == ["app-1-0", "other-0-1"]
