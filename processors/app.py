@@ -133,7 +133,7 @@ class RunProcessor:
 
         @app.on_partitions_assigned.connect
         async def assigned(_app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
-            self.on_assigned(set(args[0]) if args else set())
+            await self.on_assigned(set(args[0]) if args else set())
 
         return app
 
@@ -148,7 +148,7 @@ class RunProcessor:
             try:
                 await self._handle_batch(tp, records)
             except ProducerFenced:
-                self._fenced(tp.partition)
+                await self._fenced(tp.partition)
         await self._check_done()  # the timer would find out up to half a second later
 
     async def _handle_batch(self, tp: TP, records: Sequence[Any]) -> None:
@@ -261,24 +261,31 @@ class RunProcessor:
                     try:
                         await self._commit(partition, state, end=False)
                     except ProducerFenced:
-                        self._fenced(partition)
+                        await self._fenced(partition)
                         continue
                 self.parked[partition] = state
 
-    def on_assigned(self, assigned: set[TP]) -> None:
+    async def on_assigned(self, assigned: set[TP]) -> None:
         """A partition this worker keeps continues from its parked state (exactly what it
-        committed at the revoke); any other starts from the group's commits when first seen."""
+        committed at the revoke); any other starts from the group's commits when first seen.
+        Transaction producers of partitions not assigned any more are dropped (see
+        processors/transactions.py)."""
+        mine = {tp.partition for tp in assigned if tp.topic in self.source_topics}
+        await self.txn.drop_all_but(mine)
         kept = {tp.partition for tp in assigned} & set(self.parked)
         for partition in kept:
             self.parts[partition] = self.parked[partition]
         self.parked.clear()
         self.revoked.clear()  # the consumer's assignment is the truth again
 
-    def _fenced(self, partition: int) -> None:
-        """A newer owner's producer fenced ours: its partition is not ours any more."""
+    async def _fenced(self, partition: int) -> None:
+        """A newer owner's producer fenced ours: its partition is not ours any more. The
+        fenced producer goes too, so that faust starts a fresh one if the group gives the
+        partition back."""
         log.warning("partition %d moved to another worker mid-batch; leaving it", partition)
         self.parts.pop(partition, None)
         self.revoked.add(partition)
+        await self.txn.drop(partition)
 
     def _lock(self, partition: int) -> asyncio.Lock:
         """Held while a batch of ``partition`` is handled, so a commit never splits one."""
@@ -332,7 +339,7 @@ class RunProcessor:
                         try:
                             await self._end_partition(partition, state)
                         except ProducerFenced:
-                            self._fenced(partition)
+                            await self._fenced(partition)
         ended = {p for p, s in self.parts.items() if s.marked}
         if not owned <= ended:
             return

@@ -11,6 +11,7 @@ offsets in its partition's transaction).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
@@ -37,12 +38,22 @@ class BatchConsumer(driver.Consumer):
             await super()._drain_messages(fetcher)
             return
         fetcher_stopped = fetcher._stopped.is_set
-        while not (self.should_stop or fetcher_stopped()):
-            records, _ = await self._wait_next_records(timeout=1.0)
-            for tp, batch in (records or {}).items():
-                if batch:
-                    await handler(tp, batch)
-            await self.sleep(0)  # give the timers and the transaction manager their turn
+        stopped: tuple[type[BaseException], ...] = (
+            asyncio.CancelledError,
+            *self.consumer_stopped_errors,
+        )
+        try:
+            while not (self.should_stop or fetcher_stopped()):
+                records, _ = await self._wait_next_records(timeout=1.0)
+                for tp, batch in (records or {}).items():
+                    if batch:
+                        await handler(tp, batch)
+                await self.sleep(0)  # give the timers and the transaction manager their turn
+        except stopped:
+            # Stopping (SIGTERM) cancels the fetch; faust's own loop returns quietly then. Raised
+            # during a rebalance, it made faust's fetcher crash the worker: exit 1, not 0.
+            if not self.app.should_stop:
+                raise
 
 
 class Transport(driver.Transport):

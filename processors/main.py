@@ -1,12 +1,24 @@
-"""``sluiceway process --run ETL_ID``: one faust worker for one export run."""
+"""``sluiceway process --run ETL_ID``: one faust worker for one export run.
+
+Before a worker joins the run's group it reads what the passes of processors/scan.py need
+(a full run: each key's latest version up to the cut), which takes seconds on a large run.
+faust installs its signal handlers only once its worker starts, so until then SIGTERM and
+SIGINT are this module's: during the passes they end the worker at once (it has joined
+nothing and written nothing), and one that arrives after them is handed on to faust as soon
+as its handlers are in place, so the worker leaves the group cleanly instead of dying by the
+signal or, worse, ignoring it and running to the cut.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +28,7 @@ from processors import metrics
 from processors.app import Lookups, RunProcessor
 from processors.config import ProcessorSettings
 from processors.scan import issue_projects, latest_offsets, no_project
-from processors.spec import spec_of_run
+from processors.spec import RunSpec, spec_of_run
 from sluiceway import registry
 from sluiceway.cleanup import check_not_dropped
 from sluiceway.codec import Codec
@@ -26,6 +38,9 @@ from sluiceway.health import HEALTH
 from sluiceway.kafka_io import load_run
 from sluiceway.runs import RunRecord
 from sluiceway.settings import SECRET_ENV, KafkaSettings
+
+log = logging.getLogger("sluiceway.processor")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,68 @@ def refuse_another_key(kafka: KafkaSettings, record: RunRecord, secret: str | No
     raise ConfigError(reason)
 
 
+class StoppedBeforeJoiningError(Exception):
+    """SIGTERM or SIGINT while the worker read the change topics before joining the group."""
+
+
+class EarlyStop:
+    """The stop signals until faust's worker takes them over (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.in_pre_pass = True
+        self.requested = False
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        self.requested = True
+        if self.in_pre_pass:
+            raise StoppedBeforeJoiningError(signal.Signals(signum).name)
+
+
+@contextmanager
+def early_stop() -> Iterator[EarlyStop]:
+    """Our handlers for the stop signals, where signals can be handled (the main thread);
+    faust's replace them when its worker starts, and the previous ones come back after."""
+    stop = EarlyStop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield stop
+    finally:
+        stop.in_pre_pass = False
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def pre_pass(
+    settings: ProcessorSettings, record: RunRecord, spec: RunSpec, codec: Codec, stop: EarlyStop
+) -> Lookups:
+    """What the worker must know before its first event (processors/scan.py)."""
+    started, passes = time.monotonic(), record.type == "full" or bool(spec.opt_out)
+    if passes:
+        log.info("run %s: pre-pass: reading the change topics up to the cut", record.etl_id)
+    latest = latest_offsets(settings.kafka, record) if record.type == "full" else None
+    projects = issue_projects(settings.kafka, record, codec) if spec.opt_out else no_project
+    stop.in_pre_pass = False
+    took = f"pre-pass done in {time.monotonic() - started:.1f}s; " if passes else ""
+    log.info("run %s: %sjoining the group", record.etl_id, took)
+    return Lookups(latest, projects)
+
+
+class RunWorker(faust.Worker):
+    """faust's worker, which also honours a stop that arrived before its handlers did."""
+
+    def __init__(self, app: faust.App, stop: EarlyStop, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.early = stop
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()  # installs faust's signal handlers
+        if self.early.requested:
+            os.kill(os.getpid(), signal.SIGTERM)  # now faust's handler leaves the group cleanly
+
+
 def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> RunStats:
     """Process the run to its cut and send its end markers."""
     started = time.monotonic()
@@ -95,13 +172,22 @@ def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> 
     refuse_another_key(settings.kafka, record, os.environ.get(SECRET_ENV))
     spec = spec_of_run(record.spec, os.environ.get(SECRET_ENV), etl_id)
     codec = Codec()
-    latest = latest_offsets(settings.kafka, record) if record.type == "full" else None
-    projects = issue_projects(settings.kafka, record, codec) if spec.opt_out else no_project
-    lookup = Lookups(latest, projects)
-    processor = RunProcessor(settings, record, spec, codec, lookup)
-    scan_s = time.monotonic() - started
-    worker = faust.Worker(processor.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    with early_stop() as stop:
+        try:
+            lookup = pre_pass(settings, record, spec, codec, stop)
+        except StoppedBeforeJoiningError:
+            log.info("processor of run %s stopped during its pre-pass, before joining", etl_id)
+            return RunStats(etl_id, 0, 0, 0, time.monotonic() - started, 0.0, 0.0, stopped=True)
+        processor = RunProcessor(settings, record, spec, codec, lookup)
+        worker = RunWorker(
+            processor.app, stop, loglevel=loglevel, quiet=True, redirect_stdouts=False
+        )
+        return _work(worker, processor, time.monotonic() - started)
 
+
+def _work(worker: RunWorker, processor: RunProcessor, scan_s: float) -> RunStats:
+    """Run the faust worker until the run ends (or a stop signal); the worker's figures."""
+    etl_id = processor.run.etl_id
     stopping: list[asyncio.Future[None]] = []
     cpu_at_end: list[float] = []
 
@@ -118,7 +204,6 @@ def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> 
         HEALTH.ready(True, f"{len(args[0])} change-topic partitions assigned")
 
     processor.app.on_partitions_assigned.connect(assigned)
-    log = logging.getLogger("sluiceway.processor")
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

@@ -261,7 +261,9 @@ class BatchWriter:
                 # One round trip for the whole batch keeps 2,000 changes/s within reach.
                 cur.execute(b"BEGIN;\n" + body + b";\nSELECT txid_current()")
                 xid = cur.fetchone()[0]
-                cur.execute("COMMIT; SELECT pg_current_wal_lsn()::text")
+                # the insert position: with asynchronous commit the write position may still
+                # lie before the commit record, and the ledger promises an upper bound
+                cur.execute("COMMIT; SELECT pg_current_wal_insert_lsn()::text")
                 lsn = cur.fetchone()[0]
         except psycopg2.Error as exc:
             raise _source_error(exc) from exc

@@ -3,6 +3,12 @@
 The slot's confirmed position advances only to a commit whose events, and those of every
 earlier commit, Kafka has acknowledged. After a crash PostgreSQL re-sends everything after
 that position; those events carry the same positions as before, so readers drop repeats.
+
+psycopg2 also moves the confirmed position by itself, to the WAL end of a server keepalive,
+whenever we have confirmed everything received so far. That never passes the commit record
+of a transaction we have not received (the server sends it before any later WAL end), so a
+restart still gets it; but it means a slot confirmed up to some position proves only the
+transactions whose commit records lie before that position are on Kafka.
 """
 
 from __future__ import annotations

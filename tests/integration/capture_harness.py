@@ -56,8 +56,18 @@ class CaptureProcess:
 
 
 def wal_lsn(pg: PostgresSettings) -> str:
+    """A WAL position past the commit record of every transaction committed so far.
+
+    Not ``pg_current_wal_lsn()``: that is the write position, and with asynchronous commit
+    (the local stack runs synchronous_commit=off) a commit returns before its record is
+    written, so the write position can still lie before it. A slot confirmed up to there
+    says nothing about that transaction: the replication client (psycopg2) moves its
+    confirmed position up to the WAL end of a server keepalive whenever capture has
+    confirmed everything it received so far, and a keepalive sent while the server waits
+    for the commit record carries a WAL end just before it. The insert position is past
+    every record already inserted."""
     with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_current_wal_lsn()::text")
+        cur.execute("SELECT pg_current_wal_insert_lsn()::text")
         lsn: str = cur.fetchone()[0]
     conn.close()
     return lsn
@@ -111,6 +121,19 @@ def read_change_topics(kafka: KafkaSettings, timeout: float = 60) -> list[Record
     reader.close()
     assert not pending, f"could not read {pending} to their ends"
     return records
+
+
+def change_topic_ends(kafka: KafkaSettings, entities: tuple[str, ...] = ENTITIES) -> dict[str, int]:
+    """Per entity, the number of records its change topic holds now (all partitions)."""
+    return {
+        e: sum(
+            high
+            for _low, high in watermarks(
+                kafka, kafka.cdc_topic(e), range(kafka.partitions)
+            ).values()
+        )
+        for e in entities
+    }
 
 
 def settings_for_capture(env: dict[str, str], slot: str, **extra: str) -> dict[str, str]:

@@ -20,12 +20,14 @@ import psycopg2.extras
 import pytest
 
 from producers import checkpoint
+from producers.events import SEQ_BITS, lsn_to_int
 from producers.source import TABLES
 from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings
 from tests.conftest import Cli
 from tests.integration.capture_harness import (
     CaptureProcess,
     Record,
+    change_topic_ends,
     read_change_topics,
     settings_for_capture,
     slot_caught_up,
@@ -97,9 +99,9 @@ def finish(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
     return summary
 
 
-def wait_caught_up(
-    pg: PostgresSettings, slot: str, capture: CaptureProcess, timeout: float
-) -> None:
+def wait_caught_up(pg: PostgresSettings, slot: str, capture: CaptureProcess, timeout: float) -> str:
+    """Wait until capture confirmed every transaction committed so far; returns the LSN
+    it waited for."""
     target = wal_lsn(pg)
 
     def caught_up() -> bool:
@@ -107,6 +109,7 @@ def wait_caught_up(
         return slot_caught_up(pg, slot, target)
 
     wait_for(caught_up, timeout, f"slot {slot} to confirm {target}")
+    return target
 
 
 def test_snapshot_with_concurrent_writes_ends_equal_to_the_source(
@@ -216,3 +219,30 @@ def test_churn_with_capture_killed_three_times_loses_and_doubles_nothing(
     assert set(got) <= set(expected)  # nothing that churn did not commit
     assert sum(len(v) for v in got.values()) == sum(len(v) for v in expected.values())
     print(f"re-sent events dropped by position: {repeats}")
+
+
+def test_caught_up_waits_past_the_last_commit(
+    cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str
+) -> None:
+    """What the export tests rely on before they take a run's cut: once ``wait_caught_up``
+    returns, every transaction committed before it is on the change topics. So the position
+    it waits for must lie past the commit record of the last such transaction (the events'
+    positions carry their commit's LSN): a position at or before it can be confirmed while
+    capture is still handing the transaction to Kafka, because the replication client moves
+    its confirmed position up to the server's WAL end on a keepalive."""
+    cli("source", "seed", "--tenants", "1", "--issues-per-tenant", "300", "--seed", "5")
+    slot = f"sw_{unique}"
+    capture = start_capture(cli, tmp_path, slot)
+    try:
+        wait_for(lambda: snapshot_done(kafka, slot), 120, "the initial snapshot")
+        before = change_topic_ends(kafka, ("issue",))["issue"]
+        with psycopg2.connect(source_db.dsn()) as conn, conn.cursor() as cur:
+            cur.execute(f"UPDATE {TABLES['issue']} SET summary = summary || ' (again)'")
+            updated = cur.rowcount
+        conn.close()
+        target = wait_caught_up(source_db, slot, capture, timeout=120)
+        assert change_topic_ends(kafka, ("issue",))["issue"] - before == updated  # at once
+    finally:
+        capture.stop()
+    commits = [r.event["position"] >> SEQ_BITS for r in read_change_topics(kafka) if r.event]
+    assert max(commits) < lsn_to_int(target), "the wait ends at or before the last commit"

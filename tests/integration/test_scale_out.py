@@ -1,24 +1,41 @@
-"""Two processors and two sinks share a run; one of each is stopped and another started midway.
+"""Processors and sinks share a run while workers are stopped, crashed and replaced in it.
 
-A full export, then a delta after every issue is updated and some comments deleted: the
-lake read back equals the source (per table: count and (tenant, id) set), no row is written
-twice, and the full export plus the delta reconstruct (the guide's SQL) to the source tables.
-The workers are the real ``sluiceway process`` / ``sluiceway sink`` processes; the stopped
-ones get SIGTERM and must finish cleanly (exit 0) before the run ends.
+A full export, then a delta after every issue is updated and every tenth comment deleted.
+In each run, with two processors and two sinks at a time (the real ``sluiceway process``
+and ``sluiceway sink`` processes), the test replaces workers at five points:
+
+1. a processor gets SIGTERM during its pre-pass (a delta has none: there, as it starts to
+   join the group), and a new one starts;
+2. a fifth through the run, another processor leaves (SIGTERM) and a new one joins;
+3. the moment the first sink has published a file it is killed (SIGKILL: between its
+   publish and its commit, or just after) and restarted under its member id;
+4. two fifths through, a processor with partitions left to end is killed (SIGKILL): its
+   open transactions die with it, the others take its partitions over after the session
+   timeout and fence them;
+5. while the second sink publishes files it gets SIGTERM, and a third sink replaces it.
+
+Workers stopped with SIGTERM must exit 0. The source database is the truth: the full
+export holds each live row once; the change topics hold the whole update before the delta
+is cut; the delta holds exactly the changed keys once (every issue updated, every deleted
+comment as a delete); full + delta reconstruct to the source, values included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import psycopg2
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from processors.spec import parse_spec
 from producers.source import TABLES
@@ -28,15 +45,20 @@ from sluiceway.runner import start_run
 from sluiceway.runs import RunRecord
 from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings, S3Settings
 from tests.conftest import Cli
-from tests.integration.capture_harness import CaptureProcess, settings_for_capture
+from tests.integration.capture_harness import (
+    CaptureProcess,
+    change_topic_ends,
+    settings_for_capture,
+)
 from tests.integration.test_capture import snapshot_done, source_rows, wait_caught_up
+from tests.net import free_port, get
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 TENANTS = ["tenant-001", "tenant-002", "tenant-003"]
 ISSUES_PER_TENANT = 12_000
 # small batches and files: more commits and rotations to cross, and a run long enough to
-# stop workers in the middle of it on a 2-core machine
+# replace workers in the middle of it on a 2-core machine
 WORKER_ENV = {
     "SLUICEWAY_PROCESSOR_POLL_RECORDS": "500",
     "SLUICEWAY_PROCESSOR_COMMIT_INTERVAL_S": "0.2",
@@ -44,6 +66,9 @@ WORKER_ENV = {
     "SLUICEWAY_SINK_MAX_ROWS": "4000",
     "SLUICEWAY_SINK_ROW_GROUP_ROWS": "1000",
 }
+# what processors/main.py logs when its pre-pass starts, and when it joins the group
+PRE_PASS, JOINING = b"pre-pass: reading", b"joining the group"
+ROTATE = re.compile(rb"\brotate table=")
 Key = tuple[str, int]
 
 
@@ -53,29 +78,55 @@ class Worker:
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
+    port: int | None = None  # a processor's health port
+    killed: bool = False
+
+    def text(self) -> bytes:
+        return self.log.read_bytes() if self.log.exists() else b""
 
     def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
+        return self.text().decode(errors="replace")[-3000:]
+
+    def rotations(self) -> int:
+        return len(ROTATE.findall(self.text()))
+
+    def has_work(self) -> bool:
+        """A live processor that owns partitions it has not ended (from its /metrics)."""
+        if self.port is None or self.proc.poll() is not None:
+            return False
+        status, body = get(self.port, "/metrics")
+        if status != 200:
+            return False
+        pending = (
+            s.value
+            for family in text_string_to_metric_families(body)
+            for s in family.samples
+            if s.name == "sluiceway_processor_partitions_pending"
+        )
+        return any(value > 0 for value in pending)
 
 
 @dataclass
 class Crew:
-    """The workers of one run, started and stopped by the test."""
+    """The workers of one run, started, stopped and killed by the test."""
 
     env: dict[str, str]
     run: RunRecord
+    kafka: KafkaSettings
+    lake: Path
     workdir: Path
     workers: list[Worker] = field(default_factory=list)
 
-    def start(self, stage: str, name: str) -> Worker:
+    def start(self, stage: str, name: str, member: str | None = None) -> Worker:
         log = self.workdir / f"{self.run.etl_id}-{name}.log"
-        member = ["--member", name] if stage == "sink" else []
+        port = free_port() if stage == "process" else None
+        extra = ["--member", member or name] if port is None else ["--metrics-port", str(port)]
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "sluiceway.cli", stage, "--run", self.run.etl_id, *member],
+                [sys.executable, "-m", "sluiceway.cli", stage, "--run", self.run.etl_id, *extra],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
-        worker = Worker(stage, name, proc, log)
+        worker = Worker(stage, name, proc, log, port)
         self.workers.append(worker)
         return worker
 
@@ -85,8 +136,39 @@ class Crew:
         code = worker.proc.wait(60)
         assert code == 0, f"{worker.name} exited {code} after SIGTERM:\n{worker.tail()}"
 
+    def kill(self, worker: Worker) -> None:
+        worker.proc.kill()
+        worker.proc.wait(30)
+        worker.killed = True
+
+    def complete(self) -> bool:
+        return (self.lake / "_runs" / f"{self.run.etl_id}.json").exists()
+
+    def progress(self) -> float:
+        done, total = scanned(self.run, self.kafka)
+        return done / total if total else 1.0
+
+    def before_the_end(self, check: Callable[[], object], what: str, timeout: float = 120) -> None:
+        """Wait for ``check()``; the run must not be complete by then (the move would test
+        nothing)."""
+
+        def ready() -> bool:
+            assert not self.complete(), f"the run ended before {what}"
+            return bool(check())
+
+        wait_for(ready, timeout, what, poll=0.02)
+
+    def soon(self, check: Callable[[], object], what: str, within: float) -> None:
+        """Wait up to ``within`` seconds for ``check()`` (a sink whose partitions are all
+        read publishes no more files), then go on; the run must still be incomplete."""
+        with contextlib.suppress(AssertionError):  # the timeout: act now
+            wait_for(lambda: check() or self.complete(), within, what, poll=0.02)
+        assert not self.complete(), f"the run ended before {what}"
+
     def wait_all(self, timeout: float) -> None:
         for worker in self.workers:
+            if worker.killed:
+                continue
             try:
                 code = worker.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -101,26 +183,47 @@ class Crew:
                 worker.proc.wait(30)
 
 
-def run_with_a_replacement(cli: Cli, kafka: KafkaSettings, run: RunRecord, workdir: Path) -> None:
-    """2 processors + 2 sinks; between 15% and 75% of the run, one of each is stopped and a
-    new one started; then every worker must finish on its own."""
-    crew = Crew({**cli.env, **WORKER_ENV}, run, workdir)
+def replace_workers(crew: Crew) -> None:
+    """The five moves of the module docstring, each waiting for its moment."""
+    p1, p2 = crew.start("process", "p1"), crew.start("process", "p2")
+    s1, s2 = crew.start("sink", "s1"), crew.start("sink", "s2")
+    # a delta has no pre-pass; the next worker to start would likely find the run over
+    started = PRE_PASS if crew.run.type == "full" else JOINING
+    crew.before_the_end(lambda: started in p1.text(), "p1's pre-pass or its joining")
+    crew.stop(p1)
+    p3 = crew.start("process", "p3")
+
+    crew.before_the_end(lambda: crew.progress() >= 0.2, "a fifth of the run")
+    crew.stop(p2)
+    p4 = crew.start("process", "p4")
+
+    published = s1.rotations()
+    crew.before_the_end(lambda: s1.rotations() > published, "s1's next file")
+    crew.kill(s1)
+    crew.start("sink", "s1-restarted", member="s1")
+
+    crew.before_the_end(lambda: crew.progress() >= 0.4, "two fifths of the run")
+    owner = wait_for(
+        lambda: next((p for p in (p3, p4) if p.has_work()), None),
+        60, "p3 or p4 to own partitions it has not ended",
+    )  # fmt: skip
+    crew.kill(owner)
+    crew.start("process", "p5")
+
+    # within the session timeout of the killed processor, whose partitions wait meanwhile
+    published = s2.rotations()
+    crew.soon(lambda: s2.rotations() > published, "s2's next file", within=5)
+    crew.stop(s2)
+    assert b'"status": "stopped"' in s2.text(), s2.tail()
+    crew.start("sink", "s3")
+
+
+def run_with_replacements(
+    cli: Cli, kafka: KafkaSettings, run: RunRecord, lake: Path, workdir: Path
+) -> None:
+    crew = Crew({**cli.env, **WORKER_ENV}, run, kafka, lake, workdir)
     try:
-        p1, s1 = crew.start("process", "p1"), crew.start("sink", "s1")
-        crew.start("process", "p2")
-        crew.start("sink", "s2")
-
-        def midway() -> bool:
-            done, total = scanned(run, kafka)
-            assert done < 0.75 * total, "the run got past midway before the test could act"
-            return done >= 0.15 * total
-
-        wait_for(midway, 180, "the processors to get 15% through the run", poll=0.05)
-        crew.stop(p1)
-        crew.stop(s1)
-        assert b'"status": "stopped"' in s1.log.read_bytes(), s1.tail()
-        crew.start("process", "p3")
-        crew.start("sink", "s3")
+        replace_workers(crew)
         crew.wait_all(300)
     finally:
         crew.kill_all()
@@ -134,8 +237,7 @@ def manifest_files(lake: Path, etl_id: str) -> dict[str, list[Path]]:
 def rows_of(files: list[Path]) -> list[tuple[str, int, bool]]:
     if not files:
         return []
-    listed = ", ".join(f"'{f}'" for f in files)
-    query = f"SELECT _tenant_id, id, _deleted FROM read_parquet([{listed}])"
+    query = f"SELECT _tenant_id, id, _deleted FROM {read_parquet_rows([str(f) for f in files])}"
     return [(t, int(i), bool(d)) for t, i, d in duckdb.sql(query).fetchall()]
 
 
@@ -148,24 +250,31 @@ def source_keys(pg: PostgresSettings) -> dict[str, set[Key]]:
     return keys
 
 
-def reconstructed_keys(lake: Path, entity: str) -> set[Key]:
+def source_summaries(pg: PostgresSettings) -> dict[Key, str]:
+    with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT tenant_id, id, summary FROM {TABLES['issue']}")
+        found = {(t, int(i)): s for t, i, s in cur.fetchall() if t in TENANTS}
+    conn.close()
+    return found
+
+
+def reconstructed(lake: Path, entity: str, column: str = "id") -> dict[Key, object]:
     files = sorted(str(p) for p in lake.rglob(f"*/{entity}/*/part-*.parquet"))
     relation = duckdb.sql(reconstruct_sql(read_parquet_rows(files)))
-    names = relation.columns
-    return {
-        (row[names.index("_tenant_id")], int(row[names.index("id")])) for row in relation.fetchall()
-    }
+    rows = relation.select("_tenant_id", "id", column).fetchall()
+    return {(tenant, int(entity_id)): value for tenant, entity_id, value in rows}
 
 
-def update_everything(pg: PostgresSettings) -> int:
-    """A large delta: every issue updated, every tenth comment deleted. Returns changes."""
+def update_everything(pg: PostgresSettings) -> tuple[int, int]:
+    """A large delta: every issue updated, every tenth comment deleted, in one transaction.
+    Returns (issues updated, comments deleted)."""
     with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
         cur.execute(f"UPDATE {TABLES['issue']} SET summary = summary || ' (edited)'")
-        changed = cur.rowcount
+        updated = cur.rowcount
         cur.execute(f"DELETE FROM {TABLES['comment']} WHERE id % 10 = 0")
-        changed += cur.rowcount
+        deleted = cur.rowcount
     conn.close()
-    return int(changed)
+    return int(updated), int(deleted)
 
 
 def announce(kafka: KafkaSettings, lake: Path, run_type: str) -> RunRecord:
@@ -174,7 +283,28 @@ def announce(kafka: KafkaSettings, lake: Path, run_type: str) -> RunRecord:
     return run
 
 
-def test_two_workers_per_stage_with_one_of_each_replaced_midway(
+def check_full(lake: Path, full: RunRecord, truth: dict[str, set[Key]]) -> None:
+    for entity, files in manifest_files(lake, full.etl_id).items():
+        rows = rows_of(files)
+        assert len(rows) == len(truth[entity]), entity  # no row twice, none missing
+        assert {(t, i) for t, i, _ in rows} == truth[entity], entity
+
+
+def check_delta(lake: Path, delta: RunRecord, before: dict[str, set[Key]],
+                after: dict[str, set[Key]]) -> None:  # fmt: skip
+    """The delta holds exactly the changed keys, each once: every issue as an update,
+    every deleted comment as a delete, nothing else."""
+    files = manifest_files(lake, delta.etl_id)
+    issues, comments = rows_of(files["issue"]), rows_of(files["comment"])
+    assert len(issues) == len(after["issue"]), "an issue update is missing or doubled"
+    assert {(t, i) for t, i, d in issues if not d} == after["issue"]
+    gone = before["comment"] - after["comment"]
+    assert len(comments) == len(gone), "a comment delete is missing or doubled"
+    assert {(t, i) for t, i, d in comments if d} == gone, "a comment delete is missing"
+    assert not any(rows_of(files[e]) for e in ("project", "user", "worklog"))
+
+
+def test_workers_replaced_throughout_a_full_export_and_its_delta(
     cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str
 ) -> None:
     cli("source", "seed", "--tenants", "3", "--issues-per-tenant", str(ISSUES_PER_TENANT),
@@ -185,23 +315,23 @@ def test_two_workers_per_stage_with_one_of_each_replaced_midway(
     try:
         wait_for(lambda: snapshot_done(kafka, slot), 300, "the initial snapshot")
         full = announce(kafka, lake, "full")
-        run_with_a_replacement(cli, kafka, full, tmp_path)
-        truth = source_keys(source_db)
-        for entity, files in manifest_files(lake, full.etl_id).items():
-            rows = rows_of(files)
-            assert len(rows) == len(truth[entity]), entity  # no row twice, none missing
-            assert {(t, i) for t, i, _ in rows} == truth[entity], entity
+        run_with_replacements(cli, kafka, full, lake, tmp_path)
+        before = source_keys(source_db)
+        check_full(lake, full, before)
 
-        assert update_everything(source_db) > ISSUES_PER_TENANT
+        ends = change_topic_ends(kafka, ("issue", "comment"))
+        updated, deleted = update_everything(source_db)
+        assert updated == len(before["issue"]) and deleted > 0
         wait_caught_up(source_db, slot, capture, timeout=300)
+        # the delta's cut is taken now: the whole transaction must be on the change topics
+        grown = {e: n - ends[e] for e, n in change_topic_ends(kafka, tuple(ends)).items()}
+        assert grown == {"issue": updated, "comment": 2 * deleted}  # a delete and its tombstone
         delta = announce(kafka, lake, "delta")
-        run_with_a_replacement(cli, kafka, delta, tmp_path)
+        run_with_replacements(cli, kafka, delta, lake, tmp_path)
     finally:
         capture.stop()
-    truth = source_keys(source_db)
-    for entity, files in manifest_files(lake, delta.etl_id).items():
-        rows = rows_of(files)
-        assert len(rows) == len({(t, i) for t, i, _ in rows}), entity  # one change per key here
-    assert sum(len(f) for f in manifest_files(lake, delta.etl_id).values()) > 0
+    after = source_keys(source_db)
+    check_delta(lake, delta, before, after)
     for entity in ENTITIES:
-        assert reconstructed_keys(lake, entity) == truth[entity], entity
+        assert set(reconstructed(lake, entity)) == after[entity], entity
+    assert reconstructed(lake, "issue", "summary") == source_summaries(source_db)
