@@ -83,22 +83,41 @@ def ensure_topics(
     config: dict[str, str] | None = None,
     timeout: float = 30.0,
 ) -> None:
-    """Create missing topics and wait until the broker lists every one of them."""
+    """Create missing topics, with their class's replication factor and min.insync.replicas,
+    and wait until the broker lists every one of them."""
     client = admin(kafka)
-    existing = set(client.list_topics(timeout=timeout).topics)
-    wanted = [n for n in names if n not in existing]
+    listed = client.list_topics(timeout=timeout)
+    wanted = [n for n in names if n not in listed.topics]
     if wanted:
+        brokers = len(listed.brokers)
         futures = client.create_topics(
-            [NewTopic(n, partitions, 1, config=config or {}) for n in wanted]
+            [new_topic(kafka, n, partitions, brokers, config) for n in wanted]
         )
         for name, fut in futures.items():
             try:
                 fut.result(timeout)
             except KafkaException as exc:
-                if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: another worker won
-                    raise
-            del name
+                error = exc.args[0]
+                if error.code() == 36:  # TOPIC_ALREADY_EXISTS: another worker won
+                    continue
+                if error.code() in (38, 39):  # INVALID_REPLICATION_FACTOR / _CONFIG
+                    raise ConfigError(
+                        f"cannot create topic {name} on {brokers} broker(s): {error.str()}; "
+                        "check the SLUICEWAY_KAFKA_*_REPLICATION and *_MIN_INSYNC settings"
+                    ) from exc
+                raise
     _wait_for_topics(client, list(names), timeout)
+
+
+def new_topic(
+    kafka: KafkaSettings, name: str, partitions: int, brokers: int,
+    config: dict[str, str] | None = None,
+) -> NewTopic:  # fmt: skip
+    """A topic as Sluiceway creates it: its class's durability on a cluster of ``brokers``."""
+    topic_class = kafka.topic_class(name)
+    replicas, min_isr = kafka.durability(topic_class, brokers) if topic_class else (1, 1)
+    merged = {"min.insync.replicas": str(min_isr), **(config or {})}
+    return NewTopic(name, partitions, replicas, config=merged)
 
 
 def _wait_for_topics(client: AdminClient, names: list[str], timeout: float) -> None:

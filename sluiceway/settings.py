@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluiceway.redact import redact
@@ -20,6 +20,10 @@ ENTITIES: tuple[str, ...] = ("project", "user", "issue", "comment", "worklog")
 # The per-destination secret that keys PII hashes reaches a run's processor in this
 # environment variable, so it is never written to a topic, a manifest or a log.
 SECRET_ENV = "SLUICEWAY_PII_SECRET"
+
+
+# Topic classes with their own durability settings (``<class>_replication``...).
+TOPIC_CLASSES: tuple[str, ...] = ("change", "run", "control", "dlq", "notifications")
 
 
 def project_root() -> Path:
@@ -41,10 +45,59 @@ class KafkaSettings(BaseSettings):
     topic_prefix: str = Field("sw.", description="Prefix of every topic Sluiceway creates.")
     partitions: int = Field(3, ge=1, description="Partitions of change and run topics.")
     spread: int = Field(1, ge=1, description="Partitions a tenant's events spread over.")
+    # Durability per topic class; None: 3 replicas and min.insync.replicas 2 when the cluster
+    # has at least three brokers, 1 and 1 otherwise (see ``durability``).
+    change_replication: int | None = Field(None, ge=1, description="Change topics' replicas.")
+    change_min_insync: int | None = Field(None, ge=1, description="Change topics' min ISR.")
+    run_replication: int | None = Field(None, ge=1, description="Run topics' replicas.")
+    run_min_insync: int | None = Field(None, ge=1, description="Run topics' min ISR.")
+    control_replication: int | None = Field(None, ge=1, description="Control topics' replicas.")
+    control_min_insync: int | None = Field(None, ge=1, description="Control topics' min ISR.")
+    dlq_replication: int | None = Field(None, ge=1, description="Dead-letter topics' replicas.")
+    dlq_min_insync: int | None = Field(None, ge=1, description="Dead-letter topics' min ISR.")
+    notifications_replication: int | None = Field(
+        None, ge=1, description="The notifications topic's replicas."
+    )
+    notifications_min_insync: int | None = Field(
+        None, ge=1, description="The notifications topic's min ISR."
+    )
+
+    @model_validator(mode="after")
+    def _min_insync_within_replicas(self) -> KafkaSettings:
+        for cls in TOPIC_CLASSES:
+            replicas = getattr(self, f"{cls}_replication")
+            min_isr = getattr(self, f"{cls}_min_insync")
+            if replicas is not None and min_isr is not None and min_isr > replicas:
+                raise ValueError(
+                    f"{cls}_min_insync={min_isr} exceeds {cls}_replication={replicas}; "
+                    "expected at most the replication factor"
+                )
+        return self
 
     @property
     def servers(self) -> str:
         return self.bootstrap or f"{self.host}:{self.port}"
+
+    def topic_class(self, topic: str) -> str | None:
+        """The durability class of one of Sluiceway's topics; None for anyone else's."""
+        if topic == self.notifications_topic:
+            return "notifications"
+        rest = topic.removeprefix(self.topic_prefix)
+        if rest == topic:
+            return None
+        kind = rest.split(".", 1)[0]
+        return {"cdc": "change", "run": "run", "control": "control", "dlq": "dlq"}.get(kind)
+
+    def durability(self, topic_class: str, brokers: int) -> tuple[int, int]:
+        """(replication factor, min.insync.replicas) of a topic class on ``brokers`` brokers."""
+        replicas = getattr(self, f"{topic_class}_replication", None)
+        min_isr = getattr(self, f"{topic_class}_min_insync", None)
+        if replicas is None:
+            replicas = 3 if brokers >= 3 else 1
+        if min_isr is None:
+            # one replica may be lost without stopping writes, as long as there is a spare
+            min_isr = max(1, min(2, replicas - 1))
+        return replicas, min_isr
 
     def cdc_topic(self, entity: str) -> str:
         return f"{self.topic_prefix}cdc.{entity}"
