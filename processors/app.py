@@ -32,6 +32,7 @@ from faust.types import TP
 from processors import fetch, metrics
 from processors.batch import BatchPath
 from processors.config import ProcessorSettings
+from processors.credentials import faust_credentials
 from processors.ownership import GroupOffsets, PartitionState, metadata, state_from
 from processors.progress import RunProgress
 from processors.run_schema import run_event_schemas
@@ -94,6 +95,7 @@ class RunProcessor:
         app = fetch.BatchApp(
             f"sw-process-{self.run.etl_id}",
             broker=f"{fetch.SCHEME}://{kafka.servers}",
+            broker_credentials=faust_credentials(kafka),
             processing_guarantee=tuning.guarantee,
             broker_commit_interval=tuning.commit_interval_s,
             consumer_auto_offset_reset="earliest",

@@ -20,7 +20,7 @@ from processors.spec import spec_of_run
 from sluiceway.cleanup import check_not_dropped
 from sluiceway.codec import Codec
 from sluiceway.health import HEALTH
-from sluiceway.kafka_io import load_run
+from sluiceway.kafka_io import check_credentials, load_run
 from sluiceway.settings import SECRET_ENV
 
 
@@ -70,6 +70,7 @@ def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> 
     for name in ("aiokafka", "faust", "mode"):
         logging.getLogger(name).setLevel(max(logging.getLevelName(loglevel), logging.WARNING))
     metrics.serve(settings.tuning.metrics_port)
+    check_credentials(settings.kafka)
     record = load_run(settings.kafka, etl_id)
     check_not_dropped(settings.kafka, record)
     spec = spec_of_run(record.spec, os.environ.get(SECRET_ENV), etl_id)

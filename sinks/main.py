@@ -60,6 +60,7 @@ def run(
     ``{"status": "stopped"}`` when ``stopping`` said so first (files published, committed)."""
     guard = guard or GuardSettings()
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    kafka_io.check_credentials(kafka)
     record = kafka_io.load_run(kafka, etl_id)
     lake = storage.open_lake(record.destination, s3, fs)
     done = manifest.read_json(lake, layout.run_manifest_path(etl_id))

@@ -10,7 +10,8 @@ from __future__ import annotations
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource, ResourceType
 
-from sluiceway.kafka_io import admin
+from sluiceway.errors import SluicewayError
+from sluiceway.kafka_io import admin, check_broker
 from sluiceway.settings import KafkaSettings
 
 MIN_PRODUCTION_BROKERS = 3
@@ -73,3 +74,12 @@ def _min_insync(client: AdminClient, topics: list[str], timeout: float) -> dict[
         if entry is not None and entry.value is not None:
             found[resource.name] = int(entry.value)
     return found
+
+
+def connection_problems(kafka: KafkaSettings, timeout: float = 10.0) -> list[str]:
+    """One line when the brokers cannot be reached, or refuse the configured login or TLS."""
+    try:
+        check_broker(kafka, timeout)
+    except SluicewayError as exc:
+        return [str(exc)]
+    return []

@@ -7,37 +7,92 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from sluiceway.control import CONTROL_TOPIC_CONFIG
 from sluiceway.errors import ConfigError, StackDownError
+from sluiceway.kafka_security import confluent_security
 from sluiceway.runs import RunRecord
 from sluiceway.settings import KafkaSettings
 
 # librdkafka's own log lines go through this logger; the CLI quiets it, workers keep it.
 CLIENT_LOG = logging.getLogger("sluiceway.kafka.client")
+PROBE_LOG = logging.getLogger("sluiceway.kafka.probe")
+PROBE_LOG.addHandler(logging.NullHandler())
+PROBE_LOG.propagate = False
 
 
-def admin(kafka: KafkaSettings) -> AdminClient:
-    conf: dict[str, Any] = {"bootstrap.servers": kafka.servers, "logger": CLIENT_LOG}
+def client_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """What every confluent-kafka client Sluiceway builds starts from: where the brokers
+    are and how to authenticate to them. Holds secrets: never log it."""
+    return {"bootstrap.servers": kafka.servers, **confluent_security(kafka)}
+
+
+def admin(kafka: KafkaSettings, **overrides: Any) -> AdminClient:
+    conf: dict[str, Any] = {**client_config(kafka), "logger": CLIENT_LOG, **overrides}
     return AdminClient(conf)
 
 
 def check_broker(kafka: KafkaSettings, timeout: float = 5.0) -> None:
-    """Raise StackDownError with one line when no broker answers."""
-    try:
-        admin(kafka).list_topics(timeout=timeout)
-    except KafkaException as exc:
+    """Raise StackDownError with one line when no broker answers, ConfigError when one
+    refuses the configured credentials or certificate."""
+    refused, answered, last = _probe(kafka, timeout)
+    if refused is not None:
+        raise ConfigError(refused)
+    if not answered:
         raise StackDownError(
-            f"Kafka at {kafka.servers} does not answer ({exc.args[0]}); "
+            f"Kafka at {kafka.servers} does not answer ({last}); "
             "start the stack with: sluiceway stack up"
-        ) from exc
+        )
+
+
+def check_credentials(kafka: KafkaSettings, timeout: float = 10.0) -> None:
+    """A worker's first step: end at once, with one line, when the brokers refuse its login
+    or its TLS handshake (librdkafka would retry that forever); brokers that are merely
+    down are waited for as before."""
+    refused, _answered, _last = _probe(kafka, timeout)
+    if refused is not None:
+        raise ConfigError(refused)
+
+
+def _probe(kafka: KafkaSettings, timeout: float) -> tuple[str | None, bool, str]:
+    """(why the brokers refused us, or None; whether they answered; the last error seen)."""
+    errors: list[KafkaError] = []
+    # its own log lines repeat what the one returned line says, once per broker and retry
+    client = admin(kafka, error_cb=errors.append, logger=PROBE_LOG)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.list_topics(timeout=min(1.0, timeout))
+            return None, True, ""
+        except KafkaException as exc:
+            errors.append(exc.args[0])
+        client.poll(0)  # serves error_cb: the login and TLS failures arrive there
+        refused = next((r for e in errors if (r := _refusal(kafka, e)) is not None), None)
+        if refused is not None or time.monotonic() > deadline:
+            return refused, False, errors[-1].str()
+
+
+def _refusal(kafka: KafkaSettings, error: KafkaError) -> str | None:
+    text = error.str()
+    if error.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        who = kafka.sasl_username or kafka.oauth_client_id
+        return (
+            f"Kafka at {kafka.servers} refused the {kafka.sasl_mechanism} login of {who!r}: "
+            f"{text}; check SLUICEWAY_KAFKA_SASL_USERNAME and SLUICEWAY_KAFKA_SASL_PASSWORD"
+        )
+    if error.code() == KafkaError._SSL or "certificate verify failed" in text:
+        return (
+            f"TLS with Kafka at {kafka.servers} failed: {text}; check SLUICEWAY_KAFKA_SSL_CA "
+            "(the CA that signed the brokers' certificates) and SLUICEWAY_KAFKA_SSL_CERT/_KEY"
+        )
+    return None
 
 
 def producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
     conf: dict[str, Any] = {
-        "bootstrap.servers": kafka.servers,
+        **client_config(kafka),
         "logger": CLIENT_LOG,
         "enable.idempotence": True,
         "acks": "all",
@@ -53,7 +108,7 @@ def producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
 
 def consumer(kafka: KafkaSettings, group: str, **overrides: Any) -> Consumer:
     conf: dict[str, Any] = {
-        "bootstrap.servers": kafka.servers,
+        **client_config(kafka),
         "logger": CLIENT_LOG,
         "group.id": group,
         "enable.auto.commit": False,

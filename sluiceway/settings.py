@@ -9,7 +9,7 @@ stack and the clients agree on ports without extra wiring.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -61,6 +61,50 @@ class KafkaSettings(BaseSettings):
     notifications_min_insync: int | None = Field(
         None, ge=1, description="The notifications topic's min ISR."
     )
+
+    # How every client (confluent-kafka, faust's aiokafka, the admin clients) connects.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="security.protocol of every Kafka client."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] = Field(
+        "PLAIN", description="SASL mechanism, with SASL_PLAINTEXT or SASL_SSL."
+    )
+    sasl_username: str | None = Field(None, description="SASL user (PLAIN, SCRAM).")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (PLAIN, SCRAM).")
+    oauth_token_url: str | None = Field(None, description="OAUTHBEARER: the token endpoint.")
+    oauth_client_id: str | None = Field(None, description="OAUTHBEARER: client id.")
+    oauth_client_secret: SecretStr | None = Field(None, description="OAUTHBEARER: its secret.")
+    oauth_scope: str | None = Field(None, description="OAUTHBEARER: scope asked for, if any.")
+    ssl_ca: Path | None = Field(None, description="PEM CA bundle; the system's when unset.")
+    ssl_cert: Path | None = Field(None, description="PEM client certificate (mutual TLS).")
+    ssl_key: Path | None = Field(None, description="PEM private key of the client certificate.")
+    ssl_key_password: SecretStr | None = Field(None, description="Password of that key.")
+    ssl_check_hostname: bool = Field(True, description="Verify the broker's host name.")
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> KafkaSettings:
+        sasl = self.security_protocol.startswith("SASL_")
+        needed: tuple[str, ...]
+        if sasl and self.sasl_mechanism == "OAUTHBEARER":
+            needed = ("oauth_token_url", "oauth_client_id", "oauth_client_secret")
+        else:
+            needed = ("sasl_username", "sasl_password") if sasl else ()
+        missing = [name for name in needed if getattr(self, name) is None]
+        if missing:
+            raise ValueError(
+                f"security_protocol={self.security_protocol} with {self.sasl_mechanism} "
+                f"needs {', '.join(missing)}; expected them set"
+            )
+        if (self.ssl_cert is None) != (self.ssl_key is None):
+            raise ValueError("ssl_cert and ssl_key go together; expected both or neither")
+        tls = self.security_protocol in ("SSL", "SASL_SSL")
+        files = [n for n in ("ssl_ca", "ssl_cert", "ssl_key") if getattr(self, n) is not None]
+        if files and not tls:
+            raise ValueError(
+                f"{', '.join(files)} set with security_protocol={self.security_protocol}; "
+                "expected SSL or SASL_SSL"
+            )
+        return self
 
     @model_validator(mode="after")
     def _min_insync_within_replicas(self) -> KafkaSettings:
@@ -170,6 +214,12 @@ class StackSettings(BaseSettings):
         description="Git-ignored folder for all stack data, logs and jars.",
     )
     kafka_heap: str = Field("768m", description="-Xmx of the Kafka JVM.")
+    kafka_brokers: int = Field(
+        1, ge=1, le=9, description="Kafka nodes (combined broker+controller) on loopback."
+    )
+    kafka_sasl_ssl: bool = Field(
+        False, description="Add a SASL_SSL listener with SCRAM users and a generated test CA."
+    )
     start_timeout_s: float = Field(120.0, description="How long `stack up` waits per server.")
 
 
