@@ -22,6 +22,8 @@ ENTITIES: tuple[str, ...] = ("project", "user", "issue", "comment", "worklog")
 SECRET_ENV = "SLUICEWAY_PII_SECRET"
 
 
+# The local stack's S3Proxy accepts this key pair (not a secret: it guards nothing else).
+LOCAL_S3_KEYS = ("local-identity", "local-credential")
 # Topic classes with their own durability settings (``<class>_replication``...).
 TOPIC_CLASSES: tuple[str, ...] = ("change", "run", "control", "dlq", "notifications")
 
@@ -195,13 +197,46 @@ class S3Settings(BaseSettings):
     port: int = Field(18080, description="S3Proxy port (not 8080).")
     endpoint: str | None = Field(None, description="Endpoint URL; defaults to http://host:port.")
     region: str = Field("us-east-1", description="Region sent in requests.")
-    access_key: SecretStr = Field(SecretStr("local-identity"), description="Access key id.")
-    secret_key: SecretStr = Field(SecretStr("local-credential"), description="Secret key.")
+    access_key: SecretStr | None = Field(
+        None, description="Static access key id; none: the AWS default credential chain."
+    )
+    secret_key: SecretStr | None = Field(None, description="Static secret key.")
+    session_token: SecretStr | None = Field(None, description="Session token of temporary keys.")
+    role_arn: str | None = Field(None, description="IAM role to assume with those credentials.")
+    role_session_name: str = Field("sluiceway", description="Session name of the assumed role.")
+    external_id: str | None = Field(None, description="External id the role may require.")
+    addressing: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="Bucket addressing: path-style, virtual-hosted, or the client's."
+    )
+    sse: Literal["AES256", "aws:kms"] | None = Field(
+        None, description="Server-side encryption of every object written (SSE-S3 or SSE-KMS)."
+    )
+    kms_key_id: str | None = Field(None, description="KMS key id or ARN for sse=aws:kms.")
     bucket: str = Field("sluiceway", description="Bucket the local stack creates.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> S3Settings:
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("access_key and secret_key go together; expected both or neither")
+        if self.session_token is not None and self.access_key is None:
+            raise ValueError("session_token needs access_key and secret_key")
+        if self.kms_key_id is not None and self.sse != "aws:kms":
+            raise ValueError(f"kms_key_id needs sse=aws:kms, not sse={self.sse}")
+        return self
 
     @property
     def endpoint_url(self) -> str:
         return self.endpoint or f"http://{self.host}:{self.port}"
+
+    def static_keys(self) -> tuple[str, str] | None:
+        """The key pair to sign with; None: the AWS default credential chain (environment,
+        shared profile, web identity, container or instance role). Without an endpoint
+        (the local stack's S3Proxy) and without keys, the local stack's own keys."""
+        if self.access_key is not None and self.secret_key is not None:
+            return self.access_key.get_secret_value(), self.secret_key.get_secret_value()
+        if self.endpoint is None:
+            return LOCAL_S3_KEYS
+        return None
 
 
 class StackSettings(BaseSettings):
