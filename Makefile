@@ -6,12 +6,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install system-deps demo test unit lint bench stack-up stack-down stack-status clean
+.PHONY: help install system-deps demo test unit lint docs bench stack-up stack-down stack-status clean
 
 help:
 	@echo "make demo   - install, start the local stack, seed a source, export one tenant, show rows"
 	@echo "make test   - install, start the stack, run the whole test suite"
 	@echo "make lint   - ruff and mypy"
+	@echo "make docs   - regenerate docs/configuration.md from the settings classes"
 	@echo "make bench  - benchmarks (table + JSON in benchmarks/results/); the 1M-issue end-to-end one alone takes ~20 min, see docs/performance.md"
 	@echo "make stack-up | stack-status | stack-down"
 
@@ -39,6 +40,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+docs: $(STAMP)
+	$(BIN)/sluiceway config docs --output docs/configuration.md
 
 bench: install
 	$(BIN)/python -m benchmarks

@@ -50,7 +50,7 @@ def cli_command(*args: str) -> list[str]:
 
 
 def ensure_stack() -> tuple[KafkaSettings, PostgresSettings]:
-    settings = (StackSettings(), KafkaSettings(), PostgresSettings(), S3Settings())
+    settings = (StackSettings.for_dev_stack(), KafkaSettings(), PostgresSettings(), S3Settings())
     if not all(s.running for s in stack.status(*settings)):
         stack.up(*settings)
     return settings[1], settings[2]

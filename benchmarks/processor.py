@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 from typing import Any
+from unittest.mock import patch
 
 from benchmarks.env import BenchEnv, bench_env, cli_command
 from benchmarks.report import Metric, at_least, info, result
 from processors.spec import parse_spec
 from sluiceway.runner import start_run
-from sluiceway.settings import S3Settings
+from sluiceway.settings import SECRET_ENV, S3Settings
 
 TARGET = 50_000
 SPECS: dict[str, dict[str, Any]] = {
@@ -49,8 +51,11 @@ def _time_worker(env: BenchEnv, n: int, extra: dict[str, Any]) -> dict[str, Any]
     # no sink runs, so each run stays active: each gets its own destination
     lake = str(env.workdir / f"lake-{n}")
     spec = parse_spec({"tenants": ["tenant-001"], "destination": lake, **extra})
-    run, _ = start_run(spec, env.kafka, S3Settings(), launch=False)
-    secret = {"SLUICEWAY_PII_SECRET": extra["pii_secret"]} if "pii_secret" in extra else {}
+    secret = {SECRET_ENV: extra["pii_secret"]} if "pii_secret" in extra else {}
+    # the worker is started below, not by start_run: the key reaches it as SLUICEWAY_PII_SECRET,
+    # and start_run accepts the spec's key only when it is that one
+    with patch.dict(os.environ, secret):
+        run, _ = start_run(spec, env.kafka, S3Settings(), launch=False)
     proc = subprocess.run(
         cli_command("process", "--run", run.etl_id, "--json"),
         env=env.env(**secret), check=True, capture_output=True, text=True, timeout=900,

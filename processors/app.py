@@ -33,6 +33,7 @@ from processors import fetch, metrics
 from processors.batch import BatchPath
 from processors.config import ProcessorSettings
 from processors.credentials import faust_credentials
+from processors.dead_letter import BODY_HEADER, dead_letter_body
 from processors.ownership import GroupOffsets, PartitionState, metadata, state_from
 from processors.progress import RunProgress
 from processors.run_schema import run_event_schemas
@@ -44,6 +45,7 @@ from sluiceway.codec import Codec
 from sluiceway.errors import InvalidEventError, TransientError
 from sluiceway.health import HEALTH
 from sluiceway.runs import END_MARKER, MARKER_HEADER, RunRecord
+from sluiceway.settings import state_home
 
 log = logging.getLogger("sluiceway.processor")
 GROUP_CHECK_S = 1.0
@@ -54,7 +56,7 @@ WAIT_NOTE_S = 30.0  # how often a worker with nothing left asks whether the grou
 class Lookups:
     """What the passes before the worker found (processors/scan.py)."""
 
-    latest: Latest | None  # full runs: each key's last offset; None for deltas
+    latest: Latest | None  # full runs: the offsets of each key's last version; None for deltas
     issue_project: IssueProject
 
 
@@ -92,6 +94,10 @@ class RunProcessor:
     def _build_app(self) -> faust.App:
         kafka, tuning = self.settings.kafka, self.settings.tuning
         fetch.register()
+        # faust keeps a folder per app (by default in the working directory) and makes
+        # only its last level
+        datadir = state_home() / "faust" / f"sw-process-{self.run.etl_id}"
+        datadir.parent.mkdir(parents=True, exist_ok=True)
         app = fetch.BatchApp(
             f"sw-process-{self.run.etl_id}",
             broker=f"{fetch.SCHEME}://{kafka.servers}",
@@ -102,6 +108,7 @@ class RunProcessor:
             topic_partitions=kafka.partitions,
             web_enabled=False,
             store="memory://",
+            datadir=str(datadir),
             # large fetches and producer batches: a run reads a bounded backlog as fast as it can
             broker_max_poll_records=tuning.poll_records,
             consumer_max_fetch_size=16 * 1024 * 1024,
@@ -186,7 +193,7 @@ class RunProcessor:
             return False
         if not self.progress.in_range(topic, partition, offset):
             return False
-        if self.latest is not None and self.latest[topic].get(key or b"") != offset:
+        if self.latest is not None and not self.latest.is_latest(topic, partition, offset):
             return False  # a full run keeps only each key's last version
         return select(key, self.tenants)
 
@@ -290,18 +297,21 @@ class RunProcessor:
         self, state: PartitionState, topic: str, partition: int, record: Any, reason: str
     ) -> None:
         """Send a bad event to the dead-letter topic in its partition's transaction, so a
-        batch that is aborted and read again does not count or send it twice."""
+        batch that is aborted and read again does not count or send it twice. What is sent
+        is redacted as the run's spec says wherever it decodes (processors/dead_letter.py)."""
         self.dead_lettered += 1
         state.dead_letters += 1
         metrics.DEAD_LETTERS.inc()
+        body, kind = dead_letter_body(record.value, self.codec, self.spec, self.issue_project)
         headers = [
             ("sw-error", reason.encode()),
             ("sw-etl-id", self.run.etl_id.encode()),
             ("sw-topic", topic.encode()),
             ("sw-partition", str(partition).encode()),
             ("sw-offset", str(record.offset).encode()),
+            (BODY_HEADER, kind),
         ]
-        await self.txn.send(self.dlq_topic, None, record.key, record.value, headers, partition)
+        await self.txn.send(self.dlq_topic, None, record.key, body, headers, partition)
         log.warning(
             "dead-lettered topic=%s partition=%s offset=%s reason=%s",
             topic, partition, record.offset, reason,

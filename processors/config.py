@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from sluiceway.settings import KafkaSettings
+from sluiceway.settings_base import SluicewaySettings
 
 
-class ProcessorTuning(BaseSettings):
+class ProcessorTuning(SluicewaySettings):
     """How the faust worker of a run batches and what it guarantees."""
 
     model_config = SettingsConfigDict(env_prefix="SLUICEWAY_PROCESSOR_", frozen=True)

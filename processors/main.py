@@ -15,13 +15,17 @@ import faust
 from processors import metrics
 from processors.app import Lookups, RunProcessor
 from processors.config import ProcessorSettings
-from processors.scan import issue_projects, latest_offsets
+from processors.scan import issue_projects, latest_offsets, no_project
 from processors.spec import spec_of_run
+from sluiceway import registry
 from sluiceway.cleanup import check_not_dropped
 from sluiceway.codec import Codec
+from sluiceway.errors import ConfigError
+from sluiceway.fingerprint import matches, secret_fingerprint
 from sluiceway.health import HEALTH
 from sluiceway.kafka_io import check_credentials, load_run
-from sluiceway.settings import SECRET_ENV
+from sluiceway.runs import RunRecord
+from sluiceway.settings import SECRET_ENV, KafkaSettings
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,22 @@ def _exit_if_still_running(etl_id: str) -> None:
     os._exit(0)
 
 
+def refuse_another_key(kafka: KafkaSettings, record: RunRecord, secret: str | None) -> None:
+    """A run started with a PII key is processed with that key only: a worker holding another
+    (or none) marks the run failed and stops before it hashes anything, as two keys in one
+    run would hash alike values differently."""
+    wanted = record.secret_fingerprint
+    if wanted is None or matches(wanted, secret):
+        return
+    own = f"has fingerprint {secret_fingerprint(secret)}" if secret else "is not set"
+    reason = (
+        f"this processor's {SECRET_ENV} {own}, but run {record.etl_id} hashes PII with the key "
+        f"of fingerprint {wanted}: give the run's workers that key"
+    )
+    registry.set_status(kafka, record.etl_id, "failed", reason)
+    raise ConfigError(reason)
+
+
 def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> RunStats:
     """Process the run to its cut and send its end markers."""
     started = time.monotonic()
@@ -73,11 +93,12 @@ def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> 
     check_credentials(settings.kafka)
     record = load_run(settings.kafka, etl_id)
     check_not_dropped(settings.kafka, record)
+    refuse_another_key(settings.kafka, record, os.environ.get(SECRET_ENV))
     spec = spec_of_run(record.spec, os.environ.get(SECRET_ENV), etl_id)
     codec = Codec()
     latest = latest_offsets(settings.kafka, record) if record.type == "full" else None
-    projects = issue_projects(settings.kafka, record, codec) if spec.opt_out else {}
-    lookup = Lookups(latest, lambda tenant, issue: projects.get((tenant, issue)))
+    projects = issue_projects(settings.kafka, record, codec) if spec.opt_out else no_project
+    lookup = Lookups(latest, projects)
     processor = RunProcessor(settings, record, spec, codec, lookup)
     scan_s = time.monotonic() - started
     worker = faust.Worker(processor.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)

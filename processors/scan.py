@@ -1,30 +1,36 @@
 """Passes over the change topics before a run's faust worker starts.
 
 - A full run must contain exactly one row per live entity at the cut. Change topics hold
-  every version (compaction is lazy), so a first pass remembers, per key, the offset of its
-  last record before the cut. Only keys and offsets are kept: about a hundred bytes each.
+  every version (compaction is lazy), so a first pass finds, per key of the run's tenants,
+  the offset of its last record before the cut (processors/key_index.py keeps that in
+  about 16 bytes a key). What the run keeps is only the set of those offsets, a bitmap
+  over the partition's range or a sorted array, whichever is smaller.
 - A run with opt-outs must know which project each issue belongs to before it meets the
   issue's comments and worklogs, which may come first; a pass over the issue topic says.
+  Only the run's tenants' issues are kept, each as a code and a project number.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
 
+import numpy as np
+import numpy.typing as npt
 from confluent_kafka import KafkaError, Message, TopicPartition
 
 from processors.errors import ScanTimeoutError
-from sluiceway.codec import Codec
+from processors.key_index import LastValues, TenantCodes
+from sluiceway.codec import Codec, event_key
 from sluiceway.errors import InvalidEventError
 from sluiceway.kafka_io import consumer
 from sluiceway.partitioning import tenant_partitions
 from sluiceway.runs import RunRecord
 from sluiceway.settings import KafkaSettings
 
-# topic -> key -> offset of the key's last record before the cut (DELETED: a tombstone)
-Latest = dict[str, dict[bytes, int]]
-DELETED = -1
+BITMAP_SLICE = 1 << 20
+DELETED = -1  # the value of a key whose last record before the cut is a tombstone
 Ranges = dict[tuple[str, int], tuple[int, int]]  # (topic, partition) -> [start, cut)
 
 
@@ -66,40 +72,147 @@ def _step(msg: Message, todo: dict[tuple[str, int], int], visit: Callable[[Messa
         del todo[tp]
 
 
-def latest_offsets(kafka: KafkaSettings, run: RunRecord) -> Latest:
-    latest: Latest = {topic: {} for topic in run.cut}
+class Latest:
+    """Per change-topic partition, the offsets of the records a full run exports: each run
+    tenant's key's last record before the cut, unless that is a tombstone."""
 
-    def visit(msg: Message) -> None:
+    def __init__(self) -> None:
+        self.bitmaps: dict[tuple[str, int], tuple[int, bytes]] = {}  # tp -> (start, bits)
+        self.sorted: dict[tuple[str, int], memoryview] = {}  # of sorted int64 offsets
+
+    def add(self, tp: tuple[str, int], start: int, cut: int, live: npt.NDArray[np.int64]) -> None:
+        """Keep ``live`` (sorted offsets in [start, cut)) in the smaller of two forms."""
+        span = cut - start
+        if span > 64 * len(live):  # a bit per record in range costs more than 8 bytes a key
+            self.sorted[tp] = live.data  # bisect over it: no numpy call per record
+            return
+        bits = np.zeros((span + 7) // 8, np.uint8)
+        for at in range(0, len(live), BITMAP_SLICE):  # slices: bounded temporaries
+            rel = live[at : at + BITMAP_SLICE] - start
+            np.bitwise_or.at(bits, rel >> 3, np.left_shift(1, rel & 7).astype(np.uint8))
+        self.bitmaps[tp] = (start, bits.tobytes())
+
+    def is_latest(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether the record at ``offset`` is its key's last version before the cut."""
+        bitmap = self.bitmaps.get((topic, partition))
+        if bitmap is not None:  # the common case, about ten times faster than a search
+            start, bits = bitmap
+            at = offset - start
+            return 0 <= at < 8 * len(bits) and bool(bits[at >> 3] >> (at & 7) & 1)
+        live = self.sorted.get((topic, partition))
+        if live is None:
+            return False
+        at = bisect_left(live, offset)
+        return at < len(live) and live[at] == offset
+
+
+class _LatestPass:
+    """What the first pass keeps per partition while it reads: code -> last offset."""
+
+    def __init__(self, tenants: Iterable[str]) -> None:
+        self.codes = TenantCodes(tenants)
+        self.parts: dict[tuple[str, int], LastValues] = {}
+        self.odd: dict[tuple[str, int], dict[bytes, int]] = {}  # keys without a code
+
+    def visit(self, msg: Message) -> None:
         key, offset = msg.key(), msg.offset()
-        if key is not None and offset is not None:
-            latest[msg.topic() or ""][key] = offset if msg.value() is not None else DELETED
+        if key is None or offset is None:
+            return
+        code = self.codes.of_key(key)  # a code: a run tenant's key, exactly
+        # else the run's own test (transforms.select): another tenant's is never exported
+        if code is None and not self.codes.is_run_key(key):
+            return
+        tp = (msg.topic() or "", msg.partition() or 0)
+        value = offset if msg.value() is not None else DELETED
+        if code is None:
+            self.odd.setdefault(tp, {})[key] = value
+            return
+        part = self.parts.get(tp)
+        if part is None:
+            part = self.parts[tp] = LastValues()
+        part.add(code, value)
 
+    def live(self, tp: tuple[str, int]) -> npt.NDArray[np.int64]:
+        """The partition's live offsets, sorted; forgets its map."""
+        part = self.parts.pop(tp, None)
+        values = part.take_values() if part is not None else np.empty(0, np.int64)
+        del part
+        odd = self.odd.pop(tp, None)
+        if odd:
+            values = np.concatenate([values, np.fromiter(odd.values(), np.int64)])
+        live = values[values >= 0]
+        del values
+        live.sort()
+        return live
+
+
+def latest_offsets(kafka: KafkaSettings, run: RunRecord) -> Latest:
     ranges = {
         (t, p): (run.start[t][p], cut) for t, parts in run.cut.items() for p, cut in parts.items()
     }
-    scan(kafka, f"sw-scan-{run.etl_id}", ranges, visit)
+    found = _LatestPass(run.tenants)
+    scan(kafka, f"sw-scan-{run.etl_id}", ranges, found.visit)
+    latest = Latest()
+    for tp, (start, cut) in ranges.items():
+        latest.add(tp, start, cut, found.live(tp))
     return latest
 
 
-def issue_projects(
-    kafka: KafkaSettings, run: RunRecord, codec: Codec
-) -> dict[tuple[str, int], str]:
-    """(tenant, issue id) -> project key, for every issue of the run's tenants up to the cut."""
+class IssueProjects:
+    """(tenant, issue id) -> project key of the issue's last version, for the run's tenants;
+    a processors.transforms.IssueProject."""
+
+    def __init__(self, tenants: Iterable[str]) -> None:
+        self.codes = TenantCodes(tenants)
+        self.projects: list[str] = []  # a project's number -> its key; projects are few
+        self.numbers: dict[str, int] = {}
+        self.map = LastValues()
+        self.odd: dict[tuple[str, int], int] = {}  # ids without a code
+
+    def add(self, tenant: str, issue_id: int, project_key: str) -> None:
+        number = self.numbers.get(project_key)
+        if number is None:
+            number = self.numbers[project_key] = len(self.projects)
+            self.projects.append(project_key)
+        code = self.codes.of(tenant, issue_id)
+        if code is None:
+            self.odd[(tenant, issue_id)] = number
+        else:
+            self.map.add(code, number)
+
+    def __call__(self, tenant: str, issue_id: int) -> str | None:
+        code = self.codes.of(tenant, issue_id)
+        number = self.odd.get((tenant, issue_id)) if code is None else self.map.get(code)
+        return None if number is None else self.projects[number]
+
+
+def no_project(tenant: str, issue_id: int) -> None:
+    """The IssueProject of a run without opt-outs: it never asks."""
+
+
+def issue_projects(kafka: KafkaSettings, run: RunRecord, codec: Codec) -> IssueProjects:
+    """The project of every issue of the run's tenants up to the cut."""
     topic = kafka.cdc_topic("issue")
     parts = set().union(
         *(tenant_partitions(t, run.run_partitions, kafka.spread) for t in run.tenants)
     )
     cut = run.cut.get(topic) or {}
     ranges = {(topic, p): (0, cut[p]) for p in parts if p in cut}
-    found: dict[tuple[str, int], str] = {}
+    found = IssueProjects(run.tenants)
 
     def visit(msg: Message) -> None:
+        key = msg.key()
+        if key is None or not found.codes.is_run_key(key):
+            return  # another tenant's issue: not decoded, not kept
         try:
             event = codec.decode(msg.value())
         except InvalidEventError:
             return  # the run itself dead-letters it when it meets it
+        if key != event_key(event["tenant_id"], event["entity_id"]):
+            return  # so does it one whose body contradicts its key
         if event["after"] is not None:
-            found[(event["tenant_id"], event["entity_id"])] = event["after"]["project_key"]
+            found.add(event["tenant_id"], event["entity_id"], event["after"]["project_key"])
 
     scan(kafka, f"sw-scan-issues-{run.etl_id}", ranges, visit)
+    found.map.flush()
     return found

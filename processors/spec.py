@@ -1,4 +1,6 @@
-"""The run spec (DESIGN.md section 3): what an export run selects and how it transforms rows.
+"""The run spec: what an export run selects and how it transforms rows.
+
+The fields and their meaning are in docs/guide.md ("Export runs").
 
 Validation reports every problem at once, each naming the field path and what is allowed,
 so a user fixes a spec in one round trip. Column names come from the Avro schemas, which

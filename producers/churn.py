@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import psycopg2
+from psycopg2 import sql
 
 from producers import seed
 from producers.db import connect
 from producers.errors import SourceSchemaError, SourceUnavailableError
 from producers.seed import Row
-from producers.source import TABLES, columns, require_tables
+from producers.source import TABLES, column_list, columns, require_tables, table_name
 from sluiceway.codec import Codec
 from sluiceway.errors import ConfigError, SluicewayError
 from sluiceway.settings import ENTITIES, PostgresSettings
@@ -230,24 +231,28 @@ class BatchWriter:
         self.columns = {e: [c.name for c in columns(codec, e)] for e in ENTITIES}
         self.inserts = {e: self._insert_sql(e) for e in ENTITIES}
 
-    def _insert_sql(self, entity: str) -> str:
+    def _insert_sql(self, entity: str) -> sql.Composed:
         cols = self.columns[entity]
         marks = ", ".join("now()" if c in SERVER_NOW_ON_INSERT else "%s" for c in cols)
-        return f"INSERT INTO {TABLES[entity]} (tenant_id, {', '.join(cols)}) VALUES (%s, {marks})"
+        insert = sql.SQL("INSERT INTO {} ({}) VALUES (%s, " + marks + ")")  # marks: constants
+        return insert.format(table_name(entity), column_list(["tenant_id", *cols]))
 
     def _statement(self, cur: Any, op: Op) -> bytes:
-        table, values = TABLES[op.entity], op.values or {}
+        table, values = table_name(op.entity), op.values or {}
         if op.op == "c":
             params = [values[c] for c in self.columns[op.entity] if c not in SERVER_NOW_ON_INSERT]
             return bytes(cur.mogrify(self.inserts[op.entity], [op.tenant_id, *params]))
-        where = "WHERE tenant_id = %s AND id = %s"
+        where = sql.SQL("WHERE tenant_id = %s AND id = %s")
         if op.op == "d":
-            return bytes(cur.mogrify(f"DELETE FROM {table} {where}", (op.tenant_id, op.id)))
+            delete = sql.SQL("DELETE FROM {} {}").format(table, where)
+            return bytes(cur.mogrify(delete, (op.tenant_id, op.id)))
         # The server's now() is the transaction's time, closer to the commit than any client clock.
         names = [c for c in values if c != "updated"]
-        sets = ", ".join([*(f"{c} = %s" for c in names), "updated = now()"])
+        sets: list[sql.Composable] = [sql.SQL("{} = %s").format(sql.Identifier(c)) for c in names]
+        sets.append(sql.SQL("updated = now()"))
         params = [*(values[c] for c in names), op.tenant_id, op.id]
-        return bytes(cur.mogrify(f"UPDATE {table} SET {sets} {where}", params))
+        update = sql.SQL("UPDATE {} SET {} {}").format(table, sql.SQL(", ").join(sets), where)
+        return bytes(cur.mogrify(update, params))
 
     def __call__(self, ops: Sequence[Op]) -> Commit:
         try:
@@ -268,9 +273,10 @@ def load_state(cur: Any, tenants: Sequence[str]) -> SourceState:
     require_tables(cur)
     where, params = ("WHERE tenant_id = ANY(%s)", (list(tenants),)) if tenants else ("", ())
     state = SourceState(list(tenants))
-    for entity, table in TABLES.items():
-        extra = "key" if entity == "project" else "NULL"
-        cur.execute(f"SELECT tenant_id, id, {extra} FROM {table} {where} ORDER BY 1, 2", params)
+    for entity in TABLES:
+        extra = sql.SQL("key" if entity == "project" else "NULL")
+        select = sql.SQL("SELECT tenant_id, id, {} FROM {} {} ORDER BY 1, 2")
+        cur.execute(select.format(extra, table_name(entity), sql.SQL(where)), params)
         for tenant, key, project_key in cur.fetchall():
             state.keys.setdefault((tenant, entity), []).append(key)
             if project_key is not None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from sluiceway.settings import KafkaSettings, PostgresSettings
+from sluiceway.settings_base import SluicewaySettings
 
 
-class CaptureTuning(BaseSettings):
+class CaptureTuning(SluicewaySettings):
     """How capture reads the source and produces to Kafka."""
 
     model_config = SettingsConfigDict(env_prefix="SLUICEWAY_CAPTURE_", frozen=True)

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from psycopg2 import sql
+
 from producers.db import connect
-from producers.source import TABLES, columns, schema_sql
+from producers.source import TABLES, column_list, columns, schema_sql, table_name
 from sluiceway.codec import Codec
 from sluiceway.settings import PostgresSettings
 
@@ -323,8 +325,9 @@ class _CopyBuffers:
         buf = self.bufs[entity]
         if buf.tell():
             buf.seek(0)
-            names = ", ".join(["tenant_id", *self.cols[entity]])
-            self.cur.copy_expert(f"COPY {TABLES[entity]} ({names}) FROM STDIN", buf)
+            names = column_list(["tenant_id", *self.cols[entity]])
+            copy = sql.SQL("COPY {} ({}) FROM STDIN").format(table_name(entity), names)
+            self.cur.copy_expert(copy, buf)
             self.bufs[entity] = io.StringIO()
 
 
@@ -340,8 +343,9 @@ def seed(
         for statement in schema_sql(codec):
             cur.execute(statement)
         tenants = plan.tenant_ids()
-        for table in TABLES.values():
-            cur.execute(f"DELETE FROM {table} WHERE tenant_id = ANY(%s)", (tenants,))
+        for entity in TABLES:
+            delete = sql.SQL("DELETE FROM {} WHERE tenant_id = ANY(%s)").format(table_name(entity))
+            cur.execute(delete, (tenants,))
         buffers = _CopyBuffers(cur, codec)
         for index, tenant in enumerate(tenants, start=1):
             for entity, row in gen_tenant(plan, index):

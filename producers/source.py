@@ -6,8 +6,11 @@ tables carry exactly those columns plus ``tenant_id``, so capture never has to m
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from psycopg2 import sql
 
 from producers.errors import SourceSchemaError
 from sluiceway.codec import Codec
@@ -48,20 +51,38 @@ def columns(codec: Codec, entity: str) -> list[Column]:
     return [_column(f) for f in codec.schemas[entity].record["fields"]]
 
 
-def create_table_sql(codec: Codec, entity: str) -> str:
-    cols = ["tenant_id text NOT NULL"] + [
-        f"{c.name} {c.sql_type}{'' if c.nullable else ' NOT NULL'}" for c in columns(codec, entity)
+def table_name(entity: str) -> sql.Identifier:
+    """The entity's source table, quoted: every statement names tables and columns this way."""
+    return sql.Identifier(TABLES[entity])
+
+
+def column_list(names: Iterable[str]) -> sql.Composed:
+    """``a, b, c`` as quoted identifiers."""
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def create_table_sql(codec: Codec, entity: str) -> sql.Composed:
+    cols = [sql.SQL("tenant_id text NOT NULL")] + [
+        sql.SQL("{} {}").format(
+            sql.Identifier(c.name), sql.SQL(c.sql_type + ("" if c.nullable else " NOT NULL"))
+        )
+        for c in columns(codec, entity)
     ]
-    body = ",\n  ".join([*cols, "PRIMARY KEY (tenant_id, id)"])
-    return f"CREATE TABLE IF NOT EXISTS {TABLES[entity]} (\n  {body}\n)"
+    body = sql.SQL(",\n  ").join([*cols, sql.SQL("PRIMARY KEY (tenant_id, id)")])
+    return sql.SQL("CREATE TABLE IF NOT EXISTS {} (\n  {}\n)").format(table_name(entity), body)
 
 
-def schema_sql(codec: Codec) -> list[str]:
-    """DDL for every table; REPLICA IDENTITY FULL so deletes carry whole rows."""
-    statements: list[str] = []
+def replica_identity_sql(entity: str) -> sql.Composed:
+    """REPLICA IDENTITY FULL, so deletes carry whole rows (capture needs them)."""
+    return sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(table_name(entity))
+
+
+def schema_sql(codec: Codec) -> list[sql.Composed]:
+    """DDL for every table."""
+    statements: list[sql.Composed] = []
     for entity in ENTITIES:
         statements.append(create_table_sql(codec, entity))
-        statements.append(f"ALTER TABLE {TABLES[entity]} REPLICA IDENTITY FULL")
+        statements.append(replica_identity_sql(entity))
     return statements
 
 

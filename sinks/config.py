@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from sluiceway.settings_base import SluicewaySettings
 
 Compression = Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"]
 
 
-class SinkSettings(BaseSettings):
+class SinkSettings(SluicewaySettings):
     """How the sink rolls a run's events into Parquet or CSV files."""
 
     model_config = SettingsConfigDict(env_prefix="SLUICEWAY_SINK_", frozen=True)
@@ -81,5 +83,5 @@ class SinkSettings(BaseSettings):
         None, description="Serve Prometheus metrics on this port; None serves nothing."
     )
     schema_dir: Path | None = Field(
-        None, description="Directory of the .avsc schemas; None uses the checkout's schemas/."
+        None, description="Directory of the .avsc schemas; None uses the schemas Sluiceway ships."
     )

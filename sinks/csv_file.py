@@ -1,4 +1,4 @@
-"""One CSV file being written, in Atlassian Data pipeline's format (DESIGN.md section 4). I/O.
+"""One CSV file being written, in Atlassian Data pipeline's format (docs/guide.md). I/O.
 
 RFC 4180: UTF-8, a header row, CRLF after every record, every value quoted with ``"``
 doubled inside; a null is an empty unquoted field, so readers can tell it from ``""``.

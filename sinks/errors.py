@@ -23,3 +23,7 @@ class RunTimeoutError(TransientError):
 
 class RunStateError(TerminalError):
     """The run's record or the lake contradict what the sink expects."""
+
+
+class UnsafePathError(RunStateError):
+    """A manifest lists a file outside its lake (absolute, or with a ``..`` segment)."""

@@ -9,13 +9,15 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from sluiceway.settings_base import SluicewaySettings
 
 # Atlassian Data pipeline stops an export that would leave less than 5 GB free.
 DEFAULT_MIN_FREE_BYTES = 5_000_000_000
 
 
-class GuardSettings(BaseSettings):
+class GuardSettings(SluicewaySettings):
     """Where the sink announces finished runs by HTTP, and how much disk it leaves free."""
 
     # hide_input_in_errors: a refused URL may hold credentials; settings_problem shows it masked

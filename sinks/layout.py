@@ -1,4 +1,4 @@
-"""Where things live in the lake (DESIGN.md section 4). Pure: paths are relative to R.
+"""Where things live in the lake (docs/architecture.md). Pure: paths are relative to R.
 
 Destinations are parsed here too, without touching the filesystem; ``storage`` checks
 that a parsed destination can actually be written.
@@ -13,7 +13,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
 
-from sinks.errors import DestinationError
+from sinks.errors import DestinationError, UnsafePathError
 
 RUNS_DIR = "_runs"
 LATEST_MANIFEST = "manifest.json"
@@ -117,6 +117,27 @@ def part_record_path(etl_id: str, table: str, name: str) -> str:
     to carry them, and the table directories stay pure data for loaders that take every
     object under a prefix."""
     return f"{RUNS_DIR}/{etl_id}.parts/{table}/{name}.json"
+
+
+def listed_path(relative: object, owner: str) -> str:
+    """A file path a manifest lists (``owner`` names the manifest), proven to stay in the lake.
+
+    Manifests are data: a lake copied from elsewhere may list ``/etc/x`` or ``../x``, and
+    joining those to the root would read (and copy into a result) a file outside the lake."""
+    text = relative if isinstance(relative, str) else ""
+    segments = text.split("/")
+    if (
+        not text
+        or text.startswith("/")
+        or "\\" in text
+        or "\0" in text
+        or any(s in ("", ".", "..") for s in segments)
+    ):
+        raise UnsafePathError(
+            f"{owner} lists file {relative!r}, which is not inside the lake; expected a path "
+            "relative to the destination, without '..', '.', empty or absolute segments"
+        )
+    return text
 
 
 def parent(relative: str) -> str:

@@ -120,9 +120,8 @@ def _reader(
     tenants = (spec.remap.tenant,) if spec.remap else spec.tenants
     run_plan = plan.build_plan(record, writer_schemas, tenants, full_export_date(lake, record))
     writer = RunWriter(lake, record.etl_id, settings, clock, run_plan.table_dirs, run_plan.format)
-    kafka_io.ensure_topics(
-        kafka, [kafka.dlq_topic("sink"), kafka.notifications_topic], kafka.partitions
-    )
+    kafka_io.ensure_dlq_topics(kafka, ["sink"], kafka.partitions)
+    kafka_io.ensure_topics(kafka, [kafka.notifications_topic], kafka.partitions)
     # a modest fetch queue: librdkafka would otherwise prefetch up to 256 MB of the run topic
     group = {
         "queued.max.messages.kbytes": settings.fetch_queue_kbytes,

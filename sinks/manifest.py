@@ -1,4 +1,4 @@
-"""The run manifest and the root ``manifest.json`` (DESIGN.md section 4).
+"""The run manifest and the root ``manifest.json`` (docs/architecture.md, "The lake contract").
 
 Building them is pure; ``write_manifests`` writes them last, each atomically, so a reader
 that finds a manifest may trust every file it lists.
@@ -77,6 +77,8 @@ def build_run_manifest(
             "rows": sum(t["rows"] for t in tables.values()),
             "bytes": sum(t["bytes"] for t in tables.values()),
         },
+        # what the rows are (pii rules, remap, opt-out...): delta chains and restore check it
+        "policy": run.policy,
         "schema_versions": {e: schema_versions[e] for e in run.entities},
         "dead_letters": dead_letters,
         "full_export_date": full_export_date or f"{run.export_date:%Y-%m-%d}",

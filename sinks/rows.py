@@ -1,8 +1,8 @@
 """Change events -> lake rows -> Arrow. Pure.
 
 Entity columns come from the event's ``after``; every row also carries the metadata
-columns of DESIGN.md section 4. Entity columns are nullable even when Avro says otherwise,
-because a delete has no ``after`` and keeps only its key.
+columns of the lake contract (docs/architecture.md). Entity columns are nullable even when
+Avro says otherwise, because a delete has no ``after`` and keeps only its key.
 """
 
 from __future__ import annotations

@@ -40,6 +40,10 @@ class Lake:
     def path(self, relative: str) -> str:
         return self.dest.join(relative)
 
+    def listed(self, relative: object, owner: str) -> str:
+        """The full path of a file a manifest lists; one outside the lake is refused."""
+        return self.path(layout.listed_path(relative, owner))
+
 
 def s3_filesystem(s3: S3Settings) -> pafs.FileSystem:
     """The object store as every AWS tool reaches it: static keys if configured, else the
@@ -51,13 +55,16 @@ def s3_filesystem(s3: S3Settings) -> pafs.FileSystem:
     if s3.sse is not None:
         return pafs.PyFileSystem(pafs.FSSpecHandler(_s3fs(s3)))
     url = urlparse(s3.endpoint_url)
-    keys = s3.static_keys()
+    keys, role = s3.static_keys(), s3.role_arn
+    token = s3.session_token.get_secret_value() if s3.session_token else None
+    if role and keys:  # pyarrow assumes (and renews) a role only from the default chain
+        (keys, token), role = assume_role(s3), None
     return pafs.S3FileSystem(
         access_key=keys[0] if keys else None,
         secret_key=keys[1] if keys else None,
-        session_token=s3.session_token.get_secret_value() if s3.session_token else None,
-        role_arn=s3.role_arn,
-        session_name=s3.role_session_name if s3.role_arn else None,
+        session_token=token,
+        role_arn=role,
+        session_name=s3.role_session_name if role else None,
         external_id=s3.external_id,
         region=s3.region,
         endpoint_override=url.netloc or s3.endpoint_url,

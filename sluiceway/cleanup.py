@@ -25,13 +25,14 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from sluiceway import control, registry
 from sluiceway.errors import ConfigError, SluicewayError, StackDownError
 from sluiceway.kafka_io import admin, producer, read_control
 from sluiceway.runs import RunRecord
 from sluiceway.settings import KafkaSettings, S3Settings
+from sluiceway.settings_base import SluicewaySettings
 
 log = logging.getLogger("sluiceway.cleanup")
 # What a group that is gone or still in use answers a delete with.
@@ -41,7 +42,7 @@ IN_USE = (KafkaError.NON_EMPTY_GROUP,)
 RUN_RECORDS = ("runs", "status", "notes")
 
 
-class CleanupSettings(BaseSettings):
+class CleanupSettings(SluicewaySettings):
     """How long a finished run's leftovers are kept."""
 
     model_config = SettingsConfigDict(env_prefix="SLUICEWAY_CLEANUP_", frozen=True)

@@ -1,4 +1,9 @@
-"""The ``sluiceway`` command: one verb per stage or task (DESIGN.md section 5)."""
+"""The ``sluiceway`` command: one verb per stage or task (docs/architecture.md lists them).
+
+Errors a user can act on end the command with one line (or a JSON object with ``--json``)
+and an exit code from ``sluiceway.exit_codes``; anything else is a bug and keeps its
+traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +12,59 @@ import os
 import sys
 from collections.abc import Callable
 from functools import wraps
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 
-from sluiceway.errors import SluicewayError
-from sluiceway.settings import settings_problem
+from sluiceway.exit_codes import fail
 
 F = TypeVar("F", bound=Callable[..., Any])
-err_console = Console(stderr=True)
 
 
 def friendly_errors(func: F) -> F:
-    """Our errors become one red line and exit code 1, not a traceback."""
+    """Our errors become one line (JSON with --json) and a scheduler's exit code."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except SluicewayError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from exc
-        except ValidationError as exc:
-            problem = settings_problem(exc)  # a bad SLUICEWAY_* variable, not a bug
-            if problem is None:
-                raise
-            err_console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from exc
+        except Exception as exc:
+            raise fail(exc, bool(kwargs.get("as_json"))) from exc
 
     return wrapper  # type: ignore[return-value]
 
 
+def _version(given: bool) -> None:
+    if given:
+        try:
+            typer.echo(f"sluiceway {version('sluiceway')}")
+        except PackageNotFoundError:  # imported from a checkout that was never installed
+            typer.echo("sluiceway (not installed)")
+        raise typer.Exit(0)
+
+
+def root(
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="Config file (YAML); default: $SLUICEWAY_CONFIG, else ./sluiceway.yaml.",
+    ),
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Sluiceway: stream a multi-tenant application's data into a Parquet lake."""
+    from sluiceway.config import use_config_file
+
+    use_config_file(config)
+
+
 def build_app() -> typer.Typer:
     from sluiceway.commands import (
+        check,
+        config,
         demo,
         export,
         migrate,
@@ -53,15 +76,14 @@ def build_app() -> typer.Typer:
     )
     from sluiceway.stack.cli import stack_app
 
-    app = typer.Typer(
-        help="Sluiceway: stream a multi-tenant application's data into a Parquet lake.",
-        no_args_is_help=True,
-        pretty_exceptions_enable=False,
-    )
+    app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+    app.callback()(root)
     app.add_typer(stack_app, name="stack", help="Run the local Kafka, PostgreSQL and S3 stack.")
     app.add_typer(source.app, name="source", help="The Jira-shaped demo source database.")
     app.add_typer(export.app, name="export", help="Start export runs.")
     app.add_typer(migrate.app, name="migrate", help="Migrate a tenant into another, until cutover.")
+    app.add_typer(config.app, name="config", help="The merged settings and their documentation.")
+    check.register(app)
     workers.register(app)
     demo.register(app)
     replay.register(app)
@@ -80,7 +102,11 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Connection failures surface as one-line errors; librdkafka's retries would repeat them.
     logging.getLogger("sluiceway.kafka.client").setLevel(logging.CRITICAL)
-    build_app()()
+    try:
+        build_app()()
+    except Exception as exc:  # raised outside a command's own handler: the --config callback
+        exit_ = fail(exc, "--json" in sys.argv)
+        sys.exit(exit_.exit_code)
 
 
 if __name__ == "__main__":

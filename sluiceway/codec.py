@@ -19,7 +19,8 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
 from sluiceway.errors import ConfigError, InvalidEventError
-from sluiceway.settings import ENTITIES, project_root
+from sluiceway.resources import schema_dir
+from sluiceway.settings import ENTITIES
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
@@ -49,7 +50,7 @@ class EventSchema:
 
 
 def default_schema_dir() -> Path:
-    return project_root() / "schemas"
+    return schema_dir()
 
 
 def envelope_file(schema_dir: Path, entity: str) -> Path:

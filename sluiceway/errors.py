@@ -56,3 +56,15 @@ class RunConflictError(ConfigError):
 
 class RestoreError(TerminalError):
     """A backup cannot be restored as asked: no full export, a mismatched table, rows in the way."""
+
+
+class RunFailedError(SluicewayError):
+    """A run ended failed or cancelled: the input may be fine; its logs say what happened."""
+
+
+class ConfigProblems(ConfigError):
+    """Several problems found at once (a config file, `sluiceway check`), one line each."""
+
+    def __init__(self, summary: str, problems: list[str]) -> None:
+        super().__init__(f"{summary}: " + "; ".join(problems))
+        self.problems = problems

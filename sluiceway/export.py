@@ -8,29 +8,44 @@ single-tenant run never scans other tenants' partitions.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
 from processors.spec import RunSpec, check_tenants
-from sluiceway.errors import ConfigError
+from sluiceway.errors import ConfigError, TransientError
+from sluiceway.fingerprint import secret_fingerprint
 from sluiceway.kafka_io import (
     admin,
     check_broker,
+    create_topic,
+    ensure_dlq_topics,
     ensure_topics,
     known_tenants,
     partition_count,
-    publish_run,
+    read_control,
     watermarks,
 )
 from sluiceway.partitioning import tenant_partitions
+from sluiceway.policy import differences, effective_policy, recorded_policy
 from sluiceway.replay import replay_cut, require_events
 from sluiceway.runs import Offsets, RunRecord, new_etl_id
 from sluiceway.settings import SECRET_ENV, KafkaSettings, S3Settings, to_env
+
+log = logging.getLogger("sluiceway.export")
+
+
+class ChainPolicyError(ConfigError):
+    """A delta would make its rows another way than the chain it continues (another pii rule,
+    secret, opt-out, remap...); a full export starts a new chain instead."""
 
 
 def validate_request(spec: RunSpec, kafka: KafkaSettings, s3: S3Settings) -> None:
@@ -106,11 +121,23 @@ def previous_cut(spec: RunSpec, kafka: KafkaSettings, s3: S3Settings) -> Offsets
             f"destination {spec.destination} holds a chain of tenants {chain['tenants']} and "
             f"entities {chain['entities']}; a delta must continue it with the same selection"
         )
+    check_chain_policy(spec, latest)
     cut: Offsets = {t: {int(p): o for p, o in ps.items()} for t, ps in latest["cut"].items()}
     missing = [kafka.cdc_topic(e) for e in spec.entities if kafka.cdc_topic(e) not in cut]
     if missing:
         raise ConfigError(f"the previous run of {spec.destination} did not read {missing}")
     return cut
+
+
+def check_chain_policy(spec: RunSpec, latest: dict[str, Any]) -> None:
+    """A delta continues its chain only with the chain's policy; a full export starts anew."""
+    found = differences(effective_policy(spec), recorded_policy(latest))
+    if found:
+        raise ChainPolicyError(
+            f"a delta at {spec.destination} must continue the policy of its chain (latest run "
+            f"{latest.get('etl_id')}), but {'; '.join(found)}; use the chain's policy, or start "
+            "a new chain with this one by running a full export (--type full)"
+        )
 
 
 def replay_until(spec: RunSpec, kafka: KafkaSettings, parts: int, to: datetime) -> Offsets:
@@ -130,6 +157,7 @@ def plan_run(
     if replay_to is not None:
         require_events(cut, start, replay_to, spec.tenants)
     etl_id = new_etl_id()
+    secret = spec.pii_secret.get_secret_value() if spec.pii_secret else None
     return RunRecord(
         etl_id=etl_id,
         type=spec.type,
@@ -141,15 +169,20 @@ def plan_run(
         start=start,
         cut=cut,
         format=spec.format,
+        policy=effective_policy(spec),
         spec=spec.public_dict(),
         replay_to=replay_to.isoformat() if replay_to else None,
+        secret_fingerprint=secret_fingerprint(secret) if secret else None,
     )
 
 
-def announce(run: RunRecord, kafka: KafkaSettings) -> None:
-    """Create the run topic, seed the processor group's offsets, publish the run."""
-    ensure_topics(kafka, [run.run_topic], run.run_partitions)
-    ensure_topics(kafka, [kafka.dlq_topic("processor"), kafka.dlq_topic("sink")], 1)
+def announce(
+    run: RunRecord, kafka: KafkaSettings, publish: Callable[[RunRecord], None]
+) -> RunRecord:
+    """Create the run topic, seed the processor group's offsets, publish the run (through a
+    DestinationClaim). Returns the run as published: its id changes if the first was taken."""
+    run = claim_run_id(run, kafka)
+    ensure_dlq_topics(kafka, ["processor", "sink"], 1)
     ensure_topics(kafka, [kafka.notifications_topic], 1)
     offsets = [
         TopicPartition(topic, p, offset)
@@ -160,7 +193,40 @@ def announce(run: RunRecord, kafka: KafkaSettings) -> None:
     client = admin(kafka)  # must outlive its futures: they resolve on its thread
     for fut in client.alter_consumer_group_offsets([group]).values():
         fut.result(30)
-    publish_run(kafka, run)
+    publish(run)
+    return run
+
+
+ID_ATTEMPTS = 5
+
+
+def claim_run_id(run: RunRecord, kafka: KafkaSettings) -> RunRecord:
+    """The run under an id no other run has: no record may hold it and creating its topic
+    must succeed (Kafka creates a topic once, so of two runs given one id one gets another).
+    The record check covers a run whose topic was deleted since."""
+    taken = read_control(kafka, "runs")
+    for _ in range(ID_ATTEMPTS):
+        if run.etl_id.encode() not in taken and create_topic(
+            kafka, run.run_topic, run.run_partitions
+        ):
+            return run
+        etl_id = new_etl_id()
+        run = replace(run, etl_id=etl_id, run_topic=kafka.run_topic(etl_id))
+    raise TransientError(f"no unused etl_id after {ID_ATTEMPTS} tries; start the run again")
+
+
+def discard(run: RunRecord, kafka: KafkaSettings) -> None:
+    """Remove the topic and processor group of a run that was never published."""
+    client = admin(kafka)
+    futures = [
+        *client.delete_topics([run.run_topic]).values(),
+        *client.delete_consumer_groups([f"sw-process-{run.etl_id}"]).values(),
+    ]
+    for fut in futures:
+        try:
+            fut.result(30)
+        except KafkaException as exc:  # left behind is harmless: no record names them
+            log.warning("could not remove what run %s left: %s", run.etl_id, exc)
 
 
 def launch_workers(

@@ -18,13 +18,15 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from sluiceway.settings_base import SluicewaySettings
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-class HealthSettings(BaseSettings):
+class HealthSettings(SluicewaySettings):
     """Where the endpoints listen and how long a silent main loop still counts as alive."""
 
     model_config = SettingsConfigDict(env_prefix="SLUICEWAY_HEALTH_", frozen=True)

@@ -8,9 +8,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
-from sluiceway.control import CONTROL_TOPIC_CONFIG
 from sluiceway.errors import ConfigError, StackDownError
 from sluiceway.kafka_security import confluent_security
 from sluiceway.runs import RunRecord
@@ -21,6 +27,7 @@ CLIENT_LOG = logging.getLogger("sluiceway.kafka.client")
 PROBE_LOG = logging.getLogger("sluiceway.kafka.probe")
 PROBE_LOG.addHandler(logging.NullHandler())
 PROBE_LOG.propagate = False
+log = logging.getLogger("sluiceway.kafka")
 
 
 def client_config(kafka: KafkaSettings) -> dict[str, Any]:
@@ -37,7 +44,7 @@ def admin(kafka: KafkaSettings, **overrides: Any) -> AdminClient:
 def check_broker(kafka: KafkaSettings, timeout: float = 5.0) -> None:
     """Raise StackDownError with one line when no broker answers, ConfigError when one
     refuses the configured credentials or certificate."""
-    refused, answered, last = _probe(kafka, timeout)
+    refused, answered, last = probe(kafka, timeout)
     if refused is not None:
         raise ConfigError(refused)
     if not answered:
@@ -51,12 +58,12 @@ def check_credentials(kafka: KafkaSettings, timeout: float = 10.0) -> None:
     """A worker's first step: end at once, with one line, when the brokers refuse its login
     or its TLS handshake (librdkafka would retry that forever); brokers that are merely
     down are waited for as before."""
-    refused, _answered, _last = _probe(kafka, timeout)
+    refused, _answered, _last = probe(kafka, timeout)
     if refused is not None:
         raise ConfigError(refused)
 
 
-def _probe(kafka: KafkaSettings, timeout: float) -> tuple[str | None, bool, str]:
+def probe(kafka: KafkaSettings, timeout: float) -> tuple[str | None, bool, str]:
     """(why the brokers refused us, or None; whether they answered; the last error seen)."""
     errors: list[KafkaError] = []
     # its own log lines repeat what the one returned line says, once per broker and retry
@@ -175,6 +182,51 @@ def new_topic(
     return NewTopic(name, partitions, replicas, config=merged)
 
 
+def create_topic(kafka: KafkaSettings, name: str, partitions: int, timeout: float = 30.0) -> bool:
+    """Create ``name`` unless it exists (atomic: of two creators one gets False); when
+    created, wait until the broker lists it."""
+    client = admin(kafka)
+    brokers = len(client.list_topics(timeout=timeout).brokers)
+    try:
+        client.create_topics([new_topic(kafka, name, partitions, brokers)])[name].result(timeout)
+    except KafkaException as exc:
+        if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return False
+        raise
+    _wait_for_topics(client, [name], timeout)
+    return True
+
+
+def ensure_dlq_topics(kafka: KafkaSettings, stages: Iterable[str], partitions: int) -> None:
+    """Create the dead-letter topics of ``stages`` with their retention, and set it on any
+    created before the setting existed or changed (Kafka keeps a topic's config otherwise)."""
+    names = [kafka.dlq_topic(stage) for stage in stages]
+    config = {"retention.ms": str(kafka.dlq_retention_ms)}
+    ensure_topics(kafka, names, partitions, config)
+    try:
+        set_topic_config(kafka, names, config)
+    except KafkaException as exc:  # e.g. no ALTER_CONFIGS right: a run needs none otherwise
+        log.warning(
+            "could not set retention.ms=%s on %s (%s); set it on the topics by hand",
+            config["retention.ms"], ", ".join(names), exc.args[0],
+        )  # fmt: skip
+
+
+def set_topic_config(
+    kafka: KafkaSettings, names: Iterable[str], config: dict[str, str], timeout: float = 30.0
+) -> None:
+    """Set these config entries of existing topics, leaving their other entries alone."""
+    entries = [
+        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()
+    ]
+    resources = [
+        ConfigResource(ResourceType.TOPIC, name, incremental_configs=entries) for name in names
+    ]
+    client = admin(kafka)  # must outlive its futures: they resolve on its thread
+    for fut in client.incremental_alter_configs(resources).values():
+        fut.result(timeout)
+
+
 def _wait_for_topics(client: AdminClient, names: list[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -207,15 +259,6 @@ def partition_count(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> 
     return len(meta.partitions)
 
 
-def publish_run(kafka: KafkaSettings, record: RunRecord) -> None:
-    topic = kafka.control_topic("runs")
-    ensure_topics(kafka, [topic], 1, CONTROL_TOPIC_CONFIG)
-    prod = producer(kafka, **{"linger.ms": 0})
-    prod.produce(topic, key=record.etl_id.encode(), value=record.to_json())
-    if prod.flush(30) != 0:
-        raise StackDownError(f"could not publish run {record.etl_id} to {topic}")
-
-
 def read_control(kafka: KafkaSettings, name: str, timeout: float = 30.0) -> dict[bytes, bytes]:
     """The latest value of every key of a one-partition control topic (deleted keys dropped)."""
     topic = kafka.control_topic(name)
@@ -239,6 +282,8 @@ def read_control(kafka: KafkaSettings, name: str, timeout: float = 30.0) -> dict
                     latest[key] = value
                 else:
                     latest.pop(key, None)
+            # a transaction's commit or abort marker takes an offset but is never a message
+            position = max(position, reader.position([TopicPartition(topic, 0)])[0].offset)
     finally:
         reader.close()
     return latest

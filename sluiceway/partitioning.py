@@ -1,4 +1,4 @@
-"""Tenant-affine partitioning (DESIGN.md section 2).
+"""Tenant-affine partitioning (docs/architecture.md, "Topics and events").
 
 A tenant's events sit in ``spread`` consecutive partitions starting at a partition chosen
 by a stable hash of the tenant id, so a single-tenant run reads only those partitions.

@@ -27,20 +27,21 @@ from typing import Literal
 from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry, multiprocess
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from sluiceway import control, health, registry
 from sluiceway.cleanup import Sweeper, Swept
 from sluiceway.errors import SluicewayError
 from sluiceway.health import HEALTH, HealthSettings
 from sluiceway.settings import KafkaSettings, S3Settings, to_env
+from sluiceway.settings_base import SluicewaySettings
 
 log = logging.getLogger("sluiceway.pool")
 Stage = Literal["process", "sink"]
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-class PoolSettings(BaseSettings):
+class PoolSettings(SluicewaySettings):
     """How often a pool looks for runs and how long its children get to stop."""
 
     model_config = SettingsConfigDict(env_prefix="SLUICEWAY_POOL_", frozen=True)

@@ -2,8 +2,8 @@
 
 A run's orders are its RunRecord on ``sw.control.runs``. Its state changes (cancelled,
 failed) are appended to ``sw.control.status``; "complete" is never recorded there because
-the manifest in the destination is the proof (DESIGN.md section 4: a reader who sees the
-manifest may trust it). Everything else that was started is "running".
+the manifest in the destination is the proof (docs/architecture.md, "The lake contract": a reader
+who sees the manifest may trust it). Everything else that was started is "running".
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -218,17 +219,45 @@ def cancel(kafka: KafkaSettings, item: RunState, log_dir: Path, reason: str) -> 
     if not item.active:
         raise ConfigError(f"run {item.run.etl_id} is already {item.status}; nothing to cancel")
     set_status(kafka, item.run.etl_id, "cancelled", reason)
-    return stop_local_workers(log_dir)
+    return stop_local_workers(log_dir, item.run.etl_id)
 
 
-def stop_local_workers(log_dir: Path) -> list[int]:
-    """Signal the run's workers started on this machine (their pids sit beside their logs)."""
+def stop_local_workers(log_dir: Path, etl_id: str) -> list[int]:
+    """Signal the run's workers started on this machine (their pids sit beside their logs).
+
+    A pid file outlives its worker, and the pid may since name another process: only a
+    process that is still this run's worker (``sluiceway <stage> --run ETL_ID``, leading its
+    own process group as launched) is signalled."""
     stopped = []
     for pid_file in log_dir.glob("*.pid"):
         try:
             pid = int(pid_file.read_text())
+            if not _is_run_worker(pid, pid_file.stem, etl_id):
+                continue
             os.killpg(pid, signal.SIGTERM)
             stopped.append(pid)
         except (ValueError, ProcessLookupError, PermissionError):
             continue
     return stopped
+
+
+def _is_run_worker(pid: int, stage: str, etl_id: str) -> bool:
+    if pid <= 0 or os.getpgid(pid) != pid:  # getpgid: ProcessLookupError when it is gone
+        return False
+    args = _command_line(pid)
+    runs = {args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--run"}
+    return etl_id in runs and stage in args and any("sluiceway" in a for a in args)
+
+
+def _command_line(pid: int) -> list[str]:
+    """The process's arguments; /proc where there is one, else ps (macOS)."""
+    proc = Path(f"/proc/{pid}/cmdline")
+    if Path("/proc/self/cmdline").exists():
+        try:
+            return [a.decode(errors="replace") for a in proc.read_bytes().split(b"\0") if a]
+        except OSError:
+            return []
+    found = subprocess.run(
+        ["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, check=False
+    )
+    return found.stdout.split()

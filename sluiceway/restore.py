@@ -11,11 +11,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
+from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from producers.schema_check import existing_table_problems
-from producers.source import TABLES, columns, create_table_sql
-from sluiceway.backup import Row, check_backup, open_backup, table_rows
+from producers.source import (
+    TABLES,
+    column_list,
+    columns,
+    create_table_sql,
+    replica_identity_sql,
+    table_name,
+)
+from sluiceway.backup import Row, check_backup, check_partial, open_backup, row_tenants, table_rows
 from sluiceway.codec import Codec
 from sluiceway.errors import RestoreError
 from sluiceway.redact import pg_error_line
@@ -32,6 +40,8 @@ class RestoreRequest:
     dsn: str
     tenants: tuple[str, ...] = ()
     replace: bool = False
+    # a remapped backup's rows carry the remap's target tenant: restored only when named here
+    as_tenant: str | None = None
 
 
 def restore_order(entities: Iterable[str]) -> list[str]:
@@ -63,40 +73,68 @@ def check_tables(cur: Any, codec: Codec, entities: list[str]) -> list[str]:
     return missing
 
 
-def check_empty(cur: Any, entities: list[str], tenants: tuple[str, ...], replace: bool) -> None:
-    """Refuse to mix a backup with rows the target already holds for its tenants."""
+def existing_rows(cur: Any, entities: list[str], tenants: tuple[str, ...]) -> dict[str, int]:
+    """Per tenant, how many rows the target's tables already hold (tenants with none left out)."""
+    found: dict[str, int] = {}
     for entity in entities:
         cur.execute(
-            f"SELECT tenant_id, count(*) FROM {TABLES[entity]} WHERE tenant_id = ANY(%s) "
-            "GROUP BY tenant_id ORDER BY tenant_id LIMIT 1",
+            sql.SQL(
+                "SELECT tenant_id, count(*) FROM {} WHERE tenant_id = ANY(%s) GROUP BY tenant_id"
+            ).format(table_name(entity)),
             (list(tenants),),
         )
-        found = cur.fetchone()
-        if found and not replace:
+        for tenant, count in cur.fetchall():
+            found[tenant] = found.get(tenant, 0) + int(count)
+    return found
+
+
+def check_empty(existing: dict[str, int], replace: bool) -> None:
+    """Refuse to mix a backup with rows the target already holds for its tenants."""
+    if existing and not replace:
+        tenant, count = min(existing.items())
+        raise RestoreError(
+            f"the target already holds {count} rows of tenant {tenant}; "
+            "restore into an empty database, or pass --replace to delete them first"
+        )
+
+
+def check_loaded(existing: dict[str, int], loaded: dict[str, int], etl_id: str) -> None:
+    """Never commit a --replace that deleted a tenant's rows and loaded none for it."""
+    for tenant, count in sorted(existing.items()):
+        if not loaded.get(tenant):
             raise RestoreError(
-                f"table {TABLES[entity]} already holds {found[1]} rows of tenant {found[0]}; "
-                "restore into an empty database, or pass --replace to delete them first"
+                f"restore --replace would delete {count} rows of tenant {tenant} and load none "
+                f"from backup {etl_id}; nothing was changed"
             )
 
 
-def _values(rows: Iterator[Row], names: list[str]) -> Iterator[tuple[Any, ...]]:
+def _values(
+    rows: Iterator[Row], names: list[str], loaded: dict[str, int]
+) -> Iterator[tuple[Any, ...]]:
     # _tenant_id becomes the table's tenant_id; the other metadata columns are the lake's own
     for row in rows:
         try:
-            yield (row["_tenant_id"], *(row[n] for n in names))
+            values = (row["_tenant_id"], *(row[n] for n in names))
         except KeyError as exc:
             raise RestoreError(
                 f"the backup has no column {exc.args[0]!r}; restore needs a backup with every "
                 "column (a replay, or a full export without a fields selection)"
             ) from None
+        loaded[values[0]] = loaded.get(values[0], 0) + 1
+        yield values
 
 
-def load_table(cur: Any, codec: Codec, entity: str, rows: Iterator[Row]) -> int:
+def load_table(
+    cur: Any, codec: Codec, entity: str, rows: Iterator[Row], loaded: dict[str, int]
+) -> int:
+    """Insert the rows; ``loaded`` counts them per tenant."""
     names = [c.name for c in columns(codec, entity)]
-    statement = f"INSERT INTO {TABLES[entity]} (tenant_id, {', '.join(names)}) VALUES %s"
+    statement = sql.SQL("INSERT INTO {} ({}) VALUES %s").format(
+        table_name(entity), column_list(["tenant_id", *names])
+    )
     count = 0
     batch: list[tuple[Any, ...]] = []
-    for values in _values(rows, names):
+    for values in _values(rows, names, loaded):
         batch.append(values)
         if len(batch) >= 5_000:
             execute_values(cur, statement, batch, page_size=1_000)
@@ -110,20 +148,27 @@ def load_table(cur: Any, codec: Codec, entity: str, rows: Iterator[Row]) -> int:
 def restore(request: RestoreRequest, s3: S3Settings, codec: Codec) -> tuple[str, dict[str, int]]:
     """Load the latest full export at ``request.source``; returns its etl_id and rows per table."""
     lake, manifest = open_backup(request.source, s3)
-    tenants = check_backup(manifest, request.tenants)
+    tenants = check_backup(manifest, request.tenants, request.as_tenant)
+    check_partial(manifest, request.replace)
     entities = restore_order(manifest["tables"])
+    carried = row_tenants(manifest)
     conn = _connect(request.dsn)
     try:
         # one transaction: committed at the end of the block, rolled back on any error
         with conn, conn.cursor() as cur:
             missing = check_tables(cur, codec, entities)
             present = [e for e in entities if e not in missing]
-            check_empty(cur, present, tenants, request.replace)
+            existing = existing_rows(cur, present, tenants)
+            check_empty(existing, request.replace)
             _prepare(cur, codec, missing, present, tenants)
+            loaded: dict[str, int] = {}
             counts = {
-                e: load_table(cur, codec, e, table_rows(lake, manifest, e, tenants))
+                e: load_table(
+                    cur, codec, e, table_rows(lake, manifest, e, tenants, carried), loaded
+                )
                 for e in entities
             }
+            check_loaded(existing, loaded, manifest["etl_id"])
     finally:
         conn.close()
     return manifest["etl_id"], counts
@@ -136,9 +181,10 @@ def _prepare(
     for entity in missing:
         cur.execute(create_table_sql(codec, entity))
         # as on the source, so the restored database can itself be captured
-        cur.execute(f"ALTER TABLE {TABLES[entity]} REPLICA IDENTITY FULL")
+        cur.execute(replica_identity_sql(entity))
     for entity in reversed(present):
-        cur.execute(f"DELETE FROM {TABLES[entity]} WHERE tenant_id = ANY(%s)", (list(tenants),))
+        delete = sql.SQL("DELETE FROM {} WHERE tenant_id = ANY(%s)")
+        cur.execute(delete.format(table_name(entity)), (list(tenants),))
 
 
 def _connect(dsn: str) -> Any:

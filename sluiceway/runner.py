@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from processors.spec import RunSpec
 from sluiceway import registry
-from sluiceway.errors import ConfigError, RunConflictError, TransientError
+from sluiceway.claim import ClaimLost, DestinationClaim
+from sluiceway.errors import ConfigError, RunConflictError, RunFailedError, TransientError
 from sluiceway.export import (
     absolute_destination,
     announce,
+    discard,
     launch_workers,
     plan_run,
     scanned,
@@ -28,13 +30,14 @@ from sluiceway.export import (
 from sluiceway.health import HEALTH
 from sluiceway.runs import RunRecord
 from sluiceway.settings import SECRET_ENV, KafkaSettings, S3Settings, StackSettings
+from sluiceway.settings_base import SluicewaySettings
 
 Workers = dict[str, subprocess.Popen[bytes]]
 Progress = Callable[[int, int], None]
 LaunchMode = Literal["subprocess", "pool"]
 
 
-class LaunchSettings(BaseSettings):
+class LaunchSettings(SluicewaySettings):
     """Who runs a started run's workers: this process's children, or the worker pools."""
 
     model_config = SettingsConfigDict(env_prefix="SLUICEWAY_", frozen=True)
@@ -70,18 +73,11 @@ def start_run(
     ``replay_to``: a full run of the destination as of that time (``sluiceway replay``).
     With SLUICEWAY_LAUNCH=pool the pools run the workers: Workers is then empty ({})."""
     mode = launch_mode() if launch else None
-    if mode == "pool":
-        _check_pool_secret(spec)
+    if mode != "subprocess":
+        check_remote_secret(spec, mode)
     spec = spec.model_copy(update={"destination": absolute_destination(spec.destination)})
     validate_request(spec, kafka, s3)
-    busy = registry.active_at(kafka, s3, spec.destination)
-    if busy is not None:
-        raise RunConflictError(
-            f"destination {spec.destination} is busy with run {busy.run.etl_id}; wait for it or "
-            f"cancel it with: sluiceway export cancel {busy.run.etl_id}"
-        )
-    run = plan_run(spec, kafka, s3, replay_to)
-    announce(run, kafka)
+    run = claim_and_announce(spec, kafka, s3, replay_to)
     if mode is None:
         return run, None
     if mode == "pool":
@@ -90,13 +86,50 @@ def start_run(
     return run, launch_workers(run, kafka, log_dir(run.etl_id), secret)
 
 
-def _check_pool_secret(spec: RunSpec) -> None:
-    """Pools hash with their own SLUICEWAY_PII_SECRET: a run must not expect another one."""
+def check_remote_secret(spec: RunSpec, mode: LaunchMode | None) -> None:
+    """Workers this process does not start hash with their own SLUICEWAY_PII_SECRET, which a
+    spec's pii_secret cannot reach: the spec may only carry that same key. (Its fingerprint
+    goes into the run record, and each processor checks its own key against it.)"""
     given = spec.pii_secret.get_secret_value() if spec.pii_secret else None
-    if given is not None and given != os.environ.get(SECRET_ENV):
-        raise ConfigError(
-            f"with SLUICEWAY_LAUNCH=pool the pools hash PII with their {SECRET_ENV}; the spec's "
-            "pii_secret differs from this process's: set the same secret for both"
+    own = os.environ.get(SECRET_ENV) or None
+    if given is None or given == own:
+        return
+    workers = "the pools (SLUICEWAY_LAUNCH=pool)" if mode == "pool" else "workers started elsewhere"
+    here = f"has no {SECRET_ENV}" if own is None else f"has another key in {SECRET_ENV}"
+    raise ConfigError(
+        f"pii_secret cannot reach {workers}: they hash PII with their own {SECRET_ENV}, and "
+        f"this process {here}; set the same key as {SECRET_ENV} here and for the workers, or "
+        "launch the workers from here"
+    )
+
+
+def claim_and_announce(
+    spec: RunSpec, kafka: KafkaSettings, s3: S3Settings, replay_to: datetime | None
+) -> RunRecord:
+    """Check that the destination is free and announce the run, as one atomic step: of
+    starters that race for a destination exactly one gets it (``sluiceway.claim``)."""
+    run: RunRecord | None = None
+    try:
+        with DestinationClaim(kafka, spec.destination) as claim:
+            _refuse_busy(kafka, s3, spec.destination)
+            run = announce(plan_run(spec, kafka, s3, replay_to), kafka, claim.publish)
+            claim.commit()
+            return run
+    except ClaimLost as lost:
+        if run is not None:
+            discard(run, kafka)
+        _refuse_busy(kafka, s3, spec.destination)  # names the winner once it is visible
+        raise RunConflictError(
+            f"destination {spec.destination} is busy: {lost}; see: sluiceway export status --all"
+        ) from None
+
+
+def _refuse_busy(kafka: KafkaSettings, s3: S3Settings, destination: str) -> None:
+    busy = registry.active_at(kafka, s3, destination)
+    if busy is not None:
+        raise RunConflictError(
+            f"destination {destination} is busy with run {busy.run.etl_id}; wait for it or "
+            f"cancel it with: sluiceway export cancel {busy.run.etl_id}"
         )
 
 
@@ -135,7 +168,7 @@ def _follow_registry(
         progress(*scanned(run, kafka))
         time.sleep(0.5)
     if item.status != "complete":
-        raise TransientError(f"run {run.etl_id} is {item.status}: {item.reason}")
+        raise RunFailedError(f"run {run.etl_id} is {item.status}: {item.reason}")
 
 
 def _fail_on_worker_failure(
@@ -144,7 +177,7 @@ def _fail_on_worker_failure(
     failure = worker_failure(workers, logs)
     if failure:
         registry.set_status(kafka, run.etl_id, "failed", failure)
-        raise TransientError(failure)
+        raise RunFailedError(failure)
 
 
 def read_manifest(run: RunRecord, s3: S3Settings) -> dict[str, Any]:

@@ -1,25 +1,32 @@
 """Connection settings shared by every Sluiceway service.
 
 Each service builds the frozen objects it needs in its ``main()`` and passes them down;
-nothing here reads the environment at import time. Every field can be set through an
-environment variable named after its prefix (``SLUICEWAY_KAFKA_PORT``...), so the local
-stack and the clients agree on ports without extra wiring.
+nothing here reads the environment at import time. Every field can be set in the config file
+(``kafka: {port: ...}``) or through an environment variable named after its prefix
+(``SLUICEWAY_KAFKA_PORT``...), so the local stack and the clients agree on ports without
+extra wiring; ``sluiceway.settings_base`` says which wins.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluiceway.redact import redact
+from sluiceway.settings_base import SluicewaySettings
 
 ENTITIES: tuple[str, ...] = ("project", "user", "issue", "comment", "worklog")
 # The per-destination secret that keys PII hashes reaches a run's processor in this
 # environment variable, so it is never written to a topic, a manifest or a log.
 SECRET_ENV = "SLUICEWAY_PII_SECRET"
+DAY_MS = 24 * 3600 * 1000
+# Dead letters are for looking into a failure soon after it: a short retention bounds how
+# long the raw bytes of an undecodable event stay in Kafka.
+DLQ_RETENTION_MS, DLQ_RETENTION_MS_MAX = 3 * DAY_MS, 7 * DAY_MS
 
 
 # The local stack's S3Proxy accepts this key pair (not a secret: it guards nothing else).
@@ -27,13 +34,21 @@ LOCAL_S3_KEYS = ("local-identity", "local-credential")
 # Topic classes with their own durability settings (``<class>_replication``...).
 TOPIC_CLASSES: tuple[str, ...] = ("change", "run", "control", "dlq", "notifications")
 
-
-def project_root() -> Path:
-    """The checkout's root: schemas/ and deploy/ are read from here."""
-    return Path(__file__).resolve().parent.parent
+HOME_ENV = "SLUICEWAY_HOME"
+DEV_HOME = ".sluiceway"
 
 
-class KafkaSettings(BaseSettings):
+def default_home() -> Path:
+    """Where state lives when ``SLUICEWAY_HOME`` is not set: the dev stack's ``.sluiceway/``
+    in the working directory when there is one, else the per-user data directory."""
+    local = Path.cwd() / DEV_HOME
+    if local.is_dir():
+        return local
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data) / "sluiceway"
+
+
+class KafkaSettings(SluicewaySettings):
     """Where the Kafka broker listens and how Sluiceway names and sizes its topics."""
 
     model_config = SettingsConfigDict(env_prefix="SLUICEWAY_KAFKA_", frozen=True)
@@ -47,6 +62,14 @@ class KafkaSettings(BaseSettings):
     topic_prefix: str = Field("sw.", description="Prefix of every topic Sluiceway creates.")
     partitions: int = Field(3, ge=1, description="Partitions of change and run topics.")
     spread: int = Field(1, ge=1, description="Partitions a tenant's events spread over.")
+    dlq_retention_ms: int = Field(
+        DLQ_RETENTION_MS,
+        ge=60_000,
+        le=DLQ_RETENTION_MS_MAX,
+        description="retention.ms of the dead-letter topics (1 minute to 7 days; default 3 days):"
+        " an undecodable event is kept there as it came.",
+    )
+
     # Durability per topic class; None: 3 replicas and min.insync.replicas 2 when the cluster
     # has at least three brokers, 1 and 1 otherwise (see ``durability``).
     change_replication: int | None = Field(None, ge=1, description="Change topics' replicas.")
@@ -162,7 +185,7 @@ class KafkaSettings(BaseSettings):
         return f"{self.topic_prefix}notifications"
 
 
-class PostgresSettings(BaseSettings):
+class PostgresSettings(SluicewaySettings):
     """The source database (a Jira-shaped schema with tenant_id on every table)."""
 
     model_config = SettingsConfigDict(env_prefix="SLUICEWAY_PG_", frozen=True)
@@ -188,7 +211,7 @@ class PostgresSettings(BaseSettings):
         return str(make_dsn(**self.connect_kwargs(dbname)))
 
 
-class S3Settings(BaseSettings):
+class S3Settings(SluicewaySettings):
     """The S3-compatible object store (S3Proxy in the local stack)."""
 
     model_config = SettingsConfigDict(env_prefix="SLUICEWAY_S3_", frozen=True)
@@ -239,14 +262,21 @@ class S3Settings(BaseSettings):
         return None
 
 
-class StackSettings(BaseSettings):
-    """The local stack: where its data, logs and jars live and which versions it runs."""
+class StackSettings(SluicewaySettings):
+    """Where Sluiceway keeps state (the local stack's data, jars and logs, run logs, pid
+    files) and how the local stack runs."""
 
-    model_config = SettingsConfigDict(env_prefix="SLUICEWAY_STACK_", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SLUICEWAY_STACK_", frozen=True, populate_by_name=True
+    )
 
     home: Path = Field(
-        default_factory=lambda: project_root() / ".sluiceway",
-        description="Git-ignored folder for all stack data, logs and jars.",
+        default_factory=default_home,
+        # SLUICEWAY_STACK_HOME is the name this setting had before it held all state.
+        validation_alias=AliasChoices(HOME_ENV, "SLUICEWAY_STACK_HOME"),
+        description="Folder for all state: stack data, jars and logs, run logs, pid files. "
+        "Default: ./.sluiceway when it exists (the dev stack's), else the per-user data "
+        "directory ($XDG_DATA_HOME/sluiceway or ~/.local/share/sluiceway).",
     )
     kafka_heap: str = Field("768m", description="-Xmx of the Kafka JVM.")
     kafka_brokers: int = Field(
@@ -256,6 +286,19 @@ class StackSettings(BaseSettings):
         False, description="Add a SASL_SSL listener with SCRAM users and a generated test CA."
     )
     start_timeout_s: float = Field(120.0, description="How long `stack up` waits per server.")
+
+    @classmethod
+    def for_dev_stack(cls) -> StackSettings:
+        """The settings of `stack` and `demo`: home is ./.sluiceway here unless it is set."""
+        settings = cls()
+        if "home" in settings.model_fields_set:
+            return settings
+        return settings.model_copy(update={"home": Path.cwd() / DEV_HOME})
+
+
+def state_home() -> Path:
+    """Where Sluiceway keeps state (``SLUICEWAY_HOME``), read when called."""
+    return StackSettings().home
 
 
 def _settings_classes(base: type[BaseSettings] = BaseSettings) -> list[type[BaseSettings]]:

@@ -34,7 +34,7 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[Stack]:
-    settings = (StackSettings(), KafkaSettings(), PostgresSettings(), S3Settings())
+    settings = (StackSettings.for_dev_stack(), KafkaSettings(), PostgresSettings(), S3Settings())
     already = all(s.running for s in stack.status(*settings))
     stack.up(*settings)
     yield Stack(settings[1], settings[2], settings[3])

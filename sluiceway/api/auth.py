@@ -12,12 +12,13 @@ import hmac
 
 from fastapi.security import HTTPBearer
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sluiceway.errors import ConfigError
 from sluiceway.settings import settings_problem
+from sluiceway.settings_base import SluicewaySettings
 
 TOKEN_ENV = "SLUICEWAY_API_TOKEN"
 MIN_TOKEN_CHARS = 32
@@ -30,7 +31,7 @@ bearer_scheme = HTTPBearer(
 )
 
 
-class ApiSettings(BaseSettings):
+class ApiSettings(SluicewaySettings):
     """Settings of ``sluiceway serve``; built in its command, never at import."""
 
     model_config = SettingsConfigDict(env_prefix="SLUICEWAY_API_", frozen=True)

@@ -187,7 +187,9 @@ class FeedView(BaseModel):
 class RunView(BaseModel):
     """A run's state: `running`, `complete`, `cancelled` or `failed`."""
 
-    etl_id: str = Field(description="Sortable, unique run id, e.g. 20261121T235959Z-4f2a.")
+    etl_id: str = Field(
+        description="Sortable, unique run id, e.g. 20261121T235959Z-4f2a9c01d3b7e655."
+    )
     type: str = Field(description="`full` or `delta`.")
     status: Literal["running", "complete", "cancelled", "failed"] = Field(
         description="`complete` once the manifest exists."

@@ -19,7 +19,8 @@ from sluiceway.api.models import ErrorBody, FeedView, RunView
 from sluiceway.api.scheduler import advance, feed_of
 from sluiceway.runner import log_dir, start_run
 
-ETL_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4}$")
+# ids made before runs took 64 random bits end in 4 hex digits
+ETL_ID = re.compile(r"^\d{8}T\d{6}Z-(?:[0-9a-f]{16}|[0-9a-f]{4})$")
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
@@ -55,7 +56,9 @@ def cancel_run(services: Services, state: registry.RunState) -> registry.RunStat
 
 def _checked_id(etl_id: str) -> str:
     if not ETL_ID.match(etl_id):
-        raise ApiError(400, f"etl_id {etl_id!r} is malformed; expected YYYYMMDDTHHMMSSZ-xxxx")
+        raise ApiError(
+            400, f"etl_id {etl_id!r} is malformed; expected YYYYMMDDTHHMMSSZ-<16 hex digits>"
+        )
     return etl_id
 
 
@@ -70,11 +73,14 @@ def _checked_id(etl_id: str) -> str:
 )
 def create_run(
     body: dict[str, Any] = Body(
-        description="A run spec (DESIGN.md section 3); `pii_secret` is used, never stored.",
+        description="A run spec (docs/guide.md); `pii_secret` is used, never stored.",
         examples=[SPEC_EXAMPLE],
     ),
     launch: bool = Query(
-        True, description="Start the run's workers here; false leaves them to other machines."
+        True,
+        description="Start the run's workers here; false leaves them to other machines, which "
+        "hash PII with their own SLUICEWAY_PII_SECRET: a spec's pii_secret must then be the "
+        "server's SLUICEWAY_PII_SECRET (400 otherwise).",
     ),
     services: Services = Depends(get_services),
 ) -> RunView:
@@ -115,7 +121,7 @@ def list_runs(services: Services = Depends(get_services)) -> list[RunView]:
     responses={404: {"model": ErrorBody, "description": "No run has this etl_id."}},
 )
 def get_run(
-    etl_id: str = Path(description="The run's etl_id, e.g. 20261121T235959Z-4f2a."),
+    etl_id: str = Path(description="The run's etl_id, e.g. 20261121T235959Z-4f2a9c01d3b7e655."),
     services: Services = Depends(get_services),
 ) -> RunView:
     """One run's state."""

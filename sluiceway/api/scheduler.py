@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import Field, TypeAdapter
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from processors.errors import SpecError
 from processors.spec import RunSpec, parse_spec
@@ -30,12 +30,13 @@ from sluiceway.api.config_store import KafkaStore, KeyValueStore, datapipeline_s
 from sluiceway.cleanup import Sweeper
 from sluiceway.control import ControlRecordError, with_extra
 from sluiceway.errors import ConfigError, RunConflictError, SluicewayError, StackDownError
-from sluiceway.export import absolute_destination, worker_failure
+from sluiceway.export import ChainPolicyError, absolute_destination, worker_failure
 from sluiceway.kafka_io import check_broker
 from sluiceway.redact import redact
 from sluiceway.runner import Workers, log_dir, start_run
 from sluiceway.runs import RunRecord
 from sluiceway.settings import SECRET_ENV, KafkaSettings, S3Settings
+from sluiceway.settings_base import SluicewaySettings
 
 log = logging.getLogger("sluiceway.api.scheduler")
 
@@ -46,7 +47,7 @@ Clock = Callable[[], datetime]
 Starter = Callable[[RunSpec], tuple[RunRecord, Workers | None]]
 
 
-class FeedSettings(BaseSettings):
+class FeedSettings(SluicewaySettings):
     """The shortest interval of a feed: every run creates a Kafka topic and consumer groups,
     which live until its manifest is written (see sluiceway.cleanup)."""
 
@@ -246,7 +247,14 @@ class Scheduler:
 
     def run_now(self, schedule: Schedule) -> RunRecord:
         """Start the schedule's run now; raises what ``start_run`` raises."""
-        run, workers = self._starter(self.spec_for(schedule))
+        spec = self.spec_for(schedule)
+        try:
+            run, workers = self._starter(spec)
+        except ChainPolicyError as exc:
+            # the feed's spec or config changed how rows are made (an opt-out, a pii rule,
+            # the secret): its chain cannot go on, so this run starts a new one
+            log.warning("schedule %s: a new chain, with a full export: %s", schedule.name, exc)
+            run, workers = self._starter(spec.model_copy(update={"type": "full"}))
         if workers is not None:
             self.watch(run.etl_id, workers)
         return run

@@ -51,11 +51,9 @@ def _show_rows(root: Path, etl_id: str) -> None:
                 "worklog": "issue_id, time_spent_seconds",
             }[entity]
         )
-        query = (
-            f"SELECT {cols} FROM read_parquet('{files[0].parent}/*.parquet') ORDER BY id LIMIT 3"
-        )
-        result = duckdb.sql(query)
-        assert result is not None  # a SELECT always yields a relation
+        # the path is passed as a value, never spliced into SQL text (it may hold a quote)
+        result = duckdb.read_parquet(f"{files[0].parent}/*.parquet").select(cols).order("id")
+        result = result.limit(3)
         table = Table(*result.columns, title=f"{entity}: {rel}/", title_justify="left")
         for row in result.fetchall():
             table.add_row(*(str(v).replace("\n", "\\n") for v in row))
@@ -80,7 +78,7 @@ def demo(
     kafka = KafkaSettings().model_copy(update={"topic_prefix": "demo.sw."})
     pg, codec = PostgresSettings(), Codec()
     with console.status("starting the local stack (first time: downloads jars with Maven)"):
-        stack.up(StackSettings(), kafka, pg, S3Settings())
+        stack.up(StackSettings.for_dev_stack(), kafka, pg, S3Settings())
     with console.status(f"seeding {tenants} tenants x {issues} issues into PostgreSQL"):
         counts = seed(pg, SeedPlan(tenants, issues, 7), codec)
     console.print(f"source seeded: {counts}")

@@ -36,7 +36,9 @@ def start(
     wait: bool = typer.Option(False, "--wait", help="Follow the run until its manifest exists."),
     timeout: float = typer.Option(1800.0, help="With --wait: give up after this many seconds."),
     launch: bool = typer.Option(
-        True, help="Start the run's workers here; --no-launch leaves them to other machines."
+        True,
+        help="Start the run's workers here; --no-launch leaves them to other machines (which "
+        "hash PII with their own SLUICEWAY_PII_SECRET: a spec's pii_secret must be ours too).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:

@@ -13,6 +13,7 @@ import typer
 from sluiceway.cli import friendly_errors
 from sluiceway.commands.export import print_payload
 from sluiceway.errors import ConfigError
+from sluiceway.exit_codes import DIFFERENCES
 from sluiceway.migrate import logic, target, worker
 from sluiceway.settings import KafkaSettings, PostgresSettings, S3Settings
 
@@ -164,7 +165,7 @@ def verify(
     limit: int = typer.Option(100, help="Differences listed at most (all are counted)."),
     as_json: bool = JSON,
 ) -> None:
-    """Compare A (source) with B (target) per table, modulo the id map; exit 1 on a difference."""
+    """Compare A (source) with B (target) per table, modulo the id map; exit 6 on a difference."""
     conn = target.connect(target_dsn)
     src = target.connect(PostgresSettings().dsn(), "source")
     try:
@@ -197,4 +198,4 @@ def verify(
         for d in differences[:limit]:
             typer.echo(f"{d.table} id {d.id}: {d.kind} {' '.join(d.columns)}".rstrip())
     if differences:
-        raise typer.Exit(1)
+        raise typer.Exit(DIFFERENCES)

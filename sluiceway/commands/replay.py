@@ -56,10 +56,16 @@ def restore_cmd(
     replace: bool = typer.Option(
         False, "--replace", help="Delete the tenants' rows in the target first (same transaction)."
     ),
+    as_tenant: str | None = typer.Option(
+        None,
+        "--as-tenant",
+        help="A remapped backup (remap, a migration's lake): the tenant its rows carry, which "
+        "restore loads them as; required for such a backup, refused for any other.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Load the latest full export at --from into a PostgreSQL database, in one transaction."""
-    request = RestoreRequest(source, target_dsn, tuple(tenant), replace)
+    request = RestoreRequest(source, target_dsn, tuple(tenant), replace, as_tenant)
     etl_id, counts = restore(request, S3Settings(), Codec())
     print_payload({"etl_id": etl_id, "status": "restored", "rows": counts}, as_json)
 

@@ -13,9 +13,17 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extras
+from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from producers.source import TABLES, columns
+from producers.source import (
+    TABLES,
+    column_list,
+    columns,
+    create_table_sql,
+    replica_identity_sql,
+    table_name,
+)
 from sluiceway.codec import Codec
 from sluiceway.errors import ConfigError
 from sluiceway.migrate.logic import APPLY_ORDER, RUNNING, Row, latest_changes, transition
@@ -112,7 +120,7 @@ def check_target(conn: Any, codec: Codec, tenant: str, replace: bool) -> list[st
         for entity in APPLY_ORDER:
             if entity in missing or replace:
                 continue
-            cur.execute(f"SELECT count(*) FROM {TABLES[entity]} WHERE tenant_id = %s", (tenant,))
+            cur.execute(_count_sql(entity), (tenant,))
             count = cur.fetchone()[0]
             if count:
                 raise ConfigError(
@@ -132,13 +140,18 @@ def _values(rows: Iterable[Row], tenant: str, names: list[str]) -> Iterator[tupl
         yield (tenant, *(row[n] for n in names))
 
 
+def _count_sql(entity: str) -> sql.Composed:
+    return sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s").format(table_name(entity))
+
+
 def _upsert(cur: Any, codec: Codec, entity: str, tenant: str, rows: Iterable[Row]) -> int:
     names = _names(codec, entity)
-    updates = ", ".join(f"{n} = EXCLUDED.{n}" for n in names if n != "id")
-    statement = (
-        f"INSERT INTO {TABLES[entity]} (tenant_id, {', '.join(names)}) VALUES %s "
-        f"ON CONFLICT (tenant_id, id) DO UPDATE SET {updates}"
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in names if n != "id"
     )
+    statement = sql.SQL(
+        "INSERT INTO {} ({}) VALUES %s ON CONFLICT (tenant_id, id) DO UPDATE SET {}"
+    ).format(table_name(entity), column_list(["tenant_id", *names]), updates)
     batch = list(_values(rows, tenant, names))
     if batch:
         execute_values(cur, statement, batch, page_size=1_000)
@@ -153,15 +166,14 @@ def apply_full(
     tenant = state.to_tenant
     with conn, conn.cursor() as cur:
         cur.execute(STATE_DDL)
-        from producers.source import create_table_sql
-
         for entity in missing:
             cur.execute(create_table_sql(codec, entity))
-            cur.execute(f"ALTER TABLE {TABLES[entity]} REPLICA IDENTITY FULL")
+            cur.execute(replica_identity_sql(entity))
         if replace:
             for entity in reversed(APPLY_ORDER):
                 if entity not in missing:
-                    cur.execute(f"DELETE FROM {TABLES[entity]} WHERE tenant_id = %s", (tenant,))
+                    delete = sql.SQL("DELETE FROM {} WHERE tenant_id = %s")
+                    cur.execute(delete.format(table_name(entity)), (tenant,))
         counts = {e: _upsert(cur, codec, e, tenant, rows.get(e, ())) for e in APPLY_ORDER}
         cur.execute(
             f"INSERT INTO {STATE_TABLE} (name, from_tenant, to_tenant, id_offset, destination, "
@@ -195,10 +207,8 @@ def apply_delta(
         for entity in reversed(APPLY_ORDER):
             deleted = sorted(changes[entity][1])
             if deleted:
-                cur.execute(
-                    f"DELETE FROM {TABLES[entity]} WHERE tenant_id = %s AND id = ANY(%s)",
-                    (state.to_tenant, deleted),
-                )
+                delete = sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND id = ANY(%s)")
+                cur.execute(delete.format(table_name(entity)), (state.to_tenant, deleted))
                 counts[entity] += len(deleted)
         cur.execute(
             f"UPDATE {STATE_TABLE} SET status = %s, last_etl_id = %s, "
@@ -225,7 +235,8 @@ def request_cutover(conn: Any, name: str) -> State:
 def tenant_rows(conn: Any, entity: str, tenant: str) -> list[Row]:
     """Every row of ``tenant`` in ``entity``'s table, its own columns (no ``tenant_id``)."""
     with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-        cur.execute(f"SELECT * FROM {TABLES[entity]} WHERE tenant_id = %s", (tenant,))
+        select = sql.SQL("SELECT * FROM {} WHERE tenant_id = %s").format(table_name(entity))
+        cur.execute(select, (tenant,))
         rows = [dict(r) for r in cur.fetchall()]
     conn.rollback()
     for row in rows:
@@ -241,7 +252,7 @@ def tenant_counts(conn: Any, tenant: str) -> dict[str, int]:
             if cur.fetchone()[0] is None:
                 counts[entity] = 0
                 continue
-            cur.execute(f"SELECT count(*) FROM {TABLES[entity]} WHERE tenant_id = %s", (tenant,))
+            cur.execute(_count_sql(entity), (tenant,))
             counts[entity] = int(cur.fetchone()[0])
     conn.rollback()
     return counts

@@ -68,7 +68,9 @@ def _lake(destination: str, s3: S3Settings) -> Any:
 
 
 def _run_rows(lake: Any, manifest: dict[str, Any], tenant: str) -> dict[str, Iterator[Row]]:
-    return {e: table_rows(lake, manifest, e, (tenant,)) for e in ENTITIES}
+    """The run's rows, all of tenant B (the remap's target): a row of any other tenant means
+    the lake is not the migration's, and is refused rather than silently left out."""
+    return {e: table_rows(lake, manifest, e, (tenant,), (tenant,)) for e in ENTITIES}
 
 
 def _run(state: target.State, run_type: str, kafka: KafkaSettings, s3: S3Settings,

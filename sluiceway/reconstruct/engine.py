@@ -19,7 +19,7 @@ from sluiceway.reconstruct import lake as lake_io
 from sluiceway.reconstruct import write
 from sluiceway.reconstruct.errors import TargetWriteError
 from sluiceway.reconstruct.plan import Plan, make_plan
-from sluiceway.reconstruct.sql import reconstruct_sql
+from sluiceway.reconstruct.sql import quote_identifier, reconstruct_sql
 from sluiceway.reconstruct.target import Target, parse_target
 from sluiceway.settings import S3Settings
 
@@ -83,7 +83,8 @@ def output_schema(checked: Checked) -> pa.Schema:
 
 
 def query(checked: Checked) -> str:
-    select = ", ".join(f'"{src}" AS "{name}"' for src, name in _output_columns(checked))
+    columns = _output_columns(checked)
+    select = ", ".join(f"{quote_identifier(src)} AS {quote_identifier(n)}" for src, n in columns)
     return f"SELECT {select} FROM ({reconstruct_sql(VIEW)}) ORDER BY tenant_id, id"
 
 

@@ -75,8 +75,12 @@ def check_files(lake: Lake, files: tuple[FileRef, ...], advance: Advance) -> lis
     return schemas
 
 
+def _owner(ref: FileRef) -> str:
+    return f"run {ref.etl_id}'s manifest"
+
+
 def _check_file(lake: Lake, ref: FileRef) -> pa.Schema:
-    path = lake.path(ref.path)
+    path = lake.listed(ref.path, _owner(ref))
     try:
         with lake.fs.open_input_file(path) as src:
             meta = pq.read_metadata(src)
@@ -101,5 +105,5 @@ def dataset(lake: Lake, files: tuple[FileRef, ...], schema: pa.Schema) -> pads.D
     """The rows of these files under one schema (columns a file lacks read as null).
 
     A dataset streams from its files as DuckDB scans it, so memory stays bounded."""
-    paths = [lake.path(ref.path) for ref in files]
+    paths = [lake.listed(ref.path, _owner(ref)) for ref in files]
     return pads.dataset(paths, schema=schema, format="parquet", filesystem=lake.fs)

@@ -13,7 +13,9 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
+from sinks.layout import listed_path
 from sluiceway.errors import ConfigError
+from sluiceway.policy import differences, recorded_policy
 from sluiceway.reconstruct.errors import BrokenChainError
 from sluiceway.runs import Offsets
 from sluiceway.settings import ENTITIES
@@ -40,12 +42,17 @@ class RunInfo:
     start: Offsets
     cut: Offsets
     tables: dict[str, Any]
+    policy: Manifest | None = None  # None: a manifest from before policies were recorded
 
     def files(self, table: str) -> list[FileRef]:
         entry = self.tables.get(table)
         if entry is None:
             raise BrokenChainError(f"run {self.etl_id}'s manifest lists no table {table!r}")
-        refs = [FileRef(self.etl_id, f["path"], int(f["rows"])) for f in entry["files"]]
+        owner = f"run {self.etl_id}'s manifest"
+        refs = [
+            FileRef(self.etl_id, listed_path(f["path"], owner), int(f["rows"]))
+            for f in entry["files"]
+        ]
         if sum(r.rows for r in refs) != int(entry["rows"]):
             raise BrokenChainError(
                 f"run {self.etl_id}'s manifest says table {table!r} has {entry['rows']} rows "
@@ -79,6 +86,7 @@ def parse_run(manifest: Manifest, where: str) -> RunInfo:
             start=_offsets(manifest["start"]),
             cut=_offsets(manifest["cut"]),
             tables=dict(manifest["tables"]),
+            policy=recorded_policy(manifest),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BrokenChainError(
@@ -141,7 +149,7 @@ def check_table(chain: list[RunInfo], table: str) -> None:
 
 
 def check_selection(chain: list[RunInfo]) -> None:
-    """Deltas continue their full export's tenants and entities, in Parquet."""
+    """Deltas continue their full export's tenants, entities and policy, in Parquet."""
     base = chain[0]
     for run in chain:
         if run.format != "parquet":
@@ -153,6 +161,13 @@ def check_selection(chain: list[RunInfo]) -> None:
                 f"delta {run.etl_id} selects tenants {list(run.tenants)} and entities "
                 f"{sorted(run.entities)}, but full export {base.etl_id} selects "
                 f"{list(base.tenants)} and {sorted(base.entities)}; they are not one chain"
+            )
+        found = differences(run.policy, base.policy)
+        if found:
+            raise BrokenChainError(
+                f"delta {run.etl_id} was made with another policy than full export "
+                f"{base.etl_id}: {'; '.join(found)}; they are not one chain (reconstruct "
+                "as of an earlier run, or from a new full export)"
             )
 
 

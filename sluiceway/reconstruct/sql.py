@@ -6,6 +6,8 @@ passes a DuckDB view over the Parquet files, the README a ``read_parquet([...])`
 
 from __future__ import annotations
 
+from sluiceway.reconstruct.errors import BrokenChainError
+
 RECONSTRUCT_SQL = """\
 SELECT * EXCLUDE (rn) FROM (
   SELECT *, row_number() OVER (PARTITION BY _tenant_id, id ORDER BY _position DESC) AS rn
@@ -24,7 +26,23 @@ def reconstruct_sql(rows: str) -> str:
     return RECONSTRUCT_SQL.format(rows=rows)
 
 
+def quote_identifier(name: str) -> str:
+    """``name`` as one DuckDB identifier, whatever it holds.
+
+    Column names come from lake files, which are data: inside double quotes with every
+    double quote doubled (SQL's rule, which DuckDB follows) no name can end the identifier
+    and append SQL of its own. A NUL (which would cut the text short) is refused."""
+    if "\0" in name:
+        raise BrokenChainError(f"column name {name!r} holds a NUL character; no lake has one")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    """``text`` as a DuckDB string literal (single quotes doubled)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def read_parquet_rows(files: list[str]) -> str:
     """``read_parquet`` over these files, as the README writes it (quotes doubled)."""
-    quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    quoted = ", ".join(quote_literal(f) for f in files)
     return f"read_parquet([{quoted}], union_by_name = true)"

@@ -27,6 +27,7 @@ from psycopg2 import sql
 
 from sinks import layout, storage
 from sluiceway.reconstruct.errors import TargetError
+from sluiceway.reconstruct.sql import quote_identifier
 from sluiceway.reconstruct.target import Target
 from sluiceway.redact import pg_error_line
 from sluiceway.settings import S3Settings
@@ -74,8 +75,9 @@ def write_duckdb(target: Target, fill: Any, query: str) -> int:
             fill(con)
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(f'CREATE OR REPLACE TABLE "{target.table}" AS {query}')
-                found = con.execute(f'SELECT count(*) FROM "{target.table}"').fetchone()
+                table = quote_identifier(target.table or "")
+                con.execute(f"CREATE OR REPLACE TABLE {table} AS {query}")
+                found = con.execute(f"SELECT count(*) FROM {table}").fetchone()
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sluiceway.errors import SluicewayError
+from sluiceway.exit_codes import fail
 from sluiceway.settings import KafkaSettings, PostgresSettings, S3Settings, StackSettings
 from sluiceway.stack import Server, ServerStatus, servers
 from sluiceway.stack.kafka_cluster import Layout, bootstrap, client_env_file, node
@@ -29,15 +30,12 @@ stack_app = typer.Typer(
 
 
 @contextmanager
-def _one_line_errors() -> Iterator[None]:
-    """A SluicewayError becomes one red `error: ...` line on stderr and exit code 1."""
+def _one_line_errors(as_json: bool) -> Iterator[None]:
+    """A SluicewayError becomes one `error: ...` line (JSON with --json) and its exit code."""
     try:
         yield
     except SluicewayError as exc:
-        Console(stderr=True).print(
-            f"error: {exc}", style="red", markup=False, highlight=False, soft_wrap=True
-        )
-        raise typer.Exit(1) from exc
+        raise fail(exc, as_json) from exc
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
@@ -50,7 +48,7 @@ def _from_env(cls: type[SettingsT]) -> SettingsT:
 
 def _servers(**stack: object) -> list[Server]:
     return servers(
-        _from_env(StackSettings).model_copy(update=stack),
+        StackSettings.for_dev_stack().model_copy(update=stack),
         _from_env(KafkaSettings),
         _from_env(PostgresSettings),
         _from_env(S3Settings),
@@ -99,8 +97,8 @@ def up(
     ),
 ) -> None:
     """Start Kafka, PostgreSQL and S3Proxy (those not answering yet) and wait for them."""
-    with _one_line_errors():
-        stack = _from_env(StackSettings)
+    with _one_line_errors(as_json):
+        stack = StackSettings.for_dev_stack()
         options = {
             "kafka_brokers": max(brokers, stack.kafka_brokers),
             "kafka_sasl_ssl": sasl_ssl or stack.kafka_sasl_ssl,
@@ -123,16 +121,16 @@ def _print_client_settings(stack: StackSettings) -> None:
 @stack_app.command("kill-broker")
 def kill_broker(node_id: int = typer.Argument(..., help="Node number, from 1.")) -> None:
     """SIGKILL one node of the local Kafka cluster (a crash, for failover tests)."""
-    with _one_line_errors():
-        found = node(_from_env(StackSettings), _from_env(KafkaSettings), node_id).kill()
+    with _one_line_errors(False):
+        found = node(StackSettings.for_dev_stack(), _from_env(KafkaSettings), node_id).kill()
         _report([found], as_json=False)
 
 
 @stack_app.command("start-broker")
 def start_broker(node_id: int = typer.Argument(..., help="Node number, from 1.")) -> None:
     """Start one node of the local Kafka cluster again and wait until it answers."""
-    with _one_line_errors():
-        broker = node(_from_env(StackSettings), _from_env(KafkaSettings), node_id)
+    with _one_line_errors(False):
+        broker = node(StackSettings.for_dev_stack(), _from_env(KafkaSettings), node_id)
         broker.wait(broker.start())
         _report([broker.status()], as_json=False)
 
@@ -142,7 +140,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Show which servers run, with their pid, address, data folder and log file."""
-    with _one_line_errors():
+    with _one_line_errors(as_json):
         _report([server.status() for server in _servers()], as_json)
 
 
@@ -151,7 +149,7 @@ def down(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Stop the servers the stack started (reverse order); does nothing if none run."""
-    with _one_line_errors():
+    with _one_line_errors(as_json):
         items = list(reversed(_servers()))
         stopped = _run_each(items, "stopping", lambda s: s.down())
         _report(stopped[::-1], as_json)

@@ -12,7 +12,8 @@ import shutil
 import uuid
 from pathlib import Path
 
-from sluiceway.settings import KafkaSettings, StackSettings, project_root
+from sluiceway.resources import stack_files
+from sluiceway.settings import KafkaSettings, StackSettings
 from sluiceway.stack import tools
 from sluiceway.stack.base import (
     ServerStatus,
@@ -37,7 +38,7 @@ RESOLVED_MARKER = ".resolved-pom-sha256"
 
 
 def deploy_dir() -> Path:
-    return project_root() / "deploy" / "kafka"
+    return stack_files("kafka")
 
 
 def random_cluster_id() -> str:

@@ -13,7 +13,8 @@ from pathlib import Path
 from pyarrow import fs
 
 from sluiceway.errors import StackDownError
-from sluiceway.settings import LOCAL_S3_KEYS, S3Settings, StackSettings, project_root
+from sluiceway.resources import stack_files
+from sluiceway.settings import LOCAL_S3_KEYS, S3Settings, StackSettings
 from sluiceway.stack import tools
 from sluiceway.stack.base import (
     ServerStatus,
@@ -36,7 +37,7 @@ RESOLVED_MARKER = "s3proxy.jar.pom-sha256"
 
 
 def deploy_dir() -> Path:
-    return project_root() / "deploy" / "s3proxy"
+    return stack_files("s3proxy")
 
 
 def render_s3proxy_conf(s3: S3Settings, data_dir: Path) -> str:

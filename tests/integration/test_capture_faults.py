@@ -35,7 +35,7 @@ def sql(pg: PostgresSettings, statement: str) -> None:
 
 def one_line_error(cli: Cli, slot: str) -> str:
     proc = Cli(settings_for_capture(cli.env, slot))("capture", check=False, timeout=120)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 3, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, proc.stderr
     return lines[0]
@@ -156,7 +156,7 @@ def test_kafka_restarting_under_capture_loses_nothing(
     slot = f"sw_{unique}"
     capture = CaptureProcess(settings_for_capture(cli.env, slot), tmp_path / "capture.log")
     capture.start()
-    broker = KafkaServer(StackSettings(), local_stack.kafka)
+    broker = KafkaServer(StackSettings.for_dev_stack(), local_stack.kafka)
     try:
         wait_for(lambda: snapshot_done(kafka, slot), 60, "the initial snapshot")
         broker.down()

@@ -72,7 +72,7 @@ def test_churn_ledger_is_in_commit_order(
 def test_churn_bad_input_is_one_line(cli: Cli, tmp_path: Path) -> None:
     ledger = str(tmp_path / "ledger.jsonl")
     unseeded = cli("source", "churn", "--seconds", "1", "--ledger", ledger, check=False)
-    assert unseeded.returncode == 1
+    assert unseeded.returncode == 3
     assert "sluiceway source seed" in unseeded.stderr
     assert len(unseeded.stderr.strip().splitlines()) == 1
     for option in ("--rate", "--seconds"):

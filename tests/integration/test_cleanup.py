@@ -15,11 +15,12 @@ from pydantic import SecretStr
 
 from sluiceway.api.app import Services, create_app
 from sluiceway.cleanup import CleanupSettings, run_groups, sweep
-from sluiceway.kafka_io import admin, publish_run, read_control
+from sluiceway.kafka_io import admin, read_control
 from sluiceway.runner import log_dir
 from sluiceway.runs import RunRecord, new_etl_id
 from sluiceway.settings import KafkaSettings
 from tests.conftest import Cli, Stack, settings_env
+from tests.integration.records import publish_run
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration

@@ -1,16 +1,18 @@
 """A full export and three deltas taken under churn reconstruct to the source tables.
 
-Reconstruction is the README's plain SQL (the text `sluiceway reconstruct` runs), in DuckDB
+Reconstruction is docs/guide.md's plain SQL (the text `sluiceway reconstruct` runs), in DuckDB
 over the files: the latest `_position` per (`_tenant_id`, `id`) wins, and keys whose latest
 row is a delete go.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from sluiceway.reconstruct.sql import read_parquet_rows, reconstruct_sql
@@ -82,3 +84,81 @@ def test_full_plus_three_deltas_under_churn_equals_the_source(
         for entity_id, row in expected.items():
             mine = {k: _normalise(got[entity_id][k]) for k in row}
             assert mine == row, (entity, entity_id)
+
+
+SECRET = "chain-secret-0f3c9a7d51e24b8c"
+
+
+def spec_file(tmp_path: Path, lake: Path, run_type: str, **policy: Any) -> Path:
+    spec = {"tenants": [TENANT], "type": run_type, "destination": str(lake), **policy}
+    path = tmp_path / f"spec-{len(list(tmp_path.glob('spec-*')))}.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_a_delta_with_another_policy_is_refused_by_name(
+    cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str
+) -> None:
+    """The chain's policy is recorded; a delta that would make its rows another way (another
+    pii rule or secret, an opt-out, a remap) is refused, and reconstruct refuses a chain whose
+    delta manifest says so; a full export starts a new chain with the new policy."""
+    cli("source", "seed", "--tenants", "2", "--issues-per-tenant", "10", "--seed", "9")
+    slot, lake = f"sw_{unique}", tmp_path / "lake"
+    chain = {"pii": {"user.email_address": "hash"}, "pii_secret": SECRET}
+    capture = CaptureProcess(settings_for_capture(cli.env, slot), tmp_path / "capture.log")
+    capture.start()
+    try:
+        wait_for(lambda: snapshot_done(kafka, slot), 60, "the initial snapshot")
+        full = cli.json(
+            "export", "start", "--spec", str(spec_file(tmp_path, lake, "full", **chain)), "--wait"
+        )
+        for other, says in [
+            ({**chain, "pii_secret": SECRET + "x"}, "pii_secret differs"),
+            (
+                {**chain, "pii": {"user.email_address": "mask"}},
+                "pii is {'user.email_address': 'mask'} here but {'user.email_address': 'hash'}",
+            ),
+            ({**chain, "opt_out": ["T1P1"]}, "opt_out is ['T1P1'] here but unset in the chain"),
+            ({**chain, "remap": {"tenant": "tenant-777"}}, "remap is {'tenant': 'tenant-777'"),
+            ({}, "pii is unset here but {'user.email_address': 'hash'} in the chain"),
+        ]:
+            delta_spec = spec_file(tmp_path, lake, "delta", **other)
+            proc = cli("export", "start", "--spec", str(delta_spec), check=False)
+            assert proc.returncode == 1 and says in proc.stderr, (other, proc.stderr)
+            assert proc.stderr.count("\n") == 1 and SECRET not in proc.stderr, proc.stderr
+        delta = cli.json(
+            "export", "start", "--spec", str(spec_file(tmp_path, lake, "delta", **chain)), "--wait"
+        )
+    finally:
+        capture.stop()
+    manifests = [
+        json.loads((lake / "_runs" / f"{r['etl_id']}.json").read_text()) for r in (full, delta)
+    ]
+    policies = [m["policy"] for m in manifests]
+    assert policies[0] == policies[1] and policies[0]["pii"] == chain["pii"]
+    assert len(policies[0]["pii_secret_fingerprint"]) >= 16
+    assert all(SECRET not in p.read_text() for p in lake.rglob("*.json"))
+    _reconstruct_refuses_a_changed_delta(cli, lake, delta["etl_id"], tmp_path)
+    # a full export with the new policy starts a new chain, which reconstructs
+    cli("export", "start", "--spec", str(spec_file(tmp_path, lake, "full")), "--wait")
+    out = tmp_path / "new-chain.parquet"
+    cli("reconstruct", "--dest", str(lake), "--table", "user", "--out", str(out))
+    emails = {r["email_address"] for r in pq.read_table(out).to_pylist()}
+    assert emails and all("@" in e for e in emails), "the new chain's rows are not hashed"
+
+
+def _reconstruct_refuses_a_changed_delta(cli: Cli, lake: Path, delta: str, tmp_path: Path) -> None:
+    """A delta manifest with another policy (written by hand, or by an older version that did
+    not check) breaks the chain for reconstruct."""
+    manifest = lake / "_runs" / f"{delta}.json"
+    document = json.loads(manifest.read_text())
+    document["policy"]["opt_out"] = ["T1P1"]
+    manifest.write_text(json.dumps(document))
+    out = tmp_path / "out" / "issue.parquet"
+    proc = cli(
+        "reconstruct", "--dest", str(lake), "--table", "issue", "--out", str(out), check=False
+    )
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"delta {delta} was made with another policy" in proc.stderr, proc.stderr
+    assert "opt_out is ['T1P1'] here but unset in the chain" in proc.stderr
+    assert not out.parent.exists()

@@ -28,7 +28,7 @@ def test_unknown_tenant(captured_cli: Cli, tmp_path: Path) -> None:
     proc = captured_cli(
         "export", "start", "--tenant", "nobody", "--dest", str(tmp_path), check=False
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 3
     line = _error_line(proc.stderr)
     assert "tenants[0]: unknown tenant 'nobody' (known: tenant-001)" in line
 
@@ -41,7 +41,7 @@ def test_destination_not_writable(captured_cli: Cli, tmp_path: Path) -> None:
     proc = captured_cli(
         "export", "start", "--tenant", "tenant-001", "--dest", str(target), check=False
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 3
     line = _error_line(proc.stderr)
     assert f"destination {target} (" in line and "is not writable" in line
 
@@ -58,7 +58,7 @@ def test_unknown_entity(captured_cli: Cli, tmp_path: Path) -> None:
         str(tmp_path),
         check=False,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 3
     line = _error_line(proc.stderr)
     assert "entities[1]: 'epic' is not one of project, user, issue, comment, worklog" in line
 
@@ -76,6 +76,6 @@ def test_stack_down(cli: Cli, tmp_path: Path) -> None:
         check=False,
         timeout=60,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 4
     line = _error_line(proc.stderr)
     assert "Kafka at 127.0.0.1:1 does not answer" in line and "sluiceway stack up" in line

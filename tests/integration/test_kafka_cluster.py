@@ -141,3 +141,21 @@ def test_untrusted_ca_is_one_line(cluster_env: dict[str, str], tmp_path: Path) -
     proc = _cli(env, "process", "--run", "any-run", timeout=60)
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert proc.returncode != 0 and len(errors) == 1 and "TLS with Kafka" in errors[0]
+
+
+def _check_findings(env: dict[str, str]) -> dict[str, dict[str, object]]:
+    proc = _cli(env, "check", "--json", timeout=120)
+    return {f["name"]: f for f in json.loads(proc.stdout)["checks"]}
+
+
+def test_check_names_a_wrong_password_and_an_untrusted_ca(
+    cluster_env: dict[str, str], tmp_path: Path
+) -> None:
+    assert _check_findings(cluster_env)["kafka"]["ok"] is True
+    wrong = _check_findings({**cluster_env, "SLUICEWAY_KAFKA_SASL_PASSWORD": "wrong-password"})
+    assert wrong["kafka"]["ok"] is False
+    assert "refused the SCRAM-SHA-512 login of 'sluiceway'" in str(wrong["kafka"]["detail"])
+    system_ca = Path(ssl.get_default_verify_paths().openssl_cafile)
+    other_ca = system_ca if system_ca.is_file() else tmp_path / "none.pem"
+    untrusted = _check_findings({**cluster_env, "SLUICEWAY_KAFKA_SSL_CA": str(other_ca)})
+    assert str(untrusted["kafka"]["detail"]).startswith("TLS with Kafka at ")

@@ -52,3 +52,20 @@ def test_replicas_beyond_the_cluster_is_one_clear_line(kafka: KafkaSettings) -> 
     too_many = kafka.model_copy(update={"change_replication": 3})
     with pytest.raises(ConfigError, match=r"cannot create topic .*cdc\.issue on 1 broker\(s\)"):
         ensure_topics(too_many, [too_many.cdc_topic("issue")], 1)
+
+
+def test_check_reports_a_topic_below_its_setting(kafka: KafkaSettings) -> None:
+    import json
+
+    from sluiceway.settings import PostgresSettings
+    from tests.conftest import Cli, settings_env
+
+    ensure_topics(kafka, [kafka.run_topic("weak")], 1)
+    env = settings_env(kafka, PostgresSettings(), {"SLUICEWAY_KAFKA_RUN_REPLICATION": "2"})
+    proc = Cli(env)("check", "--json", check=False)
+    found = {f["name"]: f for f in json.loads(proc.stdout)["checks"]}
+    assert found["kafka durability"]["ok"] is False
+    assert f"topic {kafka.run_topic('weak')}: replication factor 1, below the 2" in str(
+        found["kafka durability"]["detail"]
+    )
+    assert "has 1 broker(s)" in str(found["kafka cluster"]["detail"])

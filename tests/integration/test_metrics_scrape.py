@@ -20,7 +20,7 @@ import psycopg2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sluiceway.settings import PostgresSettings, project_root
+from sluiceway.settings import PostgresSettings
 from tests.conftest import Cli
 from tests.integration.capture_harness import (
     CaptureProcess,
@@ -30,9 +30,10 @@ from tests.integration.capture_harness import (
 )
 from tests.net import free_port, get
 from tests.polling import wait_for
+from tests.repo import ROOT
 
 pytestmark = pytest.mark.integration
-DASHBOARD = project_root() / "deploy" / "grafana" / "sluiceway-dashboard.json"
+DASHBOARD = ROOT / "deploy" / "grafana" / "sluiceway-dashboard.json"
 
 
 def dashboard_metrics() -> set[str]:

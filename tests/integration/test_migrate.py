@@ -166,7 +166,7 @@ def test_migrate_under_churn_with_a_killed_worker_equals_the_source(
 
 
 def _tampered(cli: Cli, target: PostgresSettings) -> None:
-    """verify names every difference by key and exits 1."""
+    """verify names every difference by key and exits 6."""
     with closing(psycopg2.connect(target.dsn())) as conn, conn, conn.cursor() as cur:
         cur.execute("SELECT min(id) FROM issues WHERE tenant_id = %s", (B,))
         issue = cur.fetchone()[0]
@@ -176,7 +176,7 @@ def _tampered(cli: Cli, target: PostgresSettings) -> None:
         comment = cur.fetchone()[0]
         cur.execute("DELETE FROM comments WHERE tenant_id = %s AND id = %s", (B, comment))
     proc = cli("migrate", "verify", "--target-dsn", target.dsn(), "--json", check=False)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 6, proc.stderr
     report = json.loads(proc.stdout)
     assert report["total_differences"] == 2
     assert report["differences"] == [  # in dependency order of the tables, then by id
@@ -187,12 +187,12 @@ def _tampered(cli: Cli, target: PostgresSettings) -> None:
         report["tables"]["issue"]["source_checksum"] != report["tables"]["issue"]["target_checksum"]
     )
     again = cli("migrate", "resume", "--target-dsn", target.dsn(), check=False)
-    assert again.returncode == 1 and "already cut over" in again.stderr, again.stderr
+    assert again.returncode == 3 and "already cut over" in again.stderr, again.stderr
 
 
 def _one_line_error(cli: Cli, args: list[str], says: str) -> None:
     proc = cli("migrate", "start", *args, check=False)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 3, proc.stderr
     assert says in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 

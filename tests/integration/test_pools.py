@@ -76,11 +76,11 @@ def test_pools_run_an_announced_run_to_its_manifest(
 
 def test_run_and_pool_go_alone(cli: Cli) -> None:
     both = cli("sink", "--pool", "--run", "x", check=False)
-    assert both.returncode == 1
+    assert both.returncode == 3
     assert "give exactly one of --run ETL_ID and --pool" in both.stderr
     bad = Cli({**cli.env, "SLUICEWAY_LAUNCH": "k8s"})
     found = bad("export", "start", "--tenant", "t", "--dest", "/tmp/x", check=False)
-    assert found.returncode == 1
+    assert found.returncode == 3
     assert "SLUICEWAY_LAUNCH='k8s' is not a launch mode" in found.stderr
 
 

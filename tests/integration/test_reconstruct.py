@@ -150,7 +150,7 @@ def test_every_table_equals_the_source_and_the_readme_sql(
         assert summary["rows_out"] == len(rows) == len(chain.truth[table]), table
         assert list(rows[0]) == summary["columns"] and summary["columns"][:2] == ["tenant_id", "id"]
         assert_equal(keyed(rows), chain.truth[table], f"{where} {table}")
-        if where == "local":  # what a user gets from the README's SQL over the same files
+        if where == "local":  # what a user gets from docs/guide.md's SQL over the same files
             assert [r["etl_id"] for r in summary["runs"]] == chain.runs
             assert_equal(
                 keyed(readme_sql(chain.local, table), "_tenant_id"), chain.truth[table], table
@@ -214,7 +214,7 @@ def refused(
     proc = cli(
         "reconstruct", "--dest", str(dest), "--table", table, "--out", out, *more, check=False
     )
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 3, proc.stderr
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
     return proc
 
@@ -293,5 +293,5 @@ def test_an_unknown_table_or_run_is_refused_by_name(
     proc = chain.cli(
         "reconstruct", "--dest", str(chain.local), "--out", f"duckdb://{out}", *args, check=False
     )
-    assert proc.returncode == 1 and proc.stderr.startswith(f"error: {message}"), proc.stderr
+    assert proc.returncode == 3 and proc.stderr.startswith(f"error: {message}"), proc.stderr
     assert list(tmp_path.iterdir()) == []

@@ -6,6 +6,7 @@ The source tables recorded at TIME are the truth: later churn must not reach the
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,7 @@ def test_replay_to_time_then_restore_equals_the_source_at_that_time(
         assert source_rows(target) == truth
         again = cli("restore", "--from", str(lake), "--target-dsn", target.dsn(), check=False)
         assert (
-            again.returncode == 1
+            again.returncode == 3
             and "already holds" in again.stderr
             and "--replace" in again.stderr
         )
@@ -121,7 +122,7 @@ def _bad_inputs(cli: Cli, lake: Path, local_stack: Stack, unique: str) -> None:
         ("2001-01-01T00:00:00Z", "before the first captured change"),
     ]:
         proc = cli("replay", "--to", value, "--tenant", TENANT, "--dest", str(lake), check=False)
-        assert proc.returncode == 1, proc.stderr
+        assert proc.returncode == 3, proc.stderr
         assert says in proc.stderr and value[:19] in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     with fresh_database(local_stack.pg, f"sw_badrestore_{unique}") as target:
@@ -129,7 +130,7 @@ def _bad_inputs(cli: Cli, lake: Path, local_stack: Stack, unique: str) -> None:
             cur.execute("CREATE TABLE issues (tenant_id text, id bigint, summary integer)")
         conn.close()
         proc = cli("restore", "--from", str(lake), "--target-dsn", target.dsn(), check=False)
-        assert proc.returncode == 1
+        assert proc.returncode == 3
         assert "table issues in the target differs from the source schema" in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         with psycopg2.connect(target.dsn()) as conn, conn.cursor() as cur:
@@ -138,3 +139,86 @@ def _bad_inputs(cli: Cli, lake: Path, local_stack: Stack, unique: str) -> None:
             cur.execute("SELECT count(*) FROM issues")
             assert cur.fetchone()[0] == 0
         conn.close()
+
+
+SOURCE, TARGET, OFFSET = "tenant-001", "tenant-042", 1_000_000
+
+
+def _full(cli: Cli, tmp_path: Path, name: str, **policy: Any) -> Path:
+    """A full export of SOURCE with ``policy`` to its own lake."""
+    lake, spec = tmp_path / name, tmp_path / f"{name}.json"
+    spec.write_text(json.dumps({"tenants": [SOURCE], "destination": str(lake), **policy}))
+    cli("export", "start", "--spec", str(spec), "--wait")
+    return lake
+
+
+def _of(rows: Truth, tenant: str) -> Truth:
+    return {k: v for k, v in rows.items() if k[1].startswith(f"{tenant}/".encode())}
+
+
+def _refused(cli: Cli, lake: Path, dsn: str, *more: str) -> str:
+    proc = cli("restore", "--from", str(lake), "--target-dsn", dsn, *more, check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stdout + proc.stderr
+    return proc.stderr
+
+
+def _edit_manifest(lake: Path, copy: Path, change: Any) -> Path:
+    shutil.copytree(lake, copy)
+    path = next((copy / "_runs").glob("*.json"))
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document))
+    return copy
+
+
+def test_restore_refuses_what_is_not_the_tenants_data_and_never_commits_a_wipe(
+    cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings, local_stack: Stack,
+    tmp_path: Path, unique: str,
+) -> None:  # fmt: skip
+    """A remapped export's rows carry the remap's tenant: restored only as that tenant, named;
+    redacted exports, manifests that disagree with their rows and a --replace that would
+    delete a tenant and load nothing are refused, and the target keeps what it held."""
+    cli("source", "seed", "--tenants", "2", "--issues-per-tenant", "10", "--seed", "4")
+    slot = f"sw_{unique}"
+    capture = CaptureProcess(settings_for_capture(cli.env, slot), tmp_path / "capture.log")
+    capture.start()
+    try:
+        wait_for(lambda: snapshot_done(kafka, slot), 60, "the initial snapshot")
+        plain = _full(cli, tmp_path, "plain")
+        remapped = _full(cli, tmp_path, "remapped",
+                         remap={"tenant": TARGET, "id_offset": OFFSET})  # fmt: skip
+        masked = _full(cli, tmp_path, "masked", pii={"user.email_address": "mask"})
+    finally:
+        capture.stop()
+    truth = _of(source_rows(source_db), SOURCE)
+    with fresh_database(local_stack.pg, f"sw_remap_{unique}") as target:
+        dsn = target.dsn()
+        cli("restore", "--from", str(plain), "--target-dsn", dsn)
+        assert source_rows(target) == truth
+        says = _refused(cli, remapped, dsn, "--replace")
+        assert f"remapped to tenant {TARGET}" in says and f"--as-tenant {TARGET}" in says, says
+        assert "--as-tenant" in _refused(cli, remapped, dsn, "--as-tenant", SOURCE)
+        assert "--as-tenant" in _refused(cli, plain, dsn, "--replace", "--as-tenant", TARGET)
+        assert "is redacted (user.email_address: mask)" in _refused(cli, masked, dsn, "--replace")
+        unlabelled = _edit_manifest(remapped, tmp_path / "old", lambda d: d.pop("policy"))
+        says = _refused(cli, unlabelled, dsn, "--replace")
+        assert f"holds rows of tenant '{TARGET}'" in says and SOURCE in says, says
+        partial = _edit_manifest(plain, tmp_path / "part", lambda d: d["policy"].update(
+            opt_out=["T1P1"]))  # fmt: skip
+        says = _refused(cli, partial, dsn, "--replace")
+        assert "holds only part of its tenants' rows (opt_out ['T1P1'])" in says, says
+        emptied = _edit_manifest(plain, tmp_path / "empty", _no_files)
+        says = _refused(cli, emptied, dsn, "--replace")
+        assert f"would delete {len(truth)} rows of tenant {SOURCE} and load none" in says, says
+        assert source_rows(target) == truth, "a refused restore changed the target"
+
+        cli("restore", "--from", str(remapped), "--target-dsn", dsn, "--as-tenant", TARGET)
+        restored = source_rows(target)
+        assert _of(restored, SOURCE) == truth
+        moved = {(e, int(k.decode().partition("/")[2]) - OFFSET) for e, k in _of(restored, TARGET)}
+        assert moved == {(e, int(k.decode().partition("/")[2])) for e, k in truth}
+
+
+def _no_files(document: dict[str, Any]) -> None:
+    for entry in document["tables"].values():
+        entry.update(files=[], rows=0, bytes=0)

@@ -30,7 +30,7 @@ def test_status_conflict_cancel_and_release(cli: Cli, tmp_path: Path) -> None:
     ]
     assert cli.json("export", "status", etl_id)["status"] == "running"
     busy = cli("export", "start", "--tenant", "tenant-001", "--dest", lake, check=False)
-    assert busy.returncode == 1
+    assert busy.returncode == 3
     assert f"is busy with run {etl_id}" in busy.stderr
     assert cli.json("export", "cancel", etl_id)["status"] == "cancelled"
     assert cli.json("export", "status", etl_id)["status"] == "cancelled"
@@ -43,7 +43,7 @@ def test_status_conflict_cancel_and_release(cli: Cli, tmp_path: Path) -> None:
         "cancelled", "complete",
     ]  # fmt: skip
     done = cli("export", "cancel", again["etl_id"], check=False)
-    assert done.returncode == 1 and "already complete" in done.stderr
+    assert done.returncode == 3 and "already complete" in done.stderr
 
 
 def notices(kafka: KafkaSettings, etl_id: str) -> list[dict[str, Any]]:

@@ -39,3 +39,17 @@ def test_wrong_keys_name_the_destination(local_stack: Stack, no_aws_chain: None)
     (line,) = s3_problems(s3, f"s3://{local_stack.s3.bucket}/check")
     assert f"s3://{local_stack.s3.bucket}/check" in line and "is not writable" in line
     assert "nope-123" not in line
+
+
+def test_check_names_missing_s3_credentials(local_stack: Stack, no_aws_chain: None) -> None:
+    import json
+    import os
+
+    from tests.conftest import Cli
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_S3_")}
+    env["SLUICEWAY_S3_ENDPOINT"] = local_stack.s3.endpoint_url
+    proc = Cli(env)("check", "--dest", f"s3://{local_stack.s3.bucket}/x", "--json", check=False)
+    found = [f for f in json.loads(proc.stdout)["checks"] if f["name"].startswith("destination")]
+    assert found[0]["ok"] is False
+    assert str(found[0]["detail"]).startswith("no S3 credentials for ")

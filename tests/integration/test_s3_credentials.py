@@ -103,3 +103,21 @@ def test_kms_key_id_on_every_object(captured: tuple[Cli, Any], moto_server: str)
         head = s3.head_object(Bucket="encrypted", Key=name)
         assert head["ServerSideEncryption"] == "aws:kms", name
         assert head["SSEKMSKeyId"].endswith(key_id), (name, head["SSEKMSKeyId"])
+
+
+def test_a_role_is_assumed_through_sts(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sinks.storage import open_lake, write_bytes_atomic
+    from sluiceway.settings import S3Settings
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", moto_server)  # STS of the moto server
+    s3 = boto3.client(
+        "s3", endpoint_url=moto_server, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )  # fmt: skip
+    s3.create_bucket(Bucket="assumed")
+    settings = S3Settings(
+        endpoint=moto_server, access_key="testing", secret_key="testing",
+        role_arn="arn:aws:iam::123456789012:role/lake-writer",
+    )  # fmt: skip
+    write_bytes_atomic(open_lake("s3://assumed/lake", settings), "a.json", b"{}")
+    assert s3.get_object(Bucket="assumed", Key="lake/a.json")["Body"].read() == b"{}"

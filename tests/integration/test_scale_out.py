@@ -2,7 +2,7 @@
 
 A full export, then a delta after every issue is updated and some comments deleted: the
 lake read back equals the source (per table: count and (tenant, id) set), no row is written
-twice, and the full export plus the delta reconstruct (README SQL) to the source tables.
+twice, and the full export plus the delta reconstruct (the guide's SQL) to the source tables.
 The workers are the real ``sluiceway process`` / ``sluiceway sink`` processes; the stopped
 ones get SIGTERM and must finish cleanly (exit 0) before the run ends.
 """

@@ -74,7 +74,7 @@ def test_a_run_is_refused_when_the_destination_lacks_free_space(
     cli = with_env(seeded, SLUICEWAY_SINK_MIN_FREE_BYTES=str(minimum))
     before = cli.json("export", "status", "--all")
     refused = cli("export", "start", "--tenant", "tenant-001", "--dest", str(lake), check=False)
-    assert refused.returncode == 1
+    assert refused.returncode == 3
     message = refused.stderr.strip()
     assert "\n" not in message, message
     assert f"free space at {lake} is" in message

@@ -19,6 +19,7 @@ from sluiceway.api.scheduler import (
     is_due,
 )
 from sluiceway.errors import ConfigError, RunConflictError, StackDownError
+from sluiceway.export import ChainPolicyError
 from sluiceway.runner import Workers
 from sluiceway.runs import RunRecord
 from sluiceway.settings import KafkaSettings, S3Settings
@@ -212,3 +213,18 @@ def test_thread_pauses_quietly_while_kafka_is_down(caplog: pytest.LogCaptureFixt
     assert [r.getMessage() for r in caplog.records] == [
         "scheduler paused: Kafka at 127.0.0.1:1 does not answer"
     ]
+
+
+def test_a_feed_whose_policy_changed_starts_a_new_chain_with_a_full_export() -> None:
+    scheduler, starter, _ = make_scheduler({"/srv/lake"})
+    start_any = starter.__call__
+
+    def start(spec: RunSpec) -> tuple[RunRecord, Workers | None]:
+        if spec.type == "delta":
+            raise ChainPolicyError("a delta at /srv/lake must continue the policy of its chain")
+        return start_any(spec)
+
+    scheduler._starter = start
+    scheduler.put(sched())
+    (updated,) = scheduler.tick(T0)
+    assert [s.type for s in starter.specs] == ["full"] and updated.last_error is None

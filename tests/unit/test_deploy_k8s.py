@@ -25,6 +25,7 @@ from sluiceway.settings import (
     S3Settings,
     StackSettings,
 )
+from sluiceway.settings_base import env_names
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 K8S_VERSION = "1.30.0"  # the oldest Kubernetes still supported upstream when this was written
@@ -60,8 +61,8 @@ def _one(kind: str, name: str) -> dict[str, Any]:
 def _env_names() -> set[str]:
     names = {SECRET_ENV}
     for cls in SETTINGS:
-        prefix = str(cls.model_config.get("env_prefix", ""))
-        names |= {f"{prefix}{field}".upper() for field in cls.model_fields}
+        for name, field in cls.model_fields.items():
+            names |= set(env_names(cls, name, field))
     return names
 
 

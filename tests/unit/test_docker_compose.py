@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import yaml
 
-from sluiceway.settings import project_root
 from sluiceway.stack import SERVERS
+from tests.repo import ROOT
 
 SLUICEWAY_SERVICES = ("capture", "processor", "sink", "serve", "sluiceway")
 # the long-running services and the port their health server listens on
@@ -17,7 +17,7 @@ HEALTH_PORTS = {"capture": 9400, "processor": 9401, "sink": 9402, "serve": 18400
 
 @pytest.fixture(scope="module")
 def services() -> dict[str, Any]:
-    compose = yaml.safe_load((project_root() / "docker-compose.yml").read_text())
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     found: dict[str, Any] = compose["services"]
     return found
 
@@ -32,10 +32,12 @@ def test_names_every_server_of_the_local_stack(services: dict[str, Any]) -> None
     assert not missing, f"docker-compose.yml lacks {missing}"
 
 
-def test_postgres_runs_with_logical_wal(services: dict[str, Any]) -> None:
+def test_postgres_runs_with_logical_wal_and_the_decoding_plugin(services: dict[str, Any]) -> None:
     postgres = services["postgres"]
-    assert str(postgres["image"]).startswith("postgres:15")
     assert "wal_level=logical" in _command(postgres)
+    dockerfile = (ROOT / postgres["build"] / "Dockerfile").read_text()
+    assert "FROM postgres:15" in dockerfile
+    assert "postgresql-15-wal2json" in dockerfile  # the plugin producers/slot.py decodes with
 
 
 def test_kafka_runs_kraft_combined_mode(services: dict[str, Any]) -> None:
@@ -62,10 +64,13 @@ def test_sluiceway_services_point_at_compose_servers(services: dict[str, Any], n
     assert "//s3proxy:" in str(env["SLUICEWAY_S3_ENDPOINT"])
 
 
-def test_dockerfile_installs_the_package() -> None:
-    dockerfile = (project_root() / "Dockerfile").read_text()
-    assert "FROM python:3.11-slim" in dockerfile
-    assert "pip install ." in dockerfile
+def test_dockerfile_installs_the_wheel_and_nothing_else() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    build, runtime = dockerfile.split("FROM python:3.11-slim AS build")[1].split("\nFROM ")
+    assert "pip wheel --no-deps --wheel-dir /wheels ." in build
+    assert runtime.startswith("python:3.11-slim")
+    assert "pip install /wheels/*.whl" in runtime
+    assert "COPY schemas" not in runtime and "COPY deploy" not in runtime  # shipped in the wheel
 
 
 @pytest.mark.parametrize("name", HEALTH_PORTS)
@@ -88,7 +93,7 @@ def test_pools_run_the_workers(services: dict[str, Any]) -> None:
 
 
 def test_prometheus_and_grafana_are_provisioned(services: dict[str, Any]) -> None:
-    root = project_root()
+    root = ROOT
     mounts = {
         str(v).split(":")[0]: str(v).split(":")[1]
         for name in ("prometheus", "grafana")

@@ -191,8 +191,8 @@ def test_bad_out_is_named(out: str, message: str) -> None:
     assert "pw" not in str(caught.value)  # a password never reaches a message
 
 
-def test_readme_shows_the_one_reconstruction_sql() -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+def test_the_guide_shows_the_one_reconstruction_sql() -> None:
+    readme = (Path(__file__).parents[2] / "docs" / "guide.md").read_text()
     assert reconstruct_sql(README_ROWS) in readme
 
 
@@ -206,3 +206,40 @@ def test_the_sql_keeps_the_latest_version_and_drops_deletes() -> None:
     )
     got = con.sql(f"SELECT _tenant_id, id, name FROM ({reconstruct_sql('r')}) ORDER BY 1, 2")
     assert got.fetchall() == [("t1", 1, "b"), ("t2", 1, "d")]
+
+
+POLICY = {"fields": {}, "from_date": None, "opt_out": [], "pii": {}, "remap": None,
+          "pii_secret_fingerprint": None}  # fmt: skip
+
+
+def test_a_delta_made_with_another_policy_is_refused_naming_the_difference() -> None:
+    docs = good_chain()
+    for doc in docs.values():
+        doc["policy"] = dict(POLICY)
+    make_plan(runs_of(docs), None, "issue", None)  # one policy: one chain
+    docs[D3]["policy"] = {**POLICY, "pii": {"user.email_address": "hash"},
+                          "pii_secret_fingerprint": "ab12"}  # fmt: skip
+    with pytest.raises(BrokenChainError, match=f"delta {D3} was made with another policy") as err:
+        make_plan(runs_of(docs), None, "issue", None)
+    assert "pii is {'user.email_address': 'hash'} here but unset in the chain" in str(err.value)
+    assert "pii_secret differs" in str(err.value) and "ab12" not in str(err.value)
+    assert make_plan(runs_of(docs), None, "issue", D2).as_of == D2  # before it, still one chain
+    docs[D3].pop("policy")
+    with pytest.raises(BrokenChainError, match="this run records no policy"):
+        make_plan(runs_of(docs), None, "issue", None)
+
+
+def test_manifests_from_before_policies_still_form_a_chain() -> None:
+    assert [r.etl_id for r in make_plan(runs_of(good_chain()), None, "issue", None).runs] == [
+        FULL_ID, D1, D2, D3,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "path", ["../outside/x.parquet", "/etc/passwd", "a/../../x.parquet", "a//b", "./a", ""]
+)
+def test_a_listed_path_outside_the_lake_is_refused_before_anything_is_read(path: str) -> None:
+    docs = good_chain()
+    docs[D1]["tables"]["issue"]["files"][0]["path"] = path
+    with pytest.raises(TerminalError, match=f"run {D1}'s manifest lists file .* not inside"):
+        make_plan(runs_of(docs), None, "issue", None)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pytest
+from psycopg2 import sql
 
 from producers.events import lsn_to_int
 from producers.seed import SeedPlan, copy_value, gen_tenant
@@ -71,13 +72,25 @@ def test_copy_value(value: object, text: str) -> None:
     assert copy_value(value) == text
 
 
+def rendered(part: sql.Composable) -> str:
+    """A statement's text without a connection (psycopg2 quotes with one): identifiers in
+    double quotes, as PostgreSQL reads them."""
+    if isinstance(part, sql.Composed):
+        return "".join(rendered(p) for p in part.seq)
+    if isinstance(part, sql.Identifier):
+        return ".".join('"' + s.replace('"', '""') + '"' for s in part.strings)
+    assert isinstance(part, sql.SQL)
+    return part.string
+
+
 def test_tables_and_ddl() -> None:
     assert TABLES["user"] == "users"
-    ddl = create_table_sql(Codec(), "issue")
+    ddl = rendered(create_table_sql(Codec(), "issue"))
+    assert ddl.startswith('CREATE TABLE IF NOT EXISTS "issues" (')
     assert "PRIMARY KEY (tenant_id, id)" in ddl
-    assert "created timestamptz NOT NULL" in ddl
-    assert "due_date date," in ddl
-    assert "assignee_id bigint," in ddl
+    assert '"created" timestamptz NOT NULL' in ddl
+    assert '"due_date" date,' in ddl
+    assert '"assignee_id" bigint,' in ddl
 
 
 def test_lsn_to_int() -> None:
