@@ -18,36 +18,19 @@ from pydantic import SecretStr
 
 from sluiceway.kafka_check import cluster_warnings, connection_problems, durability_problems
 from sluiceway.kafka_io import admin, ensure_topics, producer
-from sluiceway.settings import KafkaSettings, StackSettings
-from sluiceway.stack import kafka_cluster
+from sluiceway.settings import KafkaSettings
+from tests.integration.cluster import running_cluster
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
-BASE_PORT = 39092  # nodes on 39092, 39102, 39112 (SASL_SSL +4); apart from the shared stack
+BASE_PORT = 23092  # nodes on 23092, 23102, 23112 (SASL_SSL +4): below the ephemeral ports
 
 
 @pytest.fixture(scope="module")
 def cluster_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """The environment of a client of a fresh 3-node SASL_SSL cluster, stopped afterwards."""
-    home = tmp_path_factory.mktemp("stack")
-    env = {
-        "SLUICEWAY_STACK_HOME": str(home),
-        "SLUICEWAY_STACK_KAFKA_HEAP": "384m",
-        "SLUICEWAY_KAFKA_PORT": str(BASE_PORT),
-        "SLUICEWAY_KAFKA_CONTROLLER_PORT": str(BASE_PORT + 1),
-    }
-    stack = StackSettings(home=home, kafka_heap="384m", kafka_brokers=3, kafka_sasl_ssl=True)
-    base = KafkaSettings(port=BASE_PORT, controller_port=BASE_PORT + 1)
-    nodes = kafka_cluster.nodes(stack, base)
-    try:
-        for node in nodes:
-            node.up()
-        lines = kafka_cluster.client_env_file(stack).read_text().splitlines()
-        yield {**env, **dict(line.split("=", 1) for line in lines)}
-    finally:
-        for node in reversed(nodes):
-            node.down()
+    with running_cluster(tmp_path_factory.mktemp("stack"), BASE_PORT) as env:
+        yield env
 
 
 def _settings(env: dict[str, str], **update: object) -> KafkaSettings:
