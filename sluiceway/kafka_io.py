@@ -41,6 +41,10 @@ def admin(kafka: KafkaSettings, **overrides: Any) -> AdminClient:
     return AdminClient(conf)
 
 
+def broker_count(kafka: KafkaSettings, timeout: float = 30.0) -> int:
+    return len(admin(kafka).list_topics(timeout=timeout).brokers)
+
+
 def check_broker(kafka: KafkaSettings, timeout: float = 5.0) -> None:
     """Raise StackDownError with one line when no broker answers, ConfigError when one
     refuses the configured credentials or certificate."""
