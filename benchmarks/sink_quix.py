@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from quixstreams import Application
+from quixstreams.kafka.configuration import ConnectionConfig
 from quixstreams.models.serializers import Deserializer, SerializationContext
 from quixstreams.sinks.community.file.formats.parquet import ParquetFormat
 from quixstreams.sinks.community.file.local import LocalFileSink
@@ -29,7 +30,7 @@ from processors.run_schema import run_event_schemas
 from processors.spec import schema_spec_of_run
 from sinks.rows import event_row
 from sluiceway.codec import MAGIC, Codec
-from sluiceway.kafka_io import load_run
+from sluiceway.kafka_io import client_config, load_run
 from sluiceway.runs import RunRecord
 from sluiceway.settings import KafkaSettings
 
@@ -60,7 +61,8 @@ class RowDeserializer(Deserializer):
 def build(record: RunRecord, kafka: KafkaSettings, directory: str) -> tuple[Application, Any]:
     """The application and a dict of counters its callbacks update."""
     app = Application(
-        broker_address=kafka.servers,
+        # the same servers and security every Sluiceway client uses
+        broker_address=ConnectionConfig.from_librdkafka_dict(client_config(kafka)),
         consumer_group=f"sw-bench-quix-{record.etl_id}",
         auto_offset_reset="earliest",
         state_dir=str(Path(directory).parent / "quix-state"),

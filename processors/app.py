@@ -32,6 +32,7 @@ from faust.types import TP
 from processors import fetch, metrics
 from processors.batch import BatchPath
 from processors.config import ProcessorSettings
+from processors.credentials import faust_credentials
 from processors.dead_letter import BODY_HEADER, dead_letter_body
 from processors.ownership import GroupOffsets, PartitionState, metadata, state_from
 from processors.progress import RunProgress
@@ -43,6 +44,7 @@ from processors.transforms import IssueProject, output_key, select, transform, v
 from sluiceway.codec import Codec
 from sluiceway.errors import InvalidEventError, TransientError
 from sluiceway.health import HEALTH
+from sluiceway.kafka_io import broker_count
 from sluiceway.runs import END_MARKER, MARKER_HEADER, RunRecord
 from sluiceway.settings import state_home
 
@@ -100,6 +102,9 @@ class RunProcessor:
         app = fetch.BatchApp(
             f"sw-process-{self.run.etl_id}",
             broker=f"{fetch.SCHEME}://{kafka.servers}",
+            broker_credentials=faust_credentials(kafka),
+            # faust's own leader topic: as durable as the control topics, not one replica
+            topic_replication_factor=kafka.durability("control", broker_count(kafka))[0],
             processing_guarantee=tuning.guarantee,
             broker_commit_interval=tuning.commit_interval_s,
             consumer_auto_offset_reset="earliest",

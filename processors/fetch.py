@@ -12,7 +12,7 @@ offsets in its partition's transaction).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import faust
@@ -56,8 +56,18 @@ class BatchConsumer(driver.Consumer):
                 raise
 
 
+class DurableProducer(driver.Producer):
+    """faust asks for acks=all and idempotence only inside transactions; a run's outputs and
+    dead letters need them in at_least_once mode too, or a retried send may double a record
+    or a leader change may drop one."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
 class Transport(driver.Transport):
     Consumer: ClassVar[Any] = BatchConsumer
+    Producer: ClassVar[Any] = DurableProducer
 
 
 def register() -> None:

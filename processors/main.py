@@ -35,7 +35,7 @@ from sluiceway.codec import Codec
 from sluiceway.errors import ConfigError
 from sluiceway.fingerprint import matches, secret_fingerprint
 from sluiceway.health import HEALTH
-from sluiceway.kafka_io import load_run
+from sluiceway.kafka_io import check_credentials, load_run
 from sluiceway.runs import RunRecord
 from sluiceway.settings import SECRET_ENV, KafkaSettings
 
@@ -167,6 +167,7 @@ def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> 
     for name in ("aiokafka", "faust", "mode"):
         logging.getLogger(name).setLevel(max(logging.getLevelName(loglevel), logging.WARNING))
     metrics.serve(settings.tuning.metrics_port)
+    check_credentials(settings.kafka)
     record = load_run(settings.kafka, etl_id)
     check_not_dropped(settings.kafka, record)
     refuse_another_key(settings.kafka, record, os.environ.get(SECRET_ENV))

@@ -29,7 +29,7 @@ from producers.snapshot import Progress, SnapshotRun, run_snapshot
 from producers.stream import Streamer
 from sluiceway.codec import Codec
 from sluiceway.health import HEALTH
-from sluiceway.kafka_io import ensure_topics, producer
+from sluiceway.kafka_io import check_credentials, ensure_topics, producer
 from sluiceway.settings import ENTITIES
 
 log = logging.getLogger("sluiceway.capture")
@@ -40,6 +40,7 @@ HEALTHY_S = 30.0
 
 def create_change_topics(settings: CaptureSettings) -> None:
     kafka = settings.kafka
+    check_credentials(kafka)
     ensure_topics(
         kafka,
         [kafka.cdc_topic(e) for e in ENTITIES],

@@ -74,6 +74,7 @@ def run(
     guard = guard or GuardSettings()
     sns_settings = SnsSettings()  # read first: a bad setting stops the sink before any work
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    kafka_io.check_credentials(kafka)
     record = kafka_io.load_run(kafka, etl_id)
     lake = storage.open_lake(record.destination, s3, fs)
     done = manifest.read_json(lake, layout.run_manifest_path(etl_id))

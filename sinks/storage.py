@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -44,15 +45,72 @@ class Lake:
         return self.path(layout.listed_path(relative, owner))
 
 
-def s3_filesystem(s3: S3Settings) -> pafs.S3FileSystem:
+def s3_filesystem(s3: S3Settings) -> pafs.FileSystem:
+    """The object store as every AWS tool reaches it: static keys if configured, else the
+    default credential chain; an optional role to assume; the configured addressing.
+
+    With server-side encryption configured, objects are written through s3fs, which sends
+    the encryption headers with every put, multipart upload and copy (pyarrow's own S3
+    client cannot ask for SSE-S3 or SSE-KMS)."""
+    if s3.sse is not None:
+        return pafs.PyFileSystem(pafs.FSSpecHandler(_s3fs(s3)))
     url = urlparse(s3.endpoint_url)
+    keys, role = s3.static_keys(), s3.role_arn
+    token = s3.session_token.get_secret_value() if s3.session_token else None
+    if role and keys:  # pyarrow assumes (and renews) a role only from the default chain
+        (keys, token), role = assume_role(s3), None
     return pafs.S3FileSystem(
-        access_key=s3.access_key.get_secret_value(),
-        secret_key=s3.secret_key.get_secret_value(),
+        access_key=keys[0] if keys else None,
+        secret_key=keys[1] if keys else None,
+        session_token=token,
+        role_arn=role,
+        session_name=s3.role_session_name if role else None,
+        external_id=s3.external_id,
         region=s3.region,
         endpoint_override=url.netloc or s3.endpoint_url,
         scheme=url.scheme or "http",
+        force_virtual_addressing=s3.addressing == "virtual",
     )
+
+
+def _s3fs(s3: S3Settings) -> Any:
+    import s3fs
+
+    keys = s3.static_keys()
+    token = s3.session_token.get_secret_value() if s3.session_token else None
+    if s3.role_arn:
+        keys, token = assume_role(s3)
+    encryption: dict[str, str] = {"ServerSideEncryption": str(s3.sse)}
+    if s3.kms_key_id:
+        encryption["SSEKMSKeyId"] = s3.kms_key_id
+    return s3fs.S3FileSystem(
+        key=keys[0] if keys else None,
+        secret=keys[1] if keys else None,
+        token=token,
+        endpoint_url=s3.endpoint_url,
+        client_kwargs={"region_name": s3.region},
+        config_kwargs={"s3": {"addressing_style": s3.addressing}},
+        s3_additional_kwargs=encryption,
+        skip_instance_cache=True,
+    )
+
+
+def assume_role(s3: S3Settings) -> tuple[tuple[str, str], str]:
+    """Temporary keys of the configured role, from STS with the chain's or the static keys."""
+    import boto3
+
+    keys = s3.static_keys()
+    session = boto3.session.Session(
+        aws_access_key_id=keys[0] if keys else None,
+        aws_secret_access_key=keys[1] if keys else None,
+        aws_session_token=s3.session_token.get_secret_value() if s3.session_token else None,
+        region_name=s3.region,
+    )
+    asked: dict[str, Any] = {"RoleArn": s3.role_arn, "RoleSessionName": s3.role_session_name}
+    if s3.external_id:
+        asked["ExternalId"] = s3.external_id
+    creds = session.client("sts").assume_role(**asked)["Credentials"]
+    return (creds["AccessKeyId"], creds["SecretAccessKey"]), creds["SessionToken"]
 
 
 def open_lake(destination: str, s3: S3Settings, fs: pafs.FileSystem | None = None) -> Lake:

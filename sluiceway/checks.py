@@ -2,7 +2,9 @@
 
 Each check is one line saying what holds or what is wrong and how to fix it. Nothing is
 created: the destination is judged by its nearest existing folder, and the decoding plugin
-by a temporary slot that PostgreSQL drops with the session.
+by a temporary slot that PostgreSQL drops with the session. The one exception: on an S3
+destination with server-side encryption configured, a probe object is written and deleted,
+since only a write shows whether the store accepts the KMS key.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import Any
 
 import psycopg2
 import psycopg2.errors
-from confluent_kafka import KafkaException
 
-from sluiceway.kafka_io import admin
+from sluiceway.kafka_check import cluster_warnings, durability_problems
+from sluiceway.kafka_io import admin, probe
+from sluiceway.s3_check import credential_problems, write_problems
 from sluiceway.settings import KafkaSettings, PostgresSettings, S3Settings
 
 PLUGIN = "wal2json"  # the output plugin capture decodes with (producers/slot.py)
@@ -44,18 +47,30 @@ class Finding:
 
 
 def check_kafka(kafka: KafkaSettings) -> list[Finding]:
-    try:
-        topics = admin(kafka).list_topics(timeout=TIMEOUT_S).topics
-    except KafkaException as exc:
+    refused, answered, last = probe(kafka, TIMEOUT_S)
+    if refused is not None:  # a wrong password or an untrusted certificate
+        return [Finding("kafka", False, refused, "fix the settings named above")]
+    if not answered:
         return [
             Finding(
-                "kafka", False, f"no broker answers at {kafka.servers} ({exc.args[0]})",
+                "kafka", False, f"no broker answers at {kafka.servers} ({last})",
                 "start Kafka (sluiceway stack up) or set kafka.host and kafka.port "
                 "(SLUICEWAY_KAFKA_HOST, SLUICEWAY_KAFKA_PORT)", transient=True,
             )
         ]  # fmt: skip
+    topics = admin(kafka).list_topics(timeout=TIMEOUT_S).topics
     found = [Finding("kafka", True, f"broker answers at {kafka.servers}")]
-    return [*found, _topic_settings(kafka, {n: len(t.partitions) for n, t in topics.items()})]
+    partitions = {n: len(t.partitions) for n, t in topics.items()}
+    return [*found, _topic_settings(kafka, partitions), *_durability(kafka)]
+
+
+def _durability(kafka: KafkaSettings) -> list[Finding]:
+    problems = durability_problems(kafka, TIMEOUT_S)
+    detail = "; ".join(problems) or "every topic has the replicas and min.insync.replicas wanted"
+    found = [Finding("kafka durability", not problems, detail, "see each topic's fix above")]
+    # a cluster too small to lose a broker is worth knowing, not a reason to refuse a run
+    found += [Finding("kafka cluster", True, f"warning: {w}") for w in cluster_warnings(kafka)]
+    return found
 
 
 def _topic_settings(kafka: KafkaSettings, partitions: dict[str, int]) -> Finding:
@@ -200,6 +215,9 @@ def _s3_bucket(bucket: str, s3: S3Settings) -> Finding:
     from sinks.storage import s3_filesystem
 
     name = f"destination s3://{bucket}"
+    missing = credential_problems(s3)
+    if missing:
+        return Finding(name, False, missing[0], "set SLUICEWAY_S3_ACCESS_KEY/_SECRET_KEY or AWS_*")
     try:
         info = s3_filesystem(s3).get_file_info(bucket)
     except (OSError, pa.ArrowException) as exc:
@@ -208,4 +226,8 @@ def _s3_bucket(bucket: str, s3: S3Settings) -> Finding:
     if info.type != pafs.FileType.Directory:
         return Finding(name, False, f"bucket {bucket} not found at {s3.endpoint_url}",
                        f"create the bucket {bucket} or set another destination")  # fmt: skip
+    if s3.sse is not None:  # only a write shows whether the store takes the encryption asked
+        refused = write_problems(s3, f"s3://{bucket}")
+        if refused:
+            return Finding(name, False, refused[0], "fix SLUICEWAY_S3_SSE / _KMS_KEY_ID")
     return Finding(name, True, f"bucket {bucket} exists at {s3.endpoint_url}")

@@ -18,33 +18,92 @@ from confluent_kafka.admin import (
 )
 
 from sluiceway.errors import ConfigError, StackDownError
+from sluiceway.kafka_security import confluent_security
 from sluiceway.runs import RunRecord
 from sluiceway.settings import KafkaSettings
 
 # librdkafka's own log lines go through this logger; the CLI quiets it, workers keep it.
 CLIENT_LOG = logging.getLogger("sluiceway.kafka.client")
+PROBE_LOG = logging.getLogger("sluiceway.kafka.probe")
+PROBE_LOG.addHandler(logging.NullHandler())
+PROBE_LOG.propagate = False
 log = logging.getLogger("sluiceway.kafka")
 
 
-def admin(kafka: KafkaSettings) -> AdminClient:
-    conf: dict[str, Any] = {"bootstrap.servers": kafka.servers, "logger": CLIENT_LOG}
+def client_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """What every confluent-kafka client Sluiceway builds starts from: where the brokers
+    are and how to authenticate to them. Holds secrets: never log it."""
+    return {"bootstrap.servers": kafka.servers, **confluent_security(kafka)}
+
+
+def admin(kafka: KafkaSettings, **overrides: Any) -> AdminClient:
+    conf: dict[str, Any] = {**client_config(kafka), "logger": CLIENT_LOG, **overrides}
     return AdminClient(conf)
 
 
+def broker_count(kafka: KafkaSettings, timeout: float = 30.0) -> int:
+    return len(admin(kafka).list_topics(timeout=timeout).brokers)
+
+
 def check_broker(kafka: KafkaSettings, timeout: float = 5.0) -> None:
-    """Raise StackDownError with one line when no broker answers."""
-    try:
-        admin(kafka).list_topics(timeout=timeout)
-    except KafkaException as exc:
+    """Raise StackDownError with one line when no broker answers, ConfigError when one
+    refuses the configured credentials or certificate."""
+    refused, answered, last = probe(kafka, timeout)
+    if refused is not None:
+        raise ConfigError(refused)
+    if not answered:
         raise StackDownError(
-            f"Kafka at {kafka.servers} does not answer ({exc.args[0]}); "
+            f"Kafka at {kafka.servers} does not answer ({last}); "
             "start the stack with: sluiceway stack up"
-        ) from exc
+        )
+
+
+def check_credentials(kafka: KafkaSettings, timeout: float = 10.0) -> None:
+    """A worker's first step: end at once, with one line, when the brokers refuse its login
+    or its TLS handshake (librdkafka would retry that forever); brokers that are merely
+    down are waited for as before."""
+    refused, _answered, _last = probe(kafka, timeout)
+    if refused is not None:
+        raise ConfigError(refused)
+
+
+def probe(kafka: KafkaSettings, timeout: float) -> tuple[str | None, bool, str]:
+    """(why the brokers refused us, or None; whether they answered; the last error seen)."""
+    errors: list[KafkaError] = []
+    # its own log lines repeat what the one returned line says, once per broker and retry
+    client = admin(kafka, error_cb=errors.append, logger=PROBE_LOG)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.list_topics(timeout=min(1.0, timeout))
+            return None, True, ""
+        except KafkaException as exc:
+            errors.append(exc.args[0])
+        client.poll(0)  # serves error_cb: the login and TLS failures arrive there
+        refused = next((r for e in errors if (r := _refusal(kafka, e)) is not None), None)
+        if refused is not None or time.monotonic() > deadline:
+            return refused, False, errors[-1].str()
+
+
+def _refusal(kafka: KafkaSettings, error: KafkaError) -> str | None:
+    text = error.str()
+    if error.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        who = kafka.sasl_username or kafka.oauth_client_id
+        return (
+            f"Kafka at {kafka.servers} refused the {kafka.sasl_mechanism} login of {who!r}: "
+            f"{text}; check SLUICEWAY_KAFKA_SASL_USERNAME and SLUICEWAY_KAFKA_SASL_PASSWORD"
+        )
+    if error.code() == KafkaError._SSL or "certificate verify failed" in text:
+        return (
+            f"TLS with Kafka at {kafka.servers} failed: {text}; check SLUICEWAY_KAFKA_SSL_CA "
+            "(the CA that signed the brokers' certificates) and SLUICEWAY_KAFKA_SSL_CERT/_KEY"
+        )
+    return None
 
 
 def producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
     conf: dict[str, Any] = {
-        "bootstrap.servers": kafka.servers,
+        **client_config(kafka),
         "logger": CLIENT_LOG,
         "enable.idempotence": True,
         "acks": "all",
@@ -60,7 +119,7 @@ def producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
 
 def consumer(kafka: KafkaSettings, group: str, **overrides: Any) -> Consumer:
     conf: dict[str, Any] = {
-        "bootstrap.servers": kafka.servers,
+        **client_config(kafka),
         "logger": CLIENT_LOG,
         "group.id": group,
         "enable.auto.commit": False,
@@ -90,30 +149,50 @@ def ensure_topics(
     config: dict[str, str] | None = None,
     timeout: float = 30.0,
 ) -> None:
-    """Create missing topics and wait until the broker lists every one of them."""
+    """Create missing topics, with their class's replication factor and min.insync.replicas,
+    and wait until the broker lists every one of them."""
     client = admin(kafka)
-    existing = set(client.list_topics(timeout=timeout).topics)
-    wanted = [n for n in names if n not in existing]
+    listed = client.list_topics(timeout=timeout)
+    wanted = [n for n in names if n not in listed.topics]
     if wanted:
+        brokers = len(listed.brokers)
         futures = client.create_topics(
-            [NewTopic(n, partitions, 1, config=config or {}) for n in wanted]
+            [new_topic(kafka, n, partitions, brokers, config) for n in wanted]
         )
         for name, fut in futures.items():
             try:
                 fut.result(timeout)
             except KafkaException as exc:
-                if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: another worker won
-                    raise
-            del name
+                error = exc.args[0]
+                if error.code() == 36:  # TOPIC_ALREADY_EXISTS: another worker won
+                    continue
+                if error.code() in (38, 39):  # INVALID_REPLICATION_FACTOR / _CONFIG
+                    raise ConfigError(
+                        f"cannot create topic {name} on {brokers} broker(s): {error.str()}; "
+                        "check the SLUICEWAY_KAFKA_*_REPLICATION and *_MIN_INSYNC settings"
+                    ) from exc
+                raise
     _wait_for_topics(client, list(names), timeout)
+
+
+def new_topic(
+    kafka: KafkaSettings, name: str, partitions: int, brokers: int,
+    config: dict[str, str] | None = None,
+) -> NewTopic:  # fmt: skip
+    """A topic as Sluiceway creates it: its class's durability on a cluster of ``brokers``."""
+    topic_class = kafka.topic_class(name)
+    replicas, min_isr = kafka.durability(topic_class, brokers) if topic_class else (1, 1)
+    merged = {"min.insync.replicas": str(min_isr), **(config or {})}
+    return NewTopic(name, partitions, replicas, config=merged)
 
 
 def create_topic(kafka: KafkaSettings, name: str, partitions: int, timeout: float = 30.0) -> bool:
     """Create ``name`` unless it exists (atomic: of two creators one gets False); when
     created, wait until the broker lists it."""
     client = admin(kafka)
+    brokers = len(client.list_topics(timeout=timeout).brokers)
     try:
-        client.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout)
+        client.create_topics([new_topic(kafka, name, partitions, brokers)])[name].result(timeout)
     except KafkaException as exc:
         if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
             return False

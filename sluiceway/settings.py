@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluiceway.redact import redact
@@ -28,6 +28,11 @@ DAY_MS = 24 * 3600 * 1000
 # long the raw bytes of an undecodable event stay in Kafka.
 DLQ_RETENTION_MS, DLQ_RETENTION_MS_MAX = 3 * DAY_MS, 7 * DAY_MS
 
+
+# The local stack's S3Proxy accepts this key pair (not a secret: it guards nothing else).
+LOCAL_S3_KEYS = ("local-identity", "local-credential")
+# Topic classes with their own durability settings (``<class>_replication``...).
+TOPIC_CLASSES: tuple[str, ...] = ("change", "run", "control", "dlq", "notifications")
 
 HOME_ENV = "SLUICEWAY_HOME"
 DEV_HOME = ".sluiceway"
@@ -65,9 +70,103 @@ class KafkaSettings(SluicewaySettings):
         " an undecodable event is kept there as it came.",
     )
 
+    # Durability per topic class; None: 3 replicas and min.insync.replicas 2 when the cluster
+    # has at least three brokers, 1 and 1 otherwise (see ``durability``).
+    change_replication: int | None = Field(None, ge=1, description="Change topics' replicas.")
+    change_min_insync: int | None = Field(None, ge=1, description="Change topics' min ISR.")
+    run_replication: int | None = Field(None, ge=1, description="Run topics' replicas.")
+    run_min_insync: int | None = Field(None, ge=1, description="Run topics' min ISR.")
+    control_replication: int | None = Field(None, ge=1, description="Control topics' replicas.")
+    control_min_insync: int | None = Field(None, ge=1, description="Control topics' min ISR.")
+    dlq_replication: int | None = Field(None, ge=1, description="Dead-letter topics' replicas.")
+    dlq_min_insync: int | None = Field(None, ge=1, description="Dead-letter topics' min ISR.")
+    notifications_replication: int | None = Field(
+        None, ge=1, description="The notifications topic's replicas."
+    )
+    notifications_min_insync: int | None = Field(
+        None, ge=1, description="The notifications topic's min ISR."
+    )
+
+    # How every client (confluent-kafka, faust's aiokafka, the admin clients) connects.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="security.protocol of every Kafka client."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] = Field(
+        "PLAIN", description="SASL mechanism, with SASL_PLAINTEXT or SASL_SSL."
+    )
+    sasl_username: str | None = Field(None, description="SASL user (PLAIN, SCRAM).")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (PLAIN, SCRAM).")
+    oauth_token_url: str | None = Field(None, description="OAUTHBEARER: the token endpoint.")
+    oauth_client_id: str | None = Field(None, description="OAUTHBEARER: client id.")
+    oauth_client_secret: SecretStr | None = Field(None, description="OAUTHBEARER: its secret.")
+    oauth_scope: str | None = Field(None, description="OAUTHBEARER: scope asked for, if any.")
+    ssl_ca: Path | None = Field(None, description="PEM CA bundle; the system's when unset.")
+    ssl_cert: Path | None = Field(None, description="PEM client certificate (mutual TLS).")
+    ssl_key: Path | None = Field(None, description="PEM private key of the client certificate.")
+    ssl_key_password: SecretStr | None = Field(None, description="Password of that key.")
+    ssl_check_hostname: bool = Field(True, description="Verify the broker's host name.")
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> KafkaSettings:
+        sasl = self.security_protocol.startswith("SASL_")
+        needed: tuple[str, ...]
+        if sasl and self.sasl_mechanism == "OAUTHBEARER":
+            needed = ("oauth_token_url", "oauth_client_id", "oauth_client_secret")
+        else:
+            needed = ("sasl_username", "sasl_password") if sasl else ()
+        missing = [name for name in needed if getattr(self, name) is None]
+        if missing:
+            raise ValueError(
+                f"security_protocol={self.security_protocol} with {self.sasl_mechanism} "
+                f"needs {', '.join(missing)}; expected them set"
+            )
+        if (self.ssl_cert is None) != (self.ssl_key is None):
+            raise ValueError("ssl_cert and ssl_key go together; expected both or neither")
+        tls = self.security_protocol in ("SSL", "SASL_SSL")
+        files = [n for n in ("ssl_ca", "ssl_cert", "ssl_key") if getattr(self, n) is not None]
+        if files and not tls:
+            raise ValueError(
+                f"{', '.join(files)} set with security_protocol={self.security_protocol}; "
+                "expected SSL or SASL_SSL"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _min_insync_within_replicas(self) -> KafkaSettings:
+        for cls in TOPIC_CLASSES:
+            replicas = getattr(self, f"{cls}_replication")
+            min_isr = getattr(self, f"{cls}_min_insync")
+            if replicas is not None and min_isr is not None and min_isr > replicas:
+                raise ValueError(
+                    f"{cls}_min_insync={min_isr} exceeds {cls}_replication={replicas}; "
+                    "expected at most the replication factor"
+                )
+        return self
+
     @property
     def servers(self) -> str:
         return self.bootstrap or f"{self.host}:{self.port}"
+
+    def topic_class(self, topic: str) -> str | None:
+        """The durability class of one of Sluiceway's topics; None for anyone else's."""
+        if topic == self.notifications_topic:
+            return "notifications"
+        rest = topic.removeprefix(self.topic_prefix)
+        if rest == topic:
+            return None
+        kind = rest.split(".", 1)[0]
+        return {"cdc": "change", "run": "run", "control": "control", "dlq": "dlq"}.get(kind)
+
+    def durability(self, topic_class: str, brokers: int) -> tuple[int, int]:
+        """(replication factor, min.insync.replicas) of a topic class on ``brokers`` brokers."""
+        replicas = getattr(self, f"{topic_class}_replication", None)
+        min_isr = getattr(self, f"{topic_class}_min_insync", None)
+        if replicas is None:
+            replicas = 3 if brokers >= 3 else 1
+        if min_isr is None:
+            # one replica may be lost without stopping writes, as long as there is a spare
+            min_isr = max(1, min(2, replicas - 1))
+        return replicas, min_isr
 
     def cdc_topic(self, entity: str) -> str:
         return f"{self.topic_prefix}cdc.{entity}"
@@ -121,13 +220,46 @@ class S3Settings(SluicewaySettings):
     port: int = Field(18080, description="S3Proxy port (not 8080).")
     endpoint: str | None = Field(None, description="Endpoint URL; defaults to http://host:port.")
     region: str = Field("us-east-1", description="Region sent in requests.")
-    access_key: SecretStr = Field(SecretStr("local-identity"), description="Access key id.")
-    secret_key: SecretStr = Field(SecretStr("local-credential"), description="Secret key.")
+    access_key: SecretStr | None = Field(
+        None, description="Static access key id; none: the AWS default credential chain."
+    )
+    secret_key: SecretStr | None = Field(None, description="Static secret key.")
+    session_token: SecretStr | None = Field(None, description="Session token of temporary keys.")
+    role_arn: str | None = Field(None, description="IAM role to assume with those credentials.")
+    role_session_name: str = Field("sluiceway", description="Session name of the assumed role.")
+    external_id: str | None = Field(None, description="External id the role may require.")
+    addressing: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="Bucket addressing: path-style, virtual-hosted, or the client's."
+    )
+    sse: Literal["AES256", "aws:kms"] | None = Field(
+        None, description="Server-side encryption of every object written (SSE-S3 or SSE-KMS)."
+    )
+    kms_key_id: str | None = Field(None, description="KMS key id or ARN for sse=aws:kms.")
     bucket: str = Field("sluiceway", description="Bucket the local stack creates.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> S3Settings:
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("access_key and secret_key go together; expected both or neither")
+        if self.session_token is not None and self.access_key is None:
+            raise ValueError("session_token needs access_key and secret_key")
+        if self.kms_key_id is not None and self.sse != "aws:kms":
+            raise ValueError(f"kms_key_id needs sse=aws:kms, not sse={self.sse}")
+        return self
 
     @property
     def endpoint_url(self) -> str:
         return self.endpoint or f"http://{self.host}:{self.port}"
+
+    def static_keys(self) -> tuple[str, str] | None:
+        """The key pair to sign with; None: the AWS default credential chain (environment,
+        shared profile, web identity, container or instance role). Without an endpoint
+        (the local stack's S3Proxy) and without keys, the local stack's own keys."""
+        if self.access_key is not None and self.secret_key is not None:
+            return self.access_key.get_secret_value(), self.secret_key.get_secret_value()
+        if self.endpoint is None:
+            return LOCAL_S3_KEYS
+        return None
 
 
 class StackSettings(SluicewaySettings):
@@ -147,6 +279,12 @@ class StackSettings(SluicewaySettings):
         "directory ($XDG_DATA_HOME/sluiceway or ~/.local/share/sluiceway).",
     )
     kafka_heap: str = Field("768m", description="-Xmx of the Kafka JVM.")
+    kafka_brokers: int = Field(
+        1, ge=1, le=9, description="Kafka nodes (combined broker+controller) on loopback."
+    )
+    kafka_sasl_ssl: bool = Field(
+        False, description="Add a SASL_SSL listener with SCRAM users and a generated test CA."
+    )
     start_timeout_s: float = Field(120.0, description="How long `stack up` waits per server.")
 
     @classmethod

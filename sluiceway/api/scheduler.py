@@ -411,7 +411,7 @@ class Scheduler:
         while not self._stop.wait(self.tick_s):
             try:
                 self._probe()
-            except StackDownError as exc:
+            except (StackDownError, ConfigError) as exc:  # ConfigError: credentials refused
                 if not self._broker_down:  # once per outage, not once per second
                     log.warning("scheduler paused: %s", _one_line(exc))
                 self._broker_down = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sluiceway.settings import KafkaSettings, PostgresSettings, S3Settings, StackSettings
 from sluiceway.stack.base import Server, ServerStatus
 from sluiceway.stack.kafka import KafkaServer
+from sluiceway.stack.kafka_cluster import Layout, nodes
 from sluiceway.stack.postgres import PostgresServer
 from sluiceway.stack.s3proxy import S3ProxyServer
 
@@ -29,13 +30,13 @@ __all__ = [
 def servers(
     stack: StackSettings, kafka: KafkaSettings, pg: PostgresSettings, s3: S3Settings
 ) -> list[Server]:
-    """The stack's servers in start order (names as in SERVERS)."""
-    found: list[Server] = [
-        KafkaServer(stack, kafka),
-        PostgresServer(stack, pg),
-        S3ProxyServer(stack, s3),
-    ]
-    assert tuple(server.name for server in found) == SERVERS
+    """The stack's servers in start order (names as in SERVERS; a Kafka cluster's nodes are
+    ``kafka-1``, ``kafka-2``...)."""
+    brokers: list[Server] = [KafkaServer(stack, kafka)]
+    if Layout.of(stack).clustered:
+        brokers = list(nodes(stack, kafka))
+    found: list[Server] = [*brokers, PostgresServer(stack, pg), S3ProxyServer(stack, s3)]
+    assert tuple(dict.fromkeys(server.name.split("-")[0] for server in found)) == SERVERS
     return found
 
 

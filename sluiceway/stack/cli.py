@@ -21,6 +21,7 @@ from sluiceway.errors import SluicewayError
 from sluiceway.exit_codes import fail
 from sluiceway.settings import KafkaSettings, PostgresSettings, S3Settings, StackSettings
 from sluiceway.stack import Server, ServerStatus, servers
+from sluiceway.stack.kafka_cluster import Layout, bootstrap, client_env_file, node
 
 stack_app = typer.Typer(
     help="Run the local stack (Kafka, PostgreSQL, S3Proxy) on 127.0.0.1 without Docker.",
@@ -45,9 +46,9 @@ def _from_env(cls: type[SettingsT]) -> SettingsT:
     return cls()
 
 
-def _servers() -> list[Server]:
+def _servers(**stack: object) -> list[Server]:
     return servers(
-        StackSettings.for_dev_stack(),
+        StackSettings.for_dev_stack().model_copy(update=stack),
         _from_env(KafkaSettings),
         _from_env(PostgresSettings),
         _from_env(S3Settings),
@@ -88,11 +89,50 @@ def _report(statuses: list[ServerStatus], as_json: bool) -> None:
 @stack_app.command()
 def up(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    brokers: int = typer.Option(
+        1, "--brokers", min=1, max=9, help="Kafka nodes (a KRaft cluster when more than 1)."
+    ),
+    sasl_ssl: bool = typer.Option(
+        False, "--sasl-ssl", help="Also serve SASL_SSL (SCRAM users, a generated test CA)."
+    ),
 ) -> None:
     """Start Kafka, PostgreSQL and S3Proxy (those not answering yet) and wait for them."""
     with _one_line_errors(as_json):
-        items = _servers()
+        stack = StackSettings.for_dev_stack()
+        options = {
+            "kafka_brokers": max(brokers, stack.kafka_brokers),
+            "kafka_sasl_ssl": sasl_ssl or stack.kafka_sasl_ssl,
+        }
+        items = _servers(**options)
         _report(_run_each(items, "starting", lambda s: s.up()), as_json)
+        _print_client_settings(stack.model_copy(update=options))
+
+
+def _print_client_settings(stack: StackSettings) -> None:
+    layout = Layout.of(stack)
+    if not layout.clustered:
+        return
+    err, kafka = Console(stderr=True), _from_env(KafkaSettings)
+    err.print(f"clients: SLUICEWAY_KAFKA_BOOTSTRAP={bootstrap(kafka, layout.brokers)}")
+    if layout.sasl_ssl:
+        err.print(f"SASL_SSL client settings (with the password): {client_env_file(stack)}")
+
+
+@stack_app.command("kill-broker")
+def kill_broker(node_id: int = typer.Argument(..., help="Node number, from 1.")) -> None:
+    """SIGKILL one node of the local Kafka cluster (a crash, for failover tests)."""
+    with _one_line_errors(False):
+        found = node(StackSettings.for_dev_stack(), _from_env(KafkaSettings), node_id).kill()
+        _report([found], as_json=False)
+
+
+@stack_app.command("start-broker")
+def start_broker(node_id: int = typer.Argument(..., help="Node number, from 1.")) -> None:
+    """Start one node of the local Kafka cluster again and wait until it answers."""
+    with _one_line_errors(False):
+        broker = node(StackSettings.for_dev_stack(), _from_env(KafkaSettings), node_id)
+        broker.wait(broker.start())
+        _report([broker.status()], as_json=False)
 
 
 @stack_app.command()

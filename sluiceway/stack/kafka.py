@@ -51,6 +51,11 @@ def random_cluster_id() -> str:
 
 def render_server_properties(kafka: KafkaSettings, data_dir: Path) -> str:
     """server.properties of a single combined-mode KRaft node on kafka.host."""
+    return render_properties(server_props(kafka, data_dir))
+
+
+def server_props(kafka: KafkaSettings, data_dir: Path) -> dict[str, str | int]:
+    """The properties of a single combined-mode node (a cluster's nodes start from these)."""
     host, port, cport = kafka.host, kafka.port, kafka.controller_port
     props: dict[str, str | int] = {
         "process.roles": "broker,controller",
@@ -77,6 +82,10 @@ def render_server_properties(kafka: KafkaSettings, data_dir: Path) -> str:
         "log.cleaner.enable": "true",
         "log.retention.hours": 168,
     }
+    return props
+
+
+def render_properties(props: dict[str, str | int]) -> str:
     lines = ["# Written by `sluiceway stack up`; edits are overwritten on the next start."]
     lines += [f"{key}={value}" for key, value in props.items()]
     return "\n".join(lines) + "\n"
@@ -113,11 +122,13 @@ class KafkaServer:
 
     name = NAME
 
-    def __init__(self, stack: StackSettings, kafka: KafkaSettings) -> None:
+    def __init__(
+        self, stack: StackSettings, kafka: KafkaSettings, directory: Path | None = None
+    ) -> None:
         self.stack = stack
         self.kafka = kafka
-        self.dir = stack.home / "kafka"
-        self.libs = self.dir / "libs"
+        self.libs = stack.home / "kafka" / "libs"  # shared by a local cluster's nodes
+        self.dir = directory or stack.home / "kafka"
         self.data = self.dir / "data"
         self.properties = self.dir / "server.properties"
         self.log_file = self.dir / "kafka.log"
@@ -129,7 +140,7 @@ class KafkaServer:
 
     def status(self) -> ServerStatus:
         return ServerStatus(
-            name=NAME,
+            name=self.name,
             running=port_open(self.kafka.host, self.kafka.port),
             pid=live_pid(self.pid_file, MAIN_CLASS),
             address=self.address,
@@ -141,24 +152,37 @@ class KafkaServer:
         """Start the node unless it already answers; wait until it serves metadata."""
         if answers(self.kafka):
             return self.status()
+        self.wait(self.start())
+        return self.status()
+
+    def start(self) -> int:
+        """Spawn the node unless its process runs; its pid."""
         pid = live_pid(self.pid_file, MAIN_CLASS)
         if pid is None:
             java = tools.find_java()
             self.resolve_jars()
             self.dir.mkdir(parents=True, exist_ok=True)
-            self.properties.write_text(render_server_properties(self.kafka, self.data))
+            self.properties.write_text(self.render_properties())
             self.format_storage(java)
             pid = spawn(self._command(java), self.log_file, self.pid_file, cwd=self.dir)
-        started = pid
+        return pid
+
+    def render_properties(self) -> str:
+        return render_server_properties(self.kafka, self.data)
+
+    def format_options(self) -> list[str]:
+        """Options of ``StorageTool format`` after the config file: a fresh cluster id."""
+        return ["-t", random_cluster_id()]
+
+    def wait(self, started: int) -> None:
         wait_until(
             lambda: answers(self.kafka, timeout_s=2.0),
-            name=NAME,
+            name=self.name,
             address=self.address,
             log_file=self.log_file,
             timeout_s=self.stack.start_timeout_s,
             alive=lambda: pid_alive(started, MAIN_CLASS),
         )
-        return self.status()
 
     def down(self) -> ServerStatus:
         terminate(live_pid(self.pid_file, MAIN_CLASS), MAIN_CLASS, STOP_TIMEOUT_S)
@@ -208,6 +232,6 @@ class KafkaServer:
             str(java),
             f"-Dlog4j2.configurationFile={deploy_dir() / 'log4j2.properties'}",
             "-cp", f"{self.libs}/*", STORAGE_TOOL, "format",
-            "-t", random_cluster_id(), "-c", str(self.properties),
+            "-c", str(self.properties), *self.format_options(),
         ]  # fmt: skip
         run_logged(cmd, self.log_file, "kafka: formatting storage", 120.0)

@@ -14,7 +14,7 @@ from pyarrow import fs
 
 from sluiceway.errors import StackDownError
 from sluiceway.resources import stack_files
-from sluiceway.settings import S3Settings, StackSettings
+from sluiceway.settings import LOCAL_S3_KEYS, S3Settings, StackSettings
 from sluiceway.stack import tools
 from sluiceway.stack.base import (
     ServerStatus,
@@ -42,11 +42,12 @@ def deploy_dir() -> Path:
 
 def render_s3proxy_conf(s3: S3Settings, data_dir: Path) -> str:
     """s3proxy.conf: AWS v2/v4 signatures with the settings' keys, files under data_dir."""
+    keys = s3.static_keys() or LOCAL_S3_KEYS
     props = {
         "s3proxy.endpoint": f"http://{s3.host}:{s3.port}",
         "s3proxy.authorization": "aws-v2-or-v4",
-        "s3proxy.identity": s3.access_key.get_secret_value(),
-        "s3proxy.credential": s3.secret_key.get_secret_value(),
+        "s3proxy.identity": keys[0],
+        "s3proxy.credential": keys[1],
         "jclouds.provider": "filesystem-nio2",
         "jclouds.filesystem.basedir": str(data_dir.resolve()),
         "jclouds.region": s3.region,
@@ -61,8 +62,8 @@ def filesystem(s3: S3Settings, *, allow_bucket_creation: bool = False) -> fs.S3F
     return fs.S3FileSystem(
         endpoint_override=f"{s3.host}:{s3.port}",
         scheme="http",
-        access_key=s3.access_key.get_secret_value(),
-        secret_key=s3.secret_key.get_secret_value(),
+        access_key=(s3.static_keys() or LOCAL_S3_KEYS)[0],
+        secret_key=(s3.static_keys() or LOCAL_S3_KEYS)[1],
         region=s3.region,
         connect_timeout=2,
         request_timeout=5,

@@ -17,8 +17,8 @@ def test_parquet_round_trip_on_s3proxy(local_stack: Stack, unique: str) -> None:
     filesystem = fs.S3FileSystem(
         endpoint_override=s3.endpoint_url.removeprefix("http://"),
         scheme="http",
-        access_key=s3.access_key.get_secret_value(),
-        secret_key=s3.secret_key.get_secret_value(),
+        access_key=s3.static_keys()[0],
+        secret_key=s3.static_keys()[1],
         region=s3.region,
     )
     table = pa.table({"id": list(range(1000)), "body": [f'ünï "{i}",\n' for i in range(1000)]})

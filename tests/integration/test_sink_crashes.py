@@ -225,8 +225,8 @@ def lake_of(destination: str, s3: S3Settings) -> Lake:
         fs = pafs.S3FileSystem(
             endpoint_override=f"{s3.host}:{s3.port}",
             scheme="http",
-            access_key=s3.access_key.get_secret_value(),
-            secret_key=s3.secret_key.get_secret_value(),
+            access_key=s3.static_keys()[0],
+            secret_key=s3.static_keys()[1],
             region=s3.region,
         )
         return Lake(fs, destination.removeprefix("s3://").rstrip("/"))

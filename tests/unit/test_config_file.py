@@ -143,6 +143,7 @@ def test_show_names_each_source_and_redacts_secrets(
     secret = tmp_path / "s3-secret"
     secret.write_text("very-secret-key")
     monkeypatch.setenv("SLUICEWAY_S3_SECRET_KEY_FILE", str(secret))
+    monkeypatch.setenv("SLUICEWAY_S3_ACCESS_KEY", "AKIA-id")  # static keys come in pairs
     values = {v.key: v for v in merged()}
     assert (values["kafka.port"].value, values["kafka.port"].source) == (
         1234, "env SLUICEWAY_KAFKA_PORT",
