@@ -33,14 +33,14 @@ from benchmarks.capture_stream import (
 )
 from benchmarks.env import BenchEnv, bench_env
 from benchmarks.report import RESULTS, Metric, at_least, at_most, info, result
-from producers import checkpoint as ckpt
-from producers.config import CaptureSettings, CaptureTuning
-from producers.events import position
-from producers.main import capture_producer, create_change_topics
-from producers.seed import SeedPlan, seed
-from producers.slot import create_slot
-from producers.snapshot import SnapshotRun, run_snapshot
-from sluiceway.codec import Codec
+from sluiceway.common.codec import Codec
+from sluiceway.devstack.seed import SeedPlan, seed
+from sluiceway.producers import checkpoint as ckpt
+from sluiceway.producers.config import CaptureSettings, CaptureTuning
+from sluiceway.producers.events import position
+from sluiceway.producers.main import capture_producer, create_change_topics
+from sluiceway.producers.slot import create_slot
+from sluiceway.producers.snapshot import SnapshotRun, run_snapshot
 
 SNAPSHOT_TARGET = 50_000.0
 LAG_TARGET_S = 5.0

@@ -1,7 +1,7 @@
 """End to end: a full export of every tenant and entity of a 1M-issue source, timed.
 
 A source of ``--e2e-tenants`` tenants and ``--e2e-issues`` issues in all (with the comments,
-worklogs, users and projects producers/seed.py makes for them) is seeded and captured once.
+worklogs, users and projects sluiceway/devstack/seed.py makes for them) is seeded and captured once.
 Then, for each worker count N in ``--e2e-workers``:
 
 - end to end: a full run of everything is announced, N ``sluiceway process --run`` and N
@@ -37,15 +37,15 @@ from benchmarks.env import BenchEnv, bench_env, cli_command
 from benchmarks.fleet import Watch, Worker, all_exited, finish, running, say, spawn, watch
 from benchmarks.report import RESULTS, result
 from benchmarks.sink import delete_groups
-from processors.spec import parse_spec
-from producers.seed import tenant_id
-from producers.source import TABLES
-from sinks.layout import run_manifest_path
-from sinks.manifest import read_json
-from sinks.storage import Lake, open_lake
-from sluiceway.runner import start_run
-from sluiceway.runs import RunRecord
-from sluiceway.settings import S3Settings
+from sluiceway.common.runs import RunRecord
+from sluiceway.common.settings import S3Settings
+from sluiceway.common.spec import parse_spec
+from sluiceway.control.runner import start_run
+from sluiceway.devstack.seed import tenant_id
+from sluiceway.lake.layout import run_manifest_path
+from sluiceway.lake.manifest import read_json
+from sluiceway.lake.storage import Lake, open_lake
+from sluiceway.producers.source import TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

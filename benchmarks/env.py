@@ -20,9 +20,15 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
-from sluiceway import stack
-from sluiceway.kafka_io import admin, watermarks
-from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings, S3Settings, StackSettings
+from sluiceway import devstack as stack
+from sluiceway.common.kafka_io import admin, watermarks
+from sluiceway.common.settings import (
+    ENTITIES,
+    KafkaSettings,
+    PostgresSettings,
+    S3Settings,
+    StackSettings,
+)
 
 
 @dataclass(frozen=True)

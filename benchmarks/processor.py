@@ -17,9 +17,9 @@ from unittest.mock import patch
 
 from benchmarks.env import BenchEnv, bench_env, cli_command
 from benchmarks.report import Metric, at_least, info, result
-from processors.spec import parse_spec
-from sluiceway.runner import start_run
-from sluiceway.settings import SECRET_ENV, S3Settings
+from sluiceway.common.settings import SECRET_ENV, S3Settings
+from sluiceway.common.spec import parse_spec
+from sluiceway.control.runner import start_run
 
 TARGET = 50_000
 SPECS: dict[str, dict[str, Any]] = {

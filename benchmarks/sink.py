@@ -38,12 +38,12 @@ from confluent_kafka import TopicPartition
 
 from benchmarks.env import BenchEnv, bench_env, cli_command
 from benchmarks.report import Metric, at_least, at_most, info, result
-from processors.spec import parse_spec
-from sluiceway import kafka_io
-from sluiceway.codec import MAGIC
-from sluiceway.runner import start_run
-from sluiceway.runs import END_MARKER, MARKER_HEADER, RunRecord
-from sluiceway.settings import S3Settings
+from sluiceway.common import kafka_io
+from sluiceway.common.codec import MAGIC
+from sluiceway.common.runs import END_MARKER, MARKER_HEADER, RunRecord
+from sluiceway.common.settings import S3Settings
+from sluiceway.common.spec import parse_spec
+from sluiceway.control.runner import start_run
 
 PER_CORE_TARGET = 100_000  # events/s per core
 RATIO_TARGET = 3.0  # times quixstreams
@@ -359,7 +359,7 @@ def sink_child(etl_id: str) -> None:
     """``sluiceway sink --run ETL_ID`` in this process, logging when its first batch arrives."""
     level = os.environ.get("SLUICEWAY_LOG_LEVEL", "WARNING").upper()
     logging.basicConfig(level=level, format=EPOCH_LOG_FORMAT, stream=sys.stderr)
-    from sinks import consume
+    from sluiceway.sinks import consume
 
     original = consume.handle_batch
 

@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.sink_quix --run ETL_ID --directory lake`` reads a run topic from its
 start with a consumer group of its own, decodes each value into the same row the sink
-writes (``sinks.rows.event_row``), hands it to quixstreams' ``LocalFileSink`` with its
+writes (``sluiceway.sinks.rows.event_row``), hands it to quixstreams' ``LocalFileSink`` with its
 ``ParquetFormat`` (zstd, like the sink), and stops once every partition's end marker was
 read. It prints one JSON line: rows, first-message and done times (``time.time()``).
 
@@ -26,13 +26,13 @@ from quixstreams.models.serializers import Deserializer, SerializationContext
 from quixstreams.sinks.community.file.formats.parquet import ParquetFormat
 from quixstreams.sinks.community.file.local import LocalFileSink
 
-from processors.run_schema import run_event_schemas
-from processors.spec import schema_spec_of_run
-from sinks.rows import event_row
-from sluiceway.codec import MAGIC, Codec
-from sluiceway.kafka_io import client_config, load_run
-from sluiceway.runs import RunRecord
-from sluiceway.settings import KafkaSettings
+from sluiceway.common.codec import MAGIC, Codec
+from sluiceway.common.kafka_io import client_config, load_run
+from sluiceway.common.run_schema import run_event_schemas
+from sluiceway.common.runs import RunRecord
+from sluiceway.common.settings import KafkaSettings
+from sluiceway.common.spec import schema_spec_of_run
+from sluiceway.sinks.rows import event_row
 
 MARKER: dict[str, Any] = {"__end_marker__": True}
 

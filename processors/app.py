@@ -29,24 +29,24 @@ import faust
 from aiokafka.errors import ProducerFenced
 from faust.types import TP
 
-from processors import fetch, metrics
-from processors.batch import BatchPath
-from processors.config import ProcessorSettings
-from processors.credentials import faust_credentials
-from processors.dead_letter import BODY_HEADER, dead_letter_body
-from processors.ownership import GroupOffsets, PartitionState, metadata, state_from
-from processors.progress import RunProgress
-from processors.run_schema import run_event_schemas
-from processors.scan import Latest
-from processors.spec import RunSpec
-from processors.transactions import Transactions
-from processors.transforms import IssueProject, output_key, select, transform, validate
-from sluiceway.codec import Codec
-from sluiceway.errors import InvalidEventError, TransientError
-from sluiceway.health import HEALTH
-from sluiceway.kafka_io import broker_count
-from sluiceway.runs import END_MARKER, MARKER_HEADER, RunRecord
-from sluiceway.settings import state_home
+from sluiceway.common.codec import Codec
+from sluiceway.common.errors import InvalidEventError, TransientError
+from sluiceway.common.health import HEALTH
+from sluiceway.common.kafka_io import broker_count
+from sluiceway.common.run_schema import run_event_schemas
+from sluiceway.common.runs import END_MARKER, MARKER_HEADER, RunRecord
+from sluiceway.common.settings import state_home
+from sluiceway.common.spec import RunSpec
+from sluiceway.processors import fetch, metrics
+from sluiceway.processors.batch import BatchPath
+from sluiceway.processors.config import ProcessorSettings
+from sluiceway.processors.credentials import faust_credentials
+from sluiceway.processors.dead_letter import BODY_HEADER, dead_letter_body
+from sluiceway.processors.ownership import GroupOffsets, PartitionState, metadata, state_from
+from sluiceway.processors.progress import RunProgress
+from sluiceway.processors.scan import Latest
+from sluiceway.processors.transactions import Transactions
+from sluiceway.processors.transforms import IssueProject, output_key, select, transform, validate
 
 log = logging.getLogger("sluiceway.processor")
 GROUP_CHECK_S = 1.0

@@ -2,8 +2,8 @@
 
 The per-event path (fastavro decode, processors/transforms.py, fastavro encode) costs
 ~40 us an event; a batch of one writer schema is decoded into columns by polars
-(sinks/avro_batch.py, as the sink does), transformed with polars expressions that mirror
-transforms.py function by function, and encoded column-wise (processors/avro_encode.py).
+(sluiceway/common/avro_batch.py, as the sink does), transformed with polars expressions that mirror
+transforms.py function by function, and encoded column-wise (sluiceway/common/avro_encode.py).
 Its outputs are exactly the per-event path's (tests/unit/test_processor_batch.py runs
 random batches through both).
 
@@ -21,11 +21,11 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 from polars.exceptions import PanicException, PolarsError
 
-from processors.avro_encode import ColumnEncoder, UnencodableError, UnsupportedSchemaError
-from processors.spec import RunSpec
-from processors.transforms import MASK, REFERENCES, IssueProject, pii_hash
-from sinks.avro_batch import BatchDecoder
-from sluiceway.codec import Codec, EventSchema, plain_schema
+from sluiceway.common.avro_batch import BatchDecoder
+from sluiceway.common.avro_encode import ColumnEncoder, UnencodableError, UnsupportedSchemaError
+from sluiceway.common.codec import Codec, EventSchema, plain_schema
+from sluiceway.common.spec import RunSpec
+from sluiceway.processors.transforms import MASK, REFERENCES, IssueProject, pii_hash
 
 # Below this many events the per-event path is as fast: polars has a fixed cost per call.
 MIN_BATCH = 32

@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from sluiceway.settings import KafkaSettings
-from sluiceway.settings_base import SluicewaySettings
+from sluiceway.common.settings import KafkaSettings
+from sluiceway.common.settings_base import SluicewaySettings
 
 
 class ProcessorTuning(SluicewaySettings):

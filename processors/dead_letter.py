@@ -17,10 +17,10 @@ import json
 from datetime import date, datetime
 from typing import Any
 
-from processors.spec import RunSpec
-from processors.transforms import IssueProject, opted_out, project, redact
-from sluiceway.codec import Codec, Event
-from sluiceway.errors import InvalidEventError
+from sluiceway.common.codec import Codec, Event
+from sluiceway.common.errors import InvalidEventError
+from sluiceway.common.spec import RunSpec
+from sluiceway.processors.transforms import IssueProject, opted_out, project, redact
 
 BODY_HEADER = "sw-body"
 REDACTED = b"redacted-json"  # the decoded event as JSON, its row projected and redacted

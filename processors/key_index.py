@@ -21,7 +21,7 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
-from processors.transforms import key_tenant
+from sluiceway.processors.transforms import key_tenant
 
 # Records buffered before a merge into the sorted arrays: at least this many, and at most
 # a sixteenth of the keys already held, so the buffer stays small next to the map.

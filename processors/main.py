@@ -24,20 +24,20 @@ from typing import Any
 
 import faust
 
-from processors import metrics
-from processors.app import Lookups, RunProcessor
-from processors.config import ProcessorSettings
-from processors.scan import issue_projects, latest_offsets, no_project
-from processors.spec import RunSpec, spec_of_run
-from sluiceway import registry
-from sluiceway.cleanup import check_not_dropped
-from sluiceway.codec import Codec
-from sluiceway.errors import ConfigError
-from sluiceway.fingerprint import matches, secret_fingerprint
-from sluiceway.health import HEALTH
-from sluiceway.kafka_io import check_credentials, load_run
-from sluiceway.runs import RunRecord
-from sluiceway.settings import SECRET_ENV, KafkaSettings
+from sluiceway.common.codec import Codec
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.fingerprint import matches, secret_fingerprint
+from sluiceway.common.health import HEALTH
+from sluiceway.common.kafka_io import check_credentials, load_run
+from sluiceway.common.runs import RunRecord
+from sluiceway.common.settings import SECRET_ENV, KafkaSettings
+from sluiceway.common.spec import RunSpec, spec_of_run
+from sluiceway.control import registry
+from sluiceway.control.cleanup import check_not_dropped
+from sluiceway.processors import metrics
+from sluiceway.processors.app import Lookups, RunProcessor
+from sluiceway.processors.config import ProcessorSettings
+from sluiceway.processors.scan import issue_projects, latest_offsets, no_project
 
 log = logging.getLogger("sluiceway.processor")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

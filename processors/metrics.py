@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from sluiceway import health
+from sluiceway.common import health
 
 READ = Counter(
     "sluiceway_processor_events_read_total", "Change events read by the run's worker.", ["topic"]

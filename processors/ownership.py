@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 
-from sluiceway import kafka_io
-from sluiceway.errors import TransientError
-from sluiceway.kafka_io import metadata_of
-from sluiceway.settings import KafkaSettings
+from sluiceway.common import kafka_io
+from sluiceway.common.errors import TransientError
+from sluiceway.common.kafka_io import metadata_of
+from sluiceway.common.settings import KafkaSettings
 
 END = "end"
 DEAD = "dead_letters"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sluiceway.runs import Offsets
+from sluiceway.common.runs import Offsets
 
 
 @dataclass

@@ -20,14 +20,14 @@ import numpy as np
 import numpy.typing as npt
 from confluent_kafka import KafkaError, Message, TopicPartition
 
-from processors.errors import ScanTimeoutError
-from processors.key_index import LastValues, TenantCodes
-from sluiceway.codec import Codec, event_key
-from sluiceway.errors import InvalidEventError
-from sluiceway.kafka_io import consumer
-from sluiceway.partitioning import tenant_partitions
-from sluiceway.runs import RunRecord
-from sluiceway.settings import KafkaSettings
+from sluiceway.common.codec import Codec, event_key
+from sluiceway.common.errors import InvalidEventError
+from sluiceway.common.kafka_io import consumer
+from sluiceway.common.partitioning import tenant_partitions
+from sluiceway.common.runs import RunRecord
+from sluiceway.common.settings import KafkaSettings
+from sluiceway.common.spec_errors import ScanTimeoutError
+from sluiceway.processors.key_index import LastValues, TenantCodes
 
 BITMAP_SLICE = 1 << 20
 DELETED = -1  # the value of a key whose last record before the cut is a tombstone
@@ -160,7 +160,7 @@ def latest_offsets(kafka: KafkaSettings, run: RunRecord) -> Latest:
 
 class IssueProjects:
     """(tenant, issue id) -> project key of the issue's last version, for the run's tenants;
-    a processors.transforms.IssueProject."""
+    a sluiceway.processors.transforms.IssueProject."""
 
     def __init__(self, tenants: Iterable[str]) -> None:
         self.codes = TenantCodes(tenants)

@@ -10,9 +10,9 @@ import hmac
 from collections.abc import Callable
 from typing import Any
 
-from processors.spec import RunSpec
-from sluiceway.codec import Event, event_key
-from sluiceway.errors import ConfigError, InvalidEventError
+from sluiceway.common.codec import Event, event_key
+from sluiceway.common.errors import ConfigError, InvalidEventError
+from sluiceway.common.spec import RunSpec
 
 
 def key_tenant(key: bytes | None) -> str | None:

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, field
 
 from confluent_kafka import Producer
 
-from producers.errors import ProduceError
-from sluiceway.kafka_io import ensure_topics, read_control
-from sluiceway.settings import KafkaSettings
+from sluiceway.common.kafka_io import ensure_topics, read_control
+from sluiceway.common.settings import KafkaSettings
+from sluiceway.producers.errors import ProduceError
 
 Key = tuple[str, int]
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from sluiceway.settings import KafkaSettings, PostgresSettings
-from sluiceway.settings_base import SluicewaySettings
+from sluiceway.common.settings import KafkaSettings, PostgresSettings
+from sluiceway.common.settings_base import SluicewaySettings
 
 
 class CaptureTuning(SluicewaySettings):

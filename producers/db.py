@@ -6,9 +6,9 @@ from typing import Any
 
 import psycopg2
 
-from producers.errors import SourceUnavailableError
-from sluiceway.redact import pg_error_line
-from sluiceway.settings import PostgresSettings
+from sluiceway.common.redact import pg_error_line
+from sluiceway.common.settings import PostgresSettings
+from sluiceway.producers.errors import SourceUnavailableError
 
 
 def connect(pg: PostgresSettings) -> Any:

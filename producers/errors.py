@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sluiceway.errors import TerminalError, TransientError
+from sluiceway.common.errors import TerminalError, TransientError
 
 
 class SourceUnavailableError(TransientError):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from producers.errors import SourceSchemaError
-from sluiceway.codec import Event
+from sluiceway.common.codec import Event
+from sluiceway.producers.errors import SourceSchemaError
 
 # A position is the commit LSN shifted left, plus the change's index in its transaction, so
 # positions strictly increase in commit order even inside one transaction. 20 bits allow

@@ -16,21 +16,21 @@ from datetime import UTC, datetime
 import psycopg2
 from confluent_kafka import Producer
 
-from producers import checkpoint as ckpt
-from producers import metrics
-from producers.acks import AckTracker
-from producers.config import CaptureSettings
-from producers.db import connect
-from producers.errors import SourceUnavailableError
-from producers.events import position
-from producers.schema_check import check_source_schema
-from producers.slot import create_slot, inspect_slot, replication_connection
-from producers.snapshot import Progress, SnapshotRun, run_snapshot
-from producers.stream import Streamer
-from sluiceway.codec import Codec
-from sluiceway.health import HEALTH
-from sluiceway.kafka_io import check_credentials, ensure_topics, producer
-from sluiceway.settings import ENTITIES
+from sluiceway.common.codec import Codec
+from sluiceway.common.health import HEALTH
+from sluiceway.common.kafka_io import check_credentials, ensure_topics, producer
+from sluiceway.common.settings import ENTITIES
+from sluiceway.producers import checkpoint as ckpt
+from sluiceway.producers import metrics
+from sluiceway.producers.acks import AckTracker
+from sluiceway.producers.config import CaptureSettings
+from sluiceway.producers.db import connect
+from sluiceway.producers.errors import SourceUnavailableError
+from sluiceway.producers.events import position
+from sluiceway.producers.schema_check import check_source_schema
+from sluiceway.producers.slot import create_slot, inspect_slot, replication_connection
+from sluiceway.producers.snapshot import Progress, SnapshotRun, run_snapshot
+from sluiceway.producers.stream import Streamer
 
 log = logging.getLogger("sluiceway.capture")
 Stop = Callable[[], bool]

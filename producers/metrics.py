@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-from sluiceway import health
+from sluiceway.common import health
 
 EVENTS = Counter("sluiceway_capture_events_total", "Change events produced", ["entity", "op"])
 SNAPSHOT_ROWS = Counter(

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from producers.errors import SourceSchemaError
-from producers.source import TABLES, Column, columns
-from sluiceway.codec import Codec
+from sluiceway.common.codec import Codec
+from sluiceway.producers.errors import SourceSchemaError
+from sluiceway.producers.source import TABLES, Column, columns
 
 # information_schema's names for the SQL types the schemas map to
 _CATALOG_NAMES = {"timestamptz": "timestamp with time zone"}

@@ -8,10 +8,10 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
-from producers.errors import SlotConflictError, SourceUnavailableError
-from producers.events import lsn_to_int
-from sluiceway.redact import pg_error_line
-from sluiceway.settings import PostgresSettings
+from sluiceway.common.redact import pg_error_line
+from sluiceway.common.settings import PostgresSettings
+from sluiceway.producers.errors import SlotConflictError, SourceUnavailableError
+from sluiceway.producers.events import lsn_to_int
 
 PLUGIN = "wal2json"
 

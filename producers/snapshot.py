@@ -23,18 +23,18 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 from psycopg2 import sql
 
-from producers import checkpoint as ckpt
-from producers import metrics
-from producers.config import CaptureSettings
-from producers.db import connect
-from producers.errors import ProduceError
-from producers.events import change_event, lsn_to_int, position, timestamp_ms
-from producers.source import TABLES, Column, columns, table_name
-from producers.tenants import Tenants
-from sluiceway.codec import Codec, event_key
-from sluiceway.health import HEALTH
-from sluiceway.partitioning import partition_for
-from sluiceway.settings import ENTITIES
+from sluiceway.common.codec import Codec, event_key
+from sluiceway.common.health import HEALTH
+from sluiceway.common.partitioning import partition_for
+from sluiceway.common.settings import ENTITIES
+from sluiceway.producers import checkpoint as ckpt
+from sluiceway.producers import metrics
+from sluiceway.producers.config import CaptureSettings
+from sluiceway.producers.db import connect
+from sluiceway.producers.errors import ProduceError
+from sluiceway.producers.events import change_event, lsn_to_int, position, timestamp_ms
+from sluiceway.producers.source import TABLES, Column, columns, table_name
+from sluiceway.producers.tenants import Tenants
 
 log = logging.getLogger("sluiceway.capture")
 Progress = Callable[[str, int], None]

@@ -12,9 +12,9 @@ from typing import Any
 
 from psycopg2 import sql
 
-from producers.errors import SourceSchemaError
-from sluiceway.codec import Codec
-from sluiceway.settings import ENTITIES
+from sluiceway.common.codec import Codec
+from sluiceway.common.settings import ENTITIES
+from sluiceway.producers.errors import SourceSchemaError
 
 # "user" is reserved in SQL, so tables are named in the plural.
 TABLES: dict[str, str] = {e: f"{e}s" for e in ENTITIES}

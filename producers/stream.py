@@ -24,19 +24,19 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from producers import metrics
-from producers.acks import AckTracker, PendingTxn
-from producers.config import CaptureSettings
-from producers.db import connect
-from producers.errors import ProduceError
-from producers.events import change_event, int_to_lsn, position, timestamp_ms
-from producers.slot import emit_heartbeat
-from producers.snapshot import partition_of, produce
-from producers.source import TABLES
-from producers.tenants import Tenants
-from producers.wal2json import Decoder, Heartbeat, Transaction
-from sluiceway.codec import Codec, event_key
-from sluiceway.health import HEALTH
+from sluiceway.common.codec import Codec, event_key
+from sluiceway.common.health import HEALTH
+from sluiceway.producers import metrics
+from sluiceway.producers.acks import AckTracker, PendingTxn
+from sluiceway.producers.config import CaptureSettings
+from sluiceway.producers.db import connect
+from sluiceway.producers.errors import ProduceError
+from sluiceway.producers.events import change_event, int_to_lsn, position, timestamp_ms
+from sluiceway.producers.slot import emit_heartbeat
+from sluiceway.producers.snapshot import partition_of, produce
+from sluiceway.producers.source import TABLES
+from sluiceway.producers.tenants import Tenants
+from sluiceway.producers.wal2json import Decoder, Heartbeat, Transaction
 
 log = logging.getLogger("sluiceway.capture")
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from producers import metrics
-from sluiceway.kafka_io import known_tenants
-from sluiceway.settings import KafkaSettings
+from sluiceway.common.kafka_io import known_tenants
+from sluiceway.common.settings import KafkaSettings
+from sluiceway.producers import metrics
 
 log = logging.getLogger("sluiceway.capture")
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NoReturn
 
-from producers.errors import SourceSchemaError
-from producers.events import lsn_to_int
-from producers.source import TABLES
-from sluiceway.codec import Codec
+from sluiceway.common.codec import Codec
+from sluiceway.producers.errors import SourceSchemaError
+from sluiceway.producers.events import lsn_to_int
+from sluiceway.producers.source import TABLES
 
 HEARTBEAT_PREFIX = "sluiceway-heartbeat"
 Converter = Callable[[Any], Any]

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from sluiceway.settings_base import SluicewaySettings
+from sluiceway.common.settings_base import SluicewaySettings
 
 Compression = Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"]
 

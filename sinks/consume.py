@@ -26,19 +26,19 @@ from typing import Any
 import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
-from sinks import membership, metrics
-from sinks.avro_batch import BatchDecoder, lake_table
-from sinks.disk_guard import DiskGuard
-from sinks.errors import LakeWriteError, RunTimeoutError
-from sinks.metrics import LagMonitor, PollTimes
-from sinks.offsets import OffsetTracker, PartitionCommit
-from sinks.plan import RunPlan, TableSchema
-from sinks.rows import event_row
-from sinks.writer import RunWriter
-from sluiceway.codec import HEADER_LEN, MAGIC, Codec
-from sluiceway.errors import InvalidEventError, TransientError
-from sluiceway.health import HEALTH
-from sluiceway.runs import END_MARKER, MARKER_HEADER
+from sluiceway.common.avro_batch import BatchDecoder, lake_table
+from sluiceway.common.codec import HEADER_LEN, MAGIC, Codec
+from sluiceway.common.errors import InvalidEventError, TransientError
+from sluiceway.common.health import HEALTH
+from sluiceway.common.runs import END_MARKER, MARKER_HEADER
+from sluiceway.lake.errors import LakeWriteError, RunTimeoutError
+from sluiceway.sinks import membership, metrics
+from sluiceway.sinks.disk_guard import DiskGuard
+from sluiceway.sinks.metrics import LagMonitor, PollTimes
+from sluiceway.sinks.offsets import OffsetTracker, PartitionCommit
+from sluiceway.sinks.plan import RunPlan, TableSchema
+from sluiceway.sinks.rows import event_row
+from sluiceway.sinks.writer import RunWriter
 
 log = logging.getLogger("sluiceway.sink")
 FLOWING_WAIT_S = 0.1  # first wait of a poll: a batch fills in ~30 ms while events flow

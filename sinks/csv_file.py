@@ -26,12 +26,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from sinks import layout, storage
-from sinks.errors import LakeWriteError
-from sinks.parquet_file import FileRecord
-from sinks.rotation import Caps, FileState
-from sinks.rows import Row
-from sinks.storage import Lake
+from sluiceway.lake import layout, storage
+from sluiceway.lake.errors import LakeWriteError
+from sluiceway.lake.storage import Lake
+from sluiceway.sinks.parquet_file import FileRecord
+from sluiceway.sinks.rotation import Caps, FileState
+from sluiceway.sinks.rows import Row
 
 log = logging.getLogger("sluiceway.sink")
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sinks import layout, metrics
-from sluiceway.errors import ConfigError
+from sluiceway.common.errors import ConfigError
+from sluiceway.lake import layout
+from sluiceway.sinks import metrics
 
 log = logging.getLogger("sluiceway.sink")
 

@@ -17,12 +17,13 @@ from collections.abc import Iterable
 import pyarrow as pa
 from pyarrow import fs as pafs
 
-from processors.schema_versions import LATEST, columns_of
-from processors.spec import RunSpec
-from sinks import csv_file, layout, storage
-from sinks.errors import LakeWriteError
-from sinks.parquet_file import FileRecord
-from sinks.storage import Lake
+from sluiceway.common.schema_versions import LATEST, columns_of
+from sluiceway.common.spec import RunSpec
+from sluiceway.lake import layout, storage
+from sluiceway.lake.errors import LakeWriteError
+from sluiceway.lake.storage import Lake
+from sluiceway.sinks import csv_file
+from sluiceway.sinks.parquet_file import FileRecord
 
 LAYOUT = "datapipeline"
 # Ids are unique per tenant only, so every file says which tenant a row belongs to (Data

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from sluiceway.settings_base import SluicewaySettings
+from sluiceway.common.settings_base import SluicewaySettings
 
 # Atlassian Data pipeline stops an export that would leave less than 5 GB free.
 DEFAULT_MIN_FREE_BYTES = 5_000_000_000

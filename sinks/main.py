@@ -22,36 +22,27 @@ from typing import Any
 import pyarrow.fs as pafs
 from confluent_kafka import KafkaException
 
-from processors.run_schema import run_event_schemas
-from processors.spec import schema_spec_of_run
-from sinks import (
-    consume,
-    dp_layout,
-    layout,
-    manifest,
-    membership,
-    notify,
-    plan,
-    recovery,
-    sns,
-    storage,
-)
-from sinks.config import SinkSettings
-from sinks.consume import RunReader
-from sinks.disk_guard import DiskGuard
-from sinks.guard_config import GuardSettings
-from sinks.metrics import LagMonitor
-from sinks.offsets import OffsetTracker
-from sinks.parquet_file import FileRecord
-from sinks.sns import SnsSettings
-from sinks.storage import Lake
-from sinks.writer import RunWriter
-from sluiceway import cleanup, health, kafka_io, registry
-from sluiceway.codec import Codec
-from sluiceway.errors import SluicewayError
-from sluiceway.health import HEALTH
-from sluiceway.runs import RunRecord, etl_id_time
-from sluiceway.settings import KafkaSettings, S3Settings
+from sluiceway.common import health, kafka_io
+from sluiceway.common.codec import Codec
+from sluiceway.common.errors import SluicewayError
+from sluiceway.common.health import HEALTH
+from sluiceway.common.run_schema import run_event_schemas
+from sluiceway.common.runs import RunRecord, etl_id_time
+from sluiceway.common.settings import KafkaSettings, S3Settings
+from sluiceway.common.spec import schema_spec_of_run
+from sluiceway.control import cleanup, registry
+from sluiceway.lake import layout, manifest, storage
+from sluiceway.lake.storage import Lake
+from sluiceway.sinks import consume, dp_layout, membership, notify, plan, recovery, sns
+from sluiceway.sinks.config import SinkSettings
+from sluiceway.sinks.consume import RunReader
+from sluiceway.sinks.disk_guard import DiskGuard
+from sluiceway.sinks.guard_config import GuardSettings
+from sluiceway.sinks.metrics import LagMonitor
+from sluiceway.sinks.offsets import OffsetTracker
+from sluiceway.sinks.parquet_file import FileRecord
+from sluiceway.sinks.sns import SnsSettings
+from sluiceway.sinks.writer import RunWriter
 
 log = logging.getLogger("sluiceway.sink")
 

@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from sinks import metrics, recovery
-from sinks.offsets import PartitionCommit, parse_commit
-from sinks.rotation import RotationReason
-from sinks.storage import Lake
-from sluiceway.errors import TransientError
-from sluiceway.kafka_io import metadata_of
+from sluiceway.common.errors import TransientError
+from sluiceway.common.kafka_io import metadata_of
+from sluiceway.lake.storage import Lake
+from sluiceway.sinks import metrics, recovery
+from sluiceway.sinks.offsets import PartitionCommit, parse_commit
+from sluiceway.sinks.rotation import RotationReason
 
 if TYPE_CHECKING:
-    from sinks.consume import RunReader
+    from sluiceway.sinks.consume import RunReader
 
 log = logging.getLogger("sluiceway.sink")
 GROUP_CHECK_S = 1.0

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sinks import metrics
-from sinks.guard_config import GuardSettings
+from sluiceway.sinks import metrics
+from sluiceway.sinks.guard_config import GuardSettings
 
 log = logging.getLogger("sluiceway.sink")
 

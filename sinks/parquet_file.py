@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sinks import layout, sizing, storage
-from sinks.errors import LakeWriteError
-from sinks.rotation import Caps, FileState, after_write
-from sinks.rows import ColumnBuffer
-from sinks.storage import Lake
+from sluiceway.lake import layout, storage
+from sluiceway.lake.errors import LakeWriteError
+from sluiceway.lake.storage import Lake
+from sluiceway.sinks import sizing
+from sluiceway.sinks.rotation import Caps, FileState, after_write
+from sluiceway.sinks.rows import ColumnBuffer
 
 log = logging.getLogger("sluiceway.sink")
 

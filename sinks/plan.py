@@ -12,12 +12,12 @@ from datetime import date, datetime
 
 import pyarrow as pa
 
-from sinks import layout
-from sinks.errors import RunStateError
-from sinks.rows import arrow_schema
-from sluiceway.codec import HEADER_LEN, Event, EventSchema
-from sluiceway.errors import InvalidEventError
-from sluiceway.runs import RunRecord
+from sluiceway.common.codec import HEADER_LEN, Event, EventSchema
+from sluiceway.common.errors import InvalidEventError
+from sluiceway.common.runs import RunRecord
+from sluiceway.lake import layout
+from sluiceway.lake.errors import RunStateError
+from sluiceway.sinks.rows import arrow_schema
 
 
 @dataclass(frozen=True)

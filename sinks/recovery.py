@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 
-from sinks import csv_file, layout, parquet_file, storage
-from sinks.parquet_file import FileRecord
-from sinks.storage import Lake
+from sluiceway.lake import layout, storage
+from sluiceway.lake.storage import Lake
+from sluiceway.sinks import csv_file, parquet_file
+from sluiceway.sinks.parquet_file import FileRecord
 
 log = logging.getLogger("sluiceway.sink")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from sinks.errors import UnsupportedSchemaError
+from sluiceway.lake.errors import UnsupportedSchemaError
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 METADATA_FIELDS: tuple[pa.Field, ...] = (

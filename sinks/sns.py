@@ -21,10 +21,10 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from sinks import layout
-from sinks.notify import backoff_delays
-from sluiceway.runs import etl_id_time
-from sluiceway.settings_base import SluicewaySettings
+from sluiceway.common.runs import etl_id_time
+from sluiceway.common.settings_base import SluicewaySettings
+from sluiceway.lake import layout
+from sluiceway.sinks.notify import backoff_delays
 
 log = logging.getLogger("sluiceway.sink")
 

@@ -19,14 +19,21 @@ from typing import TypeVar, cast
 
 import pyarrow as pa
 
-from sinks import csv_file, metrics, parquet_file, sizing
-from sinks.config import SinkSettings
-from sinks.csv_file import CsvFile
-from sinks.errors import RunStateError
-from sinks.parquet_file import FileRecord, OpenFile
-from sinks.rotation import Caps, Incoming, RotationReason, decide, fit_rows, overflows_alone
-from sinks.rows import Row
-from sinks.storage import Lake
+from sluiceway.lake.errors import RunStateError
+from sluiceway.lake.storage import Lake
+from sluiceway.sinks import csv_file, metrics, parquet_file, sizing
+from sluiceway.sinks.config import SinkSettings
+from sluiceway.sinks.csv_file import CsvFile
+from sluiceway.sinks.parquet_file import FileRecord, OpenFile
+from sluiceway.sinks.rotation import (
+    Caps,
+    Incoming,
+    RotationReason,
+    decide,
+    fit_rows,
+    overflows_alone,
+)
+from sluiceway.sinks.rows import Row
 
 log = logging.getLogger("sluiceway.sink")
 

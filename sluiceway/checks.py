@@ -19,10 +19,10 @@ from typing import Any
 import psycopg2
 import psycopg2.errors
 
+from sluiceway.common.kafka_io import admin, probe
+from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Settings
 from sluiceway.kafka_check import cluster_warnings, durability_problems
-from sluiceway.kafka_io import admin, probe
 from sluiceway.s3_check import credential_problems, write_problems
-from sluiceway.settings import KafkaSettings, PostgresSettings, S3Settings
 
 PLUGIN = "wal2json"  # the output plugin capture decodes with (producers/slot.py)
 TIMEOUT_S = 5.0
@@ -181,8 +181,8 @@ def _plugin(conn: Any) -> Finding:
 
 
 def check_destination(destination: str, s3: S3Settings, min_free: int) -> list[Finding]:
-    from sinks.disk_guard import existing_dir, gigabytes
-    from sinks.layout import parse_destination
+    from sluiceway.lake.layout import parse_destination
+    from sluiceway.sinks.disk_guard import existing_dir, gigabytes
 
     dest = parse_destination(destination)
     if dest.kind == "s3":
@@ -212,7 +212,7 @@ def _s3_bucket(bucket: str, s3: S3Settings) -> Finding:
     import pyarrow as pa
     from pyarrow import fs as pafs
 
-    from sinks.storage import s3_filesystem
+    from sluiceway.lake.storage import s3_filesystem
 
     name = f"destination s3://{bucket}"
     missing = credential_problems(s3)

@@ -74,7 +74,7 @@ def build_app() -> typer.Typer:
         source,
         workers,
     )
-    from sluiceway.stack.cli import stack_app
+    from sluiceway.devstack.cli import stack_app
 
     app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
     app.callback()(root)

@@ -1,7 +1,7 @@
 """The config file as a whole: which settings classes exist, which keys it may hold, and
 where each merged value came from (``sluiceway config show``).
 
-Each settings class reads its own section itself (``sluiceway.settings_base``); this module
+Each settings class reads its own section itself (``sluiceway.common.settings_base``); this module
 checks the file once per command, so a misspelt key is an error naming the nearest valid one
 instead of a setting silently left at its default.
 """
@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 from pydantic import SecretStr, ValidationError
 
-from sluiceway.errors import ConfigError, ConfigProblems
-from sluiceway.settings_base import (
+from sluiceway.common.errors import ConfigError, ConfigProblems
+from sluiceway.common.settings_base import (
     CONFIG_ENV,
     FILE_SUFFIX,
     SECRETS_DIR_ENV,
@@ -31,19 +31,19 @@ from sluiceway.settings_base import (
 
 # Every module that defines a settings class; importing them registers the classes.
 SETTINGS_MODULES: tuple[str, ...] = (
-    "sluiceway.settings",
-    "sluiceway.runner",
-    "sluiceway.pool",
-    "sluiceway.health",
+    "sluiceway.common.settings",
+    "sluiceway.control.runner",
+    "sluiceway.control.pool",
+    "sluiceway.common.health",
     "sluiceway.api.auth",
     "sluiceway.api.scheduler",
     "sluiceway.api.dp_jobs",
-    "sluiceway.cleanup",
-    "producers.config",
-    "processors.config",
-    "sinks.config",
-    "sinks.guard_config",
-    "sinks.sns",
+    "sluiceway.control.cleanup",
+    "sluiceway.producers.config",
+    "sluiceway.processors.config",
+    "sluiceway.sinks.config",
+    "sluiceway.sinks.guard_config",
+    "sluiceway.sinks.sns",
 )
 REDACTED = "**********"
 

@@ -14,8 +14,7 @@ from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from sluiceway.config import settings_classes
-from sluiceway.settings_base import (
+from sluiceway.common.settings_base import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
     FILE_SUFFIX,
@@ -24,6 +23,7 @@ from sluiceway.settings_base import (
     env_names,
     section_of,
 )
+from sluiceway.config import settings_classes
 
 INTRO = f"""# Configuration
 

@@ -15,13 +15,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
-from sluiceway.errors import (
-    RunFailedError,
-    SluicewayError,
-    TerminalError,
-    TransientError,
-)
-from sluiceway.settings import settings_problem
+from sluiceway.common.errors import RunFailedError, SluicewayError, TerminalError, TransientError
+from sluiceway.common.settings import settings_problem
 
 OK = 0
 USAGE = 2

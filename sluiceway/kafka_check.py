@@ -10,9 +10,9 @@ from __future__ import annotations
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource, ResourceType
 
-from sluiceway.errors import SluicewayError
-from sluiceway.kafka_io import admin, check_broker
-from sluiceway.settings import KafkaSettings
+from sluiceway.common.errors import SluicewayError
+from sluiceway.common.kafka_io import admin, check_broker
+from sluiceway.common.settings import KafkaSettings
 
 MIN_PRODUCTION_BROKERS = 3
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from sluiceway.settings import KafkaSettings
+from sluiceway.common.settings import KafkaSettings
 
 
 def confluent_security(kafka: KafkaSettings) -> dict[str, Any]:

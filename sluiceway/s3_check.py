@@ -3,8 +3,8 @@ the store accept a write with the configured encryption. One line per problem.""
 
 from __future__ import annotations
 
-from sluiceway.errors import SluicewayError
-from sluiceway.settings import S3Settings
+from sluiceway.common.errors import SluicewayError
+from sluiceway.common.settings import S3Settings
 
 CHAIN = (
     "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws, "
@@ -29,7 +29,7 @@ def credential_problems(s3: S3Settings) -> list[str]:
 def write_problems(s3: S3Settings, destination: str | None = None) -> list[str]:
     """A line when a probe object cannot be written (and removed) under ``destination``
     (default: the configured bucket) with the configured encryption."""
-    from sinks.storage import open_lake
+    from sluiceway.lake.storage import open_lake
 
     target = destination or f"s3://{s3.bucket}"
     try:

@@ -21,8 +21,8 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from sluiceway import stack
-from sluiceway.settings import KafkaSettings, PostgresSettings, S3Settings, StackSettings
+from sluiceway import devstack as stack
+from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Settings, StackSettings
 
 
 @dataclass(frozen=True)

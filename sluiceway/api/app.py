@@ -19,8 +19,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from processors.errors import SpecError
-from processors.spec import RunSpec
 from sluiceway import __version__
 from sluiceway.api.auth import DEFAULT_MAX_BODY_BYTES, BearerAuth
 from sluiceway.api.config_store import KafkaStore, KeyValueStore
@@ -34,11 +32,13 @@ from sluiceway.api.destinations import (
 from sluiceway.api.limits import BodyLimit
 from sluiceway.api.models import Health
 from sluiceway.api.scheduler import Scheduler
-from sluiceway.errors import ConfigError, RunConflictError, TransientError
-from sluiceway.redact import redact
-from sluiceway.runner import Workers, start_run
-from sluiceway.runs import RunRecord
-from sluiceway.settings import KafkaSettings, S3Settings
+from sluiceway.common.errors import ConfigError, RunConflictError, TransientError
+from sluiceway.common.redact import redact
+from sluiceway.common.runs import RunRecord
+from sluiceway.common.settings import KafkaSettings, S3Settings
+from sluiceway.common.spec import RunSpec
+from sluiceway.common.spec_errors import SpecError
+from sluiceway.control.runner import Workers, start_run
 
 TITLE = "Sluiceway control API"
 DOCS_URL = "/docs"

@@ -16,9 +16,9 @@ from pydantic_settings import SettingsConfigDict
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sluiceway.errors import ConfigError
-from sluiceway.settings import settings_problem
-from sluiceway.settings_base import SluicewaySettings
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.settings import settings_problem
+from sluiceway.common.settings_base import SluicewaySettings
 
 TOKEN_ENV = "SLUICEWAY_API_TOKEN"
 MIN_TOKEN_CHARS = 32

@@ -15,11 +15,11 @@ from typing import Any, Protocol
 
 from pydantic_core import PydanticCustomError
 
-from processors.spec import check_destination
-from sluiceway import control
-from sluiceway.errors import ConfigError, StackDownError
-from sluiceway.kafka_io import ensure_topics, producer, read_control
-from sluiceway.settings import KafkaSettings
+from sluiceway.common import control_topics as control
+from sluiceway.common.errors import ConfigError, StackDownError
+from sluiceway.common.kafka_io import ensure_topics, producer, read_control
+from sluiceway.common.settings import KafkaSettings
+from sluiceway.common.spec import check_destination
 
 # Keys of the "config" store.
 TENANTS = "tenants"

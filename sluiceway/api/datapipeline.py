@@ -16,10 +16,6 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
-from processors.errors import SpecError
-from processors.schema_versions import VERSIONS, schema_version
-from processors.spec import parse_spec
-from sluiceway import control, registry
 from sluiceway.api.app import ApiError, Services, get_services
 from sluiceway.api.auth import bearer_scheme
 from sluiceway.api.config_store import TENANTS
@@ -49,10 +45,15 @@ from sluiceway.api.dp_models import (
 )
 from sluiceway.api.runs import cancel_run
 from sluiceway.api.scheduler import Schedule
-from sluiceway.errors import ConfigError, RunConflictError
-from sluiceway.kafka_io import known_tenants, read_control
-from sluiceway.runner import log_dir, start_run
-from sluiceway.runs import RunRecord
+from sluiceway.common import control_topics as control
+from sluiceway.common.errors import ConfigError, RunConflictError
+from sluiceway.common.kafka_io import known_tenants, read_control
+from sluiceway.common.runs import RunRecord
+from sluiceway.common.schema_versions import VERSIONS, schema_version
+from sluiceway.common.spec import parse_spec
+from sluiceway.common.spec_errors import SpecError
+from sluiceway.control import registry
+from sluiceway.control.runner import log_dir, start_run
 
 PREFIXES = ("/rest/datapipeline/1.0", "/rest/datapipeline/latest")
 STATUS: dict[str, JobState] = {

@@ -14,9 +14,9 @@ from pathlib import Path, PurePosixPath
 
 from pydantic_core import PydanticCustomError
 
-from processors.spec import RunSpec, check_destination
-from sluiceway.errors import ConfigError
-from sluiceway.settings import S3Settings, StackSettings
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.settings import S3Settings, StackSettings
+from sluiceway.common.spec import RunSpec, check_destination
 
 SETTING = "SLUICEWAY_API_ROOTS"
 

@@ -10,9 +10,6 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from processors.errors import SpecError
-from processors.schema_versions import LATEST, VERSIONS, schema_version
-from sinks.dp_layout import TENANT_COLUMN
 from sluiceway.api.app import Services, get_services
 from sluiceway.api.auth import bearer_scheme
 from sluiceway.api.config_store import EXPORT_PATH, OPT_OUT, TENANTS, normal_export_path
@@ -33,9 +30,12 @@ from sluiceway.api.dp_models import (
 )
 from sluiceway.api.models import Tenants, TenantsRequest
 from sluiceway.api.scheduler import DATAPIPELINE, Schedule, cron_next
-from sluiceway.errors import ConfigError
-from sluiceway.export import check_destination
-from sluiceway.kafka_io import known_tenants
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.kafka_io import known_tenants
+from sluiceway.common.schema_versions import LATEST, VERSIONS, schema_version
+from sluiceway.common.spec_errors import SpecError
+from sluiceway.control.export import check_destination
+from sluiceway.sinks.dp_layout import TENANT_COLUMN
 
 router = APIRouter(
     tags=["Data pipeline config"],

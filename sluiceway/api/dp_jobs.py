@@ -19,11 +19,11 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from processors.schema_versions import LATEST, fields_of
-from sluiceway import control
 from sluiceway.api.config_store import EXPORT_PATH, OPT_OUT, TENANTS, KeyValueStore
-from sluiceway.settings import StackSettings
-from sluiceway.settings_base import SluicewaySettings
+from sluiceway.common import control_topics as control
+from sluiceway.common.schema_versions import LATEST, fields_of
+from sluiceway.common.settings import StackSettings
+from sluiceway.common.settings_base import SluicewaySettings
 
 JOB_PREFIX = "job:"
 DEFAULT_FROM_DAYS = 365

@@ -10,11 +10,11 @@ import secrets
 
 from confluent_kafka import Message
 
-from processors.scan import scan
-from sluiceway.codec import Codec
-from sluiceway.errors import ConfigError, InvalidEventError
-from sluiceway.kafka_io import partition_count, watermarks
-from sluiceway.settings import KafkaSettings
+from sluiceway.common.codec import Codec
+from sluiceway.common.errors import ConfigError, InvalidEventError
+from sluiceway.common.kafka_io import partition_count, watermarks
+from sluiceway.common.settings import KafkaSettings
+from sluiceway.processors.scan import scan
 
 
 def project_keys(kafka: KafkaSettings, timeout_s: float = 60.0) -> set[str]:

@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from processors.schema_versions import VersionStatus
-from processors.spec import UTC_RANGE
 from sluiceway.api.dp_jobs import OPT_OUT_TYPES
+from sluiceway.common.schema_versions import VersionStatus
+from sluiceway.common.spec import UTC_RANGE
 
 JobState = Literal[
     "NOT_STARTED", "STARTED", "COMPLETED", "CANCELLATION_REQUESTED", "CANCELLED", "FAILED"

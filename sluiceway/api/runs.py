@@ -10,14 +10,14 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Response
 
-from processors.spec import RunSpec, parse_spec
-from sluiceway import registry
 from sluiceway.api.app import ApiError, Services, get_services
 from sluiceway.api.auth import bearer_scheme
 from sluiceway.api.destinations import allowed_spec
 from sluiceway.api.models import ErrorBody, FeedView, RunView
 from sluiceway.api.scheduler import feed_of, next_slot
-from sluiceway.runner import log_dir, start_run
+from sluiceway.common.spec import RunSpec, parse_spec
+from sluiceway.control import registry
+from sluiceway.control.runner import log_dir, start_run
 
 # ids made before runs took 64 random bits end in 4 hex digits
 ETL_ID = re.compile(r"^\d{8}T\d{6}Z-(?:[0-9a-f]{16}|[0-9a-f]{4})$")

@@ -25,21 +25,21 @@ from croniter import croniter
 from pydantic import Field, TypeAdapter
 from pydantic_settings import SettingsConfigDict
 
-from processors.errors import SpecError
-from processors.feed_timing import in_window, window_bounds
-from processors.spec import RunSpec, parse_spec
-from sluiceway import control
 from sluiceway.api.config_store import KafkaStore, KeyValueStore, datapipeline_spec
-from sluiceway.cleanup import Sweeper
-from sluiceway.control import ControlRecordError, with_extra
-from sluiceway.errors import ConfigError, RunConflictError, SluicewayError, StackDownError
-from sluiceway.export import ChainPolicyError, absolute_destination, worker_failure
-from sluiceway.kafka_io import check_broker
-from sluiceway.redact import redact
-from sluiceway.runner import Workers, log_dir, start_run
-from sluiceway.runs import RunRecord, etl_id_time
-from sluiceway.settings import SECRET_ENV, KafkaSettings, S3Settings
-from sluiceway.settings_base import SluicewaySettings
+from sluiceway.common import control_topics as control
+from sluiceway.common.control_topics import ControlRecordError, with_extra
+from sluiceway.common.errors import ConfigError, RunConflictError, SluicewayError, StackDownError
+from sluiceway.common.feed_timing import in_window, window_bounds
+from sluiceway.common.kafka_io import check_broker
+from sluiceway.common.redact import redact
+from sluiceway.common.runs import RunRecord, etl_id_time
+from sluiceway.common.settings import SECRET_ENV, KafkaSettings, S3Settings
+from sluiceway.common.settings_base import SluicewaySettings
+from sluiceway.common.spec import RunSpec, parse_spec
+from sluiceway.common.spec_errors import SpecError
+from sluiceway.control.cleanup import Sweeper
+from sluiceway.control.export import ChainPolicyError, absolute_destination, worker_failure
+from sluiceway.control.runner import Workers, log_dir, start_run
 
 log = logging.getLogger("sluiceway.api.scheduler")
 
@@ -52,7 +52,7 @@ Starter = Callable[[RunSpec], tuple[RunRecord, Workers | None]]
 
 class FeedSettings(SluicewaySettings):
     """The shortest interval of a feed: every run creates a Kafka topic and consumer groups,
-    which live until its manifest is written (see sluiceway.cleanup)."""
+    which live until its manifest is written (see sluiceway.control.cleanup)."""
 
     model_config = SettingsConfigDict(env_prefix="SLUICEWAY_FEED_", frozen=True)
 
@@ -246,7 +246,7 @@ class Scheduler:
         # A quick broker check before each tick: with Kafka away, a tick would otherwise block
         # in a 30 s metadata call, and so would a SIGTERM waiting to join this thread.
         self._probe = probe or (lambda: check_broker(kafka, timeout=2.0))
-        # drops finished runs' topics, groups and (much later) records; see sluiceway.cleanup
+        # drops finished runs' topics, groups and (much later) records; see sluiceway.control.cleanup
         self._sweep = sweep or Sweeper(kafka, s3)
         self._broker_down = False
         self._stop = threading.Event()
@@ -362,7 +362,7 @@ class Scheduler:
             self._watched[etl_id] = workers
 
     def reap(self) -> None:
-        from sluiceway import registry
+        from sluiceway.control import registry
 
         with self._lock:
             watched = list(self._watched.items())
@@ -427,9 +427,9 @@ class Scheduler:
 
     def latest_full_date(self, destination: str) -> date | None:
         """The date of the full export the destination's chain builds on, if any."""
-        from sinks.layout import LATEST_MANIFEST
-        from sinks.manifest import read_json
-        from sinks.storage import open_lake
+        from sluiceway.lake.layout import LATEST_MANIFEST
+        from sluiceway.lake.manifest import read_json
+        from sluiceway.lake.storage import open_lake
 
         latest = (read_json(open_lake(destination, self.s3), LATEST_MANIFEST) or {}).get("latest")
         if not latest:
@@ -440,9 +440,9 @@ class Scheduler:
         return date.fromisoformat(stamp) if stamp else None
 
     def has_latest_manifest(self, destination: str) -> bool:
-        from sinks.layout import LATEST_MANIFEST
-        from sinks.manifest import read_json
-        from sinks.storage import open_lake
+        from sluiceway.lake.layout import LATEST_MANIFEST
+        from sluiceway.lake.manifest import read_json
+        from sluiceway.lake.storage import open_lake
 
         latest = read_json(open_lake(destination, self.s3), LATEST_MANIFEST) or {}
         return bool(latest.get("latest"))

@@ -8,8 +8,8 @@ import typer
 
 from sluiceway.checks import Finding, check_destination, check_kafka, check_postgres
 from sluiceway.cli import friendly_errors
+from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Settings
 from sluiceway.exit_codes import BAD_INPUT, KINDS, OK, TRANSIENT
-from sluiceway.settings import KafkaSettings, PostgresSettings, S3Settings
 
 
 @friendly_errors
@@ -21,8 +21,8 @@ def check(
 ) -> None:
     """Check Kafka, PostgreSQL (wal_level, replication role, slots, decoding plugin), the
     destination and its free disk against the configured settings."""
-    from producers.config import CaptureTuning
-    from sinks.guard_config import GuardSettings
+    from sluiceway.producers.config import CaptureTuning
+    from sluiceway.sinks.guard_config import GuardSettings
 
     findings = [
         *check_kafka(KafkaSettings()),

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from sluiceway.cli import friendly_errors
-from sluiceway.settings_base import config_path
+from sluiceway.common.settings_base import config_path
 
 app = typer.Typer(no_args_is_help=True)
 

@@ -13,8 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 from sluiceway.cli import friendly_errors
-from sluiceway.kafka_io import admin
-from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings, S3Settings, StackSettings
+from sluiceway.common.kafka_io import admin
+from sluiceway.common.settings import (
+    ENTITIES,
+    KafkaSettings,
+    PostgresSettings,
+    S3Settings,
+    StackSettings,
+)
 
 console = Console()
 
@@ -67,13 +73,13 @@ def demo(
     issues: int = typer.Option(200, min=1, help="Issues per tenant."),
 ) -> None:
     """Start the stack, seed a source, capture it, export one tenant, show rows from the files."""
-    from processors.spec import parse_spec
-    from producers.config import CaptureSettings, CaptureTuning
-    from producers.main import snapshot_once
-    from producers.seed import SeedPlan, seed
-    from sluiceway import stack
-    from sluiceway.codec import Codec
-    from sluiceway.runner import follow, read_manifest, start_run
+    from sluiceway import devstack as stack
+    from sluiceway.common.codec import Codec
+    from sluiceway.common.spec import parse_spec
+    from sluiceway.control.runner import follow, read_manifest, start_run
+    from sluiceway.devstack.seed import SeedPlan, seed
+    from sluiceway.producers.config import CaptureSettings, CaptureTuning
+    from sluiceway.producers.main import snapshot_once
 
     kafka = KafkaSettings().model_copy(update={"topic_prefix": "demo.sw."})
     pg, codec = PostgresSettings(), Codec()

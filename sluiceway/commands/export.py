@@ -11,13 +11,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from processors.spec import RunSpec, load_spec_file, parse_spec
-from sluiceway import registry
 from sluiceway.cli import friendly_errors
-from sluiceway.errors import ConfigError
-from sluiceway.runner import Workers, follow, log_dir, read_manifest, start_run
-from sluiceway.runs import RunRecord
-from sluiceway.settings import ENTITIES, KafkaSettings, S3Settings
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.runs import RunRecord
+from sluiceway.common.settings import ENTITIES, KafkaSettings, S3Settings
+from sluiceway.common.spec import RunSpec, load_spec_file, parse_spec
+from sluiceway.control import registry
+from sluiceway.control.runner import Workers, follow, log_dir, read_manifest, start_run
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -176,7 +176,7 @@ def sweep(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
     """Drop finished runs' leftovers now, as `serve` and the pools do every
     SLUICEWAY_CLEANUP_SWEEP_INTERVAL_S: topics and groups past SLUICEWAY_CLEANUP_RUN_RETENTION_S,
     control records and log folders past SLUICEWAY_CLEANUP_RECORD_RETENTION_S."""
-    from sluiceway import cleanup
+    from sluiceway.control import cleanup
 
     swept = cleanup.sweep(KafkaSettings(), S3Settings())
     print_payload({"dropped": swept.dropped, "expired": swept.expired}, as_json)

@@ -12,10 +12,10 @@ import typer
 
 from sluiceway.cli import friendly_errors
 from sluiceway.commands.export import print_payload
-from sluiceway.errors import ConfigError
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Settings
 from sluiceway.exit_codes import DIFFERENCES
-from sluiceway.migrate import logic, target, worker
-from sluiceway.settings import KafkaSettings, PostgresSettings, S3Settings
+from sluiceway.tools.migrate import logic, target, worker
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -27,8 +27,8 @@ METRICS = typer.Option(None, "--metrics-port", help="Serve /metrics, /healthz an
 
 def _worker(metrics_port: int | None) -> Callable[[], bool]:
     """Health and metrics for the long-running worker; SIGTERM stops it between deltas."""
-    from sluiceway import health
     from sluiceway.commands.workers import stop_on_signals
+    from sluiceway.common import health
 
     health.serve(metrics_port)
     return stop_on_signals()

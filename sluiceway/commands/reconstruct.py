@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sluiceway.cli import friendly_errors
-from sluiceway.settings import S3Settings
+from sluiceway.common.settings import S3Settings
 
 # Fewer files than this are checked in the blink of an eye: no bar.
 BAR_FROM_FILES = 20
@@ -48,7 +48,7 @@ def reconstruct(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    from sluiceway.reconstruct import engine
+    from sluiceway.tools.reconstruct import engine
 
     job = engine.prepare(dest, table, as_of, out, S3Settings(), with_metadata)
     files = len(job.plan.files)

@@ -6,15 +6,15 @@ from datetime import UTC, datetime
 
 import typer
 
-from processors.spec import parse_spec
 from sluiceway.cli import friendly_errors
-from sluiceway.codec import Codec
 from sluiceway.commands.export import follow_with_progress, print_payload, report_run
-from sluiceway.errors import ConfigError
-from sluiceway.replay import parse_time
-from sluiceway.restore import RestoreRequest, restore
-from sluiceway.runner import log_dir, read_manifest, start_run
-from sluiceway.settings import ENTITIES, KafkaSettings, S3Settings
+from sluiceway.common.codec import Codec
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.settings import ENTITIES, KafkaSettings, S3Settings
+from sluiceway.common.spec import parse_spec
+from sluiceway.control.replay import parse_time
+from sluiceway.control.runner import log_dir, read_manifest, start_run
+from sluiceway.tools.restore import RestoreRequest, restore
 
 
 @friendly_errors

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from sluiceway.cli import friendly_errors
-from sluiceway.settings import KafkaSettings, S3Settings
+from sluiceway.common.settings import KafkaSettings, S3Settings
 
 
 @friendly_errors

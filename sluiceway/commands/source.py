@@ -10,12 +10,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from producers.churn import ChurnSettings, ChurnSummary, churn
-from producers.seed import SeedPlan, seed
 from sluiceway.cli import friendly_errors
-from sluiceway.codec import Codec
-from sluiceway.errors import ConfigError
-from sluiceway.settings import PostgresSettings
+from sluiceway.common.codec import Codec
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.settings import PostgresSettings
+from sluiceway.devstack.churn import ChurnSettings, ChurnSummary, churn
+from sluiceway.devstack.seed import SeedPlan, seed
 
 app = typer.Typer(no_args_is_help=True)
 

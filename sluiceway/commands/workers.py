@@ -14,8 +14,8 @@ import typer
 from rich.progress import Progress, TaskID
 
 from sluiceway.cli import friendly_errors
-from sluiceway.errors import ConfigError
-from sluiceway.settings import KafkaSettings, PostgresSettings, S3Settings
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Settings
 
 Stage = Literal["process", "sink"]
 
@@ -34,10 +34,10 @@ def capture(
     as_json: bool = typer.Option(False, "--json", help="Print events per entity as JSON."),
 ) -> None:
     """Snapshot the source, then stream every change to sw.cdc.<entity> until stopped."""
-    from producers.config import CaptureSettings, CaptureTuning
-    from producers.main import run as run_capture
-    from producers.main import snapshot_once
-    from sluiceway.codec import Codec
+    from sluiceway.common.codec import Codec
+    from sluiceway.producers.config import CaptureSettings, CaptureTuning
+    from sluiceway.producers.main import run as run_capture
+    from sluiceway.producers.main import snapshot_once
 
     tuning = CaptureTuning()
     if metrics_port is not None:
@@ -81,8 +81,8 @@ def _run_or_pool(stage: Stage, run: str | None, pool: bool, metrics_port: int | 
         raise ConfigError(f"give exactly one of --run ETL_ID and --pool to `sluiceway {stage}`")
     if run is not None:
         return run
-    from sluiceway.health import HealthSettings
-    from sluiceway.pool import PoolSettings, cleanup, new_pool, run_pool
+    from sluiceway.common.health import HealthSettings
+    from sluiceway.control.pool import PoolSettings, cleanup, new_pool, run_pool
 
     _worker_logging()
     workers = new_pool(stage, KafkaSettings(), S3Settings(), PoolSettings())
@@ -101,8 +101,8 @@ def process(
     as_json: bool = typer.Option(False, "--json", help="Print the worker's statistics as JSON."),
 ) -> None:
     """Run a faust worker for one export run until its cut, then send end markers."""
-    from processors.config import ProcessorSettings, ProcessorTuning
-    from processors.main import run as run_processor
+    from sluiceway.processors.config import ProcessorSettings, ProcessorTuning
+    from sluiceway.processors.main import run as run_processor
 
     run = _run_or_pool("process", run, pool, metrics_port)
     _worker_logging()
@@ -130,8 +130,8 @@ def sink(
 ) -> None:
     """Write one export run's events to the lake; the sink that sees the run end writes its
     manifest. Several sinks may share a run. SIGTERM: publish open files, commit, stop."""
-    from sinks.config import SinkSettings
-    from sinks.main import run as run_sink
+    from sluiceway.sinks.config import SinkSettings
+    from sluiceway.sinks.main import run as run_sink
 
     run = _run_or_pool("sink", run, pool, metrics_port)
     _worker_logging()

@@ -13,9 +13,9 @@ from typing import Any
 import psycopg2
 from confluent_kafka import TopicPartition
 
-from sluiceway.codec import Codec
-from sluiceway.kafka_io import consumer, watermarks
-from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.common.codec import Codec
+from sluiceway.common.kafka_io import consumer, watermarks
+from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings
 
 
 @dataclass

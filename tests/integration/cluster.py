@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sluiceway.settings import KafkaSettings, StackSettings
-from sluiceway.stack import kafka_cluster
+from sluiceway.common.settings import KafkaSettings, StackSettings
+from sluiceway.devstack import kafka_cluster
 
 
 @contextmanager

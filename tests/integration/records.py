@@ -3,10 +3,10 @@ for tests that need records the product would never write itself (old, odd or ma
 
 from __future__ import annotations
 
-from sluiceway.control import CONTROL_TOPIC_CONFIG
-from sluiceway.kafka_io import ensure_topics, producer
-from sluiceway.runs import RunRecord
-from sluiceway.settings import KafkaSettings
+from sluiceway.common.control_topics import CONTROL_TOPIC_CONFIG
+from sluiceway.common.kafka_io import ensure_topics, producer
+from sluiceway.common.runs import RunRecord
+from sluiceway.common.settings import KafkaSettings
 
 
 def publish_run(kafka: KafkaSettings, record: RunRecord) -> None:

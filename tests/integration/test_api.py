@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from sluiceway.api.app import Services, create_app
-from sluiceway.settings import KafkaSettings
+from sluiceway.common.settings import KafkaSettings
 from tests.conftest import Cli, Stack
 from tests.polling import wait_for
 

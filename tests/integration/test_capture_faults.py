@@ -8,9 +8,9 @@ from urllib.request import urlopen
 import psycopg2
 import pytest
 
-from producers import checkpoint
-from sluiceway.settings import KafkaSettings, PostgresSettings, StackSettings
-from sluiceway.stack.kafka import KafkaServer
+from sluiceway.common.settings import KafkaSettings, PostgresSettings, StackSettings
+from sluiceway.devstack.kafka import KafkaServer
+from sluiceway.producers import checkpoint
 from tests.conftest import Cli, Stack
 from tests.integration.capture_harness import CaptureProcess, settings_for_capture
 from tests.integration.test_capture import (

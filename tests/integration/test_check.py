@@ -9,8 +9,8 @@ import pytest
 from psycopg2 import sql
 
 from sluiceway import exit_codes
-from sluiceway.settings import StackSettings
-from sluiceway.stack.postgres import PostgresServer
+from sluiceway.common.settings import StackSettings
+from sluiceway.devstack.postgres import PostgresServer
 from tests.conftest import Cli, Stack
 
 pytestmark = pytest.mark.integration

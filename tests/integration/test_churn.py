@@ -6,9 +6,9 @@ from pathlib import Path
 
 import psycopg2
 
-from producers.events import lsn_to_int
-from producers.source import TABLES
-from sluiceway.settings import PostgresSettings
+from sluiceway.common.settings import PostgresSettings
+from sluiceway.producers.events import lsn_to_int
+from sluiceway.producers.source import TABLES
 from tests.conftest import Cli
 
 RATE, SECONDS = 500, 3

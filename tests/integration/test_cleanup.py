@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from sluiceway.api.app import Services, create_app
-from sluiceway.cleanup import CleanupSettings, run_groups, sweep
-from sluiceway.kafka_io import admin, read_control
-from sluiceway.runner import log_dir
-from sluiceway.runs import RunRecord, new_etl_id
-from sluiceway.settings import KafkaSettings
+from sluiceway.common.kafka_io import admin, read_control
+from sluiceway.common.runs import RunRecord, new_etl_id
+from sluiceway.common.settings import KafkaSettings
+from sluiceway.control.cleanup import CleanupSettings, run_groups, sweep
+from sluiceway.control.runner import log_dir
 from tests.conftest import Cli, Stack, settings_env
 from tests.integration.records import publish_run
 from tests.polling import wait_for

@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from sluiceway.api.app import Services, create_app
-from sluiceway.control import CONTROL_TOPIC_CONFIG
-from sluiceway.kafka_io import ensure_topics, producer, read_control
-from sluiceway.runs import RunRecord, new_etl_id
-from sluiceway.settings import KafkaSettings
+from sluiceway.common.control_topics import CONTROL_TOPIC_CONFIG
+from sluiceway.common.kafka_io import ensure_topics, producer, read_control
+from sluiceway.common.runs import RunRecord, new_etl_id
+from sluiceway.common.settings import KafkaSettings
 from tests.conftest import Cli, Stack, settings_env
 from tests.integration.records import publish_run
 from tests.net import free_port, get

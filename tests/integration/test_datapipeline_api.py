@@ -25,10 +25,10 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
-from processors.schema_versions import LATEST, columns_of
-from sinks.csv_file import escape_line_breaks
 from sluiceway.api.app import Services, create_app
-from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.common.schema_versions import LATEST, columns_of
+from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.sinks.csv_file import escape_line_breaks
 from tests.conftest import Cli, Stack
 from tests.net import free_port
 from tests.polling import wait_for

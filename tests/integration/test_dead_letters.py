@@ -15,10 +15,10 @@ import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import ConfigResource, ResourceType
 
-from sluiceway.codec import Codec
-from sluiceway.kafka_io import admin, consumer, ensure_topics, producer
-from sluiceway.partitioning import partition_for
-from sluiceway.settings import KafkaSettings
+from sluiceway.common.codec import Codec
+from sluiceway.common.kafka_io import admin, consumer, ensure_topics, producer
+from sluiceway.common.partitioning import partition_for
+from sluiceway.common.settings import KafkaSettings
 from tests.conftest import Cli
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from sluiceway.reconstruct.sql import read_parquet_rows, reconstruct_sql
-from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.tools.reconstruct.sql import read_parquet_rows, reconstruct_sql
 from tests.conftest import Cli
 from tests.integration.capture_harness import CaptureProcess, settings_for_capture
 from tests.integration.test_capture import (

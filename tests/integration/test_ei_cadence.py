@@ -20,13 +20,13 @@ import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import KafkaException
 
-from processors.spec import RunSpec, parse_spec
-from sluiceway import registry
 from sluiceway.api.config_store import MemoryStore
 from sluiceway.api.scheduler import Scheduler, feed_of
-from sluiceway.runner import Workers, start_run
-from sluiceway.runs import RunRecord
-from sluiceway.settings import KafkaSettings, PostgresSettings, S3Settings
+from sluiceway.common.runs import RunRecord
+from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Settings
+from sluiceway.common.spec import RunSpec, parse_spec
+from sluiceway.control import registry
+from sluiceway.control.runner import Workers, start_run
 from tests.conftest import Cli, Stack
 from tests.integration.capture_harness import CaptureProcess, settings_for_capture
 from tests.integration.test_capture import snapshot_done, wait_caught_up

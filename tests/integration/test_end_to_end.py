@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from producers.source import TABLES
-from sluiceway.settings import ENTITIES, PostgresSettings
+from sluiceway.common.settings import ENTITIES, PostgresSettings
+from sluiceway.producers.source import TABLES
 from tests.conftest import Stack, isolated, lake_files
 
 pytestmark = pytest.mark.integration

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sluiceway.kafka_io import admin
-from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings, StackSettings
-from sluiceway.stack import kafka_cluster
+from sluiceway.common.kafka_io import admin
+from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings, StackSettings
+from sluiceway.devstack import kafka_cluster
 from tests.conftest import Cli, Stack, fresh_database, lake_files
 from tests.integration.cluster import running_cluster
 from tests.integration.test_end_to_end import source_ids

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sinks.rows import arrow_schema
-from sluiceway.codec import Codec
+from sluiceway.common.codec import Codec
+from sluiceway.sinks.rows import arrow_schema
 from tests.conftest import Cli, Stack, fresh_database
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,9 @@ import psycopg2
 import pyarrow.parquet as pq
 import pytest
 
-from producers.source import TABLES
 from sluiceway import exit_codes
-from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.producers.source import TABLES
 from tests.conftest import Stack, isolated, lake_files
 from tests.repo import ROOT
 

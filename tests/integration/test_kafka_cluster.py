@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from sluiceway.common.kafka_io import admin, ensure_topics, producer
+from sluiceway.common.settings import KafkaSettings
 from sluiceway.kafka_check import cluster_warnings, connection_problems, durability_problems
-from sluiceway.kafka_io import admin, ensure_topics, producer
-from sluiceway.settings import KafkaSettings
 from tests.integration.cluster import running_cluster
 from tests.polling import wait_for
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from confluent_kafka.admin import ConfigResource, ResourceType
 
+from sluiceway.common.kafka_io import admin, ensure_topics
+from sluiceway.common.settings import KafkaSettings
 from sluiceway.kafka_check import cluster_warnings, durability_problems
-from sluiceway.kafka_io import admin, ensure_topics
-from sluiceway.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ def test_a_single_broker_is_a_warning(kafka: KafkaSettings) -> None:
 
 
 def test_replicas_beyond_the_cluster_is_one_clear_line(kafka: KafkaSettings) -> None:
-    from sluiceway.errors import ConfigError
+    from sluiceway.common.errors import ConfigError
 
     too_many = kafka.model_copy(update={"change_replication": 3})
     with pytest.raises(ConfigError, match=r"cannot create topic .*cdc\.issue on 1 broker\(s\)"):
@@ -57,7 +57,7 @@ def test_replicas_beyond_the_cluster_is_one_clear_line(kafka: KafkaSettings) -> 
 def test_check_reports_a_topic_below_its_setting(kafka: KafkaSettings) -> None:
     import json
 
-    from sluiceway.settings import PostgresSettings
+    from sluiceway.common.settings import PostgresSettings
     from tests.conftest import Cli, settings_env
 
     ensure_topics(kafka, [kafka.run_topic("weak")], 1)

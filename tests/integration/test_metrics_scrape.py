@@ -20,7 +20,7 @@ import psycopg2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sluiceway.settings import PostgresSettings
+from sluiceway.common.settings import PostgresSettings
 from tests.conftest import Cli
 from tests.integration.capture_harness import (
     CaptureProcess,

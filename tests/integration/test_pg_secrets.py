@@ -16,12 +16,12 @@ import pytest
 from psycopg2 import sql
 from pydantic import SecretStr
 
-from producers.db import connect
-from producers.errors import SourceUnavailableError
-from sluiceway.errors import ConfigError
-from sluiceway.migrate import target
-from sluiceway.settings import PostgresSettings, StackSettings
-from sluiceway.stack.postgres import SUPERUSER, PostgresServer
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.settings import PostgresSettings, StackSettings
+from sluiceway.devstack.postgres import SUPERUSER, PostgresServer
+from sluiceway.producers.db import connect
+from sluiceway.producers.errors import SourceUnavailableError
+from sluiceway.tools.migrate import target
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration

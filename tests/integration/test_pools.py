@@ -14,7 +14,7 @@ import duckdb
 import psycopg2
 import pytest
 
-from sluiceway.settings import PostgresSettings
+from sluiceway.common.settings import PostgresSettings
 from tests.conftest import Cli
 from tests.net import free_port, get, get_json
 from tests.polling import wait_for

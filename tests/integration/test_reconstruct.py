@@ -20,9 +20,9 @@ import psycopg2.extras
 import pyarrow.parquet as pq
 import pytest
 
-from sinks.storage import s3_filesystem
-from sluiceway.reconstruct.sql import read_parquet_rows, reconstruct_sql
-from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.lake.storage import s3_filesystem
+from sluiceway.tools.reconstruct.sql import read_parquet_rows, reconstruct_sql
 from tests.conftest import Cli, Stack, fresh_database, isolated, lake_files
 from tests.integration.capture_harness import CaptureProcess, settings_for_capture
 from tests.integration.test_capture import (

@@ -14,8 +14,8 @@ from typing import Any
 import psycopg2
 import pytest
 
-from sinks.storage import s3_filesystem
-from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.lake.storage import s3_filesystem
 from tests.conftest import Cli, Stack, fresh_database
 from tests.integration.capture_harness import CaptureProcess, settings_for_capture
 from tests.integration.test_capture import (

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from processors.spec import parse_spec
-from sluiceway import export, runs
-from sluiceway.fingerprint import secret_fingerprint
-from sluiceway.kafka_io import admin, ensure_topics, load_run, read_control
-from sluiceway.runner import start_run
-from sluiceway.settings import SECRET_ENV, KafkaSettings
+from sluiceway.common import runs
+from sluiceway.common.fingerprint import secret_fingerprint
+from sluiceway.common.kafka_io import admin, ensure_topics, load_run, read_control
+from sluiceway.common.settings import SECRET_ENV, KafkaSettings
+from sluiceway.common.spec import parse_spec
+from sluiceway.control import export
+from sluiceway.control.runner import start_run
 from tests.conftest import Cli, Stack
 from tests.integration.test_api import client_for
 from tests.net import free_port, get

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
-from sluiceway.kafka_io import consumer
-from sluiceway.settings import KafkaSettings
+from sluiceway.common.kafka_io import consumer
+from sluiceway.common.settings import KafkaSettings
 from tests.conftest import Cli
 
 pytestmark = pytest.mark.integration

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from sluiceway.common.settings import LOCAL_S3_KEYS, S3Settings
 from sluiceway.s3_check import s3_problems
-from sluiceway.settings import LOCAL_S3_KEYS, S3Settings
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration

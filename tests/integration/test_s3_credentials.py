@@ -14,7 +14,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from pyarrow import fs
 
-from sluiceway.settings import ENTITIES, LOCAL_S3_KEYS
+from sluiceway.common.settings import ENTITIES, LOCAL_S3_KEYS
 from tests.conftest import Cli, Stack, isolated
 from tests.integration.test_end_to_end import source_ids
 from tests.net import free_port
@@ -106,8 +106,8 @@ def test_kms_key_id_on_every_object(captured: tuple[Cli, Any], moto_server: str)
 
 
 def test_a_role_is_assumed_through_sts(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sinks.storage import open_lake, write_bytes_atomic
-    from sluiceway.settings import S3Settings
+    from sluiceway.common.settings import S3Settings
+    from sluiceway.lake.storage import open_lake, write_bytes_atomic
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", moto_server)  # STS of the moto server
     s3 = boto3.client(

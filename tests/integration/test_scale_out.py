@@ -37,13 +37,13 @@ import psycopg2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from processors.spec import parse_spec
-from producers.source import TABLES
-from sluiceway.export import scanned
-from sluiceway.reconstruct.sql import read_parquet_rows, reconstruct_sql
-from sluiceway.runner import start_run
-from sluiceway.runs import RunRecord
-from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings, S3Settings
+from sluiceway.common.runs import RunRecord
+from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings, S3Settings
+from sluiceway.common.spec import parse_spec
+from sluiceway.control.export import scanned
+from sluiceway.control.runner import start_run
+from sluiceway.producers.source import TABLES
+from sluiceway.tools.reconstruct.sql import read_parquet_rows, reconstruct_sql
 from tests.conftest import Cli
 from tests.integration.capture_harness import (
     CaptureProcess,

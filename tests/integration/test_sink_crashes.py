@@ -29,11 +29,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from processors.spec import parse_spec
-from producers.source import TABLES
-from sinks import layout
-from sluiceway import runner
-from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings, S3Settings
+from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings, S3Settings
+from sluiceway.common.spec import parse_spec
+from sluiceway.control import runner
+from sluiceway.lake import layout
+from sluiceway.producers.source import TABLES
 from tests.conftest import Cli, Stack, isolated
 from tests.polling import wait_for
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sluiceway.settings import StackSettings
+from sluiceway.common.settings import StackSettings
 from tests.conftest import Cli, Stack, isolated
 from tests.polling import wait_for
 from tests.unit.test_sink_notify import hook_certificate, serve_hook

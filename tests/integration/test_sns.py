@@ -1,7 +1,7 @@
 """Completion notices on SNS: a real SNS-compatible server (moto's server mode, started here
 on 127.0.0.1) with an SQS queue subscribed to the topic, as a user's subscriber would be.
 
-One test drives ``sinks.sns.publish`` (retries, giving up); the other runs real exports
+One test drives ``sluiceway.sinks.sns.publish`` (retries, giving up); the other runs real exports
 (full, then delta) through the stack and receives one message per completed run.
 """
 
@@ -17,8 +17,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from sinks import sns
-from sluiceway.settings import KafkaSettings, PostgresSettings
+from sluiceway.common.settings import KafkaSettings, PostgresSettings
+from sluiceway.sinks import sns
 from tests.conftest import Cli, settings_env
 from tests.net import free_port
 from tests.polling import wait_for

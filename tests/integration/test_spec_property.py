@@ -22,10 +22,10 @@ from confluent_kafka import KafkaError, TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processors.spec import entity_columns
-from producers.source import TABLES
-from sluiceway.kafka_io import consumer, watermarks
-from sluiceway.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.common.kafka_io import consumer, watermarks
+from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.common.spec import entity_columns
+from sluiceway.producers.source import TABLES
 from tests.conftest import Cli, Stack, isolated
 
 pytestmark = pytest.mark.integration

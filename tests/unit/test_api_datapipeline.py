@@ -13,13 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from processors.schema_versions import LATEST, VERSIONS, columns_of
-from processors.spec import entity_columns
 from sluiceway.api.app import Services, create_app
 from sluiceway.api.config_store import MemoryStore
 from sluiceway.api.dp_jobs import default_export_path, jobs, new_job
 from sluiceway.api.scheduler import Scheduler, cron_next
-from sluiceway.settings import ENTITIES, KafkaSettings, S3Settings
+from sluiceway.common.schema_versions import LATEST, VERSIONS, columns_of
+from sluiceway.common.settings import ENTITIES, KafkaSettings, S3Settings
+from sluiceway.common.spec import entity_columns
 
 TOKEN = "unit-test-token-5b9e"
 PREFIXES = ("/rest/datapipeline/1.0", "/rest/datapipeline/latest")

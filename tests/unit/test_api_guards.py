@@ -17,15 +17,15 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from starlette.websockets import WebSocketDisconnect
 
-from processors.spec import parse_spec
 from sluiceway.api.app import Services, create_app
 from sluiceway.api.auth import TOKEN_ENV, load_api_settings
 from sluiceway.api.config_store import MemoryStore
 from sluiceway.api.destinations import DestinationNotAllowedError, parse_roots
 from sluiceway.api.dp_jobs import default_export_path
 from sluiceway.api.scheduler import Scheduler, feed_of
-from sluiceway.errors import ConfigError
-from sluiceway.settings import KafkaSettings, S3Settings, StackSettings
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.settings import KafkaSettings, S3Settings, StackSettings
+from sluiceway.common.spec import parse_spec
 
 TOKEN = "guards-test-token-0123456789abcdef"
 DP = "/rest/datapipeline/latest"

@@ -12,16 +12,16 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from starlette.routing import BaseRoute
 
-from processors.spec import RunSpec
 from sluiceway import __version__
 from sluiceway.api.app import PUBLIC_PATHS, Services, create_app
 from sluiceway.api.auth import TOKEN_ENV, load_api_settings, token_matches
 from sluiceway.api.config_store import MemoryStore
 from sluiceway.api.scheduler import Scheduler
-from sluiceway.errors import ConfigError
-from sluiceway.runner import Workers
-from sluiceway.runs import RunRecord
-from sluiceway.settings import KafkaSettings, S3Settings
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.runs import RunRecord
+from sluiceway.common.settings import KafkaSettings, S3Settings
+from sluiceway.common.spec import RunSpec
+from sluiceway.control.runner import Workers
 
 TOKEN = "unit-test-token-7f3a"
 DP = "/rest/datapipeline/latest"

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from processors.spec import RunSpec, parse_spec
 from sluiceway.api.config_store import MemoryStore
 from sluiceway.api.scheduler import (
     Schedule,
@@ -18,11 +17,12 @@ from sluiceway.api.scheduler import (
     first_due,
     is_due,
 )
-from sluiceway.errors import ConfigError, RunConflictError, StackDownError
-from sluiceway.export import ChainPolicyError
-from sluiceway.runner import Workers
-from sluiceway.runs import RunRecord
-from sluiceway.settings import KafkaSettings, S3Settings
+from sluiceway.common.errors import ConfigError, RunConflictError, StackDownError
+from sluiceway.common.runs import RunRecord
+from sluiceway.common.settings import KafkaSettings, S3Settings
+from sluiceway.common.spec import RunSpec, parse_spec
+from sluiceway.control.export import ChainPolicyError
+from sluiceway.control.runner import Workers
 from tests.polling import wait_for
 
 T0 = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)

@@ -22,16 +22,16 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from processors.errors import SpecError
-from processors.spec import RunSpec, load_spec_file, parse_spec
 from sluiceway.api.app import Services, create_app
 from sluiceway.api.config_store import MemoryStore
 from sluiceway.api.scheduler import Scheduler
 from sluiceway.cli import build_app
-from sluiceway.errors import ConfigError
-from sluiceway.runner import Workers
-from sluiceway.runs import RunRecord
-from sluiceway.settings import ENTITIES, KafkaSettings, S3Settings
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.runs import RunRecord
+from sluiceway.common.settings import ENTITIES, KafkaSettings, S3Settings
+from sluiceway.common.spec import RunSpec, load_spec_file, parse_spec
+from sluiceway.common.spec_errors import SpecError
+from sluiceway.control.runner import Workers
 
 TOKEN = "unit-test-token-bad-input-0123456789"
 DP = "/rest/datapipeline/latest"

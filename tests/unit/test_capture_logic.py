@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from producers.acks import AckTracker
-from producers.errors import SourceSchemaError
-from producers.events import MAX_SEQ, int_to_lsn, lsn_of, lsn_to_int, position
-from producers.wal2json import Decoder, Heartbeat, Transaction
-from sluiceway.codec import Codec
+from sluiceway.common.codec import Codec
+from sluiceway.producers.acks import AckTracker
+from sluiceway.producers.errors import SourceSchemaError
+from sluiceway.producers.events import MAX_SEQ, int_to_lsn, lsn_of, lsn_to_int, position
+from sluiceway.producers.wal2json import Decoder, Heartbeat, Transaction
 
 
 def _msg(action: str, **fields: Any) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sluiceway.checks import Finding, check_destination
-from sluiceway.settings import S3Settings
+from sluiceway.common.settings import S3Settings
 
 
 def by_name(findings: list[Finding]) -> dict[str, Finding]:
@@ -39,7 +39,7 @@ def test_free_disk_below_the_guard_fails_naming_the_setting(tmp_path: Path) -> N
 
 
 def test_a_bad_destination_is_a_config_error() -> None:
-    from sinks.errors import DestinationError
+    from sluiceway.lake.errors import DestinationError
 
     with pytest.raises(DestinationError, match="unsupported scheme"):
         check_destination("ftp://host/lake", S3Settings(), -1)

@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 
-from producers.churn import (
+from sluiceway.common.codec import Codec
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.settings import ENTITIES
+from sluiceway.devstack.churn import (
     ChurnSettings,
     Clock,
     Commit,
@@ -22,10 +25,7 @@ from producers.churn import (
     pace,
     run_churn,
 )
-from producers.seed import Row, SeedPlan, gen_tenant
-from sluiceway.codec import Codec
-from sluiceway.errors import ConfigError
-from sluiceway.settings import ENTITIES
+from sluiceway.devstack.seed import Row, SeedPlan, gen_tenant
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 PLAN = SeedPlan(tenants=2, issues_per_tenant=20, seed=1)

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from sluiceway import cleanup
-from sluiceway.cleanup import CleanupSettings, Sweeper, Swept
-from sluiceway.errors import StackDownError
-from sluiceway.pool import Pool, PoolSettings
-from sluiceway.settings import KafkaSettings, S3Settings
+from sluiceway.common.errors import StackDownError
+from sluiceway.common.settings import KafkaSettings, S3Settings
+from sluiceway.control import cleanup
+from sluiceway.control.cleanup import CleanupSettings, Sweeper, Swept
+from sluiceway.control.pool import Pool, PoolSettings
 
 KAFKA, S3 = KafkaSettings(port=1), S3Settings(port=1)
 

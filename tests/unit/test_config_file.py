@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from sinks.config import SinkSettings
-from sinks.guard_config import GuardSettings
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.settings import KafkaSettings, PostgresSettings, StackSettings
 from sluiceway.config import check_file, merged
 from sluiceway.config_docs import render
-from sluiceway.errors import ConfigError
-from sluiceway.settings import KafkaSettings, PostgresSettings, StackSettings
+from sluiceway.sinks.config import SinkSettings
+from sluiceway.sinks.guard_config import GuardSettings
 from tests.repo import ROOT
 
 CONFIG = """

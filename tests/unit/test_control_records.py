@@ -10,17 +10,17 @@ from datetime import UTC, datetime
 import pytest
 from fastapi.testclient import TestClient
 
-from processors.schema_versions import LATEST
-from sluiceway import control
 from sluiceway.api.app import create_app
 from sluiceway.api.config_store import MemoryStore
 from sluiceway.api.datapipeline import job_status
 from sluiceway.api.dp_jobs import Job, jobs
 from sluiceway.api.scheduler import Schedule, Scheduler
-from sluiceway.control import ControlRecordError
-from sluiceway.registry import RunState
-from sluiceway.runs import RunRecord
-from sluiceway.settings import KafkaSettings, S3Settings
+from sluiceway.common import control_topics as control
+from sluiceway.common.control_topics import ControlRecordError
+from sluiceway.common.runs import RunRecord
+from sluiceway.common.schema_versions import LATEST
+from sluiceway.common.settings import KafkaSettings, S3Settings
+from sluiceway.control.registry import RunState
 from tests.unit.test_api_http import TOKEN, fake_services
 
 RUN = RunRecord(

@@ -9,9 +9,9 @@ from pathlib import Path
 import yaml
 from prometheus_client import REGISTRY
 
-import processors.metrics  # noqa: F401  (registers the processor's metrics)
-import producers.metrics  # noqa: F401
-import sinks.metrics  # noqa: F401
+import sluiceway.processors.metrics  # noqa: F401  (registers the processor's metrics)
+import sluiceway.producers.metrics  # noqa: F401
+import sluiceway.sinks.metrics  # noqa: F401
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SUFFIXES = ("_total", "_bucket", "_count", "_sum")

@@ -12,20 +12,20 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
-from producers.config import CaptureTuning
-from sinks.config import SinkSettings
 from sluiceway.api.auth import ApiSettings
-from sluiceway.health import HealthSettings
-from sluiceway.pool import PoolSettings
-from sluiceway.runner import LaunchSettings
-from sluiceway.settings import (
+from sluiceway.common.health import HealthSettings
+from sluiceway.common.settings import (
     SECRET_ENV,
     KafkaSettings,
     PostgresSettings,
     S3Settings,
     StackSettings,
 )
-from sluiceway.settings_base import env_names
+from sluiceway.common.settings_base import env_names
+from sluiceway.control.pool import PoolSettings
+from sluiceway.control.runner import LaunchSettings
+from sluiceway.producers.config import CaptureTuning
+from sluiceway.sinks.config import SinkSettings
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 K8S_VERSION = "1.30.0"  # the oldest Kubernetes still supported upstream when this was written

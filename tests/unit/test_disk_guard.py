@@ -17,16 +17,17 @@ from typing import Any
 import pytest
 from confluent_kafka import TopicPartition
 
-from sinks import metrics, storage
-from sinks.config import SinkSettings
-from sinks.consume import RunReader, consume_until_complete
-from sinks.disk_guard import DiskGuard, LowDiskSpaceError, check_start, should_pause
-from sinks.metrics import PollTimes
-from sinks.offsets import OffsetTracker
-from sinks.writer import RunWriter
-from sluiceway.codec import Codec
-from sluiceway.runs import END_MARKER, MARKER_HEADER
-from sluiceway.settings import S3Settings
+from sluiceway.common.codec import Codec
+from sluiceway.common.runs import END_MARKER, MARKER_HEADER
+from sluiceway.common.settings import S3Settings
+from sluiceway.lake import storage
+from sluiceway.sinks import metrics
+from sluiceway.sinks.config import SinkSettings
+from sluiceway.sinks.consume import RunReader, consume_until_complete
+from sluiceway.sinks.disk_guard import DiskGuard, LowDiskSpaceError, check_start, should_pause
+from sluiceway.sinks.metrics import PollTimes
+from sluiceway.sinks.offsets import OffsetTracker
+from sluiceway.sinks.writer import RunWriter
 
 GB = 10**9
 TOPIC = "t.run.x"

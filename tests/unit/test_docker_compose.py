@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sluiceway.stack import SERVERS
+from sluiceway.devstack import SERVERS
 from tests.repo import ROOT
 
 SLUICEWAY_SERVICES = ("capture", "processor", "sink", "serve", "sluiceway")

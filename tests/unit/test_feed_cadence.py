@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from processors.errors import SpecError
-from processors.spec import RunSpec, parse_spec
 from sluiceway.api.config_store import MemoryStore
 from sluiceway.api.scheduler import Scheduler, feed_of, next_slot
-from sluiceway.runner import Workers
-from sluiceway.runs import RunRecord
-from sluiceway.settings import KafkaSettings, S3Settings
+from sluiceway.common.runs import RunRecord
+from sluiceway.common.settings import KafkaSettings, S3Settings
+from sluiceway.common.spec import RunSpec, parse_spec
+from sluiceway.common.spec_errors import SpecError
+from sluiceway.control.runner import Workers
 
 START = datetime(2026, 3, 27, 0, 30, tzinfo=UTC)  # Berlin goes to summer time on the 29th
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from sluiceway.health import Health, HealthSettings, serve
-from sluiceway.settings import settings_problem
+from sluiceway.common.health import Health, HealthSettings, serve
+from sluiceway.common.settings import settings_problem
 
 
 class Clock:
@@ -68,7 +68,7 @@ def test_readiness_is_what_the_worker_says(served: tuple[Health, Clock, int]) ->
 
 
 def test_metrics_is_the_prometheus_exposition(served: tuple[Health, Clock, int]) -> None:
-    import producers.metrics  # noqa: F401  (registers the capture's metrics)
+    import sluiceway.producers.metrics  # noqa: F401  (registers the capture's metrics)
 
     status, kind, body = _get(served[2], "/metrics")
     assert status == 200

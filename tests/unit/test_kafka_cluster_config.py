@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sluiceway.errors import ConfigError
-from sluiceway.settings import KafkaSettings, PostgresSettings, S3Settings, StackSettings
-from sluiceway.stack import kafka_cluster, servers
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Settings, StackSettings
+from sluiceway.devstack import kafka_cluster, servers
 
 
 def _props(text: str) -> dict[str, str]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from processors.fetch import DurableProducer
-from sluiceway.kafka_io import new_topic
-from sluiceway.settings import KafkaSettings, settings_problem
+from sluiceway.common.kafka_io import new_topic
+from sluiceway.common.settings import KafkaSettings, settings_problem
+from sluiceway.processors.fetch import DurableProducer
 
 
 def test_defaults_follow_the_cluster_size() -> None:

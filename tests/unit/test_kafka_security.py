@@ -9,10 +9,10 @@ import pytest
 from faust.auth import OAuthCredentials, SASLCredentials
 from pydantic import ValidationError
 
-from processors.credentials import faust_credentials
-from sluiceway.kafka_io import client_config
+from sluiceway.common.kafka_io import client_config
+from sluiceway.common.settings import KafkaSettings, settings_problem
 from sluiceway.kafka_security import confluent_security, ssl_context
-from sluiceway.settings import KafkaSettings, settings_problem
+from sluiceway.processors.credentials import faust_credentials
 
 
 def test_plaintext_by_default() -> None:

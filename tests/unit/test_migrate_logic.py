@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from sluiceway.errors import ConfigError
-from sluiceway.migrate import logic
-from sluiceway.migrate.logic import (
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.settings import ENTITIES
+from sluiceway.tools.migrate import logic
+from sluiceway.tools.migrate.logic import (
     CUT_OVER,
     CUTOVER_REQUESTED,
     RUNNING,
@@ -21,7 +22,6 @@ from sluiceway.migrate.logic import (
     pending_runs,
     transition,
 )
-from sluiceway.settings import ENTITIES
 
 
 def test_map_row_moves_id_and_every_reference_but_nothing_else() -> None:

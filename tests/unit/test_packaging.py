@@ -9,9 +9,9 @@ import tomllib
 from packaging.requirements import Requirement
 from setuptools import find_packages
 
-from sluiceway.codec import default_schema_dir
-from sluiceway.resources import stack_files
-from sluiceway.settings import ENTITIES
+from sluiceway.common.codec import default_schema_dir
+from sluiceway.common.resources import stack_files
+from sluiceway.common.settings import ENTITIES
 from tests.repo import ROOT
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from sluiceway.partitioning import partition_for, tenant_partitions
+from sluiceway.common.partitioning import partition_for, tenant_partitions
 
 TENANTS = [f"tenant-{i:03d}" for i in range(1, 40)]
 

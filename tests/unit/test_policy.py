@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from processors.spec import parse_spec
-from sluiceway.fingerprint import secret_fingerprint
-from sluiceway.policy import differences, effective_policy
+from sluiceway.common.fingerprint import secret_fingerprint
+from sluiceway.common.policy import differences, effective_policy
+from sluiceway.common.spec import parse_spec
 
 SECRET = "a-long-random-secret-7c41d0"
 

@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sluiceway.pool import Pool, PoolSettings
-from sluiceway.settings import KafkaSettings, S3Settings
+from sluiceway.common.settings import KafkaSettings, S3Settings
+from sluiceway.control.pool import Pool, PoolSettings
 from tests.polling import wait_for
 
 # ignores SIGTERM, then says so by creating the file named by {flag}

@@ -18,15 +18,15 @@ from fastavro import schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.avro_encode import ColumnEncoder, UnencodableError, varints, zigzag
-from processors.batch import MIN_BATCH, BatchPath, in_scope_rows, opted_out_rows, remapped
-from processors.run_schema import run_event_schemas
-from processors.spec import RunSpec, parse_spec
-from processors.transforms import output_key, transform, validate
-from sinks.avro_batch import BatchDecoder
-from sluiceway.codec import Codec, event_key
-from sluiceway.errors import InvalidEventError
-from sluiceway.settings import ENTITIES
+from sluiceway.common.avro_batch import BatchDecoder
+from sluiceway.common.avro_encode import ColumnEncoder, UnencodableError, varints, zigzag
+from sluiceway.common.codec import Codec, event_key
+from sluiceway.common.errors import InvalidEventError
+from sluiceway.common.run_schema import run_event_schemas
+from sluiceway.common.settings import ENTITIES
+from sluiceway.common.spec import RunSpec, parse_spec
+from sluiceway.processors.batch import MIN_BATCH, BatchPath, in_scope_rows, opted_out_rows, remapped
+from sluiceway.processors.transforms import output_key, transform, validate
 from tests.unit.test_transforms_spec import TENANTS, _value, specs
 
 CODEC = Codec()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from processors.dead_letter import RAW, REDACTED, WITHHELD, dead_letter_body
-from processors.spec import parse_spec
-from processors.transforms import MASK, pii_hash
-from sluiceway.codec import Codec
+from sluiceway.common.codec import Codec
+from sluiceway.common.spec import parse_spec
+from sluiceway.processors.dead_letter import RAW, REDACTED, WITHHELD, dead_letter_body
+from sluiceway.processors.transforms import MASK, pii_hash
 from tests.unit.test_processor_batch import _issue
 
 CODEC = Codec()

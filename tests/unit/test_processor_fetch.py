@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faust.transport.drivers import by_url
 
-from processors import fetch
+from sluiceway.processors import fetch
 
 
 def test_sluiceway_urls_use_the_batch_consumer() -> None:
@@ -19,7 +19,7 @@ def test_processor_metrics_are_served_on_loopback() -> None:
     import socket
     import urllib.request
 
-    from processors import metrics
+    from sluiceway.processors import metrics
 
     with socket.socket() as probe:  # a free port on loopback
         probe.bind(("127.0.0.1", 0))

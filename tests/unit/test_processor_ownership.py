@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from processors.ownership import Committed, metadata, parse_metadata, state_from
+from sluiceway.processors.ownership import Committed, metadata, parse_metadata, state_from
 
 TOPICS = ["t.issue", "t.comment"]
 

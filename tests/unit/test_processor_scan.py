@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from processors import key_index, scan
-from processors.transforms import select
-from sluiceway.codec import Codec
-from sluiceway.runs import RunRecord
-from sluiceway.settings import KafkaSettings
+from sluiceway.common.codec import Codec
+from sluiceway.common.runs import RunRecord
+from sluiceway.common.settings import KafkaSettings
+from sluiceway.processors import key_index, scan
+from sluiceway.processors.transforms import select
 from tests.unit.test_processor_batch import _issue
 
 KAFKA = KafkaSettings()

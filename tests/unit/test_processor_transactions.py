@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import ProducerFenced
 
-from processors.transactions import Transactions
+from sluiceway.processors.transactions import Transactions
 
 TOPICS = ["t.issue", "t.comment"]
 

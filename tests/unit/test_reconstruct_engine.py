@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sluiceway.reconstruct import engine, write
-from sluiceway.reconstruct.errors import TargetWriteError
-from sluiceway.reconstruct.target import parse_target
-from sluiceway.settings import S3Settings
+from sluiceway.common.settings import S3Settings
+from sluiceway.tools.reconstruct import engine, write
+from sluiceway.tools.reconstruct.errors import TargetWriteError
+from sluiceway.tools.reconstruct.target import parse_target
 
 TOPIC = "sw.cdc.project"
 FULL, DELTA, QUIET = "20261122T100000Z-aaaa", "20261122T101000Z-bbbb", "20261122T102000Z-cccc"

@@ -8,11 +8,11 @@ from typing import Any
 import duckdb
 import pytest
 
-from sluiceway.errors import ConfigError, TerminalError
-from sluiceway.reconstruct.errors import BrokenChainError, TargetError
-from sluiceway.reconstruct.plan import RunInfo, make_plan, parse_run
-from sluiceway.reconstruct.sql import README_ROWS, reconstruct_sql
-from sluiceway.reconstruct.target import parse_target
+from sluiceway.common.errors import ConfigError, TerminalError
+from sluiceway.tools.reconstruct.errors import BrokenChainError, TargetError
+from sluiceway.tools.reconstruct.plan import RunInfo, make_plan, parse_run
+from sluiceway.tools.reconstruct.sql import README_ROWS, reconstruct_sql
+from sluiceway.tools.reconstruct.target import parse_target
 
 TOPIC = "sw.cdc.issue"
 # Partition 0 holds the chain's tenant; partition 1 other tenants only, never read.

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from processors.errors import SpecError
-from sinks.guard_config import GuardSettings
-from sluiceway.errors import ConfigError
-from sluiceway.migrate import target
-from sluiceway.redact import redact
-from sluiceway.settings import PostgresSettings, settings_problem
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.redact import redact
+from sluiceway.common.settings import PostgresSettings, settings_problem
+from sluiceway.common.spec_errors import SpecError
+from sluiceway.sinks.guard_config import GuardSettings
+from sluiceway.tools.migrate import target
 
 HOOK = "ftp://hookuser:hookpass@hooks.example/x?token=tok123&sig=sig456"
 

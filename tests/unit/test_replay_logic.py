@@ -7,16 +7,16 @@ from typing import Any
 
 import pytest
 
-from producers.config import CaptureSettings, CaptureTuning
-from producers.events import position, timestamp_ms
-from producers.schema_check import table_problems
-from producers.snapshot import SnapshotRun, _publish_chunk
-from producers.source import columns
-from sluiceway.codec import Codec
-from sluiceway.errors import ConfigError, RestoreError
-from sluiceway.replay import boundary_cut, micros, parse_time, require_events
-from sluiceway.restore import restore_order, schema_difference
-from sluiceway.settings import KafkaSettings, PostgresSettings
+from sluiceway.common.codec import Codec
+from sluiceway.common.errors import ConfigError, RestoreError
+from sluiceway.common.settings import KafkaSettings, PostgresSettings
+from sluiceway.control.replay import boundary_cut, micros, parse_time, require_events
+from sluiceway.producers.config import CaptureSettings, CaptureTuning
+from sluiceway.producers.events import position, timestamp_ms
+from sluiceway.producers.schema_check import table_problems
+from sluiceway.producers.snapshot import SnapshotRun, _publish_chunk
+from sluiceway.producers.source import columns
+from sluiceway.tools.restore import restore_order, schema_difference
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from processors.spec import parse_spec
-from sluiceway.errors import ConfigError
-from sluiceway.fingerprint import matches, secret_fingerprint
-from sluiceway.registry import stop_local_workers
-from sluiceway.runner import LaunchMode, check_remote_secret
-from sluiceway.runs import etl_id_time, new_etl_id
-from sluiceway.settings import SECRET_ENV
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.fingerprint import matches, secret_fingerprint
+from sluiceway.common.runs import etl_id_time, new_etl_id
+from sluiceway.common.settings import SECRET_ENV
+from sluiceway.common.spec import parse_spec
+from sluiceway.control.registry import stop_local_workers
+from sluiceway.control.runner import LaunchMode, check_remote_secret
 from tests.polling import wait_for
 
 ETL_ID = "20261122T101500Z-0123456789abcdef"

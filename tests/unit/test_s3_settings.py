@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sinks.storage import s3_filesystem
-from sluiceway.settings import LOCAL_S3_KEYS, S3Settings, settings_problem
+from sluiceway.common.settings import LOCAL_S3_KEYS, S3Settings, settings_problem
+from sluiceway.lake.storage import s3_filesystem
 
 
 def test_the_local_stack_keeps_its_own_keys() -> None:

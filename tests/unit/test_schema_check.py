@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from producers.schema_check import _expected, table_problems
-from sluiceway.codec import Codec
+from sluiceway.common.codec import Codec
+from sluiceway.producers.schema_check import _expected, table_problems
 
 EXPECTED = _expected(Codec(), "comment")
 

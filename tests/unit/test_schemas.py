@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from sluiceway.codec import HEADER_LEN, MAGIC, Codec, default_schema_dir
-from sluiceway.errors import InvalidEventError
-from sluiceway.settings import ENTITIES
+from sluiceway.common.codec import HEADER_LEN, MAGIC, Codec, default_schema_dir
+from sluiceway.common.errors import InvalidEventError
+from sluiceway.common.settings import ENTITIES
 
 
 def _value(avro_type: Any, rng: random.Random) -> Any:

@@ -5,12 +5,12 @@ from datetime import UTC, date, datetime
 import pytest
 from psycopg2 import sql
 
-from producers.events import lsn_to_int
-from producers.seed import SeedPlan, copy_value, gen_tenant
-from producers.source import TABLES, create_table_sql
-from sluiceway.codec import Codec
-from sluiceway.errors import ConfigError
-from sluiceway.runs import RunRecord, etl_id_time, new_etl_id
+from sluiceway.common.codec import Codec
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.runs import RunRecord, etl_id_time, new_etl_id
+from sluiceway.devstack.seed import SeedPlan, copy_value, gen_tenant
+from sluiceway.producers.events import lsn_to_int
+from sluiceway.producers.source import TABLES, create_table_sql
 
 
 def test_seed_is_deterministic_and_seed_dependent() -> None:

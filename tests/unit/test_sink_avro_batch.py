@@ -9,15 +9,15 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from processors.run_schema import run_event_schemas
-from processors.spec import parse_spec
-from sinks.avro_batch import BatchDecoder, lake_table
-from sinks.consume import RunReader, handle_batch
-from sinks.offsets import OffsetTracker
-from sinks.plan import RunPlan, TableSchema
-from sinks.rows import arrow_schema, event_row
-from sluiceway.codec import HEADER_LEN, Codec, EventSchema
-from sluiceway.settings import ENTITIES
+from sluiceway.common.avro_batch import BatchDecoder, lake_table
+from sluiceway.common.codec import HEADER_LEN, Codec, EventSchema
+from sluiceway.common.run_schema import run_event_schemas
+from sluiceway.common.settings import ENTITIES
+from sluiceway.common.spec import parse_spec
+from sluiceway.sinks.consume import RunReader, handle_batch
+from sluiceway.sinks.offsets import OffsetTracker
+from sluiceway.sinks.plan import RunPlan, TableSchema
+from sluiceway.sinks.rows import arrow_schema, event_row
 from tests.unit.test_schemas import generated_event
 from tests.unit.test_sink_writer import DIRS, ETL, make_writer, read_back
 

@@ -14,11 +14,12 @@ import duckdb
 import pytest
 from pydantic import ValidationError
 
-from sinks import csv_file, layout, manifest, plan, recovery, storage
-from sinks.config import SinkSettings
-from sinks.errors import RunStateError
-from sinks.writer import RunWriter
-from sluiceway.settings import S3Settings
+from sluiceway.common.settings import S3Settings
+from sluiceway.lake import layout, manifest, storage
+from sluiceway.lake.errors import RunStateError
+from sluiceway.sinks import csv_file, plan, recovery
+from sluiceway.sinks.config import SinkSettings
+from sluiceway.sinks.writer import RunWriter
 from tests.unit.test_sink_writer import (
     CODEC,
     DIRS,

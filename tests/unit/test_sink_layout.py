@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sinks import layout, storage
-from sinks.errors import DestinationError
-from sluiceway.errors import ConfigError
-from sluiceway.settings import S3Settings
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.settings import S3Settings
+from sluiceway.lake import layout, storage
+from sluiceway.lake.errors import DestinationError
 
 ETL = "20261122T010203Z-ab12"
 

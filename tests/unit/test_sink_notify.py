@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from sinks import metrics
-from sinks.consume import notification
-from sinks.guard_config import GuardSettings
-from sinks.notify import backoff_delays, deliver, post_json, safe_url
-from sluiceway.settings import settings_problem
+from sluiceway.common.settings import settings_problem
+from sluiceway.sinks import metrics
+from sluiceway.sinks.consume import notification
+from sluiceway.sinks.guard_config import GuardSettings
+from sluiceway.sinks.notify import backoff_delays, deliver, post_json, safe_url
 
 NOTE = {"event": "run_complete", "etl_id": "20261122T010203Z-ab12", "rows": {"issue": 3}}
 TOKEN = "s3cr3t-token-value"

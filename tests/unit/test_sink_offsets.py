@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sinks.offsets import OffsetTracker, PartitionCommit, parse_commit
+from sluiceway.sinks.offsets import OffsetTracker, PartitionCommit, parse_commit
 
 
 def test_commit_metadata_round_trips_and_foreign_metadata_says_nothing() -> None:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sinks.rotation import (
+from sluiceway.sinks.rotation import (
     Caps,
     FileState,
     Incoming,

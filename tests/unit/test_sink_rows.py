@@ -8,10 +8,10 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from sinks.errors import UnsupportedSchemaError
-from sinks.rows import METADATA_NAMES, ColumnBuffer, arrow_schema, arrow_type, event_row
-from sluiceway.codec import Codec
-from sluiceway.settings import ENTITIES
+from sluiceway.common.codec import Codec
+from sluiceway.common.settings import ENTITIES
+from sluiceway.lake.errors import UnsupportedSchemaError
+from sluiceway.sinks.rows import METADATA_NAMES, ColumnBuffer, arrow_schema, arrow_type, event_row
 
 TS = pa.timestamp("us", tz="UTC")
 EXPECTED_METADATA = {

@@ -15,13 +15,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from sinks import layout, manifest, parquet_file, recovery, sizing, storage
-from sinks.config import SinkSettings
-from sinks.rows import ColumnBuffer, arrow_schema, event_row
-from sinks.storage import Lake
-from sinks.writer import RunWriter
-from sluiceway.codec import Codec
-from sluiceway.runs import RunRecord
+from sluiceway.common.codec import Codec
+from sluiceway.common.runs import RunRecord
+from sluiceway.lake import layout, manifest, storage
+from sluiceway.lake.storage import Lake
+from sluiceway.sinks import parquet_file, recovery, sizing
+from sluiceway.sinks.config import SinkSettings
+from sluiceway.sinks.rows import ColumnBuffer, arrow_schema, event_row
+from sluiceway.sinks.writer import RunWriter
 
 ETL = "20261122T010203Z-ab12"
 CODEC = Codec()
@@ -89,7 +90,7 @@ def make_writer(tmp_path: Path, clock: FakeClock | None = None, **caps: Any) -> 
 
 
 def _s3() -> Any:
-    from sluiceway.settings import S3Settings
+    from sluiceway.common.settings import S3Settings
 
     return S3Settings()
 

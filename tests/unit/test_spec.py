@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from processors.errors import SpecError
-from processors.spec import RunSpec, check_tenants, entity_columns, load_spec_file, parse_spec
-from sluiceway.errors import ConfigError
-from sluiceway.settings import ENTITIES
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.settings import ENTITIES
+from sluiceway.common.spec import RunSpec, check_tenants, entity_columns, load_spec_file, parse_spec
+from sluiceway.common.spec_errors import SpecError
 
 SECRET = "s3cr3t-destination-key"
 

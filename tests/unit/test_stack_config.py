@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from sluiceway.errors import ToolMissingError
-from sluiceway.settings import KafkaSettings, PostgresSettings, S3Settings, StackSettings
-from sluiceway.stack import SERVERS, ServerStatus, servers, tools
-from sluiceway.stack.kafka import random_cluster_id, render_server_properties
-from sluiceway.stack.postgres import server_options
-from sluiceway.stack.s3proxy import render_s3proxy_conf
+from sluiceway.common.errors import ToolMissingError
+from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Settings, StackSettings
+from sluiceway.devstack import SERVERS, ServerStatus, servers, tools
+from sluiceway.devstack.kafka import random_cluster_id, render_server_properties
+from sluiceway.devstack.postgres import server_options
+from sluiceway.devstack.s3proxy import render_s3proxy_conf
 
 
 def _props(text: str) -> dict[str, str]:

@@ -4,9 +4,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from processors.progress import RunProgress
-from processors.transforms import key_tenant, select, validate
-from sluiceway.errors import InvalidEventError
+from sluiceway.common.errors import InvalidEventError
+from sluiceway.processors.progress import RunProgress
+from sluiceway.processors.transforms import key_tenant, select, validate
 
 ALL = frozenset({"project", "user", "issue", "comment", "worklog"})
 

@@ -12,8 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.spec import RunSpec, entity_columns, parse_spec
-from processors.transforms import (
+from sluiceway.common.codec import Codec
+from sluiceway.common.settings import ENTITIES
+from sluiceway.common.spec import RunSpec, entity_columns, parse_spec
+from sluiceway.processors.transforms import (
     MASK,
     REFERENCES,
     in_scope,
@@ -24,8 +26,6 @@ from processors.transforms import (
     remap,
     transform,
 )
-from sluiceway.codec import Codec
-from sluiceway.settings import ENTITIES
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SECRET = "per-destination-key"

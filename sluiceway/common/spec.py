@@ -1,0 +1,426 @@
+"""The run spec: what an export run selects and how it transforms rows.
+
+The fields and their meaning are in docs/guide.md ("Export runs").
+
+Validation reports every problem at once, each naming the field path and what is allowed,
+so a user fixes a spec in one round trip. Column names come from the Avro schemas, which
+are the contract the lake is built on.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from sluiceway.common.codec import Codec
+from sluiceway.common.feed_timing import check_cron, check_timezone, check_window
+from sluiceway.common.runs import FORMATS, RUN_TYPES
+from sluiceway.common.settings import ENTITIES
+from sluiceway.common.spec_errors import SpecError
+
+PII_RULES = ("drop", "hash", "mask")
+LAYOUTS = ("lake", "datapipeline")
+MAX_INTERVAL_S = 86_400
+# Ids are per tenant (primary key tenant_id, id), so an offset must leave int64 headroom.
+MAX_ID_OFFSET = 2**62
+# What a date-time whose offset pushes it past year 1 or 9999 is told (it has no UTC form).
+UTC_RANGE = "falls outside 0001-01-01T00:00:00Z..9999-12-31T23:59:59Z once converted to UTC"
+
+
+@cache
+def entity_columns(entity: str) -> tuple[str, ...]:
+    """The entity's columns in schema order (the order run schemas and files use)."""
+    return tuple(f["name"] for f in Codec().schemas[entity].record["fields"])
+
+
+def _one_of(allowed: Iterable[str]) -> Callable[[str], str]:
+    choices = tuple(allowed)
+
+    def check(value: str) -> str:
+        if value not in choices:
+            raise PydanticCustomError(
+                "not_allowed", "{value} is not one of {allowed}", _ctx(value, choices)
+            )
+        return value
+
+    return check
+
+
+def _ctx(value: object, allowed: Iterable[str]) -> dict[str, str]:
+    return {"value": repr(value), "allowed": ", ".join(allowed)}
+
+
+def _check_pii_target(target: str) -> str:
+    entity, dot, column = target.partition(".")
+    if not dot or not column:
+        problem = f"{target!r} is not of the form entity.column, e.g. user.email_address"
+    elif entity not in ENTITIES:
+        problem = f"unknown entity {entity!r} (known: {', '.join(ENTITIES)})"
+    elif column == "id":
+        problem = "id keys the row and cannot carry a pii rule"
+    elif column not in entity_columns(entity):
+        problem = f"unknown column {column!r} (known: {', '.join(entity_columns(entity))})"
+    else:
+        return target
+    raise PydanticCustomError("pii_target", "{problem}", {"problem": problem})
+
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+EntityName = Annotated[str, AfterValidator(_one_of(ENTITIES))]
+PiiRule = Annotated[str, AfterValidator(_one_of(PII_RULES))]
+PiiTarget = Annotated[str, AfterValidator(_check_pii_target)]
+
+
+def _unique(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(values))
+
+
+class EntityFields(BaseModel):
+    """Per entity, the columns to keep; an entity left out keeps all of its columns."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    project: tuple[str, ...] | None = None
+    user: tuple[str, ...] | None = None
+    issue: tuple[str, ...] | None = None
+    comment: tuple[str, ...] | None = None
+    worklog: tuple[str, ...] | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _known_columns(cls, value: tuple[str, ...] | None, info: ValidationInfo) -> Any:
+        if value is None:
+            return None
+        known = entity_columns(str(info.field_name))
+        unknown = [c for c in value if c not in known]
+        if unknown:
+            noun = "column" if len(unknown) == 1 else "columns"
+            raise PydanticCustomError(
+                "unknown_column",
+                "unknown {noun} {names} (known: {allowed})",
+                {"noun": noun, "names": ", ".join(map(repr, unknown)), "allowed": ", ".join(known)},
+            )
+        return _unique(value)
+
+
+class Remap(BaseModel):
+    """Where a tenant-to-tenant copy lands: the target tenant and an offset added to ids."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant: NonEmpty
+    id_offset: int = Field(0, ge=0, le=MAX_ID_OFFSET)
+
+
+class RunSpec(BaseModel):
+    """A validated run spec. Field order matters: later validators read earlier fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenants: tuple[NonEmpty, ...] = Field(min_length=1)
+    entities: tuple[EntityName, ...] = Field(ENTITIES, min_length=1)
+    fields: EntityFields = EntityFields()
+    from_date: datetime | None = None
+    opt_out: tuple[NonEmpty, ...] = ()
+    pii: dict[PiiTarget, PiiRule] = Field(default_factory=dict)
+    pii_secret: SecretStr | None = Field(None, repr=False, validate_default=True)
+    remap: Remap | None = None
+    type: Annotated[str, AfterValidator(_one_of(RUN_TYPES))] = "full"
+    cron: Annotated[str | None, AfterValidator(check_cron)] = None
+    timezone: Annotated[str | None, AfterValidator(check_timezone)] = None
+    full_window: Annotated[str | None, AfterValidator(check_window)] = None
+    interval: int | None = Field(None, ge=1, le=MAX_INTERVAL_S, validate_default=True)
+    destination: str
+    format: Annotated[str, AfterValidator(_one_of(FORMATS))] = "parquet"
+    # "datapipeline": one CSV per entity named <entity>s_job<job_id>_<version>_<time>.csv
+    layout: Annotated[str, AfterValidator(_one_of(LAYOUTS))] = "lake"
+    job_id: int | None = Field(None, ge=1, le=2**62)
+    schema_version: int | None = Field(None, validate_default=True)
+
+    @field_validator("tenants", "entities", "opt_out")
+    @classmethod
+    def _dedupe(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _unique(value)
+
+    @field_validator("from_date")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise PydanticCustomError(
+                "naive_datetime",
+                "{value} has no UTC offset; add one, e.g. 2026-01-01T00:00:00Z",
+                {"value": repr(value.isoformat())},
+            )
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise PydanticCustomError(
+                "datetime_range",
+                "{value} {problem}",
+                {"value": repr(value.isoformat()), "problem": UTC_RANGE},
+            ) from None
+
+    @field_validator("pii_secret")
+    @classmethod
+    def _secret_for_hash(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            raise PydanticCustomError("empty_secret", "must not be empty")
+        needs = "hash" in info.data.get("pii", {}).values()
+        if needs and value is None:
+            raise PydanticCustomError(
+                "secret_required",
+                "required when a pii rule is 'hash' (the destination's HMAC key)",
+            )
+        return value
+
+    @field_validator("remap")
+    @classmethod
+    def _one_source_tenant(cls, value: Remap | None, info: ValidationInfo) -> Remap | None:
+        tenants = info.data.get("tenants", ())
+        # Ids are unique per tenant only: merging tenants into one would collide.
+        if value is not None and len(tenants) > 1:
+            raise PydanticCustomError(
+                "remap_tenants",
+                "needs exactly one tenant in tenants, got {count}",
+                {"count": len(tenants)},
+            )
+        return value
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_for_continuous(cls, value: int | None, info: ValidationInfo) -> int | None:
+        run_type, timed = info.data.get("type"), info.data.get("cron") is not None
+        if run_type == "continuous" and value is None and not timed:
+            raise PydanticCustomError(
+                "interval_required",
+                "required when type is 'continuous' without a cron (seconds, 1 to {max})",
+                {"max": MAX_INTERVAL_S},
+            )
+        if info.data.get("full_window") is not None and (value is None or value % 3600):
+            raise PydanticCustomError(
+                "interval_hours", "with a full_window, deltas run every whole hours: 3600 to 86400"
+            )
+        if run_type not in (None, "continuous") and (value is not None or timed):
+            raise PydanticCustomError(
+                "interval_forbidden",
+                "only allowed when type is 'continuous', not {type}",
+                {"type": repr(run_type)},
+            )
+        return value
+
+    @field_validator("destination")
+    @classmethod
+    def _destination(cls, value: str) -> str:
+        return check_destination(value)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _datapipeline(cls, value: int | None, info: ValidationInfo) -> int | None:
+        from sluiceway.common.schema_versions import VERSIONS  # it builds on this module
+
+        if value is not None and value not in VERSIONS:
+            raise PydanticCustomError(
+                "schema_version", "{value} is not one of {allowed}", _ctx(value, map(str, VERSIONS))
+            )
+        if info.data.get("layout") == "datapipeline":
+            if info.data.get("format") != "csv":
+                raise PydanticCustomError("layout_format", "layout 'datapipeline' needs format csv")
+            if info.data.get("job_id") is None:
+                raise PydanticCustomError(
+                    "job_id_required", "job_id is required with layout 'datapipeline' (1, 2, ...)"
+                )
+        return value
+
+    def columns(self, entity: str) -> tuple[str, ...]:
+        """The columns the spec keeps for ``entity``, in schema order; ``id`` always."""
+        known = entity_columns(entity)
+        chosen = getattr(self.fields, entity)
+        if chosen is None:
+            return known
+        return tuple(c for c in known if c == "id" or c in chosen)
+
+    def pii_rules(self, entity: str) -> dict[str, str]:
+        """column -> rule for ``entity``."""
+        prefix = f"{entity}."
+        return {t.removeprefix(prefix): r for t, r in self.pii.items() if t.startswith(prefix)}
+
+    def public_dict(self) -> dict[str, Any]:
+        """The spec as JSON-able data without the secret: safe for manifests and logs."""
+        return self.model_dump(mode="json", exclude={"pii_secret"}, exclude_none=True)
+
+
+def check_destination(value: str) -> str:
+    """A normalised destination: ``s3://bucket[/prefix]`` or a local directory."""
+    text = value.strip()
+    if not text:
+        raise PydanticCustomError(
+            "empty", "must not be empty; give a directory or s3://bucket/prefix"
+        )
+    scheme, sep, rest = text.partition("://")
+    if sep and scheme != "s3":
+        raise PydanticCustomError(
+            "scheme",
+            "scheme {scheme} not supported; use a directory or s3://bucket/prefix",
+            {"scheme": repr(scheme)},
+        )
+    path = rest if sep else text
+    bucket, _, prefix = path.partition("/") if sep else ("", "", path)
+    if sep and not bucket:
+        raise PydanticCustomError("no_bucket", "s3 URL has no bucket; expected s3://bucket/prefix")
+    normal = posixpath.normpath(prefix) if prefix else ""
+    if ".." in normal.split("/"):
+        raise PydanticCustomError(
+            "dotdot",
+            "{value} escapes its root with '..'; give a path without '..'",
+            {"value": repr(value)},
+        )
+    if not sep:
+        return normal
+    return f"s3://{bucket}/{normal}" if normal not in ("", ".") else f"s3://{bucket}"
+
+
+# Loc parent -> names allowed there, to say what an unknown key could have been.
+_ALLOWED_KEYS: dict[tuple[str | int, ...], tuple[str, ...]] = {
+    (): tuple(RunSpec.model_fields),
+    ("fields",): ENTITIES,
+    ("remap",): tuple(Remap.model_fields),
+}
+
+
+def _path(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part == "[key]":
+            continue
+        elif part.isidentifier():
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind, loc, ctx = error["type"], tuple(error["loc"]), error.get("ctx", {})
+    if kind == "missing":
+        return "field required"
+    if kind == "extra_forbidden":
+        allowed = _ALLOWED_KEYS.get(loc[:-1], ())
+        return f"unknown field {loc[-1]!r} (allowed: {', '.join(allowed)})"
+    if kind == "greater_than_equal":
+        return f"must be >= {ctx['ge']}, got {error['input']!r}"
+    if kind == "less_than_equal":
+        return f"must be <= {ctx['le']}, got {error['input']!r}"
+    if kind == "too_short" and not ctx.get("actual_length"):
+        return "must not be empty" if ctx.get("min_length", 1) == 1 else str(error["msg"])
+    if kind in ("tuple_type", "list_type"):
+        return f"must be a list, got {type(error['input']).__name__}"
+    if kind == "dict_type":
+        return f"must be a mapping, got {type(error['input']).__name__}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    msg = str(error["msg"])
+    return msg[:1].lower() + msg[1:]
+
+
+def problems_of(exc: ValidationError) -> list[tuple[str, str]]:
+    """(field path, message) for every error pydantic found, in field order."""
+    return [(_path(tuple(e["loc"])), _message(e)) for e in exc.errors()]
+
+
+def parse_spec(data: Mapping[str, Any], source: str | None = None) -> RunSpec:
+    """Validate a spec; raises SpecError listing every problem."""
+    if not isinstance(data, Mapping):
+        raise SpecError([("", f"a spec is a mapping of fields, got {type(data).__name__}")], source)
+    try:
+        return RunSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        raise SpecError(problems_of(exc), source) from None
+
+
+def check_tenants(spec: RunSpec, known: set[str]) -> None:
+    """Raise SpecError naming each tenant of ``spec`` that the change topics do not know."""
+    missing = [(i, t) for i, t in enumerate(spec.tenants) if t not in known]
+    if not missing:
+        return
+    shown = sorted(known)[:10]
+    more = f", and {len(known) - len(shown)} more" if len(known) > len(shown) else ""
+    hint = f"known: {', '.join(shown)}{more}" if known else "no tenant is known yet"
+    raise SpecError([(f"tenants[{i}]", f"unknown tenant {t!r} ({hint})") for i, t in missing])
+
+
+def load_spec_file(path: str | Path) -> RunSpec:
+    """A spec from a .json, .yaml or .yml file; errors name the file."""
+    file = Path(path)
+    name = str(file)
+    suffix = file.suffix.lower()
+    if suffix not in (".json", ".yaml", ".yml"):
+        raise SpecError(
+            [("", f"unsupported spec file type {suffix!r}; expected .json, .yaml or .yml")], name
+        )
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SpecError([("", f"cannot read: {reason}")], name) from None
+    return parse_spec(_parse_text(text, suffix, name), name)
+
+
+def _parse_text(text: str, suffix: str, name: str) -> Any:
+    kind = "JSON" if suffix == ".json" else "YAML"
+    try:
+        if suffix == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        problem = f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        reason = getattr(exc, "problem", None) or type(exc).__name__
+        problem = f"invalid YAML{where}: {reason}"
+    except RecursionError:
+        problem = f"invalid {kind}: nested too deeply for a spec"
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        reason = " ".join(str(exc).split(";")[0].split())[:200] or type(exc).__name__
+        problem = f"invalid {kind}: {reason}"
+    raise SpecError([("", problem)], name)
+
+
+# The run schemas do not depend on the secret, so a worker that only decodes (the sink)
+# rebuilds the spec with this stand-in; the processor, which hashes, needs the real one.
+SCHEMA_ONLY_SECRET = "schema-only"
+
+
+def spec_of_run(public: Mapping[str, Any], secret: str | None, etl_id: str) -> RunSpec:
+    """The spec a run was started with, from its record (which never holds the secret)."""
+    data = dict(public)
+    if secret:
+        data["pii_secret"] = secret
+    return parse_spec(data, source=f"run {etl_id}")
+
+
+def schema_spec_of_run(public: Mapping[str, Any], etl_id: str) -> RunSpec:
+    needs_secret = "hash" in dict(public.get("pii") or {}).values()
+    return spec_of_run(public, SCHEMA_ONLY_SECRET if needs_secret else None, etl_id)

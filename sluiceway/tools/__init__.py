@@ -1,0 +1,1 @@
+"""Tools that work on a finished lake: reconstruct, restore, migrate, backup."""

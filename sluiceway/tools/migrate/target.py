@@ -1,0 +1,258 @@
+"""The target database of a migration: its state row and the rows of tenant B. I/O.
+
+Every applied run is one transaction holding its rows AND the state row's new
+``last_etl_id``: a crash anywhere leaves either the old state with the old rows or the new
+state with the new rows, so a run is never applied twice nor half.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+import psycopg2.extras
+from psycopg2 import sql
+from psycopg2.extras import execute_values
+
+from sluiceway.common.codec import Codec
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.redact import pg_error_line
+from sluiceway.producers.source import (
+    TABLES,
+    column_list,
+    columns,
+    create_table_sql,
+    replica_identity_sql,
+    table_name,
+)
+from sluiceway.tools.migrate.logic import APPLY_ORDER, RUNNING, Row, latest_changes, transition
+from sluiceway.tools.restore import check_tables
+
+STATE_TABLE = "sluiceway_migration"
+STATE_DDL = f"""CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
+  name text PRIMARY KEY,
+  from_tenant text NOT NULL,
+  to_tenant text NOT NULL,
+  id_offset bigint NOT NULL,
+  destination text NOT NULL,
+  status text NOT NULL,
+  last_etl_id text NOT NULL,
+  runs_applied integer NOT NULL,
+  rows_applied bigint NOT NULL,
+  started timestamptz NOT NULL DEFAULT now(),
+  updated timestamptz NOT NULL DEFAULT now()
+)"""
+_STATE_COLUMNS = ("name", "from_tenant", "to_tenant", "id_offset", "destination", "status",
+                  "last_etl_id", "runs_applied", "rows_applied", "started", "updated")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class State:
+    name: str
+    from_tenant: str
+    to_tenant: str
+    id_offset: int
+    destination: str
+    status: str
+    last_etl_id: str
+    runs_applied: int
+    rows_applied: int
+    started: Any = None
+    updated: Any = None
+
+
+def connect(dsn: str, what: str = "target") -> Any:
+    try:
+        return psycopg2.connect(dsn)
+    except psycopg2.Error as exc:
+        raise ConfigError(f"cannot connect to the {what} database: {pg_error_line(exc)}") from exc
+
+
+def identity(conn: Any) -> tuple[Any, ...]:
+    """What tells two connections to the same database apart from two databases."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT current_database(), inet_server_port(), pg_postmaster_start_time(), "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        found = tuple(cur.fetchone())
+    conn.rollback()
+    return found
+
+
+def ensure_state_table(conn: Any) -> None:
+    with conn, conn.cursor() as cur:
+        cur.execute(STATE_DDL)
+
+
+def read_state(conn: Any, name: str, lock: bool = False) -> State | None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s)", (STATE_TABLE,))
+        if cur.fetchone()[0] is None:
+            return None
+        cur.execute(
+            f"SELECT {', '.join(_STATE_COLUMNS)} FROM {STATE_TABLE} WHERE name = %s"
+            + (" FOR UPDATE" if lock else ""),
+            (name,),
+        )
+        row = cur.fetchone()
+    return State(*row) if row else None
+
+
+def migration_names(conn: Any) -> list[str]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s)", (STATE_TABLE,))
+        if cur.fetchone()[0] is None:
+            return []
+        cur.execute(f"SELECT name FROM {STATE_TABLE} ORDER BY name")
+        names = [r[0] for r in cur.fetchall()]
+    conn.rollback()
+    return names
+
+
+def check_target(conn: Any, codec: Codec, tenant: str, replace: bool) -> list[str]:
+    """Before the first write: the tables fit the source schema (missing ones are created
+    later), and tenant B holds no rows unless ``replace``. Returns the missing tables."""
+    with conn.cursor() as cur:
+        missing = check_tables(cur, codec, list(APPLY_ORDER))
+        for entity in APPLY_ORDER:
+            if entity in missing or replace:
+                continue
+            cur.execute(_count_sql(entity), (tenant,))
+            count = cur.fetchone()[0]
+            if count:
+                raise ConfigError(
+                    f"table {TABLES[entity]} of the target already holds {count} rows of tenant "
+                    f"{tenant!r}; migrate into an empty tenant, or pass --replace to delete them"
+                )
+    conn.rollback()
+    return missing
+
+
+def _names(codec: Codec, entity: str) -> list[str]:
+    return [c.name for c in columns(codec, entity)]
+
+
+def _values(rows: Iterable[Row], tenant: str, names: list[str]) -> Iterator[tuple[Any, ...]]:
+    for row in rows:
+        yield (tenant, *(row[n] for n in names))
+
+
+def _count_sql(entity: str) -> sql.Composed:
+    return sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s").format(table_name(entity))
+
+
+def _upsert(cur: Any, codec: Codec, entity: str, tenant: str, rows: Iterable[Row]) -> int:
+    names = _names(codec, entity)
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in names if n != "id"
+    )
+    statement = sql.SQL(
+        "INSERT INTO {} ({}) VALUES %s ON CONFLICT (tenant_id, id) DO UPDATE SET {}"
+    ).format(table_name(entity), column_list(["tenant_id", *names]), updates)
+    batch = list(_values(rows, tenant, names))
+    if batch:
+        execute_values(cur, statement, batch, page_size=1_000)
+    return len(batch)
+
+
+def apply_full(
+    conn: Any, codec: Codec, state: State, rows: Mapping[str, Iterable[Row]], missing: list[str],
+    replace: bool,
+) -> dict[str, int]:  # fmt: skip
+    """Load a full export into tenant B and create the state row, in one transaction."""
+    tenant = state.to_tenant
+    with conn, conn.cursor() as cur:
+        cur.execute(STATE_DDL)
+        for entity in missing:
+            cur.execute(create_table_sql(codec, entity))
+            cur.execute(replica_identity_sql(entity))
+        if replace:
+            for entity in reversed(APPLY_ORDER):
+                if entity not in missing:
+                    delete = sql.SQL("DELETE FROM {} WHERE tenant_id = %s")
+                    cur.execute(delete.format(table_name(entity)), (tenant,))
+        counts = {e: _upsert(cur, codec, e, tenant, rows.get(e, ())) for e in APPLY_ORDER}
+        cur.execute(
+            f"INSERT INTO {STATE_TABLE} (name, from_tenant, to_tenant, id_offset, destination, "
+            "status, last_etl_id, runs_applied, rows_applied) VALUES (%s, %s, %s, %s, %s, %s, "
+            "%s, 1, %s)",
+            (state.name, state.from_tenant, tenant, state.id_offset, state.destination,
+             RUNNING, state.last_etl_id, sum(counts.values())),
+        )  # fmt: skip
+    return counts
+
+
+def apply_delta(
+    conn: Any, codec: Codec, name: str, expected_last: str, etl_id: str,
+    rows: Mapping[str, Iterable[Row]], final: bool,
+) -> dict[str, int]:  # fmt: skip
+    """Apply one delta run (upserts, then deletes in reverse order) and advance the state row,
+    in one transaction. ``expected_last`` guards against a second worker on the same migration."""
+    with conn, conn.cursor() as cur:
+        state = read_state(conn, name, lock=True)
+        if state is None:
+            raise ConfigError(f"migration {name!r} has no state in the target database")
+        if state.last_etl_id != expected_last:
+            raise ConfigError(
+                f"migration {name!r} moved on to run {state.last_etl_id} while this worker "
+                f"applied {etl_id}; is another migrate worker running?"
+            )
+        status = transition(state.status, "final_apply" if final else "apply")
+        changes = {e: latest_changes(rows.get(e, ())) for e in APPLY_ORDER}
+        counts = {e: _upsert(cur, codec, e, state.to_tenant, ch[0].values())
+                  for e, ch in changes.items()}  # fmt: skip
+        for entity in reversed(APPLY_ORDER):
+            deleted = sorted(changes[entity][1])
+            if deleted:
+                delete = sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND id = ANY(%s)")
+                cur.execute(delete.format(table_name(entity)), (state.to_tenant, deleted))
+                counts[entity] += len(deleted)
+        cur.execute(
+            f"UPDATE {STATE_TABLE} SET status = %s, last_etl_id = %s, "
+            "runs_applied = runs_applied + 1, rows_applied = rows_applied + %s, updated = now() "
+            "WHERE name = %s",
+            (status, etl_id, sum(counts.values()), name),
+        )
+    return counts
+
+
+def request_cutover(conn: Any, name: str) -> State:
+    with conn, conn.cursor() as cur:
+        state = read_state(conn, name, lock=True)
+        if state is None:
+            raise ConfigError(f"no migration {name!r} in the target database")
+        status = transition(state.status, "request_cutover")
+        cur.execute(
+            f"UPDATE {STATE_TABLE} SET status = %s, updated = now() WHERE name = %s",
+            (status, name),
+        )
+    return state
+
+
+def tenant_rows(conn: Any, entity: str, tenant: str) -> list[Row]:
+    """Every row of ``tenant`` in ``entity``'s table, its own columns (no ``tenant_id``)."""
+    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        select = sql.SQL("SELECT * FROM {} WHERE tenant_id = %s").format(table_name(entity))
+        cur.execute(select, (tenant,))
+        rows = [dict(r) for r in cur.fetchall()]
+    conn.rollback()
+    for row in rows:
+        row.pop("tenant_id", None)
+    return rows
+
+
+def tenant_counts(conn: Any, tenant: str) -> dict[str, int]:
+    counts = {}
+    with conn.cursor() as cur:
+        for entity in APPLY_ORDER:
+            cur.execute("SELECT to_regclass(%s)", (TABLES[entity],))
+            if cur.fetchone()[0] is None:
+                counts[entity] = 0
+                continue
+            cur.execute(_count_sql(entity), (tenant,))
+            counts[entity] = int(cur.fetchone()[0])
+    conn.rollback()
+    return counts
