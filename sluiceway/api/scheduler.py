@@ -246,7 +246,7 @@ class Scheduler:
         # A quick broker check before each tick: with Kafka away, a tick would otherwise block
         # in a 30 s metadata call, and so would a SIGTERM waiting to join this thread.
         self._probe = probe or (lambda: check_broker(kafka, timeout=2.0))
-        # drops finished runs' topics, groups and (much later) records; see sluiceway.control.cleanup
+        # drops finished runs' topics, groups and (much later) records (sluiceway.control.cleanup)
         self._sweep = sweep or Sweeper(kafka, s3)
         self._broker_down = False
         self._stop = threading.Event()

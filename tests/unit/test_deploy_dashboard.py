@@ -9,8 +9,8 @@ from pathlib import Path
 import yaml
 from prometheus_client import REGISTRY
 
-import sluiceway.processors.metrics  # noqa: F401  (registers the processor's metrics)
-import sluiceway.producers.metrics  # noqa: F401
+import sluiceway.processors.metrics  # registers the processor metrics
+import sluiceway.producers.metrics
 import sluiceway.sinks.metrics  # noqa: F401
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
