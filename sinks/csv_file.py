@@ -28,8 +28,8 @@ import pyarrow as pa
 
 from sluiceway.lake import layout, storage
 from sluiceway.lake.errors import LakeWriteError
+from sluiceway.lake.manifest import FileRecord
 from sluiceway.lake.storage import Lake
-from sluiceway.sinks.parquet_file import FileRecord
 from sluiceway.sinks.rotation import Caps, FileState
 from sluiceway.sinks.rows import Row
 

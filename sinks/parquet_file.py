@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from sluiceway.lake import layout, storage
 from sluiceway.lake.errors import LakeWriteError
+from sluiceway.lake.manifest import FileRecord
 from sluiceway.lake.storage import Lake
 from sluiceway.sinks import sizing
 from sluiceway.sinks.rotation import Caps, FileState, after_write
@@ -31,19 +32,6 @@ META_START = "sluiceway.start_offset"
 META_END = "sluiceway.end_offset"
 META_SCHEMA = "sluiceway.schema_fingerprint"
 _OFFSET_WIDTH = 20  # metadata values are written padded so the footer bound is exact
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """A published file, as the manifest lists it."""
-
-    table: str
-    partition: int
-    start_offset: int
-    end_offset: int
-    path: str  # relative to the destination root
-    rows: int
-    bytes: int
 
 
 @dataclass

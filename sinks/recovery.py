@@ -12,9 +12,9 @@ import logging
 from collections.abc import Collection
 
 from sluiceway.lake import layout, storage
+from sluiceway.lake.manifest import FileRecord
 from sluiceway.lake.storage import Lake
 from sluiceway.sinks import csv_file, parquet_file
-from sluiceway.sinks.parquet_file import FileRecord
 
 log = logging.getLogger("sluiceway.sink")
 

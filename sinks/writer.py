@@ -20,11 +20,12 @@ from typing import TypeVar, cast
 import pyarrow as pa
 
 from sluiceway.lake.errors import RunStateError
+from sluiceway.lake.manifest import FileRecord
 from sluiceway.lake.storage import Lake
 from sluiceway.sinks import csv_file, metrics, parquet_file, sizing
 from sluiceway.sinks.config import SinkSettings
 from sluiceway.sinks.csv_file import CsvFile
-from sluiceway.sinks.parquet_file import FileRecord, OpenFile
+from sluiceway.sinks.parquet_file import OpenFile
 from sluiceway.sinks.rotation import (
     Caps,
     Incoming,

@@ -8,15 +8,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sluiceway.common.runs import RunRecord
 from sluiceway.lake import layout, storage
 from sluiceway.lake.errors import RunStateError
 from sluiceway.lake.storage import Lake
-from sluiceway.sinks.parquet_file import FileRecord
 
 Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A published file, as the manifest lists it."""
+
+    table: str
+    partition: int
+    start_offset: int
+    end_offset: int
+    path: str  # relative to the destination root
+    rows: int
+    bytes: int
 
 
 def _file_entry(record: FileRecord) -> dict[str, Any]:
