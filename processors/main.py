@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -28,12 +28,10 @@ from sluiceway.common.codec import Codec
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.fingerprint import matches, secret_fingerprint
 from sluiceway.common.health import HEALTH
-from sluiceway.common.kafka_io import check_credentials, load_run
+from sluiceway.common.kafka_io import check_credentials, load_run, set_status
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import SECRET_ENV, KafkaSettings
 from sluiceway.common.spec import RunSpec, spec_of_run
-from sluiceway.control import registry
-from sluiceway.control.cleanup import check_not_dropped
 from sluiceway.processors import metrics
 from sluiceway.processors.app import Lookups, RunProcessor
 from sluiceway.processors.config import ProcessorSettings
@@ -94,7 +92,7 @@ def refuse_another_key(kafka: KafkaSettings, record: RunRecord, secret: str | No
         f"this processor's {SECRET_ENV} {own}, but run {record.etl_id} hashes PII with the key "
         f"of fingerprint {wanted}: give the run's workers that key"
     )
-    registry.set_status(kafka, record.etl_id, "failed", reason)
+    set_status(kafka, record.etl_id, "failed", reason)
     raise ConfigError(reason)
 
 
@@ -160,8 +158,17 @@ class RunWorker(faust.Worker):
             os.kill(os.getpid(), signal.SIGTERM)  # now faust's handler leaves the group cleanly
 
 
-def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> RunStats:
-    """Process the run to its cut and send its end markers."""
+def run(
+    etl_id: str,
+    settings: ProcessorSettings,
+    loglevel: str = "WARNING",
+    *,
+    check_not_dropped: Callable[[RunRecord], None],
+) -> RunStats:
+    """Process the run to its cut and send its end markers.
+
+    ``check_not_dropped`` raises when the run's topics were already dropped; the command
+    passes the control plane's check, which the processor does not import."""
     started = time.monotonic()
     # aiokafka formats a debug record per message when its loggers inherit DEBUG
     for name in ("aiokafka", "faust", "mode"):
@@ -169,7 +176,7 @@ def run(etl_id: str, settings: ProcessorSettings, loglevel: str = "WARNING") -> 
     metrics.serve(settings.tuning.metrics_port)
     check_credentials(settings.kafka)
     record = load_run(settings.kafka, etl_id)
-    check_not_dropped(settings.kafka, record)
+    check_not_dropped(record)
     refuse_another_key(settings.kafka, record, os.environ.get(SECRET_ENV))
     spec = spec_of_run(record.spec, os.environ.get(SECRET_ENV), etl_id)
     codec = Codec()

@@ -26,11 +26,11 @@ from sluiceway.common import health, kafka_io
 from sluiceway.common.codec import Codec
 from sluiceway.common.errors import SluicewayError
 from sluiceway.common.health import HEALTH
+from sluiceway.common.kafka_io import set_note
 from sluiceway.common.run_schema import run_event_schemas
 from sluiceway.common.runs import RunRecord, etl_id_time
 from sluiceway.common.settings import KafkaSettings, S3Settings
 from sluiceway.common.spec import schema_spec_of_run
-from sluiceway.control import cleanup, registry
 from sluiceway.lake import layout, manifest, storage
 from sluiceway.lake.storage import Lake
 from sluiceway.sinks import consume, dp_layout, membership, notify, plan, recovery, sns
@@ -59,9 +59,14 @@ def run(
     fs: pafs.FileSystem | None = None,
     guard: GuardSettings | None = None,
     stopping: Callable[[], bool] = lambda: False,
+    left_run: Callable[[RunRecord], None],
 ) -> dict[str, Any]:
     """Sink run ``etl_id`` into its destination; returns the run manifest, or
-    ``{"status": "stopped"}`` when ``stopping`` said so first (files published, committed)."""
+    ``{"status": "stopped"}`` when ``stopping`` said so first (files published, committed).
+
+    ``left_run`` is called once this sink is done with a complete run and has left its
+    consumer group; the command passes the control plane's cleanup, which the sink does not
+    import (a stage never imports the layer that launches it)."""
     guard = guard or GuardSettings()
     sns_settings = SnsSettings()  # read first: a bad setting stops the sink before any work
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -78,7 +83,7 @@ def run(
         notice = consume.publish_notice(kafka_io.producer(kafka), kafka.notifications_topic, done)
         notify.deliver(notice, guard)
         sns.publish(done, notice, sns_settings)
-        cleanup.drop_when_idle(kafka, record)
+        left_run(record)
         return done
     health.serve(settings.metrics_port)
     recovery.remove_manifest_temporaries(lake, etl_id)
@@ -109,7 +114,7 @@ def run(
         raise
     finally:
         reader.consumer.close()
-    cleanup.drop_when_idle(kafka, record)  # after close: this sink has left the run's group
+    left_run(record)  # after close: this sink has left the run's group
     return finished
 
 
@@ -164,7 +169,7 @@ def disk_guard(
 
     def note(reason: str | None) -> None:
         try:
-            registry.set_note(kafka, etl_id, reason)
+            set_note(kafka, etl_id, reason)
         except (SluicewayError, KafkaException) as exc:  # it only explains; waiting goes on
             log.warning("could not record the note of run %s: %s", etl_id, exc)
 

@@ -30,7 +30,7 @@ from sluiceway.common import control_topics as control
 from sluiceway.common.control_topics import ControlRecordError, with_extra
 from sluiceway.common.errors import ConfigError, RunConflictError, SluicewayError, StackDownError
 from sluiceway.common.feed_timing import in_window, window_bounds
-from sluiceway.common.kafka_io import check_broker
+from sluiceway.common.kafka_io import check_broker, set_status
 from sluiceway.common.redact import redact
 from sluiceway.common.runs import RunRecord, etl_id_time
 from sluiceway.common.settings import SECRET_ENV, KafkaSettings, S3Settings
@@ -362,8 +362,6 @@ class Scheduler:
             self._watched[etl_id] = workers
 
     def reap(self) -> None:
-        from sluiceway.control import registry
-
         with self._lock:
             watched = list(self._watched.items())
         for etl_id, workers in watched:
@@ -373,7 +371,7 @@ class Scheduler:
             )
             if failure:
                 log.warning("run %s failed: %s", etl_id, failure)
-                registry.set_status(self.kafka, etl_id, "failed", failure)
+                set_status(self.kafka, etl_id, "failed", failure)
             if failure or all(p.poll() is not None for p in workers.values()):
                 with self._lock:
                     self._watched.pop(etl_id, None)

@@ -101,6 +101,7 @@ def process(
     as_json: bool = typer.Option(False, "--json", help="Print the worker's statistics as JSON."),
 ) -> None:
     """Run a faust worker for one export run until its cut, then send end markers."""
+    from sluiceway.control.cleanup import check_not_dropped
     from sluiceway.processors.config import ProcessorSettings, ProcessorTuning
     from sluiceway.processors.main import run as run_processor
 
@@ -109,7 +110,12 @@ def process(
     tuning = ProcessorTuning()
     if metrics_port is not None:
         tuning = tuning.model_copy(update={"metrics_port": metrics_port})
-    stats = run_processor(run, ProcessorSettings(KafkaSettings(), tuning))
+    kafka = KafkaSettings()
+    stats = run_processor(
+        run,
+        ProcessorSettings(kafka, tuning),
+        check_not_dropped=lambda record: check_not_dropped(kafka, record),
+    )
     if as_json:
         rates = {"events_per_s": stats.events_per_s, "events_per_cpu_s": stats.events_per_cpu_s}
         typer.echo(json.dumps({**dataclasses.asdict(stats), **rates}))
@@ -130,6 +136,7 @@ def sink(
 ) -> None:
     """Write one export run's events to the lake; the sink that sees the run end writes its
     manifest. Several sinks may share a run. SIGTERM: publish open files, commit, stop."""
+    from sluiceway.control.cleanup import drop_when_idle
     from sluiceway.sinks.config import SinkSettings
     from sluiceway.sinks.main import run as run_sink
 
@@ -141,7 +148,12 @@ def sink(
     if member is not None:
         settings = settings.model_copy(update={"member": member})
     stop = stop_on_signals()
-    manifest = run_sink(run, KafkaSettings(), S3Settings(), settings, stopping=stop)
+    kafka = KafkaSettings()
+    # the last worker to leave a complete run drops its topics and groups
+    manifest = run_sink(
+        run, kafka, S3Settings(), settings, stopping=stop,
+        left_run=lambda record: drop_when_idle(kafka, record),
+    )  # fmt: skip
     typer.echo(json.dumps(manifest.get("totals", {"status": manifest.get("status")})))
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -17,6 +19,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from sluiceway.common import control_topics as control
 from sluiceway.common.errors import ConfigError, StackDownError
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings
@@ -304,3 +307,31 @@ def load_run(kafka: KafkaSettings, etl_id: str, timeout: float = 30.0) -> RunRec
 def known_tenants(kafka: KafkaSettings, timeout: float = 30.0) -> set[str]:
     """Tenants that capture has seen in the source."""
     return {k.decode() for k in read_control(kafka, "tenants", timeout)}
+
+
+def set_status(kafka: KafkaSettings, etl_id: str, status: str, reason: str | None = None) -> None:
+    topic = kafka.control_topic("status")
+    ensure_topics(kafka, [topic], 1, control.CONTROL_TOPIC_CONFIG)
+    record = {
+        "etl_id": etl_id,
+        "status": status,
+        "reason": reason,
+        "at": datetime.now(UTC).isoformat(),
+    }
+    prod = producer(kafka, **{"linger.ms": 0})
+    prod.produce(topic, key=etl_id.encode(), value=json.dumps(record).encode())
+    if prod.flush(30) != 0:
+        raise StackDownError(f"could not record the status of run {etl_id} on {topic}")
+
+
+def set_note(kafka: KafkaSettings, etl_id: str, note: str | None) -> None:
+    """Record why a running run waits; None clears it (a tombstone on the compacted topic)."""
+    topic = kafka.control_topic("notes")
+    ensure_topics(kafka, [topic], 1, control.CONTROL_TOPIC_CONFIG)
+    value = None
+    if note is not None:
+        value = json.dumps({"etl_id": etl_id, "note": note, "at": datetime.now(UTC).isoformat()})
+    prod = producer(kafka, **{"linger.ms": 0})
+    prod.produce(topic, key=etl_id.encode(), value=None if value is None else value.encode())
+    if prod.flush(30) != 0:
+        raise StackDownError(f"could not record the note of run {etl_id} on {topic}")

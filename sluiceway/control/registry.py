@@ -14,15 +14,14 @@ import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from sluiceway.common import control_topics as control
-from sluiceway.common.errors import ConfigError, StackDownError
-from sluiceway.common.kafka_io import ensure_topics, producer, read_control
+from sluiceway.common.errors import ConfigError
+from sluiceway.common.kafka_io import read_control, set_status
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings, S3Settings
 
@@ -53,34 +52,6 @@ class RunState:
             "files": totals.get("files"), "dead_letters": (self.manifest or {}).get("dead_letters"),
             "note": self.note, "manifest_error": self.manifest_error,
         }  # fmt: skip
-
-
-def set_status(kafka: KafkaSettings, etl_id: str, status: str, reason: str | None = None) -> None:
-    topic = kafka.control_topic("status")
-    ensure_topics(kafka, [topic], 1, control.CONTROL_TOPIC_CONFIG)
-    record = {
-        "etl_id": etl_id,
-        "status": status,
-        "reason": reason,
-        "at": datetime.now(UTC).isoformat(),
-    }
-    prod = producer(kafka, **{"linger.ms": 0})
-    prod.produce(topic, key=etl_id.encode(), value=json.dumps(record).encode())
-    if prod.flush(30) != 0:
-        raise StackDownError(f"could not record the status of run {etl_id} on {topic}")
-
-
-def set_note(kafka: KafkaSettings, etl_id: str, note: str | None) -> None:
-    """Record why a running run waits; None clears it (a tombstone on the compacted topic)."""
-    topic = kafka.control_topic("notes")
-    ensure_topics(kafka, [topic], 1, control.CONTROL_TOPIC_CONFIG)
-    value = None
-    if note is not None:
-        value = json.dumps({"etl_id": etl_id, "note": note, "at": datetime.now(UTC).isoformat()})
-    prod = producer(kafka, **{"linger.ms": 0})
-    prod.produce(topic, key=etl_id.encode(), value=None if value is None else value.encode())
-    if prod.flush(30) != 0:
-        raise StackDownError(f"could not record the note of run {etl_id} on {topic}")
 
 
 class _Table(BaseModel):

@@ -15,6 +15,7 @@ from pydantic_settings import SettingsConfigDict
 
 from sluiceway.common.errors import ConfigError, RunConflictError, RunFailedError, TransientError
 from sluiceway.common.health import HEALTH
+from sluiceway.common.kafka_io import set_status
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import SECRET_ENV, KafkaSettings, S3Settings, StackSettings
 from sluiceway.common.settings_base import SluicewaySettings
@@ -180,7 +181,7 @@ def _fail_on_worker_failure(
 ) -> None:
     failure = worker_failure(workers, logs)
     if failure:
-        registry.set_status(kafka, run.etl_id, "failed", failure)
+        set_status(kafka, run.etl_id, "failed", failure)
         raise RunFailedError(failure)
 
 
