@@ -26,7 +26,7 @@ from sluiceway.common.kafka_io import consumer
 from sluiceway.common.partitioning import tenant_partitions
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings
-from sluiceway.common.spec_errors import ScanTimeoutError
+from sluiceway.processors.errors import ScanTimeoutError
 from sluiceway.processors.key_index import LastValues, TenantCodes
 
 BITMAP_SLICE = 1 << 20

@@ -1,19 +1,15 @@
-"""Errors of the processor stage."""
+"""Errors of the run contract: a run spec that is invalid, a run that does not exist."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sluiceway.common.errors import ConfigError, TerminalError, TransientError
+from sluiceway.common.errors import ConfigError, TerminalError
 from sluiceway.common.redact import redact
 
 
 class RunNotFoundError(TerminalError):
     """The etl_id names no run on the control topic."""
-
-
-class ScanTimeoutError(TransientError):
-    """The change topics could not be read up to the run's cut in time."""
 
 
 class SpecError(ConfigError):
