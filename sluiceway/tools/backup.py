@@ -6,7 +6,6 @@ every file in it, and files of an unfinished run are never picked up.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,23 +23,15 @@ Row = dict[str, Any]
 
 def open_backup(root: str, s3: S3Settings) -> tuple[Any, Manifest]:
     """The lake at ``root`` and the manifest of its newest complete full export."""
-    from pyarrow.fs import LocalFileSystem
+    from sluiceway.lake import reader
+    from sluiceway.lake.errors import RunStateError
 
-    from sluiceway.lake.layout import RUNS_DIR, parse_destination
-    from sluiceway.lake.storage import Lake, list_names, read_bytes, s3_filesystem
-
-    # not open_lake: its write probe would create a missing directory, and a backup is read-only
-    dest = parse_destination(root)
-    lake = Lake(s3_filesystem(s3) if dest.kind == "s3" else LocalFileSystem(), dest)
     try:
-        names = sorted((i.base_name for i in list_names(lake, RUNS_DIR)), reverse=True)
-        for name in names:  # etl_ids sort by start time: newest first
-            if not name.endswith(".json") or name.startswith("."):
-                continue
-            manifest: Manifest = json.loads(read_bytes(lake, f"{RUNS_DIR}/{name}") or b"{}")
+        lake = reader.open_readonly(root, s3)  # a backup is read-only: nothing is created
+        for _, manifest in reader.run_manifests(lake):
             if manifest.get("type") == "full" and manifest.get("status") == "complete":
                 return lake, manifest
-    except (OSError, ValueError, pa.ArrowException) as exc:
+    except (OSError, ValueError, RunStateError, pa.ArrowException) as exc:
         raise RestoreError(
             f"cannot read the backup at {root}: {' '.join(str(exc).split())}"
         ) from exc

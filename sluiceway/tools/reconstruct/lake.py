@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.settings import S3Settings
-from sluiceway.lake import layout, manifest, storage
+from sluiceway.lake import layout, reader
 from sluiceway.lake.storage import Lake
 from sluiceway.tools.reconstruct.errors import BrokenChainError
 from sluiceway.tools.reconstruct.plan import FileRef, Manifest, RunInfo, parse_run
@@ -25,11 +25,10 @@ Advance = Callable[[int], None]
 
 def open_source(destination: str, s3: S3Settings) -> Lake:
     """The destination's filesystem, as the sinks open it, but without writing anything."""
-    dest = layout.parse_destination(destination)
-    fs = storage.s3_filesystem(s3) if dest.kind == "s3" else pafs.LocalFileSystem()
-    lake = Lake(fs=fs, dest=dest)
+    lake = reader.open_readonly(destination, s3)
+    dest = lake.dest
     try:
-        kind = fs.get_file_info(lake.path(layout.RUNS_DIR)).type
+        kind = lake.fs.get_file_info(lake.path(layout.RUNS_DIR)).type
     except (OSError, pa.ArrowException) as exc:
         raise ConfigError(f"destination {dest.display} cannot be read: {_one_line(exc)}") from exc
     if kind != pafs.FileType.Directory:
@@ -47,23 +46,16 @@ def _one_line(exc: BaseException) -> str:
 def load_runs(lake: Lake) -> dict[str, RunInfo]:
     """Every run manifest under ``_runs/`` (only complete runs have one), by etl_id."""
     runs: dict[str, RunInfo] = {}
-    for info in storage.list_names(lake, layout.RUNS_DIR):
-        name = info.base_name
-        if not name.endswith(".json") or layout.is_temp_name(name) or name.startswith("."):
-            continue
-        relative = f"{layout.RUNS_DIR}/{name}"
-        document = manifest.read_json(lake, relative)
-        if document is None:  # deleted between the listing and the read
-            continue
+    for relative, document in reader.run_manifests(lake):
         run = parse_run(document, lake.path(relative))
-        if f"{run.etl_id}.json" != name:
+        if f"{layout.RUNS_DIR}/{run.etl_id}.json" != relative:
             raise BrokenChainError(f"{lake.path(relative)} holds the manifest of run {run.etl_id}")
         runs[run.etl_id] = run
-    return runs
+    return dict(sorted(runs.items()))
 
 
 def load_root(lake: Lake) -> Manifest | None:
-    return manifest.read_json(lake, layout.LATEST_MANIFEST)
+    return reader.latest_manifest(lake)
 
 
 def check_files(lake: Lake, files: tuple[FileRef, ...], advance: Advance) -> list[pa.Schema]:

@@ -1,0 +1,56 @@
+"""Reading a lake: the calls status, reconstruct, restore and migrate share.
+
+A reader opens the destination read-only (``storage.open_readonly``: no write probe, nothing
+created, so reading a copy or a deleted destination never writes) and trusts only what a run
+manifest lists: the sink writes a run's manifest last, atomically, so a manifest that exists
+describes files that exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from sluiceway.lake import layout, manifest, storage
+from sluiceway.lake.manifest import Manifest
+from sluiceway.lake.storage import Lake, open_readonly
+
+__all__ = [
+    "Lake",
+    "Manifest",
+    "latest_manifest",
+    "open_readonly",
+    "run_manifest",
+    "run_manifest_names",
+    "run_manifests",
+]
+
+
+def run_manifest(lake: Lake, etl_id: str) -> Manifest | None:
+    """The manifest of run ``etl_id``, or None while the run is not complete."""
+    return manifest.read_json(lake, layout.run_manifest_path(etl_id))
+
+
+def latest_manifest(lake: Lake) -> Manifest | None:
+    """The root manifest (the newest complete run's summary), or None before the first run."""
+    return manifest.read_json(lake, layout.LATEST_MANIFEST)
+
+
+def run_manifest_names(lake: Lake) -> list[str]:
+    """The run manifests' names under ``_runs/``, newest first (etl_ids sort by start time);
+    temporaries of a manifest being written are not manifests."""
+    names = (info.base_name for info in storage.list_names(lake, layout.RUNS_DIR))
+    return sorted(
+        (n for n in names if n.endswith(".json") and not n.startswith(".")
+         and not layout.is_temp_name(n)),
+        reverse=True,
+    )  # fmt: skip
+
+
+def run_manifests(lake: Lake) -> Iterator[tuple[str, Manifest]]:
+    """(path relative to the lake, manifest) of every complete run, newest first. A manifest
+    removed between the listing and the read is skipped."""
+    for name in run_manifest_names(lake):
+        relative = f"{layout.RUNS_DIR}/{name}"
+        document = manifest.read_json(lake, relative)
+        if document is not None:
+            yield relative, document
