@@ -13,8 +13,8 @@ from aiokafka.abc import AbstractTokenProvider
 from faust.auth import OAuthCredentials, SASLCredentials, SSLCredentials
 from faust.types.auth import CredentialsT
 
+from sluiceway.common.kafka_security import secret, ssl_context
 from sluiceway.common.settings import KafkaSettings
-from sluiceway.kafka_security import secret, ssl_context
 
 TOKEN_TIMEOUT_S = 10.0
 TOKEN_MARGIN_S = 60.0  # fetch a new token this long before the current one expires

@@ -21,9 +21,9 @@ from confluent_kafka.admin import (
 
 from sluiceway.common import control_topics as control
 from sluiceway.common.errors import ConfigError, StackDownError
+from sluiceway.common.kafka_security import confluent_security
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings
-from sluiceway.kafka_security import confluent_security
 
 # librdkafka's own log lines go through this logger; the CLI quiets it, workers keep it.
 CLIENT_LOG = logging.getLogger("sluiceway.kafka.client")

@@ -10,8 +10,8 @@ from faust.auth import OAuthCredentials, SASLCredentials
 from pydantic import ValidationError
 
 from sluiceway.common.kafka_io import client_config
+from sluiceway.common.kafka_security import confluent_security, ssl_context
 from sluiceway.common.settings import KafkaSettings, settings_problem
-from sluiceway.kafka_security import confluent_security, ssl_context
 from sluiceway.processors.credentials import faust_credentials
 
 
