@@ -95,7 +95,9 @@ def test_a_run_never_takes_an_id_whose_topic_or_record_exists(
 ) -> None:  # fmt: skip
     def start(lake: str, first_id: str) -> runs.RunRecord:
         given = iter([first_id])  # the id generator's first answer is one already in use
-        monkeypatch.setattr(export, "new_etl_id", lambda: next(given, None) or runs.new_etl_id())
+        monkeypatch.setattr(
+            export, "new_etl_id", lambda *when: next(given, None) or runs.new_etl_id(*when)
+        )
         spec = parse_spec({"tenants": ["tenant-001"], "destination": str(tmp_path / lake)})
         run, _ = start_run(spec, kafka, local_stack.s3, launch=False)
         return run
