@@ -22,7 +22,7 @@ from confluent_kafka import KafkaError, Message, TopicPartition
 
 from sluiceway.common.codec import Codec, event_key
 from sluiceway.common.errors import InvalidEventError
-from sluiceway.common.kafka_io import consumer
+from sluiceway.common.kafka_io import consumer, watermarks
 from sluiceway.common.partitioning import tenant_partitions
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings
@@ -196,7 +196,12 @@ def issue_projects(kafka: KafkaSettings, run: RunRecord, codec: Codec) -> IssueP
     parts = set().union(
         *(tenant_partitions(t, run.run_partitions, kafka.spread) for t in run.tenants)
     )
-    cut = run.cut.get(topic) or {}
+    cut = run.cut.get(topic)
+    if cut is None:
+        # a run that selects comments or worklogs but not issues has no cut on the issue
+        # topic: its issues' projects are read up to the topic's end now, or an opted-out
+        # project's comments would pass for want of their issue's project
+        cut = {p: high for p, (_low, high) in watermarks(kafka, topic, parts).items()}
     ranges = {(topic, p): (0, cut[p]) for p in parts if p in cut}
     found = IssueProjects(run.tenants)
 

@@ -167,13 +167,6 @@ def stack(local_stack: Stack) -> Stack:
 SLOW = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 
 
-# Known defect, found by the final fresh-clone run of this session's merged main: with two
-# tenants and a project opted out, comments of the second tenant's opted-out issues reach the
-# lake (one of the six derandomized examples). It passed on each branch before the merges;
-# strict, so the marker must go as soon as the defect is fixed.
-@pytest.mark.xfail(
-    strict=True, reason="opt-out leaks the second tenant's comments after this round's merges"
-)
 @settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=SLOW)
 @given(plan=plans())
 def test_lake_holds_exactly_the_selection_and_no_raw_pii(
