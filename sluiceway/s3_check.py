@@ -29,17 +29,31 @@ def credential_problems(s3: S3Settings) -> list[str]:
 def write_problems(s3: S3Settings, destination: str | None = None) -> list[str]:
     """A line when a probe object cannot be written (and removed) under ``destination``
     (default: the configured bucket) with the configured encryption."""
+    target = destination or f"s3://{s3.bucket}"
+    refused = _probe(s3, target)
+    if refused is None or s3.sse is None:
+        return [] if refused is None else [refused]
+    # The same write without encryption tells a refused key (or a store without SSE)
+    # from wrong credentials or a missing bucket, which would fail either way.
+    plain = s3.model_copy(update={"sse": None, "kms_key_id": None})
+    if _probe(plain, target) is not None:
+        return [refused]
+    if s3.kms_key_id is not None:
+        setting = "SLUICEWAY_S3_KMS_KEY_ID"
+        what = f"KMS key {s3.kms_key_id!r} ({setting})"
+    else:
+        what = f"server-side encryption {s3.sse} (SLUICEWAY_S3_SSE)"
+    return [f"the store at {s3.endpoint_url} refused {what}; writes without it succeed: {refused}"]
+
+
+def _probe(s3: S3Settings, target: str) -> str | None:
     from sluiceway.lake.storage import open_lake
 
-    target = destination or f"s3://{s3.bucket}"
     try:
         open_lake(target, s3)
     except SluicewayError as exc:
-        line = str(exc)
-        if s3.kms_key_id and "kms" in line.lower():
-            line = f"the store refused KMS key {s3.kms_key_id!r} (SLUICEWAY_S3_KMS_KEY_ID): {line}"
-        return [line]
-    return []
+        return str(exc)
+    return None
 
 
 def s3_problems(s3: S3Settings, destination: str | None = None) -> list[str]:

@@ -53,3 +53,37 @@ def test_check_names_missing_s3_credentials(local_stack: Stack, no_aws_chain: No
     found = [f for f in json.loads(proc.stdout)["checks"] if f["name"].startswith("destination")]
     assert found[0]["ok"] is False
     assert str(found[0]["detail"]).startswith("no S3 credentials for ")
+
+
+@pytest.mark.parametrize(
+    ("sse", "key", "named"),
+    [
+        ("aws:kms", "arn:aws:kms:us-east-1:123456789012:key/not-ours", "KMS key 'arn:aws:kms"),
+        ("AES256", None, "server-side encryption AES256"),
+    ],
+)
+def test_a_refused_encryption_key_is_named(
+    local_stack: Stack, sse: str, key: str | None, named: str
+) -> None:
+    # S3Proxy's filesystem store refuses every SSE header: a store that rejects the key
+    s3 = S3Settings(
+        endpoint=local_stack.s3.endpoint_url,
+        access_key=LOCAL_S3_KEYS[0],
+        secret_key=LOCAL_S3_KEYS[1],
+        sse=sse,  # type: ignore[arg-type]
+        kms_key_id=key,
+    )
+    (line,) = s3_problems(s3, f"s3://{local_stack.s3.bucket}/kms-check")
+    assert line.startswith(f"the store at {local_stack.s3.endpoint_url} refused {named}"), line
+    assert "writes without it succeed" in line and "\n" not in line
+
+
+def test_wrong_keys_with_encryption_are_not_blamed_on_the_key(
+    local_stack: Stack, no_aws_chain: None
+) -> None:
+    s3 = S3Settings(
+        endpoint=local_stack.s3.endpoint_url, access_key="x", secret_key="nope-123",
+        sse="aws:kms", kms_key_id="k-1",
+    )  # fmt: skip
+    (line,) = s3_problems(s3, f"s3://{local_stack.s3.bucket}/kms-check")
+    assert "is not writable" in line and "refused KMS key" not in line
