@@ -70,7 +70,7 @@ def test_a_refused_encryption_key_is_named(
         endpoint=local_stack.s3.endpoint_url,
         access_key=LOCAL_S3_KEYS[0],
         secret_key=LOCAL_S3_KEYS[1],
-        sse=sse,  # type: ignore[arg-type]
+        sse=sse,
         kms_key_id=key,
     )
     (line,) = s3_problems(s3, f"s3://{local_stack.s3.bucket}/kms-check")
