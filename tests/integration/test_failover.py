@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -19,8 +21,21 @@ import pytest
 from sluiceway.common.kafka_io import admin
 from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings, StackSettings
 from sluiceway.devstack import kafka_cluster
+from sluiceway.tools.reconstruct.sql import read_parquet_rows, reconstruct_sql
 from tests.conftest import Cli, Stack, fresh_database, lake_files
+from tests.integration.capture_harness import CaptureProcess, settings_for_capture
 from tests.integration.cluster import running_cluster
+from tests.integration.test_capture import (
+    _normalise,
+    churn,
+    finish,
+    ledger_ops,
+    read_change_topics,
+    snapshot_done,
+    source_rows,
+    streamed_ops,
+    wait_caught_up,
+)
 from tests.integration.test_end_to_end import source_ids
 from tests.polling import wait_for
 
@@ -56,9 +71,7 @@ def _node(env: dict[str, str], node_id: int) -> kafka_cluster.KafkaNode:
 
 
 def _in_sync(env: dict[str, str]) -> bool:
-    names = {k.removeprefix("SLUICEWAY_KAFKA_").lower(): v for k, v in env.items()}
-    kafka = KafkaSettings(**{k: v for k, v in names.items() if k in KafkaSettings.model_fields})
-    topics = admin(kafka).list_topics(timeout=10).topics
+    topics = admin(_kafka(env)).list_topics(timeout=10).topics
     return all(
         len(p.isrs) == len(p.replicas) for t in topics.values() for p in t.partitions.values()
     )
@@ -139,3 +152,149 @@ def _assert_lake_is_the_source(lake: Path, pg: PostgresSettings, etl_id: str) ->
         for tenant in TENANTS:
             ids = sorted(i for t, i in rows if t == tenant)
             assert ids == source_ids(pg, entity, tenant), (entity, tenant)
+
+
+def _kafka(env: dict[str, str]) -> KafkaSettings:
+    """The cluster's client settings (SASL_SSL, the test's topic prefix) from ``env``."""
+    names = {k.removeprefix("SLUICEWAY_KAFKA_").lower(): v for k, v in env.items()
+             if k.startswith("SLUICEWAY_KAFKA_")}  # fmt: skip
+    return KafkaSettings.model_validate(
+        {k: v for k, v in names.items() if k in KafkaSettings.model_fields}
+    )
+
+
+class SupervisedCapture(CaptureProcess):
+    """Capture restarted when it exits non-zero, as a supervisor would; exit 0 is final."""
+
+    def assert_alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() not in (None, 0):
+            assert self.starts <= RESTARTS, f"capture kept failing:\n{self.log.read_text()[-3000:]}"
+            self.start()
+
+
+def test_capture_under_churn_rides_out_a_broker_down_for_30s(
+    cluster_env: dict[str, str], setup: tuple[Cli, PostgresSettings], tmp_path: Path, unique: str
+) -> None:
+    """Item 5 (a): a broker SIGKILLed while capture streams 2,000 changes/s, started again
+    30 s later: every committed change reaches the change topics once, in commit order."""
+    cli, pg = setup
+    kafka = _kafka(cli.env)
+    cli("source", "seed", "--tenants", "2", "--issues-per-tenant", "40", "--seed", "9")
+    slot = f"sw_{unique}"
+    capture = SupervisedCapture(settings_for_capture(cli.env, slot), tmp_path / "capture.log")
+    capture.start()
+    broker = _node(cluster_env, 2)
+    try:
+        wait_for(lambda: snapshot_done(kafka, slot), 120, "the initial snapshot")
+        ledger = tmp_path / "ledger.jsonl"
+        writer = churn(cli, ledger, rate=2000, seconds=50, seed=int(unique[:6], 16) % 1000)
+        started = time.monotonic()
+        wait_for(lambda: time.monotonic() - started >= 8, 20, "churn under way")
+        broker.kill()
+        down_at = time.monotonic()
+        wait_for(lambda: time.monotonic() - down_at >= 30, 40, "the broker down for 30 s")
+        broker.wait(broker.start())
+        summary = finish(writer, timeout=240)
+        assert summary["changes"] >= 50_000  # about 2,000 changes/s while the broker was down
+        wait_caught_up(pg, slot, capture, timeout=300)
+    finally:
+        capture.stop()
+        if not broker.status().running:
+            broker.wait(broker.start())
+    print(f"capture started {capture.starts} times")
+    expected = ledger_ops(ledger)
+    got, _repeats = streamed_ops(read_change_topics(kafka, timeout=180))
+    missing = [k for k in expected if got.get(k) != expected[k]]
+    assert not missing, f"{len(missing)} keys differ, e.g. {missing[0]}"
+    assert set(got) <= set(expected)
+    wait_for(lambda: _in_sync(cluster_env), 180, "broker 2 back in every ISR")
+
+
+def test_a_delta_run_rides_out_losing_a_controller_voter(
+    cluster_env: dict[str, str], setup: tuple[Cli, PostgresSettings], tmp_path: Path, unique: str
+) -> None:
+    """Item 5 (c): the nodes are combined brokers and KRaft voters; one voter is SIGKILLed
+    while a delta run of three tenants is processed and sunk, and started again later. The
+    full export plus the delta reconstruct to the source."""
+    cli, pg = setup
+    kafka = _kafka(cli.env)
+    cli("source", "seed", "--tenants", "3", "--issues-per-tenant", "200", "--seed", "11")
+    slot, lake = f"sw_{unique}", tmp_path / "lake"
+    capture = SupervisedCapture(settings_for_capture(cli.env, slot), tmp_path / "capture.log")
+    capture.start()
+    voter = _node(cluster_env, 1)
+    tenants = [arg for t in TENANTS for arg in ("--tenant", t)]
+    try:
+        wait_for(lambda: snapshot_done(kafka, slot), 120, "the initial snapshot")
+        cli("export", "start", *tenants, "--type", "full", "--dest", str(lake), "--wait",
+            "--timeout", "600")  # fmt: skip
+        _change_every_table(pg)
+        wait_caught_up(pg, slot, capture, timeout=180)
+        delta = cli.json(
+            "export", "start", *tenants, "--type", "delta", "--dest", str(lake), "--no-launch"
+        )
+        workers = Workers(cli, delta["etl_id"], tmp_path)
+        try:
+            voter.kill()
+            wait_for(lambda: _in_sync_without(cluster_env, 1), 120, "leaders moved off node 1")
+            voter.wait(voter.start())
+            wait_for(workers.all_done, 600, "every worker to finish the delta")
+        finally:
+            workers.stop()
+        print(f"worker restarts: {workers.restarts}; capture started {capture.starts} times")
+    finally:
+        capture.stop()
+        if not voter.status().running:
+            voter.wait(voter.start())
+    _assert_reconstructs_to_the_source(lake, pg)
+    wait_for(lambda: _in_sync(cluster_env), 180, "node 1 back in every ISR")
+
+
+def _change_every_table(pg: PostgresSettings) -> None:
+    """Updates, deletes and inserts in every table, so the delta carries every op."""
+    statements = [
+        "UPDATE users SET display_name = display_name || ' (moved)', updated = now() "
+        "WHERE id % 3 = 0",
+        "UPDATE projects SET name = name || ' v2', updated = now()",
+        "UPDATE issues SET summary = summary || ' [delta]', updated = now() WHERE id % 2 = 0",
+        "DELETE FROM worklogs WHERE id % 5 = 0",
+        "DELETE FROM comments WHERE id % 7 = 0",
+        "INSERT INTO comments (tenant_id, id, issue_id, author_id, body, created, updated) "
+        "SELECT tenant_id, id + 1000000, id, NULL, 'added in the delta', now(), now() "
+        "FROM issues WHERE id % 4 = 0",
+    ]
+    with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement)
+    conn.close()
+
+
+def _in_sync_without(env: dict[str, str], node_id: int) -> bool:
+    """Every partition has a leader other than ``node_id`` (the cluster noticed the loss)."""
+    topics = admin(_kafka(env)).list_topics(timeout=10).topics
+    return all(
+        p.leader not in (-1, node_id) for t in topics.values() for p in t.partitions.values()
+    )
+
+
+def _assert_reconstructs_to_the_source(lake: Path, pg: PostgresSettings) -> None:
+    for entity in ENTITIES:
+        files = sorted(str(p) for p in lake.rglob(f"*/{entity}/*/part-*.parquet"))
+        relation = duckdb.sql(reconstruct_sql(read_parquet_rows(files)))
+        assert relation is not None
+        names = relation.columns
+        got = {
+            (row[names.index("_tenant_id")], row[names.index("id")]): row
+            for row in relation.fetchall()
+        }
+        for tenant in TENANTS:
+            ids = {i for t, i in got if t == tenant}
+            assert sorted(ids) == source_ids(pg, entity, tenant), (entity, tenant)
+        truth = source_rows(pg)
+        for (e, key), row in truth.items():
+            if e != entity or key.split(b"/")[0].decode() not in TENANTS:
+                continue
+            tenant, entity_id = key.decode().split("/")
+            mine = got[(tenant, int(entity_id))]
+            assert {k: _normalise(mine[names.index(k)]) for k in row} == row, (entity, key)
