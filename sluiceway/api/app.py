@@ -6,6 +6,7 @@ its own Kafka topic prefix and destination; nothing here reads the environment.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -116,7 +117,12 @@ def _field(loc: Sequence[str | int]) -> str:
     """A pydantic loc as the run spec writes field paths: ``tenants[0]``, ``body`` dropped."""
     out = ""
     for part in loc[1:] if loc and loc[0] in ("body", "query", "path") else loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not part.isidentifier():
+            out += f"[{json.dumps(part)}]"  # a key of any text stays one quoted line
+        else:
+            out += f".{part}" if out else part
     return out
 
 

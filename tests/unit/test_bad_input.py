@@ -256,3 +256,13 @@ def test_no_cli_flag_gets_a_traceback(
     for args in runs:
         result = cli(args)
         assert refused_cleanly(result), (args, result.exception, result.output)
+
+
+def test_a_body_key_with_a_line_break_is_quoted_on_one_line(tmp_path: Path) -> None:
+    """Found by the property above: the key was printed raw, splitting the error line."""
+    with api(tmp_path) as client:
+        body = {"type": "PROJECT", "keys": ["A"], "bad\nkey": 1}
+        response = client.post(f"{DP}/config/optout", json=body)
+        assert response.status_code == 422
+        error = response.json()["error"]
+        assert "\n" not in error and '["bad\\nkey"]: Extra inputs are not permitted' in error
