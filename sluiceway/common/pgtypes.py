@@ -18,6 +18,7 @@ naming it, rather than landing changed.
 from __future__ import annotations
 
 import re
+import struct
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -97,6 +98,12 @@ def _float(text: str) -> float:
         return float(text)  # takes NaN, Infinity and -Infinity as PostgreSQL prints them
     except ValueError:
         raise _refuse("floating-point", text, "expected a number, NaN or ±Infinity") from None
+
+
+def _real(text: str) -> float:
+    # rounded to 32 bits as Avro's float stores it, so parsed and read-back values agree
+    value: float = struct.unpack("<f", struct.pack("<f", _float(text)))[0]
+    return value
 
 
 def _decimal(text: str) -> Decimal:
@@ -209,7 +216,7 @@ _FIXED: dict[str, tuple[Any, pa.DataType, Callable[[str], Any]]] = {
     "smallint": ("int", pa.int16(), int),
     "integer": ("int", pa.int32(), int),
     "bigint": ("long", pa.int64(), int),
-    "real": ("float", pa.float32(), _float),
+    "real": ("float", pa.float32(), _real),
     "double precision": ("double", pa.float64(), _float),
     "boolean": ("boolean", pa.bool_(), _bool),
     "numeric": ("string", pa.string(), _numeric_text),
