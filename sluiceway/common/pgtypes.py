@@ -76,8 +76,10 @@ class PgType:
         return None if value is None else self.adapt(value)
 
     def restore_placeholder(self) -> Composable:
-        """``%s::<type>``: the parameter, cast to the column's type (checked by ``pg_type``)."""
-        return SQL("%s::" + self.sql)
+        """``CAST(%s AS <type>)``: the parameter, cast to the column's type (the type text is
+        checked by ``pg_type``). Not ``%s::<type>``: the cast would bind before the minus
+        sign psycopg2 writes for a negative number, and -32768::smallint overflows."""
+        return SQL(f"CAST(%s AS {self.sql})")
 
 
 def _refuse(kind: str, text: str, expected: str) -> UncarriedValueError:

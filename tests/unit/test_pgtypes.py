@@ -190,7 +190,7 @@ def test_avro_and_arrow_types(type_name: str, avro: Any, arrow: pa.DataType) -> 
 
 def test_restore_casts_to_the_column_type_and_adapts_values() -> None:
     assert pg_type("money_amount", USER_TYPES).restore_placeholder().as_string(None) == (  # type: ignore[arg-type]
-        "%s::money_amount"
+        "CAST(%s AS money_amount)"
     )
     uuids = pg_type("uuid[]", USER_TYPES)
     assert uuids.restore_param([uuid.UUID(UUID), None]) == [UUID, None]
