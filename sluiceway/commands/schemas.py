@@ -3,33 +3,31 @@
 from __future__ import annotations
 
 import json
+import sysconfig
 from pathlib import Path
 
 import typer
 
-import sluiceway
 from sluiceway.cli import friendly_errors
 from sluiceway.common.catalog import load_catalog
 from sluiceway.common.catalog_schemas import write_entity_schemas
 from sluiceway.common.errors import ConfigError
-from sluiceway.common.resources import schema_dir
+from sluiceway.common.resources import example_catalog, schema_dir
 
 app = typer.Typer(no_args_is_help=True)
 
 
-def checkout_root() -> Path | None:
-    """The source checkout this Sluiceway runs from, or None for an installed wheel."""
-    root = Path(sluiceway.__file__).resolve().parents[1]
-    return root if (root / "examples" / "jira" / "catalog.yaml").is_file() else None
-
-
-def _default(given: Path | None, option: str, in_checkout: str) -> Path:
-    if given is not None:
-        return given
-    root = checkout_root()
-    if root is None:
-        raise ConfigError(f"{option} is needed outside a source checkout of Sluiceway")
-    return schema_dir() if in_checkout == "schemas" else root / in_checkout
+def default_out() -> Path:
+    """The shipped schemas folder: ``schemas/`` of a checkout (an editable install), never
+    the folder inside an installed package."""
+    out = schema_dir().resolve()
+    installed = {sysconfig.get_path(k) for k in ("purelib", "platlib")} - {None}
+    if any(out.is_relative_to(Path(p).resolve()) for p in installed):
+        raise ConfigError(
+            f"--out is needed: the default, {out}, belongs to the installed package; "
+            "give the folder the .avsc files go to"
+        )
+    return out
 
 
 @app.command("generate")
@@ -39,18 +37,17 @@ def generate(
         None,
         "--catalog",
         help="Catalog YAML (or a config file with a catalog: section); "
-        "default: the Jira example, examples/jira/catalog.yaml.",
+        "default: the Jira example (examples/jira/catalog.yaml).",
     ),
     out: Path | None = typer.Option(
-        None, "--out", help="Folder for the .avsc files; default: the checkout's schemas/."
+        None, "--out", help="Folder for the .avsc files; default: schemas/ of this checkout."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the files written as JSON."),
 ) -> None:
     """Write each entity's Avro record (<namespace>.<Entity>.avsc), derived from the
     catalog's column types (docs/types.md). Files already current are left untouched."""
-    source = _default(catalog, "--catalog", "examples/jira/catalog.yaml")
-    folder = _default(out, "--out", "schemas")
-    written = write_entity_schemas(load_catalog(source), folder)
+    source = catalog or example_catalog("jira")
+    written = write_entity_schemas(load_catalog(source), out or default_out())
     if as_json:
         typer.echo(json.dumps({"catalog": str(source), "files": [str(p) for p in written]}))
         return

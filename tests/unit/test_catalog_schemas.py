@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sysconfig
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sluiceway.cli import build_app
+from sluiceway.commands.schemas import default_out
 from sluiceway.common.catalog import CatalogError, load_catalog, parse_catalog
 from sluiceway.common.catalog_schemas import (
     entity_arrow_schema,
@@ -19,6 +21,7 @@ from sluiceway.common.catalog_schemas import (
     render_record,
     schema_file_name,
 )
+from sluiceway.common.resources import example_catalog
 from tests.repo import ROOT
 
 JIRA = ROOT / "examples" / "jira" / "catalog.yaml"
@@ -102,3 +105,15 @@ def test_generate_refuses_a_bad_catalog_in_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 3
     assert "public.issues.story_points (point): type 'point' has no mapping" in result.output
     assert not list(tmp_path.glob("*.avsc"))
+
+
+def test_the_jira_catalog_ships_and_an_installed_package_needs_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert example_catalog("jira").read_text() == JIRA.read_text()
+    assert default_out() == SCHEMAS
+    # as if installed: the schemas folder then lies under site-packages
+    monkeypatch.setattr(sysconfig, "get_path", lambda _name: str(ROOT))
+    result = CliRunner().invoke(build_app(), ["schemas", "generate"])
+    assert result.exit_code == 3
+    assert "--out is needed" in result.output
