@@ -262,10 +262,10 @@ _NUMERIC = re.compile(r"^(?:numeric|decimal)\((\d+)(?:,\s*(-?\d+))?\)$")
 
 def _builtin(name: str) -> PgType | str:
     """The PgType of a built-in type, or why it has none."""
-    numeric = _NUMERIC.match(name)
+    bare = " ".join(name.lower().split())  # a hand-written catalog may say VARCHAR(40)
+    numeric = _NUMERIC.match(bare)
     if numeric:
         return _decimal_type(name, int(numeric.group(1)), int(numeric.group(2) or 0))
-    bare = name
     for pattern, repl in _MODIFIERS:
         bare = pattern.sub(repl, bare)
     bare = _ALIASES.get(bare, bare)
