@@ -70,6 +70,7 @@ def build_app() -> typer.Typer:
         migrate,
         reconstruct,
         replay,
+        schemas,
         serve,
         source,
         workers,
@@ -83,6 +84,7 @@ def build_app() -> typer.Typer:
     app.add_typer(export.app, name="export", help="Start export runs.")
     app.add_typer(migrate.app, name="migrate", help="Migrate a tenant into another, until cutover.")
     app.add_typer(config.app, name="config", help="The merged settings and their documentation.")
+    app.add_typer(schemas.app, name="schemas", help="Entity schemas derived from a catalog.")
     check.register(app)
     workers.register(app)
     demo.register(app)
