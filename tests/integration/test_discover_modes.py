@@ -51,7 +51,8 @@ EXPECTED = {
     ),
     "extra": Entity(
         table="extra", key=("id",), tenant=PER_SCHEMA,
-        columns=(Column(name="id", type="bigint", nullable=False), Column(name="note", type="text")),
+        columns=(Column(name="id", type="bigint", nullable=False),
+                 Column(name="note", type="text")),
     ),
     "only_alpha": Entity(
         table="only_alpha", key=("id",), tenant=PER_SCHEMA,
