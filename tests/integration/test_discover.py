@@ -51,6 +51,12 @@ CREATE TABLE scratch.notes (
   org text, id bigint, parent_id bigint, body text NOT NULL,
   country text REFERENCES scratch.countries (code),
   PRIMARY KEY (org, id), FOREIGN KEY (org, parent_id) REFERENCES scratch.notes (org, id));
+-- foreign keys to a unique key other than the primary key: without the tenant column (the
+-- parent's key holds it: the tenant is implied), and to columns that are not the parent's key
+CREATE UNIQUE INDEX notes_id ON scratch.notes (id);
+CREATE UNIQUE INDEX accounts_name ON scratch.accounts (name);
+CREATE TABLE scratch.remarks (org text, id bigint, note_id bigint REFERENCES scratch.notes (id),
+  account_name varchar(80) REFERENCES scratch.accounts (name), PRIMARY KEY (org, id));
 -- no primary key; no primary key but a replica identity index
 CREATE TABLE scratch.events (org text, at timestamptz, what text);
 CREATE TABLE scratch.tags (org text NOT NULL, tag text NOT NULL, colour text);
@@ -110,6 +116,12 @@ EXPECTED = {
                  Column(name="body", type="text", nullable=False),
                  Column(name="country", type="text")),
     ),
+    "remarks": Entity(
+        table="scratch.remarks", key=("org", "id"), tenant=ORG,
+        references=(Reference(entity="notes", columns=("note_id",)),),
+        columns=(NOT_NULL_ID, Column(name="note_id", type="bigint"),
+                 Column(name="account_name", type="character varying(80)")),
+    ),
     "tags": Entity(
         table="scratch.tags", key=("org", "tag"), tenant=ORG,
         columns=(Column(name="tag", type="text", nullable=False),
@@ -137,6 +149,8 @@ NOT_MAPPED = [
      "integer, bigint, uuid: table skipped"),
     ("scratch.notes.country", "foreign key notes_country_fkey: scratch.countries is not in the "
      "catalog; reference dropped"),
+    ("scratch.remarks.account_name", "foreign key remarks_account_name_fkey: it references "
+     "['name'] of scratch.accounts, not its key ['id']; reference dropped"),
     ("scratch.teams", "reference to players ['captain_id'] closes a cycle of references; dropped"),
 ]  # fmt: skip
 
