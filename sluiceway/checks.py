@@ -113,7 +113,8 @@ def check_postgres(pg: PostgresSettings, slot: str) -> list[Finding]:
     conn.autocommit = True
     try:
         return [Finding("postgres", True, f"connected to {where} as {pg.user}"),
-                *_capture_prerequisites(conn, pg.user, slot)]  # fmt: skip
+                *_capture_prerequisites(conn, pg.user, slot),
+                *check_catalog(conn, pg.catalog)]  # fmt: skip
     finally:
         conn.close()
 
@@ -178,6 +179,25 @@ def _plugin(conn: Any) -> Finding:
                        f"install {PLUGIN} for this PostgreSQL version "
                        f"(e.g. apt install postgresql-<version>-{PLUGIN})")  # fmt: skip
     return Finding(f"postgres plugin {PLUGIN}", True, "available")
+
+
+def check_catalog(conn: Any, path: Path | None) -> list[Finding]:
+    """The catalog file against the live tables: one finding per difference."""
+    from sluiceway.common.catalog import CatalogError, load_catalog
+    from sluiceway.tools.discover.live import catalog_problems
+
+    if path is None:
+        return [Finding("catalog", True, "not checked (set pg.catalog, SLUICEWAY_PG_CATALOG)")]
+    try:
+        catalog = load_catalog(path)
+    except CatalogError as exc:
+        return [Finding("catalog", False, str(exc), "correct the catalog file")]
+    problems = catalog_problems(conn, catalog)
+    if not problems:
+        count = len(catalog.entities)
+        return [Finding("catalog", True, f"{path}: {count} entities match the database")]
+    fix = "edit the catalog or the table (sluiceway source discover writes a fresh catalog)"
+    return [Finding("catalog", False, problem, fix) for problem in problems]
 
 
 def check_destination(destination: str, s3: S3Settings, min_free: int) -> list[Finding]:

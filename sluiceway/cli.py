@@ -66,6 +66,7 @@ def build_app() -> typer.Typer:
         check,
         config,
         demo,
+        discover,
         export,
         migrate,
         reconstruct,
@@ -80,7 +81,10 @@ def build_app() -> typer.Typer:
     app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
     app.callback()(root)
     app.add_typer(stack_app, name="stack", help="Run the local Kafka, PostgreSQL and S3 stack.")
-    app.add_typer(source.app, name="source", help="The Jira-shaped demo source database.")
+    discover.register(source.app)
+    app.add_typer(
+        source.app, name="source", help="The source database: discover its catalog; the demo's."
+    )
     app.add_typer(export.app, name="export", help="Start export runs.")
     app.add_typer(migrate.app, name="migrate", help="Migrate a tenant into another, until cutover.")
     app.add_typer(config.app, name="config", help="The merged settings and their documentation.")

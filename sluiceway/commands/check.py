@@ -20,7 +20,8 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
 ) -> None:
     """Check Kafka, PostgreSQL (wal_level, replication role, slots, decoding plugin), the
-    destination and its free disk against the configured settings."""
+    entity catalog (pg.catalog) against the live tables, the destination and its free disk
+    against the configured settings."""
     from sluiceway.producers.config import CaptureTuning
     from sluiceway.sinks.guard_config import GuardSettings
 

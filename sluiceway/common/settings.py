@@ -195,6 +195,12 @@ class PostgresSettings(SluicewaySettings):
     dbname: str = Field("sluiceway", description="Database holding the source tables.")
     user: str = Field("sluiceway", description="Role Sluiceway connects as.")
     password: SecretStr = Field(SecretStr("sluiceway"), description="That role's password.")
+    catalog: Path | None = Field(
+        None,
+        description="Entity catalog file (YAML): the tables captured, their keys, tenant "
+        "rule and columns; `sluiceway source discover` writes one and `sluiceway check` "
+        "holds it against the database. Unset: the Jira-shaped demo's tables.",
+    )
 
     def connect_kwargs(self, dbname: str | None = None) -> dict[str, Any]:
         """Keyword arguments of ``psycopg2.connect``: each value stays one value, whatever
