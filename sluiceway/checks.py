@@ -192,7 +192,9 @@ def check_catalog(conn: Any, path: Path | None) -> list[Finding]:
         catalog = load_catalog(path)
     except CatalogError as exc:
         return [Finding("catalog", False, str(exc), "correct the catalog file")]
-    problems = catalog_problems(conn, catalog)
+    from sluiceway.common.catalog_schemas import check_catalog_schemas
+
+    problems = [*check_catalog_schemas(catalog), *catalog_problems(conn, catalog)]
     if not problems:
         count = len(catalog.entities)
         return [Finding("catalog", True, f"{path}: {count} entities match the database")]

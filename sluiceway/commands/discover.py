@@ -4,7 +4,6 @@ catalog, and list what could not be mapped and why."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
 
@@ -13,14 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from sluiceway.cli import friendly_errors
-from sluiceway.common.catalog import UserType
 from sluiceway.common.errors import ConfigError
+from sluiceway.common.pgtypes import unmappable_reason
 from sluiceway.common.settings import PostgresSettings
 from sluiceway.tools.discover import Discovery, Rule, discover
-
-
-def _every_type(type_name: str, types: Mapping[str, UserType]) -> str | None:
-    return None
 
 
 def _names(values: list[str]) -> tuple[str, ...]:
@@ -82,7 +77,7 @@ def discover_cmd(
     pg = PostgresSettings()
     with closing(connect(pg)) as conn:
         conn.set_session(readonly=True, autocommit=True)
-        found = discover(conn, rule, schemas=_names(schemas), unmapped=_every_type)
+        found = discover(conn, rule, schemas=_names(schemas), unmapped=unmappable_reason)
     text = _header(pg, rule) + found.catalog.to_yaml()
     if out is not None:
         try:
