@@ -16,52 +16,28 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sluiceway.common.kafka_io import admin
-from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings, StackSettings
-from sluiceway.devstack import kafka_cluster
+from sluiceway.common.settings import ENTITIES, PostgresSettings
 from tests.conftest import Cli, Stack, fresh_database, lake_files
-from tests.integration.cluster import running_cluster
+from tests.integration.cluster import Cluster
 from tests.integration.test_end_to_end import source_ids
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
-BASE_PORT = 23192  # below the ephemeral ports, apart from test_kafka_cluster's cluster
 TENANTS = ("tenant-001", "tenant-002", "tenant-003")
 RESTARTS = 5  # the test's own supervision: a worker exiting non-zero starts again
 RESTART_AFTER_S = 5.0
 
 
-@pytest.fixture(scope="module")
-def cluster_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with running_cluster(tmp_path_factory.mktemp("stack"), BASE_PORT) as env:
-        yield env
-
-
 @pytest.fixture
 def setup(
-    cluster_env: dict[str, str], local_stack: Stack, unique: str
+    cluster: Cluster, local_stack: Stack, unique: str
 ) -> Iterator[tuple[Cli, PostgresSettings]]:
     with fresh_database(local_stack.pg, f"sw_test_{unique}") as pg:
         env = {
-            **os.environ, **cluster_env, "SLUICEWAY_KAFKA_TOPIC_PREFIX": f"t{unique}.sw.",
+            **os.environ, **cluster.env, "SLUICEWAY_KAFKA_TOPIC_PREFIX": f"t{unique}.sw.",
             "SLUICEWAY_PG_DBNAME": pg.dbname, "SLUICEWAY_PG_PORT": str(pg.port),
         }  # fmt: skip
         yield Cli(env), pg
-
-
-def _node(env: dict[str, str], node_id: int) -> kafka_cluster.KafkaNode:
-    stack = StackSettings(home=Path(env["SLUICEWAY_STACK_HOME"]))
-    base = KafkaSettings(port=BASE_PORT, controller_port=BASE_PORT + 1)
-    return kafka_cluster.node(stack, base, node_id)
-
-
-def _in_sync(env: dict[str, str]) -> bool:
-    names = {k.removeprefix("SLUICEWAY_KAFKA_").lower(): v for k, v in env.items()}
-    kafka = KafkaSettings(**{k: v for k, v in names.items() if k in KafkaSettings.model_fields})
-    topics = admin(kafka).list_topics(timeout=10).topics
-    return all(
-        len(p.isrs) == len(p.replicas) for t in topics.values() for p in t.partitions.values()
-    )
 
 
 class Workers:
@@ -103,7 +79,7 @@ class Workers:
 
 
 def test_full_export_survives_two_broker_kills(
-    cluster_env: dict[str, str], setup: tuple[Cli, PostgresSettings], tmp_path: Path
+    cluster: Cluster, setup: tuple[Cli, PostgresSettings], tmp_path: Path
 ) -> None:
     cli, pg = setup
     cli("source", "seed", "--tenants", "3", "--issues-per-tenant", "600", "--seed", "7")
@@ -115,14 +91,14 @@ def test_full_export_survives_two_broker_kills(
     )
     workers = Workers(cli, started["etl_id"], tmp_path)
     try:
-        _node(cluster_env, 2).kill()
-        _node(cluster_env, 2).wait(_node(cluster_env, 2).start())
-        wait_for(lambda: _in_sync(cluster_env), 180, "broker 2 back in every ISR")
-        _node(cluster_env, 3).kill()
+        cluster.node(2).kill()
+        cluster.node(2).wait(cluster.node(2).start())
+        wait_for(cluster.in_sync, 180, "broker 2 back in every ISR")
+        cluster.node(3).kill()
         wait_for(workers.all_done, 600, "every worker to finish the run")
     finally:
         workers.stop()
-        third = _node(cluster_env, 3)
+        third = cluster.node(3)
         third.wait(third.start())
     _assert_lake_is_the_source(lake, pg, started["etl_id"])
 
