@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli
+from tests.conftest import Cli, Stack, isolated
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def captured_cli(cli: Cli) -> Cli:
-    cli("source", "seed", "--tenants", "1", "--issues-per-tenant", "5")
-    cli("capture", "--snapshot-only")
-    return cli
+@pytest.fixture(scope="module")
+def captured_cli(local_stack: Stack) -> Iterator[Cli]:
+    """One small captured source for the module: its tests only read it (each start they
+    make is refused before a run is announced)."""
+    for _kafka, _pg, cli in isolated(local_stack):
+        cli("source", "seed", "--tenants", "1", "--issues-per-tenant", "5")
+        cli("capture", "--snapshot-only")
+        yield cli
 
 
 def _error_line(proc_stderr: str) -> str:

@@ -1,6 +1,8 @@
-"""Failover on the project's own three-node SASL_SSL cluster: a full export of three
+"""Failover on the project's own three-node SASL_SSL cluster (combined brokers and KRaft
+voters): a broker down for 30 s under 2,000 changes/s of capture; a full export of three
 tenants with two processors and two sinks while one broker is SIGKILLed, and another once
-the first is back. The lake must hold every source row of the three tenants once."""
+the first is back; a voter SIGKILLed during a delta run. Every change reaches the topics
+once, and the lake holds every source row once and reconstructs to the source."""
 
 from __future__ import annotations
 
@@ -19,12 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from sluiceway.common.kafka_io import admin
-from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings, StackSettings
-from sluiceway.devstack import kafka_cluster
+from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings
 from sluiceway.tools.reconstruct.sql import read_parquet_rows, reconstruct_sql
 from tests.conftest import Cli, Stack, fresh_database, lake_files
 from tests.integration.capture_harness import CaptureProcess, settings_for_capture
-from tests.integration.cluster import running_cluster
+from tests.integration.cluster import Cluster
 from tests.integration.test_capture import (
     _normalise,
     churn,
@@ -40,41 +41,21 @@ from tests.integration.test_end_to_end import source_ids
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
-BASE_PORT = 23192  # below the ephemeral ports, apart from test_kafka_cluster's cluster
 TENANTS = ("tenant-001", "tenant-002", "tenant-003")
 RESTARTS = 5  # the test's own supervision: a worker exiting non-zero starts again
 RESTART_AFTER_S = 5.0
 
 
-@pytest.fixture(scope="module")
-def cluster_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with running_cluster(tmp_path_factory.mktemp("stack"), BASE_PORT) as env:
-        yield env
-
-
 @pytest.fixture
 def setup(
-    cluster_env: dict[str, str], local_stack: Stack, unique: str
+    cluster: Cluster, local_stack: Stack, unique: str
 ) -> Iterator[tuple[Cli, PostgresSettings]]:
     with fresh_database(local_stack.pg, f"sw_test_{unique}") as pg:
         env = {
-            **os.environ, **cluster_env, "SLUICEWAY_KAFKA_TOPIC_PREFIX": f"t{unique}.sw.",
+            **os.environ, **cluster.env, "SLUICEWAY_KAFKA_TOPIC_PREFIX": f"t{unique}.sw.",
             "SLUICEWAY_PG_DBNAME": pg.dbname, "SLUICEWAY_PG_PORT": str(pg.port),
         }  # fmt: skip
         yield Cli(env), pg
-
-
-def _node(env: dict[str, str], node_id: int) -> kafka_cluster.KafkaNode:
-    stack = StackSettings(home=Path(env["SLUICEWAY_STACK_HOME"]))
-    base = KafkaSettings(port=BASE_PORT, controller_port=BASE_PORT + 1)
-    return kafka_cluster.node(stack, base, node_id)
-
-
-def _in_sync(env: dict[str, str]) -> bool:
-    topics = admin(_kafka(env)).list_topics(timeout=10).topics
-    return all(
-        len(p.isrs) == len(p.replicas) for t in topics.values() for p in t.partitions.values()
-    )
 
 
 class Workers:
@@ -116,7 +97,7 @@ class Workers:
 
 
 def test_full_export_survives_two_broker_kills(
-    cluster_env: dict[str, str], setup: tuple[Cli, PostgresSettings], tmp_path: Path
+    cluster: Cluster, setup: tuple[Cli, PostgresSettings], tmp_path: Path
 ) -> None:
     cli, pg = setup
     cli("source", "seed", "--tenants", "3", "--issues-per-tenant", "600", "--seed", "7")
@@ -128,14 +109,14 @@ def test_full_export_survives_two_broker_kills(
     )
     workers = Workers(cli, started["etl_id"], tmp_path)
     try:
-        _node(cluster_env, 2).kill()
-        _node(cluster_env, 2).wait(_node(cluster_env, 2).start())
-        wait_for(lambda: _in_sync(cluster_env), 180, "broker 2 back in every ISR")
-        _node(cluster_env, 3).kill()
+        cluster.node(2).kill()
+        cluster.node(2).wait(cluster.node(2).start())
+        wait_for(cluster.in_sync, 180, "broker 2 back in every ISR")
+        cluster.node(3).kill()
         wait_for(workers.all_done, 600, "every worker to finish the run")
     finally:
         workers.stop()
-        third = _node(cluster_env, 3)
+        third = cluster.node(3)
         third.wait(third.start())
     _assert_lake_is_the_source(lake, pg, started["etl_id"])
 
@@ -174,7 +155,7 @@ class SupervisedCapture(CaptureProcess):
 
 
 def test_capture_under_churn_rides_out_a_broker_down_for_30s(
-    cluster_env: dict[str, str], setup: tuple[Cli, PostgresSettings], tmp_path: Path, unique: str
+    cluster: Cluster, setup: tuple[Cli, PostgresSettings], tmp_path: Path, unique: str
 ) -> None:
     """Item 5 (a): a broker SIGKILLed while capture streams 2,000 changes/s, started again
     30 s later: every committed change reaches the change topics once, in commit order."""
@@ -184,7 +165,7 @@ def test_capture_under_churn_rides_out_a_broker_down_for_30s(
     slot = f"sw_{unique}"
     capture = SupervisedCapture(settings_for_capture(cli.env, slot), tmp_path / "capture.log")
     capture.start()
-    broker = _node(cluster_env, 2)
+    broker = cluster.node(2)
     try:
         wait_for(lambda: snapshot_done(kafka, slot), 120, "the initial snapshot")
         ledger = tmp_path / "ledger.jsonl"
@@ -208,11 +189,11 @@ def test_capture_under_churn_rides_out_a_broker_down_for_30s(
     missing = [k for k in expected if got.get(k) != expected[k]]
     assert not missing, f"{len(missing)} keys differ, e.g. {missing[0]}"
     assert set(got) <= set(expected)
-    wait_for(lambda: _in_sync(cluster_env), 180, "broker 2 back in every ISR")
+    wait_for(cluster.in_sync, 180, "broker 2 back in every ISR")
 
 
 def test_a_delta_run_rides_out_losing_a_controller_voter(
-    cluster_env: dict[str, str], setup: tuple[Cli, PostgresSettings], tmp_path: Path, unique: str
+    cluster: Cluster, setup: tuple[Cli, PostgresSettings], tmp_path: Path, unique: str
 ) -> None:
     """Item 5 (c): the nodes are combined brokers and KRaft voters; one voter is SIGKILLed
     while a delta run of three tenants is processed and sunk, and started again later. The
@@ -223,7 +204,7 @@ def test_a_delta_run_rides_out_losing_a_controller_voter(
     slot, lake = f"sw_{unique}", tmp_path / "lake"
     capture = SupervisedCapture(settings_for_capture(cli.env, slot), tmp_path / "capture.log")
     capture.start()
-    voter = _node(cluster_env, 1)
+    voter = cluster.node(1)
     tenants = [arg for t in TENANTS for arg in ("--tenant", t)]
     try:
         wait_for(lambda: snapshot_done(kafka, slot), 120, "the initial snapshot")
@@ -237,7 +218,7 @@ def test_a_delta_run_rides_out_losing_a_controller_voter(
         workers = Workers(cli, delta["etl_id"], tmp_path)
         try:
             voter.kill()
-            wait_for(lambda: _in_sync_without(cluster_env, 1), 120, "leaders moved off node 1")
+            wait_for(lambda: _in_sync_without(cluster, 1), 120, "leaders moved off node 1")
             voter.wait(voter.start())
             wait_for(workers.all_done, 600, "every worker to finish the delta")
         finally:
@@ -248,7 +229,7 @@ def test_a_delta_run_rides_out_losing_a_controller_voter(
         if not voter.status().running:
             voter.wait(voter.start())
     _assert_reconstructs_to_the_source(lake, pg)
-    wait_for(lambda: _in_sync(cluster_env), 180, "node 1 back in every ISR")
+    wait_for(cluster.in_sync, 180, "node 1 back in every ISR")
 
 
 def _change_every_table(pg: PostgresSettings) -> None:
@@ -270,9 +251,9 @@ def _change_every_table(pg: PostgresSettings) -> None:
     conn.close()
 
 
-def _in_sync_without(env: dict[str, str], node_id: int) -> bool:
+def _in_sync_without(cluster: Cluster, node_id: int) -> bool:
     """Every partition has a leader other than ``node_id`` (the cluster noticed the loss)."""
-    topics = admin(_kafka(env)).list_topics(timeout=10).topics
+    topics = admin(cluster.settings()).list_topics(timeout=10).topics
     return all(
         p.leader not in (-1, node_id) for t in topics.values() for p in t.partitions.values()
     )

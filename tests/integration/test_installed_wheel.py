@@ -59,8 +59,11 @@ def build_and_install(root: Path) -> Path:
     assert "sluiceway/_schemas/sluiceway.event.IssueEvent.avsc" in names
     assert "sluiceway/_stack_files/kafka/pom.xml" in names
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # from pip's cache (no --no-cache-dir); --no-compile: byte-compiling the thousands of
+    # modules of the dependencies took a good part of the install, and Python compiles
+    # what it imports anyway
     subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)],
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--no-compile", str(wheel)],
         check=True, timeout=1200, capture_output=True,
     )  # fmt: skip
     return venv / "bin"

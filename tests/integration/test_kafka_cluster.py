@@ -10,7 +10,6 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,24 +18,22 @@ from pydantic import SecretStr
 from sluiceway.common.kafka_io import admin, ensure_topics, producer
 from sluiceway.common.settings import KafkaSettings
 from sluiceway.kafka_check import cluster_warnings, connection_problems, durability_problems
-from tests.integration.cluster import running_cluster
+from tests.integration.cluster import Cluster
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
-BASE_PORT = 23092  # nodes on 23092, 23102, 23112 (SASL_SSL +4): below the ephemeral ports
 
-
-@pytest.fixture(scope="module")
-def cluster_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with running_cluster(tmp_path_factory.mktemp("stack"), BASE_PORT) as env:
-        yield env
+@pytest.fixture
+def cluster_env(cluster: Cluster, unique: str) -> dict[str, str]:
+    """The shared cluster's client environment, with this test's own topic prefix."""
+    return {**cluster.env, "SLUICEWAY_KAFKA_TOPIC_PREFIX": f"cl{unique}.sw."}
 
 
 def _settings(env: dict[str, str], **update: object) -> KafkaSettings:
     names = {k.removeprefix("SLUICEWAY_KAFKA_").lower(): v for k, v in env.items()}
     fields = {k: v for k, v in names.items() if k in KafkaSettings.model_fields}
-    return KafkaSettings(**fields).model_copy(update={"topic_prefix": "cl.sw.", **update})
+    return KafkaSettings(**fields).model_copy(update=update)
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -46,14 +43,15 @@ def _cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.Co
     )  # fmt: skip
 
 
-def test_status_lists_each_broker(cluster_env: dict[str, str]) -> None:
+def test_status_lists_each_broker(cluster: Cluster, cluster_env: dict[str, str]) -> None:
     proc = _cli(cluster_env, "stack", "status", "--json")
     assert proc.returncode == 0, proc.stderr
     kafka = [s for s in json.loads(proc.stdout) if s["name"].startswith("kafka")]
     assert [(s["name"], s["running"]) for s in kafka] == [
         ("kafka-1", True), ("kafka-2", True), ("kafka-3", True),
     ]  # fmt: skip
-    assert kafka[1]["address"] == f"127.0.0.1:{BASE_PORT + 10} sasl_ssl:{BASE_PORT + 14}"
+    node_2 = cluster.base_port + 10
+    assert kafka[1]["address"] == f"127.0.0.1:{node_2} sasl_ssl:{node_2 + 4}"
 
 
 def test_topics_get_three_replicas_over_sasl_ssl(cluster_env: dict[str, str]) -> None:

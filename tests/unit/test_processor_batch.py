@@ -7,6 +7,7 @@ path rejects is handed back to it (None), so that event is dead-lettered alone.
 
 from __future__ import annotations
 
+import functools
 import io
 from datetime import UTC, date, datetime
 from typing import Any
@@ -38,10 +39,20 @@ def _lookup(tenant: str, issue_id: int) -> str | None:
     return "A" if issue_id % 3 == 0 else ("B" if issue_id % 3 == 1 else None)
 
 
+@functools.cache
+def _rows(entity: str) -> st.SearchStrategy[dict[str, Any]]:
+    """One entity's rows; built once, as hypothesis validates every strategy it is handed
+    and a batch draws up to a hundred events (most of this module's time went there)."""
+    fields = CODEC.schemas[entity].record["fields"]
+    return st.fixed_dictionaries({f["name"]: _value(f["type"]) for f in fields})
+
+
+_MOMENTS = _value({"type": "long", "logicalType": "timestamp-micros"})
+
+
 @st.composite
 def entity_events(draw: st.DrawFn, entity: str) -> dict[str, Any]:
-    fields = CODEC.schemas[entity].record["fields"]
-    after = draw(st.fixed_dictionaries({f["name"]: _value(f["type"]) for f in fields}))
+    after = draw(_rows(entity))
     deleted = draw(st.integers(0, 4)) == 0
     return {
         "tenant_id": draw(st.sampled_from(TENANTS)),
@@ -49,7 +60,7 @@ def entity_events(draw: st.DrawFn, entity: str) -> dict[str, Any]:
         "entity_id": after["id"],
         "op": "d" if deleted else draw(st.sampled_from("rcu")),
         "position": draw(st.integers(-(2**63), 2**63 - 1)),
-        "source_ts": draw(_value({"type": "long", "logicalType": "timestamp-micros"})),
+        "source_ts": draw(_MOMENTS),
         "snapshot": draw(st.booleans()),
         "after": None if deleted else after,
     }
