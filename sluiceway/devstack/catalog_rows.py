@@ -101,7 +101,7 @@ class Tenants:
             if missing:
                 raise CatalogError(
                     f"entity {name!r}: cannot name a schema for tenant {missing[0]!r} from "
-                    f"tenant.schema_pattern {pattern!r}; expected a pattern whose first group "
+                    f"tenant.schema_pattern '{pattern}'; expected a pattern whose first group "
                     "is the tenant, e.g. 'org_(\\d+)'"
                 )
             schemas[name] = {t: s for t, s in found.items() if s is not None}
