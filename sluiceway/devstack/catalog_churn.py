@@ -25,7 +25,15 @@ from psycopg2 import sql
 
 from sluiceway.common.catalog import Catalog
 from sluiceway.common.settings import PostgresSettings
-from sluiceway.devstack.catalog_rows import Key, KeyPool, NoParentError, Row, RowMaker, Tenants
+from sluiceway.devstack.catalog_rows import (
+    Key,
+    KeyPool,
+    NoParentError,
+    Row,
+    RowMaker,
+    Tenants,
+    require_mapped,
+)
 from sluiceway.devstack.catalog_seed import table_id
 from sluiceway.devstack.churn import (
     MAX_DRAWS,
@@ -320,17 +328,18 @@ def churn_catalog(
     on_batch: Callable[[int], None] | None = None,
 ) -> ChurnSummary:
     """Churn the catalog's tables as ``settings`` say, writing the ledger."""
+    require_mapped(catalog)
+    given = Tenants.of(catalog, settings.tenants) if settings.tenants else None
     with closing(connect(pg)) as conn:
         conn.autocommit = True  # before any query: the writer sends BEGIN/COMMIT itself
         try:
             with conn.cursor() as cur:
-                texts = list(settings.tenants) or find_tenants(cur, catalog)
-                if not texts:
+                tenants = given or Tenants.of(catalog, find_tenants(cur, catalog))
+                if not tenants.texts:
                     raise SourceSchemaError(
                         "source tables are empty; fill them first with: "
                         "sluiceway source seed --catalog FILE"
                     )
-                tenants = Tenants.of(catalog, texts)
                 state = load_state(cur, catalog, tenants)
         except psycopg2.Error as exc:
             raise _source_error(exc) from exc

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sluiceway.common.catalog import Catalog, CatalogError, Entity, Reference
+from sluiceway.common.pgtypes import UnmappableTypeError, check_catalog_types
 from sluiceway.devstack.values import kind_of, text_form, value
 
 Row = dict[str, Any]
@@ -28,6 +29,13 @@ Key = tuple[Any, ...]
 NULL_RATE, EDGE_RATE = 0.1, 0.15
 COUNTER_SPAN = 100_000  # an integer key holds 21,000 tenants' counters
 _TENANT_NAMESPACE = uuid.UUID("6f1c1f84-5a8e-4f0e-9f6d-3c2f1e0a7b10")
+
+
+def require_mapped(catalog: Catalog) -> None:
+    """Refuse a catalog with a column type outside the mapping, naming each column."""
+    problems = check_catalog_types(catalog)
+    if problems:
+        raise UnmappableTypeError("; ".join(problems))
 
 
 class NoParentError(LookupError):

@@ -20,7 +20,7 @@ from psycopg2 import sql
 from sluiceway.common.catalog import Catalog, Entity, Reference
 from sluiceway.common.pgtypes import pg_type
 from sluiceway.common.settings import PostgresSettings
-from sluiceway.devstack.catalog_rows import Row, RowMaker, Tenants, tenant_rows
+from sluiceway.devstack.catalog_rows import Row, RowMaker, Tenants, require_mapped, tenant_rows
 from sluiceway.devstack.seed import copy_value
 from sluiceway.producers.db import connect
 
@@ -174,6 +174,7 @@ def seed_catalog(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[Tenants, dict[str, int]]:
     """Create the catalog's tables, replace the plan's tenants' rows; rows per entity."""
+    require_mapped(catalog)
     tenants = Tenants.numbered(catalog, plan.tenants)
     makers = {name: RowMaker(catalog, name) for name in catalog.order}
     counts = dict.fromkeys(catalog.order, 0)

@@ -9,12 +9,18 @@ import math
 import random
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from typer.testing import CliRunner
 
+from sluiceway import exit_codes
+from sluiceway.cli import build_app
 from sluiceway.common.catalog import Catalog, CatalogError, load_catalog, parse_catalog
 from sluiceway.common.pgtypes import pg_type
+from sluiceway.devstack import catalog_churn, catalog_seed
 from sluiceway.devstack.catalog_churn import CatalogPlanner, CatalogState, ledger_lines
 from sluiceway.devstack.catalog_rows import RowMaker, Tenants, schema_for, tenant_rows
 from sluiceway.devstack.churn import Commit
@@ -186,3 +192,45 @@ def test_ledger_lines_hold_the_record_key_as_an_array() -> None:
         assert line["id"] == list(op.key) and line["tenant_id"] == op.tenant_id
         assert len(line["id"]) == len(HELPDESK.entity(op.entity).record_key)
         assert {line["xid"], line["commit_lsn_upper"]} == {7, "0/16B3748"}
+
+
+BAD_CATALOGS = {
+    "missing": (None, "cannot read it"),
+    "unmapped": (
+        {"table": "s.a", "key": ["id"], "tenant": {"column": "t"},
+         "columns": [{"name": "id", "type": "integer"}, {"name": "x", "type": "tsvector"}]},
+        "s.a.x (tsvector): type 'tsvector' has no mapping",
+    ),
+    "pattern": (
+        {"table": "a", "key": ["id"], "tenant": {"schema_pattern": "fixed"},
+         "columns": [{"name": "id", "type": "integer"}]},
+        "no tenant name fits every tenant.schema_pattern of ['fixed']",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["seed", "churn"])
+@pytest.mark.parametrize("case", sorted(BAD_CATALOGS))
+def test_a_bad_catalog_is_refused_in_one_line_before_connecting(
+    case: str, command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entity, expected = BAD_CATALOGS[case]
+    path = tmp_path / "catalog.yaml"
+    if entity is not None:
+        path.write_text(yaml.safe_dump({"entities": {"a": entity}}))
+    if case == "pattern" and command == "churn":
+        expected = "cannot name a schema for tenant 'x'"  # churn is told its tenants
+    for module in (catalog_churn, catalog_seed):
+        monkeypatch.setattr(module, "connect", lambda _pg: pytest.fail("connected"))
+    args = [
+        "source",
+        command,
+        "--catalog",
+        str(path),
+        "--tenants",
+        "1" if command == "seed" else "x",
+    ]
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code == exit_codes.BAD_INPUT, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.output
