@@ -43,22 +43,41 @@ class NoParentError(LookupError):
 
 
 class KeyPool:
-    """The live record keys of one (tenant, entity): O(1) random picks and removals."""
+    """The live record keys of one (tenant, entity): O(1) random picks and removals, and
+    the keys sharing some columns' values (a reply's earlier replies on the same ticket)."""
 
     def __init__(self, keys: Sequence[Key] = ()) -> None:
         self.keys: list[Key] = []
         self._pos: dict[Key, int] = {}
+        # positions -> their values -> keys; built on first use, kept up to date after
+        self._groups: dict[tuple[int, ...], dict[Key, list[Key]]] = {}
         for key in keys:
             self.add(key)
 
     def add(self, key: Key) -> None:
         self._pos[key] = len(self.keys)
         self.keys.append(key)
+        for positions, groups in self._groups.items():
+            groups.setdefault(tuple(key[i] for i in positions), []).append(key)
 
     def remove(self, key: Key) -> None:
         pos, last = self._pos.pop(key), self.keys.pop()
         if last != key:
             self.keys[pos], self._pos[last] = last, pos
+        for positions, groups in self._groups.items():
+            groups[tuple(key[i] for i in positions)].remove(key)
+
+    def matching(self, fixed: Mapping[int, Any]) -> Sequence[Key]:
+        """The keys holding ``fixed`` values (by position); every key when none is fixed."""
+        if not fixed:
+            return self.keys
+        positions = tuple(sorted(fixed))
+        groups = self._groups.get(positions)
+        if groups is None:
+            groups = self._groups[positions] = {}
+            for key in self.keys:
+                groups.setdefault(tuple(key[i] for i in positions), []).append(key)
+        return groups.get(tuple(fixed[i] for i in positions), [])
 
     def __contains__(self, key: object) -> bool:
         return key in self._pos
@@ -199,9 +218,7 @@ class RowMaker:
 
     def _refer(self, rng: random.Random, ref: Reference, row: Row, pool: KeyPool) -> None:
         fixed = {i: row[c] for i, c in enumerate(ref.columns) if c in row}
-        candidates = pool.keys
-        if fixed:
-            candidates = [k for k in pool.keys if all(k[i] == v for i, v in fixed.items())]
+        candidates = pool.matching(fixed)
         free = [c for c in ref.columns if c not in row]
         optional = all(c in self.nullable for c in free)
         if candidates and not (optional and rng.random() < 0.3):

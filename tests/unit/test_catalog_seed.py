@@ -22,7 +22,7 @@ from sluiceway.common.catalog import Catalog, CatalogError, load_catalog, parse_
 from sluiceway.common.pgtypes import pg_type
 from sluiceway.devstack import catalog_churn, catalog_seed
 from sluiceway.devstack.catalog_churn import CatalogPlanner, CatalogState, ledger_lines
-from sluiceway.devstack.catalog_rows import RowMaker, Tenants, schema_for, tenant_rows
+from sluiceway.devstack.catalog_rows import KeyPool, RowMaker, Tenants, schema_for, tenant_rows
 from sluiceway.devstack.churn import Commit
 from sluiceway.devstack.values import kind_of, text_form, value
 from tests.repo import ROOT
@@ -234,3 +234,16 @@ def test_a_bad_catalog_is_refused_in_one_line_before_connecting(
     assert result.exit_code == exit_codes.BAD_INPUT, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.output
+
+
+def test_key_pool_groups_follow_adds_and_removes() -> None:
+    rng = random.Random(4)
+    pool = KeyPool([(rng.randrange(5), n) for n in range(50)])
+    for step in range(2000):
+        if pool and rng.random() < 0.4:
+            pool.remove(rng.choice(pool.keys))
+        else:
+            pool.add((rng.randrange(5), 100 + step))
+        ticket = rng.randrange(5)
+        assert sorted(pool.matching({0: ticket})) == sorted(k for k in pool.keys if k[0] == ticket)
+    assert pool.matching({}) == pool.keys
