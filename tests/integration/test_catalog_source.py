@@ -14,6 +14,7 @@ from uuid import UUID
 
 import psycopg2
 import pytest
+import yaml
 
 from sluiceway.common.catalog import Catalog, Entity, UserType, load_catalog
 from sluiceway.common.settings import PostgresSettings
@@ -72,11 +73,17 @@ REQUIRED_TYPES = {
 }  # fmt: skip
 
 
-def tables(entity: Entity) -> list[tuple[str, str]]:
-    """(SQL table, SQL tenant text expression) of each table holding the entity's rows."""
+def tables(pg: PostgresSettings, entity: Entity) -> dict[str, tuple[str, str]]:
+    """SQL table and SQL tenant text expression of each table holding the entity's rows, by
+    tenant ("" for a table holding every tenant)."""
     if entity.tenant.column is not None:
-        return [(entity.table, f"{entity.tenant.column}::text")]
-    return [(f"org_{t}.{entity.table_name}", f"'{t}'") for t in range(1, TENANTS + 1)]
+        return {"": (entity.table, f"{entity.tenant.column}::text")}
+    found = {}
+    for (schema,) in query(pg, "SELECT nspname FROM pg_namespace"):
+        tenant = entity.tenant.tenant_of_schema(schema)
+        if tenant is not None:
+            found[tenant] = (f'"{schema}".{entity.table_name}', f"'{tenant}'")
+    return found
 
 
 def query(pg: PostgresSettings, statement: str) -> list[tuple[Any, ...]]:
@@ -102,7 +109,7 @@ def test_every_table_has_rows_of_every_tenant(seeded: tuple[PostgresSettings, Cl
     schemas = query(pg, r"SELECT nspname FROM pg_namespace WHERE nspname ~ '^org_\d+$'")
     assert sorted(schemas) == [("org_1",), ("org_2",)]
     for name, entity in HELPDESK.entities.items():
-        for table, tenant in tables(entity):
+        for table, tenant in tables(pg, entity).values():
             counts = dict(query(pg, f"SELECT {tenant}, count(*) FROM {table} GROUP BY 1"))
             expected = {"1": ROWS, "2": ROWS} if entity.tenant.column else {tenant.strip("'"): ROWS}
             assert counts == expected, (name, table)
@@ -118,7 +125,9 @@ def orphans(pg: PostgresSettings, catalog: Catalog) -> dict[str, int]:
             if entity.tenant.column and parent.tenant.column:
                 on.append(f"p.{parent.tenant.column} = c.{entity.tenant.column}")
             set_ = " AND ".join(f"c.{c} IS NOT NULL" for c in ref.columns)
-            for (table, _), (parent_table, _) in zip(tables(entity), tables(parent), strict=False):
+            children, parents = tables(pg, entity), tables(pg, parent)
+            for tenant, (table, _) in children.items():
+                parent_table = parents.get(tenant, parents.get("", ("?", "")))[0]
                 statement = (
                     f"SELECT count(*) FROM {table} c WHERE {set_} AND NOT EXISTS "
                     f"(SELECT 1 FROM {parent_table} p WHERE {' AND '.join(on)})"
@@ -146,7 +155,7 @@ def test_every_type_has_a_value_an_edge_value_and_a_null(
         drawn = set(entity.column_names) - set(entity.key)
         drawn -= {c for ref in entity.references for c in ref.columns}
         for column in (entity.column(c) for c in entity.column_names if c in drawn):
-            table, _ = tables(entity)[0]
+            table, _ = next(iter(tables(pg, entity).values()))
             edge = EDGE[column.type].format(c=column.name)
             statement = (
                 f"SELECT count({column.name}), count(*) FILTER (WHERE {edge}), "
@@ -165,7 +174,7 @@ def test_seeding_again_gives_the_same_rows(seeded: tuple[PostgresSettings, Cli])
         return [
             query(pg, f"SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {table} t")[0]
             for entity in HELPDESK.entities.values()
-            for table, _ in tables(entity)
+            for table, _ in tables(pg, entity).values()
         ]
 
     before = digest()
@@ -217,35 +226,59 @@ def test_discover_gives_the_example_catalog_back(
     assert types == HELPDESK.types
 
 
-def live_keys(pg: PostgresSettings) -> set[tuple[str, str, str]]:
+def live_keys(pg: PostgresSettings, catalog: Catalog) -> set[tuple[str, str, str]]:
     """(entity, tenant, record key as JSON) of every row."""
     keys = set()
-    for name, entity in HELPDESK.entities.items():
+    for name, entity in catalog.entities.items():
         key = ", ".join(entity.record_key)
-        for table, tenant in tables(entity):
+        for table, tenant in tables(pg, entity).values():
             for found, value in query(pg, f"SELECT {tenant}, json_build_array({key}) FROM {table}"):
                 keys.add((name, found, json.dumps(value)))
     return keys
 
 
+# a third shape: a uuid tenant inside a text key, and a bigint key outside it
+UUID_TENANT = {
+    "entities": {
+        "box": {
+            "table": "inventory.boxes", "key": ["owner", "code"],
+            "tenant": {"column": "owner", "type": "uuid"},
+            "columns": [{"name": "code", "type": "text", "nullable": False},
+                        {"name": "label", "type": "text"}],
+        },
+        "item": {
+            "table": "inventory.items", "key": ["id"],
+            "tenant": {"column": "owner", "type": "uuid"},
+            "references": [{"entity": "box", "columns": ["box_code"]}],
+            "columns": [{"name": "id", "type": "bigint", "nullable": False},
+                        {"name": "box_code", "type": "text"},
+                        {"name": "weight", "type": "numeric(8,3)"}],
+        },
+    }
+}  # fmt: skip
+
+
+def catalog_file(name: str, tmp_path: Path) -> Path:
+    if name == "uuid-tenant":
+        path = tmp_path / "catalog.yaml"
+        path.write_text(yaml.safe_dump(UUID_TENANT))
+        return path
+    return ROOT / "examples" / name / "catalog.yaml"
+
+
+@pytest.mark.parametrize("name", ["helpdesk", "jira", "uuid-tenant"])
 def test_churn_ledger_replays_to_the_tables(
-    cli: Cli, source_db: PostgresSettings, tmp_path: Path
+    name: str, cli: Cli, source_db: PostgresSettings, tmp_path: Path
 ) -> None:
+    path = catalog_file(name, tmp_path)
+    catalog = load_catalog(path)
     rate, seconds = 300, 3
-    cli(
-        "source",
-        "seed",
-        "--catalog",
-        str(CATALOG_FILE),
-        "--tenants",
-        "2",
-        "--rows-per-tenant",
-        "12",
-    )
-    before = live_keys(source_db)
+    cli("source", "seed", "--catalog", str(path), "--tenants", "2", "--rows-per-tenant", "12")
+    before = live_keys(source_db, catalog)
+    assert len(before) == 2 * 12 * len(catalog.entities)
     ledger = tmp_path / "ledger.jsonl"
     summary = cli.json(
-        "source", "churn", "--catalog", str(CATALOG_FILE), "--rate", str(rate),
+        "source", "churn", "--catalog", str(path), "--rate", str(rate),
         "--seconds", str(seconds), "--seed", "5", "--ledger", str(ledger),
     )  # fmt: skip
     lines = [json.loads(line) for line in ledger.read_text().splitlines()]
@@ -256,7 +289,7 @@ def test_churn_ledger_replays_to_the_tables(
         key = (line["entity"], line["tenant_id"], json.dumps(line["id"]))
         assert (line["op"] == "c") == (key not in before and key not in last), line
         last[key] = line["op"]
-    assert {op for op in last.values()} == {"c", "u", "d"}
-    after = live_keys(source_db)
+    assert set(last.values()) == {"c", "u", "d"}
+    after = live_keys(source_db, catalog)
     assert after == (before - set(last)) | {k for k, op in last.items() if op != "d"}
-    assert not any(orphans(source_db, HELPDESK).values())
+    assert not any(orphans(source_db, catalog).values())
