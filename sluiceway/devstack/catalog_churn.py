@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import closing
@@ -77,8 +78,16 @@ class CatalogState:
         self.parents[tenant, entity, key] = parents
         for parent, parent_key in parents:
             self.children[tenant, parent, parent_key] += 1
-        top = max((k for k in key if isinstance(k, int)), default=0)
+        top = max(map(_counter_of, key), default=0)
         self.counters[entity] = max(self.counters.get(entity, 1), top + 1)
+
+
+def _counter_of(part: Any) -> int:
+    """The counter in a key value: an integer key, or the digits ending a text key."""
+    if isinstance(part, int):
+        return part
+    digits = re.fullmatch(r".*-(\d+)", str(part))
+    return int(digits.group(1)) if digits else 0
 
 
 class CatalogPlanner:

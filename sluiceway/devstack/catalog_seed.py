@@ -15,14 +15,18 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg2
 from psycopg2 import sql
 
-from sluiceway.common.catalog import Catalog, Entity, Reference
+from sluiceway.common.catalog import Catalog, CatalogError, Entity, Reference
 from sluiceway.common.pgtypes import pg_type
+from sluiceway.common.redact import pg_error_line
 from sluiceway.common.settings import PostgresSettings
 from sluiceway.devstack.catalog_rows import Row, RowMaker, Tenants, require_mapped, tenant_rows
 from sluiceway.devstack.seed import copy_value
 from sluiceway.producers.db import connect
+from sluiceway.producers.errors import SourceSchemaError, SourceUnavailableError
+from sluiceway.tools.discover.live import catalog_problems
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ def _create_types(cur: Any, catalog: Catalog) -> None:
     """Enums, then domains once their base exists; a type already there is kept."""
     pending = dict(catalog.types)
     while pending:
+        waiting = len(pending)
         for name, user in list(pending.items()):
             if user.kind == "domain" and str(user.base).removesuffix("[]") in pending:
                 continue  # its base is one of ours, not created yet
@@ -57,6 +62,8 @@ def _create_types(cur: Any, catalog: Catalog) -> None:
                 create = domain.format(sql.SQL(name), _type(catalog, str(user.base)))
             pg_type(name, catalog.types)  # the name is checked before it reaches SQL
             cur.execute(create)
+        if len(pending) == waiting:
+            raise CatalogError(f"types {sorted(pending)} are domains over one another")
 
 
 def table_id(tenants: Tenants, catalog: Catalog, entity: str, tenant: str) -> sql.Identifier:
@@ -167,6 +174,20 @@ def _copy(cur: Any, target: sql.Identifier, maker: RowMaker, tenant: str, rows: 
     cur.copy_expert(copy, buf)
 
 
+def _refuse_other_shapes(conn: Any, catalog: Catalog) -> None:
+    """Tables and types already there must be as the catalog says (missing ones are made)."""
+    clash = [
+        line
+        for line in catalog_problems(conn, catalog)
+        if not line.endswith("table does not exist") and "no schema matches" not in line
+    ]
+    if clash:
+        raise SourceSchemaError(
+            f"the source already holds tables unlike the catalog: {'; '.join(clash)}; "
+            "drop them or seed another database"
+        )
+
+
 def seed_catalog(
     pg: PostgresSettings,
     catalog: Catalog,
@@ -178,16 +199,25 @@ def seed_catalog(
     tenants = Tenants.numbered(catalog, plan.tenants)
     makers = {name: RowMaker(catalog, name) for name in catalog.order}
     counts = dict.fromkeys(catalog.order, 0)
-    with closing(connect(pg)) as conn, conn, conn.cursor() as cur:
-        create_tables(cur, catalog, tenants)
-        delete_tenants(cur, catalog, tenants)
-        for number, tenant in enumerate(tenants.texts, start=1):
-            count = plan.rows_per_tenant
-            rows = tenant_rows(makers, catalog.order, plan.seed, (number, tenant), count)
-            for name in catalog.order:
-                target = table_id(tenants, catalog, name, tenant)
-                _copy(cur, target, makers[name], tenant, rows[name])
-                counts[name] += len(rows[name])
-            if progress:
-                progress(1)
+    try:
+        with closing(connect(pg)) as conn, conn, conn.cursor() as cur:
+            _refuse_other_shapes(conn, catalog)
+            create_tables(cur, catalog, tenants)
+            delete_tenants(cur, catalog, tenants)
+            for number, tenant in enumerate(tenants.texts, start=1):
+                count = plan.rows_per_tenant
+                rows = tenant_rows(makers, catalog.order, plan.seed, (number, tenant), count)
+                for name in catalog.order:
+                    target = table_id(tenants, catalog, name, tenant)
+                    _copy(cur, target, makers[name], tenant, rows[name])
+                    counts[name] += len(rows[name])
+                if progress:
+                    progress(1)
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+        raise SourceUnavailableError(
+            f"source PostgreSQL failed while seeding: {pg_error_line(exc)}"
+        ) from exc
+    except psycopg2.Error as exc:
+        # e.g. a table of that name already there with other columns
+        raise SourceSchemaError(f"source rejected the seed: {pg_error_line(exc)}") from exc
     return tenants, counts

@@ -293,3 +293,15 @@ def test_churn_ledger_replays_to_the_tables(
     after = live_keys(source_db, catalog)
     assert after == (before - set(last)) | {k for k, op in last.items() if op != "d"}
     assert not any(orphans(source_db, catalog).values())
+
+
+def test_a_table_of_another_shape_is_refused_in_one_line(
+    cli: Cli, source_db: PostgresSettings
+) -> None:
+    with closing(psycopg2.connect(source_db.dsn())) as conn, conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE public.customers (org_id integer, nickname text)")
+    proc = cli("source", "seed", "--catalog", str(CATALOG_FILE), "--tenants", "1", check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "tables unlike the catalog: public.customers.id: column does not exist" in lines[0]

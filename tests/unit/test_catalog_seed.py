@@ -247,3 +247,22 @@ def test_key_pool_groups_follow_adds_and_removes() -> None:
         ticket = rng.randrange(5)
         assert sorted(pool.matching({0: ticket})) == sorted(k for k in pool.keys if k[0] == ticket)
     assert pool.matching({}) == pool.keys
+
+
+def test_domains_over_one_another_are_refused_not_looped_on() -> None:
+    catalog = parse_catalog(
+        {
+            "types": {"a_dom": {"kind": "domain", "base": "b_dom"},
+                      "b_dom": {"kind": "domain", "base": "a_dom"}},
+            "entities": {"e": {"table": "e", "key": ["id"], "tenant": {"column": "t"},
+                               "columns": [{"name": "id", "type": "integer"}]}},
+        },
+        "test",
+    )  # fmt: skip
+
+    class NoQueries:
+        def execute(self, *_args: Any) -> None:
+            pytest.fail("no type can be created first")
+
+    with pytest.raises(CatalogError, match=r"types \['a_dom', 'b_dom'\] are domains over one"):
+        catalog_seed._create_types(NoQueries(), catalog)
