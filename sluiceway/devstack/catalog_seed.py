@@ -51,6 +51,7 @@ def _create_types(cur: Any, catalog: Catalog) -> None:
             if user.kind == "domain" and str(user.base).removesuffix("[]") in pending:
                 continue  # its base is one of ours, not created yet
             del pending[name]
+            pg_type(name, catalog.types)  # the name is checked before it reaches SQL
             cur.execute("SELECT to_regtype(%s)", (name,))
             if cur.fetchone()[0] is not None:
                 continue
@@ -60,7 +61,6 @@ def _create_types(cur: Any, catalog: Catalog) -> None:
             else:
                 domain = sql.SQL("CREATE DOMAIN {} AS {}")
                 create = domain.format(sql.SQL(name), _type(catalog, str(user.base)))
-            pg_type(name, catalog.types)  # the name is checked before it reaches SQL
             cur.execute(create)
         if len(pending) == waiting:
             raise CatalogError(f"types {sorted(pending)} are domains over one another")
@@ -74,9 +74,12 @@ def _foreign_key(
     catalog: Catalog, entity: Entity, ref: Reference
 ) -> tuple[list[str], list[str]] | None:
     """(child columns, parent columns) of a reference's foreign key, or None when the
-    database cannot hold it (a schema-per-tenant row pointing at a key with a tenant
-    column): the rows still only point at parents of their tenant."""
+    database cannot hold it (a schema-per-tenant row pointing at a key with a tenant column,
+    a table of every tenant pointing into one schema per tenant): the rows still only point
+    at parents of their tenant."""
     parent = catalog.entity(ref.entity)
+    if parent.tenant.schema_pattern is not None and entity.tenant.column is not None:
+        return None
     tenant = parent.tenant.column
     if tenant is None or tenant not in parent.key:
         return list(ref.columns), list(parent.record_key)

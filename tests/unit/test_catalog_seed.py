@@ -266,3 +266,40 @@ def test_domains_over_one_another_are_refused_not_looped_on() -> None:
 
     with pytest.raises(CatalogError, match=r"types \['a_dom', 'b_dom'\] are domains over one"):
         catalog_seed._create_types(NoQueries(), catalog)
+
+
+def test_foreign_keys_go_through_the_tenant_only_where_both_keys_allow() -> None:
+    reply, attachment, ticket = (HELPDESK.entity(n) for n in ("reply", "attachment", "ticket"))
+    fk = catalog_seed._foreign_key
+    # the parent's key holds the tenant column: the foreign key goes through it
+    assert fk(HELPDESK, attachment, attachment.references[0]) == (
+        ["org_id", "ticket_id", "reply_n"],
+        ["org_id", "ticket_id", "n"],
+    )
+    assert fk(HELPDESK, reply, reply.references[1]) == (
+        ["org_id", "ticket_id", "parent_n"],
+        ["org_id", "ticket_id", "n"],
+    )
+    # the parent's key is its record key alone
+    assert fk(HELPDESK, ticket, ticket.references[0]) == (["customer_id"], ["id"])
+    # across tenant rules no foreign key can say "the same tenant": none is declared
+    mixed = parse_catalog(
+        {
+            "entities": {
+                "shelf": {"table": "shelves", "key": ["id"], "tenant": {"schema_pattern": "s_(.*)"},
+                          "columns": [{"name": "id", "type": "integer"}]},
+                "tag": {"table": "public.tags", "key": ["t", "id"], "tenant": {"column": "t"},
+                        "references": [{"entity": "shelf", "columns": ["shelf_id"]}],
+                        "columns": [{"name": "id", "type": "integer"},
+                                    {"name": "shelf_id", "type": "integer"}]},
+                "note": {"table": "notes", "key": ["id"], "tenant": {"schema_pattern": "s_(.*)"},
+                         "references": [{"entity": "tag", "columns": ["tag_id"]}],
+                         "columns": [{"name": "id", "type": "integer"},
+                                     {"name": "tag_id", "type": "integer"}]},
+            }
+        },
+        "test",
+    )  # fmt: skip
+    for child in ("tag", "note"):
+        entity = mixed.entity(child)
+        assert fk(mixed, entity, entity.references[0]) is None, child
