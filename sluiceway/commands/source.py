@@ -1,4 +1,4 @@
-"""``sluiceway source``: the Jira-shaped demo source."""
+"""``sluiceway source``: the Jira-shaped demo source, or the tables of any catalog."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sluiceway.cli import friendly_errors
+from sluiceway.common.catalog import load_catalog
 from sluiceway.common.codec import Codec
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.settings import PostgresSettings
+from sluiceway.devstack.catalog_churn import churn_catalog
+from sluiceway.devstack.catalog_seed import CatalogSeedPlan, seed_catalog
 from sluiceway.devstack.churn import ChurnSettings, ChurnSummary, churn
 from sluiceway.devstack.seed import SeedPlan, seed
 
@@ -23,22 +26,51 @@ app = typer.Typer(no_args_is_help=True)
 @app.command("seed")
 @friendly_errors
 def seed_cmd(
-    tenants: int = typer.Option(3, min=1, help="How many tenants (tenant-001, tenant-002...)."),
+    tenants: int = typer.Option(
+        3, min=1, help="How many tenants (tenant-001, tenant-002...; with --catalog 1, 2...)."
+    ),
     issues_per_tenant: int = typer.Option(100, min=1, help="Issues per tenant."),
     seed_value: int = typer.Option(
         7, "--seed", help="Random seed; the same seed gives the same rows."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print rows per table as JSON."),
+    catalog: Path | None = typer.Option(
+        None,
+        "--catalog",
+        metavar="FILE",
+        help="Create and fill the tables of this catalog (e.g. examples/helpdesk/catalog.yaml) "
+        "instead of the Jira-shaped demo.",
+    ),
+    rows_per_tenant: int = typer.Option(
+        20, min=1, help="With --catalog: rows per entity and tenant."
+    ),
 ) -> None:
     """Fill the source database deterministically (replaces those tenants' rows)."""
+    if catalog is not None:
+        _seed_catalog(catalog, CatalogSeedPlan(tenants, rows_per_tenant, seed_value), as_json)
+        return
     plan = SeedPlan(tenants, issues_per_tenant, seed_value)
     with Progress(transient=True, disable=as_json) as bar:
         task = bar.add_task("seeding tenants", total=tenants)
         counts = seed(PostgresSettings(), plan, Codec(), lambda n: bar.advance(task, n))
+    _print_seed(plan.tenant_ids(), counts, as_json)
+
+
+def _seed_catalog(path: Path, plan: CatalogSeedPlan, as_json: bool) -> None:
+    catalog = load_catalog(path)
+    with Progress(transient=True, disable=as_json) as bar:
+        task = bar.add_task("seeding tenants", total=plan.tenants)
+        found, counts = seed_catalog(
+            PostgresSettings(), catalog, plan, lambda n: bar.advance(task, n)
+        )
+    _print_seed(list(found.texts), counts, as_json)
+
+
+def _print_seed(tenants: list[str], counts: dict[str, int], as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps({"tenants": plan.tenant_ids(), "rows": counts}))
+        typer.echo(json.dumps({"tenants": tenants, "rows": counts}))
         return
-    table = Table("table", "rows", title=f"seeded {tenants} tenants")
+    table = Table("table", "rows", title=f"seeded {len(tenants)} tenants")
     for entity, rows in counts.items():
         table.add_row(entity, str(rows))
     Console().print(table)
@@ -66,13 +98,29 @@ def churn_cmd(
         None, help="Comma-separated tenant ids; default every tenant in the source."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    catalog: Path | None = typer.Option(
+        None,
+        "--catalog",
+        metavar="FILE",
+        help="Churn the tables of this catalog (seeded with source seed --catalog); each "
+        "ledger line's id is then the record key as a JSON array.",
+    ),
 ) -> None:
     """Insert, update and delete rows at a steady rate, recording each commit in a ledger."""
     settings = ChurnSettings(rate, seconds, seed_value, ledger, _tenant_list(tenants))
+    entities = load_catalog(catalog) if catalog is not None else None
     columns = (TextColumn("churning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, transient=True, disable=as_json) as bar:
         task = bar.add_task("churn", total=settings.batches * settings.batch_size)
-        summary = churn(PostgresSettings(), settings, Codec(), lambda n: bar.advance(task, n))
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+
+        pg = PostgresSettings()
+        if entities is None:
+            summary = churn(pg, settings, Codec(), advance)
+        else:
+            summary = churn_catalog(pg, settings, entities, advance)
     if as_json:
         typer.echo(json.dumps({**summary.to_json(), "ledger": str(ledger)}))
         return
