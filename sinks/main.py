@@ -17,7 +17,6 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Any
 
 import pyarrow.fs as pafs
 from confluent_kafka import KafkaException
@@ -28,10 +27,12 @@ from sluiceway.common.errors import SluicewayError
 from sluiceway.common.health import HEALTH
 from sluiceway.common.kafka_io import set_note
 from sluiceway.common.run_schema import run_event_schemas
-from sluiceway.common.runs import RunRecord, etl_id_time
+from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings, S3Settings
 from sluiceway.common.spec import schema_spec_of_run
-from sluiceway.lake import layout, manifest, storage
+from sluiceway.lake import manifest, storage
+from sluiceway.lake import reader as lake_reader
+from sluiceway.lake.manifest import RunManifest
 from sluiceway.lake.storage import Lake
 from sluiceway.sinks import consume, dp_layout, membership, notify, plan, recovery, sns
 from sluiceway.sinks.config import SinkSettings
@@ -60,9 +61,9 @@ def run(
     guard: GuardSettings | None = None,
     stopping: Callable[[], bool] = lambda: False,
     left_run: Callable[[RunRecord], None],
-) -> dict[str, Any]:
-    """Sink run ``etl_id`` into its destination; returns the run manifest, or
-    ``{"status": "stopped"}`` when ``stopping`` said so first (files published, committed).
+) -> RunManifest | None:
+    """Sink run ``etl_id`` into its destination; returns the run manifest, or None when
+    ``stopping`` said so first (files published, committed).
 
     ``left_run`` is called once this sink is done with a complete run and has left its
     consumer group; the command passes the control plane's cleanup, which the sink does not
@@ -73,7 +74,7 @@ def run(
     kafka_io.check_credentials(kafka)
     record = kafka_io.load_run(kafka, etl_id)
     lake = storage.open_lake(record.destination, s3, fs)
-    done = manifest.read_json(lake, layout.run_manifest_path(etl_id))
+    done = lake_reader.run_manifest(lake, etl_id)
     if done is not None:
         # A sink that died between its manifest and its notice must still notify: at least once.
         log.info("run %s already complete; republishing its manifest and notice", etl_id)
@@ -107,7 +108,7 @@ def run(
         )
         if not complete:
             log.info("sink of run %s stopped before the run's end", etl_id)
-            return {"etl_id": etl_id, "status": "stopped"}
+            return None
         finished = _finish(reader, lake, record, clock, guard, sns_settings)
     except BaseException:
         membership.abandon(reader)  # closing the consumer must not commit unwritten rows
@@ -185,12 +186,12 @@ def _finish(
     clock: Callable[[], float],
     guard: GuardSettings,
     sns_settings: SnsSettings,
-) -> dict[str, Any]:
+) -> RunManifest:
     """Every partition has ended: write the manifests from what the lake holds, unless
     another sink of the run already has."""
     reader.writer.close_all()  # nothing is open once every partition ended; to be sure
     membership.commit(reader)
-    done = manifest.read_json(lake, layout.run_manifest_path(record.etl_id))
+    done = lake_reader.run_manifest(lake, record.etl_id)
     if done is not None:
         log.info("run %s complete; another sink wrote its manifest", record.etl_id)
         return done
@@ -212,9 +213,9 @@ def _finish(
     log.info(
         "run %s complete: %d files, %d rows, %d bytes",
         record.etl_id,
-        run_manifest["totals"]["files"],
-        run_manifest["totals"]["rows"],
-        run_manifest["totals"]["bytes"],
+        run_manifest.totals.files,
+        run_manifest.totals.rows,
+        run_manifest.totals.bytes,
     )
     notify.deliver(notice, guard)  # after the log line: a slow webhook never hides the result
     sns.publish(run_manifest, notice, sns_settings)
@@ -236,8 +237,5 @@ def full_export_date(lake: Lake, record: RunRecord) -> date | None:
     """The date of the full export a delta run builds on, from the lake's manifest."""
     if record.type == "full":
         return None
-    latest = (manifest.read_json(lake, layout.LATEST_MANIFEST) or {}).get("latest") or {}
-    if latest.get("type") == "full":
-        return etl_id_time(latest["etl_id"]).date()
-    stamp = latest.get("full_export_date")
-    return date.fromisoformat(stamp) if stamp else None
+    latest = lake_reader.latest_run(lake)
+    return None if latest is None else latest.full_date()
