@@ -142,11 +142,12 @@ class Segment:
 def batchable(reader: RunReader, header: bytes) -> bool:
     """Whether values with this header may be decoded with their neighbours (remembered).
 
-    Only Parquet runs take Arrow tables; CSV encodes row by row anyway. A value of an
-    unknown or unselected schema goes alone, to be dead-lettered with its reason.
+    Only formats that take batches (Parquet) take Arrow tables; CSV encodes row by row
+    anyway. A value of an unknown or unselected schema goes alone, to be dead-lettered with
+    its reason.
     """
     selected = (
-        reader.writer.file_format == "parquet"
+        reader.writer.fmt.batches
         and len(header) == HEADER_LEN
         and header[:2] == MAGIC
         and (target := reader.plan.schemas.get(header[2:].hex())) is not None
