@@ -42,8 +42,8 @@ from sluiceway.common.settings import S3Settings
 from sluiceway.common.spec import parse_spec
 from sluiceway.control.runner import start_run
 from sluiceway.devstack.seed import tenant_id
-from sluiceway.lake.layout import run_manifest_path
-from sluiceway.lake.manifest import read_json
+from sluiceway.lake import reader
+from sluiceway.lake.manifest import RunManifest
 from sluiceway.lake.storage import Lake, open_lake
 from sluiceway.producers.source import TABLES
 
@@ -160,16 +160,16 @@ def announce(env: BenchEnv, tenants: int, name: str) -> tuple[RunRecord, Lake]:
     return run, open_lake(run.destination, S3Settings())
 
 
-def _manifest(lake: Lake, run: RunRecord) -> dict[str, Any] | None:
-    return read_json(lake, run_manifest_path(run.etl_id))
+def _manifest(lake: Lake, run: RunRecord) -> RunManifest | None:
+    return reader.run_manifest(lake, run.etl_id)
 
 
-def _manifest_facts(manifest: dict[str, Any] | None, source_issues: int) -> dict[str, Any]:
+def _manifest_facts(manifest: RunManifest | None, source_issues: int) -> dict[str, Any]:
     if manifest is None:
         return {"rows_written": None, "issue_rows": None, "rows_match": False}
-    issue_rows = int(manifest["tables"].get("issue", {}).get("rows", 0))
+    issue_rows = manifest.rows().get("issue", 0)
     return {
-        "rows_written": int(manifest["totals"]["rows"]),
+        "rows_written": manifest.totals.rows,
         "issue_rows": issue_rows,
         "rows_match": issue_rows == source_issues,
     }

@@ -170,31 +170,65 @@ def run(
     ``check_not_dropped`` raises when the run's topics were already dropped; the command
     passes the control plane's check, which the processor does not import."""
     started = time.monotonic()
-    # aiokafka formats a debug record per message when its loggers inherit DEBUG
-    for name in ("aiokafka", "faust", "mode"):
-        logging.getLogger(name).setLevel(max(logging.getLevelName(loglevel), logging.WARNING))
+    _quiet_clients(loglevel)
     metrics.serve(settings.tuning.metrics_port)
-    check_credentials(settings.kafka)
-    record = load_run(settings.kafka, etl_id)
-    check_not_dropped(record)
-    refuse_another_key(settings.kafka, record, os.environ.get(SECRET_ENV))
-    spec = spec_of_run(record.spec, os.environ.get(SECRET_ENV), etl_id)
+    record, spec = _load(etl_id, settings.kafka, check_not_dropped)
     codec = Codec()
     with early_stop() as stop:
         try:
-            lookup = pre_pass(settings, record, spec, codec, stop)
+            lookups = pre_pass(settings, record, spec, codec, stop)
         except StoppedBeforeJoiningError:
             log.info("processor of run %s stopped during its pre-pass, before joining", etl_id)
             return RunStats(etl_id, 0, 0, 0, time.monotonic() - started, 0.0, 0.0, stopped=True)
-        processor = RunProcessor(settings, record, spec, codec, lookup)
+        processor = RunProcessor(settings, record, spec, codec, lookups)
         worker = RunWorker(
             processor.app, stop, loglevel=loglevel, quiet=True, redirect_stdouts=False
         )
         return _work(worker, processor, time.monotonic() - started)
 
 
+def _quiet_clients(loglevel: str) -> None:
+    # aiokafka formats a debug record per message when its loggers inherit DEBUG
+    for name in ("aiokafka", "faust", "mode"):
+        logging.getLogger(name).setLevel(max(logging.getLevelName(loglevel), logging.WARNING))
+
+
+def _load(
+    etl_id: str, kafka: KafkaSettings, check_not_dropped: Callable[[RunRecord], None]
+) -> tuple[RunRecord, RunSpec]:
+    """The run's orders, checked: its topics still exist, and this worker holds its key."""
+    check_credentials(kafka)
+    record = load_run(kafka, etl_id)
+    check_not_dropped(record)
+    refuse_another_key(kafka, record, os.environ.get(SECRET_ENV))
+    return record, spec_of_run(record.spec, os.environ.get(SECRET_ENV), etl_id)
+
+
 def _work(worker: RunWorker, processor: RunProcessor, scan_s: float) -> RunStats:
     """Run the faust worker until the run ends (or a stop signal); the worker's figures."""
+    cpu_at_end = _wire(worker, processor)
+    etl_id = processor.run.etl_id
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            log.error("processor of run %s stopped before the cut (exit %s)", etl_id, exc.code)
+            raise
+    if not processor.finished:
+        # SIGTERM: faust left the group cleanly after the revoke committed what was handled
+        log.info("processor of run %s stopped; the run's other workers carry on", etl_id)
+    first, last = processor.first_event_at, processor.finished_at
+    processing = (last - first) if first is not None and last is not None else 0.0
+    cpu = cpu_at_end[0] - processor.first_event_cpu if cpu_at_end and first is not None else 0.0
+    return RunStats(
+        etl_id, processor.progress.read, processor.forwarded, processor.dead_lettered, scan_s,
+        processing, cpu, stopped=not processor.finished,
+    )  # fmt: skip
+
+
+def _wire(worker: RunWorker, processor: RunProcessor) -> list[float]:
+    """Stop the worker when the run ends and report readiness on assignment; returns the
+    list that receives the CPU time at the run's end."""
     etl_id = processor.run.etl_id
     stopping: list[asyncio.Future[None]] = []
     cpu_at_end: list[float] = []
@@ -212,19 +246,4 @@ def _work(worker: RunWorker, processor: RunProcessor, scan_s: float) -> RunStats
         HEALTH.ready(True, f"{len(args[0])} change-topic partitions assigned")
 
     processor.app.on_partitions_assigned.connect(assigned)
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            log.error("processor of run %s stopped before the cut (exit %s)", etl_id, exc.code)
-            raise
-    if not processor.finished:
-        # SIGTERM: faust left the group cleanly after the revoke committed what was handled
-        log.info("processor of run %s stopped; the run's other workers carry on", etl_id)
-    first, last = processor.first_event_at, processor.finished_at
-    processing = (last - first) if first is not None and last is not None else 0.0
-    cpu = cpu_at_end[0] - processor.first_event_cpu if cpu_at_end and first is not None else 0.0
-    return RunStats(
-        etl_id, processor.progress.read, processor.forwarded, processor.dead_lettered, scan_s,
-        processing, cpu, stopped=not processor.finished,
-    )  # fmt: skip
+    return cpu_at_end

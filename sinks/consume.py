@@ -31,7 +31,9 @@ from sluiceway.common.codec import HEADER_LEN, MAGIC, Codec
 from sluiceway.common.errors import InvalidEventError, TransientError
 from sluiceway.common.health import HEALTH
 from sluiceway.common.runs import END_MARKER, MARKER_HEADER
+from sluiceway.lake import layout
 from sluiceway.lake.errors import LakeWriteError, RunTimeoutError
+from sluiceway.lake.manifest import RunManifest
 from sluiceway.sinks import membership, metrics
 from sluiceway.sinks.disk_guard import DiskGuard
 from sluiceway.sinks.metrics import LagMonitor, PollTimes
@@ -140,11 +142,12 @@ class Segment:
 def batchable(reader: RunReader, header: bytes) -> bool:
     """Whether values with this header may be decoded with their neighbours (remembered).
 
-    Only Parquet runs take Arrow tables; CSV encodes row by row anyway. A value of an
-    unknown or unselected schema goes alone, to be dead-lettered with its reason.
+    Only formats that take batches (Parquet) take Arrow tables; CSV encodes row by row
+    anyway. A value of an unknown or unselected schema goes alone, to be dead-lettered with
+    its reason.
     """
     selected = (
-        reader.writer.file_format == "parquet"
+        reader.writer.fmt.batches
         and len(header) == HEADER_LEN
         and header[:2] == MAGIC
         and (target := reader.plan.schemas.get(header[2:].hex())) is not None
@@ -355,26 +358,26 @@ def raise_incomplete(reader: RunReader) -> None:
     )
 
 
-def notification(manifest: dict[str, Any]) -> dict[str, Any]:
+def notification(manifest: RunManifest) -> dict[str, Any]:
     """The completion notice of a run, as the topic and the webhook receive it."""
     return {
         "event": "run_complete",
-        "destination": manifest["spec"]["destination"],
-        "etl_id": manifest["etl_id"],
-        "type": manifest["type"],
-        "manifest": f"_runs/{manifest['etl_id']}.json",
-        "rows": {t: v["rows"] for t, v in manifest["tables"].items()},
+        "destination": manifest.spec.destination,
+        "etl_id": manifest.etl_id,
+        "type": manifest.type,
+        "manifest": layout.run_manifest_path(manifest.etl_id),
+        "rows": manifest.rows(),
     }
 
 
-def notify(reader: RunReader, manifest: dict[str, Any]) -> dict[str, Any]:
+def notify(reader: RunReader, manifest: RunManifest) -> dict[str, Any]:
     """Tell subscribers the run's files are ready; at least once. Returns the notice."""
     return publish_notice(reader.producer, reader.notify_topic, manifest)
 
 
-def publish_notice(producer: Producer, topic: str, manifest: dict[str, Any]) -> dict[str, Any]:
+def publish_notice(producer: Producer, topic: str, manifest: RunManifest) -> dict[str, Any]:
     note = notification(manifest)
-    producer.produce(topic, key=manifest["etl_id"].encode(), value=json.dumps(note))
+    producer.produce(topic, key=manifest.etl_id.encode(), value=json.dumps(note))
     if producer.flush(30) != 0:
-        raise TransientError(f"completion notice of {manifest['etl_id']} not acknowledged")
+        raise TransientError(f"completion notice of {manifest.etl_id} not acknowledged")
     return note

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from typing import Any
 
 import pyarrow.fs as pafs
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException
 
 from sluiceway.common import health, kafka_io
 from sluiceway.common.codec import Codec
@@ -28,10 +28,12 @@ from sluiceway.common.errors import SluicewayError
 from sluiceway.common.health import HEALTH
 from sluiceway.common.kafka_io import set_note
 from sluiceway.common.run_schema import run_event_schemas
-from sluiceway.common.runs import RunRecord, etl_id_time
+from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings, S3Settings
 from sluiceway.common.spec import schema_spec_of_run
-from sluiceway.lake import layout, manifest, storage
+from sluiceway.lake import manifest, storage
+from sluiceway.lake import reader as lake_reader
+from sluiceway.lake.manifest import RunManifest
 from sluiceway.lake.storage import Lake
 from sluiceway.sinks import consume, dp_layout, membership, notify, plan, recovery, sns
 from sluiceway.sinks.config import SinkSettings
@@ -60,62 +62,82 @@ def run(
     guard: GuardSettings | None = None,
     stopping: Callable[[], bool] = lambda: False,
     left_run: Callable[[RunRecord], None],
-) -> dict[str, Any]:
-    """Sink run ``etl_id`` into its destination; returns the run manifest, or
-    ``{"status": "stopped"}`` when ``stopping`` said so first (files published, committed).
+) -> RunManifest | None:
+    """Sink run ``etl_id`` into its destination; returns the run manifest, or None when
+    ``stopping`` said so first (files published, committed).
 
     ``left_run`` is called once this sink is done with a complete run and has left its
     consumer group; the command passes the control plane's cleanup, which the sink does not
     import (a stage never imports the layer that launches it)."""
     guard = guard or GuardSettings()
     sns_settings = SnsSettings()  # read first: a bad setting stops the sink before any work
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    kafka_io.check_credentials(kafka)
-    record = kafka_io.load_run(kafka, etl_id)
-    lake = storage.open_lake(record.destination, s3, fs)
-    done = manifest.read_json(lake, layout.run_manifest_path(etl_id))
+    timed_out = _timed_out(None if timeout_s is None else time.monotonic() + timeout_s)
+    record, lake = _open(etl_id, kafka, s3, fs)
+    done = lake_reader.run_manifest(lake, etl_id)
     if done is not None:
-        # A sink that died between its manifest and its notice must still notify: at least once.
-        log.info("run %s already complete; republishing its manifest and notice", etl_id)
-        manifest.publish_latest(lake, done)
-        if record.spec.get("layout") == dp_layout.LAYOUT:  # parts left by a crash, if any
-            dp_layout.remove_parts(lake, etl_id, plan.table_dirs(record).values())
-        notice = consume.publish_notice(kafka_io.producer(kafka), kafka.notifications_topic, done)
-        notify.deliver(notice, guard)
-        sns.publish(done, notice, sns_settings)
+        _republish(kafka, lake, record, done, guard, sns_settings)
         left_run(record)
         return done
     health.serve(settings.metrics_port)
     recovery.remove_manifest_temporaries(lake, etl_id)
     reader = _reader(kafka, record, lake, settings, clock, guard)
+    with _joined(reader, lake):
+        poll = (settings.poll_batch, settings.poll_timeout_s)
+        if not consume.consume_until_complete(reader, *poll, timed_out, progress, stopping):
+            log.info("sink of run %s stopped before the run's end", etl_id)
+            return None
+        finished = _finish(reader, lake, record, clock, guard, sns_settings)
+    left_run(record)  # after close: this sink has left the run's group
+    return finished
+
+
+def _timed_out(deadline: float | None) -> Callable[[], bool]:
+    return lambda: deadline is not None and time.monotonic() > deadline
+
+
+def _open(
+    etl_id: str, kafka: KafkaSettings, s3: S3Settings, fs: pafs.FileSystem | None
+) -> tuple[RunRecord, Lake]:
+    """The run's orders and its destination, opened for writing."""
+    kafka_io.check_credentials(kafka)
+    record = kafka_io.load_run(kafka, etl_id)
+    return record, storage.open_lake(record.destination, s3, fs)
+
+
+def _republish(
+    kafka: KafkaSettings, lake: Lake, record: RunRecord, done: RunManifest,
+    guard: GuardSettings, sns_settings: SnsSettings,
+) -> None:  # fmt: skip
+    """The run is complete already. A sink that died between its manifest and its notice
+    must still notify: at least once."""
+    log.info("run %s already complete; republishing its manifest and notice", record.etl_id)
+    manifest.publish_latest(lake, done)
+    if record.spec.get("layout") == dp_layout.LAYOUT:  # parts left by a crash, if any
+        dp_layout.remove_parts(lake, record.etl_id, plan.table_dirs(record).values())
+    notice = consume.publish_notice(kafka_io.producer(kafka), kafka.notifications_topic, done)
+    notify.deliver(notice, guard)
+    sns.publish(done, notice, sns_settings)
+
+
+@contextmanager
+def _joined(reader: RunReader, lake: Lake) -> Iterator[None]:
+    """In the run's consumer group (shared with the run's other sinks) until the block ends;
+    the consumer is closed after it, and abandoned first on an error."""
     rebalancer = membership.Rebalancer(reader, lake)
     try:
         reader.consumer.subscribe(
-            [record.run_topic],
+            [reader.topic],
             on_assign=rebalancer.on_assign,
             on_revoke=rebalancer.on_revoke,
             on_lost=rebalancer.on_lost,
         )
-        HEALTH.ready(True, f"consuming {record.run_topic}")
-        complete = consume.consume_until_complete(
-            reader,
-            settings.poll_batch,
-            settings.poll_timeout_s,
-            lambda: deadline is not None and time.monotonic() > deadline,
-            progress,
-            stopping,
-        )
-        if not complete:
-            log.info("sink of run %s stopped before the run's end", etl_id)
-            return {"etl_id": etl_id, "status": "stopped"}
-        finished = _finish(reader, lake, record, clock, guard, sns_settings)
+        HEALTH.ready(True, f"consuming {reader.topic}")
+        yield
     except BaseException:
         membership.abandon(reader)  # closing the consumer must not commit unwritten rows
         raise
     finally:
         reader.consumer.close()
-    left_run(record)  # after close: this sink has left the run's group
-    return finished
 
 
 def _reader(
@@ -137,14 +159,7 @@ def _reader(
         writer.csv_columns = dp_layout.file_columns(spec)
     kafka_io.ensure_dlq_topics(kafka, ["sink"], kafka.partitions)
     kafka_io.ensure_topics(kafka, [kafka.notifications_topic], kafka.partitions)
-    # a modest fetch queue: librdkafka would otherwise prefetch up to 256 MB of the run topic
-    group = {
-        "queued.max.messages.kbytes": settings.fetch_queue_kbytes,
-        "partition.assignment.strategy": "cooperative-sticky",
-        "session.timeout.ms": settings.session_timeout_ms,
-        **({"group.instance.id": settings.member} if settings.member else {}),
-    }
-    consumer = kafka_io.consumer(kafka, f"sw-sink-{record.etl_id}", **group)
+    consumer = _consumer(kafka, record, settings)
     return RunReader(
         topic=record.run_topic,
         dlq_topic=kafka.dlq_topic("sink"),
@@ -158,6 +173,18 @@ def _reader(
         guard=disk_guard(kafka, record.etl_id, lake, guard),
         lag=LagMonitor(consumer, record.run_topic, record.run_partitions, guard.lag_interval_s),
     )
+
+
+def _consumer(kafka: KafkaSettings, record: RunRecord, settings: SinkSettings) -> Consumer:
+    """A member of the run's consumer group (cooperative: sinks join and leave mid-run)."""
+    # a modest fetch queue: librdkafka would otherwise prefetch up to 256 MB of the run topic
+    group = {
+        "queued.max.messages.kbytes": settings.fetch_queue_kbytes,
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": settings.session_timeout_ms,
+        **({"group.instance.id": settings.member} if settings.member else {}),
+    }
+    return kafka_io.consumer(kafka, f"sw-sink-{record.etl_id}", **group)
 
 
 def disk_guard(
@@ -185,12 +212,12 @@ def _finish(
     clock: Callable[[], float],
     guard: GuardSettings,
     sns_settings: SnsSettings,
-) -> dict[str, Any]:
+) -> RunManifest:
     """Every partition has ended: write the manifests from what the lake holds, unless
     another sink of the run already has."""
     reader.writer.close_all()  # nothing is open once every partition ended; to be sure
     membership.commit(reader)
-    done = manifest.read_json(lake, layout.run_manifest_path(record.etl_id))
+    done = lake_reader.run_manifest(lake, record.etl_id)
     if done is not None:
         log.info("run %s complete; another sink wrote its manifest", record.etl_id)
         return done
@@ -209,13 +236,9 @@ def _finish(
     if joined:
         dp_layout.remove_parts(lake, record.etl_id, reader.plan.table_dirs.values())
     notice = consume.notify(reader, run_manifest)
-    log.info(
-        "run %s complete: %d files, %d rows, %d bytes",
-        record.etl_id,
-        run_manifest["totals"]["files"],
-        run_manifest["totals"]["rows"],
-        run_manifest["totals"]["bytes"],
-    )
+    totals = run_manifest.totals
+    log.info("run %s complete: %d files, %d rows, %d bytes",
+             record.etl_id, totals.files, totals.rows, totals.bytes)  # fmt: skip
     notify.deliver(notice, guard)  # after the log line: a slow webhook never hides the result
     sns.publish(run_manifest, notice, sns_settings)
     return run_manifest
@@ -236,8 +259,5 @@ def full_export_date(lake: Lake, record: RunRecord) -> date | None:
     """The date of the full export a delta run builds on, from the lake's manifest."""
     if record.type == "full":
         return None
-    latest = (manifest.read_json(lake, layout.LATEST_MANIFEST) or {}).get("latest") or {}
-    if latest.get("type") == "full":
-        return etl_id_time(latest["etl_id"]).date()
-    stamp = latest.get("full_export_date")
-    return date.fromisoformat(stamp) if stamp else None
+    latest = lake_reader.latest_run(lake)
+    return None if latest is None else latest.full_date()

@@ -14,7 +14,7 @@ from collections.abc import Collection
 from sluiceway.lake import layout, storage
 from sluiceway.lake.manifest import FileRecord
 from sluiceway.lake.storage import Lake
-from sluiceway.sinks import csv_file, parquet_file
+from sluiceway.sinks import formats
 
 log = logging.getLogger("sluiceway.sink")
 
@@ -56,20 +56,12 @@ def published(
             if named is None or (partitions is not None and named[0] not in partitions):
                 continue
             relative = f"{directory}/{info.base_name}"
-            record = _read_record(lake, etl_id, table, relative, info.size or 0)
+            kind = formats.by_extension(info.base_name)
+            record = kind.read_record(lake, etl_id, table, relative, info.size or 0)
             if record is None or record.table != table:
                 log.warning("deleting unreadable part file %s", info.path)
                 lake.fs.delete_file(info.path)
-                if relative.endswith(".csv"):
-                    csv_file.forget(lake, etl_id, table, relative)
+                kind.forget(lake, etl_id, table, relative)
                 continue
             records.append(record)
     return records
-
-
-def _read_record(
-    lake: Lake, etl_id: str, table: str, relative: str, size: int
-) -> FileRecord | None:
-    if relative.endswith(".csv"):
-        return csv_file.read_record(lake, etl_id, table, relative, size)
-    return parquet_file.read_record(lake, relative, size)

@@ -24,6 +24,7 @@ from pydantic_settings import SettingsConfigDict
 from sluiceway.common.runs import etl_id_time
 from sluiceway.common.settings_base import SluicewaySettings
 from sluiceway.lake import layout
+from sluiceway.lake.manifest import RunManifest
 from sluiceway.sinks.notify import backoff_delays
 
 log = logging.getLogger("sluiceway.sink")
@@ -49,30 +50,30 @@ class SnsSettings(SluicewaySettings):
     timeout_s: float = Field(10.0, gt=0, description="Connect and read timeout of one try.")
 
 
-def run_directory(manifest: dict[str, Any]) -> str:
+def run_directory(manifest: RunManifest) -> str:
     """The directory holding the run's files: ``.../full-export`` or ``.../delta-export/<day>``
     for the lake layout (also when the run wrote nothing), the job folder for Data pipeline's."""
-    destination = str(manifest["spec"]["destination"]).rstrip("/")
-    paths = [f["path"] for t in manifest["tables"].values() for f in t["files"]]
+    destination = manifest.spec.destination.rstrip("/")
+    paths = manifest.paths()
     if paths and "/daily-export/" not in paths[0]:
         relative = layout.parent(paths[0])
     else:
-        day = etl_id_time(manifest["etl_id"])
-        if manifest["type"] == "full":
-            table_dir = layout.full_table_dir(day, "t", manifest["etl_id"])
+        day = etl_id_time(manifest.etl_id)
+        if manifest.type == "full":
+            table_dir = layout.full_table_dir(day, "t", manifest.etl_id)
         else:
-            full = date.fromisoformat(manifest.get("full_export_date") or f"{day:%Y-%m-%d}")
-            table_dir = layout.delta_table_dir(full, day, "t", manifest["etl_id"])
+            full = date.fromisoformat(manifest.full_export_date or f"{day:%Y-%m-%d}")
+            table_dir = layout.delta_table_dir(full, day, "t", manifest.etl_id)
         relative = layout.parent(layout.parent(table_dir))  # without <table>/<etl_id>
     return f"{destination}/{relative}" if relative else destination
 
 
-def message(manifest: dict[str, Any], note: dict[str, Any]) -> dict[str, Any]:
+def message(manifest: RunManifest, note: dict[str, Any]) -> dict[str, Any]:
     return {
         **note,
         "s3_path": run_directory(manifest),
-        "etl_id": manifest["etl_id"],
-        "export_type": manifest["type"],
+        "etl_id": manifest.etl_id,
+        "export_type": manifest.type,
     }
 
 
@@ -100,7 +101,7 @@ def client_publish(settings: SnsSettings) -> Publish:
 
 
 def publish(
-    manifest: dict[str, Any],
+    manifest: RunManifest,
     note: dict[str, Any],
     settings: SnsSettings,
     *,

@@ -1,7 +1,8 @@
 """Routes a run's rows to one open file per (table, partition) and rotates them. I/O.
 
-Parquet: rows wait in their file's buffer until a row group is full, then are written in
-as few row groups as the caps allow: when the next row group would break a cap, the rows
+How rows reach a file is the run's format's (``sinks/formats.py``). Parquet: rows wait in
+their file's buffer until a row group is full, then are written in as few row groups as
+the caps allow (``write_row_groups``): when the next row group would break a cap, the rows
 that fit are written, the file is published, and the rest start the next file.
 
 CSV: each row is encoded on arrival, so its exact size is known; the file is published
@@ -15,16 +16,15 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
 
 import pyarrow as pa
 
 from sluiceway.lake.errors import RunStateError
 from sluiceway.lake.manifest import FileRecord
 from sluiceway.lake.storage import Lake
-from sluiceway.sinks import csv_file, metrics, parquet_file, sizing
+from sluiceway.sinks import formats, metrics, parquet_file, sizing
 from sluiceway.sinks.config import SinkSettings
-from sluiceway.sinks.csv_file import CsvFile
+from sluiceway.sinks.formats import Format, PartFile
 from sluiceway.sinks.parquet_file import OpenFile
 from sluiceway.sinks.rotation import (
     Caps,
@@ -39,9 +39,6 @@ from sluiceway.sinks.rows import Row
 log = logging.getLogger("sluiceway.sink")
 
 Key = tuple[str, int]  # (table, partition)
-AnyFile = OpenFile | CsvFile
-F = TypeVar("F", OpenFile, CsvFile)
-FILE_FORMATS = ("parquet", "csv")
 
 
 @dataclass
@@ -53,16 +50,13 @@ class RunWriter:
     table_dirs: dict[str, str]  # table -> directory relative to the root
     file_format: str = "parquet"  # the run's format (RunRecord.format)
     csv_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)  # table -> columns
-    files: dict[Key, AnyFile] = field(default_factory=dict)
+    files: dict[Key, PartFile] = field(default_factory=dict)
     published: list[FileRecord] = field(default_factory=list)
     covered: dict[Key, int] = field(default_factory=dict)  # last offset already published
+    fmt: Format = field(init=False)  # the format named file_format
 
     def __post_init__(self) -> None:
-        if self.file_format not in FILE_FORMATS:
-            raise RunStateError(
-                f"run {self.etl_id} asks for format {self.file_format!r}; "
-                f"expected one of {', '.join(FILE_FORMATS)}"
-            )
+        self.fmt = formats.named(self.file_format, self.etl_id)
 
     @property
     def caps(self) -> Caps:
@@ -85,12 +79,7 @@ class RunWriter:
             return 0  # already in a file published before a restart
         now = self.clock()
         current, published = self._file_for(key, offset, schema, schema_id, now)
-        if isinstance(current, CsvFile):
-            return published + self._add_csv(current, row, offset, now)
-        current.pending.append(row, offset)
-        if len(current.pending) >= self.settings.row_group_rows:
-            published += self._flush(current, now)
-        return published
+        return published + self.fmt.add(self, current, row, offset, now)
 
     def add_table(
         self,
@@ -101,10 +90,12 @@ class RunWriter:
         schema_id: str,
         rows: pa.Table,
     ) -> int:
-        """Buffer rows decoded together (Parquet runs); ``offsets`` ascend, one per row.
-
-        Row groups are cut at ``row_group_rows`` exactly as when rows come one by one.
+        """Buffer rows decoded together (formats that take ``batches``: Parquet); ``offsets``
+        ascend, one per row. Row groups are cut at ``row_group_rows`` exactly as when rows
+        come one by one.
         """
+        if not self.fmt.batches:
+            raise RunStateError(f"run {self.etl_id} writes {self.fmt.name}: rows come one by one")
         key = (table, partition)
         skip = bisect.bisect_right(offsets, self.covered.get(key, -1))
         if skip:  # already in a file published before a restart
@@ -113,33 +104,32 @@ class RunWriter:
             return 0
         now = self.clock()
         first, published = self._file_for(key, offsets[0], schema, schema_id, now)
-        current: AnyFile | None = first
+        current: OpenFile | None = formats.as_parquet(first)
         while offsets:
             if current is None:  # the last one was published: the rest start a new file
-                current = self._start(key, offsets[0], schema, schema_id, now)
-            if isinstance(current, CsvFile):
-                raise RunStateError(f"run {self.etl_id} writes CSV: rows come one by one")
+                current = formats.as_parquet(self._start(key, offsets[0], schema, schema_id, now))
             take = self.settings.row_group_rows - len(current.pending)
             current.pending.extend(rows.slice(0, take), offsets[:take])
             rows, offsets = rows.slice(take), offsets[take:]
             if len(current.pending) >= self.settings.row_group_rows:
-                published += self._flush(current, now)
-                current = self.files.get(key)  # the same, a restarted one, or none
+                published += self.fmt.flush(self, current, now)
+                found = self.files.get(key)  # the same, a restarted one, or none
+                current = None if found is None else formats.as_parquet(found)
         return published
 
     def _file_for(
         self, key: Key, offset: int, schema: pa.Schema, schema_id: str, now: float
-    ) -> tuple[AnyFile, int]:
+    ) -> tuple[PartFile, int]:
         """The open file of ``key`` for a row of ``schema_id`` at ``offset``; a file of
         another schema is written and published first (SCHEMA_CHANGE)."""
         published = 0
         current = self.files.get(key)
         if current is not None and current.state.schema_id != schema_id:
-            published += self._flush(current, now)
+            published += self.fmt.flush(self, current, now)
             current = self.files.get(key)
             if current is not None:
                 reason = decide(current.state, Incoming(1, 0, schema_id), now)
-                published += self._publish(current, reason or RotationReason.SCHEMA_CHANGE)
+                published += self.publish(current, reason or RotationReason.SCHEMA_CHANGE)
                 current = None
         if current is None:
             current = self._start(key, offset, schema, schema_id, now)
@@ -152,10 +142,10 @@ class RunWriter:
         for key, f in list(self.files.items()):
             if now - f.state.opened_at < self.settings.max_age_s:
                 continue
-            published += self._flush(f, now)
+            published += self.fmt.flush(self, f, now)
             current = self.files.get(key)
             if current is not None and now - current.state.opened_at >= self.settings.max_age_s:
-                published += self._publish(current, RotationReason.AGE)
+                published += self.publish(current, RotationReason.AGE)
         return published
 
     def close_partition(
@@ -165,10 +155,10 @@ class RunWriter:
         all of its files."""
         published = 0
         for key in [k for k in self.files if k[1] == partition]:
-            published += self._flush(self.files[key], self.clock())
+            published += self.fmt.flush(self, self.files[key], self.clock())
             current = self.files.get(key)
             if current is not None:
-                published += self._publish(current, reason)
+                published += self.publish(current, reason)
         return published
 
     def close_all(self) -> int:
@@ -181,11 +171,7 @@ class RunWriter:
     def abort_partition(self, partition: int) -> None:
         """Drop the partition's open files unpublished (their rows get read again)."""
         for key in [k for k in self.files if k[1] == partition]:
-            f = self.files.pop(key)
-            if isinstance(f, CsvFile):
-                csv_file.abort(self.lake, f)
-            else:
-                parquet_file.abort(self.lake, f)
+            self.fmt.abort(self.lake, self.files.pop(key))
 
     def forget(self, partition: int) -> None:
         """The partition went to another sink: what it publishes is no longer ours to skip."""
@@ -203,54 +189,23 @@ class RunWriter:
 
     def _start(
         self, key: Key, offset: int, schema: pa.Schema, schema_id: str, now: float
-    ) -> AnyFile:
+    ) -> PartFile:
         table, partition = key
-        f: AnyFile
-        if self.file_format == "csv":
-            keep = self.csv_columns.get(table)
-            if keep is not None:  # the Data pipeline layout writes exactly these columns
-                schema = pa.schema([schema.field(n) for n in keep if n in schema.names])
-            line_break = self.settings.csv_line_break_escape
-            f = csv_file.new_file(
-                table, partition, offset, self.table_dirs[table], schema, schema_id,
-                self.etl_id, self.caps, now, line_break if self.settings.csv_escape_newlines
-                else None,
-            )  # fmt: skip
-        else:
-            f = parquet_file.new_file(
-                table, partition, offset, self.table_dirs[table], schema, schema_id,
-                self.etl_id, self.caps, now,
-            )  # fmt: skip
+        f = self.fmt.open(self, table, partition, offset, schema, schema_id, now)
         self.files[key] = f
         return f
 
-    def _add_csv(self, f: CsvFile, row: Row, offset: int, now: float) -> int:
-        data = csv_file.encode_row(f, row)
-        published = 0
-        reason = decide(f.state, Incoming(1, len(data), f.state.schema_id), now)
-        if reason is not None:
-            published += self._publish(f, reason)
-            f = self._restart(f, offset, now)
-        csv_file.write_row(self.lake, f, data, offset)
-        if overflows_alone(f.state):
-            published += self._publish(f, self._oversize(f))
-        return published
-
-    def _flush(self, f: AnyFile, now: float) -> int:
-        if isinstance(f, CsvFile) or not len(f.pending):
-            return 0
-        rows, offsets = f.pending.drain()
-        return self._write(f, rows, offsets, now)
-
-    def _write(self, f: OpenFile, rows: pa.Table, offsets: list[int], now: float) -> int:
+    def write_row_groups(self, f: OpenFile, rows: pa.Table, offsets: list[int], now: float) -> int:
+        """Write buffered Parquet rows as row groups, publishing and restarting the file
+        at its caps; returns how many files were published."""
         codec = self.settings.compression
         published = 0
         while rows.num_rows:
             whole = sizing.row_group_bound(rows, codec)
             reason = decide(f.state, Incoming(rows.num_rows, whole.total, f.state.schema_id), now)
             if reason in (RotationReason.AGE, RotationReason.SCHEMA_CHANGE):
-                published += self._publish(f, reason)
-                f = self._restart(f, offsets[0], now)
+                published += self.publish(f, reason)
+                f = formats.as_parquet(self.restart(f, offsets[0], now))
                 continue
             take = fit_rows(
                 f.state, rows.num_rows, functools.partial(_bound, rows, codec=codec, whole=whole)
@@ -266,20 +221,20 @@ class RunWriter:
             oversize = overflows_alone(f.state)
             if not rows.num_rows and not oversize:
                 break
-            published += self._publish(f, self._cap_reason(f, rows, codec, oversize, now))
+            published += self.publish(f, self._cap_reason(f, rows, codec, oversize, now))
             if rows.num_rows:
-                f = self._restart(f, offsets[0], now)
+                f = formats.as_parquet(self.restart(f, offsets[0], now))
         return published
 
     def _cap_reason(
         self, f: OpenFile, rest: pa.Table, codec: str, oversize: bool, now: float
     ) -> RotationReason:
         if oversize:
-            return self._oversize(f)
+            return self.oversize(f)
         nxt = Incoming(rest.num_rows, _bound(rest, 1, codec=codec, whole=None), f.state.schema_id)
         return decide(f.state, nxt, now) or RotationReason.BYTES
 
-    def _oversize(self, f: AnyFile) -> RotationReason:
+    def oversize(self, f: PartFile) -> RotationReason:
         log.warning(
             "row at offset %d of table=%s partition=%d alone exceeds max_bytes=%d; "
             "written alone in %s",
@@ -287,16 +242,13 @@ class RunWriter:
         )  # fmt: skip
         return RotationReason.BYTES
 
-    def _restart(self, old: F, offset: int, now: float) -> F:
+    def restart(self, old: PartFile, offset: int, now: float) -> PartFile:
+        """The next file of ``old``'s table and partition, from ``offset``."""
         key = (old.table, old.partition)
-        # a run has one format, so the new file is of the old one's kind
-        return cast(F, self._start(key, offset, old.schema, old.state.schema_id, now))
+        return self._start(key, offset, old.schema, old.state.schema_id, now)
 
-    def _publish(self, f: AnyFile, reason: RotationReason) -> int:
-        if isinstance(f, CsvFile):
-            record = csv_file.publish(self.lake, f)
-        else:
-            record = parquet_file.publish(self.lake, f)
+    def publish(self, f: PartFile, reason: RotationReason) -> int:
+        record = self.fmt.publish(self.lake, f)
         key = (f.table, f.partition)
         if self.files.get(key) is f:
             del self.files[key]

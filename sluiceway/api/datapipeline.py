@@ -216,7 +216,7 @@ def _status_at(services: Services, etl_id: str) -> str | None:
 
 def job_status(job: Job, state: registry.RunState | None, at: str | None = None) -> JobStatus:
     """A job in Data pipeline's words; ``at``: when its run was cancelled or failed."""
-    manifest = (state.manifest if state else None) or {}
+    manifest = state.manifest if state else None
     status: JobState = STATUS[state.status] if state else "FAILED"
     errors, warnings = [], []
     if state is None:
@@ -230,7 +230,7 @@ def job_status(job: Job, state: registry.RunState | None, at: str | None = None)
         errors.append(Message(key="export.manifest.unreadable", message=state.manifest_error))
     if state is not None and state.note:
         warnings.append(Message(key="export.waiting", message=state.note))
-    dead = int(manifest.get("dead_letters") or 0)
+    dead = manifest.dead_letters if manifest else 0
     if dead:
         warnings.append(
             Message(
@@ -238,13 +238,13 @@ def job_status(job: Job, state: registry.RunState | None, at: str | None = None)
                 message=f"{dead} rows went to dead letters instead of the files",
             )
         )
-    rows = int((manifest.get("totals") or {}).get("rows") or 0)
+    rows = manifest.totals.rows if manifest else 0
     return JobStatus(
         jobId=job.job_id,
         nodeId=job.node_id,
         status=status,
         startTime=state.run.created_at if state else None,
-        completedTime=manifest.get("completed_at") or (at if status == "FAILED" else None),
+        completedTime=manifest.completed_at if manifest else (at if status == "FAILED" else None),
         cancelledTime=at if state is not None and state.status == "cancelled" else None,
         config=ExportConfig(empty=False, exportFrom=job.export_from, forcedExport=job.forced),
         errors=errors,
@@ -255,7 +255,9 @@ def job_status(job: Job, state: registry.RunState | None, at: str | None = None)
             version=job.schema_version, status=schema_version(job.schema_version).status
         ),
         statistics=Statistics(
-            empty=not manifest, exportedEntities=len(manifest.get("tables") or {}), writtenRows=rows
+            empty=manifest is None,
+            exportedEntities=len(manifest.tables) if manifest else 0,
+            writtenRows=rows,
         ),
     )
 

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -32,7 +32,7 @@ from sluiceway.common.errors import ConfigError, RunConflictError, SluicewayErro
 from sluiceway.common.feed_timing import in_window, window_bounds
 from sluiceway.common.kafka_io import check_broker, set_status
 from sluiceway.common.redact import redact
-from sluiceway.common.runs import RunRecord, etl_id_time
+from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import SECRET_ENV, KafkaSettings, S3Settings
 from sluiceway.common.settings_base import SluicewaySettings
 from sluiceway.common.spec import RunSpec, parse_spec
@@ -40,6 +40,9 @@ from sluiceway.common.spec_errors import SpecError
 from sluiceway.control.cleanup import Sweeper
 from sluiceway.control.export import ChainPolicyError, absolute_destination, worker_failure
 from sluiceway.control.runner import Workers, log_dir, start_run
+
+if TYPE_CHECKING:
+    from sluiceway.lake.manifest import RunManifest
 
 log = logging.getLogger("sluiceway.api.scheduler")
 
@@ -425,25 +428,17 @@ class Scheduler:
 
     def latest_full_date(self, destination: str) -> date | None:
         """The date of the full export the destination's chain builds on, if any."""
-        from sluiceway.lake.layout import LATEST_MANIFEST
-        from sluiceway.lake.manifest import read_json
-        from sluiceway.lake.storage import open_lake
-
-        latest = (read_json(open_lake(destination, self.s3), LATEST_MANIFEST) or {}).get("latest")
-        if not latest:
-            return None
-        if latest.get("type") == "full":
-            return etl_id_time(latest["etl_id"]).date()
-        stamp = latest.get("full_export_date")
-        return date.fromisoformat(stamp) if stamp else None
+        latest = self._latest_run(destination)
+        return None if latest is None else latest.full_date()
 
     def has_latest_manifest(self, destination: str) -> bool:
-        from sluiceway.lake.layout import LATEST_MANIFEST
-        from sluiceway.lake.manifest import read_json
+        return self._latest_run(destination) is not None
+
+    def _latest_run(self, destination: str) -> RunManifest | None:
+        from sluiceway.lake import reader
         from sluiceway.lake.storage import open_lake
 
-        latest = read_json(open_lake(destination, self.s3), LATEST_MANIFEST) or {}
-        return bool(latest.get("latest"))
+        return reader.latest_run(open_lake(destination, self.s3))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -102,10 +102,7 @@ def demo(
     with console.status(f"exporting tenant-001 as run {run.etl_id}"):
         follow(run, kafka, workers, 600, lambda done, total: None, S3Settings())
     manifest = read_manifest(run, S3Settings())
-    console.print(
-        f"run [bold]{run.etl_id}[/bold]: rows per table "
-        f"{ {t: i['rows'] for t, i in manifest['tables'].items()} }"
-    )
+    console.print(f"run [bold]{run.etl_id}[/bold]: rows per table {manifest.rows()}")
     _show_rows(dest.resolve(), run.etl_id)
     console.print(f"lake: {dest.resolve()}  manifest: {dest.resolve() / 'manifest.json'}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from sluiceway.common.settings import ENTITIES, KafkaSettings, S3Settings
 from sluiceway.common.spec import RunSpec, load_spec_file, parse_spec
 from sluiceway.control import registry
 from sluiceway.control.runner import Workers, follow, log_dir, read_manifest, start_run
+
+if TYPE_CHECKING:
+    from sluiceway.lake.manifest import RunManifest
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -100,23 +103,22 @@ def follow_with_progress(
         )
 
 
-def report_run(run: RunRecord, manifest: dict[str, Any], as_json: bool) -> None:
-    rows = {t: info["rows"] for t, info in manifest["tables"].items()}
+def report_run(run: RunRecord, manifest: RunManifest, as_json: bool) -> None:
     if as_json:
         print_payload(
             {
                 "etl_id": run.etl_id,
-                "status": manifest["status"],
+                "status": manifest.status,
                 "destination": run.destination,
-                "rows": rows,
-                "files": manifest["totals"]["files"],
+                "rows": manifest.rows(),
+                "files": manifest.totals.files,
             },
             True,
         )
         return
-    table = Table("table", "rows", "files", title=f"run {run.etl_id} {manifest['status']}")
-    for name, info in manifest["tables"].items():
-        table.add_row(name, str(info["rows"]), str(len(info["files"])))
+    table = Table("table", "rows", "files", title=f"run {run.etl_id} {manifest.status}")
+    for name, info in manifest.tables.items():
+        table.add_row(name, str(info.rows), str(len(info.files)))
     console = Console()
     console.print(table)
     console.print(f"files under {run.destination}; manifest: _runs/{run.etl_id}.json")
@@ -146,7 +148,7 @@ def status(
         return
     table = Table("etl_id", "type", "status", "tenants", "rows", "destination")
     for item in found:
-        rows = (item.manifest or {}).get("totals", {}).get("rows")
+        rows = item.manifest.totals.rows if item.manifest else None
         table.add_row(item.run.etl_id, item.run.type, item.status, ",".join(item.run.tenants),
                       "-" if rows is None else str(rows), item.run.destination)  # fmt: skip
     Console().print(table)

@@ -154,7 +154,7 @@ def sink(
         run, kafka, S3Settings(), settings, stopping=stop,
         left_run=lambda record: drop_when_idle(kafka, record),
     )  # fmt: skip
-    typer.echo(json.dumps(manifest.get("totals", {"status": manifest.get("status")})))
+    typer.echo(json.dumps(manifest.totals.model_dump() if manifest else {"status": "stopped"}))
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,6 @@ itself is never recorded, only a fingerprint that tells two secrets apart.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from sluiceway.common.fingerprint import secret_fingerprint
@@ -33,12 +32,6 @@ def effective_policy(spec: RunSpec) -> Policy:
         "pii_secret_fingerprint": secret_fingerprint(secret) if secret else None,
         "remap": spec.remap.model_dump(mode="json") if spec.remap else None,
     }
-
-
-def recorded_policy(manifest: Mapping[str, Any]) -> Policy | None:
-    """The policy a run manifest records; None for a manifest written before policies were."""
-    found = manifest.get("policy")
-    return dict(found) if isinstance(found, Mapping) else None
 
 
 def differences(mine: Policy | None, chain: Policy | None) -> list[str]:

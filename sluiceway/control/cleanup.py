@@ -173,7 +173,8 @@ def sweep(
 
 def _ended_at(state: registry.RunState, status: dict[str, Any]) -> datetime:
     """When a final run ended: its manifest's completion, its cancel or failure, else its start."""
-    for value in ((state.manifest or {}).get("completed_at"), status.get("at")):
+    completed = state.manifest.completed_at if state.manifest else None
+    for value in (completed, status.get("at")):
         try:
             found = datetime.fromisoformat(str(value))
         except ValueError:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
@@ -34,11 +34,14 @@ from sluiceway.common.kafka_io import (
     watermarks,
 )
 from sluiceway.common.partitioning import tenant_partitions
-from sluiceway.common.policy import differences, effective_policy, recorded_policy
+from sluiceway.common.policy import differences, effective_policy
 from sluiceway.common.runs import Offsets, RunRecord, etl_id_time, new_etl_id
 from sluiceway.common.settings import SECRET_ENV, KafkaSettings, S3Settings, to_env
 from sluiceway.common.spec import RunSpec, check_tenants
 from sluiceway.control.replay import replay_cut, require_events
+
+if TYPE_CHECKING:
+    from sluiceway.lake.manifest import RunManifest
 
 log = logging.getLogger("sluiceway.control.export")
 
@@ -104,38 +107,37 @@ def _offsets(
 
 def previous_cut(spec: RunSpec, kafka: KafkaSettings, s3: S3Settings) -> Offsets:
     """The cut of the destination's latest run, which a delta run continues from."""
-    from sluiceway.lake.layout import LATEST_MANIFEST
-    from sluiceway.lake.manifest import read_json
+    from sluiceway.lake import reader
     from sluiceway.lake.storage import open_lake
 
-    latest = (read_json(open_lake(spec.destination, s3), LATEST_MANIFEST) or {}).get("latest")
-    if not latest:
+    latest = reader.latest_run(open_lake(spec.destination, s3))
+    if latest is None:
         raise ConfigError(
             f"destination {spec.destination} has no earlier run; a delta needs a full export first"
         )
-    chain = latest["spec"]
-    if sorted(chain["tenants"]) != sorted(spec.tenants) or sorted(chain["entities"]) != sorted(
+    chain = latest.spec
+    if sorted(chain.tenants) != sorted(spec.tenants) or sorted(chain.entities) != sorted(
         spec.entities
     ):
         raise ConfigError(
-            f"destination {spec.destination} holds a chain of tenants {chain['tenants']} and "
-            f"entities {chain['entities']}; a delta must continue it with the same selection"
+            f"destination {spec.destination} holds a chain of tenants {list(chain.tenants)} and "
+            f"entities {list(chain.entities)}; a delta must continue it with the same selection"
         )
     check_chain_policy(spec, latest)
-    cut: Offsets = {t: {int(p): o for p, o in ps.items()} for t, ps in latest["cut"].items()}
+    cut = latest.cut
     missing = [kafka.cdc_topic(e) for e in spec.entities if kafka.cdc_topic(e) not in cut]
     if missing:
         raise ConfigError(f"the previous run of {spec.destination} did not read {missing}")
-    return cut
+    return {t: dict(ps) for t, ps in cut.items()}
 
 
-def check_chain_policy(spec: RunSpec, latest: dict[str, Any]) -> None:
+def check_chain_policy(spec: RunSpec, latest: RunManifest) -> None:
     """A delta continues its chain only with the chain's policy; a full export starts anew."""
-    found = differences(effective_policy(spec), recorded_policy(latest))
+    found = differences(effective_policy(spec), latest.policy)
     if found:
         raise ChainPolicyError(
             f"a delta at {spec.destination} must continue the policy of its chain (latest run "
-            f"{latest.get('etl_id')}), but {'; '.join(found)}; use the chain's policy, or start "
+            f"{latest.etl_id}), but {'; '.join(found)}; use the chain's policy, or start "
             "a new chain with this one by running a full export (--type full)"
         )
 

@@ -8,22 +8,22 @@ who sees the manifest may trust it). Everything else that was started is "runnin
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any
 
 from sluiceway.common import control_topics as control
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.kafka_io import read_control, set_status
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings, S3Settings
+
+if TYPE_CHECKING:
+    from sluiceway.lake.manifest import RunManifest
 
 FINAL = ("complete", "cancelled", "failed")
 
@@ -33,7 +33,7 @@ class RunState:
     run: RunRecord
     status: str  # running | complete | cancelled | failed
     reason: str | None
-    manifest: dict[str, Any] | None
+    manifest: RunManifest | None
     note: str | None = None  # why a running run is waiting, if it is
     manifest_error: str | None = None  # why its manifest or destination cannot be read
 
@@ -42,41 +42,26 @@ class RunState:
         return self.status == "running"
 
     def to_dict(self) -> dict[str, Any]:
-        totals = (self.manifest or {}).get("totals", {})
+        m = self.manifest
         return {
             "etl_id": self.run.etl_id, "type": self.run.type, "status": self.status,
             "reason": self.reason, "tenants": list(self.run.tenants),
             "destination": self.run.destination, "started_at": self.run.created_at,
-            "completed_at": (self.manifest or {}).get("completed_at"),
-            "rows": {t: i["rows"] for t, i in (self.manifest or {}).get("tables", {}).items()},
-            "files": totals.get("files"), "dead_letters": (self.manifest or {}).get("dead_letters"),
+            "completed_at": m.completed_at if m else None, "rows": m.rows() if m else {},
+            "files": m.totals.files if m else None, "dead_letters": m.dead_letters if m else None,
             "note": self.note, "manifest_error": self.manifest_error,
         }  # fmt: skip
 
 
-class _Table(BaseModel):
-    rows: int
-
-
-class _Summary(BaseModel):
-    """What status reports read from a run manifest; the rest of it is not checked here."""
-
-    etl_id: str
-    completed_at: str | None = None
-    tables: dict[str, _Table] = {}
-    totals: dict[str, int | None] = {}
-    dead_letters: int | None = None
-
-
 # Manifests of complete runs by (destination, etl_id): a manifest never changes once written,
 # so each is read from the destination once per process, not on every status request.
-_COMPLETE: dict[tuple[str, str], dict[str, Any]] = {}
+_COMPLETE: dict[tuple[str, str], RunManifest] = {}
 _COMPLETE_MAX = 10_000
 
 
 @dataclass(frozen=True)
 class _Read:
-    manifest: dict[str, Any] | None = None
+    manifest: RunManifest | None = None
     problem: str | None = None  # why the destination or the manifest cannot be read
     invalid: bool = False  # the manifest exists but is not one
 
@@ -86,28 +71,19 @@ def _manifest(run: RunRecord, s3: S3Settings) -> _Read:
     destination or write to it."""
     import pyarrow as pa
 
-    from sluiceway.lake.layout import run_manifest_path
-    from sluiceway.lake.storage import open_readonly, read_bytes
+    from sluiceway.lake import reader
 
     cached = _COMPLETE.get((run.destination, run.etl_id))
     if cached is not None:
         return _Read(cached)
-    relative = run_manifest_path(run.etl_id)
     try:
-        lake = open_readonly(run.destination, s3)
-        data = read_bytes(lake, relative)
+        found = reader.run_manifest(reader.open_readonly(run.destination, s3), run.etl_id)
+    except reader.ManifestError as exc:
+        return _Read(problem=_one_line(exc), invalid=True)
     except (ConfigError, OSError, pa.ArrowException) as exc:
         return _Read(problem=f"destination unreadable: {_one_line(exc)}")
-    if data is None:
+    if found is None:
         return _Read()
-    try:
-        found = json.loads(data)
-        if _Summary.model_validate(found).etl_id != run.etl_id:
-            raise ValueError(f"it holds the manifest of run {found['etl_id']}")
-    except (ValueError, RecursionError) as exc:  # pydantic's ValidationError is a ValueError
-        return _Read(
-            problem=f"manifest {lake.path(relative)} is invalid: {_one_line(exc)}", invalid=True
-        )
     if len(_COMPLETE) >= _COMPLETE_MAX:
         _COMPLETE.pop(next(iter(_COMPLETE)))
     _COMPLETE[(run.destination, run.etl_id)] = found

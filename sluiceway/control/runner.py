@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
@@ -32,6 +32,9 @@ from sluiceway.control.export import (
     validate_request,
     worker_failure,
 )
+
+if TYPE_CHECKING:
+    from sluiceway.lake.manifest import RunManifest
 
 Workers = dict[str, subprocess.Popen[bytes]]
 Progress = Callable[[int, int], None]
@@ -185,12 +188,11 @@ def _fail_on_worker_failure(
         raise RunFailedError(failure)
 
 
-def read_manifest(run: RunRecord, s3: S3Settings) -> dict[str, Any]:
-    from sluiceway.lake.layout import run_manifest_path
-    from sluiceway.lake.manifest import read_json
+def read_manifest(run: RunRecord, s3: S3Settings) -> RunManifest:
+    from sluiceway.lake import reader
     from sluiceway.lake.storage import open_lake
 
-    manifest = read_json(open_lake(run.destination, s3), run_manifest_path(run.etl_id))
+    manifest = reader.run_manifest(open_lake(run.destination, s3), run.etl_id)
     if manifest is None:
         raise ConfigError(f"run {run.etl_id} finished without a manifest in {run.destination}")
-    return dict(manifest)
+    return manifest

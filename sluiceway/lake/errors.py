@@ -27,3 +27,7 @@ class RunStateError(TerminalError):
 
 class UnsafePathError(RunStateError):
     """A manifest lists a file outside its lake (absolute, or with a ``..`` segment)."""
+
+
+class ManifestError(RunStateError):
+    """A run manifest or ``manifest.json`` is not JSON, or a field is missing or malformed."""

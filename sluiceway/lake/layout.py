@@ -13,6 +13,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
 
+from sluiceway.common.runs import FORMATS
 from sluiceway.lake.errors import DestinationError, UnsafePathError
 
 RUNS_DIR = "_runs"
@@ -21,7 +22,8 @@ _TMP_MARK = ".tmp-"
 # Temporaries are hidden (leading dot) so lake readers globbing part-*.parquet skip them,
 # and end in .tmp-<hex> so a restarted sink recognises its own leftovers.
 TEMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{8,}$")
-PART_NAME = re.compile(r"^part-(\d{5})-(\d{20})\.(parquet|csv)$")
+# a format's name is its files' extension
+PART_NAME = re.compile(rf"^part-(\d{{5}})-(\d{{20}})\.({'|'.join(FORMATS)})$")
 
 
 @dataclass(frozen=True)

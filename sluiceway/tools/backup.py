@@ -13,23 +13,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sluiceway.common.errors import RestoreError
-from sluiceway.common.policy import recorded_policy
 from sluiceway.common.settings import S3Settings
+from sluiceway.lake import reader
+from sluiceway.lake.errors import RunStateError
 from sluiceway.lake.layout import listed_path
+from sluiceway.lake.manifest import RunManifest
+from sluiceway.lake.storage import Lake
 
-Manifest = dict[str, Any]
 Row = dict[str, Any]
 
 
-def open_backup(root: str, s3: S3Settings) -> tuple[Any, Manifest]:
+def open_backup(root: str, s3: S3Settings) -> tuple[Lake, RunManifest]:
     """The lake at ``root`` and the manifest of its newest complete full export."""
-    from sluiceway.lake import reader
-    from sluiceway.lake.errors import RunStateError
-
     try:
         lake = reader.open_readonly(root, s3)  # a backup is read-only: nothing is created
         for _, manifest in reader.run_manifests(lake):
-            if manifest.get("type") == "full" and manifest.get("status") == "complete":
+            if manifest.type == "full" and manifest.status == "complete":
                 return lake, manifest
     except (OSError, ValueError, RunStateError, pa.ArrowException) as exc:
         raise RestoreError(
@@ -42,25 +41,23 @@ def open_backup(root: str, s3: S3Settings) -> tuple[Any, Manifest]:
 
 
 def check_backup(
-    manifest: Manifest, tenants: tuple[str, ...], as_tenant: str | None = None
+    manifest: RunManifest, tenants: tuple[str, ...], as_tenant: str | None = None
 ) -> tuple[str, ...]:
     """The tenants to restore, as their rows carry them: those asked for, which the backup
     must hold; else all of it. Refuses what would load something else than the source's data."""
-    etl_id = manifest["etl_id"]
-    if manifest["spec"].get("format", "parquet") != "parquet":
+    etl_id = manifest.etl_id
+    if manifest.spec.format != "parquet":
         raise RestoreError(
-            f"run {etl_id} was written as {manifest['spec']['format']}; "
-            "restore reads parquet backups"
+            f"run {etl_id} was written as {manifest.spec.format}; restore reads parquet backups"
         )
-    for entry in manifest["tables"].values():  # before anything is read or written
-        for listed in entry.get("files", []):
-            listed_path(listed.get("path"), f"run {etl_id}'s manifest")
+    for listed in manifest.paths():  # before anything is read or written
+        listed_path(listed, f"run {etl_id}'s manifest")
     check_policy(manifest)
     held = row_tenants(manifest)
-    remap = (recorded_policy(manifest) or {}).get("remap")
+    remap = (manifest.policy or {}).get("remap")
     if remap and as_tenant != remap["tenant"]:
         raise RestoreError(
-            f"backup {etl_id} holds tenant {manifest['spec']['tenants'][0]}'s rows remapped to "
+            f"backup {etl_id} holds tenant {manifest.spec.tenants[0]}'s rows remapped to "
             f"tenant {remap['tenant']} (ids + {remap.get('id_offset', 0)}); restore them only "
             f"as that tenant, explicitly: pass --as-tenant {remap['tenant']}"
         )
@@ -77,46 +74,47 @@ def check_backup(
     return tenants or held
 
 
-def check_policy(manifest: Manifest) -> None:
+def check_policy(manifest: RunManifest) -> None:
     """Redacted rows are not data: a hash or a mask restored would overwrite the real value."""
-    rules = (recorded_policy(manifest) or {}).get("pii") or {}
+    rules = (manifest.policy or {}).get("pii") or {}
     if rules:
         shown = ", ".join(f"{target}: {rule}" for target, rule in sorted(rules.items()))
         raise RestoreError(
-            f"backup {manifest['etl_id']} is redacted ({shown}); restoring it would load hashes, "
+            f"backup {manifest.etl_id} is redacted ({shown}); restoring it would load hashes, "
             "masks or nothing in place of the data: restore from an export without pii rules"
         )
 
 
-def check_partial(manifest: Manifest, replace: bool) -> None:
+def check_partial(manifest: RunManifest, replace: bool) -> None:
     """--replace deletes a tenant's rows: only a backup of all of them may take their place."""
-    policy = recorded_policy(manifest) or {}
+    policy = manifest.policy or {}
     partial = {k: policy[k] for k in ("from_date", "opt_out") if policy.get(k)}
     if replace and partial:
         shown = ", ".join(f"{k} {v!r}" for k, v in partial.items())
         raise RestoreError(
-            f"backup {manifest['etl_id']} holds only part of its tenants' rows ({shown}); "
+            f"backup {manifest.etl_id} holds only part of its tenants' rows ({shown}); "
             "--replace would delete the rest: restore without --replace into an empty database"
         )
 
 
-def row_tenants(manifest: Manifest) -> tuple[str, ...]:
+def row_tenants(manifest: RunManifest) -> tuple[str, ...]:
     """The tenants a backup's rows carry: a remapped run's rows carry the target tenant."""
-    remap = (recorded_policy(manifest) or {}).get("remap")
-    return (str(remap["tenant"]),) if remap else tuple(manifest["spec"]["tenants"])
+    remap = (manifest.policy or {}).get("remap")
+    return (str(remap["tenant"]),) if remap else tuple(manifest.spec.tenants)
 
 
 def table_rows(
-    lake: Any, manifest: Manifest, table: str, tenants: tuple[str, ...],
+    lake: Lake, manifest: RunManifest, table: str, tenants: tuple[str, ...],
     carried: tuple[str, ...] | None = None,
 ) -> Iterator[Row]:  # fmt: skip
     """The table's rows of ``tenants``, in batches: memory stays bounded whatever the file size.
 
     With ``carried`` (the tenants the manifest says its rows carry) a row of any other tenant
     is refused: the manifest does not describe its files."""
-    etl_id = manifest["etl_id"]
-    for entry in manifest["tables"].get(table, {}).get("files", []):
-        path = lake.listed(entry["path"], f"run {etl_id}'s manifest")
+    etl_id = manifest.etl_id
+    entry = manifest.tables.get(table)
+    for listed in entry.files if entry else ():
+        path = lake.listed(listed.path, f"run {etl_id}'s manifest")
         with lake.fs.open_input_file(path) as src:
             for batch in pq.ParquetFile(src).iter_batches(batch_size=10_000):
                 rows = batch.to_pylist()

@@ -157,7 +157,7 @@ def restore(request: RestoreRequest, s3: S3Settings, codec: Codec) -> tuple[str,
     lake, manifest = open_backup(request.source, s3)
     tenants = check_backup(manifest, request.tenants, request.as_tenant)
     check_partial(manifest, request.replace)
-    entities = restore_order(manifest["tables"])
+    entities = restore_order(manifest.tables)
     carried = row_tenants(manifest)
     conn = _connect(request.dsn)
     try:
@@ -175,10 +175,10 @@ def restore(request: RestoreRequest, s3: S3Settings, codec: Codec) -> tuple[str,
                 )
                 for e in entities
             }
-            check_loaded(existing, loaded, manifest["etl_id"])
+            check_loaded(existing, loaded, manifest.etl_id)
     finally:
         conn.close()
-    return manifest["etl_id"], counts
+    return manifest.etl_id, counts
 
 
 def _prepare(

@@ -24,6 +24,7 @@ from sluiceway.common.runs import RunRecord, new_etl_id
 from sluiceway.common.settings import KafkaSettings
 from tests.conftest import Cli, Stack, settings_env
 from tests.integration.records import publish_run
+from tests.manifests import complete_manifest
 from tests.net import free_port, get
 from tests.polling import wait_for
 
@@ -51,11 +52,11 @@ def a_run(kafka: KafkaSettings, lake: Path, minutes: int) -> RunRecord:
 
 def write_manifest(run: RunRecord, content: bytes | None = None) -> None:
     """A manifest as a sink leaves it (``content`` None) or corrupt bytes in its place."""
-    manifest = {
+    manifest = complete_manifest({
         "etl_id": run.etl_id, "type": "full", "status": "complete",
         "completed_at": datetime.now(UTC).isoformat(), "tables": {"issue": {"rows": 0}},
         "totals": {"files": 0, "rows": 0, "bytes": 0}, "dead_letters": 0,
-    }  # fmt: skip
+    })  # fmt: skip
     path = Path(run.destination) / "_runs" / f"{run.etl_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content if content is not None else json.dumps(manifest).encode())

@@ -22,6 +22,7 @@ import pytest
 from sluiceway.common.codec import Codec
 from sluiceway.sinks.rows import arrow_schema
 from tests.conftest import Cli, Stack, fresh_database
+from tests.manifests import complete_manifest
 
 pytestmark = pytest.mark.integration
 ETL_ID = "20261122T100000Z-aaaa"
@@ -55,7 +56,7 @@ def full_manifest(lake: Path, listed: str, rows: int) -> None:
         "tables": {"project": {"rows": rows, "bytes": 1, "files": [entry]}},
     }  # fmt: skip
     (lake / "_runs").mkdir(parents=True, exist_ok=True)
-    (lake / "_runs" / f"{ETL_ID}.json").write_text(json.dumps(document))
+    (lake / "_runs" / f"{ETL_ID}.json").write_text(json.dumps(complete_manifest(document)))
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from moto.server import ThreadedMotoServer
 from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from sluiceway.sinks import sns
 from tests.conftest import Cli, settings_env
+from tests.manifests import run_manifest
 from tests.net import free_port
 from tests.polling import wait_for
 
@@ -85,15 +86,15 @@ def subscriber() -> Iterator[Subscriber]:
         server.stop()
 
 
-MANIFEST = {
+MANIFEST = run_manifest({
     "etl_id": "20261205T010203Z-ab12",
     "type": "delta",
     "full_export_date": "2026-12-04",
     "spec": {"destination": "s3://lake/exports"},
     "tables": {"issue": {"files": [{"path": "2026/12/04/daily-export/delta-export/2026/12/05/"
                                             "issue/20261205T010203Z-ab12/part-00000-0.parquet"}]}},
-}  # fmt: skip
-NOTE = {"event": "run_complete", "etl_id": MANIFEST["etl_id"], "type": "delta"}
+})  # fmt: skip
+NOTE = {"event": "run_complete", "etl_id": MANIFEST.etl_id, "type": "delta"}
 
 
 def test_a_notice_reaches_the_subscriber_after_failed_tries(subscriber: Subscriber) -> None:
@@ -110,9 +111,9 @@ def test_a_notice_reaches_the_subscriber_after_failed_tries(subscriber: Subscrib
     assert len(tries) == 3
     [got] = wait_for(subscriber.received, 30, "the SNS message in the queue")
     assert got["s3_path"] == "s3://lake/exports/2026/12/04/daily-export/delta-export/2026/12/05"
-    assert got["etl_id"] == MANIFEST["etl_id"] and got["export_type"] == "delta"
+    assert got["etl_id"] == MANIFEST.etl_id and got["export_type"] == "delta"
     attributes = got["_envelope"]["MessageAttributes"]
-    assert attributes["etl_id"]["Value"] == MANIFEST["etl_id"]
+    assert attributes["etl_id"]["Value"] == MANIFEST.etl_id
     assert attributes["export_type"]["Value"] == "delta"
 
 

@@ -17,6 +17,7 @@ from sluiceway.common.settings import S3Settings
 from sluiceway.tools.reconstruct import engine, write
 from sluiceway.tools.reconstruct.errors import TargetWriteError
 from sluiceway.tools.reconstruct.target import parse_target
+from tests.manifests import complete_manifest
 
 TOPIC = "sw.cdc.project"
 FULL, DELTA, QUIET = "20261122T100000Z-aaaa", "20261122T101000Z-bbbb", "20261122T102000Z-cccc"
@@ -49,7 +50,7 @@ def run_manifest(
         "tables": {"project": {"rows": sum(f["rows"] for f in files), "files": files}},
     }  # fmt: skip
     (lake / "_runs").mkdir(parents=True, exist_ok=True)
-    (lake / "_runs" / f"{etl_id}.json").write_text(json.dumps(document))
+    (lake / "_runs" / f"{etl_id}.json").write_text(json.dumps(complete_manifest(document)))
 
 
 def row(entity_id: int, name: str | None, position: int, deleted: bool = False) -> dict[str, Any]:

@@ -9,10 +9,13 @@ import duckdb
 import pytest
 
 from sluiceway.common.errors import ConfigError, TerminalError
+from sluiceway.lake.errors import ManifestError
+from sluiceway.lake.manifest import RunManifest
 from sluiceway.tools.reconstruct.errors import BrokenChainError, TargetError
-from sluiceway.tools.reconstruct.plan import RunInfo, make_plan, parse_run
+from sluiceway.tools.reconstruct.plan import make_plan
 from sluiceway.tools.reconstruct.sql import README_ROWS, reconstruct_sql
 from sluiceway.tools.reconstruct.target import parse_target
+from tests.manifests import root_manifest, run_manifest
 
 TOPIC = "sw.cdc.issue"
 # Partition 0 holds the chain's tenant; partition 1 other tenants only, never read.
@@ -42,23 +45,19 @@ def good_chain() -> dict[str, dict[str, Any]]:
     }
 
 
-def runs_of(docs: dict[str, dict[str, Any]]) -> dict[str, RunInfo]:
-    return {i: parse_run(d, f"_runs/{i}.json") for i, d in docs.items()}
-
-
-def root(latest: str, previous: str | None = None) -> dict[str, Any]:
-    return {"latest": {"etl_id": latest}, "previous": previous and {"etl_id": previous}}
+def runs_of(docs: dict[str, dict[str, Any]]) -> dict[str, RunManifest]:
+    return {i: run_manifest(d) for i, d in docs.items()}
 
 
 def test_latest_chain_is_the_full_export_then_every_delta_in_order() -> None:
-    plan = make_plan(runs_of(good_chain()), root(D3, D2), "issue", None)
+    plan = make_plan(runs_of(good_chain()), root_manifest(D3, D2), "issue", None)
     assert [r.etl_id for r in plan.runs] == [FULL_ID, D1, D2, D3]
     assert plan.as_of == D3
     assert [f.etl_id for f in plan.files] == [FULL_ID, D1, D3]  # the quiet delta has no file
 
 
 def test_as_of_stops_the_chain_there() -> None:
-    plan = make_plan(runs_of(good_chain()), root(D3, D2), "issue", D1)
+    plan = make_plan(runs_of(good_chain()), root_manifest(D3, D2), "issue", D1)
     assert [r.etl_id for r in plan.runs] == [FULL_ID, D1]
     assert make_plan(runs_of(good_chain()), None, "issue", FULL_ID).runs[0].etl_id == FULL_ID
 
@@ -82,7 +81,7 @@ def test_a_missing_middle_delta_is_a_gap_naming_both_runs() -> None:
     with pytest.raises(
         BrokenChainError, match=rf"run {D2} starts {TOPIC}\[0\] at offset 20.*{FULL_ID}, cut at 10"
     ):
-        make_plan(runs_of(docs), root(D3, D2), "issue", None)
+        make_plan(runs_of(docs), root_manifest(D3, D2), "issue", None)
 
 
 def test_a_missing_delta_whose_window_was_quiet_for_the_chain_is_no_gap() -> None:
@@ -96,7 +95,7 @@ def test_a_run_named_by_manifest_json_must_exist() -> None:
     docs = good_chain()
     del docs[D2]
     with pytest.raises(BrokenChainError, match=rf"names run {D2} as previous.*_runs/{D2}.json"):
-        make_plan(runs_of(docs), root(D3, D2), "issue", None)
+        make_plan(runs_of(docs), root_manifest(D3, D2), "issue", None)
 
 
 def test_an_overlapping_delta_is_refused() -> None:
@@ -147,8 +146,8 @@ def test_table_rows_must_add_up_and_malformed_manifests_are_named() -> None:
     docs[D1]["tables"]["issue"]["rows"] = 5
     with pytest.raises(BrokenChainError, match="has 5 rows but its files add up to 2"):
         make_plan(runs_of(docs), None, "issue", None)
-    with pytest.raises(BrokenChainError, match=r"_runs/x.json is not a run manifest"):
-        parse_run({"etl_id": "x"}, "_runs/x.json")
+    with pytest.raises(ManifestError, match=r"manifest _runs/x.json is invalid: field type"):
+        RunManifest.from_json(b'{"etl_id": "x"}', "_runs/x.json")
     assert issubclass(BrokenChainError, TerminalError)
 
 

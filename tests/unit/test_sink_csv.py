@@ -250,12 +250,12 @@ def test_no_temporaries_and_manifest_lists_the_files(tmp_path: Path) -> None:
     doc = manifest.build_run_manifest(
         run_record(), writer.published, {"issue": "a", "comment": "b"}, "2026-11-22T02:00:00Z"
     )
-    issue = doc["tables"]["issue"]
-    assert issue["rows"] == 30 and len(issue["files"]) == len(csv_paths(writer))
-    for entry in issue["files"]:
-        path = root / entry["path"]
-        assert entry["bytes"] == path.stat().st_size
-        assert entry["rows"] == len(python_rows(path))
+    issue = doc.tables["issue"]
+    assert issue.rows == 30 and len(issue.files) == len(csv_paths(writer))
+    for entry in issue.files:
+        path = root / entry.path
+        assert entry.bytes == path.stat().st_size
+        assert entry.rows == len(python_rows(path))
 
 
 def test_restart_cleans_up_and_skips_published_offsets(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from sluiceway.sinks import metrics
 from sluiceway.sinks.consume import notification
 from sluiceway.sinks.guard_config import GuardSettings
 from sluiceway.sinks.notify import backoff_delays, deliver, post_json, safe_url
+from tests.manifests import run_manifest
 
 NOTE = {"event": "run_complete", "etl_id": "20261122T010203Z-ab12", "rows": {"issue": 3}}
 TOKEN = "s3cr3t-token-value"
@@ -154,12 +155,12 @@ def test_settings_come_from_the_environment_and_refuse_non_http(
 
 
 def test_the_notice_names_destination_run_type_and_rows_per_table() -> None:
-    manifest = {
+    manifest = run_manifest({
         "etl_id": NOTE["etl_id"],
         "type": "full",
         "spec": {"destination": "/lake"},
         "tables": {"issue": {"rows": 3, "files": []}, "user": {"rows": 0, "files": []}},
-    }
+    })  # fmt: skip
     assert notification(manifest) == {
         "event": "run_complete",
         "destination": "/lake",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import string
@@ -17,7 +18,7 @@ import pytest
 
 from sluiceway.common.codec import Codec
 from sluiceway.common.runs import RunRecord
-from sluiceway.lake import layout, manifest, storage
+from sluiceway.lake import layout, manifest, reader, storage
 from sluiceway.lake.storage import Lake
 from sluiceway.sinks import parquet_file, recovery, sizing
 from sluiceway.sinks.config import SinkSettings
@@ -279,9 +280,10 @@ def test_manifest_counts_match_the_files(tmp_path: Path) -> None:
     feed(writer, 1_000)
     writer.close_all()
     versions = {e: s.header[2:].hex() for e, s in CODEC.schemas.items()}
-    doc = manifest.build_run_manifest(
+    built = manifest.build_run_manifest(
         run_record(), writer.published, versions, "2026-11-22T02:00:00+00:00"
     )
+    doc = json.loads(built.to_json())  # as it lands on disk
     root = Path(writer.lake.dest.root)
     issue = doc["tables"]["issue"]
     assert issue["rows"] == 1_000 == sum(pq.read_metadata(root / f["path"]).num_rows
@@ -303,16 +305,16 @@ def test_manifests_are_written_and_chained(tmp_path: Path) -> None:
     lake = Lake(fs=pafs.LocalFileSystem(), dest=layout.parse_destination(str(tmp_path)))
     first = manifest.build_run_manifest(run_record(), [], {"issue": "a", "comment": "b"}, "t1")
     manifest.write_manifests(lake, first)
-    second = {**first, "etl_id": "20261123T000000Z-0001"}
+    second = first.model_copy(update={"etl_id": "20261123T000000Z-0001"})
     manifest.write_manifests(lake, second)
     manifest.write_manifests(lake, second)  # a restarted sink rewrites the same run
-    root = manifest.read_json(lake, layout.LATEST_MANIFEST)
-    assert root is not None
-    assert root["latest"]["etl_id"] == second["etl_id"]
-    assert root["previous"]["etl_id"] == ETL
-    assert manifest.read_json(lake, layout.run_manifest_path(ETL)) == first
+    root = reader.latest_manifest(lake)
+    assert root is not None and root.previous is not None
+    assert root.latest == second
+    assert root.previous.etl_id == ETL
+    assert reader.run_manifest(lake, ETL) == first
     manifest.publish_latest(lake, first)  # an older run never replaces a newer one
-    assert manifest.read_json(lake, layout.LATEST_MANIFEST) == root
+    assert reader.latest_manifest(lake) == root
     assert [p.name for p in tmp_path.rglob(".*")] == []
 
 

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sluiceway.common.codec import Codec
 from sluiceway.common.errors import ConfigError
@@ -32,6 +32,9 @@ from sluiceway.control.runner import follow, log_dir, read_manifest, start_run
 from sluiceway.tools.backup import table_rows
 from sluiceway.tools.migrate import logic, metrics, target
 from sluiceway.tools.migrate.logic import CUT_OVER, CUTOVER_REQUESTED, Row
+
+if TYPE_CHECKING:
+    from sluiceway.lake.manifest import RunManifest
 
 log = logging.getLogger("sluiceway.tools.migrate")
 Say = Callable[[str], None]
@@ -73,14 +76,14 @@ def _lake(destination: str, s3: S3Settings) -> Any:
     return open_source(destination, s3)
 
 
-def _run_rows(lake: Any, manifest: dict[str, Any], tenant: str) -> dict[str, Iterator[Row]]:
+def _run_rows(lake: Any, manifest: RunManifest, tenant: str) -> dict[str, Iterator[Row]]:
     """The run's rows, all of tenant B (the remap's target): a row of any other tenant means
     the lake is not the migration's, and is refused rather than silently left out."""
     return {e: table_rows(lake, manifest, e, (tenant,), (tenant,)) for e in ENTITIES}
 
 
 def _run(state: target.State, run_type: str, kafka: KafkaSettings, s3: S3Settings,
-         timeout: float) -> dict[str, Any]:  # fmt: skip
+         timeout: float) -> RunManifest:  # fmt: skip
     """One run of the chain, followed to its manifest."""
     run, workers = start_run(_spec(state, run_type), kafka, s3)
     assert workers is not None
@@ -178,13 +181,13 @@ def _start(request: Request, conn: Any, codec: Codec, kafka: KafkaSettings, s3: 
                          destination, logic.RUNNING, "", 0, 0)  # fmt: skip
     settle(destination, kafka, s3, request.run_timeout, say)
     manifest = _run(state, "full", kafka, s3, request.run_timeout)
-    lake = _lake(manifest["spec"]["destination"], s3)
-    state = target.State(**{**state.__dict__, "destination": manifest["spec"]["destination"],
-                            "last_etl_id": manifest["etl_id"]})  # fmt: skip
+    lake = _lake(manifest.spec.destination, s3)
+    state = target.State(**{**state.__dict__, "destination": manifest.spec.destination,
+                            "last_etl_id": manifest.etl_id})  # fmt: skip
     counts = target.apply_full(conn, codec, state, _run_rows(lake, manifest, state.to_tenant),
                                missing, request.replace)  # fmt: skip
-    say(f"copied {manifest['etl_id']}: {counts}")
-    metrics.applied(manifest["etl_id"], "full", counts)
+    say(f"copied {manifest.etl_id}: {counts}")
+    metrics.applied(manifest.etl_id, "full", counts)
     found = target.read_state(conn, state.name)
     conn.rollback()
     assert found is not None
@@ -193,11 +196,10 @@ def _start(request: Request, conn: Any, codec: Codec, kafka: KafkaSettings, s3: 
 
 def _apply(state: target.State, etl_id: str, conn: Any, codec: Codec, s3: S3Settings,
            final: bool, say: Say) -> target.State:  # fmt: skip
-    from sluiceway.lake.layout import run_manifest_path
-    from sluiceway.lake.manifest import read_json
+    from sluiceway.lake import reader
 
     lake = _lake(state.destination, s3)
-    manifest = read_json(lake, run_manifest_path(etl_id))
+    manifest = reader.run_manifest(lake, etl_id)
     if manifest is None:
         raise ConfigError(f"run {etl_id} of the migration has no manifest")
     counts = target.apply_delta(conn, codec, state.name, state.last_etl_id, etl_id,
@@ -238,7 +240,7 @@ def _loop(request: Request, state: target.State, conn: Any, codec: Codec, kafka:
         # read before the run starts: a final delta's cut must come after the request
         final = _status(conn, state.name) == CUTOVER_REQUESTED
         manifest = _run(state, "delta", kafka, s3, request.run_timeout)
-        state = _apply(state, manifest["etl_id"], conn, codec, s3, final, say)
+        state = _apply(state, manifest.etl_id, conn, codec, s3, final, say)
         if state.status == CUT_OVER:
             say(f"cut over at {state.last_etl_id}")
             return state

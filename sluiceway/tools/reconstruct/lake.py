@@ -16,9 +16,10 @@ import pyarrow.parquet as pq
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.settings import S3Settings
 from sluiceway.lake import layout, reader
+from sluiceway.lake.manifest import RootManifest, RunManifest
 from sluiceway.lake.storage import Lake
 from sluiceway.tools.reconstruct.errors import BrokenChainError
-from sluiceway.tools.reconstruct.plan import FileRef, Manifest, RunInfo, parse_run
+from sluiceway.tools.reconstruct.plan import FileRef
 
 Advance = Callable[[int], None]
 
@@ -43,18 +44,17 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
 
 
-def load_runs(lake: Lake) -> dict[str, RunInfo]:
+def load_runs(lake: Lake) -> dict[str, RunManifest]:
     """Every run manifest under ``_runs/`` (only complete runs have one), by etl_id."""
-    runs: dict[str, RunInfo] = {}
-    for relative, document in reader.run_manifests(lake):
-        run = parse_run(document, lake.path(relative))
-        if f"{layout.RUNS_DIR}/{run.etl_id}.json" != relative:
+    runs: dict[str, RunManifest] = {}
+    for relative, run in reader.run_manifests(lake):
+        if layout.run_manifest_path(run.etl_id) != relative:
             raise BrokenChainError(f"{lake.path(relative)} holds the manifest of run {run.etl_id}")
         runs[run.etl_id] = run
     return dict(sorted(runs.items()))
 
 
-def load_root(lake: Lake) -> Manifest | None:
+def load_root(lake: Lake) -> RootManifest | None:
     return reader.latest_manifest(lake)
 
 

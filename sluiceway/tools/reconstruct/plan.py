@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any
 
 from sluiceway.common.errors import ConfigError
-from sluiceway.common.policy import differences, recorded_policy
-from sluiceway.common.runs import Offsets
+from sluiceway.common.policy import differences
 from sluiceway.common.settings import ENTITIES
 from sluiceway.lake.layout import listed_path
+from sluiceway.lake.manifest import RootManifest, RunManifest
 from sluiceway.tools.reconstruct.errors import BrokenChainError
-
-Manifest = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -33,85 +30,47 @@ class FileRef:
 
 
 @dataclass(frozen=True)
-class RunInfo:
-    etl_id: str
-    type: str
-    format: str
-    tenants: tuple[str, ...]
-    entities: tuple[str, ...]
-    start: Offsets
-    cut: Offsets
-    tables: dict[str, Any]
-    policy: Manifest | None = None  # None: a manifest from before policies were recorded
-
-    def files(self, table: str) -> list[FileRef]:
-        entry = self.tables.get(table)
-        if entry is None:
-            raise BrokenChainError(f"run {self.etl_id}'s manifest lists no table {table!r}")
-        owner = f"run {self.etl_id}'s manifest"
-        refs = [
-            FileRef(self.etl_id, listed_path(f["path"], owner), int(f["rows"]))
-            for f in entry["files"]
-        ]
-        if sum(r.rows for r in refs) != int(entry["rows"]):
-            raise BrokenChainError(
-                f"run {self.etl_id}'s manifest says table {table!r} has {entry['rows']} rows "
-                f"but its files add up to {sum(r.rows for r in refs)}"
-            )
-        return refs
-
-
-@dataclass(frozen=True)
 class Plan:
     table: str
     as_of: str
-    runs: tuple[RunInfo, ...]  # the full export first, then its deltas in order
+    runs: tuple[RunManifest, ...]  # the full export first, then its deltas in order
     files: tuple[FileRef, ...]
 
 
-def _offsets(raw: dict[str, dict[str, int]]) -> Offsets:
-    return {t: {int(p): int(o) for p, o in ps.items()} for t, ps in raw.items()}
-
-
-def parse_run(manifest: Manifest, where: str) -> RunInfo:
-    """A run manifest as the planner needs it; a malformed one is named by ``where``."""
-    try:
-        spec = manifest["spec"]
-        return RunInfo(
-            etl_id=str(manifest["etl_id"]),
-            type=str(manifest["type"]),
-            format=str(spec.get("format", "parquet")),
-            tenants=tuple(sorted(spec["tenants"])),
-            entities=tuple(spec["entities"]),
-            start=_offsets(manifest["start"]),
-            cut=_offsets(manifest["cut"]),
-            tables=dict(manifest["tables"]),
-            policy=recorded_policy(manifest),
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+def files_of(run: RunManifest, table: str) -> list[FileRef]:
+    """The table's files in ``run``, each proven to stay in the lake; their rows must add up."""
+    entry = run.tables.get(table)
+    if entry is None:
+        raise BrokenChainError(f"run {run.etl_id}'s manifest lists no table {table!r}")
+    owner = f"run {run.etl_id}'s manifest"
+    refs = [FileRef(run.etl_id, listed_path(f.path, owner), f.rows) for f in entry.files]
+    if sum(r.rows for r in refs) != entry.rows:
         raise BrokenChainError(
-            f"{where} is not a run manifest: missing or bad field {exc}"
-        ) from exc
+            f"run {run.etl_id}'s manifest says table {table!r} has {entry.rows} rows "
+            f"but its files add up to {sum(r.rows for r in refs)}"
+        )
+    return refs
 
 
-def check_root(runs: dict[str, RunInfo], root: Manifest | None) -> None:
+def check_root(runs: dict[str, RunManifest], root: RootManifest | None) -> None:
     """Every run manifest.json names must have its own manifest under _runs/."""
-    for slot in ("latest", "previous"):
-        named = ((root or {}).get(slot) or {}).get("etl_id")
-        if named and named not in runs:
+    slots = {"latest": root.latest, "previous": root.previous} if root else {}
+    for slot, named in slots.items():
+        if named is not None and named.etl_id not in runs:
             raise BrokenChainError(
-                f"manifest.json names run {named} as {slot} but _runs/{named}.json is missing"
+                f"manifest.json names run {named.etl_id} as {slot} but "
+                f"_runs/{named.etl_id}.json is missing"
             )
 
 
-def pick_as_of(runs: dict[str, RunInfo], root: Manifest | None, as_of: str | None) -> str:
+def pick_as_of(runs: dict[str, RunManifest], root: RootManifest | None, as_of: str | None) -> str:
     """The run to reconstruct at: the one asked for, else the latest."""
     if not runs:
         raise BrokenChainError("the destination has no run manifests under _runs/; "
                                "reconstruct needs a full export")  # fmt: skip
     if as_of is None:
-        named = ((root or {}).get("latest") or {}).get("etl_id")
-        return str(named) if named in runs else max(runs)
+        named = root.latest.etl_id if root else None
+        return named if named in runs else max(runs)
     if as_of not in runs:
         ids = sorted(runs)
         raise ConfigError(
@@ -121,7 +80,7 @@ def pick_as_of(runs: dict[str, RunInfo], root: Manifest | None, as_of: str | Non
     return as_of
 
 
-def chain_runs(runs: dict[str, RunInfo], as_of: str) -> list[RunInfo]:
+def chain_runs(runs: dict[str, RunManifest], as_of: str) -> list[RunManifest]:
     """The latest full export at or before ``as_of`` and the deltas after it up to ``as_of``."""
     upto = [runs[i] for i in sorted(runs) if i <= as_of]
     fulls = [r for r in upto if r.type == "full"]
@@ -139,28 +98,30 @@ def check_known(table: str) -> None:
         raise ConfigError(f"table {table!r} is unknown; expected one of {', '.join(ENTITIES)}")
 
 
-def check_table(chain: list[RunInfo], table: str) -> None:
+def check_table(chain: list[RunManifest], table: str) -> None:
     base = chain[0]
-    if table not in base.entities:
+    if table not in base.spec.entities:
         raise ConfigError(
             f"table {table!r} is not in full export {base.etl_id}; "
-            f"expected one of {', '.join(base.entities)}"
+            f"expected one of {', '.join(base.spec.entities)}"
         )
 
 
-def check_selection(chain: list[RunInfo]) -> None:
+def check_selection(chain: list[RunManifest]) -> None:
     """Deltas continue their full export's tenants, entities and policy, in Parquet."""
     base = chain[0]
     for run in chain:
-        if run.format != "parquet":
+        if run.spec.format != "parquet":
             raise ConfigError(
-                f"run {run.etl_id} wrote {run.format!r} files; reconstruct reads Parquet runs only"
+                f"run {run.etl_id} wrote {run.spec.format!r} files; reconstruct reads Parquet "
+                "runs only"
             )
-        if (run.tenants, sorted(run.entities)) != (base.tenants, sorted(base.entities)):
+        mine, first = _selection(run), _selection(base)
+        if mine != first:
             raise BrokenChainError(
-                f"delta {run.etl_id} selects tenants {list(run.tenants)} and entities "
-                f"{sorted(run.entities)}, but full export {base.etl_id} selects "
-                f"{list(base.tenants)} and {sorted(base.entities)}; they are not one chain"
+                f"delta {run.etl_id} selects tenants {mine[0]} and entities {mine[1]}, but "
+                f"full export {base.etl_id} selects {first[0]} and {first[1]}; they are not "
+                "one chain"
             )
         found = differences(run.policy, base.policy)
         if found:
@@ -171,7 +132,11 @@ def check_selection(chain: list[RunInfo]) -> None:
             )
 
 
-def read_partitions(chain: list[RunInfo]) -> set[tuple[str, int]]:
+def _selection(run: RunManifest) -> tuple[list[str], list[str]]:
+    return sorted(run.spec.tenants), sorted(run.spec.entities)
+
+
+def read_partitions(chain: list[RunManifest]) -> set[tuple[str, int]]:
     """Partitions some run of the chain read (start before cut): the chain's tenants'."""
     return {
         (t, p) for run in chain for t, ps in run.start.items()
@@ -179,7 +144,7 @@ def read_partitions(chain: list[RunInfo]) -> set[tuple[str, int]]:
     }  # fmt: skip
 
 
-def check_gaps(chain: list[RunInfo]) -> None:
+def check_gaps(chain: list[RunManifest]) -> None:
     """Each delta starts where the run before it cut, partition by partition."""
     read = read_partitions(chain)
     for before, run in itertools.pairwise(chain):
@@ -190,7 +155,9 @@ def check_gaps(chain: list[RunInfo]) -> None:
                 _check_partition(before, run, topic, part, (topic, part) in read)
 
 
-def _check_partition(before: RunInfo, run: RunInfo, topic: str, part: int, read: bool) -> None:
+def _check_partition(
+    before: RunManifest, run: RunManifest, topic: str, part: int, read: bool
+) -> None:
     start = run.start.get(topic, {}).get(part)
     cut = before.cut.get(topic, {}).get(part)
     if start is not None and start == cut:
@@ -205,7 +172,7 @@ def _check_partition(before: RunInfo, run: RunInfo, topic: str, part: int, read:
 
 
 def make_plan(
-    runs: dict[str, RunInfo], root: Manifest | None, table: str, as_of: str | None
+    runs: dict[str, RunManifest], root: RootManifest | None, table: str, as_of: str | None
 ) -> Plan:
     """Pick and prove the chain for ``table``; raises before anything is read or written."""
     check_known(table)
@@ -215,5 +182,5 @@ def make_plan(
     check_table(chain, table)
     check_selection(chain)
     check_gaps(chain)
-    files = tuple(ref for run in chain for ref in run.files(table))
+    files = tuple(ref for run in chain for ref in files_of(run, table))
     return Plan(table=table, as_of=at, runs=tuple(chain), files=files)
