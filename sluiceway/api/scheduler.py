@@ -436,9 +436,8 @@ class Scheduler:
 
     def _latest_run(self, destination: str) -> RunManifest | None:
         from sluiceway.lake import reader
-        from sluiceway.lake.storage import open_lake
 
-        return reader.latest_run(open_lake(destination, self.s3))
+        return reader.latest_run(reader.open_readonly(destination, self.s3))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -108,9 +108,8 @@ def _offsets(
 def previous_cut(spec: RunSpec, kafka: KafkaSettings, s3: S3Settings) -> Offsets:
     """The cut of the destination's latest run, which a delta run continues from."""
     from sluiceway.lake import reader
-    from sluiceway.lake.storage import open_lake
 
-    latest = reader.latest_run(open_lake(spec.destination, s3))
+    latest = reader.latest_run(reader.open_readonly(spec.destination, s3))
     if latest is None:
         raise ConfigError(
             f"destination {spec.destination} has no earlier run; a delta needs a full export first"

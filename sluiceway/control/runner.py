@@ -190,9 +190,8 @@ def _fail_on_worker_failure(
 
 def read_manifest(run: RunRecord, s3: S3Settings) -> RunManifest:
     from sluiceway.lake import reader
-    from sluiceway.lake.storage import open_lake
 
-    manifest = reader.run_manifest(open_lake(run.destination, s3), run.etl_id)
+    manifest = reader.run_manifest(reader.open_readonly(run.destination, s3), run.etl_id)
     if manifest is None:
         raise ConfigError(f"run {run.etl_id} finished without a manifest in {run.destination}")
     return manifest
