@@ -22,9 +22,9 @@ class CaptureTuning(SluicewaySettings):
     )
     plugin: Literal["pgoutput", "wal2json"] = Field(
         "pgoutput",
-        description="Logical decoding output plugin: pgoutput is built into PostgreSQL (10+; "
-        "heartbeats need 14+) and reads the publication below; wal2json needs the extension "
-        "installed on the server. An existing slot must have been created with this plugin.",
+        description="Logical decoding output plugin: pgoutput is built into PostgreSQL 14 and "
+        "later (no server extension) and reads the publication below; wal2json needs the "
+        "extension installed on the server. An existing slot must have been created with it.",
     )
     publication: str = Field(
         "sluiceway",
