@@ -93,6 +93,11 @@ def test_a_publication_lacking_captured_tables_is_refused_naming_them(
     sql(source_db, "ALTER PUBLICATION sluiceway ADD TABLE comments, worklogs")
     sql(source_db, "ALTER PUBLICATION sluiceway SET (publish = 'insert, update')")
     assert "publication 'sluiceway' does not publish delete" in one_line_error(cli, f"sw_{unique}")
+    sql(source_db, "ALTER PUBLICATION sluiceway SET (publish = 'insert, update, delete')")
+    sql(source_db, "ALTER PUBLICATION sluiceway SET TABLE projects, users, issues, comments, "
+                   "worklogs WHERE (time_spent_seconds > 60)")  # fmt: skip
+    line = one_line_error(cli, f"sw_{unique}")
+    assert "publication 'sluiceway' filters rows or columns of public.worklogs" in line
 
 
 def test_a_missing_publication_is_created_but_not_behind_an_existing_slot(
