@@ -17,11 +17,12 @@ the value is taken from, most exact first:
 3. the source table itself, read by key while the update is decoded (``fetch``). Nothing
    else holds the value: the WAL record of the update does not, and the change topics can
    only be read by key by scanning a partition. The row read is the one current now, not
-   the one this update wrote; they differ only when a later transaction changed the same
-   column, and then this event carries the value that transaction wrote, which the event
-   for that transaction (already committed, so decoded next) carries too. The row's last
-   event, the one reconstruct keeps, is therefore exact; an earlier one may show a value
-   early. Only a row deleted since cannot be read: that is refused with the fix
+   necessarily the one this update wrote: they differ only when a later transaction,
+   already committed and so decoded after this one, changed the same column. This event
+   then carries that later value early; the later transaction's event carries it too. A
+   row's last event, the one reconstruct keeps, is read after every change to the row
+   committed, so it is exact; a run cut between the two transactions may show the later
+   value early. A row deleted since cannot be read: that is refused with the fix
    (REPLICA IDENTITY FULL), never sent with a placeholder or without the column.
 """
 
