@@ -120,6 +120,14 @@ def wait_caught_up(pg: PostgresSettings, slot: str, capture: CaptureProcess, tim
     return target
 
 
+def slot_exists(pg: PostgresSettings, slot: str) -> bool:
+    with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        found = cur.fetchone() is not None
+    conn.close()
+    return found
+
+
 def test_snapshot_with_concurrent_writes_ends_equal_to_the_source(
     cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str,
     plugin: str,
@@ -136,6 +144,9 @@ def test_snapshot_with_concurrent_writes_ends_equal_to_the_source(
         SLUICEWAY_CAPTURE_PLUGIN=plugin,
     )
     try:
+        # Writes before the slot's consistent point would all reach the topics as snapshot
+        # rows (a loaded machine starts capture slowly): start them once the slot exists.
+        wait_for(lambda: slot_exists(source_db, slot), 120, f"slot {slot}")
         writer = churn(cli, tmp_path / "ledger.jsonl", rate=400, seconds=4, seed=9)
         summary = finish(writer, timeout=120)
         assert summary["changes"] > 0
