@@ -191,8 +191,8 @@ class Decoder:
     def _truncate(self, reader: Reader) -> None:
         count = reader.int32()
         reader.int8()  # CASCADE / RESTART IDENTITY
-        names = [self._relation(reader.uint32()).qualified for _ in range(count)]
-        captured = [n for n in names if self._captured(n.split(".", 1)[1], n.split(".", 1)[0])]
+        relations = [self._relation(reader.uint32()) for _ in range(count)]
+        captured = [r.qualified for r in relations if self._captured(r.name, r.schema)]
         if captured:
             raise SourceSchemaError(
                 f"TRUNCATE of {', '.join(captured)} cannot be captured as row changes; "
