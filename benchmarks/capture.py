@@ -38,7 +38,7 @@ from sluiceway.devstack.seed import SeedPlan, seed
 from sluiceway.producers import checkpoint as ckpt
 from sluiceway.producers.config import CaptureSettings, CaptureTuning
 from sluiceway.producers.events import position
-from sluiceway.producers.main import capture_producer, create_change_topics
+from sluiceway.producers.main import capture_producer, create_change_topics, prepare_publication
 from sluiceway.producers.slot import create_slot
 from sluiceway.producers.snapshot import SnapshotRun, run_snapshot
 
@@ -116,7 +116,8 @@ def measure_snapshot(env: BenchEnv, profile: Path | None) -> SnapshotResult:
     settings, codec = CaptureSettings(env.kafka, env.pg, tuning), Codec()
     create_change_topics(settings)
     prod, timeout = capture_producer(settings), tuning.flush_timeout_s
-    new = create_slot(settings.pg, env.slot)
+    prepare_publication(settings, slot_exists=False)
+    new = create_slot(settings.pg, env.slot, tuning.plugin)
     try:
         state = ckpt.Checkpoint(env.slot, new.consistent_lsn)
         ckpt.save(settings.kafka, prod, state, timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -18,6 +19,18 @@ class CaptureTuning(SluicewaySettings):
 
     slot: str = Field(
         "sluiceway", pattern=r"^[a-z0-9_]{1,63}$", description="Logical replication slot name."
+    )
+    plugin: Literal["pgoutput", "wal2json"] = Field(
+        "pgoutput",
+        description="Logical decoding output plugin: pgoutput is built into PostgreSQL 14 and "
+        "later (no server extension) and reads the publication below; wal2json needs the "
+        "extension installed on the server. An existing slot must have been created with it.",
+    )
+    publication: str = Field(
+        "sluiceway",
+        pattern=r"^[a-z0-9_]{1,63}$",
+        description="Publication pgoutput reads. Created for the captured tables when missing; "
+        "an existing one must publish inserts, updates and deletes of every captured table.",
     )
     chunk_rows: int = Field(10_000, ge=1, description="Rows per snapshot chunk (one PK range).")
     snapshot_rate: float = Field(

@@ -1,7 +1,8 @@
 """``sluiceway capture``: snapshot, then stream every change, until stopped.
 
-create the change topics -> find or create the slot -> snapshot what is not yet
-published -> stream from the slot, confirming only what Kafka acknowledged.
+create the change topics -> find the slot -> (pgoutput) create or check the publication
+-> create the slot if missing -> snapshot what is not yet published -> stream from the
+slot, confirming only what Kafka acknowledged.
 A lost source connection is retried with backoff; nothing is ever skipped.
 """
 
@@ -27,6 +28,7 @@ from sluiceway.producers.config import CaptureSettings
 from sluiceway.producers.db import connect
 from sluiceway.producers.errors import SourceUnavailableError
 from sluiceway.producers.events import position
+from sluiceway.producers.publication import ensure_publication
 from sluiceway.producers.schema_check import check_source_schema
 from sluiceway.producers.slot import create_slot, inspect_slot, replication_connection
 from sluiceway.producers.snapshot import Progress, SnapshotRun, run_snapshot
@@ -101,19 +103,31 @@ def check_source(settings: CaptureSettings, codec: Codec) -> None:
         check_source_schema(conn, codec)
 
 
+def prepare_publication(settings: CaptureSettings, slot_exists: bool) -> None:
+    """pgoutput reads a publication: make sure it exists, covering every captured table,
+    before the slot does (see producers/publication.py)."""
+    tuning = settings.tuning
+    if tuning.plugin != "pgoutput":
+        return
+    with closing(connect(settings.pg)) as conn:
+        if ensure_publication(conn, tuning.publication, tuning.slot, slot_exists):
+            log.info("created publication %s for the captured tables", tuning.publication)
+
+
 def _capture(
     settings: CaptureSettings, codec: Codec, prod: Producer, stop: Stop, progress: Progress | None
 ) -> None:
     check_source(settings, codec)
     HEALTH.ready(True, "snapshot")
-    slot = settings.tuning.slot
+    slot, plugin = settings.tuning.slot, settings.tuning.plugin
     state = ckpt.load(settings.kafka, slot)
     repl = replication_connection(settings.pg)
     try:
-        info = inspect_slot(repl, slot, settings.pg.dbname)
+        info = inspect_slot(repl, slot, settings.pg.dbname, plugin)
+        prepare_publication(settings, info is not None)
         if info is None:
             repl.close()
-            new = create_slot(settings.pg, slot)
+            new = create_slot(settings.pg, slot, plugin)
             repl, state = new.conn, ckpt.Checkpoint(slot, new.consistent_lsn)
             log.info("created slot %s at its consistent point", slot)
             _snapshot(settings, codec, prod, state, new.snapshot, progress)

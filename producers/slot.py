@@ -13,7 +13,7 @@ from sluiceway.common.settings import PostgresSettings
 from sluiceway.producers.errors import SlotConflictError, SourceUnavailableError
 from sluiceway.producers.events import lsn_to_int
 
-PLUGIN = "wal2json"
+PLUGINS = ("pgoutput", "wal2json")
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,9 @@ def replication_connection(pg: PostgresSettings) -> Any:
         ) from exc
 
 
-def inspect_slot(conn: Any, name: str, dbname: str) -> SlotInfo | None:
-    """The slot if it exists and suits us; SlotConflictError naming the setting otherwise."""
+def inspect_slot(conn: Any, name: str, dbname: str, plugin: str) -> SlotInfo | None:
+    """The slot if it exists and suits us (created with ``plugin``); SlotConflictError
+    naming the setting otherwise."""
     with conn.cursor() as cur:
         cur.execute(
             "SELECT slot_type, plugin, database, confirmed_flush_lsn::text "
@@ -57,25 +58,31 @@ def inspect_slot(conn: Any, name: str, dbname: str) -> SlotInfo | None:
         row = cur.fetchone()
     if row is None:
         return None
-    slot_type, plugin, database, confirmed = row
+    slot_type, found_plugin, database, confirmed = row
     for setting, found, wanted in (
         ("type", slot_type, "logical"),
-        ("plugin", plugin, PLUGIN),
+        ("plugin", found_plugin, plugin),
         ("database", database, dbname),
     ):
         if found != wanted:
+            # a slot of the other plugin can still be read: switching the setting keeps it
+            keep = f", or SLUICEWAY_CAPTURE_PLUGIN to {found}" if setting == "plugin" else ""
             raise SlotConflictError(
                 f"replication slot {name!r} exists with {setting} {found!r}; expected {wanted!r} "
                 f"(drop it with SELECT pg_drop_replication_slot('{name}') or set "
-                "SLUICEWAY_CAPTURE_SLOT to another name)"
+                f"SLUICEWAY_CAPTURE_SLOT to another name{keep})"
             )
     return SlotInfo(name, lsn_to_int(confirmed))
 
 
-def create_slot(pg: PostgresSettings, name: str) -> NewSlot:
+def create_slot(pg: PostgresSettings, name: str, plugin: str) -> NewSlot:
+    if plugin not in PLUGINS:
+        raise SlotConflictError(
+            f"output plugin {plugin!r} is not supported; expected one of {PLUGINS}"
+        )
     conn = replication_connection(pg)
     with conn.cursor() as cur:
-        cur.execute(f"CREATE_REPLICATION_SLOT {name} LOGICAL {PLUGIN} (SNAPSHOT 'export')")
+        cur.execute(f"CREATE_REPLICATION_SLOT {name} LOGICAL {plugin} (SNAPSHOT 'export')")
         _, consistent, snapshot, _ = cur.fetchone()
     return NewSlot(name, lsn_to_int(consistent), snapshot, conn)
 

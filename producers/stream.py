@@ -1,4 +1,4 @@
-"""Streaming capture: wal2json changes from the slot, produced to the change topics.
+"""Streaming capture: changes from the slot (pgoutput or wal2json), produced to the change topics.
 
 The slot's confirmed position advances only to a commit whose events, and those of every
 earlier commit, Kafka has acknowledged. After a crash PostgreSQL re-sends everything after
@@ -17,26 +17,27 @@ import logging
 import select
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
+from psycopg2 import sql
 
 from sluiceway.common.codec import Codec, event_key
 from sluiceway.common.health import HEALTH
-from sluiceway.producers import metrics
+from sluiceway.producers import metrics, pgoutput, wal2json
 from sluiceway.producers.acks import AckTracker, PendingTxn
 from sluiceway.producers.config import CaptureSettings
 from sluiceway.producers.db import connect
+from sluiceway.producers.decoded import HEARTBEAT_PREFIX, ChangeDecoder, Heartbeat, Transaction
 from sluiceway.producers.errors import ProduceError
 from sluiceway.producers.events import change_event, int_to_lsn, position, timestamp_ms
 from sluiceway.producers.slot import emit_heartbeat
 from sluiceway.producers.snapshot import partition_of, produce
 from sluiceway.producers.source import TABLES
 from sluiceway.producers.tenants import Tenants
-from sluiceway.producers.wal2json import Decoder, Heartbeat, Transaction
 
 log = logging.getLogger("sluiceway.capture")
 
@@ -50,8 +51,39 @@ def wal2json_options() -> dict[str, str]:
         "include-xids": "1",
         "include-types": "1",
         "add-tables": tables,
-        "add-msg-prefixes": "sluiceway-heartbeat",
+        "add-msg-prefixes": HEARTBEAT_PREFIX,
     }
+
+
+def pgoutput_options(publication: str) -> dict[str, str]:
+    # messages: our heartbeats are logical messages, which pgoutput leaves out by default
+    return {"proto_version": "1", "publication_names": publication, "messages": "true"}
+
+
+def plugin_options(settings: CaptureSettings) -> dict[str, str]:
+    tuning = settings.tuning
+    return (
+        pgoutput_options(tuning.publication) if tuning.plugin == "pgoutput" else wal2json_options()
+    )
+
+
+def row_reader(conn: Any) -> pgoutput.Fetch:
+    """Reads columns of one source row by key, as text (what pgoutput would have sent)."""
+
+    def fetch(
+        table: str, key: dict[str, Any], names: Sequence[str]
+    ) -> dict[str, str | None] | None:
+        select = sql.SQL("SELECT {} FROM {} WHERE {}").format(
+            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(n)) for n in names),
+            sql.Identifier(pgoutput.SCHEMA, table),
+            sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in key),
+        )
+        with conn.cursor() as cur:
+            cur.execute(select, tuple(key.values()))
+            row = cur.fetchone()
+        return None if row is None else dict(zip(names, row, strict=True))
+
+    return fetch
 
 
 @dataclass
@@ -62,23 +94,29 @@ class Streamer:
     tracker: AckTracker
     stop: Callable[[], bool]
     clock: Callable[[], float] = time.monotonic
-    decoder: Decoder = field(init=False)
+    decoder: ChangeDecoder = field(init=False)
     tenants: Tenants = field(init=False)
     last_feedback: float = 0.0
     last_heartbeat: float = 0.0
 
     def __post_init__(self) -> None:
-        self.decoder = Decoder(self.codec)
         self.tenants = Tenants.load(self.settings.kafka)
 
     def run(self, repl_conn: Any) -> None:
         """Stream until ``stop()``; returns after a final flush and feedback."""
         heartbeat_conn = connect(self.settings.pg)
         heartbeat_conn.autocommit = True
+        binary = self.settings.tuning.plugin == "pgoutput"
+        self.decoder = (
+            pgoutput.Decoder(self.codec, row_reader(heartbeat_conn))
+            if binary
+            else wal2json.Decoder(self.codec)
+        )
         cur = repl_conn.cursor()
         cur.start_replication(
-            slot_name=self.settings.tuning.slot, decode=True, options=wal2json_options(),
-            start_lsn=self.tracker.confirmed, status_interval=10,
+            slot_name=self.settings.tuning.slot, decode=not binary,
+            options=plugin_options(self.settings), start_lsn=self.tracker.confirmed,
+            status_interval=10,
         )  # fmt: skip
         log.info("streaming from %s", int_to_lsn(self.tracker.confirmed))
         HEALTH.ready(True, "streaming")
@@ -108,7 +146,7 @@ class Streamer:
             lag = max(0, cur.wal_end - self.tracker.confirmed) if cur.wal_end else 0
             metrics.LAG_BYTES.set(lag)
 
-    def _handle(self, payload: str) -> None:
+    def _handle(self, payload: str | bytes) -> None:
         decoded = self.decoder.feed(payload)
         if isinstance(decoded, Transaction):
             self._publish(decoded)

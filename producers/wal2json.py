@@ -2,107 +2,26 @@
 
 wal2json sends one JSON message per change between a ``B`` (begin) and a ``C`` (commit)
 message; logical messages (``M``) carry our heartbeats. Values arrive as JSON scalars or
-PostgreSQL's text output, and are converted to the types the Avro schemas declare.
+PostgreSQL's text output, and are converted to the types the Avro schemas declare
+(``producers/values.py``, shared with the pgoutput decoder).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, NoReturn
 
 from sluiceway.common.codec import Codec
+from sluiceway.producers.decoded import HEARTBEAT_PREFIX, Change, Heartbeat, Transaction
 from sluiceway.producers.errors import SourceSchemaError
 from sluiceway.producers.events import lsn_to_int
 from sluiceway.producers.source import TABLES
+from sluiceway.producers.values import column_converters, fast_converters
 
-HEARTBEAT_PREFIX = "sluiceway-heartbeat"
-Converter = Callable[[Any], Any]
-_CONVERTERS: dict[str, Converter] = {
-    "long": int,
-    "int": int,
-    "string": str,
-    "boolean": bool,
-    "double": float,
-    "timestamp-micros": datetime.fromisoformat,
-    "date": date.fromisoformat,
-}
-# A value of this Python type is already what its converter would return (json gives ints,
-# floats, bools and strs), so the converter can be skipped: same result, less time.
-_PYTYPES: dict[str, type] = {
-    "long": int,
-    "int": int,
-    "string": str,
-    "boolean": bool,
-    "double": float,
-    "timestamp-micros": datetime,
-    "date": date,
-}
+__all__ = ["Change", "Decoder", "Heartbeat", "Transaction"]
+
 _OPS = {"I": "c", "U": "u", "D": "d"}
-
-
-@dataclass(frozen=True)
-class Change:
-    entity: str
-    tenant_id: str
-    entity_id: int
-    op: str
-    row: dict[str, Any] | None
-
-
-@dataclass
-class Transaction:
-    xid: int
-    commit_lsn: int
-    commit_ts: datetime
-    changes: list[Change] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Heartbeat:
-    lsn: int
-
-
-def _type_name(avro_type: Any) -> str:
-    """The Avro type (or logical type) of a field, a nullable union's other branch."""
-    if isinstance(avro_type, list):
-        return _type_name(next(t for t in avro_type if t != "null"))
-    if isinstance(avro_type, dict):
-        return str(avro_type.get("logicalType", avro_type["type"]))
-    return str(avro_type)
-
-
-def _converter(avro_type: Any) -> Converter:
-    convert = _CONVERTERS[_type_name(avro_type)]
-    if isinstance(avro_type, list):
-        return lambda v: None if v is None else convert(v)
-    return convert
-
-
-def column_converters(codec: Codec) -> dict[str, dict[str, Converter]]:
-    """Per table, per column: how to turn a wal2json value into the Avro field's type."""
-    return {
-        TABLES[entity]: {f["name"]: _converter(f["type"]) for f in schema.record["fields"]}
-        for entity, schema in codec.schemas.items()
-    }
-
-
-def _fast_converters(codec: Codec) -> dict[str, dict[str, tuple[type, Converter]]]:
-    """Per table, per column (tenant_id too): the Python type a value already has when it
-    needs no conversion, and the converter otherwise (the same ones as column_converters)."""
-    return {
-        TABLES[entity]: {
-            "tenant_id": (str, str),
-            **{
-                f["name"]: (_PYTYPES[t], _CONVERTERS[t])
-                for f in schema.record["fields"]
-                for t in (_type_name(f["type"]),)
-            },
-        }
-        for entity, schema in codec.schemas.items()
-    }
 
 
 class Decoder:
@@ -110,7 +29,7 @@ class Decoder:
 
     def __init__(self, codec: Codec) -> None:
         self.converters = column_converters(codec)
-        self._fast = _fast_converters(codec)
+        self._fast = fast_converters(codec)
         self.entities = {table: entity for entity, table in TABLES.items()}
         self.current: Transaction | None = None
 

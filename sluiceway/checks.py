@@ -24,7 +24,6 @@ from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Setting
 from sluiceway.kafka_check import cluster_warnings, durability_problems
 from sluiceway.s3_check import credential_problems, write_problems
 
-PLUGIN = "wal2json"  # the output plugin capture decodes with (producers/slot.py)
 TIMEOUT_S = 5.0
 
 
@@ -97,7 +96,8 @@ def _topic_settings(kafka: KafkaSettings, partitions: dict[str, int]) -> Finding
     return Finding("kafka topics", True, detail)
 
 
-def check_postgres(pg: PostgresSettings, slot: str) -> list[Finding]:
+def check_postgres(pg: PostgresSettings, slot: str, plugin: str) -> list[Finding]:
+    """``plugin``: the output plugin capture decodes with (the capture setting)."""
     where = f"{pg.host}:{pg.port}/{pg.dbname}"
     try:
         conn = psycopg2.connect(pg.dsn(), connect_timeout=int(TIMEOUT_S))
@@ -113,7 +113,7 @@ def check_postgres(pg: PostgresSettings, slot: str) -> list[Finding]:
     conn.autocommit = True
     try:
         return [Finding("postgres", True, f"connected to {where} as {pg.user}"),
-                *_capture_prerequisites(conn, pg.user, slot),
+                *_capture_prerequisites(conn, pg.user, slot, plugin),
                 *check_catalog(conn, pg.catalog)]  # fmt: skip
     finally:
         conn.close()
@@ -125,7 +125,7 @@ def _query(conn: Any, statement: str, *args: Any) -> Any:
         return cur.fetchone()
 
 
-def _capture_prerequisites(conn: Any, user: str, slot: str) -> list[Finding]:
+def _capture_prerequisites(conn: Any, user: str, slot: str, plugin: str) -> list[Finding]:
     (wal_level,) = _query(conn, "SHOW wal_level")
     wal = Finding("postgres wal_level", wal_level == "logical", f"wal_level is {wal_level}",
                   "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL")  # fmt: skip
@@ -140,9 +140,9 @@ def _capture_prerequisites(conn: Any, user: str, slot: str) -> list[Finding]:
     slots = _slots(conn, slot)
     findings = [wal, role, slots]
     if all(f.ok for f in findings):
-        findings.append(_plugin(conn))
+        findings.append(_plugin(conn, plugin))
     else:
-        findings.append(Finding(f"postgres plugin {PLUGIN}", False,
+        findings.append(Finding(f"postgres plugin {plugin}", False,
                                 "not checked until the problems above are fixed"))  # fmt: skip
     return findings
 
@@ -161,24 +161,29 @@ def _slots(conn: Any, slot: str) -> Finding:
     return Finding("postgres slots", used < limit, detail, fix)
 
 
-def _plugin(conn: Any) -> Finding:
+def _plugin(conn: Any, plugin: str) -> Finding:
     name = f"sw_check_{uuid.uuid4().hex[:12]}"
     try:
         with conn.cursor() as cur:
             cur.execute("SET statement_timeout = '15s'")
-            cur.execute("SELECT pg_create_logical_replication_slot(%s, %s, true)", (name, PLUGIN))
+            cur.execute("SELECT pg_create_logical_replication_slot(%s, %s, true)", (name, plugin))
             cur.execute("SELECT pg_drop_replication_slot(%s)", (name,))
     except psycopg2.errors.QueryCanceled:
         # a logical slot waits for the transactions running when it is created
-        return Finding(f"postgres plugin {PLUGIN}", False,
+        return Finding(f"postgres plugin {plugin}", False,
                        "not verified: a test slot waited 15 s for running transactions",
                        "retry when long transactions have ended", transient=True)  # fmt: skip
     except psycopg2.Error as exc:
         first = str(exc).strip().splitlines()[0]
-        return Finding(f"postgres plugin {PLUGIN}", False, f"cannot decode with it: {first}",
-                       f"install {PLUGIN} for this PostgreSQL version "
-                       f"(e.g. apt install postgresql-<version>-{PLUGIN})")  # fmt: skip
-    return Finding(f"postgres plugin {PLUGIN}", True, "available")
+        fix = (
+            "capture reads pgoutput with the messages option of PostgreSQL 14 and later: "
+            "upgrade the server or set capture.plugin to wal2json"
+            if plugin == "pgoutput"
+            else f"install {plugin} for this PostgreSQL version "
+            f"(e.g. apt install postgresql-<version>-{plugin}) or set capture.plugin to pgoutput"
+        )
+        return Finding(f"postgres plugin {plugin}", False, f"cannot decode with it: {first}", fix)
+    return Finding(f"postgres plugin {plugin}", True, "available")
 
 
 def check_catalog(conn: Any, path: Path | None) -> list[Finding]:

@@ -25,9 +25,10 @@ def check(
     from sluiceway.producers.config import CaptureTuning
     from sluiceway.sinks.guard_config import GuardSettings
 
+    tuning = CaptureTuning()
     findings = [
         *check_kafka(KafkaSettings()),
-        *check_postgres(PostgresSettings(), CaptureTuning().slot),
+        *check_postgres(PostgresSettings(), tuning.slot, tuning.plugin),
     ]
     if dest is None:
         findings.append(Finding("destination", True, "not checked (give --dest to check one)"))

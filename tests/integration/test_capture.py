@@ -36,6 +36,14 @@ from tests.integration.capture_harness import (
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
+PLUGINS = ("pgoutput", "wal2json")
+
+
+@pytest.fixture(params=PLUGINS)
+def plugin(request: pytest.FixtureRequest) -> str:
+    """Every capture test here runs with each output plugin capture can decode."""
+    name: str = request.param
+    return name
 
 
 def _normalise(value: Any) -> Any:
@@ -112,9 +120,18 @@ def wait_caught_up(pg: PostgresSettings, slot: str, capture: CaptureProcess, tim
     return target
 
 
+def slot_exists(pg: PostgresSettings, slot: str) -> bool:
+    with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        found = cur.fetchone() is not None
+    conn.close()
+    return found
+
+
 def test_snapshot_with_concurrent_writes_ends_equal_to_the_source(
-    cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str
-) -> None:
+    cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str,
+    plugin: str,
+) -> None:  # fmt: skip
     cli("source", "seed", "--tenants", "3", "--issues-per-tenant", "150", "--seed", "3")
     slot = f"sw_{unique}"
     # A slow, chunked snapshot so the writes below land while it is being read.
@@ -124,8 +141,12 @@ def test_snapshot_with_concurrent_writes_ends_equal_to_the_source(
         slot,
         SLUICEWAY_CAPTURE_SNAPSHOT_RATE="1500",
         SLUICEWAY_CAPTURE_CHUNK_ROWS="100",
+        SLUICEWAY_CAPTURE_PLUGIN=plugin,
     )
     try:
+        # Writes before the slot's consistent point would all reach the topics as snapshot
+        # rows (a loaded machine starts capture slowly): start them once the slot exists.
+        wait_for(lambda: slot_exists(source_db, slot), 120, f"slot {slot}")
         writer = churn(cli, tmp_path / "ledger.jsonl", rate=400, seconds=4, seed=9)
         summary = finish(writer, timeout=120)
         assert summary["changes"] > 0
@@ -184,11 +205,12 @@ def streamed_ops(records: list[Record]) -> tuple[dict[tuple[str, bytes], list[st
 
 
 def test_churn_with_capture_killed_three_times_loses_and_doubles_nothing(
-    cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str
-) -> None:
+    cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str,
+    plugin: str,
+) -> None:  # fmt: skip
     cli("source", "seed", "--tenants", "3", "--issues-per-tenant", "60", "--seed", "4")
     slot = f"sw_{unique}"
-    capture = start_capture(cli, tmp_path, slot)
+    capture = start_capture(cli, tmp_path, slot, SLUICEWAY_CAPTURE_PLUGIN=plugin)
     # Changes committed before the slot's consistent point reach the topics as snapshot
     # rows, not as the ledger's ops: churn starts once the snapshot is published.
     wait_for(lambda: snapshot_done(kafka, slot), 120, "the initial snapshot")
@@ -222,8 +244,9 @@ def test_churn_with_capture_killed_three_times_loses_and_doubles_nothing(
 
 
 def test_caught_up_waits_past_the_last_commit(
-    cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str
-) -> None:
+    cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str,
+    plugin: str,
+) -> None:  # fmt: skip
     """What the export tests rely on before they take a run's cut: once ``wait_caught_up``
     returns, every transaction committed before it is on the change topics. So the position
     it waits for must lie past the commit record of the last such transaction (the events'
@@ -232,7 +255,7 @@ def test_caught_up_waits_past_the_last_commit(
     its confirmed position up to the server's WAL end on a keepalive."""
     cli("source", "seed", "--tenants", "1", "--issues-per-tenant", "300", "--seed", "5")
     slot = f"sw_{unique}"
-    capture = start_capture(cli, tmp_path, slot)
+    capture = start_capture(cli, tmp_path, slot, SLUICEWAY_CAPTURE_PLUGIN=plugin)
     try:
         wait_for(lambda: snapshot_done(kafka, slot), 120, "the initial snapshot")
         before = change_topic_ends(kafka, ("issue",))["issue"]

@@ -63,16 +63,64 @@ def test_a_source_it_cannot_capture_is_refused_by_name(
     assert needle in one_line_error(cli, f"sw_{unique}")
 
 
+@pytest.mark.parametrize(
+    ("created_with", "configured"),
+    [("test_decoding", "pgoutput"), ("wal2json", "pgoutput"), ("pgoutput", "wal2json")],
+)
 def test_a_slot_with_other_settings_is_refused_by_name(
-    cli: Cli, source_db: PostgresSettings, unique: str
+    cli: Cli, source_db: PostgresSettings, unique: str, created_with: str, configured: str
 ) -> None:
     cli("source", "seed", "--tenants", "1", "--issues-per-tenant", "3")
     slot = f"sw_{unique}"
-    sql(source_db, f"SELECT pg_create_logical_replication_slot('{slot}', 'test_decoding')")
-    line = one_line_error(cli, slot)
+    sql(source_db, f"SELECT pg_create_logical_replication_slot('{slot}', '{created_with}')")
+    line = one_line_error(Cli({**cli.env, "SLUICEWAY_CAPTURE_PLUGIN": configured}), slot)
     assert (
-        f"replication slot '{slot}' exists with plugin 'test_decoding'; expected 'wal2json'" in line
+        f"replication slot '{slot}' exists with plugin '{created_with}'; expected '{configured}'"
+        in line
     )
+
+
+def test_a_publication_lacking_captured_tables_is_refused_naming_them(
+    cli: Cli, source_db: PostgresSettings, unique: str
+) -> None:
+    cli("source", "seed", "--tenants", "1", "--issues-per-tenant", "3")
+    sql(source_db, "CREATE PUBLICATION sluiceway FOR TABLE projects, users, issues")
+    line = one_line_error(cli, f"sw_{unique}")
+    assert (
+        "publication 'sluiceway' lacks captured tables public.comments, public.worklogs; "
+        "run: ALTER PUBLICATION sluiceway ADD TABLE public.comments, public.worklogs" in line
+    )
+    sql(source_db, "ALTER PUBLICATION sluiceway ADD TABLE comments, worklogs")
+    sql(source_db, "ALTER PUBLICATION sluiceway SET (publish = 'insert, update')")
+    assert "publication 'sluiceway' does not publish delete" in one_line_error(cli, f"sw_{unique}")
+    sql(source_db, "ALTER PUBLICATION sluiceway SET (publish = 'insert, update, delete')")
+    sql(source_db, "ALTER PUBLICATION sluiceway SET TABLE projects, users, issues, comments, "
+                   "worklogs WHERE (time_spent_seconds > 60)")  # fmt: skip
+    line = one_line_error(cli, f"sw_{unique}")
+    assert "publication 'sluiceway' filters rows or columns of public.worklogs" in line
+
+
+def test_a_missing_publication_is_created_but_not_behind_an_existing_slot(
+    cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str
+) -> None:
+    cli("source", "seed", "--tenants", "1", "--issues-per-tenant", "3")
+    slot = f"sw_{unique}"
+    capture = CaptureProcess(settings_for_capture(cli.env, slot), tmp_path / "capture.log")
+    capture.start()
+    try:
+        wait_for(lambda: snapshot_done(kafka, slot), 60, "the initial snapshot")
+    finally:
+        capture.stop()
+    conn = psycopg2.connect(source_db.dsn())
+    with conn.cursor() as cur:
+        cur.execute("SELECT tablename FROM pg_publication_tables WHERE pubname = 'sluiceway'")
+        published = sorted(r[0] for r in cur.fetchall())
+    conn.close()
+    assert published == ["comments", "issues", "projects", "users", "worklogs"]
+    sql(source_db, "DROP PUBLICATION sluiceway")
+    line = one_line_error(cli, slot)
+    assert f"publication 'sluiceway' does not exist but slot '{slot}' does" in line
+    assert f"pg_drop_replication_slot('{slot}')" in line
 
 
 def test_a_dropped_source_connection_is_reconnected_without_loss(

@@ -37,5 +37,5 @@ def test_a_role_without_replication_is_named(local_stack: Stack, cli: Cli, uniqu
     assert report["problems"] == [
         f"postgres role: role {role} may not replicate; "
         f"fix: ALTER ROLE {role} REPLICATION (as a superuser)",
-        "postgres plugin wal2json: not checked until the problems above are fixed",
+        "postgres plugin pgoutput: not checked until the problems above are fixed",
     ]

@@ -1,0 +1,38 @@
+"""What a decoder of an output plugin hands the streaming loop, whichever plugin it is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+HEARTBEAT_PREFIX = "sluiceway-heartbeat"
+
+
+@dataclass(frozen=True)
+class Change:
+    entity: str
+    tenant_id: str
+    entity_id: int
+    op: str
+    row: dict[str, Any] | None
+
+
+@dataclass
+class Transaction:
+    xid: int
+    commit_lsn: int
+    commit_ts: datetime
+    changes: list[Change] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    lsn: int
+
+
+class ChangeDecoder(Protocol):
+    """Fed one replication message at a time; returns a Transaction at each commit and a
+    Heartbeat for each of our logical messages, None otherwise."""
+
+    def feed(self, payload: Any) -> Transaction | Heartbeat | None: ...

@@ -1,0 +1,302 @@
+"""Decoding PostgreSQL's built-in ``pgoutput`` plugin (protocol version 1) into committed
+transactions, the same ``Transaction``/``Change``/``Heartbeat`` the wal2json decoder gives.
+
+pgoutput needs no server extension: it sends binary messages, each a type byte and
+big-endian fields. A Relation message (re-sent after every ALTER TABLE) gives a table's
+columns in order; Insert, Update and Delete messages then give tuples by relation id, each
+column ``n`` (NULL), ``u`` (an unchanged TOASTed value, not sent) or ``t`` (the value in
+PostgreSQL's text output). Values are converted by ``producers/values.py``, shared with the
+wal2json decoder, so both plugins put the same events on the change topics.
+
+An update that leaves a TOASTed value unchanged must still land as a complete row. Where
+the value is taken from, most exact first:
+
+1. the old row of the update, which PostgreSQL sends whole (detoasted) when the table has
+   REPLICA IDENTITY FULL: it is the value before the update, and the update left it alone;
+2. an earlier change to the same row in the same transaction, which carried the value;
+3. the source table itself, read by key while the update is decoded (``fetch``). Nothing
+   else holds the value: the WAL record of the update does not, and the change topics can
+   only be read by key by scanning a partition. The row read is the one current now, not
+   necessarily the one this update wrote: they differ only when a later transaction,
+   already committed and so decoded after this one, changed the same column. This event
+   then carries that later value early; the later transaction's event carries it too. A
+   row's last event, the one reconstruct keeps, is read after every change to the row
+   committed, so it is exact; a run cut between the two transactions may show the later
+   value early. A row deleted since cannot be read: that is refused with the fix
+   (REPLICA IDENTITY FULL), never sent with a placeholder or without the column.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sluiceway.common.codec import Codec
+from sluiceway.producers.decoded import HEARTBEAT_PREFIX, Change, Heartbeat, Transaction
+from sluiceway.producers.errors import SourceSchemaError
+from sluiceway.producers.source import TABLES
+from sluiceway.producers.values import fast_converters
+
+SCHEMA = "public"  # where the captured tables live (as in wal2json's add-tables)
+KEY = ("tenant_id", "id")
+UNCHANGED = object()  # a TOASTed value the update left as it was; PostgreSQL did not send it
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+# (table, key values, column names) -> the columns' current values as text, or None when
+# the row is gone. Called only for unchanged TOASTed values the message does not carry.
+Fetch = Callable[[str, dict[str, Any], Sequence[str]], dict[str, str | None] | None]
+
+
+class Reader:
+    """Big-endian fields of one pgoutput message, read front to back."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.at = data, 0
+
+    def _unpack(self, fmt: str, size: int) -> int:
+        (value,) = struct.unpack_from(fmt, self.data, self.at)
+        self.at += size
+        return int(value)
+
+    def int8(self) -> int:
+        return self._unpack(">b", 1)
+
+    def int16(self) -> int:
+        return self._unpack(">h", 2)
+
+    def int32(self) -> int:
+        return self._unpack(">i", 4)
+
+    def uint32(self) -> int:
+        return self._unpack(">I", 4)
+
+    def int64(self) -> int:
+        return self._unpack(">q", 8)
+
+    def byte(self) -> str:
+        value = chr(self.data[self.at])
+        self.at += 1
+        return value
+
+    def string(self) -> str:
+        end = self.data.index(b"\0", self.at)
+        value = self.data[self.at : end].decode()
+        self.at = end + 1
+        return value
+
+    def raw(self, size: int) -> bytes:
+        value = self.data[self.at : self.at + size]
+        self.at += size
+        return bytes(value)
+
+    def timestamp(self) -> datetime:
+        return _PG_EPOCH + timedelta(microseconds=self.int64())
+
+    def tuple(self) -> list[Any]:
+        """TupleData: per column None (NULL), UNCHANGED, or the text of its value."""
+        values: list[Any] = []
+        for _ in range(self.int16()):
+            kind = self.byte()
+            if kind == "n":
+                values.append(None)
+            elif kind == "u":
+                values.append(UNCHANGED)
+            elif kind == "t":
+                values.append(self.raw(self.int32()).decode())
+            else:
+                raise SourceSchemaError(
+                    f"pgoutput sent a column of kind {kind!r}; expected n, u or t"
+                )
+        return values
+
+
+@dataclass(frozen=True)
+class Relation:
+    schema: str
+    name: str
+    columns: tuple[str, ...]
+    type_oids: tuple[int, ...]
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+def parse_relation(reader: Reader) -> tuple[int, Relation]:
+    relid, schema, name = reader.uint32(), reader.string(), reader.string()
+    reader.int8()  # replica identity setting: what the old tuple carries shows it anyway
+    names, oids = [], []
+    for _ in range(reader.int16()):
+        reader.int8()  # flags: part of the key; the key is known by name
+        names.append(reader.string())
+        oids.append(reader.uint32())
+        reader.int32()  # type modifier
+    return relid, Relation(schema, name, tuple(names), tuple(oids))
+
+
+class Decoder:
+    """Feeds on pgoutput messages; returns a Transaction at each commit."""
+
+    def __init__(self, codec: Codec, fetch: Fetch | None = None) -> None:
+        self._fast = fast_converters(codec)
+        self.entities = {table: entity for entity, table in TABLES.items()}
+        self.relations: dict[int, Relation] = {}
+        self.fetch = fetch
+        self.current: Transaction | None = None
+        self._rows: dict[tuple[str, str, Any], dict[str, Any]] = {}  # this transaction's rows
+
+    def feed(self, payload: bytes) -> Transaction | Heartbeat | None:
+        reader = Reader(payload)
+        kind = reader.byte()
+        if kind == "B":
+            reader.int64()  # the commit's LSN, sent again with the commit
+            commit_ts = reader.timestamp()
+            self.current = Transaction(reader.uint32(), 0, commit_ts)
+            self._rows.clear()
+        elif kind == "C":
+            reader.int8()
+            done, self.current = self._require_txn(kind), None
+            done.commit_lsn = reader.int64()
+            return done
+        elif kind == "R":
+            relid, relation = parse_relation(reader)
+            if self._captured(relation.name, relation.schema):
+                self._check_columns(relation)
+            self.relations[relid] = relation
+        elif kind in "IUD":
+            self._row_message(kind, reader)
+        elif kind == "T":
+            self._truncate(reader)
+        elif kind == "M":
+            return self._message(reader)
+        elif kind not in "YO":  # type names and origins: columns are mapped by name
+            raise SourceSchemaError(
+                f"pgoutput sent message type {kind!r}, which protocol version 1 does not have"
+            )
+        return None
+
+    def _require_txn(self, kind: str) -> Transaction:
+        if self.current is None:
+            raise SourceSchemaError(f"pgoutput sent {kind!r} outside a transaction")
+        return self.current
+
+    @staticmethod
+    def _message(reader: Reader) -> Heartbeat | None:
+        reader.int8()  # transactional or not: a heartbeat proves progress either way
+        lsn = reader.int64()
+        return Heartbeat(lsn) if reader.string() == HEARTBEAT_PREFIX else None
+
+    def _truncate(self, reader: Reader) -> None:
+        count = reader.int32()
+        reader.int8()  # CASCADE / RESTART IDENTITY
+        relations = [self._relation(reader.uint32()) for _ in range(count)]
+        captured = [r.qualified for r in relations if self._captured(r.name, r.schema)]
+        if captured:
+            raise SourceSchemaError(
+                f"TRUNCATE of {', '.join(captured)} cannot be captured as row changes; "
+                "re-create the slot to take a new snapshot"
+            )
+
+    def _relation(self, relid: int) -> Relation:
+        relation = self.relations.get(relid)
+        if relation is None:
+            raise SourceSchemaError(f"pgoutput sent a change to relation {relid} before its schema")
+        return relation
+
+    def _captured(self, table: str, schema: str) -> bool:
+        # a publication the user made may cover more tables than we capture: skip those
+        return schema == SCHEMA and table in self.entities
+
+    def _row_message(self, kind: str, reader: Reader) -> None:
+        txn = self._require_txn(kind)
+        relation = self._relation(reader.uint32())
+        marker = reader.byte()
+        old: list[Any] | None = None
+        if marker in "KO":
+            old = reader.tuple()
+            if kind == "U":
+                reader.byte()  # 'N': the new tuple follows
+        if not self._captured(relation.name, relation.schema):
+            return
+        if kind == "D":
+            assert old is not None
+            txn.changes.append(self._delete(relation, old))
+            return
+        new = reader.tuple()
+        txn.changes.append(self._upsert(relation, new, old if marker == "O" else None, kind))
+
+    def _check_columns(self, relation: Relation) -> None:
+        fast = self._fast[relation.name]
+        for name, oid in zip(relation.columns, relation.type_oids, strict=True):
+            if name not in fast:
+                raise SourceSchemaError(
+                    f"column {relation.name}.{name} (type oid {oid}) is not in the Avro schema; "
+                    "add it to schemas/ or drop it from the source"
+                )
+
+    def _convert(self, table: str, names: Sequence[str], values: list[Any]) -> dict[str, Any]:
+        fast = self._fast[table]
+        out: dict[str, Any] = {}
+        for name, value in zip(names, values, strict=True):
+            if value is None or value is UNCHANGED:
+                out[name] = value
+            else:
+                known = fast[name]
+                out[name] = value if type(value) is known[0] else known[1](value)
+        return out
+
+    def _delete(self, relation: Relation, old: list[Any]) -> Change:
+        values = self._convert(relation.name, relation.columns, old)
+        tenant, key = values["tenant_id"], values["id"]
+        self._rows.pop((relation.name, tenant, key), None)
+        return Change(self.entities[relation.name], tenant, key, "d", None)
+
+    def _upsert(
+        self, relation: Relation, new: list[Any], old: list[Any] | None, kind: str
+    ) -> Change:
+        values = self._convert(relation.name, relation.columns, new)
+        unchanged = [n for n, v in values.items() if v is UNCHANGED]
+        if unchanged:
+            values.update(self._fill(relation, values, unchanged, old))
+        missing = self._fast[relation.name].keys() - values.keys()
+        if missing:
+            raise SourceSchemaError(
+                f"{relation.qualified} lacks columns {sorted(missing)} of the Avro schema; "
+                "add them to the table or drop them from schemas/"
+            )
+        self._rows[relation.name, values["tenant_id"], values["id"]] = values
+        row = dict(values)
+        tenant = row.pop("tenant_id")
+        return Change(
+            self.entities[relation.name], tenant, row["id"], "c" if kind == "I" else "u", row
+        )
+
+    def _fill(
+        self, relation: Relation, values: dict[str, Any], names: list[str], old: list[Any] | None
+    ) -> dict[str, Any]:
+        """The unchanged TOASTed columns' values, from the most exact place that has them."""
+        if old is not None:  # REPLICA IDENTITY FULL: the whole old row, detoasted
+            before = self._convert(relation.name, relation.columns, old)
+        else:
+            before = self._rows.get((relation.name, values["tenant_id"], values["id"]), {})
+        found = {n: before[n] for n in names if n in before and before[n] is not UNCHANGED}
+        rest = [n for n in names if n not in found]
+        if rest:
+            found.update(self._read_source(relation, values, rest))
+        return found
+
+    def _read_source(
+        self, relation: Relation, values: dict[str, Any], names: list[str]
+    ) -> dict[str, Any]:
+        key = {k: values[k] for k in KEY}
+        current = self.fetch(relation.name, key, names) if self.fetch else None
+        if current is None:
+            where = "; the row has been deleted since" if self.fetch else ""
+            raise SourceSchemaError(
+                f"update of {relation.qualified} {key} left TOASTed columns {names} unchanged "
+                f"and PostgreSQL did not send them{where}; run: ALTER TABLE {relation.qualified} "
+                "REPLICA IDENTITY FULL, then re-create the slot"
+            )
+        return self._convert(relation.name, names, [current[n] for n in names])
