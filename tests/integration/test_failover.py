@@ -19,9 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from sluiceway.common.kafka_io import admin
-from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings, StackSettings
+from sluiceway.common.settings import KafkaSettings, PostgresSettings, StackSettings
 from sluiceway.devstack import kafka_cluster
 from sluiceway.tools.reconstruct.sql import read_parquet_rows, reconstruct_sql
+from tests.catalogs import ENTITIES
 from tests.conftest import Cli, Stack, fresh_database, lake_files
 from tests.integration.capture_harness import CaptureProcess, settings_for_capture
 from tests.integration.cluster import running_cluster

@@ -13,10 +13,10 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
+from sluiceway.common.entities import entity_names
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.policy import differences, recorded_policy
 from sluiceway.common.runs import Offsets
-from sluiceway.common.settings import ENTITIES
 from sluiceway.lake.layout import listed_path
 from sluiceway.tools.reconstruct.errors import BrokenChainError
 
@@ -135,8 +135,9 @@ def chain_runs(runs: dict[str, RunInfo], as_of: str) -> list[RunInfo]:
 
 
 def check_known(table: str) -> None:
-    if table not in ENTITIES:
-        raise ConfigError(f"table {table!r} is unknown; expected one of {', '.join(ENTITIES)}")
+    if table not in entity_names():
+        known = ", ".join(entity_names())
+        raise ConfigError(f"table {table!r} is unknown; expected one of {known}")
 
 
 def check_table(chain: list[RunInfo], table: str) -> None:
