@@ -33,4 +33,11 @@ def with_attachment(base: Catalog | None = None) -> Catalog:
         ),
         doc="A file attached to an issue.",
     )
-    return base.model_copy(update={"entities": {**base.entities, "attachment": attachment}})
+    return extended(base, attachment=attachment)
+
+
+def extended(base: Catalog, **entities: Entity) -> Catalog:
+    """``base`` with ``entities`` added, validated anew (``model_copy`` would keep the
+    base's cached load order)."""
+    fields = {name: getattr(base, name) for name in Catalog.model_fields}
+    return Catalog(**{**fields, "entities": {**base.entities, **entities}})

@@ -37,17 +37,16 @@ class SchemaVersion:
 
 
 # (catalog, its file) -> its frozen versions; the catalog is kept so its id is not reused.
-_FROZEN: dict[int, tuple[Catalog, Frozen]] = {}
+_FROZEN: dict[tuple[int, Path | None], tuple[Catalog, Frozen]] = {}
 
 
 def frozen_versions() -> Frozen:
     """The active catalog's frozen versions: version -> entity -> columns."""
-    catalog = active_catalog()
-    cached = _FROZEN.get(id(catalog))
+    catalog, path = active_catalog(), active_catalog_path()
+    cached = _FROZEN.get((id(catalog), path))
     if cached is None or cached[0] is not catalog:
-        path = active_catalog_path()
         found = load_frozen(path.parent / VERSIONS_FILE, catalog) if path is not None else {}
-        cached = _FROZEN[id(catalog)] = (catalog, found)
+        cached = _FROZEN[(id(catalog), path)] = (catalog, found)
     return cached[1]
 
 

@@ -154,9 +154,9 @@ class RunSpec(BaseModel):
 
     tenants: tuple[NonEmpty, ...] = Field(min_length=1)
     entities: tuple[EntityName, ...] = Field(default_factory=entity_names, min_length=1)
-    fields: Annotated[
-        EntityFields, BeforeValidator(_drop_nulls), AfterValidator(_check_fields)
-    ] = Field(default_factory=dict)
+    fields: Annotated[EntityFields, BeforeValidator(_drop_nulls), AfterValidator(_check_fields)] = (
+        Field(default_factory=dict)
+    )
     from_date: datetime | None = None
     opt_out: tuple[NonEmpty, ...] = ()
     pii: dict[PiiTarget, PiiRule] = Field(default_factory=dict)
