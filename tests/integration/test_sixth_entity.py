@@ -14,7 +14,7 @@ import pytest
 
 from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from tests.catalogs import with_attachment
-from tests.conftest import Cli, settings_env
+from tests.conftest import Cli, Stack, fresh_database, settings_env
 
 pytestmark = pytest.mark.integration
 TENANT = "tenant-001"
@@ -48,9 +48,10 @@ def _lake_ids(lake: Path, entity: str, etl_id: str) -> list[int]:
     return sorted(table.column("id").to_pylist())
 
 
-def test_opt_out_cascades_to_a_sixth_entity(
-    kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path
-) -> None:
+def test_opt_out_cascades_to_a_sixth_entity_and_restore_loads_it(
+    kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, local_stack: Stack,
+    unique: str,
+) -> None:  # fmt: skip
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text(with_attachment().to_yaml())
     cli = Cli(settings_env(kafka, source_db, {"SLUICEWAY_PG_CATALOG": str(catalog)}))
@@ -72,3 +73,11 @@ def test_opt_out_cascades_to_a_sixth_entity(
     [(total,)] = _source(source_db, "SELECT count(*) FROM attachments WHERE tenant_id = %s")
     assert 0 < len(kept) < total  # the opt-out leaves some out, and some in
     assert _lake_ids(tmp_path / "lake", "attachment", result["etl_id"]) == [r[0] for r in kept]
+    rows = "SELECT * FROM attachments WHERE tenant_id = %s AND id = ANY(%s) ORDER BY id"
+    with fresh_database(local_stack.pg, f"sw_restore_{unique}") as target:
+        restored = cli.json(
+            "restore", "--from", str(tmp_path / "lake"), "--target-dsn", target.dsn()
+        )
+        assert restored["rows"]["attachment"] == len(kept)
+        ids = [r[0] for r in kept]
+        assert _source(target, rows, ids) == _source(source_db, rows, ids)
