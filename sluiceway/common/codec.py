@@ -27,7 +27,7 @@ from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
 from sluiceway.common.catalog import Catalog, CatalogError
 from sluiceway.common.catalog_schemas import entity_record, record_name
-from sluiceway.common.entities import active_catalog
+from sluiceway.common.entities import active_catalog, per_catalog
 from sluiceway.common.errors import ConfigError, InvalidEventError
 from sluiceway.common.resources import schema_dir
 
@@ -110,17 +110,10 @@ def check_envelope_key(catalog: Catalog, entity: str) -> None:
         )
 
 
+@per_catalog
 def catalog_event_schemas(catalog: Catalog) -> dict[str, EventSchema]:
     """Every entity's envelope, derived from ``catalog``; computed once per catalog."""
-    cached = _DERIVED.get(id(catalog))
-    if cached is None or cached[0] is not catalog:
-        schemas = {e: event_schema_from(e, envelope(catalog, e)) for e in catalog.names}
-        cached = _DERIVED[id(catalog)] = (catalog, schemas)
-    return cached[1]
-
-
-# id(catalog) -> (catalog, envelopes); the catalog is kept so its id is not reused.
-_DERIVED: dict[int, tuple[Catalog, dict[str, EventSchema]]] = {}
+    return {e: event_schema_from(e, envelope(catalog, e)) for e in catalog.names}
 
 
 def load_event_schema(schema_dir: Path, entity: str) -> EventSchema:

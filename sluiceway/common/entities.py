@@ -8,7 +8,9 @@ a running process would make them disagree. Tests swap it with ``set_active_cata
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from sluiceway.common.catalog import Catalog, CatalogError, load_catalog
 from sluiceway.common.resources import example_catalog
@@ -51,6 +53,23 @@ def set_active_catalog(catalog: Catalog | None, path: Path | None = None) -> Non
     entity_columns.cache_clear()
 
 
+T = TypeVar("T")
+
+
+def per_catalog(build: Callable[[Catalog], T]) -> Callable[[Catalog], T]:
+    """``build`` computed once per catalog object (the per-event paths ask for it often)."""
+    # id -> (catalog, value): the catalog is kept so that its id is not reused
+    found: dict[int, tuple[Catalog, T]] = {}
+
+    def cached(catalog: Catalog) -> T:
+        hit = found.get(id(catalog))
+        if hit is None or hit[0] is not catalog:
+            hit = found[id(catalog)] = (catalog, build(catalog))
+        return hit[1]
+
+    return cached
+
+
 def entity_names() -> tuple[str, ...]:
     """Every entity of the active catalog, in catalog order."""
     return active_catalog().names
@@ -68,11 +87,20 @@ def reference_columns(entity: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(c for ref in found.references for c in ref.columns))
 
 
+@per_catalog
+def _id_columns(catalog: Catalog) -> dict[str, tuple[str, ...]]:
+    return {
+        name: tuple(dict.fromkeys((*e.record_key, *(c for r in e.references for c in r.columns))))
+        for name, e in catalog.entities.items()
+    }
+
+
 def id_columns(entity: str) -> tuple[str, ...]:
     """The record key and every reference column of ``entity``: the id spaces remap
     moves by its offset."""
-    found = active_catalog().entity(entity)
-    return tuple(dict.fromkeys((*found.record_key, *reference_columns(entity))))
+    catalog = active_catalog()
+    found = _id_columns(catalog).get(entity)
+    return found if found is not None else catalog.entity(entity).record_key
 
 
 def check_entity(name: str) -> str:
@@ -87,18 +115,14 @@ def check_entity(name: str) -> str:
 # ("own": the opt-out entity; "carried": its carrier, whose deletes are looked up by id), or
 # by looking up the carrier row a column references ("via").
 Route = tuple[str, str]
-_ROUTES: dict[int, tuple[Catalog, dict[str, Route]]] = {}
 
 
 def opt_out_routes() -> dict[str, Route]:
     """entity -> its route to the opted-out value, for every entity that has one."""
-    catalog = active_catalog()
-    cached = _ROUTES.get(id(catalog))
-    if cached is None or cached[0] is not catalog:
-        cached = _ROUTES[id(catalog)] = (catalog, _routes(catalog))
-    return cached[1]
+    return _routes(active_catalog())
 
 
+@per_catalog
 def _routes(catalog: Catalog) -> dict[str, Route]:
     rule = catalog.opt_out
     if rule is None:
