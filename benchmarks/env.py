@@ -21,9 +21,9 @@ import psycopg2
 from psycopg2 import sql
 
 from sluiceway import devstack as stack
+from sluiceway.common.entities import entity_names
 from sluiceway.common.kafka_io import admin, watermarks
 from sluiceway.common.settings import (
-    ENTITIES,
     KafkaSettings,
     PostgresSettings,
     S3Settings,
@@ -148,7 +148,7 @@ def scrape(port: int, timeout: float = 0.5) -> dict[str, float]:
 def topic_events(kafka: KafkaSettings) -> int:
     """Records on the change topics now (sum of high watermarks)."""
     total = 0
-    for entity in ENTITIES:
+    for entity in entity_names():
         marks = watermarks(kafka, kafka.cdc_topic(entity), range(kafka.partitions))
         total += sum(high for _low, high in marks.values())
     return total

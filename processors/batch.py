@@ -24,8 +24,9 @@ from polars.exceptions import PanicException, PolarsError
 from sluiceway.common.avro_batch import BatchDecoder
 from sluiceway.common.avro_encode import ColumnEncoder, UnencodableError, UnsupportedSchemaError
 from sluiceway.common.codec import Codec, EventSchema, plain_schema
+from sluiceway.common.entities import id_columns, opt_out_routes
 from sluiceway.common.spec import RunSpec
-from sluiceway.processors.transforms import MASK, REFERENCES, IssueProject, pii_hash
+from sluiceway.processors.transforms import MASK, IssueProject, pii_hash
 
 # Below this many events the per-event path is as fast: polars has a fixed cost per call.
 MIN_BATCH = 32
@@ -58,23 +59,25 @@ def in_scope_rows(frame: pl.DataFrame, spec: RunSpec) -> pl.Series:
 
 
 def project_keys(frame: pl.DataFrame, entity: str, issue_project: IssueProject) -> pl.Series:
-    """transforms._project_key per row (None where the event names no project)."""
+    """transforms.opt_out_value per row (None where the row belongs to no opted-out value)."""
+    route = opt_out_routes().get(entity)
+    if route is None:
+        return pl.Series([None] * frame.height, dtype=pl.String)
+    kind, column = route
+    if kind == "own":
+        return _field(frame, column)
     present = frame["after"].is_not_null().to_list()
     tenants = frame["tenant_id"].to_list()
-    if entity == "project":
-        return _field(frame, "key")
-    if entity == "issue":
-        own = _field(frame, "project_key").to_list()
+    if kind == "carried":
+        own = _field(frame, column).to_list()
         ids = frame["entity_id"].to_list()
         rows = zip(present, own, tenants, ids, strict=True)
         keys = [k if p else issue_project(t, i) for p, k, t, i in rows]
         return pl.Series(keys, dtype=pl.String)
-    if entity in ("comment", "worklog"):
-        issues = _field(frame, "issue_id").to_list()
-        rows3 = zip(present, tenants, issues, strict=True)
-        keys = [issue_project(t, i) if p else None for p, t, i in rows3]
-        return pl.Series(keys, dtype=pl.String)
-    return pl.Series([None] * frame.height, dtype=pl.String)
+    parents = _field(frame, column).to_list()
+    rows3 = zip(present, tenants, parents, strict=True)
+    keys = [issue_project(t, i) if p else None for p, t, i in rows3]
+    return pl.Series(keys, dtype=pl.String)
 
 
 def _field(frame: pl.DataFrame, name: str) -> pl.Series:
@@ -119,7 +122,7 @@ def remapped(frame: pl.DataFrame, entity: str, spec: RunSpec) -> pl.DataFrame:
     offset, rules = spec.remap.id_offset, spec.pii_rules(entity)
     after = frame.schema["after"]
     kept = {f.name for f in after.fields} if isinstance(after, pl.Struct) else set()
-    moved = [c for c in ("id", *REFERENCES[entity]) if c in kept and c not in rules]
+    moved = [c for c in id_columns(entity) if c in kept and c not in rules]
     ids = [pl.col("entity_id").max(), *(pl.col("after").struct.field(c).max() for c in moved)]
     highest = frame.select(pl.max_horizontal(ids)).item()
     if highest is not None and highest > INT64_MAX - offset:

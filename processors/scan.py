@@ -21,6 +21,7 @@ import numpy.typing as npt
 from confluent_kafka import KafkaError, Message, TopicPartition
 
 from sluiceway.common.codec import Codec, event_key
+from sluiceway.common.entities import active_catalog
 from sluiceway.common.errors import InvalidEventError
 from sluiceway.common.kafka_io import consumer, watermarks
 from sluiceway.common.partitioning import tenant_partitions
@@ -191,19 +192,24 @@ def no_project(tenant: str, issue_id: int) -> None:
 
 
 def issue_projects(kafka: KafkaSettings, run: RunRecord, codec: Codec) -> IssueProjects:
-    """The project of every issue of the run's tenants up to the cut."""
-    topic = kafka.cdc_topic("issue")
+    """The opted-out value (the project key, in the Jira example) of every carrier row
+    (issue) of the run's tenants up to the cut; the catalog's ``opt_out`` names both."""
+    rule = active_catalog().opt_out
+    found = IssueProjects(run.tenants)
+    if rule is None or rule.carrier is None:
+        return found  # nothing to look up: no entity is judged by its carrier row
+    entity, column = rule.carrier.entity, rule.carrier.column
+    topic = kafka.cdc_topic(entity)
     parts = set().union(
         *(tenant_partitions(t, run.run_partitions, kafka.spread) for t in run.tenants)
     )
     cut = run.cut.get(topic)
     if cut is None:
-        # a run that selects comments or worklogs but not issues has no cut on the issue
-        # topic: its issues' projects are read up to the topic's end now, or an opted-out
-        # project's comments would pass for want of their issue's project
+        # a run that selects the carrier's children but not the carrier has no cut on its
+        # topic: its values are read up to the topic's end now, or an opted-out value's
+        # grandchildren would pass for want of their carrier row
         cut = {p: high for p, (_low, high) in watermarks(kafka, topic, parts).items()}
     ranges = {(topic, p): (0, cut[p]) for p in parts if p in cut}
-    found = IssueProjects(run.tenants)
 
     def visit(msg: Message) -> None:
         key = msg.key()
@@ -216,8 +222,8 @@ def issue_projects(kafka: KafkaSettings, run: RunRecord, codec: Codec) -> IssueP
         if key != event_key(event["tenant_id"], event["entity_id"]):
             return  # so does it one whose body contradicts its key
         if event["after"] is not None:
-            found.add(event["tenant_id"], event["entity_id"], event["after"]["project_key"])
+            found.add(event["tenant_id"], event["entity_id"], event["after"][column])
 
-    scan(kafka, f"sw-scan-issues-{run.etl_id}", ranges, visit)
+    scan(kafka, f"sw-scan-{entity}-{run.etl_id}", ranges, visit)
     found.map.flush()
     return found

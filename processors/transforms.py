@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sluiceway.common.codec import Event, event_key
+from sluiceway.common.entities import id_columns, opt_out_routes
 from sluiceway.common.errors import ConfigError, InvalidEventError
 from sluiceway.common.spec import RunSpec
 
@@ -48,22 +49,6 @@ Row = dict[str, Any]
 IssueProject = Callable[[str, int], str | None]
 
 MASK = "****"
-# entity -> reference column -> entity it points at. remap moves every id space by the same
-# offset, so the target entity only documents the reference; keep it complete when the
-# schemas gain a reference, or remapped rows would point at the source tenant's ids.
-REFERENCES: dict[str, dict[str, str]] = {
-    "project": {"lead_id": "user"},
-    "user": {},
-    "issue": {
-        "project_id": "project",
-        "creator_id": "user",
-        "reporter_id": "user",
-        "assignee_id": "user",
-        "parent_id": "issue",
-    },
-    "comment": {"issue_id": "issue", "author_id": "user", "update_author_id": "user"},
-    "worklog": {"issue_id": "issue", "author_id": "user", "update_author_id": "user"},
-}
 
 
 def in_scope(event: Event, spec: RunSpec) -> bool:
@@ -79,25 +64,29 @@ def in_scope(event: Event, spec: RunSpec) -> bool:
 
 
 def opted_out(event: Event, spec: RunSpec, issue_project: IssueProject) -> bool:
-    """The event belongs to a project whose key the spec opts out.
+    """The event's row holds, or references a row that holds, a value the spec opts out
+    (the catalog's ``opt_out`` says which entity's field; ``issue_project`` looks a carrier
+    row's value up by its id).
 
-    Deletes of projects, comments and worklogs carry no project reference and only an id,
-    so they are kept; an issue delete is looked up by its id.
+    A delete carries only an id: the carrier's are looked up by it, the others' are kept.
     """
     if not spec.opt_out:
         return False
-    return _project_key(event, issue_project) in spec.opt_out
+    return opt_out_value(event, issue_project) in spec.opt_out
 
 
-def _project_key(event: Event, issue_project: IssueProject) -> str | None:
-    entity, after, tenant = event["entity"], event["after"], event["tenant_id"]
-    if entity == "project":
-        return None if after is None else str(after["key"])
-    if entity == "issue":
-        return issue_project(tenant, event["entity_id"]) if after is None else after["project_key"]
-    if entity in ("comment", "worklog") and after is not None:
-        return issue_project(tenant, after["issue_id"])
-    return None
+def opt_out_value(event: Event, issue_project: IssueProject) -> str | None:
+    """The opted-out entity's field value the event's row belongs to, if it has one."""
+    route = opt_out_routes().get(event["entity"])
+    if route is None:
+        return None
+    kind, column = route
+    after, tenant = event["after"], event["tenant_id"]
+    if kind == "own":
+        return None if after is None else str(after[column])
+    if kind == "carried":
+        return issue_project(tenant, event["entity_id"]) if after is None else after[column]
+    return None if after is None else issue_project(tenant, after[column])
 
 
 def project(row: Row, entity: str, spec: RunSpec) -> Row:
@@ -141,7 +130,7 @@ def remap(event: Event, spec: RunSpec) -> Event:
     after = event["after"]
     if after is not None:
         rules = spec.pii_rules(entity)
-        moved = ["id", *(c for c in REFERENCES[entity] if c not in rules)]
+        moved = [c for c in id_columns(entity) if c not in rules]
         after = {c: v + offset if c in moved and v is not None else v for c, v in after.items()}
     return {
         **event,

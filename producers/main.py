@@ -18,9 +18,9 @@ import psycopg2
 from confluent_kafka import Producer
 
 from sluiceway.common.codec import Codec
+from sluiceway.common.entities import entity_names
 from sluiceway.common.health import HEALTH
 from sluiceway.common.kafka_io import check_credentials, ensure_topics, producer
-from sluiceway.common.settings import ENTITIES
 from sluiceway.producers import checkpoint as ckpt
 from sluiceway.producers import metrics
 from sluiceway.producers.acks import AckTracker
@@ -45,7 +45,7 @@ def create_change_topics(settings: CaptureSettings) -> None:
     check_credentials(kafka)
     ensure_topics(
         kafka,
-        [kafka.cdc_topic(e) for e in ENTITIES],
+        [kafka.cdc_topic(e) for e in entity_names()],
         kafka.partitions,
         {"cleanup.policy": "compact", "min.compaction.lag.ms": "3600000"},
     )

@@ -24,9 +24,9 @@ from confluent_kafka import KafkaError, Message, Producer
 from psycopg2 import sql
 
 from sluiceway.common.codec import Codec, event_key
+from sluiceway.common.entities import entity_names
 from sluiceway.common.health import HEALTH
 from sluiceway.common.partitioning import partition_for
-from sluiceway.common.settings import ENTITIES
 from sluiceway.producers import checkpoint as ckpt
 from sluiceway.producers import metrics
 from sluiceway.producers.config import CaptureSettings
@@ -209,7 +209,7 @@ def run_snapshot(run: SnapshotRun, snapshot_name: str | None) -> dict[str, int]:
                 cur.execute("SELECT pg_current_wal_lsn()::text, now()")
                 lsn, now = cur.fetchone()
                 run.point = (position(lsn_to_int(lsn), 0), now)
-            for entity in ENTITIES:
+            for entity in entity_names():
                 if run.state is None or TABLES[entity] not in run.state.tables_done:
                     _snapshot_table(cur, run, entity)
         conn.rollback()

@@ -13,11 +13,11 @@ from typing import Any
 from psycopg2 import sql
 
 from sluiceway.common.codec import Codec
-from sluiceway.common.settings import ENTITIES
+from sluiceway.common.entities import entity_names
 from sluiceway.producers.errors import SourceSchemaError
 
 # "user" is reserved in SQL, so tables are named in the plural.
-TABLES: dict[str, str] = {e: f"{e}s" for e in ENTITIES}
+TABLES: dict[str, str] = {e: f"{e}s" for e in entity_names()}
 
 _SQL_TYPES = {
     "long": "bigint",
@@ -80,7 +80,7 @@ def replica_identity_sql(entity: str) -> sql.Composed:
 def schema_sql(codec: Codec) -> list[sql.Composed]:
     """DDL for every table."""
     statements: list[sql.Composed] = []
-    for entity in ENTITIES:
+    for entity in entity_names():
         statements.append(create_table_sql(codec, entity))
         statements.append(replica_identity_sql(entity))
     return statements

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import pyarrow as pa
 from pyarrow import fs as pafs
 
-from sluiceway.common.schema_versions import LATEST, columns_of
+from sluiceway.common.schema_versions import columns_of, latest_version
 from sluiceway.common.spec import RunSpec
 from sluiceway.lake import layout, storage
 from sluiceway.lake.errors import LakeWriteError
@@ -34,7 +34,7 @@ _CHUNK = 1024 * 1024
 
 def file_columns(spec: RunSpec) -> dict[str, tuple[str, ...]]:
     """table -> the columns of its file: the schema version's, as far as the spec keeps them."""
-    version = spec.schema_version or LATEST
+    version = spec.schema_version or latest_version()
     return {
         e: (*(c for c in columns_of(version, e) if c in spec.columns(e)), TENANT_COLUMN)
         for e in spec.entities
@@ -50,7 +50,7 @@ def assemble(
 ) -> list[FileRecord]:
     """Write each table's one file from its published parts; the records of those files."""
     columns = file_columns(spec)
-    job_id, version = spec.job_id or 1, spec.schema_version or LATEST
+    job_id, version = spec.job_id or 1, spec.schema_version or latest_version()
     out = []
     for table in spec.entities:
         mine = sorted((p for p in parts if p.table == table),

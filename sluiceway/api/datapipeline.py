@@ -49,7 +49,7 @@ from sluiceway.common import control_topics as control
 from sluiceway.common.errors import ConfigError, RunConflictError
 from sluiceway.common.kafka_io import known_tenants, read_control
 from sluiceway.common.runs import RunRecord
-from sluiceway.common.schema_versions import VERSIONS, schema_version
+from sluiceway.common.schema_versions import schema_version, versions
 from sluiceway.common.spec import parse_spec
 from sluiceway.common.spec_errors import SpecError
 from sluiceway.control import registry
@@ -158,8 +158,8 @@ def start_job(
 
 
 def _check_version(version: int | None) -> None:
-    if version is not None and version not in VERSIONS:
-        known = ", ".join(map(str, VERSIONS))
+    if version is not None and version not in versions():
+        known = ", ".join(map(str, versions()))
         raise DataPipelineError(
             422, "export.schema.version.unknown",
             f"schemaVersion {version} does not exist; known versions: {known} (GET /config/schema)",

@@ -32,7 +32,7 @@ from sluiceway.api.models import Tenants, TenantsRequest
 from sluiceway.api.scheduler import DATAPIPELINE, Schedule, cron_next
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.kafka_io import known_tenants
-from sluiceway.common.schema_versions import LATEST, VERSIONS, schema_version
+from sluiceway.common.schema_versions import latest_version, schema_version, versions
 from sluiceway.common.spec_errors import SpecError
 from sluiceway.control.export import check_destination
 from sluiceway.sinks.dp_layout import TENANT_COLUMN
@@ -168,12 +168,12 @@ def delete_export_path(services: Services = Depends(get_services)) -> ExportPath
 def get_schema() -> SchemaList:
     """The export schema versions, their status and columns."""
     views = []
-    for number in VERSIONS:
+    for number in versions():
         version = schema_version(number)
         # as the files have them: the tenant of each row last
         entities = {e: [*c, TENANT_COLUMN] for e, c in version.columns.items()}
         views.append(SchemaVersionView(version=number, status=version.status, entities=entities))
-    return SchemaList(current=LATEST, versions=views)
+    return SchemaList(current=latest_version(), versions=views)
 
 
 # -- tenants (Sluiceway extension) ----------------------------------------------------------
@@ -223,9 +223,9 @@ def get_schedule(services: Services = Depends(get_services)) -> ScheduleView:
 @router.put("/config/schedule", response_model=ScheduleView)
 def put_schedule(body: ScheduleRequest, services: Services = Depends(get_services)) -> ScheduleView:
     """Export on the given weekdays at a time of day in the server's time zone."""
-    version = LATEST if body.schemaVersion is None else body.schemaVersion
-    if version not in VERSIONS:
-        known = ", ".join(map(str, VERSIONS))
+    version = latest_version() if body.schemaVersion is None else body.schemaVersion
+    if version not in versions():
+        known = ", ".join(map(str, versions()))
         raise DataPipelineError(
             422,
             "schedule.schema.version.unknown",

@@ -21,7 +21,7 @@ from pydantic_settings import SettingsConfigDict
 
 from sluiceway.api.config_store import EXPORT_PATH, OPT_OUT, TENANTS, KeyValueStore
 from sluiceway.common import control_topics as control
-from sluiceway.common.schema_versions import LATEST, fields_of
+from sluiceway.common.schema_versions import fields_of, latest_version
 from sluiceway.common.settings import StackSettings
 from sluiceway.common.settings_base import SluicewaySettings
 
@@ -152,7 +152,7 @@ def new_job(
         path=path,
         export_from=(from_date or default_from(moment)).isoformat(),
         forced=forced,
-        schema_version=LATEST if version is None else version,
+        schema_version=latest_version() if version is None else version,
         opted_out=opted_out(config),
         node_id=node_id,
     )

@@ -11,6 +11,7 @@ import secrets
 from confluent_kafka import Message
 
 from sluiceway.common.codec import Codec
+from sluiceway.common.entities import active_catalog
 from sluiceway.common.errors import ConfigError, InvalidEventError
 from sluiceway.common.kafka_io import partition_count, watermarks
 from sluiceway.common.settings import KafkaSettings
@@ -18,8 +19,12 @@ from sluiceway.processors.scan import scan
 
 
 def project_keys(kafka: KafkaSettings, timeout_s: float = 60.0) -> set[str]:
-    """Keys of the projects capture has seen (also deleted ones: a key is never reused)."""
-    topic = kafka.cdc_topic("project")
+    """Keys of the projects capture has seen (also deleted ones: a key is never reused):
+    the values of the catalog's ``opt_out`` field."""
+    rule = active_catalog().opt_out
+    if rule is None:
+        return set()
+    topic, field = kafka.cdc_topic(rule.entity), rule.field
     try:
         count = partition_count(kafka, topic)
     except ConfigError:
@@ -34,8 +39,8 @@ def project_keys(kafka: KafkaSettings, timeout_s: float = 60.0) -> set[str]:
         except InvalidEventError:
             return
         row = event["after"]  # a delete carries no row; its key was seen when it was made
-        if row is not None and row.get("key"):
-            found.add(str(row["key"]))
+        if row is not None and row.get(field):
+            found.add(str(row[field]))
 
     scan(kafka, f"sw-optout-keys-{secrets.token_hex(4)}", ranges, visit, timeout_s)
     return found

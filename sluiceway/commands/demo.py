@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from sluiceway.cli import friendly_errors
+from sluiceway.common.entities import active_catalog, entity_names
 from sluiceway.common.kafka_io import admin
 from sluiceway.common.settings import (
-    ENTITIES,
     KafkaSettings,
     PostgresSettings,
     S3Settings,
@@ -42,27 +42,21 @@ def _reset_topics(kafka: KafkaSettings, timeout: float = 60.0) -> None:
 
 
 def _show_rows(root: Path, etl_id: str) -> None:
-    for entity in ENTITIES:
+    for entity in entity_names():
         files = sorted(root.glob(f"*/*/*/daily-export/full-export/{entity}/{etl_id}/*.parquet"))
         if not files:
             continue
         rel = files[0].parent.relative_to(root)
-        cols = (
-            "_tenant_id, id, "
-            + {
-                "project": "key, name",
-                "user": "display_name, email_address",
-                "issue": "key, status, summary",
-                "comment": "issue_id, left(body, 40) AS body",
-                "worklog": "issue_id, time_spent_seconds",
-            }[entity]
-        )
+        # the tenant, the key and the first few other columns: what fits a terminal's width
+        found = active_catalog().entity(entity)
+        shown = ["_tenant_id", *found.column_names[:4]]
+        key = ", ".join(str(duckdb.ColumnExpression(c)) for c in found.record_key)
         # the path is passed as a value, never spliced into SQL text (it may hold a quote)
-        result = duckdb.read_parquet(f"{files[0].parent}/*.parquet").select(cols).order("id")
-        result = result.limit(3)
-        table = Table(*result.columns, title=f"{entity}: {rel}/", title_justify="left")
+        result = duckdb.read_parquet(f"{files[0].parent}/*.parquet")
+        result = result.select(*(duckdb.ColumnExpression(c) for c in shown)).order(key).limit(3)
+        table = Table(*shown, title=f"{entity}: {rel}/", title_justify="left")
         for row in result.fetchall():
-            table.add_row(*(str(v).replace("\n", "\\n") for v in row))
+            table.add_row(*(str(v)[:40].replace("\n", "\\n") for v in row))
         console.print(table)
 
 

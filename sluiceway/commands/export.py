@@ -14,7 +14,7 @@ from rich.table import Table
 from sluiceway.cli import friendly_errors
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.runs import RunRecord
-from sluiceway.common.settings import ENTITIES, KafkaSettings, S3Settings
+from sluiceway.common.settings import KafkaSettings, S3Settings
 from sluiceway.common.spec import RunSpec, load_spec_file, parse_spec
 from sluiceway.control import registry
 from sluiceway.control.runner import Workers, follow, log_dir, read_manifest, start_run
@@ -30,7 +30,9 @@ app = typer.Typer(no_args_is_help=True)
 def start(
     spec_file: Path | None = typer.Option(None, "--spec", help="Run spec, JSON or YAML."),
     tenant: list[str] = typer.Option([], "--tenant", help="Tenant id to export (repeatable)."),
-    entities: str = typer.Option(",".join(ENTITIES), help="Comma-separated entity types."),
+    entities: str | None = typer.Option(
+        None, help="Comma-separated entities; default: every entity of the catalog."
+    ),
     run_type: str = typer.Option(
         "full", "--type", help="full: every live entity; delta: changes since the last run."
     ),
@@ -62,7 +64,7 @@ def start(
 
 
 def _spec(
-    spec_file: Path | None, tenants: list[str], entities: str, run_type: str,
+    spec_file: Path | None, tenants: list[str], entities: str | None, run_type: str,
     from_date: str | None, dest: str | None,
 ) -> RunSpec:  # fmt: skip
     if spec_file is not None:
@@ -74,8 +76,9 @@ def _spec(
         raise ConfigError("give --spec FILE, or at least --tenant and --dest")
     data: dict[str, Any] = {
         "tenants": tenants, "type": run_type, "destination": dest,
-        "entities": [e.strip() for e in entities.split(",") if e.strip()],
     }  # fmt: skip
+    if entities is not None:  # else the spec's default: every entity of the catalog
+        data["entities"] = [e.strip() for e in entities.split(",") if e.strip()]
     if from_date is not None:
         data["from_date"] = from_date
     return parse_spec(data, source="flags")

@@ -12,6 +12,7 @@ import typer
 
 from sluiceway.cli import friendly_errors
 from sluiceway.commands.export import print_payload
+from sluiceway.common.entities import load_order
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Settings
 from sluiceway.exit_codes import DIFFERENCES
@@ -177,7 +178,7 @@ def verify(
                 target.tenant_rows(conn, entity, state.to_tenant),
                 state.id_offset,
             )
-            for entity in logic.APPLY_ORDER
+            for entity in load_order()
         ]
     finally:
         conn.close()

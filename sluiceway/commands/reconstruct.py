@@ -38,7 +38,7 @@ HELP = (
 @friendly_errors
 def reconstruct(
     dest: str = typer.Option(..., "--dest", help="The lake: a directory or s3://bucket/prefix."),
-    table: str = typer.Option(..., "--table", help="project, user, issue, comment or worklog."),
+    table: str = typer.Option(..., "--table", help="An entity of the catalog."),
     as_of: str | None = typer.Option(
         None, "--as-of", help="Reconstruct as of this run (an etl_id); default: the latest run."
     ),

@@ -9,8 +9,9 @@ import typer
 from sluiceway.cli import friendly_errors
 from sluiceway.commands.export import follow_with_progress, print_payload, report_run
 from sluiceway.common.codec import Codec
+from sluiceway.common.entities import entity_names
 from sluiceway.common.errors import ConfigError
-from sluiceway.common.settings import ENTITIES, KafkaSettings, S3Settings
+from sluiceway.common.settings import KafkaSettings, S3Settings
 from sluiceway.common.spec import parse_spec
 from sluiceway.control.replay import parse_time
 from sluiceway.control.runner import log_dir, read_manifest, start_run
@@ -31,7 +32,7 @@ def replay(
     if not tenant:
         raise ConfigError("give at least one --tenant to replay")
     spec = parse_spec(
-        {"tenants": tenant, "type": "full", "destination": dest, "entities": list(ENTITIES)},
+        {"tenants": tenant, "type": "full", "destination": dest, "entities": list(entity_names())},
         source="flags",
     )
     kafka, s3 = KafkaSettings(), S3Settings()

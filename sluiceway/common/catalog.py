@@ -180,6 +180,25 @@ class Entity(_Frozen):
         return problems
 
 
+class Carrier(_Frozen):
+    """An entity whose rows carry the opted-out value themselves, in a column."""
+
+    entity: str
+    column: str = Field(pattern=_IDENT)
+
+
+class OptOut(_Frozen):
+    """What a run spec's ``opt_out`` values name: a field of one entity. A row of that
+    entity whose field holds an opted-out value is left out of the export, and so is every
+    row that references it, directly or through a chain of references."""
+
+    entity: str
+    field: str = Field(pattern=_IDENT)
+    carrier: Carrier | None = None
+    """A child of ``entity`` whose rows carry the field (a denormalised copy): its rows are
+    judged by that column, and the rows of its own children by their reference to it."""
+
+
 class Catalog(_Frozen):
     """Every captured entity, by name."""
 
@@ -188,6 +207,8 @@ class Catalog(_Frozen):
     types: dict[str, UserType] = {}
     """Enums and domains the columns use, by the name ``format_type`` prints."""
     entities: dict[str, Entity] = Field(min_length=1)
+    opt_out: OptOut | None = None
+    """What a run spec's ``opt_out`` values name; none: specs cannot opt out."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -197,10 +218,27 @@ class Catalog(_Frozen):
                 problems.append(f"entity name {name!r} must match {_NAME}")
             problems += entity.check(name)
             problems += self._reference_problems(name, entity)
+        problems += self._opt_out_problems()
         if problems:
             raise ValueError("; ".join(problems))
         self.order  # noqa: B018 - a cycle is refused when the catalog is read
         return self
+
+    def _opt_out_problems(self) -> list[str]:
+        rule = self.opt_out
+        if rule is None:
+            return []
+        named = [(rule.entity, rule.field)]
+        if rule.carrier is not None:
+            named.append((rule.carrier.entity, rule.carrier.column))
+        problems = []
+        for entity, column in named:
+            found = self.entities.get(entity)
+            if found is None:
+                problems.append(f"opt_out names unknown entity {entity!r}")
+            elif column not in found.column_names:
+                problems.append(f"opt_out: entity {entity!r} has no captured column {column!r}")
+        return problems
 
     def _reference_problems(self, name: str, entity: Entity) -> list[str]:
         problems: list[str] = []

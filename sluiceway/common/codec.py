@@ -1,14 +1,21 @@
-"""Avro single-object encoding of change events, with ``schemas/`` as the registry.
+"""Avro single-object encoding of change events, their envelopes derived from the catalog.
 
 A value on the wire is ``C3 01`` + the 8-byte CRC-64-AVRO fingerprint of the writer
 schema's canonical form + the Avro body, as the Avro specification defines it. A reader
 finds the writer schema by fingerprint, so schemas can evolve without a registry server.
+
+Each entity's envelope (``sluiceway.event.<Name>Event``) wraps the entity's record as
+``sluiceway.common.catalog_schemas`` derives it from the active catalog; ``schemas/`` holds
+the Jira example's envelopes, which the derived ones equal field for field (a changed
+envelope would change its fingerprint, and lakes and topics written before would no longer
+decode).
 """
 
 from __future__ import annotations
 
 import copy
 import io
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -18,9 +25,11 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
+from sluiceway.common.catalog import Catalog, CatalogError
+from sluiceway.common.catalog_schemas import entity_record, record_name
+from sluiceway.common.entities import active_catalog, per_catalog
 from sluiceway.common.errors import ConfigError, InvalidEventError
 from sluiceway.common.resources import schema_dir
-from sluiceway.common.settings import ENTITIES
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
@@ -53,8 +62,58 @@ def default_schema_dir() -> Path:
     return schema_dir()
 
 
+ENVELOPE_NAMESPACE = "sluiceway.event"
+# The envelope carries the row's id as a long: only a key of one integer column fits it.
+INTEGER_KEY_TYPES = frozenset({"smallint", "integer", "bigint"})
+
+
 def envelope_file(schema_dir: Path, entity: str) -> Path:
-    return schema_dir / f"sluiceway.event.{entity.capitalize()}Event.avsc"
+    return schema_dir / f"{ENVELOPE_NAMESPACE}.{record_name(entity)}Event.avsc"
+
+
+def envelope(catalog: Catalog, entity: str) -> dict[str, Any]:
+    """The change-event envelope of one entity of ``catalog``, as an Avro schema."""
+    check_envelope_key(catalog, entity)
+    record = entity_record(catalog, entity)
+    doc = f"Always {json.dumps(entity)} for this envelope."
+    op = {"type": "enum", "name": "Op", "namespace": f"{ENVELOPE_NAMESPACE}.{entity}",
+          "symbols": ["r", "c", "u", "d"]}  # fmt: skip
+    return {
+        "type": "record", "name": f"{record_name(entity)}Event", "namespace": ENVELOPE_NAMESPACE,
+        "doc": f"Change-event envelope for the {entity} entity (docs/architecture.md).",
+        "fields": [
+            {"name": "tenant_id", "type": "string"},
+            {"name": "entity", "type": "string", "doc": doc},
+            {"name": "entity_id", "type": "long"},
+            {"name": "op", "type": op, "doc": "r snapshot read, c create, u update, d delete."},
+            {"name": "position", "type": "long",
+             "doc": "Commit LSN; strictly increasing per source in commit order."},
+            {"name": "source_ts", "type": {"type": "long", "logicalType": "timestamp-micros"},
+             "doc": "Commit time, UTC."},
+            {"name": "snapshot", "type": "boolean"},
+            {"name": "after", "type": ["null", record], "default": None,
+             "doc": "The row after the change; null for deletes."},
+        ],
+    }  # fmt: skip
+
+
+def check_envelope_key(catalog: Catalog, entity: str) -> None:
+    """Refuse an entity whose row id does not fit the envelope's long ``entity_id``."""
+    found = catalog.entity(entity)
+    key = found.record_key
+    if len(key) != 1 or found.column(key[0]).type not in INTEGER_KEY_TYPES:
+        typed = ", ".join(f"{k} {found.column(k).type}" for k in key)
+        raise CatalogError(
+            f"entity {entity!r} is keyed by ({typed}); this envelope carries one integer "
+            "column (smallint, integer or bigint) as entity_id: composite, uuid and text "
+            "keys come with the next envelope version"
+        )
+
+
+@per_catalog
+def catalog_event_schemas(catalog: Catalog) -> dict[str, EventSchema]:
+    """Every entity's envelope, derived from ``catalog``; computed once per catalog."""
+    return {e: event_schema_from(e, envelope(catalog, e)) for e in catalog.names}
 
 
 def load_event_schema(schema_dir: Path, entity: str) -> EventSchema:
@@ -74,9 +133,14 @@ def event_schema_from(entity: str, schema: Any) -> EventSchema:
 class Codec:
     """Encodes and decodes change events of every entity."""
 
-    def __init__(self, schema_dir: Path | None = None) -> None:
-        directory = schema_dir or default_schema_dir()
-        self.schemas = {e: load_event_schema(directory, e) for e in ENTITIES}
+    def __init__(self, schema_dir: Path | None = None, catalog: Catalog | None = None) -> None:
+        """Envelopes derived from ``catalog`` (default: the active one), or, given
+        ``schema_dir``, read from its ``.avsc`` files for the catalog's entities."""
+        catalog = catalog or active_catalog()
+        if schema_dir is None:
+            self.schemas = dict(catalog_event_schemas(catalog))
+        else:
+            self.schemas = {e: load_event_schema(schema_dir, e) for e in catalog.names}
         self._by_header = {s.header: s for s in self.schemas.values()}
 
     def with_schemas(self, extra: Iterable[EventSchema]) -> Codec:
@@ -110,7 +174,7 @@ class Codec:
         if schema is None:
             raise InvalidEventError(
                 f"cannot encode event of entity {event.get('entity')!r}; "
-                f"expected one of {', '.join(ENTITIES)}"
+                f"expected one of {', '.join(self.schemas)}"
             )
         after = event.get("after")
         if type(after) is dict:

@@ -22,7 +22,7 @@ def effective_policy(spec: RunSpec) -> Policy:
     """The spec's policy in a canonical form: equal policies compare equal as JSON."""
     hashes = "hash" in spec.pii.values()
     secret = spec.pii_secret.get_secret_value() if spec.pii_secret and hashes else None
-    chosen = spec.fields.model_dump(exclude_none=True)
+    chosen = spec.fields
     return {
         "fields": {e: sorted(chosen[e]) for e in sorted(chosen) if e in spec.entities},
         "from_date": spec.from_date.isoformat() if spec.from_date else None,

@@ -21,6 +21,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -28,12 +29,12 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from sluiceway.common.codec import Codec
+from sluiceway.common.entities import active_catalog, entity_names, opt_out_gaps
 from sluiceway.common.feed_timing import check_cron, check_timezone, check_window
 from sluiceway.common.runs import FORMATS, RUN_TYPES
-from sluiceway.common.settings import ENTITIES
 from sluiceway.common.spec_errors import SpecError
 
 PII_RULES = ("drop", "hash", "mask")
@@ -51,10 +52,14 @@ def entity_columns(entity: str) -> tuple[str, ...]:
     return tuple(f["name"] for f in Codec().schemas[entity].record["fields"])
 
 
-def _one_of(allowed: Iterable[str]) -> Callable[[str], str]:
-    choices = tuple(allowed)
+def record_key(entity: str) -> tuple[str, ...]:
+    """The columns that identify a row of ``entity`` within its tenant."""
+    return active_catalog().entity(entity).record_key
 
+
+def _one_of(allowed: Iterable[str] | Callable[[], Iterable[str]]) -> Callable[[str], str]:
     def check(value: str) -> str:
+        choices = tuple(allowed() if callable(allowed) else allowed)
         if value not in choices:
             raise PydanticCustomError(
                 "not_allowed", "{value} is not one of {allowed}", _ctx(value, choices)
@@ -72,10 +77,10 @@ def _check_pii_target(target: str) -> str:
     entity, dot, column = target.partition(".")
     if not dot or not column:
         problem = f"{target!r} is not of the form entity.column, e.g. user.email_address"
-    elif entity not in ENTITIES:
-        problem = f"unknown entity {entity!r} (known: {', '.join(ENTITIES)})"
-    elif column == "id":
-        problem = "id keys the row and cannot carry a pii rule"
+    elif entity not in entity_names():
+        problem = f"unknown entity {entity!r} (known: {', '.join(entity_names())})"
+    elif column in record_key(entity):
+        problem = f"{column} keys the row and cannot carry a pii rule"
     elif column not in entity_columns(entity):
         problem = f"unknown column {column!r} (known: {', '.join(entity_columns(entity))})"
     else:
@@ -84,7 +89,7 @@ def _check_pii_target(target: str) -> str:
 
 
 NonEmpty = Annotated[str, Field(min_length=1)]
-EntityName = Annotated[str, AfterValidator(_one_of(ENTITIES))]
+EntityName = Annotated[str, AfterValidator(_one_of(entity_names))]
 PiiRule = Annotated[str, AfterValidator(_one_of(PII_RULES))]
 PiiTarget = Annotated[str, AfterValidator(_check_pii_target)]
 
@@ -93,32 +98,44 @@ def _unique(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(values))
 
 
-class EntityFields(BaseModel):
-    """Per entity, the columns to keep; an entity left out keeps all of its columns."""
+# Per entity, the columns to keep; an entity left out (or null) keeps all of its columns.
+EntityFields = dict[str, tuple[str, ...]]
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    project: tuple[str, ...] | None = None
-    user: tuple[str, ...] | None = None
-    issue: tuple[str, ...] | None = None
-    comment: tuple[str, ...] | None = None
-    worklog: tuple[str, ...] | None = None
+def _drop_nulls(value: Any) -> Any:
+    """``{entity: null}`` keeps every column, as leaving the entity out does."""
+    if isinstance(value, Mapping):
+        return {k: v for k, v in value.items() if v is not None}
+    return value
 
-    @field_validator("*")
-    @classmethod
-    def _known_columns(cls, value: tuple[str, ...] | None, info: ValidationInfo) -> Any:
-        if value is None:
-            return None
-        known = entity_columns(str(info.field_name))
-        unknown = [c for c in value if c not in known]
+
+def _check_fields(value: EntityFields) -> EntityFields:
+    """Each entity of the catalog, each column of its entity; problems under their entity."""
+    known_entities = entity_names()
+    problems: list[InitErrorDetails] = []
+    out: EntityFields = {}
+    for entity, chosen in value.items():
+        if entity not in known_entities:
+            problem = PydanticCustomError(
+                "unknown_entity", "unknown entity {value} (known: {allowed})",
+                _ctx(entity, known_entities),
+            )  # fmt: skip
+            problems.append(InitErrorDetails(type=problem, loc=(entity,), input=chosen))
+            continue
+        known = entity_columns(entity)
+        unknown = [c for c in chosen if c not in known]
         if unknown:
             noun = "column" if len(unknown) == 1 else "columns"
-            raise PydanticCustomError(
+            problem = PydanticCustomError(
                 "unknown_column",
                 "unknown {noun} {names} (known: {allowed})",
                 {"noun": noun, "names": ", ".join(map(repr, unknown)), "allowed": ", ".join(known)},
             )
-        return _unique(value)
+            problems.append(InitErrorDetails(type=problem, loc=(entity,), input=chosen))
+        out[entity] = _unique(chosen)
+    if problems:
+        raise ValidationError.from_exception_data("fields", problems)
+    return out
 
 
 class Remap(BaseModel):
@@ -136,8 +153,10 @@ class RunSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     tenants: tuple[NonEmpty, ...] = Field(min_length=1)
-    entities: tuple[EntityName, ...] = Field(ENTITIES, min_length=1)
-    fields: EntityFields = EntityFields()
+    entities: tuple[EntityName, ...] = Field(default_factory=entity_names, min_length=1)
+    fields: Annotated[EntityFields, BeforeValidator(_drop_nulls), AfterValidator(_check_fields)] = (
+        Field(default_factory=dict)
+    )
     from_date: datetime | None = None
     opt_out: tuple[NonEmpty, ...] = ()
     pii: dict[PiiTarget, PiiRule] = Field(default_factory=dict)
@@ -159,6 +178,14 @@ class RunSpec(BaseModel):
     @classmethod
     def _dedupe(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _unique(value)
+
+    @field_validator("opt_out")
+    @classmethod
+    def _opt_out_reaches(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        gaps = opt_out_gaps() if value else []
+        if gaps:
+            raise PydanticCustomError("opt_out_gaps", "{problem}", {"problem": "; ".join(gaps)})
+        return value
 
     @field_validator("from_date")
     @classmethod
@@ -236,11 +263,13 @@ class RunSpec(BaseModel):
     @field_validator("schema_version")
     @classmethod
     def _datapipeline(cls, value: int | None, info: ValidationInfo) -> int | None:
-        from sluiceway.common.schema_versions import VERSIONS  # it builds on this module
+        from sluiceway.common.schema_versions import versions  # it builds on this module
 
-        if value is not None and value not in VERSIONS:
+        if value is not None and value not in versions():
             raise PydanticCustomError(
-                "schema_version", "{value} is not one of {allowed}", _ctx(value, map(str, VERSIONS))
+                "schema_version",
+                "{value} is not one of {allowed}",
+                _ctx(value, map(str, versions())),
             )
         if info.data.get("layout") == "datapipeline":
             if info.data.get("format") != "csv":
@@ -252,12 +281,13 @@ class RunSpec(BaseModel):
         return value
 
     def columns(self, entity: str) -> tuple[str, ...]:
-        """The columns the spec keeps for ``entity``, in schema order; ``id`` always."""
+        """The columns the spec keeps for ``entity``, in schema order; its key always."""
         known = entity_columns(entity)
-        chosen = getattr(self.fields, entity)
+        chosen = self.fields.get(entity)
         if chosen is None:
             return known
-        return tuple(c for c in known if c == "id" or c in chosen)
+        key = record_key(entity)
+        return tuple(c for c in known if c in key or c in chosen)
 
     def pii_rules(self, entity: str) -> dict[str, str]:
         """column -> rule for ``entity``."""
@@ -302,7 +332,6 @@ def check_destination(value: str) -> str:
 # Loc parent -> names allowed there, to say what an unknown key could have been.
 _ALLOWED_KEYS: dict[tuple[str | int, ...], tuple[str, ...]] = {
     (): tuple(RunSpec.model_fields),
-    ("fields",): ENTITIES,
     ("remap",): tuple(Remap.model_fields),
 }
 

@@ -15,9 +15,10 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from sluiceway.common.codec import Codec
+from sluiceway.common.entities import load_order
 from sluiceway.common.errors import RestoreError
 from sluiceway.common.redact import pg_error_line
-from sluiceway.common.settings import ENTITIES, S3Settings
+from sluiceway.common.settings import S3Settings
 from sluiceway.producers.schema_check import existing_table_problems
 from sluiceway.producers.source import (
     TABLES,
@@ -36,10 +37,6 @@ from sluiceway.tools.backup import (
     table_rows,
 )
 
-# Parents before children: issues name their project and users; comments and worklogs
-# name their issue. Deletes (with --replace) run in the reverse order.
-RESTORE_ORDER = ("project", "user", "issue", "comment", "worklog")
-
 
 @dataclass(frozen=True)
 class RestoreRequest:
@@ -52,12 +49,14 @@ class RestoreRequest:
 
 
 def restore_order(entities: Iterable[str]) -> list[str]:
-    """``entities`` in dependency order; unknown names are refused, not skipped."""
-    unknown = sorted(set(entities) - set(RESTORE_ORDER))
+    """``entities`` in the catalog's load order, parents before children (deletes, with
+    --replace, run in the reverse order); unknown names are refused, not skipped."""
+    order = load_order()
+    unknown = sorted(set(entities) - set(order))
     if unknown:
-        raise RestoreError(f"backup names unknown tables {unknown}; expected {list(ENTITIES)}")
+        raise RestoreError(f"backup names unknown tables {unknown}; expected {list(order)}")
     wanted = set(entities)
-    return [e for e in RESTORE_ORDER if e in wanted]
+    return [e for e in order if e in wanted]
 
 
 def schema_difference(table: str, problems: list[str]) -> str:

@@ -15,7 +15,8 @@ from confluent_kafka import TopicPartition
 
 from sluiceway.common.codec import Codec
 from sluiceway.common.kafka_io import consumer, watermarks
-from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.common.settings import KafkaSettings, PostgresSettings
+from tests.catalogs import ENTITIES
 
 
 @dataclass

@@ -19,10 +19,11 @@ import psycopg2
 import psycopg2.extras
 import pytest
 
-from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from sluiceway.producers import checkpoint
 from sluiceway.producers.events import SEQ_BITS, lsn_to_int
 from sluiceway.producers.source import TABLES
+from tests.catalogs import ENTITIES
 from tests.conftest import Cli
 from tests.integration.capture_harness import (
     CaptureProcess,

@@ -17,9 +17,9 @@ import duckdb
 import psycopg2
 import pytest
 
-from sluiceway.common.settings import ENTITIES
 from sluiceway.producers.source import TABLES
 from sluiceway.sinks.csv_file import escape_line_breaks
+from tests.catalogs import ENTITIES
 from tests.conftest import Stack, isolated, lake_files
 
 pytestmark = pytest.mark.integration

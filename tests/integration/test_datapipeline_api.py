@@ -26,9 +26,10 @@ import uvicorn
 from pydantic import SecretStr
 
 from sluiceway.api.app import Services, create_app
-from sluiceway.common.schema_versions import LATEST, columns_of
-from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.common.schema_versions import columns_of, latest_version
+from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from sluiceway.sinks.csv_file import escape_line_breaks
+from tests.catalogs import ENTITIES
 from tests.conftest import Cli, Stack
 from tests.net import free_port
 from tests.polling import wait_for
@@ -195,7 +196,7 @@ def test_a_data_pipeline_client_works_unchanged(
     assert started["jobId"] == 1 and started["status"] == "STARTED"
     assert started["rootExportPath"] == str(default / "1")
     assert started["optedOutEntities"] == [{"type": "PROJECT", "identifiers": [key]}]
-    assert started["schema"] == {"version": LATEST, "status": "ACTIVE"}
+    assert started["schema"] == {"version": latest_version(), "status": "ACTIVE"}
     export_from = datetime.fromisoformat(started["config"]["exportFrom"])
     assert abs(export_from - (before - timedelta(days=365))) < timedelta(minutes=5)
     assert refusal(http.post(f"{V1}/export"), 409) == "export.in.progress"
@@ -203,7 +204,7 @@ def test_a_data_pipeline_client_works_unchanged(
     done = wait_for(lambda: finished(http), 300, "job 1 to complete")
     check_status_types(done)
     assert done["completedTime"] and done["cancelledTime"] is None and done["errors"] == []
-    files = exported(default / "1", 1, LATEST)
+    files = exported(default / "1", 1, latest_version())
     expected = source_counts(source_db, export_from, key)
     assert {t: len(rows) for t, (_, rows) in files.items() if rows} == {
         t: n for t, n in expected.items() if n
@@ -258,7 +259,7 @@ def test_a_data_pipeline_client_works_unchanged(
     assert moved.json()["jobId"] == 1 and moved.json()["rootExportPath"] == str(custom / "1")
     wait_for(lambda: finished(http), 300, "the first job of the new path to complete")
     assert http.delete(f"{V1}/config/export-path").json() == {"path": str(default)}
-    assert json.loads(http.get(f"{V1}/config/schema").text)["current"] == LATEST
+    assert json.loads(http.get(f"{V1}/config/schema").text)["current"] == latest_version()
 
     schedule = {"fromDate": "2026-01-01", "repeatDays": ["MONDAY", "THURSDAY"],
                 "startTime": "02:30", "schemaVersion": 1}  # fmt: skip

@@ -17,8 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sluiceway.common.settings import ENTITIES, PostgresSettings
+from sluiceway.common.settings import PostgresSettings
 from sluiceway.producers.source import TABLES
+from tests.catalogs import ENTITIES
 from tests.conftest import Stack, isolated, lake_files
 
 pytestmark = pytest.mark.integration

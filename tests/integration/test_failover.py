@@ -21,8 +21,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from sluiceway.common.kafka_io import admin
-from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from sluiceway.tools.reconstruct.sql import read_parquet_rows, reconstruct_sql
+from tests.catalogs import ENTITIES
 from tests.conftest import Cli, Stack, fresh_database, lake_files
 from tests.integration.capture_harness import CaptureProcess, settings_for_capture
 from tests.integration.cluster import Cluster

@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from sluiceway import exit_codes
-from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from sluiceway.producers.source import TABLES
+from tests.catalogs import ENTITIES
 from tests.conftest import Stack, isolated, lake_files
 from tests.repo import ROOT
 

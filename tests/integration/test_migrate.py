@@ -18,8 +18,9 @@ from typing import Any
 import psycopg2
 import pytest
 
-from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from sluiceway.control import registry
+from tests.catalogs import ENTITIES
 from tests.conftest import Cli, Stack, fresh_database
 from tests.integration.test_capture import (
     churn,

@@ -21,9 +21,10 @@ import psycopg2.extras
 import pyarrow.parquet as pq
 import pytest
 
-from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from sluiceway.lake.storage import s3_filesystem
 from sluiceway.tools.reconstruct.sql import read_parquet_rows, reconstruct_sql
+from tests.catalogs import ENTITIES
 from tests.conftest import Cli, Stack, fresh_database, isolated, lake_files
 from tests.integration.capture_harness import CaptureProcess, settings_for_capture
 from tests.integration.test_capture import (

@@ -14,8 +14,9 @@ from typing import Any
 import psycopg2
 import pytest
 
-from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from sluiceway.lake.storage import s3_filesystem
+from tests.catalogs import ENTITIES
 from tests.conftest import Cli, Stack, fresh_database
 from tests.integration.capture_harness import CaptureProcess, settings_for_capture
 from tests.integration.test_capture import (

@@ -14,7 +14,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 from pyarrow import fs
 
-from sluiceway.common.settings import ENTITIES, LOCAL_S3_KEYS
+from sluiceway.common.settings import LOCAL_S3_KEYS
+from tests.catalogs import ENTITIES
 from tests.conftest import Cli, Stack, isolated
 from tests.integration.test_end_to_end import source_ids
 from tests.net import free_port

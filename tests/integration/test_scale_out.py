@@ -38,12 +38,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sluiceway.common.runs import RunRecord
-from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings, S3Settings
+from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Settings
 from sluiceway.common.spec import parse_spec
 from sluiceway.control.export import scanned
 from sluiceway.control.runner import start_run
 from sluiceway.producers.source import TABLES
 from sluiceway.tools.reconstruct.sql import read_parquet_rows, reconstruct_sql
+from tests.catalogs import ENTITIES
 from tests.conftest import Cli
 from tests.integration.capture_harness import (
     CaptureProcess,

@@ -29,11 +29,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings, S3Settings
+from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Settings
 from sluiceway.common.spec import parse_spec
 from sluiceway.control import runner
 from sluiceway.lake import layout
 from sluiceway.producers.source import TABLES
+from tests.catalogs import ENTITIES
 from tests.conftest import Cli, Stack, isolated
 from tests.polling import wait_for
 

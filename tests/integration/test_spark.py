@@ -25,9 +25,9 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from sluiceway.common.codec import Codec
-from sluiceway.common.settings import ENTITIES
 from sluiceway.sinks.csv_file import escape_line_breaks
 from sluiceway.tools.reconstruct.sql import read_parquet_rows, reconstruct_sql
+from tests.catalogs import ENTITIES
 from tests.conftest import Cli, Stack, isolated, settings_env
 
 pytestmark = pytest.mark.integration

@@ -23,9 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sluiceway.common.kafka_io import consumer, watermarks
-from sluiceway.common.settings import ENTITIES, KafkaSettings, PostgresSettings
+from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from sluiceway.common.spec import entity_columns
 from sluiceway.producers.source import TABLES
+from tests.catalogs import ENTITIES
 from tests.conftest import Cli, Stack, isolated
 
 pytestmark = pytest.mark.integration

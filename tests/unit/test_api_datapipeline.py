@@ -17,9 +17,10 @@ from sluiceway.api.app import Services, create_app
 from sluiceway.api.config_store import MemoryStore
 from sluiceway.api.dp_jobs import default_export_path, jobs, new_job
 from sluiceway.api.scheduler import Scheduler, cron_next
-from sluiceway.common.schema_versions import LATEST, VERSIONS, columns_of
-from sluiceway.common.settings import ENTITIES, KafkaSettings, S3Settings
+from sluiceway.common.schema_versions import columns_of, latest_version, versions
+from sluiceway.common.settings import KafkaSettings, S3Settings
 from sluiceway.common.spec import entity_columns
+from tests.catalogs import ENTITIES
 
 TOKEN = "unit-test-token-5b9e"
 PREFIXES = ("/rest/datapipeline/1.0", "/rest/datapipeline/latest")
@@ -128,7 +129,7 @@ def test_the_export_path_defaults_and_delete_restores_it(
 def test_schema_versions_are_frozen_column_lists(dp: tuple[TestClient, str]) -> None:
     client, prefix = dp
     listed = client.get(f"{prefix}/config/schema").json()
-    assert listed["current"] == LATEST
+    assert listed["current"] == latest_version()
     assert [(v["version"], v["status"]) for v in listed["versions"]] == [
         (1, "DEPRECATED"), (2, "ACTIVE"),
     ]  # fmt: skip
@@ -160,7 +161,7 @@ def test_the_schedule_round_trip(
     assert put.status_code == 200, put.text
     view = client.get(url).json()
     assert view["repeatDays"] == ["MONDAY", "SATURDAY"] and view["startTime"] == "02:30"
-    assert view["timeZone"] == "Europe/Berlin" and view["schemaVersion"] == LATEST
+    assert view["timeZone"] == "Europe/Berlin" and view["schemaVersion"] == latest_version()
     assert view["fromDate"].startswith("2026-01-01T00:00:00") and view["lastJobId"] is None
     due = datetime.fromisoformat(view["nextRunTime"]).astimezone(UTC)
     local = due.astimezone(ZoneInfo("Europe/Berlin"))
@@ -190,7 +191,7 @@ def test_job_numbers_count_per_export_path() -> None:
     ]  # fmt: skip
     first = jobs(store.load_all())[0]
     assert first.root == "/a/1" and first.export_from.startswith("2025-06-01")
-    assert first.schema_version == LATEST and VERSIONS[-1] == LATEST
+    assert first.schema_version == latest_version() and versions()[-1] == latest_version()
 
 
 def test_a_due_schedule_starts_a_numbered_job(tmp_path: Path) -> None:

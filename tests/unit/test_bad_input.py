@@ -28,10 +28,11 @@ from sluiceway.api.scheduler import Scheduler
 from sluiceway.cli import build_app
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.runs import RunRecord
-from sluiceway.common.settings import ENTITIES, KafkaSettings, S3Settings
+from sluiceway.common.settings import KafkaSettings, S3Settings
 from sluiceway.common.spec import RunSpec, load_spec_file, parse_spec
 from sluiceway.common.spec_errors import SpecError
 from sluiceway.control.runner import Workers
+from tests.catalogs import ENTITIES
 
 TOKEN = "unit-test-token-bad-input-0123456789"
 DP = "/rest/datapipeline/latest"

@@ -12,7 +12,6 @@ import pytest
 
 from sluiceway.common.codec import Codec
 from sluiceway.common.errors import ConfigError
-from sluiceway.common.settings import ENTITIES
 from sluiceway.devstack.churn import (
     ChurnSettings,
     Clock,
@@ -26,6 +25,7 @@ from sluiceway.devstack.churn import (
     run_churn,
 )
 from sluiceway.devstack.seed import Row, SeedPlan, gen_tenant
+from tests.catalogs import ENTITIES
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 PLAN = SeedPlan(tenants=2, issues_per_tenant=20, seed=1)

@@ -18,7 +18,7 @@ from sluiceway.api.scheduler import Schedule, Scheduler
 from sluiceway.common import control_topics as control
 from sluiceway.common.control_topics import ControlRecordError
 from sluiceway.common.runs import RunRecord
-from sluiceway.common.schema_versions import LATEST
+from sluiceway.common.schema_versions import latest_version
 from sluiceway.common.settings import KafkaSettings, S3Settings
 from sluiceway.control.registry import RunState
 from tests.unit.test_api_http import TOKEN, fake_services
@@ -114,7 +114,7 @@ def test_a_data_pipeline_job_reports_its_runs_unreadable_manifest_and_bad_jobs_a
     None
 ):
     job = Job(job_id=1, etl_id=RUN.etl_id, path="/srv/dp", export_from="2026-01-01T00:00:00Z",
-              forced=False, schema_version=LATEST)  # fmt: skip
+              forced=False, schema_version=latest_version())  # fmt: skip
     state = RunState(RUN, "failed", "manifest unreadable", None, manifest_error="not JSON: x")
     status = job_status(job, state)
     assert status.status == "FAILED"

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from sluiceway.common.schema_versions import columns_of
-from sluiceway.common.settings import ENTITIES, S3Settings
+from sluiceway.common.settings import S3Settings
 from sluiceway.common.spec import parse_spec
 from sluiceway.common.spec_errors import SpecError
 from sluiceway.lake import storage
 from sluiceway.sinks import dp_layout
 from sluiceway.sinks.parquet_file import FileRecord
+from tests.catalogs import ENTITIES
 
 ETL = "20261205T081332Z-ab12"
 

@@ -7,9 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from sluiceway.common.entities import load_order
 from sluiceway.common.errors import ConfigError
-from sluiceway.common.settings import ENTITIES
-from sluiceway.tools.migrate import logic
 from sluiceway.tools.migrate.logic import (
     CUT_OVER,
     CUTOVER_REQUESTED,
@@ -22,6 +21,7 @@ from sluiceway.tools.migrate.logic import (
     pending_runs,
     transition,
 )
+from tests.catalogs import ENTITIES
 
 
 def test_map_row_moves_id_and_every_reference_but_nothing_else() -> None:
@@ -36,8 +36,8 @@ def test_map_row_moves_id_and_every_reference_but_nothing_else() -> None:
 
 
 def test_apply_order_is_parents_first_and_covers_every_entity() -> None:
-    assert sorted(logic.APPLY_ORDER) == sorted(ENTITIES)
-    order = logic.APPLY_ORDER
+    order = load_order()
+    assert sorted(order) == sorted(ENTITIES)
     assert order.index("project") < order.index("issue") < order.index("comment")
     assert order.index("user") < order.index("issue") < order.index("worklog")
 

@@ -11,7 +11,7 @@ from setuptools import find_packages
 
 from sluiceway.common.codec import default_schema_dir
 from sluiceway.common.resources import stack_files
-from sluiceway.common.settings import ENTITIES
+from tests.catalogs import ENTITIES
 from tests.repo import ROOT
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

@@ -24,10 +24,10 @@ from sluiceway.common.avro_encode import ColumnEncoder, UnencodableError, varint
 from sluiceway.common.codec import Codec, event_key
 from sluiceway.common.errors import InvalidEventError
 from sluiceway.common.run_schema import run_event_schemas
-from sluiceway.common.settings import ENTITIES
 from sluiceway.common.spec import RunSpec, parse_spec
 from sluiceway.processors.batch import MIN_BATCH, BatchPath, in_scope_rows, opted_out_rows, remapped
 from sluiceway.processors.transforms import output_key, transform, validate
+from tests.catalogs import ENTITIES
 from tests.unit.test_transforms_spec import TENANTS, _value, specs
 
 CODEC = Codec()

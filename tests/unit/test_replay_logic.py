@@ -78,7 +78,7 @@ def test_require_events_refuses_a_time_before_the_first_event() -> None:
 
 def test_restore_order_puts_parents_first_and_refuses_unknown_tables() -> None:
     assert restore_order(["worklog", "comment", "issue", "user", "project"]) == [
-        "project", "user", "issue", "comment", "worklog",
+        "user", "project", "issue", "comment", "worklog",
     ]  # fmt: skip
     assert restore_order(["comment", "issue"]) == ["issue", "comment"]
     with pytest.raises(RestoreError, match="epic"):

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from sluiceway.common.codec import HEADER_LEN, MAGIC, Codec
 from sluiceway.common.errors import InvalidEventError
 from sluiceway.common.run_schema import run_event_schema, run_event_schemas, run_record_fields
-from sluiceway.common.settings import ENTITIES
 from sluiceway.common.spec import RunSpec, parse_spec
 from sluiceway.processors.transforms import MASK, transform
+from tests.catalogs import ENTITIES
 from tests.unit.test_schemas import generated_event
 from tests.unit.test_transforms_spec import events, specs
 

@@ -12,7 +12,7 @@ import pytest
 
 from sluiceway.common.codec import HEADER_LEN, MAGIC, Codec, default_schema_dir
 from sluiceway.common.errors import InvalidEventError
-from sluiceway.common.settings import ENTITIES
+from tests.catalogs import ENTITIES
 
 
 def _value(avro_type: Any, rng: random.Random) -> Any:

@@ -12,12 +12,12 @@ import pytest
 from sluiceway.common.avro_batch import BatchDecoder, lake_table
 from sluiceway.common.codec import HEADER_LEN, Codec, EventSchema
 from sluiceway.common.run_schema import run_event_schemas
-from sluiceway.common.settings import ENTITIES
 from sluiceway.common.spec import parse_spec
 from sluiceway.sinks.consume import RunReader, handle_batch
 from sluiceway.sinks.offsets import OffsetTracker
 from sluiceway.sinks.plan import RunPlan, TableSchema
 from sluiceway.sinks.rows import arrow_schema, event_row
+from tests.catalogs import ENTITIES
 from tests.unit.test_schemas import generated_event
 from tests.unit.test_sink_writer import DIRS, ETL, make_writer, read_back
 

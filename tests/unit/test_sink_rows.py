@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 
 from sluiceway.common.codec import Codec
-from sluiceway.common.settings import ENTITIES
 from sluiceway.lake.errors import UnsupportedSchemaError
 from sluiceway.sinks.rows import METADATA_NAMES, ColumnBuffer, arrow_schema, arrow_type, event_row
+from tests.catalogs import ENTITIES
 
 TS = pa.timestamp("us", tz="UTC")
 EXPECTED_METADATA = {

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from sluiceway.common.errors import ConfigError
-from sluiceway.common.settings import ENTITIES
 from sluiceway.common.spec import RunSpec, check_tenants, entity_columns, load_spec_file, parse_spec
 from sluiceway.common.spec_errors import SpecError
+from tests.catalogs import ENTITIES
 
 SECRET = "s3cr3t-destination-key"
 
@@ -106,7 +106,7 @@ def test_destination_is_normalised(destination: str, normal: str) -> None:
         (_minimal(entities=["issue", "epic"]), "entities[1]", "'epic' is not one of project"),
         (_minimal(entities=[]), "entities", "must not be empty"),
         (_minimal(fields={"issue": ["sumary"]}), "fields.issue", "unknown column 'sumary'"),
-        (_minimal(fields={"epic": ["id"]}), "fields.epic", "unknown field 'epic'"),
+        (_minimal(fields={"epic": ["id"]}), "fields.epic", "unknown entity 'epic' (known: project"),
         (_minimal(fields={"user": "email"}), "fields.user", "must be a list"),
         (_minimal(from_date="2026-01-01T00:00:00"), "from_date", "no UTC offset"),
         (_minimal(from_date="yesterday"), "from_date", "datetime"),

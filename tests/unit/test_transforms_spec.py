@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sluiceway.common import entities
 from sluiceway.common.codec import Codec
-from sluiceway.common.settings import ENTITIES
+from sluiceway.common.entities import reference_columns
 from sluiceway.common.spec import RunSpec, entity_columns, parse_spec
 from sluiceway.processors.transforms import (
     MASK,
-    REFERENCES,
     in_scope,
     opted_out,
     output_key,
@@ -26,6 +26,7 @@ from sluiceway.processors.transforms import (
     remap,
     transform,
 )
+from tests.catalogs import ENTITIES
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SECRET = "per-destination-key"
@@ -139,8 +140,7 @@ def test_reference_map_covers_every_id_column_of_the_schemas() -> None:
     for entity in ENTITIES:
         id_columns = {c for c in entity_columns(entity) if c.endswith("_id")}
         id_columns -= {"account_id"}  # an external account id, not a row reference
-        assert set(REFERENCES[entity]) == id_columns
-        assert set(REFERENCES[entity].values()) <= set(ENTITIES)
+        assert set(reference_columns(entity)) == id_columns
 
 
 def test_transform_composes_and_keys_after_remap() -> None:
@@ -252,7 +252,7 @@ def _check_row(original: dict[str, Any], out: dict[str, Any], entity: str, spec:
     offset = spec.remap.id_offset if spec.remap else 0
     for column, value in out.items():
         raw, rule = original[column], rules.get(column)
-        if rule is None and (column == "id" or column in REFERENCES[entity]):
+        if rule is None and column in entities.id_columns(entity):
             assert value == (None if raw is None else raw + offset)
         elif rule is None:
             assert value == raw

@@ -9,13 +9,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from sluiceway.common.entities import id_columns
 from sluiceway.common.errors import ConfigError
-from sluiceway.processors.transforms import REFERENCES
 
 Row = dict[str, Any]
-
-# Parents before children; deletes run in the reverse order.
-APPLY_ORDER = ("project", "user", "issue", "comment", "worklog")
 
 # The state of a migration, kept in the target database beside the rows it describes.
 RUNNING, CUTOVER_REQUESTED, CUT_OVER = "running", "cutover_requested", "cut_over"
@@ -49,9 +46,9 @@ def check_tenants(from_tenant: str, to_tenant: str, same_database: bool) -> None
 
 
 def map_row(entity: str, row: Mapping[str, Any], offset: int) -> Row:
-    """A source row as the migration writes it: ``id`` and every reference moved by ``offset``
-    (the same map the processor's remap applies)."""
-    moved = {"id", *REFERENCES[entity]}
+    """A source row as the migration writes it: its key and every reference moved by
+    ``offset`` (the same map the processor's remap applies)."""
+    moved = set(id_columns(entity))
     return {c: v + offset if c in moved and v is not None else v for c, v in row.items()}
 
 

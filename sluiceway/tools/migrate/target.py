@@ -17,6 +17,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from sluiceway.common.codec import Codec
+from sluiceway.common.entities import load_order
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.redact import pg_error_line
 from sluiceway.producers.source import (
@@ -27,7 +28,7 @@ from sluiceway.producers.source import (
     replica_identity_sql,
     table_name,
 )
-from sluiceway.tools.migrate.logic import APPLY_ORDER, RUNNING, Row, latest_changes, transition
+from sluiceway.tools.migrate.logic import RUNNING, Row, latest_changes, transition
 from sluiceway.tools.restore import check_tables
 
 STATE_TABLE = "sluiceway_migration"
@@ -116,8 +117,8 @@ def check_target(conn: Any, codec: Codec, tenant: str, replace: bool) -> list[st
     """Before the first write: the tables fit the source schema (missing ones are created
     later), and tenant B holds no rows unless ``replace``. Returns the missing tables."""
     with conn.cursor() as cur:
-        missing = check_tables(cur, codec, list(APPLY_ORDER))
-        for entity in APPLY_ORDER:
+        missing = check_tables(cur, codec, list(load_order()))
+        for entity in load_order():
             if entity in missing or replace:
                 continue
             cur.execute(_count_sql(entity), (tenant,))
@@ -170,11 +171,11 @@ def apply_full(
             cur.execute(create_table_sql(codec, entity))
             cur.execute(replica_identity_sql(entity))
         if replace:
-            for entity in reversed(APPLY_ORDER):
+            for entity in reversed(load_order()):
                 if entity not in missing:
                     delete = sql.SQL("DELETE FROM {} WHERE tenant_id = %s")
                     cur.execute(delete.format(table_name(entity)), (tenant,))
-        counts = {e: _upsert(cur, codec, e, tenant, rows.get(e, ())) for e in APPLY_ORDER}
+        counts = {e: _upsert(cur, codec, e, tenant, rows.get(e, ())) for e in load_order()}
         cur.execute(
             f"INSERT INTO {STATE_TABLE} (name, from_tenant, to_tenant, id_offset, destination, "
             "status, last_etl_id, runs_applied, rows_applied) VALUES (%s, %s, %s, %s, %s, %s, "
@@ -201,10 +202,10 @@ def apply_delta(
                 f"applied {etl_id}; is another migrate worker running?"
             )
         status = transition(state.status, "final_apply" if final else "apply")
-        changes = {e: latest_changes(rows.get(e, ())) for e in APPLY_ORDER}
+        changes = {e: latest_changes(rows.get(e, ())) for e in load_order()}
         counts = {e: _upsert(cur, codec, e, state.to_tenant, ch[0].values())
                   for e, ch in changes.items()}  # fmt: skip
-        for entity in reversed(APPLY_ORDER):
+        for entity in reversed(load_order()):
             deleted = sorted(changes[entity][1])
             if deleted:
                 delete = sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND id = ANY(%s)")
@@ -247,7 +248,7 @@ def tenant_rows(conn: Any, entity: str, tenant: str) -> list[Row]:
 def tenant_counts(conn: Any, tenant: str) -> dict[str, int]:
     counts = {}
     with conn.cursor() as cur:
-        for entity in APPLY_ORDER:
+        for entity in load_order():
             cur.execute("SELECT to_regclass(%s)", (TABLES[entity],))
             if cur.fetchone()[0] is None:
                 counts[entity] = 0

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sluiceway.common.codec import Codec
+from sluiceway.common.entities import entity_names, load_order
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.health import HEALTH
 from sluiceway.common.kafka_io import known_tenants
 from sluiceway.common.settings import (
-    ENTITIES,
     KafkaSettings,
     PostgresSettings,
     S3Settings,
@@ -63,7 +63,7 @@ def default_destination(name: str) -> str:
 
 def _spec(state: target.State, run_type: str) -> Any:
     return parse_spec(
-        {"tenants": [state.from_tenant], "entities": list(ENTITIES), "type": run_type,
+        {"tenants": [state.from_tenant], "entities": list(entity_names()), "type": run_type,
          "destination": state.destination,
          "remap": {"tenant": state.to_tenant, "id_offset": state.id_offset}},
         source="migration",
@@ -79,7 +79,7 @@ def _lake(destination: str, s3: S3Settings) -> Any:
 def _run_rows(lake: Any, manifest: RunManifest, tenant: str) -> dict[str, Iterator[Row]]:
     """The run's rows, all of tenant B (the remap's target): a row of any other tenant means
     the lake is not the migration's, and is refused rather than silently left out."""
-    return {e: table_rows(lake, manifest, e, (tenant,), (tenant,)) for e in ENTITIES}
+    return {e: table_rows(lake, manifest, e, (tenant,), (tenant,)) for e in load_order()}
 
 
 def _run(state: target.State, run_type: str, kafka: KafkaSettings, s3: S3Settings,

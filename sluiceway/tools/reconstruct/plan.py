@@ -12,9 +12,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from sluiceway.common.entities import entity_names
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.policy import differences
-from sluiceway.common.settings import ENTITIES
 from sluiceway.lake.layout import listed_path
 from sluiceway.lake.manifest import RootManifest, RunManifest
 from sluiceway.tools.reconstruct.errors import BrokenChainError
@@ -94,8 +94,9 @@ def chain_runs(runs: dict[str, RunManifest], as_of: str) -> list[RunManifest]:
 
 
 def check_known(table: str) -> None:
-    if table not in ENTITIES:
-        raise ConfigError(f"table {table!r} is unknown; expected one of {', '.join(ENTITIES)}")
+    if table not in entity_names():
+        known = ", ".join(entity_names())
+        raise ConfigError(f"table {table!r} is unknown; expected one of {known}")
 
 
 def check_table(chain: list[RunManifest], table: str) -> None:
