@@ -31,7 +31,7 @@ demo: install
 	$(BIN)/sluiceway demo
 
 test: install
-	$(BIN)/pytest -ra
+	$(BIN)/pytest -ra --durations=30
 
 unit: $(STAMP)
 	$(BIN)/pytest -ra tests/unit
