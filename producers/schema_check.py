@@ -1,17 +1,20 @@
-"""Checking that the source tables are shaped as the Avro schemas say, before capturing.
+"""Checking that the source tables are shaped as the catalog says, before capturing.
 
-Capture maps columns to schema fields by name and type; a table it cannot capture fully
+Capture maps columns to the catalog's by name and type; a table it cannot capture fully
 and faithfully is refused up front, naming the table, column or key, rather than found
-out row by row while streaming.
+out row by row while streaming. (``existing_table_problems`` holds a table against the
+demo's Avro schemas, for restoring into the demo's tables.)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from sluiceway.common.catalog_check import catalog_problems
 from sluiceway.common.codec import Codec
 from sluiceway.producers.errors import SourceSchemaError
 from sluiceway.producers.source import TABLES, Column, columns
+from sluiceway.producers.tables import captured_tables
 
 # information_schema's names for the SQL types the schemas map to
 _CATALOG_NAMES = {"timestamptz": "timestamp with time zone"}
@@ -79,13 +82,10 @@ def existing_table_problems(cur: Any, codec: Codec, entity: str) -> list[str] | 
 
 
 def check_source_schema(conn: Any, codec: Codec) -> None:
-    """Raise SourceSchemaError listing every problem, one line, before anything is read."""
-    problems: list[str] = []
-    with conn.cursor() as cur:
-        for entity, table in TABLES.items():
-            actual = _actual_columns(cur, table)
-            key = _primary_key(cur, table) if actual else ()
-            problems += table_problems(table, _expected(codec, entity), actual, key)
+    """Raise SourceSchemaError listing every way the live tables differ from the catalog
+    (``sluiceway check``'s comparison), one line, before anything is read."""
+    captured_tables(codec.catalog)  # an entity capture cannot read is refused first
+    problems = catalog_problems(conn, codec.catalog)
     conn.rollback()
     if problems:
-        raise SourceSchemaError("source schema cannot be captured: " + "; ".join(problems))
+        raise SourceSchemaError("source tables differ from the catalog: " + "; ".join(problems))

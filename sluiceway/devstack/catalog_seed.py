@@ -19,6 +19,7 @@ import psycopg2
 from psycopg2 import sql
 
 from sluiceway.common.catalog import Catalog, CatalogError, Entity, Reference
+from sluiceway.common.catalog_check import catalog_problems
 from sluiceway.common.pgtypes import pg_type
 from sluiceway.common.redact import pg_error_line
 from sluiceway.common.settings import PostgresSettings
@@ -26,7 +27,6 @@ from sluiceway.devstack.catalog_rows import Row, RowMaker, Tenants, require_mapp
 from sluiceway.devstack.seed import copy_value
 from sluiceway.producers.db import connect
 from sluiceway.producers.errors import SourceSchemaError, SourceUnavailableError
-from sluiceway.tools.discover.live import catalog_problems
 
 
 @dataclass(frozen=True)

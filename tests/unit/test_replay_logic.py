@@ -16,6 +16,7 @@ from sluiceway.producers.events import position, timestamp_ms
 from sluiceway.producers.schema_check import table_problems
 from sluiceway.producers.snapshot import SnapshotRun, _publish_chunk
 from sluiceway.producers.source import columns
+from sluiceway.producers.tables import captured_tables
 from sluiceway.tools.restore import restore_order, schema_difference
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -119,7 +120,9 @@ def test_snapshot_events_are_stamped_with_the_consistent_point_time() -> None:
     run = SnapshotRun(settings, codec, prod, (position(1 << 24, 0), at), None)  # type: ignore[arg-type]
     names = [c.name for c in columns(codec, "project")]
     row = {c.name: _sample(c.sql_type) for c in columns(codec, "project")}
-    _publish_chunk(run, "project", [("tenant-001", *(row[n] for n in names))])
+    _publish_chunk(
+        run, captured_tables(codec.catalog)["project"], [("tenant-001", *(row[n] for n in names))]
+    )
     assert [m["timestamp"] for m in prod.sent] == [timestamp_ms(at)]
     assert codec.decode(prod.sent[0]["value"])["source_ts"] == at
 

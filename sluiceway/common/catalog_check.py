@@ -1,12 +1,12 @@
 """A catalog held against the live database: one line per difference, naming
-``schema.table[.column]``, for ``sluiceway check``."""
+``schema.table[.column]``, for ``sluiceway check``, capture and seeding."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sluiceway.common.catalog import Catalog, Entity
-from sluiceway.tools.discover.pg import PgTable, UserTypes, read_tables, user_schemas
+from sluiceway.common.pg_catalog import PgTable, UserTypes, read_tables, user_schemas
 
 
 def catalog_problems(conn: Any, catalog: Catalog) -> list[str]:
