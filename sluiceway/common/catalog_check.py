@@ -39,6 +39,20 @@ def catalog_problems(conn: Any, catalog: Catalog) -> list[str]:
     return list(dict.fromkeys(problems))  # a type used by many tables is named once
 
 
+def entity_problems(conn: Any, catalog: Catalog, name: str) -> list[str] | None:
+    """None when the table of ``name`` (an entity with a tenant column) does not exist,
+    else how it differs from the catalog (``[]``: not at all)."""
+    entity = catalog.entity(name)
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_schema()")
+        (default_schema,) = cur.fetchone()
+    schema = entity.schema_name or default_schema
+    found = [t for t in read_tables(conn, [schema]).values() if t.name == entity.table_name]
+    if not found:
+        return None
+    return _table_problems(entity, found[0]) + _type_problems(catalog, found[0], UserTypes(conn))
+
+
 def _schemas(entity: Entity, present: list[str], default: str) -> list[str]:
     if entity.tenant.schema_pattern is not None:
         return [s for s in present if entity.tenant.tenant_of_schema(s) is not None]

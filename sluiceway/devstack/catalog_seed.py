@@ -10,7 +10,7 @@ from ``catalog_rows`` and are loaded with COPY, parents first.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
@@ -90,7 +90,7 @@ def _foreign_key(
 
 
 def _table_sql(
-    catalog: Catalog, name: str, tenants: Tenants, tenant: str
+    catalog: Catalog, name: str, tenants: Tenants, tenant: str, foreign_keys: bool = True
 ) -> Iterator[sql.Composable]:
     entity = catalog.entity(name)
     me = table_id(tenants, catalog, name, tenant)
@@ -108,7 +108,7 @@ def _table_sql(
             )
         )
     parts.append(sql.SQL("PRIMARY KEY ({})").format(_idents(entity.key)))
-    for i, ref in enumerate(entity.references):
+    for i, ref in enumerate(entity.references if foreign_keys else ()):
         parent = table_id(tenants, catalog, ref.entity, tenant)
         pair = _foreign_key(catalog, entity, ref)
         if pair is not None:
@@ -128,10 +128,18 @@ def _idents(names: Any) -> sql.Composable:
     return sql.SQL(", ").join(map(sql.Identifier, names))
 
 
-def create_tables(cur: Any, catalog: Catalog, tenants: Tenants) -> None:
-    """Schemas, types and tables of ``catalog`` (those already there are kept)."""
+def create_tables(
+    cur: Any,
+    catalog: Catalog,
+    tenants: Tenants,
+    only: Iterable[str] | None = None,
+    foreign_keys: bool = True,
+) -> None:
+    """Schemas, types and tables of ``catalog`` (those already there are kept); ``only``
+    some entities' tables, and without foreign keys when ``foreign_keys`` is False."""
     _create_types(cur, catalog)
-    for name in catalog.order:
+    wanted = set(catalog.order if only is None else only)
+    for name in (n for n in catalog.order if n in wanted):
         entity = catalog.entity(name)
         per_tenant = entity.tenant.schema_pattern is not None
         for tenant in tenants.texts if per_tenant else tenants.texts[:1]:
@@ -140,7 +148,7 @@ def create_tables(cur: Any, catalog: Catalog, tenants: Tenants) -> None:
                 cur.execute(
                     sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(*schema))
                 )
-            for statement in _table_sql(catalog, name, tenants, tenant):
+            for statement in _table_sql(catalog, name, tenants, tenant, foreign_keys):
                 cur.execute(statement)
 
 
