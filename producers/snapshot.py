@@ -124,14 +124,20 @@ def read_as(pg: PgType) -> str:
     if logical == "date":
         return "days"
     builtin = unmappable_reason(pg.sql, {}) is None  # psycopg2 reads a domain as text
-    if pg.avro in _NATIVE and builtin:
+    if isinstance(pg.avro, str) and pg.avro in _NATIVE and builtin:
         return "native"
     return "string" if pg.avro == "string" else "text"
 
 
-def select_expression(name: str, pg: PgType) -> sql.Composable:
+def select_expression(name: str, pg: PgType, blank_padded: bool = False) -> sql.Composable:
     column = sql.Identifier(name)
     how = read_as(pg)
+    if blank_padded and how == "string":
+        # the output function keeps character(n)'s padding, as the decoders see it; ::text
+        # would trim it
+        return sql.SQL("CASE WHEN {0} IS NULL THEN NULL ELSE format('%%s', {0}) END AS {0}").format(
+            column
+        )
     if how == "us":
         return sql.SQL("(extract(epoch FROM {0}) * 1000000)::bigint AS {0}").format(column)
     if how == "days":
@@ -153,7 +159,9 @@ def _parsers(table: CapturedTable) -> list[tuple[int, Callable[[str], Any]]]:
 def _chunks(cur: Any, run: SnapshotRun, table: CapturedTable) -> Iterator[list[tuple[Any, ...]]]:
     """The table's rows in key chunks. While one chunk is published, the next is already
     being read (by a helper thread, on the same cursor, one query at a time)."""
-    names = sql.SQL(", ").join(select_expression(c, table.types[c]) for c in table.columns)
+    names = sql.SQL(", ").join(
+        select_expression(c, table.types[c], c in table.blank_padded) for c in table.columns
+    )
     tenant, key = sql.Identifier(table.tenant), sql.Identifier(table.key)
     source = sql.Identifier(table.schema, table.name)
     limit = run.settings.tuning.chunk_rows

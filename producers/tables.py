@@ -12,6 +12,7 @@ on the change topics.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,9 @@ class CapturedTable:
     types: dict[str, PgType]
     fast: dict[str, tuple[type | None, Parser]]
     """Per column, tenant included: a Python type that needs no parsing, and the parser."""
+    blank_padded: frozenset[str] = frozenset()
+    """Columns of type character(n) (or a domain over it), whose ``::text`` cast drops the
+    padding their output (what the decoders read) keeps."""
 
     @property
     def qualified(self) -> str:
@@ -96,6 +100,7 @@ def _captured(catalog: Catalog, name: str, entity: Entity) -> CapturedTable:
         c: (_ready_type(pg), pg.parse) for c, pg in types.items()
     }
     fast[tenant] = (str, str)
+    padded = frozenset(c.name for c in entity.columns if _blank_padded(c.type, catalog))
     return CapturedTable(
         entity=name,
         schema=entity.schema_name or DEFAULT_SCHEMA,
@@ -105,7 +110,22 @@ def _captured(catalog: Catalog, name: str, entity: Entity) -> CapturedTable:
         columns=entity.column_names,
         types=types,
         fast=fast,
+        blank_padded=padded,
     )
+
+
+_BPCHAR = re.compile(r"(?:character|char|bpchar)(?:\(\d+\))?", re.IGNORECASE)
+
+
+def _blank_padded(type_name: str, catalog: Catalog) -> bool:
+    seen: set[str] = set()
+    while type_name in catalog.types and type_name not in seen:
+        seen.add(type_name)
+        user = catalog.types[type_name]
+        if user.kind != "domain" or user.base is None:
+            return False
+        type_name = user.base.strip()
+    return bool(_BPCHAR.fullmatch(type_name.strip()))
 
 
 @per_catalog

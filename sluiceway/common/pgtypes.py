@@ -276,7 +276,15 @@ def _builtin(name: str) -> PgType | str:
         return replace(pg, adapt=bytes)
     if pg.parse is _uuid:
         return replace(pg, adapt=str)  # fastavro reads a uuid back as uuid.UUID
+    if pg.parse in (_float, _real):
+        return replace(pg, adapt=_float_param)
     return pg
+
+
+def _float_param(value: float) -> str:
+    """A float as text for the cast: psycopg2 writes -0.0 as the SQL expression ``-0.0``,
+    which is numeric zero (numeric has no negative zero) before the cast reaches it."""
+    return repr(float(value))
 
 
 def _decimal_type(name: str, precision: int, scale: int) -> PgType | str:

@@ -137,19 +137,24 @@ def create_tables(
 ) -> None:
     """Schemas, types and tables of ``catalog`` (those already there are kept); ``only``
     some entities' tables, and without foreign keys when ``foreign_keys`` is False."""
-    _create_types(cur, catalog)
     wanted = set(catalog.order if only is None else only)
-    for name in (n for n in catalog.order if n in wanted):
-        entity = catalog.entity(name)
-        per_tenant = entity.tenant.schema_pattern is not None
-        for tenant in tenants.texts if per_tenant else tenants.texts[:1]:
-            schema = tenants.table(catalog, name, tenant)[:-1]
-            if schema:
-                cur.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(*schema))
-                )
-            for statement in _table_sql(catalog, name, tenants, tenant, foreign_keys):
-                cur.execute(statement)
+    tables = [
+        (name, tenant)
+        for name in catalog.order
+        if name in wanted
+        for tenant in (
+            tenants.texts if catalog.entity(name).tenant.schema_pattern else tenants.texts[:1]
+        )
+    ]
+    # schemas first: the catalog's enums and domains usually live in its tables' schemas
+    for name, tenant in tables:
+        schema = tenants.table(catalog, name, tenant)[:-1]
+        if schema:
+            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(*schema)))
+    _create_types(cur, catalog)
+    for name, tenant in tables:
+        for statement in _table_sql(catalog, name, tenants, tenant, foreign_keys):
+            cur.execute(statement)
 
 
 def delete_tenants(cur: Any, catalog: Catalog, tenants: Tenants) -> None:

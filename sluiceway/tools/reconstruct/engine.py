@@ -12,7 +12,9 @@ from typing import Any
 import duckdb
 import psycopg2
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from sluiceway.common.entities import active_catalog
 from sluiceway.common.settings import S3Settings
 from sluiceway.lake.storage import Lake
 from sluiceway.sinks.rows import METADATA_NAMES, arrow_schema
@@ -82,19 +84,45 @@ def output_schema(checked: Checked) -> pa.Schema:
     return pa.schema(f.with_nullable(True) for f in fields)
 
 
+def record_key(table: str) -> str:
+    """The table's record key column in the active catalog (``id`` for a table it lacks)."""
+    found = active_catalog().entities.get(table)
+    return found.record_key[0] if found is not None else "id"
+
+
 def query(checked: Checked) -> str:
     columns = _output_columns(checked)
     select = ", ".join(f"{quote_identifier(src)} AS {quote_identifier(n)}" for src, n in columns)
-    return f"SELECT {select} FROM ({reconstruct_sql(VIEW)}) ORDER BY tenant_id, id"
+    key = quote_identifier(record_key(checked.job.plan.table))
+    rows = reconstruct_sql(VIEW, record_key(checked.job.plan.table))
+    return f"SELECT {select} FROM ({rows}) ORDER BY tenant_id, {key}"
 
 
 def register(checked: Checked, con: duckdb.DuckDBPyConnection) -> None:
-    """Make the chain's rows visible to DuckDB as ``lake_rows``, streamed from the files."""
+    """Make the chain's rows visible to DuckDB as ``lake_rows``, streamed from the files.
+
+    DuckDB's decimals hold at most 38 digits: wider ones (numeric(p,s) with p up to 76)
+    pass through it as their exact text, and ``_cast`` makes them decimals again."""
     files = checked.job.plan.files
-    if files:
-        con.register(VIEW, lake_io.dataset(checked.job.lake, files, checked.schema))
-    else:
-        con.register(VIEW, checked.schema.empty_table())
+    if not files:
+        con.register(VIEW, _duckdb_readable(checked.schema.empty_table()))
+        return
+    rows = lake_io.dataset(checked.job.lake, files, checked.schema)
+    wide = [f.name for f in checked.schema if pa.types.is_decimal256(f.type)]
+    if not wide:
+        con.register(VIEW, rows)
+        return
+    columns = {
+        n: pc.field(n).cast(pa.string()) if n in wide else pc.field(n) for n in checked.schema.names
+    }
+    con.register(VIEW, rows.scanner(columns=columns).to_reader())
+
+
+def _duckdb_readable(table: pa.Table) -> pa.Table:
+    wide = [i for i, f in enumerate(table.schema) if pa.types.is_decimal256(f.type)]
+    for i in wide:
+        table = table.set_column(i, table.schema.field(i).name, table.column(i).cast(pa.string()))
+    return table
 
 
 def run(checked: Checked) -> dict[str, Any]:
