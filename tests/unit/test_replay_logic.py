@@ -13,7 +13,6 @@ from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from sluiceway.control.replay import boundary_cut, micros, parse_time, require_events
 from sluiceway.producers.config import CaptureSettings, CaptureTuning
 from sluiceway.producers.events import position, timestamp_ms
-from sluiceway.producers.schema_check import table_problems
 from sluiceway.producers.snapshot import SnapshotRun, _publish_chunk
 from sluiceway.producers.source import columns
 from sluiceway.producers.tables import captured_tables
@@ -87,15 +86,10 @@ def test_restore_order_puts_parents_first_and_refuses_unknown_tables() -> None:
 
 
 def test_schema_difference_names_table_and_difference_in_one_line() -> None:
-    problems = table_problems(
-        "issues",
-        {"tenant_id": "text", "id": "bigint", "summary": "text"},
-        {"tenant_id": "text", "id": "bigint", "summary": "integer"},
-        ("tenant_id", "id"),
-    )
-    message = schema_difference("issues", problems)
-    assert message.startswith("table issues in the target differs from the source schema: ")
-    assert "column issues.summary has unsupported type integer; expected text" in message
+    problems = ["public.issues.summary: type is integer in the database, text in the catalog"]
+    message = schema_difference("public.issues", problems)
+    assert message.startswith("table public.issues in the target differs from the source schema: ")
+    assert problems[0] in message
     assert "\n" not in message
 
 
