@@ -264,7 +264,8 @@ class Decoder:
             values.update(self._fill(layout, values, unchanged, old))
         tenant, key = values[table.tenant], values[table.key]
         self._rows[table.qualified, tenant, key] = values
-        row = {c: values[c] for c in table.columns}
+        row = dict(values)  # the layout's columns: the tenant, then the catalog's, in order
+        del row[table.tenant]
         return Change(table.entity, tenant, key, "c" if kind == "I" else "u", row)
 
     def _fill(

@@ -175,6 +175,14 @@ def _timestamp(text: str) -> datetime:
 
 
 def _timestamptz(text: str) -> datetime:
+    # the common case first, as capture meets it on every row: fromisoformat itself refuses
+    # infinity, BC and years past 9999; anything it does not take gets the checks below
+    try:
+        fast = datetime.fromisoformat(text) if text[4:5] == "-" else None
+    except ValueError:
+        fast = None
+    if fast is not None and fast.tzinfo is not None:
+        return fast.astimezone(UTC)
     value = _datetime(text, "timestamptz")
     if value.tzinfo is None:
         raise _refuse("timestamptz", text, "expected a time zone offset")
