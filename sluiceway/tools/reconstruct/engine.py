@@ -14,7 +14,6 @@ import psycopg2
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sluiceway.common.entities import active_catalog
 from sluiceway.common.settings import S3Settings
 from sluiceway.lake.storage import Lake
 from sluiceway.sinks.rows import METADATA_NAMES, arrow_schema
@@ -24,6 +23,7 @@ from sluiceway.tools.reconstruct.errors import TargetWriteError
 from sluiceway.tools.reconstruct.plan import Plan, make_plan
 from sluiceway.tools.reconstruct.sql import quote_identifier, reconstruct_sql
 from sluiceway.tools.reconstruct.target import Target, parse_target
+from sluiceway.tools.reconstruct.typed import catalog_types, record_key
 
 VIEW = "lake_rows"
 
@@ -66,7 +66,7 @@ def check(job: Job, advance: lake_io.Advance) -> Checked:
         schema = arrow_schema(Codec().schemas[job.plan.table].record)
     checked = Checked(job, schema)
     if job.target.kind == "postgresql":
-        write.check_postgres(job.target, output_schema(checked))
+        write.check_postgres(job.target, output_schema(checked), catalog_types(job.plan.table))
     return checked
 
 
@@ -82,12 +82,6 @@ def _output_columns(checked: Checked) -> list[tuple[str, str]]:
 def output_schema(checked: Checked) -> pa.Schema:
     fields = [checked.schema.field(src).with_name(name) for src, name in _output_columns(checked)]
     return pa.schema(f.with_nullable(True) for f in fields)
-
-
-def record_key(table: str) -> str:
-    """The table's record key column in the active catalog (``id`` for a table it lacks)."""
-    found = active_catalog().entities.get(table)
-    return found.record_key[0] if found is not None else "id"
 
 
 def query(checked: Checked) -> str:
@@ -145,7 +139,10 @@ def _write(checked: Checked) -> int:
             register(checked, con)
             batches = _cast(_reader(con.sql(sql_text)), output_schema(checked))
             if job.target.kind == "postgresql":
-                rows = write.write_postgres(job.target, batches)
+                table = job.plan.table
+                rows = write.write_postgres(
+                    job.target, batches, catalog_types(table), record_key(table)
+                )
             else:
                 rows = write.write_parquet(job.target, batches, job.s3)
     return rows
