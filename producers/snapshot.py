@@ -34,7 +34,7 @@ from sluiceway.producers.config import CaptureSettings
 from sluiceway.producers.db import connect
 from sluiceway.producers.errors import ProduceError
 from sluiceway.producers.events import change_event, lsn_to_int, position, timestamp_ms
-from sluiceway.producers.tables import CapturedTable, captured_tables
+from sluiceway.producers.tables import CapturedTable, as_text, captured_tables
 from sluiceway.producers.tenants import Tenants
 
 log = logging.getLogger("sluiceway.capture")
@@ -132,12 +132,8 @@ def read_as(pg: PgType) -> str:
 def select_expression(name: str, pg: PgType, blank_padded: bool = False) -> sql.Composable:
     column = sql.Identifier(name)
     how = read_as(pg)
-    if blank_padded and how == "string":
-        # the output function keeps character(n)'s padding, as the decoders see it; ::text
-        # would trim it
-        return sql.SQL("CASE WHEN {0} IS NULL THEN NULL ELSE format('%%s', {0}) END AS {0}").format(
-            column
-        )
+    if how == "string":
+        return sql.SQL("{} AS {}").format(as_text(name, blank_padded), column)
     if how == "us":
         return sql.SQL("(extract(epoch FROM {0}) * 1000000)::bigint AS {0}").format(column)
     if how == "days":

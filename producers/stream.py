@@ -38,7 +38,7 @@ from sluiceway.producers.errors import ProduceError
 from sluiceway.producers.events import change_event, int_to_lsn, position, timestamp_ms
 from sluiceway.producers.slot import emit_heartbeat
 from sluiceway.producers.snapshot import partition_of, produce
-from sluiceway.producers.tables import CapturedTable, captured_tables
+from sluiceway.producers.tables import CapturedTable, as_text, captured_tables
 from sluiceway.producers.tenants import Tenants
 
 log = logging.getLogger("sluiceway.capture")
@@ -84,7 +84,7 @@ def row_reader(conn: Any) -> pgoutput.Fetch:
         table: CapturedTable, key: dict[str, Any], names: Sequence[str]
     ) -> dict[str, str | None] | None:
         select = sql.SQL("SELECT {} FROM {} WHERE {}").format(
-            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(n)) for n in names),
+            sql.SQL(", ").join(as_text(n, n in table.blank_padded) for n in names),
             sql.Identifier(table.schema, table.name),
             sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in key),
         )

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg2 import sql
+
 from sluiceway.common.catalog import Catalog, Entity
 from sluiceway.common.codec import check_envelope_key
 from sluiceway.common.entities import per_catalog
@@ -112,6 +114,16 @@ def _captured(catalog: Catalog, name: str, entity: Entity) -> CapturedTable:
         fast=fast,
         blank_padded=padded,
     )
+
+
+def as_text(name: str, blank_padded: bool) -> sql.Composable:
+    """A column as its text output, for a query sent with parameters: ``::text``, except
+    for character(n), whose cast drops the padding its output (what pgoutput and wal2json
+    send) keeps."""
+    column = sql.Identifier(name)
+    if blank_padded:
+        return sql.SQL("CASE WHEN {0} IS NULL THEN NULL ELSE format('%%s', {0}) END").format(column)
+    return sql.SQL("{}::text").format(column)
 
 
 _BPCHAR = re.compile(r"(?:character|char|bpchar)(?:\(\d+\))?", re.IGNORECASE)
