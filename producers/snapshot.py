@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -111,6 +112,9 @@ def produce(
 # Avro types whose value psycopg2 reads exactly from a built-in column type (float8 text
 # is read by float(), which gives the exact double PostgreSQL 12+ prints).
 _NATIVE = frozenset({"int", "long", "boolean", "double"})
+# Text types psycopg2 reads as the very text PostgreSQL prints (json, numeric and interval it
+# would turn into other objects: those are cast to text).
+_PLAIN_TEXT = re.compile(r"(?:text|character varying|varchar|character|char|bpchar)(?:\(\d+\))?")
 
 
 def read_as(pg: PgType) -> str:
@@ -126,6 +130,8 @@ def read_as(pg: PgType) -> str:
     builtin = unmappable_reason(pg.sql, {}) is None  # psycopg2 reads a domain as text
     if isinstance(pg.avro, str) and pg.avro in _NATIVE and builtin:
         return "native"
+    if builtin and _PLAIN_TEXT.fullmatch(pg.sql.strip().lower()):
+        return "native"  # psycopg2 hands their output text as it is (padding included)
     return "string" if pg.avro == "string" else "text"
 
 
@@ -192,11 +198,15 @@ def _publish_chunk(run: SnapshotRun, table: CapturedTable, rows: list[tuple[Any,
     stamp = timestamp_ms(point[1])  # the snapshot's consistent point, as its source_ts
     names, parsed = table.columns, _parsers(table)
     for record in rows:
-        tenant, values = record[0], list(record[1:])
-        for i, parse in parsed:
-            if values[i] is not None:
-                values[i] = parse(values[i])
-        row = dict(zip(names, values, strict=True))
+        tenant = record[0]
+        if parsed:
+            values = list(record[1:])
+            for i, parse in parsed:
+                if values[i] is not None:
+                    values[i] = parse(values[i])
+            row = dict(zip(names, values, strict=True))
+        else:
+            row = dict(zip(names, record[1:], strict=True))
         if run.tenants is not None:
             run.tenants.observe(prod, tenant)
         key = row[table.key]
