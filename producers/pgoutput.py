@@ -5,8 +5,8 @@ pgoutput needs no server extension: it sends binary messages, each a type byte a
 big-endian fields. A Relation message (re-sent after every ALTER TABLE) gives a table's
 columns in order; Insert, Update and Delete messages then give tuples by relation id, each
 column ``n`` (NULL), ``u`` (an unchanged TOASTed value, not sent) or ``t`` (the value in
-PostgreSQL's text output). Values are converted by ``producers/values.py``, shared with the
-wal2json decoder, so both plugins put the same events on the change topics.
+PostgreSQL's text output). Values are parsed as ``producers/tables.py`` says, shared with
+the wal2json decoder, so both plugins put the same events on the change topics.
 
 An update that leaves a TOASTed value unchanged must still land as a complete row. Where
 the value is taken from, most exact first:
@@ -37,16 +37,13 @@ from typing import Any
 from sluiceway.common.codec import Codec
 from sluiceway.producers.decoded import HEARTBEAT_PREFIX, Change, Heartbeat, Transaction
 from sluiceway.producers.errors import SourceSchemaError
-from sluiceway.producers.source import TABLES
-from sluiceway.producers.values import fast_converters
+from sluiceway.producers.tables import CapturedTable, tables_by_relation
 
-SCHEMA = "public"  # where the captured tables live (as in wal2json's add-tables)
-KEY = ("tenant_id", "id")
 UNCHANGED = object()  # a TOASTed value the update left as it was; PostgreSQL did not send it
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 # (table, key values, column names) -> the columns' current values as text, or None when
 # the row is gone. Called only for unchanged TOASTed values the message does not carry.
-Fetch = Callable[[str, dict[str, Any], Sequence[str]], dict[str, str | None] | None]
+Fetch = Callable[[CapturedTable, dict[str, Any], Sequence[str]], dict[str, str | None] | None]
 
 
 class Reader:
@@ -140,9 +137,10 @@ class Decoder:
     """Feeds on pgoutput messages; returns a Transaction at each commit."""
 
     def __init__(self, codec: Codec, fetch: Fetch | None = None) -> None:
-        self._fast = fast_converters(codec)
-        self.entities = {table: entity for entity, table in TABLES.items()}
+        self.tables = tables_by_relation(codec.catalog)
         self.relations: dict[int, Relation] = {}
+        # per captured relation: its table and (position, column) of each column captured
+        self._layouts: dict[int, tuple[CapturedTable, tuple[tuple[int, str], ...]]] = {}
         self.fetch = fetch
         self.current: Transaction | None = None
         self._rows: dict[tuple[str, str, Any], dict[str, Any]] = {}  # this transaction's rows
@@ -162,9 +160,11 @@ class Decoder:
             return done
         elif kind == "R":
             relid, relation = parse_relation(reader)
-            if self._captured(relation.name, relation.schema):
-                self._check_columns(relation)
             self.relations[relid] = relation
+            self._layouts.pop(relid, None)
+            table = self.tables.get((relation.schema, relation.name))
+            if table is not None:
+                self._layouts[relid] = (table, _layout(table, relation))
         elif kind in "IUD":
             self._row_message(kind, reader)
         elif kind == "T":
@@ -192,7 +192,7 @@ class Decoder:
         count = reader.int32()
         reader.int8()  # CASCADE / RESTART IDENTITY
         relations = [self._relation(reader.uint32()) for _ in range(count)]
-        captured = [r.qualified for r in relations if self._captured(r.name, r.schema)]
+        captured = [r.qualified for r in relations if (r.schema, r.name) in self.tables]
         if captured:
             raise SourceSchemaError(
                 f"TRUNCATE of {', '.join(captured)} cannot be captured as row changes; "
@@ -205,98 +205,112 @@ class Decoder:
             raise SourceSchemaError(f"pgoutput sent a change to relation {relid} before its schema")
         return relation
 
-    def _captured(self, table: str, schema: str) -> bool:
-        # a publication the user made may cover more tables than we capture: skip those
-        return schema == SCHEMA and table in self.entities
-
     def _row_message(self, kind: str, reader: Reader) -> None:
         txn = self._require_txn(kind)
-        relation = self._relation(reader.uint32())
+        relid = reader.uint32()
+        self._relation(relid)
         marker = reader.byte()
         old: list[Any] | None = None
         if marker in "KO":
             old = reader.tuple()
             if kind == "U":
                 reader.byte()  # 'N': the new tuple follows
-        if not self._captured(relation.name, relation.schema):
+        layout = self._layouts.get(relid)
+        if layout is None:  # a publication the user made may cover more tables
             return
         if kind == "D":
             assert old is not None
-            txn.changes.append(self._delete(relation, old))
+            txn.changes.append(self._delete(layout, old))
             return
         new = reader.tuple()
-        txn.changes.append(self._upsert(relation, new, old if marker == "O" else None, kind))
+        txn.changes.append(self._upsert(layout, new, old if marker == "O" else None, kind))
 
-    def _check_columns(self, relation: Relation) -> None:
-        fast = self._fast[relation.name]
-        for name, oid in zip(relation.columns, relation.type_oids, strict=True):
-            if name not in fast:
-                raise SourceSchemaError(
-                    f"column {relation.name}.{name} (type oid {oid}) is not in the Avro schema; "
-                    "add it to schemas/ or drop it from the source"
-                )
-
-    def _convert(self, table: str, names: Sequence[str], values: list[Any]) -> dict[str, Any]:
-        fast = self._fast[table]
+    @staticmethod
+    def _convert(
+        table: CapturedTable, layout: tuple[tuple[int, str], ...], values: list[Any]
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name, value in zip(names, values, strict=True):
+        fast = table.fast
+        for at, name in layout:
+            value = values[at]
             if value is None or value is UNCHANGED:
                 out[name] = value
             else:
-                known = fast[name]
-                out[name] = value if type(value) is known[0] else known[1](value)
+                ready, parse = fast[name]
+                out[name] = value if type(value) is ready else parse(value)
         return out
 
-    def _delete(self, relation: Relation, old: list[Any]) -> Change:
-        values = self._convert(relation.name, relation.columns, old)
-        tenant, key = values["tenant_id"], values["id"]
-        self._rows.pop((relation.name, tenant, key), None)
-        return Change(self.entities[relation.name], tenant, key, "d", None)
+    def _delete(self, layout: tuple[CapturedTable, Layout], old: list[Any]) -> Change:
+        table, at = layout
+        values = self._convert(table, at, old)
+        tenant, key = values[table.tenant], values[table.key]
+        if tenant is None or key is None:
+            raise SourceSchemaError(
+                f"delete from {table.qualified} carries no {table.tenant} and {table.key}: "
+                f"the replica identity must cover them; run: ALTER TABLE {table.qualified} "
+                "REPLICA IDENTITY FULL (or make them the primary key)"
+            )
+        self._rows.pop((table.qualified, tenant, key), None)
+        return Change(table.entity, tenant, key, "d", None)
 
     def _upsert(
-        self, relation: Relation, new: list[Any], old: list[Any] | None, kind: str
-    ) -> Change:
-        values = self._convert(relation.name, relation.columns, new)
+        self, layout: tuple[CapturedTable, Layout], new: list[Any], old: list[Any] | None,
+        kind: str,
+    ) -> Change:  # fmt: skip
+        table, at = layout
+        values = self._convert(table, at, new)
         unchanged = [n for n, v in values.items() if v is UNCHANGED]
         if unchanged:
-            values.update(self._fill(relation, values, unchanged, old))
-        missing = self._fast[relation.name].keys() - values.keys()
-        if missing:
-            raise SourceSchemaError(
-                f"{relation.qualified} lacks columns {sorted(missing)} of the Avro schema; "
-                "add them to the table or drop them from schemas/"
-            )
-        self._rows[relation.name, values["tenant_id"], values["id"]] = values
-        row = dict(values)
-        tenant = row.pop("tenant_id")
-        return Change(
-            self.entities[relation.name], tenant, row["id"], "c" if kind == "I" else "u", row
-        )
+            values.update(self._fill(layout, values, unchanged, old))
+        tenant, key = values[table.tenant], values[table.key]
+        self._rows[table.qualified, tenant, key] = values
+        row = dict(values)  # the layout's columns: the tenant, then the catalog's, in order
+        del row[table.tenant]
+        return Change(table.entity, tenant, key, "c" if kind == "I" else "u", row)
 
     def _fill(
-        self, relation: Relation, values: dict[str, Any], names: list[str], old: list[Any] | None
-    ) -> dict[str, Any]:
+        self, layout: tuple[CapturedTable, Layout], values: dict[str, Any], names: list[str],
+        old: list[Any] | None,
+    ) -> dict[str, Any]:  # fmt: skip
         """The unchanged TOASTed columns' values, from the most exact place that has them."""
+        table, at = layout
         if old is not None:  # REPLICA IDENTITY FULL: the whole old row, detoasted
-            before = self._convert(relation.name, relation.columns, old)
+            before = self._convert(table, at, old)
         else:
-            before = self._rows.get((relation.name, values["tenant_id"], values["id"]), {})
+            before = self._rows.get((table.qualified, values[table.tenant], values[table.key]), {})
         found = {n: before[n] for n in names if n in before and before[n] is not UNCHANGED}
         rest = [n for n in names if n not in found]
         if rest:
-            found.update(self._read_source(relation, values, rest))
+            found.update(self._read_source(table, values, rest))
         return found
 
     def _read_source(
-        self, relation: Relation, values: dict[str, Any], names: list[str]
+        self, table: CapturedTable, values: dict[str, Any], names: list[str]
     ) -> dict[str, Any]:
-        key = {k: values[k] for k in KEY}
-        current = self.fetch(relation.name, key, names) if self.fetch else None
+        key = {k: values[k] for k in (table.tenant, table.key)}
+        current = self.fetch(table, key, names) if self.fetch else None
         if current is None:
             where = "; the row has been deleted since" if self.fetch else ""
             raise SourceSchemaError(
-                f"update of {relation.qualified} {key} left TOASTed columns {names} unchanged "
-                f"and PostgreSQL did not send them{where}; run: ALTER TABLE {relation.qualified} "
+                f"update of {table.qualified} {key} left TOASTed columns {names} unchanged "
+                f"and PostgreSQL did not send them{where}; run: ALTER TABLE {table.qualified} "
                 "REPLICA IDENTITY FULL, then re-create the slot"
             )
-        return self._convert(relation.name, names, [current[n] for n in names])
+        return {n: table.parse(n, current[n]) if current[n] is not None else None for n in names}
+
+
+Layout = tuple[tuple[int, str], ...]
+
+
+def _layout(table: CapturedTable, relation: Relation) -> Layout:
+    """(position, name) of each captured column in the relation's tuples; a catalog column
+    the table lacks is refused by name, columns the catalog does not list are skipped."""
+    at = {name: i for i, name in enumerate(relation.columns)}
+    wanted = (table.tenant, *table.columns)
+    missing = [n for n in wanted if n not in at]
+    if missing:
+        raise SourceSchemaError(
+            f"{table.qualified} lacks captured columns {missing} of the catalog's entity "
+            f"{table.entity!r}; add them to the table or take them out of the catalog"
+        )
+    return tuple((at[n], n) for n in wanted)

@@ -16,20 +16,22 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
+from sluiceway.common.entities import active_catalog
 from sluiceway.common.redact import pg_error_line
 from sluiceway.producers.errors import SourceSchemaError
-from sluiceway.producers.pgoutput import SCHEMA
-from sluiceway.producers.source import TABLES
+from sluiceway.producers.tables import captured_tables as catalog_tables
 
 _ACTIONS = ("insert", "update", "delete")
 
 
 def captured_tables() -> list[str]:
-    return [f"{SCHEMA}.{t}" for t in TABLES.values()]
+    """``schema.table`` of every table of the active catalog."""
+    return [t.qualified for t in catalog_tables(active_catalog()).values()]
 
 
 def _table_list() -> sql.Composed:
-    return sql.SQL(", ").join(sql.Identifier(SCHEMA, t) for t in TABLES.values())
+    tables = catalog_tables(active_catalog()).values()
+    return sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
 
 
 def create_statement(name: str) -> sql.Composed:

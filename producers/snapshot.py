@@ -1,17 +1,19 @@
 """The initial snapshot: every source row as an ``op = r`` change event.
 
-Rows are read in primary-key chunks inside one REPEATABLE READ transaction, normally the
-snapshot the replication slot exported at its consistent point, so the snapshot and the
-stream that follows neither overlap nor leave a gap. Every snapshot event carries the
-slot's consistent point as its position: any later change to the same key has a higher
-one. Progress is checkpointed per chunk, so a crash resumes after the last chunk Kafka
-acknowledged (in a fresh snapshot: rows it reads are superseded by the stream anyway).
+Rows are read in key chunks (tenant column, then record key) inside one REPEATABLE READ
+transaction, normally the snapshot the replication slot exported at its consistent point,
+so the snapshot and the stream that follows neither overlap nor leave a gap. Every
+snapshot event carries the slot's consistent point as its position: any later change to
+the same key has a higher one. Progress is checkpointed per chunk, so a crash resumes
+after the last chunk Kafka acknowledged (in a fresh snapshot: rows it reads are
+superseded by the stream anyway).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,16 +26,16 @@ from confluent_kafka import KafkaError, Message, Producer
 from psycopg2 import sql
 
 from sluiceway.common.codec import Codec, event_key
-from sluiceway.common.entities import entity_names
 from sluiceway.common.health import HEALTH
 from sluiceway.common.partitioning import partition_for
+from sluiceway.common.pgtypes import PgType, unmappable_reason
 from sluiceway.producers import checkpoint as ckpt
 from sluiceway.producers import metrics
 from sluiceway.producers.config import CaptureSettings
 from sluiceway.producers.db import connect
 from sluiceway.producers.errors import ProduceError
 from sluiceway.producers.events import change_event, lsn_to_int, position, timestamp_ms
-from sluiceway.producers.source import TABLES, Column, columns, table_name
+from sluiceway.producers.tables import CapturedTable, as_text, captured_tables
 from sluiceway.producers.tenants import Tenants
 
 log = logging.getLogger("sluiceway.capture")
@@ -107,59 +109,113 @@ def produce(
             prod.poll(0.1)  # the local queue is full: let deliveries drain it
 
 
-def select_expression(column: Column) -> sql.Composable:
-    """Temporal columns are read as the integers Avro stores (epoch microseconds, epoch days):
-    building datetimes in psycopg2 only for fastavro to take them apart again costs a tenth
-    of the snapshot's time."""
-    name = sql.Identifier(column.name)
-    if column.sql_type == "timestamptz":
-        return sql.SQL("(extract(epoch FROM {0}) * 1000000)::bigint AS {0}").format(name)
-    if column.sql_type == "date":
-        return sql.SQL("({0} - DATE '1970-01-01') AS {0}").format(name)
-    return name
+# Avro types whose value psycopg2 reads exactly from a built-in column type (float8 text
+# is read by float(), which gives the exact double PostgreSQL 12+ prints).
+_NATIVE = frozenset({"int", "long", "boolean", "double"})
+# Text types psycopg2 reads as the very text PostgreSQL prints (json, numeric and interval it
+# would turn into other objects: those are cast to text).
+_PLAIN_TEXT = re.compile(r"(?:text|character varying|varchar|character|char|bpchar)(?:\(\d+\))?")
 
 
-def _chunks(cur: Any, run: SnapshotRun, entity: str) -> Iterator[list[tuple[Any, ...]]]:
-    """The table's rows in primary-key chunks. While one chunk is published, the next is
-    already being read (by a helper thread, on the same cursor, one query at a time)."""
-    names = sql.SQL(", ").join(select_expression(c) for c in columns(run.codec, entity))
+def read_as(pg: PgType) -> str:
+    """How the snapshot reads a column: ``us``/``days`` (temporal columns as the integers
+    Avro stores: building datetimes in psycopg2 only for fastavro to take them apart again
+    costs a tenth of the snapshot's time), ``native`` (psycopg2's value is the Avro value),
+    ``string`` (the text is the Avro value) or ``text`` (parsed as the decoders parse it)."""
+    logical = pg.avro.get("logicalType") if isinstance(pg.avro, dict) else None
+    if logical == "timestamp-micros":
+        return "us"
+    if logical == "date":
+        return "days"
+    builtin = unmappable_reason(pg.sql, {}) is None  # psycopg2 reads a domain as text
+    if isinstance(pg.avro, str) and pg.avro in _NATIVE and builtin:
+        return "native"
+    if builtin and _PLAIN_TEXT.fullmatch(pg.sql.strip().lower()):
+        return "native"  # psycopg2 hands their output text as it is (padding included)
+    return "string" if pg.avro == "string" else "text"
+
+
+def select_expression(name: str, pg: PgType, blank_padded: bool = False) -> sql.Composable:
+    column = sql.Identifier(name)
+    how = read_as(pg)
+    if how == "string":
+        return sql.SQL("{} AS {}").format(as_text(name, blank_padded), column)
+    if how == "us":
+        return sql.SQL("(extract(epoch FROM {0}) * 1000000)::bigint AS {0}").format(column)
+    if how == "days":
+        return sql.SQL("({0} - DATE '1970-01-01') AS {0}").format(column)
+    if how == "native":
+        return column
+    return sql.SQL("{0}::text AS {0}").format(column)
+
+
+def _parsers(table: CapturedTable) -> list[tuple[int, Callable[[str], Any]]]:
+    """(position, parser) of each selected column read as text to be parsed."""
+    return [
+        (i, table.types[name].parse)
+        for i, name in enumerate(table.columns)
+        if read_as(table.types[name]) == "text"
+    ]
+
+
+def _chunks(cur: Any, run: SnapshotRun, table: CapturedTable) -> Iterator[list[tuple[Any, ...]]]:
+    """The table's rows in key chunks. While one chunk is published, the next is already
+    being read (by a helper thread, on the same cursor, one query at a time)."""
+    names = sql.SQL(", ").join(
+        select_expression(c, table.types[c], c in table.blank_padded) for c in table.columns
+    )
+    tenant, key = sql.Identifier(table.tenant), sql.Identifier(table.key)
+    source = sql.Identifier(table.schema, table.name)
     limit = run.settings.tuning.chunk_rows
 
     def fetch(after: ckpt.Key | None) -> list[tuple[Any, ...]]:
-        where = sql.SQL("WHERE (tenant_id, id) > (%s, %s) " if after else "")
-        select = sql.SQL("SELECT tenant_id, {} FROM {} {}ORDER BY tenant_id, id LIMIT %s")
-        cur.execute(select.format(names, table_name(entity), where), (*(after or ()), limit))
+        where = sql.SQL("WHERE ({}, {}) > (%s, %s) ").format(tenant, key) if after else sql.SQL("")
+        select = sql.SQL("SELECT {}::text, {} FROM {} {}ORDER BY {}, {} LIMIT %s")
+        cur.execute(
+            select.format(tenant, names, source, where, tenant, key), (*(after or ()), limit)
+        )
         rows: list[tuple[Any, ...]] = cur.fetchall()
         return rows
 
+    key_at = 1 + table.columns.index(table.key)
     with ThreadPoolExecutor(1, thread_name_prefix="snapshot-read") as reader:
-        rows = fetch(run.state.resume_after(TABLES[entity]) if run.state else None)
+        rows = fetch(run.state.resume_after(table.label) if run.state else None)
         while rows:
-            ahead = reader.submit(fetch, (rows[-1][0], rows[-1][1])) if len(rows) == limit else None
+            last = (rows[-1][0], rows[-1][key_at])
+            ahead = reader.submit(fetch, last) if len(rows) == limit else None
             yield rows
             if ahead is None:
                 return
             rows = ahead.result()
 
 
-def _publish_chunk(run: SnapshotRun, entity: str, rows: list[tuple[Any, ...]]) -> None:
+def _publish_chunk(run: SnapshotRun, table: CapturedTable, rows: list[tuple[Any, ...]]) -> None:
+    entity = table.entity
     kafka, topic = run.settings.kafka, run.settings.kafka.cdc_topic(entity)
     assert run.point is not None
     point, prod, encode, acks = run.point, run.prod, run.codec.encode, run.acks
     partitions, spread = kafka.partitions, kafka.spread
     stamp = timestamp_ms(point[1])  # the snapshot's consistent point, as its source_ts
-    names = [c.name for c in columns(run.codec, entity)]
+    names, parsed = table.columns, _parsers(table)
     for record in rows:
-        tenant, row = record[0], dict(zip(names, record[1:], strict=True))
+        tenant = record[0]
+        if parsed:
+            values = list(record[1:])
+            for i, parse in parsed:
+                if values[i] is not None:
+                    values[i] = parse(values[i])
+            row = dict(zip(names, values, strict=True))
+        else:
+            row = dict(zip(names, record[1:], strict=True))
         if run.tenants is not None:
             run.tenants.observe(prod, tenant)
-        key = row["id"]
+        key = row[table.key]
         value = encode(change_event(entity, tenant, key, "r", row, *point))
         part = partition_of(tenant, key, partitions, spread)
         produce(prod, topic, part, event_key(tenant, key), value, acks, stamp)
     prod.poll(0)
     run.counts[entity] = run.counts.get(entity, 0) + len(rows)
-    metrics.SNAPSHOT_ROWS.labels(TABLES[entity]).inc(len(rows))
+    metrics.SNAPSHOT_ROWS.labels(table.label).inc(len(rows))
     if run.progress:
         run.progress(entity, len(rows))
 
@@ -179,22 +235,23 @@ def _save(run: SnapshotRun) -> None:
         run.acks.raise_if_failed()
 
 
-def _snapshot_table(cur: Any, run: SnapshotRun, entity: str) -> None:
+def _snapshot_table(cur: Any, run: SnapshotRun, table: CapturedTable) -> None:
     started, rows, saved = run.clock(), 0, run.clock()
-    for chunk in _chunks(cur, run, entity):
-        _publish_chunk(run, entity, chunk)
+    key_at = 1 + table.columns.index(table.key)
+    for chunk in _chunks(cur, run, table):
+        _publish_chunk(run, table, chunk)
         HEALTH.beat()
         rows += len(chunk)
         if run.state is not None:
-            run.state.last_key[TABLES[entity]] = [chunk[-1][0], chunk[-1][1]]
+            run.state.last_key[table.label] = [chunk[-1][0], chunk[-1][key_at]]
             if run.clock() - saved > CHECKPOINT_EVERY_S:
                 _save(run)
                 saved = run.clock()
         _throttle(run, started, rows)
     if run.state is not None:
-        run.state.tables_done.append(TABLES[entity])
+        run.state.tables_done.append(table.label)
     _save(run)
-    metrics.SNAPSHOT_DONE.labels(TABLES[entity]).set(1)
+    metrics.SNAPSHOT_DONE.labels(table.label).set(1)
 
 
 def run_snapshot(run: SnapshotRun, snapshot_name: str | None) -> dict[str, int]:
@@ -209,9 +266,9 @@ def run_snapshot(run: SnapshotRun, snapshot_name: str | None) -> dict[str, int]:
                 cur.execute("SELECT pg_current_wal_lsn()::text, now()")
                 lsn, now = cur.fetchone()
                 run.point = (position(lsn_to_int(lsn), 0), now)
-            for entity in entity_names():
-                if run.state is None or TABLES[entity] not in run.state.tables_done:
-                    _snapshot_table(cur, run, entity)
+            for table in captured_tables(run.codec.catalog).values():
+                if run.state is None or table.label not in run.state.tables_done:
+                    _snapshot_table(cur, run, table)
         conn.rollback()
     if run.prod.flush(run.settings.tuning.flush_timeout_s) != 0:
         raise ProduceError("Kafka did not acknowledge the snapshot in time")

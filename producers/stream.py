@@ -14,6 +14,7 @@ transactions whose commit records lie before that position are on Kafka.
 from __future__ import annotations
 
 import logging
+import re
 import select
 import time
 from collections import Counter
@@ -25,6 +26,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 from psycopg2 import sql
 
+from sluiceway.common.catalog import Catalog
 from sluiceway.common.codec import Codec, event_key
 from sluiceway.common.health import HEALTH
 from sluiceway.producers import metrics, pgoutput, wal2json
@@ -36,14 +38,22 @@ from sluiceway.producers.errors import ProduceError
 from sluiceway.producers.events import change_event, int_to_lsn, position, timestamp_ms
 from sluiceway.producers.slot import emit_heartbeat
 from sluiceway.producers.snapshot import partition_of, produce
-from sluiceway.producers.source import TABLES
+from sluiceway.producers.tables import CapturedTable, as_text, captured_tables
 from sluiceway.producers.tenants import Tenants
 
 log = logging.getLogger("sluiceway.capture")
 
 
-def wal2json_options() -> dict[str, str]:
-    tables = ",".join(f"public.{t}" for t in TABLES.values())
+def _wal2json_name(name: str) -> str:
+    # wal2json splits add-tables at commas and names at dots; a backslash escapes them
+    return re.sub(r"([,.*\\\s])", r"\\\1", name)
+
+
+def wal2json_options(catalog: Catalog) -> dict[str, str]:
+    tables = ",".join(
+        f"{_wal2json_name(t.schema)}.{_wal2json_name(t.name)}"
+        for t in captured_tables(catalog).values()
+    )
     return {
         "format-version": "2",
         "include-lsn": "1",
@@ -60,22 +70,22 @@ def pgoutput_options(publication: str) -> dict[str, str]:
     return {"proto_version": "1", "publication_names": publication, "messages": "true"}
 
 
-def plugin_options(settings: CaptureSettings) -> dict[str, str]:
+def plugin_options(settings: CaptureSettings, catalog: Catalog) -> dict[str, str]:
     tuning = settings.tuning
-    return (
-        pgoutput_options(tuning.publication) if tuning.plugin == "pgoutput" else wal2json_options()
-    )
+    if tuning.plugin == "pgoutput":
+        return pgoutput_options(tuning.publication)
+    return wal2json_options(catalog)
 
 
 def row_reader(conn: Any) -> pgoutput.Fetch:
     """Reads columns of one source row by key, as text (what pgoutput would have sent)."""
 
     def fetch(
-        table: str, key: dict[str, Any], names: Sequence[str]
+        table: CapturedTable, key: dict[str, Any], names: Sequence[str]
     ) -> dict[str, str | None] | None:
         select = sql.SQL("SELECT {} FROM {} WHERE {}").format(
-            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(n)) for n in names),
-            sql.Identifier(pgoutput.SCHEMA, table),
+            sql.SQL(", ").join(as_text(n, n in table.blank_padded) for n in names),
+            sql.Identifier(table.schema, table.name),
             sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in key),
         )
         with conn.cursor() as cur:
@@ -115,8 +125,8 @@ class Streamer:
         cur = repl_conn.cursor()
         cur.start_replication(
             slot_name=self.settings.tuning.slot, decode=not binary,
-            options=plugin_options(self.settings), start_lsn=self.tracker.confirmed,
-            status_interval=10,
+            options=plugin_options(self.settings, self.codec.catalog),
+            start_lsn=self.tracker.confirmed, status_interval=10,
         )  # fmt: skip
         log.info("streaming from %s", int_to_lsn(self.tracker.confirmed))
         HEALTH.ready(True, "streaming")

@@ -2,22 +2,22 @@
 
 wal2json sends one JSON message per change between a ``B`` (begin) and a ``C`` (commit)
 message; logical messages (``M``) carry our heartbeats. Values arrive as JSON scalars or
-PostgreSQL's text output, and are converted to the types the Avro schemas declare
-(``producers/values.py``, shared with the pgoutput decoder).
+PostgreSQL's text output, and are parsed as ``producers/tables.py`` says (shared with the
+pgoutput decoder). Numbers are kept as the text wal2json printed (``parse_float``): a
+``numeric`` read as a Python float would lose digits.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 
 from sluiceway.common.codec import Codec
 from sluiceway.producers.decoded import HEARTBEAT_PREFIX, Change, Heartbeat, Transaction
 from sluiceway.producers.errors import SourceSchemaError
 from sluiceway.producers.events import lsn_to_int
-from sluiceway.producers.source import TABLES
-from sluiceway.producers.values import column_converters, fast_converters
+from sluiceway.producers.tables import CapturedTable, tables_by_relation
 
 __all__ = ["Change", "Decoder", "Heartbeat", "Transaction"]
 
@@ -28,20 +28,20 @@ class Decoder:
     """Feeds on wal2json messages; returns a Transaction at each commit."""
 
     def __init__(self, codec: Codec) -> None:
-        self.converters = column_converters(codec)
-        self._fast = fast_converters(codec)
-        self.entities = {table: entity for entity, table in TABLES.items()}
+        self.tables = tables_by_relation(codec.catalog)
         self.current: Transaction | None = None
 
     def feed(self, payload: str) -> Transaction | Heartbeat | None:
-        msg: dict[str, Any] = json.loads(payload)
+        msg: dict[str, Any] = json.loads(payload, parse_float=str, parse_constant=str)
         action = msg["action"]
         if action == "B":
             self.current = Transaction(
                 msg["xid"], lsn_to_int(msg["lsn"]), datetime.fromisoformat(msg["timestamp"])
             )
         elif action in _OPS:
-            self._require_txn(action).changes.append(self._change(msg))
+            change = self._change(msg)
+            if change is not None:
+                self._require_txn(action).changes.append(change)
         elif action == "C":
             done, self.current = self._require_txn(action), None
             return done
@@ -59,56 +59,54 @@ class Decoder:
             raise SourceSchemaError(f"wal2json sent {action!r} outside a transaction")
         return self.current
 
-    def _change(self, msg: dict[str, Any]) -> Change:
-        table = msg["table"]
-        entity = self.entities.get(table)
-        if entity is None:
-            raise SourceSchemaError(f"change to uncaptured table {msg['schema']}.{table}")
+    def _change(self, msg: dict[str, Any]) -> Change | None:
+        table = self.tables.get((msg["schema"], msg["table"]))
+        if table is None:
+            raise SourceSchemaError(f"change to uncaptured table {msg['schema']}.{msg['table']}")
         op = _OPS[msg["action"]]
         if op == "d":
-            tenant, key = self._key(table, msg["identity"])
-            return Change(entity, tenant, key, op, None)
+            values = self._convert(table, msg["identity"])
+            return Change(table.entity, *self._key(table, values), op, None)
         values = self._convert(table, msg["columns"])
-        if len(values) < len(self._fast[table]):
+        if len(values) < len(table.fast):
             # An unchanged TOASTed column is left out of "columns"; with REPLICA IDENTITY
             # FULL the old row in "identity" still has it. Only those columns are converted.
             old = [c for c in msg.get("identity", ()) if c["name"] not in values]
             values.update(self._convert(table, old))
-        missing = self.converters[table].keys() - values.keys()
+        missing = [n for n in table.fast if n not in values]
         if missing:
             raise SourceSchemaError(
-                f"update of {table} lacks columns {sorted(missing)}; "
-                f"run: ALTER TABLE {table} REPLICA IDENTITY FULL"
+                f"{'insert into' if op == 'c' else 'update of'} {table.qualified} lacks "
+                f"captured columns {missing}; add them to the table or take them out of the "
+                f"catalog (an unchanged TOASTed value needs: ALTER TABLE {table.qualified} "
+                "REPLICA IDENTITY FULL)"
             )
-        tenant = values.pop("tenant_id")
-        return Change(entity, tenant, values["id"], op, values)
+        tenant, key = self._key(table, values)
+        return Change(table.entity, tenant, key, op, {c: values[c] for c in table.columns})
 
-    def _key(self, table: str, identity: list[dict[str, Any]]) -> tuple[Any, Any]:
-        """(tenant_id, id) of a deleted row; its other columns are only checked by name."""
-        fast = self._fast[table]
-        for column in identity:
-            if column["name"] not in fast:
-                self._unknown(table, column)
-        values = self._convert(table, [c for c in identity if c["name"] in ("tenant_id", "id")])
-        return values["tenant_id"], values["id"]
+    @staticmethod
+    def _key(table: CapturedTable, values: dict[str, Any]) -> tuple[str, int]:
+        tenant, key = values.get(table.tenant), values.get(table.key)
+        if tenant is None or key is None:
+            raise SourceSchemaError(
+                f"a change of {table.qualified} carries no {table.tenant} and {table.key}: "
+                f"the replica identity must cover them; run: ALTER TABLE {table.qualified} "
+                "REPLICA IDENTITY FULL (or make them the primary key)"
+            )
+        return tenant, key
 
-    def _convert(self, table: str, columns: list[dict[str, Any]]) -> dict[str, Any]:
-        fast = self._fast[table]
+    @staticmethod
+    def _convert(table: CapturedTable, columns: list[dict[str, Any]]) -> dict[str, Any]:
+        """The captured columns among ``columns`` (others are not in the catalog: skipped)."""
+        fast = table.fast
         out: dict[str, Any] = {}
         for column in columns:
             name, value = column["name"], column["value"]
             known = fast.get(name)
             if known is None:
-                self._unknown(table, column)
-            elif value is None or type(value) is known[0]:
+                continue
+            if value is None or type(value) is known[0]:
                 out[name] = value
             else:
-                out[name] = known[1](value)
+                out[name] = table.parse(name, value)
         return out
-
-    @staticmethod
-    def _unknown(table: str, column: dict[str, Any]) -> NoReturn:
-        raise SourceSchemaError(
-            f"column {table}.{column['name']} ({column.get('type')}) is not in the Avro schema; "
-            "add it to schemas/ or drop it from the source"
-        )

@@ -124,7 +124,7 @@ def handle_event(reader: RunReader, msg: Message, partition: int, offset: int) -
         dead_letter(reader, msg, str(exc))
         return 0
     reader.rows += 1
-    row = event_row(event, reader.plan.etl_id, list(target.columns))
+    row = event_row(event, reader.plan.etl_id, list(target.columns), target.key, target.uuids)
     return reader.writer.add(target.table, partition, offset, target.schema, target.schema_id, row)
 
 
@@ -197,13 +197,13 @@ def decode_segment(
     """The lake rows of a segment's events, or None when they must go one by one."""
     schema = reader.codec.schema_of(header)
     target = reader.plan.schemas.get(header[2:].hex())
-    if schema is None or target is None:
+    if schema is None or target is None or not target.batch:
         return None
     frame = reader.decoder.decode(schema, values, [m.key() for m in messages])
     if frame is None or not frame["tenant_id"].is_in(list(reader.plan.tenants)).all():
         return None  # an unselected tenant is dead-lettered by the one-by-one path
     try:
-        table = lake_table(frame, target.columns, target.schema, reader.plan.etl_id)
+        table = lake_table(frame, target.columns, target.schema, reader.plan.etl_id, target.key)
     except Exception as exc:  # polars/Arrow raise many kinds; the rows still get written
         log.warning("batch of %d events not converted (%s); decoding one by one", len(values), exc)
         return None

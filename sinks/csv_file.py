@@ -6,7 +6,9 @@ As Data pipeline does, a line break inside a value (CRLF, LF or CR) is written a
 characters ``\\n`` by default (the escape text is a setting), or kept when line breaks are
 preserved; every other character, backslashes included, is written as it is, so Spark's
 and Hive's documented CSV options read the values back. Timestamps are ISO 8601 UTC with
-microseconds and ``Z``, dates ISO, booleans ``true``/``false``, numbers as Python prints them.
+microseconds and ``Z`` (without ``Z`` for timestamps without time zone), dates ISO, times
+``HH:MM:SS.ffffff``, booleans ``true``/``false``, numbers as Python prints them (decimals
+with every digit of their scale), bytes in base64, arrays as JSON arrays (docs/guide.md).
 
 Each row is encoded before it is written, so a file's size is known exactly and the byte
 cap is exact. CSV has no footer, so which offsets a published file covers is noted in a
@@ -21,7 +23,8 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -83,18 +86,58 @@ def _bytes_text(value: bytes) -> str:
     return base64.b64encode(value).decode("ascii")
 
 
+def local_timestamp_text(value: datetime | int) -> str:
+    """A timestamp without time zone: ``2026-01-02T03:04:05.123456``, no ``Z`` (it names
+    no instant); an int is microseconds since 1970-01-01 00:00 (Avro's)."""
+    moment = (
+        datetime(1970, 1, 1) + timedelta(microseconds=value) if isinstance(value, int) else value
+    )
+    return timestamp_text(moment.replace(tzinfo=UTC))[:-1]
+
+
+def time_text(value: time | int) -> str:
+    """``03:04:05.000007``; an int is microseconds since midnight (Avro's ``time-micros``)."""
+    if isinstance(value, int):
+        value = (datetime.min + timedelta(microseconds=value)).time()
+    return value.isoformat(timespec="microseconds")
+
+
+def decimal_text(value: Decimal) -> str:
+    """Every digit of the scale, never an exponent: ``-0.000100``."""
+    return format(value, "f")
+
+
+def list_formatter(element: pa.DataType) -> Formatter:
+    """An array as a JSON array: null elements as ``null``, booleans and integers as JSON
+    literals, every other element as a JSON string of its own CSV text form."""
+    inner = formatter(element)
+    literal = pa.types.is_boolean(element) or pa.types.is_integer(element)
+
+    def text(values: Any) -> str:
+        items = [None if v is None else v if literal else inner(v) for v in values]
+        return json.dumps(items, ensure_ascii=False, separators=(",", ":"))
+
+    return text
+
+
 def formatter(kind: pa.DataType) -> Formatter:
     """How one column's non-null values are written."""
     if pa.types.is_timestamp(kind):
-        return timestamp_text
+        return timestamp_text if kind.tz is not None else local_timestamp_text
     if pa.types.is_date(kind):
         return date_text
+    if pa.types.is_time(kind):
+        return time_text
     if pa.types.is_boolean(kind):
         return _bool_text
     if pa.types.is_binary(kind):
         return _bytes_text
     if pa.types.is_floating(kind):
         return repr  # shortest text that reads back as the same double
+    if pa.types.is_decimal(kind):
+        return decimal_text
+    if pa.types.is_list(kind):
+        return list_formatter(kind.value_type)
     return str
 
 

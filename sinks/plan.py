@@ -9,15 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 import pyarrow as pa
 
+from sluiceway.common.catalog_schemas import entity_arrow_schema, entity_record
 from sluiceway.common.codec import HEADER_LEN, Event, EventSchema
+from sluiceway.common.entities import active_catalog
 from sluiceway.common.errors import InvalidEventError
 from sluiceway.common.runs import RunRecord
 from sluiceway.lake import layout
 from sluiceway.lake.errors import RunStateError
-from sluiceway.sinks.rows import arrow_schema
+from sluiceway.sinks.rows import arrow_schema, batch_safe, plain_values
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,9 @@ class TableSchema:
     schema_id: str  # hex fingerprint of the writer schema
     schema: pa.Schema
     columns: tuple[str, ...]  # the entity's own columns
+    key: str = "id"  # the record key column, which a delete's row keeps
+    batch: bool = True  # whether the batch decoder reads every column exactly
+    uuids: tuple[tuple[str, bool], ...] = ()  # rows.plain_values
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,21 @@ def table_dirs(record: RunRecord, full_date: date | datetime | None = None) -> d
     }
 
 
+def _record_key(entity: str) -> str:
+    found = active_catalog().entities.get(entity)
+    return found.record_key[0] if found is not None else "id"
+
+
+def catalog_types(entity: str) -> dict[str, tuple[Any, pa.DataType]]:
+    """Per column of ``entity`` in the active catalog: its Avro field type and Arrow type."""
+    catalog = active_catalog()
+    if entity not in catalog.entities:
+        return {}
+    record = entity_record(catalog, entity)
+    arrow = entity_arrow_schema(catalog, entity)
+    return {f["name"]: (f["type"], arrow.field(f["name"]).type) for f in record["fields"]}
+
+
 def build_plan(
     record: RunRecord,
     writer_schemas: Mapping[str, EventSchema],
@@ -90,8 +111,11 @@ def build_plan(
         schemas[schema_id] = TableSchema(
             table=table,
             schema_id=schema_id,
-            schema=arrow_schema(record_schema),
+            schema=arrow_schema(record_schema, catalog_types(table)),
             columns=tuple(f["name"] for f in record_schema["fields"]),
+            key=_record_key(table),
+            batch=batch_safe(record_schema),
+            uuids=plain_values(record_schema),
         )
     return RunPlan(
         etl_id=record.etl_id,

@@ -7,11 +7,13 @@ Avro says otherwise, because a delete has no ``after`` and keeps only its key.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
+from sluiceway.common.pgtypes import MAX_DECIMAL_PRECISION
 from sluiceway.lake.errors import UnsupportedSchemaError
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -37,8 +39,15 @@ _PRIMITIVES: dict[str, pa.DataType] = {
 _LOGICAL: dict[str, pa.DataType] = {
     "timestamp-micros": TIMESTAMP,
     "timestamp-millis": TIMESTAMP,
+    "local-timestamp-micros": pa.timestamp("us"),
     "date": pa.date32(),
+    "time-micros": pa.time64("us"),
+    "uuid": pa.string(),
 }
+# Avro types the batch path (polars' Avro reader) is known to decode exactly; a record with
+# any other type (decimals, uuids, times, local timestamps, arrays, bytes) is decoded event by
+# event with fastavro.
+_BATCH_SAFE = frozenset({"long", "int", "string", "boolean", "double", "timestamp-micros", "date"})
 
 Row = dict[str, Any]
 
@@ -56,20 +65,81 @@ def arrow_type(avro_type: Any, column: str = "?") -> pa.DataType:
         logical = avro_type.get("logicalType")
         if logical in _LOGICAL:
             return _LOGICAL[logical]
+        if logical == "decimal":
+            return _decimal(avro_type, column)
+        if avro_type.get("type") == "array":
+            return pa.list_(arrow_type(avro_type["items"], column))
         if avro_type.get("type") == "enum":
             return pa.string()
         return arrow_type(avro_type.get("type"), column)
     if isinstance(avro_type, str) and avro_type in _PRIMITIVES:
         return _PRIMITIVES[avro_type]
     raise UnsupportedSchemaError(
-        f"column {column!r} has Avro type {avro_type!r}; expected a primitive, "
-        "timestamp-micros, date, enum or a nullable union of those"
+        f"column {column!r} has Avro type {avro_type!r}; expected a primitive, a logical "
+        "type of docs/types.md, an enum, an array or a nullable union of those"
     )
 
 
-def arrow_schema(record: dict[str, Any]) -> pa.Schema:
-    """The lake schema of a table: the entity's columns, then the metadata columns."""
-    fields = [pa.field(f["name"], arrow_type(f["type"], f["name"])) for f in record["fields"]]
+def _decimal(avro_type: dict[str, Any], column: str) -> pa.DataType:
+    precision, scale = int(avro_type.get("precision", 0)), int(avro_type.get("scale", 0))
+    if not 0 < precision <= MAX_DECIMAL_PRECISION:
+        raise UnsupportedSchemaError(
+            f"column {column!r} is a decimal of precision {precision}; expected 1 to "
+            f"{MAX_DECIMAL_PRECISION}"
+        )
+    if precision > 38:
+        return pa.decimal256(precision, scale)
+    return pa.decimal128(precision, scale)
+
+
+def _type_name(avro_type: Any) -> Any:
+    if isinstance(avro_type, list):
+        return [_type_name(b) for b in avro_type if b != "null"]
+    if isinstance(avro_type, dict):
+        return avro_type.get("logicalType", avro_type.get("type"))
+    return avro_type
+
+
+def batch_safe(record: dict[str, Any]) -> bool:
+    """Whether every field of ``record`` is of a type the batch decoder reads exactly."""
+    for f in record["fields"]:
+        names = _type_name(f["type"])
+        if not all(n in _BATCH_SAFE for n in (names if isinstance(names, list) else [names])):
+            return False
+    return True
+
+
+def plain_values(record: dict[str, Any]) -> tuple[tuple[str, bool], ...]:
+    """(column, is an array) of the uuid columns, whose values fastavro reads as
+    ``uuid.UUID``: the lake holds their text."""
+    found = []
+    for f in record["fields"]:
+        branches = f["type"] if isinstance(f["type"], list) else [f["type"]]
+        for b in branches:
+            if isinstance(b, dict) and b.get("type") == "array":
+                items = b["items"] if isinstance(b["items"], list) else [b["items"]]
+                if any(_type_name(i) == "uuid" for i in items):
+                    found.append((f["name"], True))
+            elif _type_name(b) == "uuid":
+                found.append((f["name"], False))
+    return tuple(found)
+
+
+def arrow_schema(
+    record: dict[str, Any], catalog_types: Mapping[str, tuple[Any, pa.DataType]] | None = None
+) -> pa.Schema:
+    """The lake schema of a table: the entity's columns, then the metadata columns.
+    ``catalog_types``: per column, its catalog Avro type and Arrow type (a smallint is an
+    Avro int but an Arrow int16); a field of that very Avro type takes that Arrow type."""
+    known = catalog_types or {}
+
+    def kind(field: dict[str, Any]) -> pa.DataType:
+        found = known.get(field["name"])
+        if found is not None and found[0] == field["type"]:
+            return found[1]
+        return arrow_type(field["type"], field["name"])
+
+    fields = [pa.field(f["name"], kind(f)) for f in record["fields"]]
     clash = {f.name for f in fields} & set(METADATA_NAMES)
     if clash:
         raise UnsupportedSchemaError(
@@ -79,14 +149,25 @@ def arrow_schema(record: dict[str, Any]) -> pa.Schema:
     return pa.schema([*fields, *METADATA_FIELDS])
 
 
-def event_row(event: dict[str, Any], etl_id: str, columns: list[str]) -> Row:
-    """One lake row of a decoded event; ``columns`` are the entity's own column names."""
+def event_row(
+    event: dict[str, Any],
+    etl_id: str,
+    columns: list[str],
+    key: str = "id",
+    uuids: tuple[tuple[str, bool], ...] = (),
+) -> Row:
+    """One lake row of a decoded event; ``columns`` are the entity's own column names,
+    ``key`` its record key column, ``uuids`` as ``plain_values`` gives them."""
     after = event.get("after")
     row: Row = dict.fromkeys(columns)
     if after is not None:
         row.update({c: after.get(c) for c in columns})
-    elif "id" in row:
-        row["id"] = event["entity_id"]  # a delete keeps its key so readers can apply it
+        for name, array in uuids:
+            value = row[name]
+            if value is not None:
+                row[name] = [_text(v) for v in value] if array else str(value)
+    elif key in row:
+        row[key] = event["entity_id"]  # a delete keeps its key so readers can apply it
     row["_tenant_id"] = event["tenant_id"]
     row["_op"] = event["op"]
     row["_deleted"] = event["op"] == "d"
@@ -94,6 +175,10 @@ def event_row(event: dict[str, Any], etl_id: str, columns: list[str]) -> Row:
     row["_source_ts"] = event["source_ts"]
     row["_etl_id"] = etl_id
     return row
+
+
+def _text(value: Any) -> Any:
+    return None if value is None else str(value)
 
 
 @dataclass

@@ -189,7 +189,7 @@ def _plugin(conn: Any, plugin: str) -> Finding:
 def check_catalog(conn: Any, path: Path | None) -> list[Finding]:
     """The catalog file against the live tables: one finding per difference."""
     from sluiceway.common.catalog import CatalogError, load_catalog
-    from sluiceway.tools.discover.live import catalog_problems
+    from sluiceway.common.catalog_check import catalog_problems
 
     if path is None:
         return [Finding("catalog", True, "not checked (set pg.catalog, SLUICEWAY_PG_CATALOG)")]

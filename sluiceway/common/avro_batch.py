@@ -102,7 +102,7 @@ def matches_keys(frame: pl.DataFrame, keys: Sequence[bytes | None]) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _lake_columns(columns: tuple[str, ...], etl_id: str) -> tuple[pl.Expr, ...]:
+def _lake_columns(columns: tuple[str, ...], etl_id: str, key: str) -> tuple[pl.Expr, ...]:
     """The expressions of ``lake_table``, built once per table: building them per batch
     costs as much as decoding a few hundred events."""
     after = pl.col("after")
@@ -110,12 +110,12 @@ def _lake_columns(columns: tuple[str, ...], etl_id: str) -> tuple[pl.Expr, ...]:
     entity = [
         pl.when(gone).then(pl.lit(None)).otherwise(after.struct.field(c)).alias(c)
         for c in columns
-        if c != "id"
+        if c != key
     ]
-    if "id" in columns:
+    if key in columns:
         # a delete keeps its key so readers can apply it
         entity.append(
-            pl.when(gone).then(pl.col("entity_id")).otherwise(after.struct.field("id")).alias("id")
+            pl.when(gone).then(pl.col("entity_id")).otherwise(after.struct.field(key)).alias(key)
         )
     op = pl.col("op").cast(pl.String)
     return (
@@ -130,8 +130,9 @@ def _lake_columns(columns: tuple[str, ...], etl_id: str) -> tuple[pl.Expr, ...]:
 
 
 def lake_table(
-    frame: pl.DataFrame, columns: Sequence[str], schema: pa.Schema, etl_id: str
+    frame: pl.DataFrame, columns: Sequence[str], schema: pa.Schema, etl_id: str, key: str = "id"
 ) -> pa.Table:
-    """Lake rows of decoded events, as ``sluiceway.sinks.rows.event_row`` builds them one by one."""
-    rows = frame.select(*_lake_columns(tuple(columns), etl_id))
+    """Lake rows of decoded events, as ``sluiceway.sinks.rows.event_row`` builds them one by
+    one; ``key`` is the record key column, which a delete's row keeps."""
+    rows = frame.select(*_lake_columns(tuple(columns), etl_id, key))
     return rows.to_arrow().select(schema.names).cast(schema)

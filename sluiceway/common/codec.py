@@ -137,6 +137,7 @@ class Codec:
         """Envelopes derived from ``catalog`` (default: the active one), or, given
         ``schema_dir``, read from its ``.avsc`` files for the catalog's entities."""
         catalog = catalog or active_catalog()
+        self.catalog = catalog
         if schema_dir is None:
             self.schemas = dict(catalog_event_schemas(catalog))
         else:

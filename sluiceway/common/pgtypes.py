@@ -175,6 +175,14 @@ def _timestamp(text: str) -> datetime:
 
 
 def _timestamptz(text: str) -> datetime:
+    # the common case first, as capture meets it on every row: fromisoformat itself refuses
+    # infinity, BC and years past 9999; anything it does not take gets the checks below
+    try:
+        fast = datetime.fromisoformat(text) if text[4:5] == "-" else None
+    except ValueError:
+        fast = None
+    if fast is not None and fast.tzinfo is not None:
+        return fast.astimezone(UTC)
     value = _datetime(text, "timestamptz")
     if value.tzinfo is None:
         raise _refuse("timestamptz", text, "expected a time zone offset")
@@ -276,7 +284,15 @@ def _builtin(name: str) -> PgType | str:
         return replace(pg, adapt=bytes)
     if pg.parse is _uuid:
         return replace(pg, adapt=str)  # fastavro reads a uuid back as uuid.UUID
+    if pg.parse in (_float, _real):
+        return replace(pg, adapt=_float_param)
     return pg
+
+
+def _float_param(value: float) -> str:
+    """A float as text for the cast: psycopg2 writes -0.0 as the SQL expression ``-0.0``,
+    which is numeric zero (numeric has no negative zero) before the cast reaches it."""
+    return repr(float(value))
 
 
 def _decimal_type(name: str, precision: int, scale: int) -> PgType | str:

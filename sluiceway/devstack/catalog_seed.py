@@ -10,7 +10,7 @@ from ``catalog_rows`` and are loaded with COPY, parents first.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +19,7 @@ import psycopg2
 from psycopg2 import sql
 
 from sluiceway.common.catalog import Catalog, CatalogError, Entity, Reference
+from sluiceway.common.catalog_check import catalog_problems
 from sluiceway.common.pgtypes import pg_type
 from sluiceway.common.redact import pg_error_line
 from sluiceway.common.settings import PostgresSettings
@@ -26,7 +27,6 @@ from sluiceway.devstack.catalog_rows import Row, RowMaker, Tenants, require_mapp
 from sluiceway.devstack.seed import copy_value
 from sluiceway.producers.db import connect
 from sluiceway.producers.errors import SourceSchemaError, SourceUnavailableError
-from sluiceway.tools.discover.live import catalog_problems
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def _foreign_key(
 
 
 def _table_sql(
-    catalog: Catalog, name: str, tenants: Tenants, tenant: str
+    catalog: Catalog, name: str, tenants: Tenants, tenant: str, foreign_keys: bool = True
 ) -> Iterator[sql.Composable]:
     entity = catalog.entity(name)
     me = table_id(tenants, catalog, name, tenant)
@@ -108,7 +108,7 @@ def _table_sql(
             )
         )
     parts.append(sql.SQL("PRIMARY KEY ({})").format(_idents(entity.key)))
-    for i, ref in enumerate(entity.references):
+    for i, ref in enumerate(entity.references if foreign_keys else ()):
         parent = table_id(tenants, catalog, ref.entity, tenant)
         pair = _foreign_key(catalog, entity, ref)
         if pair is not None:
@@ -128,20 +128,33 @@ def _idents(names: Any) -> sql.Composable:
     return sql.SQL(", ").join(map(sql.Identifier, names))
 
 
-def create_tables(cur: Any, catalog: Catalog, tenants: Tenants) -> None:
-    """Schemas, types and tables of ``catalog`` (those already there are kept)."""
+def create_tables(
+    cur: Any,
+    catalog: Catalog,
+    tenants: Tenants,
+    only: Iterable[str] | None = None,
+    foreign_keys: bool = True,
+) -> None:
+    """Schemas, types and tables of ``catalog`` (those already there are kept); ``only``
+    some entities' tables, and without foreign keys when ``foreign_keys`` is False."""
+    wanted = set(catalog.order if only is None else only)
+    tables = [
+        (name, tenant)
+        for name in catalog.order
+        if name in wanted
+        for tenant in (
+            tenants.texts if catalog.entity(name).tenant.schema_pattern else tenants.texts[:1]
+        )
+    ]
+    # schemas first: the catalog's enums and domains usually live in its tables' schemas
+    for name, tenant in tables:
+        schema = tenants.table(catalog, name, tenant)[:-1]
+        if schema:
+            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(*schema)))
     _create_types(cur, catalog)
-    for name in catalog.order:
-        entity = catalog.entity(name)
-        per_tenant = entity.tenant.schema_pattern is not None
-        for tenant in tenants.texts if per_tenant else tenants.texts[:1]:
-            schema = tenants.table(catalog, name, tenant)[:-1]
-            if schema:
-                cur.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(*schema))
-                )
-            for statement in _table_sql(catalog, name, tenants, tenant):
-                cur.execute(statement)
+    for name, tenant in tables:
+        for statement in _table_sql(catalog, name, tenants, tenant, foreign_keys):
+            cur.execute(statement)
 
 
 def delete_tenants(cur: Any, catalog: Catalog, tenants: Tenants) -> None:

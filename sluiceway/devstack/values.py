@@ -133,7 +133,8 @@ def _double(_kind: Kind, rng: random.Random, edge: bool) -> float:
 def _decimal(kind: Kind, rng: random.Random, edge: bool) -> Decimal:
     top = 10**kind.size - 1
     digits = rng.choice((top, -top, 0)) if edge else rng.randint(-top, top)
-    return Decimal(digits).scaleb(-kind.scale)
+    # from text: exact, where scaleb would round to the context's 28 digits
+    return Decimal(f"{digits}E-{kind.scale}")
 
 
 def _numeric(_kind: Kind, rng: random.Random, edge: bool) -> str:
@@ -183,9 +184,12 @@ def _date(_kind: Kind, rng: random.Random, edge: bool) -> date:
 
 
 def _time(_kind: Kind, rng: random.Random, edge: bool) -> time:
+    # never within the last second: a time(p) column rounds 23:59:59.9999 up to 24:00:00,
+    # which no mapping carries
     if edge:
-        return rng.choice((time(0), time(23, 59, 59, 999_999)))
-    return _moment(rng, False).time()
+        return rng.choice((time(0), time(23, 59, 58, 999_999)))
+    moment = _moment(rng, False).time()
+    return moment.replace(second=58) if moment >= time(23, 59, 59) else moment
 
 
 def _timestamp(_kind: Kind, rng: random.Random, edge: bool) -> datetime:

@@ -1,7 +1,12 @@
-"""Restoring a backup into PostgreSQL: the tables of the source's schema, one transaction.
+"""Restoring a backup into PostgreSQL: the catalog's tables, one transaction.
 
-Every check (schema, rows already there) runs before the first write, and everything is
-written in one transaction: a failed restore leaves the target as it was.
+Rows go back into the tables the catalog names (``schema.table``), the lake's
+``_tenant_id`` into the entity's tenant column; each value is cast to its column's type
+as ``sluiceway.common.pgtypes`` says (docs/types.md, "Restore"). A missing table is created
+as the catalog describes it (types, schema and primary key; no foreign keys, so a partial
+backup loads); an existing one must match the catalog. Every check (tables, rows already
+there) runs before the first write, and everything is written in one transaction: a
+failed restore leaves the target as it was.
 """
 
 from __future__ import annotations
@@ -14,20 +19,16 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
+from sluiceway.common.catalog import Catalog, Entity
+from sluiceway.common.catalog_check import entity_problems
 from sluiceway.common.codec import Codec
 from sluiceway.common.entities import load_order
 from sluiceway.common.errors import RestoreError
+from sluiceway.common.pgtypes import column_type, pg_type
 from sluiceway.common.redact import pg_error_line
 from sluiceway.common.settings import S3Settings
-from sluiceway.producers.schema_check import existing_table_problems
-from sluiceway.producers.source import (
-    TABLES,
-    column_list,
-    columns,
-    create_table_sql,
-    replica_identity_sql,
-    table_name,
-)
+from sluiceway.devstack.catalog_rows import Tenants
+from sluiceway.devstack.catalog_seed import create_tables
 from sluiceway.tools.backup import (
     Row,
     check_backup,
@@ -67,30 +68,49 @@ def schema_difference(table: str, problems: list[str]) -> str:
     )
 
 
-def check_tables(cur: Any, codec: Codec, entities: list[str]) -> list[str]:
+def check_tables(cur: Any, catalog: Catalog, entities: list[str]) -> list[str]:
     """The entities whose tables are missing (to be created); a mismatched table is refused."""
     missing = []
     for entity in entities:
-        problems = existing_table_problems(cur, codec, entity)
+        found = catalog.entity(entity)
+        if found.tenant.column is None:
+            raise RestoreError(
+                f"entity {entity!r} finds its tenant by schema; restore loads entities with "
+                "a tenant column only for now"
+            )
+        problems = entity_problems(cur.connection, catalog, entity)
         if problems is None:
             missing.append(entity)
         elif problems:
-            raise RestoreError(schema_difference(TABLES[entity], problems))
+            raise RestoreError(schema_difference(found.table, problems))
     return missing
 
 
-def existing_rows(cur: Any, entities: list[str], tenants: tuple[str, ...]) -> dict[str, int]:
+def _table(entity: Entity) -> sql.Composable:
+    return sql.Identifier(*entity.table.split(".", 1))
+
+
+def _tenant_column(entity: Entity) -> str:
+    assert entity.tenant.column is not None  # check_tables refused the others
+    return entity.tenant.column
+
+
+def existing_rows(
+    cur: Any, catalog: Catalog, entities: list[str], tenants: tuple[str, ...]
+) -> dict[str, int]:
     """Per tenant, how many rows the target's tables already hold (tenants with none left out)."""
     found: dict[str, int] = {}
-    for entity in entities:
+    for name in entities:
+        entity = catalog.entity(name)
+        tenant = sql.Identifier(_tenant_column(entity))
         cur.execute(
             sql.SQL(
-                "SELECT tenant_id, count(*) FROM {} WHERE tenant_id = ANY(%s) GROUP BY tenant_id"
-            ).format(table_name(entity)),
+                "SELECT {0}::text, count(*) FROM {1} WHERE {0}::text = ANY(%s) GROUP BY 1"
+            ).format(tenant, _table(entity)),
             (list(tenants),),
         )
-        for tenant, count in cur.fetchall():
-            found[tenant] = found.get(tenant, 0) + int(count)
+        for tenant_id, count in cur.fetchall():
+            found[tenant_id] = found.get(tenant_id, 0) + int(count)
     return found
 
 
@@ -115,40 +135,51 @@ def check_loaded(existing: dict[str, int], loaded: dict[str, int], etl_id: str) 
 
 
 def _values(
-    rows: Iterator[Row], names: list[str], loaded: dict[str, int]
+    rows: Iterator[Row], names: list[str], adapt: list[Any], loaded: dict[str, int]
 ) -> Iterator[tuple[Any, ...]]:
-    # _tenant_id becomes the table's tenant_id; the other metadata columns are the lake's own
+    # _tenant_id becomes the tenant column; the other metadata columns are the lake's own
     for row in rows:
         try:
-            values = (row["_tenant_id"], *(row[n] for n in names))
+            cells = (row["_tenant_id"], *(row[n] for n in names))
         except KeyError as exc:
             raise RestoreError(
                 f"the backup has no column {exc.args[0]!r}; restore needs a backup with every "
                 "column (a replay, or a full export without a fields selection)"
             ) from None
-        loaded[values[0]] = loaded.get(values[0], 0) + 1
-        yield values
+        loaded[cells[0]] = loaded.get(cells[0], 0) + 1
+        yield tuple(to_param(cell) for to_param, cell in zip(adapt, cells, strict=True))
 
 
 def load_table(
-    cur: Any, codec: Codec, entity: str, rows: Iterator[Row], loaded: dict[str, int]
+    cur: Any, catalog: Catalog, name: str, rows: Iterator[Row], loaded: dict[str, int]
 ) -> int:
-    """Insert the rows; ``loaded`` counts them per tenant."""
-    names = [c.name for c in columns(codec, entity)]
+    """Insert the rows, each value cast to its column's type; ``loaded`` counts them per
+    tenant."""
+    entity = catalog.entity(name)
+    tenant = pg_type(entity.tenant.type, catalog.types)
+    types = [tenant, *(column_type(c, catalog.types) for c in entity.columns)]
+    names = list(entity.column_names)
     statement = sql.SQL("INSERT INTO {} ({}) VALUES %s").format(
-        table_name(entity), column_list(["tenant_id", *names])
+        _table(entity), column_list([_tenant_column(entity), *names])
     )
+    template = sql.SQL("({})").format(sql.SQL(", ").join(t.restore_placeholder() for t in types))
+    text = template.as_string(cur)
+    adapt = [t.restore_param for t in types]
     count = 0
     batch: list[tuple[Any, ...]] = []
-    for values in _values(rows, names, loaded):
+    for values in _values(rows, names, adapt, loaded):
         batch.append(values)
         if len(batch) >= 5_000:
-            execute_values(cur, statement, batch, page_size=1_000)
+            execute_values(cur, statement, batch, template=text, page_size=1_000)
             count, batch = count + len(batch), []
     if batch:
-        execute_values(cur, statement, batch, page_size=1_000)
+        execute_values(cur, statement, batch, template=text, page_size=1_000)
         count += len(batch)
     return count
+
+
+def column_list(names: Iterable[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
 
 
 def restore(request: RestoreRequest, s3: S3Settings, codec: Codec) -> tuple[str, dict[str, int]]:
@@ -162,15 +193,16 @@ def restore(request: RestoreRequest, s3: S3Settings, codec: Codec) -> tuple[str,
     try:
         # one transaction: committed at the end of the block, rolled back on any error
         with conn, conn.cursor() as cur:
-            missing = check_tables(cur, codec, entities)
+            catalog = codec.catalog
+            missing = check_tables(cur, catalog, entities)
             present = [e for e in entities if e not in missing]
-            existing = existing_rows(cur, present, tenants)
+            existing = existing_rows(cur, catalog, present, tenants)
             check_empty(existing, request.replace)
-            _prepare(cur, codec, missing, present, tenants)
+            _prepare(cur, catalog, missing, present, tenants)
             loaded: dict[str, int] = {}
             counts = {
                 e: load_table(
-                    cur, codec, e, table_rows(lake, manifest, e, tenants, carried), loaded
+                    cur, catalog, e, table_rows(lake, manifest, e, tenants, carried), loaded
                 )
                 for e in entities
             }
@@ -181,16 +213,23 @@ def restore(request: RestoreRequest, s3: S3Settings, codec: Codec) -> tuple[str,
 
 
 def _prepare(
-    cur: Any, codec: Codec, missing: list[str], present: list[str], tenants: tuple[str, ...]
+    cur: Any, catalog: Catalog, missing: list[str], present: list[str], tenants: tuple[str, ...]
 ) -> None:
-    """Create missing tables as the source has them; clear the tenants' rows (--replace)."""
-    for entity in missing:
-        cur.execute(create_table_sql(codec, entity))
-        # as on the source, so the restored database can itself be captured
-        cur.execute(replica_identity_sql(entity))
-    for entity in reversed(present):
-        delete = sql.SQL("DELETE FROM {} WHERE tenant_id = ANY(%s)")
-        cur.execute(delete.format(table_name(entity)), (list(tenants),))
+    """Create missing tables as the catalog describes them; clear the tenants' rows
+    (--replace)."""
+    if missing:
+        create_tables(cur, catalog, Tenants.of(catalog, tenants), missing, foreign_keys=False)
+    for name in missing:
+        # as the demo's source has it, so the restored database can itself be captured
+        cur.execute(
+            sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(_table(catalog.entity(name)))
+        )
+    for name in reversed(present):
+        entity = catalog.entity(name)
+        delete = sql.SQL("DELETE FROM {} WHERE {}::text = ANY(%s)")
+        cur.execute(
+            delete.format(_table(entity), sql.Identifier(_tenant_column(entity))), (list(tenants),)
+        )
 
 
 def _connect(dsn: str) -> Any:

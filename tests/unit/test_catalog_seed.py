@@ -303,3 +303,19 @@ def test_foreign_keys_go_through_the_tenant_only_where_both_keys_allow() -> None
     for child in ("tag", "note"):
         entity = mixed.entity(child)
         assert fk(mixed, entity, entity.references[0]) is None, child
+
+
+def test_wide_decimals_keep_every_digit() -> None:
+    """A numeric(30,10) edge value has 30 digits: built with Decimal's 28-digit context it
+    rounded up to 10^20, which the column refuses (numeric field overflow)."""
+    kind = kind_of("numeric(30,10)", {})
+    drawn = {text_form(kind, value(kind, random.Random(seed), edge=True)) for seed in range(20)}
+    assert "9" * 20 + "." + "9" * 10 in drawn
+    assert all(len(t.lstrip("-").replace(".", "")) <= 30 for t in drawn)
+
+
+def test_times_never_round_up_to_midnight_in_a_time_p_column() -> None:
+    """time(3) rounds 23:59:59.999999 to 24:00:00, a value capture refuses."""
+    kind = kind_of("time(3) without time zone", {})
+    drawn = [value(kind, random.Random(seed), edge=True) for seed in range(40)]
+    assert drawn and all(t.hour < 23 or t.second < 59 for t in drawn)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from sluiceway.common.catalog import UserType
+from sluiceway.common.pg_catalog import PgColumn, PgForeignKey, PgTable
 from sluiceway.tools.discover.build import Rule, by_tenant_column, valid_name
-from sluiceway.tools.discover.pg import PgColumn, PgForeignKey, PgTable
 
 
 def col(name: str, type_name: str = "bigint") -> PgColumn:

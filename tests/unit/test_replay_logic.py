@@ -13,9 +13,9 @@ from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from sluiceway.control.replay import boundary_cut, micros, parse_time, require_events
 from sluiceway.producers.config import CaptureSettings, CaptureTuning
 from sluiceway.producers.events import position, timestamp_ms
-from sluiceway.producers.schema_check import table_problems
 from sluiceway.producers.snapshot import SnapshotRun, _publish_chunk
 from sluiceway.producers.source import columns
+from sluiceway.producers.tables import captured_tables
 from sluiceway.tools.restore import restore_order, schema_difference
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -86,15 +86,10 @@ def test_restore_order_puts_parents_first_and_refuses_unknown_tables() -> None:
 
 
 def test_schema_difference_names_table_and_difference_in_one_line() -> None:
-    problems = table_problems(
-        "issues",
-        {"tenant_id": "text", "id": "bigint", "summary": "text"},
-        {"tenant_id": "text", "id": "bigint", "summary": "integer"},
-        ("tenant_id", "id"),
-    )
-    message = schema_difference("issues", problems)
-    assert message.startswith("table issues in the target differs from the source schema: ")
-    assert "column issues.summary has unsupported type integer; expected text" in message
+    problems = ["public.issues.summary: type is integer in the database, text in the catalog"]
+    message = schema_difference("public.issues", problems)
+    assert message.startswith("table public.issues in the target differs from the source schema: ")
+    assert problems[0] in message
     assert "\n" not in message
 
 
@@ -119,7 +114,9 @@ def test_snapshot_events_are_stamped_with_the_consistent_point_time() -> None:
     run = SnapshotRun(settings, codec, prod, (position(1 << 24, 0), at), None)  # type: ignore[arg-type]
     names = [c.name for c in columns(codec, "project")]
     row = {c.name: _sample(c.sql_type) for c in columns(codec, "project")}
-    _publish_chunk(run, "project", [("tenant-001", *(row[n] for n in names))])
+    _publish_chunk(
+        run, captured_tables(codec.catalog)["project"], [("tenant-001", *(row[n] for n in names))]
+    )
     assert [m["timestamp"] for m in prod.sent] == [timestamp_ms(at)]
     assert codec.decode(prod.sent[0]["value"])["source_ts"] == at
 

@@ -1,43 +1,51 @@
-"""Each rule of the source-schema check, on its own."""
+"""What capture refuses before reading anything, and how it maps a catalog's tables."""
 
 from __future__ import annotations
 
-from sluiceway.common.codec import Codec
-from sluiceway.producers.schema_check import _expected, table_problems
+from typing import Any
 
-EXPECTED = _expected(Codec(), "comment")
+import pytest
 
-
-def test_a_table_shaped_as_the_schema_passes() -> None:
-    assert table_problems("comments", EXPECTED, dict(EXPECTED), ("tenant_id", "id")) == []
-
-
-def test_missing_table() -> None:
-    (problem,) = table_problems("comments", EXPECTED, {}, ())
-    assert problem == "table comments does not exist (create it with: sluiceway source seed)"
+from sluiceway.common.catalog import Catalog, CatalogError, parse_catalog
+from sluiceway.producers.errors import SourceSchemaError
+from sluiceway.producers.tables import captured_tables
 
 
-def test_missing_or_other_primary_key() -> None:
-    assert table_problems("comments", EXPECTED, dict(EXPECTED), ()) == [
-        "table comments has primary key none; expected (tenant_id, id)"
-    ]
-    assert table_problems("comments", EXPECTED, dict(EXPECTED), ("id",)) == [
-        "table comments has primary key (id); expected (tenant_id, id)"
-    ]
+def _catalog(**entity: Any) -> Catalog:
+    base: dict[str, Any] = {
+        "table": "ledger.org_units", "key": ["org", "unit_no"],
+        "tenant": {"column": "org", "type": "integer"},
+        "columns": [{"name": "unit_no", "type": "bigint", "nullable": False},
+                    {"name": "label", "type": "character(4)"},
+                    {"name": "code", "type": "padded"}],
+    }  # fmt: skip
+    types = {"padded": {"kind": "domain", "base": "character(4)"}}
+    return parse_catalog({"types": types, "entities": {"unit": {**base, **entity}}}, "test")
 
 
-def test_unsupported_type_extra_and_missing_columns_are_each_named() -> None:
-    actual = dict(EXPECTED) | {"body": "jsonb", "mood": "text"}
-    del actual["updated"]
-    problems = table_problems("comments", EXPECTED, actual, ("tenant_id", "id"))
-    assert problems == [
-        "column comments.body has unsupported type jsonb; expected text",
-        "column comments.mood (text) is not in the Avro schema",
-        "column comments.updated is missing; expected timestamp with time zone",
-    ]
+def test_a_table_is_taken_under_its_schema_and_name_with_its_tenant_and_key() -> None:
+    (table,) = captured_tables(_catalog()).values()
+    assert (table.qualified, table.label, table.tenant, table.key) == (
+        "ledger.org_units", "ledger.org_units", "org", "unit_no",
+    )  # fmt: skip
+    assert table.columns == ("unit_no", "label", "code")
+    assert table.blank_padded == {"label", "code"}  # through the domain too
+    assert table.parse("unit_no", "42") == 42 and table.parse("org", 7) == "7"
+    public = captured_tables(_catalog(table="org_units"))["unit"]
+    assert (public.qualified, public.label) == ("public.org_units", "org_units")
 
 
-def test_expected_types_use_the_catalog_names() -> None:
-    assert EXPECTED["tenant_id"] == "text"
-    assert EXPECTED["id"] == "bigint"
-    assert EXPECTED["created"] == "timestamp with time zone"
+def test_schema_per_tenant_entities_are_refused_in_one_line() -> None:
+    catalog = _catalog(tenant={"schema_pattern": r"org_(\d+)"}, key=["unit_no"])
+    with pytest.raises(SourceSchemaError) as caught:
+        captured_tables(catalog)
+    assert str(caught.value) == (
+        "entity 'unit' finds its tenant by schema ('org_(\\\\d+)'); capture reads tenants "
+        "from a column only for now: give the entity a tenant column"
+    )
+
+
+def test_a_key_other_than_one_integer_column_is_refused_naming_it() -> None:
+    catalog = _catalog(key=["org", "label"])
+    with pytest.raises(CatalogError, match=r"entity 'unit' is keyed by \(label character\(4\)\)"):
+        captured_tables(catalog)

@@ -6,11 +6,13 @@ import csv
 import io
 import logging
 import random
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
@@ -129,6 +131,21 @@ def test_formatters() -> None:
         escaped = csv_file.quote(text, "\\n")
         assert "\n" not in escaped and "\r" not in escaped
         assert escaped[1:-1].replace('""', '"') == as_written(text, escape=True)
+
+
+def test_text_forms_of_every_mapped_type() -> None:
+    """docs/guide.md's CSV text forms: no Z on a timestamp without time zone, times with
+    microseconds, decimals with every digit of their scale, arrays as JSON arrays."""
+    fmt = csv_file.formatter
+    assert fmt(pa.timestamp("us"))(datetime(1901, 2, 3, 4, 5, 6, 7)) == "1901-02-03T04:05:06.000007"
+    assert fmt(pa.time64("us"))(time(1, 2, 3)) == "01:02:03.000000"
+    assert fmt(pa.decimal128(12, 6))(Decimal("-0.000100")) == "-0.000100"
+    assert fmt(pa.decimal128(12, 0))(Decimal("1E+3")) == "1000"
+    assert fmt(pa.list_(pa.string()))(['a,"b', None]) == '["a,\\"b",null]'
+    assert fmt(pa.list_(pa.int32()))([1, None]) == "[1,null]"
+    assert fmt(pa.list_(pa.float64()))([float("nan"), 0.1]) == '["nan","0.1"]'
+    assert fmt(pa.list_(pa.date32()))([date(1969, 12, 31)]) == '["1969-12-31"]'
+    assert fmt(pa.binary())(b"\x00\xff") == "AP8="
 
 
 def test_backslashes_are_written_as_they_are() -> None:

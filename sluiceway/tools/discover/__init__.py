@@ -9,6 +9,7 @@ from typing import Any
 
 from sluiceway.common.catalog import Tenant
 from sluiceway.common.errors import ConfigError
+from sluiceway.common.pg_catalog import UserTypes, read_tables, user_schemas
 from sluiceway.tools.discover.build import (
     Discovery,
     NothingFoundError,
@@ -17,7 +18,6 @@ from sluiceway.tools.discover.build import (
     by_schema_pattern,
     by_tenant_column,
 )
-from sluiceway.tools.discover.pg import UserTypes, read_tables, user_schemas
 
 __all__ = ["Discovery", "NothingFoundError", "Rule", "Unmapped", "discover"]
 

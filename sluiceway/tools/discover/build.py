@@ -16,7 +16,7 @@ from fnmatch import fnmatchcase
 
 from sluiceway.common.catalog import Catalog, Column, Entity, Reference, Tenant, UserType
 from sluiceway.common.errors import ConfigError
-from sluiceway.tools.discover.pg import PgForeignKey, PgTable
+from sluiceway.common.pg_catalog import PgForeignKey, PgTable
 
 Unmapped = Callable[[str, Mapping[str, UserType]], str | None]
 """The reason a column type (as ``format_type`` prints it) cannot be captured, or None."""

@@ -117,7 +117,7 @@ def check_target(conn: Any, codec: Codec, tenant: str, replace: bool) -> list[st
     """Before the first write: the tables fit the source schema (missing ones are created
     later), and tenant B holds no rows unless ``replace``. Returns the missing tables."""
     with conn.cursor() as cur:
-        missing = check_tables(cur, codec, list(load_order()))
+        missing = check_tables(cur, codec.catalog, list(load_order()))
         for entity in load_order():
             if entity in missing or replace:
                 continue

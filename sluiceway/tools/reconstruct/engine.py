@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 import psycopg2
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sluiceway.common.settings import S3Settings
 from sluiceway.lake.storage import Lake
@@ -22,6 +23,7 @@ from sluiceway.tools.reconstruct.errors import TargetWriteError
 from sluiceway.tools.reconstruct.plan import Plan, make_plan
 from sluiceway.tools.reconstruct.sql import quote_identifier, reconstruct_sql
 from sluiceway.tools.reconstruct.target import Target, parse_target
+from sluiceway.tools.reconstruct.typed import catalog_types, record_key
 
 VIEW = "lake_rows"
 
@@ -64,7 +66,7 @@ def check(job: Job, advance: lake_io.Advance) -> Checked:
         schema = arrow_schema(Codec().schemas[job.plan.table].record)
     checked = Checked(job, schema)
     if job.target.kind == "postgresql":
-        write.check_postgres(job.target, output_schema(checked))
+        write.check_postgres(job.target, output_schema(checked), catalog_types(job.plan.table))
     return checked
 
 
@@ -85,16 +87,36 @@ def output_schema(checked: Checked) -> pa.Schema:
 def query(checked: Checked) -> str:
     columns = _output_columns(checked)
     select = ", ".join(f"{quote_identifier(src)} AS {quote_identifier(n)}" for src, n in columns)
-    return f"SELECT {select} FROM ({reconstruct_sql(VIEW)}) ORDER BY tenant_id, id"
+    key = quote_identifier(record_key(checked.job.plan.table))
+    rows = reconstruct_sql(VIEW, record_key(checked.job.plan.table))
+    return f"SELECT {select} FROM ({rows}) ORDER BY tenant_id, {key}"
 
 
 def register(checked: Checked, con: duckdb.DuckDBPyConnection) -> None:
-    """Make the chain's rows visible to DuckDB as ``lake_rows``, streamed from the files."""
+    """Make the chain's rows visible to DuckDB as ``lake_rows``, streamed from the files.
+
+    DuckDB's decimals hold at most 38 digits: wider ones (numeric(p,s) with p up to 76)
+    pass through it as their exact text, and ``_cast`` makes them decimals again."""
     files = checked.job.plan.files
-    if files:
-        con.register(VIEW, lake_io.dataset(checked.job.lake, files, checked.schema))
-    else:
-        con.register(VIEW, checked.schema.empty_table())
+    if not files:
+        con.register(VIEW, _duckdb_readable(checked.schema.empty_table()))
+        return
+    rows = lake_io.dataset(checked.job.lake, files, checked.schema)
+    wide = [f.name for f in checked.schema if pa.types.is_decimal256(f.type)]
+    if not wide:
+        con.register(VIEW, rows)
+        return
+    columns = {
+        n: pc.field(n).cast(pa.string()) if n in wide else pc.field(n) for n in checked.schema.names
+    }
+    con.register(VIEW, rows.scanner(columns=columns).to_reader())
+
+
+def _duckdb_readable(table: pa.Table) -> pa.Table:
+    wide = [i for i, f in enumerate(table.schema) if pa.types.is_decimal256(f.type)]
+    for i in wide:
+        table = table.set_column(i, table.schema.field(i).name, table.column(i).cast(pa.string()))
+    return table
 
 
 def run(checked: Checked) -> dict[str, Any]:
@@ -117,7 +139,10 @@ def _write(checked: Checked) -> int:
             register(checked, con)
             batches = _cast(_reader(con.sql(sql_text)), output_schema(checked))
             if job.target.kind == "postgresql":
-                rows = write.write_postgres(job.target, batches)
+                table = job.plan.table
+                rows = write.write_postgres(
+                    job.target, batches, catalog_types(table), record_key(table)
+                )
             else:
                 rows = write.write_parquet(job.target, batches, job.s3)
     return rows

@@ -21,9 +21,15 @@ README_ROWS = (
 )
 
 
-def reconstruct_sql(rows: str) -> str:
-    """The reconstruction over ``rows`` (a table, view or table function)."""
-    return RECONSTRUCT_SQL.format(rows=rows)
+def reconstruct_sql(rows: str, key: str = "id") -> str:
+    """The reconstruction over ``rows`` (a table, view or table function), rows told apart
+    by ``_tenant_id`` and the record key column ``key`` (the catalog's; ``id`` in the demo)."""
+    text = RECONSTRUCT_SQL.format(rows=rows)
+    if key == "id":
+        return text
+    return text.replace(
+        "PARTITION BY _tenant_id, id", f"PARTITION BY _tenant_id, {quote_identifier(key)}"
+    )
 
 
 def quote_identifier(name: str) -> str:

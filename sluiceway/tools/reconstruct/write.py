@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from psycopg2 import sql
 
+from sluiceway.common.pgtypes import PgType
 from sluiceway.common.redact import pg_error_line
 from sluiceway.common.settings import S3Settings
 from sluiceway.lake import layout, storage
 from sluiceway.tools.reconstruct.errors import TargetError
 from sluiceway.tools.reconstruct.sql import quote_identifier
 from sluiceway.tools.reconstruct.target import Target
+from sluiceway.tools.reconstruct.typed import insert_batches
 
 BATCH_ROWS = 65_536
 
@@ -103,7 +105,15 @@ _PG_TYPES = {
 }
 
 
-def pg_type(field: pa.Field) -> str:
+def copyable(schema: pa.Schema) -> bool:
+    """Whether COPY's CSV carries every column exactly (else rows are inserted typed)."""
+    return all(pa.types.is_timestamp(f.type) or f.type in _PG_TYPES for f in schema)
+
+
+def pg_type(field: pa.Field, types: Mapping[str, PgType] | None = None) -> str:
+    """The column's type in the target: the catalog's when known, else from its Arrow type."""
+    if types is not None and field.name in types:
+        return types[field.name].sql
     if pa.types.is_timestamp(field.type):
         return "timestamptz" if field.type.tz else "timestamp"
     found = _PG_TYPES.get(field.type)
@@ -148,10 +158,12 @@ def schema_exists(conn: Any, target: Target) -> bool:
     return found
 
 
-def check_postgres(target: Target, schema: pa.Schema) -> None:
+def check_postgres(
+    target: Target, schema: pa.Schema, types: Mapping[str, PgType] | None = None
+) -> None:
     """Before anything is written: the target answers, and an existing table fits the rows."""
     for field in schema:
-        pg_type(field)
+        pg_type(field, types)
     with pg_connect(target) as conn:
         existing = pg_columns(conn, target)
         if existing is None and not schema_exists(conn, target):
@@ -169,7 +181,14 @@ def check_postgres(target: Target, schema: pa.Schema) -> None:
         )
 
 
-def write_postgres(target: Target, batches: pa.RecordBatchReader) -> int:
+def write_postgres(
+    target: Target,
+    batches: pa.RecordBatchReader,
+    types: Mapping[str, PgType] | None = None,
+    key: str = "id",
+) -> int:
+    """``types``: the catalog's column types (``typed.catalog_types``); ``key`` the record
+    key column, which with ``tenant_id`` is the new table's primary key."""
     name = sql.Identifier(target.schema or "public", target.table or "")
     columns = sql.SQL(", ").join(sql.Identifier(n) for n in batches.schema.names)
     copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(name, columns)
@@ -177,10 +196,13 @@ def write_postgres(target: Target, batches: pa.RecordBatchReader) -> int:
     with pg_connect(target) as conn:
         try:
             with conn.cursor() as cur:
-                _prepare_table(cur, target, batches.schema)
-                for batch in batches:
-                    cur.copy_expert(copy.as_string(conn), _csv(batch))
-                    rows += batch.num_rows
+                _prepare_table(cur, target, batches.schema, types, key)
+                if types is not None and not copyable(batches.schema):
+                    rows = insert_batches(cur, name, batches, types)
+                else:
+                    for batch in batches:
+                        cur.copy_expert(copy.as_string(conn), _csv(batch))
+                        rows += batch.num_rows
             conn.commit()
         except BaseException:
             conn.rollback()
@@ -188,18 +210,22 @@ def write_postgres(target: Target, batches: pa.RecordBatchReader) -> int:
     return rows
 
 
-def _prepare_table(cur: Any, target: Target, schema: pa.Schema) -> None:
+def _prepare_table(
+    cur: Any, target: Target, schema: pa.Schema, types: Mapping[str, PgType] | None, key: str
+) -> None:
     name = sql.Identifier(target.schema or "public", target.table or "")
     if table_exists(cur, target):
         cur.execute(sql.SQL("TRUNCATE {}").format(name))
         return
     defs = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(pg_type(f))) for f in schema
+        sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(pg_type(f, types))) for f in schema
     )
-    key = (
-        sql.SQL("PRIMARY KEY (tenant_id, id)") if {"tenant_id", "id"} <= set(schema.names) else None
+    primary = (
+        sql.SQL("PRIMARY KEY (tenant_id, {})").format(sql.Identifier(key))
+        if {"tenant_id", key} <= set(schema.names)
+        else None
     )
-    body = sql.SQL(", ").join([defs, key]) if key is not None else defs
+    body = sql.SQL(", ").join([defs, primary]) if primary is not None else defs
     cur.execute(sql.SQL("CREATE TABLE {} ({})").format(name, body))
 
 

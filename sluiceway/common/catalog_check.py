@@ -1,12 +1,12 @@
 """A catalog held against the live database: one line per difference, naming
-``schema.table[.column]``, for ``sluiceway check``."""
+``schema.table[.column]``, for ``sluiceway check``, capture and seeding."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sluiceway.common.catalog import Catalog, Entity
-from sluiceway.tools.discover.pg import PgTable, UserTypes, read_tables, user_schemas
+from sluiceway.common.pg_catalog import PgTable, UserTypes, read_tables, user_schemas
 
 
 def catalog_problems(conn: Any, catalog: Catalog) -> list[str]:
@@ -37,6 +37,20 @@ def catalog_problems(conn: Any, catalog: Catalog) -> list[str]:
             problems += _table_problems(entity, table)
             problems += _type_problems(catalog, table, types)
     return list(dict.fromkeys(problems))  # a type used by many tables is named once
+
+
+def entity_problems(conn: Any, catalog: Catalog, name: str) -> list[str] | None:
+    """None when the table of ``name`` (an entity with a tenant column) does not exist,
+    else how it differs from the catalog (``[]``: not at all)."""
+    entity = catalog.entity(name)
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_schema()")
+        (default_schema,) = cur.fetchone()
+    schema = entity.schema_name or default_schema
+    found = [t for t in read_tables(conn, [schema]).values() if t.name == entity.table_name]
+    if not found:
+        return None
+    return _table_problems(entity, found[0]) + _type_problems(catalog, found[0], UserTypes(conn))
 
 
 def _schemas(entity: Entity, present: list[str], default: str) -> list[str]:

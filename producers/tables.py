@@ -1,0 +1,153 @@
+"""What capture reads, per source table: the catalog's entities as the decoders and the
+snapshot need them.
+
+A row's tenant is the text form of the entity's tenant column (``tenant_id`` of its change
+events and ``_tenant_id`` in the lake); its id is the entity's record key, one integer
+column (the envelope's ``entity_id``). Only the catalog's columns are captured: other
+columns of the table are ignored, a catalog column the table lacks is refused by name.
+Values arrive as PostgreSQL's text output (pgoutput, and wal2json for most types) and are
+parsed by ``sluiceway.common.pgtypes``, so both plugins and the snapshot put the same values
+on the change topics.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg2 import sql
+
+from sluiceway.common.catalog import Catalog, Entity
+from sluiceway.common.codec import check_envelope_key
+from sluiceway.common.entities import per_catalog
+from sluiceway.common.pgtypes import PgType, column_type
+from sluiceway.producers.errors import SourceSchemaError
+
+# The schema of a table the catalog names without one (as ``to_regclass`` would find it
+# with the default search path).
+DEFAULT_SCHEMA = "public"
+# A value of this Python type is already what the parser would return (wal2json hands
+# integers and booleans as JSON, pgoutput hands text; the text PostgreSQL prints of a
+# type carried as an Avro string is that string): the parser is skipped.
+_READY: dict[str, type] = {"int": int, "long": int, "boolean": bool, "string": str}
+Parser = Callable[[str], Any]
+
+
+def _ready_type(pg: PgType) -> type | None:
+    return _READY.get(pg.avro) if isinstance(pg.avro, str) else None
+
+
+@dataclass(frozen=True)
+class CapturedTable:
+    """One entity's source table, as capture reads it."""
+
+    entity: str
+    schema: str
+    name: str
+    tenant: str
+    """The tenant column."""
+    key: str
+    """The record key column (one integer column)."""
+    columns: tuple[str, ...]
+    """The catalog's columns, in catalog order (the tenant column is not among them)."""
+    types: dict[str, PgType]
+    fast: dict[str, tuple[type | None, Parser]]
+    """Per column, tenant included: a Python type that needs no parsing, and the parser."""
+    blank_padded: frozenset[str] = frozenset()
+    """Columns of type character(n) (or a domain over it), whose ``::text`` cast drops the
+    padding their output (what the decoders read) keeps."""
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def label(self) -> str:
+        """The table's name in checkpoints and metrics: the bare name in ``public`` (as
+        before tables could live elsewhere, so earlier checkpoints still resume)."""
+        return self.name if self.schema == DEFAULT_SCHEMA else self.qualified
+
+    def parse(self, name: str, value: Any) -> Any:
+        """A non-NULL captured value (text, or a JSON scalar from wal2json) -> its Avro value."""
+        ready, parser = self.fast[name]
+        kind = type(value)
+        if kind is ready:
+            return value
+        if kind is not str:
+            value = text_form(value)
+        return parser(value)
+
+
+def text_form(value: Any) -> str:
+    """A JSON scalar as PostgreSQL prints it (wal2json sends booleans and integers as JSON)."""
+    if value is True:
+        return "t"
+    if value is False:
+        return "f"
+    return str(value)
+
+
+def _captured(catalog: Catalog, name: str, entity: Entity) -> CapturedTable:
+    tenant = entity.tenant.column
+    if tenant is None:
+        raise SourceSchemaError(
+            f"entity {name!r} finds its tenant by schema ({entity.tenant.schema_pattern!r}); "
+            "capture reads tenants from a column only for now: give the entity a tenant column"
+        )
+    check_envelope_key(catalog, name)
+    types = {c.name: column_type(c, catalog.types) for c in entity.columns}
+    fast: dict[str, tuple[type | None, Parser]] = {
+        c: (_ready_type(pg), pg.parse) for c, pg in types.items()
+    }
+    fast[tenant] = (str, str)
+    padded = frozenset(c.name for c in entity.columns if _blank_padded(c.type, catalog))
+    return CapturedTable(
+        entity=name,
+        schema=entity.schema_name or DEFAULT_SCHEMA,
+        name=entity.table_name,
+        tenant=tenant,
+        key=entity.record_key[0],
+        columns=entity.column_names,
+        types=types,
+        fast=fast,
+        blank_padded=padded,
+    )
+
+
+def as_text(name: str, blank_padded: bool) -> sql.Composable:
+    """A column as its text output, for a query sent with parameters: ``::text``, except
+    for character(n), whose cast drops the padding its output (what pgoutput and wal2json
+    send) keeps."""
+    column = sql.Identifier(name)
+    if blank_padded:
+        return sql.SQL("CASE WHEN {0} IS NULL THEN NULL ELSE format('%%s', {0}) END").format(column)
+    return sql.SQL("{}::text").format(column)
+
+
+_BPCHAR = re.compile(r"(?:character|char|bpchar)(?:\(\d+\))?", re.IGNORECASE)
+
+
+def _blank_padded(type_name: str, catalog: Catalog) -> bool:
+    seen: set[str] = set()
+    while type_name in catalog.types and type_name not in seen:
+        seen.add(type_name)
+        user = catalog.types[type_name]
+        if user.kind != "domain" or user.base is None:
+            return False
+        type_name = user.base.strip()
+    return bool(_BPCHAR.fullmatch(type_name.strip()))
+
+
+@per_catalog
+def captured_tables(catalog: Catalog) -> dict[str, CapturedTable]:
+    """Every entity's table, by entity name; an entity capture cannot read is refused with
+    one line naming it."""
+    return {name: _captured(catalog, name, e) for name, e in catalog.entities.items()}
+
+
+@per_catalog
+def tables_by_relation(catalog: Catalog) -> dict[tuple[str, str], CapturedTable]:
+    """Every captured table by (schema, table name), as the decoders meet them."""
+    return {(t.schema, t.name): t for t in captured_tables(catalog).values()}
