@@ -1,5 +1,8 @@
 """``python -m benchmarks [NAME|all] [--json]``: run benchmarks, print and save results.
 
+Each bench first waits for a quiet machine (``--max-load``, ``--quiet-wait``); figures taken
+on a busy one are printed but not published, and the exit code is then 75.
+
 A benchmark is a module ``benchmarks/<name>.py`` listed in BENCHMARKS, with
 ``add_arguments(parser)`` (its own options) and ``run(args) -> dict`` (see report.result).
 """
@@ -15,9 +18,11 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks.report import print_table, write_json
+from benchmarks import quiet
+from benchmarks.report import RESULTS, print_table, write_json
 
 BENCHMARKS: tuple[str, ...] = ("capture", "processor", "sink", "e2e")
+EXIT_BUSY = 75  # EX_TEMPFAIL: the machine was busy, the figures were not published
 
 
 def _module(name: str) -> ModuleType:
@@ -28,6 +33,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument("name", nargs="?", default="all", choices=[*BENCHMARKS, "all"])
     p.add_argument("--json", action="store_true", help="print the results as JSON only")
+    quiet.add_arguments(p)
     for name in BENCHMARKS:
         adder = getattr(_module(name), "add_arguments", None)
         if adder is not None:
@@ -42,16 +48,20 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=args.json)
     results: list[dict[str, Any]] = []
     for name in names:
-        res = _module(name).run(args)
+        gate = quiet.wait_for_quiet(args.max_load, args.quiet_wait)
+        console.print(gate.line(), highlight=False)
+        args.publish = gate.quiet  # benches that render docs do so only when published
+        res = quiet.with_load(_module(name).run(args), gate)
         path = write_json(res)
         results.append(res)
         if not args.json:
-            print_table(res, console)
+            print_table(res, console, quiet.previous(RESULTS, name, path))
             console.print(f"saved {path}", highlight=False)
     if args.json:
         json.dump(results if len(results) > 1 else results[0], sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
-    return 0
+    # a scheduler retrying later gets figures it can publish
+    return 0 if all(r["published"] for r in results) else EXIT_BUSY
 
 
 if __name__ == "__main__":

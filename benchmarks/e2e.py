@@ -288,7 +288,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "entities": sorted(TABLES), "target_s": e2e_report.TARGET_S,
     }  # fmt: skip
     res = result("e2e", params, e2e_report.metrics(details), **details)
-    if args.e2e_no_doc:
+    if args.e2e_no_doc or not getattr(args, "publish", True):
         say(f"chart: {e2e_report.write_chart(res, RESULTS / 'e2e.png')}")
     else:
         perf_doc.publish(res, RESULTS, DOCS)

@@ -14,6 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.quiet import prune
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -76,22 +78,38 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def print_table(res: dict[str, Any], console: Console | None = None) -> None:
-    table = Table(
-        "metric", "value", "unit", "target", "ok?", title=f"benchmark: {res['benchmark']}"
-    )
+def print_table(
+    res: dict[str, Any], console: Console | None = None, before: dict[str, Any] | None = None
+) -> None:
+    """The metrics as a table; with ``before`` (the previous kept run) beside each value."""
+    title = f"benchmark: {res['benchmark']}"
+    if before is not None:
+        title += f" (previous run {before.get('finished', '?')})"
+    table = Table("metric", "value", "previous", "unit", "target", "ok?", title=title)
     marks = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: ""}
+    earlier = {m["metric"]: m["value"] for m in (before or {}).get("metrics", [])}
     for m in res["metrics"]:
-        table.add_row(m["metric"], _cell(m["value"]), m["unit"], m["target"], marks[m["ok"]])
+        was = _cell(earlier[m["metric"]]) if m["metric"] in earlier else ""
+        table.add_row(m["metric"], _cell(m["value"]), was, m["unit"], m["target"], marks[m["ok"]])
     (console or Console()).print(table)
 
 
 def write_json(res: dict[str, Any], results: Path = RESULTS) -> Path:
-    """results/<name>-<UTC timestamp>.json and results/latest-<name>.json; returns the first."""
-    results.mkdir(parents=True, exist_ok=True)
+    """Save a result; returns its timestamped file.
+
+    A published result (taken on a quiet machine, see benchmarks/quiet.py) becomes
+    results/<name>-<UTC timestamp>.json and results/latest-<name>.json, and only the newest
+    few timestamped ones are kept; an unpublished one goes to results/busy/ alone.
+    """
+    name = res["benchmark"]
+    published = res.get("published", True)
+    folder = results if published else results / "busy"
+    folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     text = json.dumps(res, indent=2, default=str) + "\n"
-    path = results / f"{res['benchmark']}-{stamp}.json"
+    path = folder / f"{name}-{stamp}.json"
     path.write_text(text, encoding="utf-8")
-    (results / f"latest-{res['benchmark']}.json").write_text(text, encoding="utf-8")
+    if published:
+        (results / f"latest-{name}.json").write_text(text, encoding="utf-8")
+        prune(results, name)
     return path
