@@ -32,7 +32,7 @@ def test_tenant_spread_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_tenant_spread_must_be_positive() -> None:
-    with pytest.raises(ValidationError, match="tenant .big. has spread 0; expected 1 or more"):
+    with pytest.raises(ValidationError, match=r"tenant .big. has spread 0; expected 1 or more"):
         KafkaSettings(tenant_spread={"big": 0})
 
 
