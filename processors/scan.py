@@ -201,7 +201,7 @@ def issue_projects(kafka: KafkaSettings, run: RunRecord, codec: Codec) -> IssueP
     entity, column = rule.carrier.entity, rule.carrier.column
     topic = kafka.cdc_topic(entity)
     parts = set().union(
-        *(tenant_partitions(t, run.run_partitions, kafka.spread) for t in run.tenants)
+        *(tenant_partitions(t, run.run_partitions, kafka.spread_of(t)) for t in run.tenants)
     )
     cut = run.cut.get(topic)
     if cut is None:

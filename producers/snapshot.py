@@ -194,7 +194,7 @@ def _publish_chunk(run: SnapshotRun, table: CapturedTable, rows: list[tuple[Any,
     kafka, topic = run.settings.kafka, run.settings.kafka.cdc_topic(entity)
     assert run.point is not None
     point, prod, encode, acks = run.point, run.prod, run.codec.encode, run.acks
-    partitions, spread = kafka.partitions, kafka.spread
+    partitions, spread_of = kafka.partitions, kafka.spread_of
     stamp = timestamp_ms(point[1])  # the snapshot's consistent point, as its source_ts
     names, parsed = table.columns, _parsers(table)
     for record in rows:
@@ -211,7 +211,7 @@ def _publish_chunk(run: SnapshotRun, table: CapturedTable, rows: list[tuple[Any,
             run.tenants.observe(prod, tenant)
         key = row[table.key]
         value = encode(change_event(entity, tenant, key, "r", row, *point))
-        part = partition_of(tenant, key, partitions, spread)
+        part = partition_of(tenant, key, partitions, spread_of(tenant))
         produce(prod, topic, part, event_key(tenant, key), value, acks, stamp)
     prod.poll(0)
     run.counts[entity] = run.counts.get(entity, 0) + len(rows)

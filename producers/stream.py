@@ -175,7 +175,7 @@ class Streamer:
             tenant, entity_id, op = change.tenant_id, change.entity_id, change.op
             topic = kafka.cdc_topic(change.entity)
             key = event_key(tenant, entity_id)
-            part = partition_of(tenant, entity_id, kafka.partitions, kafka.spread)
+            part = partition_of(tenant, entity_id, kafka.partitions, kafka.spread_of(tenant))
             event = change_event(
                 change.entity, tenant, entity_id, op, change.row,
                 position(txn.commit_lsn, seq), txn.commit_ts,

@@ -21,7 +21,7 @@ import psycopg2.errors
 
 from sluiceway.common.kafka_io import admin, probe
 from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Settings
-from sluiceway.kafka_check import cluster_warnings, durability_problems
+from sluiceway.kafka_check import cluster_warnings, durability_problems, partition_skew_warnings
 from sluiceway.s3_check import credential_problems, write_problems
 
 TIMEOUT_S = 5.0
@@ -69,23 +69,29 @@ def _durability(kafka: KafkaSettings) -> list[Finding]:
     found = [Finding("kafka durability", not problems, detail, "see each topic's fix above")]
     # a cluster too small to lose a broker is worth knowing, not a reason to refuse a run
     found += [Finding("kafka cluster", True, f"warning: {w}") for w in cluster_warnings(kafka)]
+    skew = partition_skew_warnings(kafka, TIMEOUT_S)
+    found += [Finding("kafka partitions", True, f"warning: {w}") for w in skew]
     return found
 
 
 def _topic_settings(kafka: KafkaSettings, partitions: dict[str, int]) -> Finding:
-    if kafka.spread > kafka.partitions:
+    name, widest = max(
+        [("kafka.spread", kafka.spread)]
+        + [(f"kafka.tenant_spread[{t!r}]", n) for t, n in kafka.tenant_spread.items()],
+        key=lambda item: item[1],
+    )
+    if widest > kafka.partitions:
         return Finding(
-            "kafka topics", False,
-            f"kafka.spread={kafka.spread} exceeds kafka.partitions={kafka.partitions}",
-            "lower SLUICEWAY_KAFKA_SPREAD or raise SLUICEWAY_KAFKA_PARTITIONS",
+            "kafka topics", False, f"{name}={widest} exceeds kafka.partitions={kafka.partitions}",
+            "lower the spread or raise SLUICEWAY_KAFKA_PARTITIONS",
         )  # fmt: skip
     cdc = {n: p for n, p in partitions.items() if n.startswith(kafka.cdc_topic(""))}
-    narrow = sorted(n for n, p in cdc.items() if p < kafka.spread)
+    narrow = sorted(n for n, p in cdc.items() if p < widest)
     if narrow:
         return Finding(
             "kafka topics", False,
-            f"{', '.join(narrow)} have fewer partitions than kafka.spread={kafka.spread}",
-            "lower SLUICEWAY_KAFKA_SPREAD or add partitions to those topics",
+            f"{', '.join(narrow)} have fewer partitions than {name}={widest}",
+            "lower the spread or add partitions to those topics",
         )  # fmt: skip
     detail = (
         f"prefix {kafka.topic_prefix!r}: {len(cdc)} change topics exist"

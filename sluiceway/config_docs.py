@@ -117,6 +117,8 @@ def _type_name(annotation: Any) -> str:
     args = typing.get_args(annotation)
     if origin is typing.Literal:
         return " / ".join(f"`{a}`" for a in args)
+    if origin is dict:
+        return f"map of {_type_name(args[0])} to {_type_name(args[1])} (env: JSON)"
     if args:
         return " | ".join(_type_name(a) for a in args)
     if annotation is type(None):
@@ -126,7 +128,8 @@ def _type_name(annotation: Any) -> str:
 
 def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
-        return "see description"
+        made = field.default_factory()  # type: ignore[call-arg]
+        return "empty" if made in ({}, []) else "see description"
     if field.default is PydanticUndefined:
         return "required"
     if isinstance(field.default, SecretStr):

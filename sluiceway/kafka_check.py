@@ -11,7 +11,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource, ResourceType
 
 from sluiceway.common.errors import SluicewayError
-from sluiceway.common.kafka_io import admin, check_broker
+from sluiceway.common.kafka_io import admin, check_broker, watermarks
 from sluiceway.common.settings import KafkaSettings
 
 MIN_PRODUCTION_BROKERS = 3
@@ -26,6 +26,37 @@ def cluster_warnings(kafka: KafkaSettings, timeout: float = 10.0) -> list[str]:
         f"Kafka at {kafka.servers} has {brokers} broker(s): topics get 1 replica, so losing "
         f"a broker loses their data; production needs at least {MIN_PRODUCTION_BROKERS}"
     ]
+
+
+def skew_warning(events: dict[int, int], share: float, min_events: int) -> str | None:
+    """A warning when one partition holds more than ``share`` of ``events`` (partition ->
+    events in it across every change topic); None under ``min_events`` events in all."""
+    total = sum(events.values())
+    if len(events) < 2 or total < max(min_events, 1):
+        return None
+    part, most = max(events.items(), key=lambda kv: (kv[1], -kv[0]))
+    if most <= share * total:
+        return None
+    return (
+        f"partition {part} holds {most / total:.0%} of the change topics' {total:,} events "
+        f"(an even share is {1 / len(events):.0%}; warning above {share:.0%}): the tenants "
+        "hashed there are large; spread them (kafka.spread, kafka.tenant_spread) or add "
+        "partitions (docs/operations.md, topic layout)"
+    )
+
+
+def partition_skew_warnings(kafka: KafkaSettings, timeout: float = 10.0) -> list[str]:
+    """The change topics' events per partition (their offset ranges, summed over topics,
+    since they are co-partitioned by tenant), judged by ``skew_warning``."""
+    meta = admin(kafka).list_topics(timeout=timeout)
+    events: dict[int, int] = {}
+    for name, topic in meta.topics.items():
+        if not name.startswith(kafka.cdc_topic("")):
+            continue
+        for part, (low, high) in watermarks(kafka, name, topic.partitions, timeout).items():
+            events[part] = events.get(part, 0) + max(high - low, 0)
+    warning = skew_warning(events, kafka.skew_share, kafka.skew_min_events)
+    return [] if warning is None else [warning]
 
 
 def durability_problems(kafka: KafkaSettings, timeout: float = 10.0) -> list[str]:

@@ -115,7 +115,8 @@ class Cli:
         )
         if check and proc.returncode != 0:
             raise AssertionError(
-                f"sluiceway {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+                f"sluiceway {' '.join(args)} failed ({proc.returncode}):\n"
+                f"{proc.stderr}\n{proc.stdout[-4000:]}"  # --json puts the reason on stdout
             )
         return proc
 

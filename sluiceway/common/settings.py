@@ -9,11 +9,19 @@ extra wiring; ``sluiceway.common.settings_base`` says which wins.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluiceway.common.redact import redact
@@ -64,6 +72,22 @@ class KafkaSettings(SluicewaySettings):
     topic_prefix: str = Field("sw.", description="Prefix of every topic Sluiceway creates.")
     partitions: int = Field(3, ge=1, description="Partitions of change and run topics.")
     spread: int = Field(1, ge=1, description="Partitions a tenant's events spread over.")
+    tenant_spread: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per-tenant spread overriding kafka.spread, e.g. "
+        '{"big-tenant": 6} (env: JSON). Set it before the tenant\'s first captured event: '
+        "its events then keep one partition per key (docs/operations.md, topic layout).",
+    )
+    skew_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="sluiceway check warns when one partition holds more than this share of "
+        "the change topics' events (docs/operations.md, topic layout).",
+    )
+    skew_min_events: int = Field(
+        10_000, ge=0, description="Below this many change events in all, skew is not judged."
+    )
     dlq_retention_ms: int = Field(
         DLQ_RETENTION_MS,
         ge=60_000,
@@ -169,6 +193,19 @@ class KafkaSettings(SluicewaySettings):
             # one replica may be lost without stopping writes, as long as there is a spare
             min_isr = max(1, min(2, replicas - 1))
         return replicas, min_isr
+
+    @field_validator("tenant_spread")
+    @classmethod
+    def _spreads_positive(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = {t: n for t, n in value.items() if n < 1}
+        if bad:
+            tenant, n = next(iter(bad.items()))
+            raise ValueError(f"tenant {tenant!r} has spread {n}; expected 1 or more partitions")
+        return value
+
+    def spread_of(self, tenant_id: str) -> int:
+        """How many partitions this tenant's change events spread over."""
+        return self.tenant_spread.get(tenant_id, self.spread)
 
     def cdc_topic(self, entity: str) -> str:
         return f"{self.topic_prefix}cdc.{entity}"
@@ -348,5 +385,7 @@ def to_env(settings: BaseSettings) -> dict[str, str]:
             continue
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
-        env[f"{prefix}{name}".upper()] = str(value)
+        # pydantic-settings reads complex fields (dicts, lists) from the environment as JSON
+        text = json.dumps(value) if isinstance(value, dict | list) else str(value)
+        env[f"{prefix}{name}".upper()] = text
     return env

@@ -82,7 +82,7 @@ def check_destination(destination: str, s3: S3Settings) -> None:
 
 
 def _selected(spec: RunSpec, kafka: KafkaSettings, parts: int) -> set[int]:
-    return set().union(*(tenant_partitions(t, parts, kafka.spread) for t in spec.tenants))
+    return set().union(*(tenant_partitions(t, parts, kafka.spread_of(t)) for t in spec.tenants))
 
 
 def _offsets(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,10 +10,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from sluiceway.common.partitioning import partition_for
 from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from tests.catalogs import ENTITIES
 from tests.conftest import Cli
-from tests.integration.capture_harness import CaptureProcess, settings_for_capture
+from tests.integration.capture_harness import (
+    CaptureProcess,
+    read_change_topics,
+    settings_for_capture,
+)
 from tests.integration.test_capture import (
     churn,
     finish,
@@ -26,9 +32,20 @@ pytestmark = pytest.mark.integration
 TENANT = "tenant-002"
 
 
+# The exported tenant alone spread over every partition (a large tenant among small ones).
+WIDE = {"SLUICEWAY_KAFKA_TENANT_SPREAD": json.dumps({TENANT: 3})}
+
+
+@pytest.mark.parametrize("extra", [{}, WIDE], ids=["spread-1", "tenant-spread-3"])
 def test_full_export_after_updates_and_deletes_has_one_row_per_live_entity(
-    cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str
+    cli: Cli,
+    kafka: KafkaSettings,
+    source_db: PostgresSettings,
+    tmp_path: Path,
+    unique: str,
+    extra: dict[str, str],
 ) -> None:
+    cli = Cli({**cli.env, **extra})
     cli("source", "seed", "--tenants", "3", "--issues-per-tenant", "40", "--seed", "12")
     slot = f"sw_{unique}"
     capture = CaptureProcess(settings_for_capture(cli.env, slot), tmp_path / "capture.log")
@@ -42,6 +59,9 @@ def test_full_export_after_updates_and_deletes_has_one_row_per_live_entity(
         result = cli.json("export", "start", "--tenant", TENANT, "--dest", str(lake), "--wait")
     finally:
         capture.stop()
+    assert tenant_partitions(kafka) == (
+        {TENANT: {0, 1, 2}} if extra else {TENANT: {partition_for(TENANT, 0, 3)}}
+    ) | {t: {partition_for(t, 0, 3)} for t in ("tenant-001", "tenant-003")}
     truth = {
         k: v for k, v in source_rows(source_db).items() if k[1].startswith(f"{TENANT}/".encode())
     }
@@ -54,6 +74,14 @@ def test_full_export_after_updates_and_deletes_has_one_row_per_live_entity(
             assert row["updated"].timestamp() == expected[row["id"]]["updated"], entity
             assert row["_deleted"] is False
         assert result["rows"][entity] == len(expected)
+
+
+def tenant_partitions(kafka: KafkaSettings) -> dict[str, set[int]]:
+    """tenant -> the change-topic partitions its events were written to."""
+    found: dict[str, set[int]] = {}
+    for record in read_change_topics(kafka):
+        found.setdefault(record.key.split(b"/")[0].decode(), set()).add(record.partition)
+    return found
 
 
 def lake_rows(lake: Path, entity: str, etl_id: str) -> list[dict[str, Any]]:
