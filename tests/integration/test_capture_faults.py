@@ -45,13 +45,18 @@ def one_line_error(cli: Cli, slot: str) -> str:
     ("statement", "needle"),
     [
         (
-            "ALTER TABLE worklogs DROP CONSTRAINT worklogs_pkey",
-            "table worklogs has primary key none",
+            # with REPLICA IDENTITY FULL the row would still name its key; without either,
+            # a delete would carry nothing to find the row by
+            "ALTER TABLE worklogs DROP CONSTRAINT worklogs_pkey;"
+            "ALTER TABLE worklogs REPLICA IDENTITY DEFAULT",
+            "public.worklogs: key ['tenant_id', 'id'] is neither the primary key (none) nor "
+            "covered by the replica identity (default, with no primary key)",
         ),
-        ("ALTER TABLE comments ADD COLUMN mood jsonb", "column comments.mood (jsonb) is not in"),
+        ("ALTER TABLE comments DROP COLUMN body", "public.comments.body: column does not exist"),
         (
             "ALTER TABLE issues ALTER COLUMN story_points TYPE numeric",
-            "column issues.story_points has unsupported type numeric; expected double precision",
+            "public.issues.story_points: type is numeric in the database, double precision "
+            "in the catalog",
         ),
     ],
 )
