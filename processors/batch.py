@@ -204,6 +204,8 @@ class BatchPath:
         encoder = self.encoders.get(schema.entity) if schema is not None else None
         if schema is None or encoder is None:
             return None
+        if schema.header != self.codec.schemas[schema.entity].header:
+            return None  # a schema version capture wrote after a change of the table
         frame = self.decoder.decode(schema, values, keys)
         if frame is None:
             return None
