@@ -141,3 +141,29 @@ def test_a_narrowing_change_stops_only_that_tables_capture(
     lines = [line for line in log.read_text().splitlines() if "stopped" in line]
     assert len(lines) == 1 and "public.comments.issue_id" in lines[0], lines
     assert "bigint to integer" in lines[0], lines[0]
+
+
+def test_capture_restarts_after_a_catalog_column_was_dropped_and_one_widened(
+    cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str
+) -> None:
+    """Before, a restarted capture refused the table that no longer matched the catalog."""
+    cli("source", "seed", "--tenants", "1", "--issues-per-tenant", "5", "--seed", "33")
+    slot = f"sw_{unique}"
+    capture = CaptureProcess(settings_for_capture(cli.env, slot), tmp_path / "capture.log")
+    capture.start()
+    try:
+        wait_for(lambda: snapshot_done(kafka, slot), 60, "the initial snapshot")
+        run_sql(source_db, "ALTER TABLE public.users DROP COLUMN locale",
+                "UPDATE public.users SET display_name = 'after drop'")  # fmt: skip
+        wait_caught_up(source_db, slot, capture, timeout=120)
+        capture.stop()
+        capture.start()
+        wait_for(lambda: "streaming from" in capture.log.read_text(), 60, "streaming")
+        run_sql(source_db, "UPDATE public.users SET display_name = 'after restart'")
+        wait_caught_up(source_db, slot, capture, timeout=120)
+        capture.assert_alive()
+    finally:
+        capture.stop()
+    rows = [r.event["after"] for r in read_change_topics(kafka) if r.event and r.event["after"]]
+    names = {row.get("display_name"): "locale" in row for row in rows}
+    assert names.get("after drop") is False and names.get("after restart") is False, names
