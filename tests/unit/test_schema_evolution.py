@@ -9,14 +9,25 @@ import logging
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sluiceway.common.codec import Codec
+from sluiceway.common.codec import Codec, EventSchema, event_key
+from sluiceway.common.entities import active_catalog
+from sluiceway.common.errors import InvalidEventError
+from sluiceway.common.run_schema import run_event_schema, run_event_schemas
 from sluiceway.common.schema_registry import EvolvingCodec, parse_value, schema_value
+from sluiceway.common.spec import RunSpec
+from sluiceway.processors.batch import MIN_BATCH, BatchPath
+from sluiceway.processors.transforms import output_key, transform, validate
 from sluiceway.producers.decoded import Change
 from sluiceway.producers.events import change_event
 from sluiceway.producers.pgoutput import Decoder
-from sluiceway.producers.schema_evolution import widens
+from sluiceway.producers.schema_evolution import UncarriedChangeError, live_version, widens
+from tests.catalogs import ENTITIES
 from tests.unit.test_pgoutput import COMMENT_COLUMNS, INT8, TEXT, begin, commit, insert, relation
+from tests.unit.test_processor_batch import _MOMENTS, CODEC, _lookup, run_specs
+from tests.unit.test_transforms_spec import TENANTS, _value
 
 INT4 = 23
 NAMES = {TEXT: "text", INT8: "bigint", INT4: "integer", 1184: "timestamp with time zone"}
@@ -94,3 +105,77 @@ def test_narrowing_stops_that_table_only(caplog: pytest.LogCaptureFixture) -> No
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(lines) == 1 and "public.comments.issue_id" in lines[0], lines
     assert "bigint to integer" in lines[0]
+
+
+def _version_of(entity: str) -> EventSchema:
+    """A schema version of ``entity``: a column added, and a nullable one dropped where the
+    catalog allows it."""
+    catalog = active_catalog()
+    found = catalog.entity(entity)
+    live = [(found.tenant.column or "tenant_id", "text")]
+    live += [(c.name, c.type) for c in found.columns] + [("extra", "bigint")]
+    for drop in [c.name for c in found.columns if c.nullable]:
+        try:
+            version = live_version(catalog, entity, [c for c in live if c[0] != drop])
+        except UncarriedChangeError:
+            continue
+        break
+    else:
+        version = live_version(catalog, entity, live)
+    assert version.schema is not None
+    return version.schema
+
+
+VERSIONS = {e: _version_of(e) for e in ENTITIES}
+READER = CODEC.with_schemas(VERSIONS.values())
+
+
+@st.composite
+def version_batches(draw: st.DrawFn) -> tuple[list[bytes | None], list[bytes]]:
+    """Keys and values of one entity's events, all written with a schema version."""
+    entity = draw(st.sampled_from(ENTITIES))
+    schema = VERSIONS[entity]
+    rows = st.fixed_dictionaries({f["name"]: _value(f["type"]) for f in schema.record["fields"]})
+    events = []
+    for _ in range(draw(st.integers(MIN_BATCH, MIN_BATCH + 20))):
+        after = draw(rows)
+        op = draw(st.sampled_from("rcud"))
+        events.append({
+            "tenant_id": draw(st.sampled_from(TENANTS)), "entity": entity,
+            "entity_id": after["id"], "op": op, "position": draw(st.integers(0, 2**62)),
+            "source_ts": draw(_MOMENTS), "snapshot": False,
+            "after": None if op == "d" else after,
+        })  # fmt: skip
+    keys: list[bytes | None] = [event_key(e["tenant_id"], e["entity_id"]) for e in events]
+    return keys, [CODEC.encode_with(schema, e) for e in events]
+
+
+@settings(max_examples=60, deadline=None)
+@given(spec=run_specs(), batch=version_batches(), full=st.booleans())
+def test_batch_path_outputs_what_the_per_event_path_does_for_a_schema_version(
+    spec: RunSpec, batch: tuple[list[bytes | None], list[bytes]], full: bool
+) -> None:
+    keys, values = batch
+    path = BatchPath(spec, READER, run_event_schemas(spec, CODEC), _lookup, full)
+    got = path.transform(keys, values, frozenset(spec.entities))
+    expected: list[tuple[bytes | None, bytes | None]] | None = []
+    for key, value in zip(keys, values, strict=True):
+        writer = READER.schema_of(value)
+        assert writer is not None
+        try:
+            event = validate(key, READER.decode(value), frozenset(spec.entities))
+        except InvalidEventError:
+            expected = None
+            break
+        out = None if full and event["op"] == "d" else transform(event, spec, _lookup)
+        if out is not None and expected is not None:
+            expected.append(
+                (output_key(out), READER.encode_with(run_event_schema(writer, spec), out))
+            )
+    if expected is None:
+        assert got is None
+        return
+    assert got is None or got == expected
+    # the batch path takes every batch it has an encoder for: a version is not left behind
+    batched = writer.entity in spec.entities and path.versions.get(writer.header) is not None
+    assert got is not None or not batched
