@@ -29,11 +29,11 @@ import faust
 from aiokafka.errors import ProducerFenced
 from faust.types import TP
 
-from sluiceway.common.codec import Codec
+from sluiceway.common.codec import Codec, EventSchema
 from sluiceway.common.errors import InvalidEventError, TransientError
 from sluiceway.common.health import HEALTH
 from sluiceway.common.kafka_io import broker_count
-from sluiceway.common.run_schema import run_event_schemas
+from sluiceway.common.run_schema import run_event_schema, run_event_schemas
 from sluiceway.common.runs import END_MARKER, MARKER_HEADER, RunRecord
 from sluiceway.common.settings import state_home
 from sluiceway.common.spec import RunSpec
@@ -71,6 +71,7 @@ class RunProcessor:
         self.settings, self.run, self.spec, self.codec = settings, run, spec, codec
         self.latest, self.issue_project = lookups.latest, lookups.issue_project
         self.run_schemas = run_event_schemas(spec, codec)
+        self.version_schemas: dict[bytes, EventSchema] = {}  # by writer header
         full = self.latest is not None
         self.batch = BatchPath(spec, codec, self.run_schemas, self.issue_project, full)
         self.tenants = frozenset(run.tenants)
@@ -225,7 +226,18 @@ class RunProcessor:
         out = transform(event, self.spec, self.issue_project)
         if out is None:
             return None
-        return output_key(out), self.codec.encode_with(self.run_schemas[out["entity"]], out)
+        return output_key(out), self.codec.encode_with(self._run_schema(value, out["entity"]), out)
+
+    def _run_schema(self, value: bytes | None, entity: str) -> EventSchema:
+        """The run-topic schema for an event of the writer schema ``value`` names: a schema
+        version capture wrote after a change of the table has its own."""
+        writer = self.codec.schema_of(value or b"")
+        if writer is None or writer.header == self.codec.schemas[entity].header:
+            return self.run_schemas[entity]
+        found = self.version_schemas.get(writer.header)
+        if found is None:
+            found = self.version_schemas[writer.header] = run_event_schema(writer, self.spec)
+        return found
 
     def _cut(self, topic: str, partition: int) -> int:
         return self.run.cut.get(topic, {}).get(partition, 0)

@@ -25,6 +25,7 @@ from sluiceway.common.avro_batch import BatchDecoder
 from sluiceway.common.avro_encode import ColumnEncoder, UnencodableError, UnsupportedSchemaError
 from sluiceway.common.codec import Codec, EventSchema, plain_schema
 from sluiceway.common.entities import id_columns, opt_out_routes
+from sluiceway.common.run_schema import run_event_schema
 from sluiceway.common.spec import RunSpec
 from sluiceway.processors.transforms import MASK, IssueProject, pii_hash
 
@@ -101,7 +102,9 @@ def redacted_after(frame: pl.DataFrame, entity: str, spec: RunSpec) -> pl.Expr:
     rules = spec.pii_rules(entity)
     after = pl.col("after")
     fields: list[pl.Expr] = []
-    for column in spec.columns(entity):
+    row = frame.schema["after"]  # the writer schema's columns: a version may add or drop some
+    known = tuple(f.name for f in row.fields) if isinstance(row, pl.Struct) else None
+    for column in spec.columns(entity, known):
         rule, value = rules.get(column), after.struct.field(column)
         if rule == "drop":
             continue
@@ -176,6 +179,16 @@ def _hashable(schema: EventSchema, spec: RunSpec) -> bool:
     return True
 
 
+def _encoder_of(writer: EventSchema, spec: RunSpec) -> ColumnEncoder | None:
+    """The run schema's encoder for events of ``writer``; None: the per-event path."""
+    if not _hashable(writer, spec):
+        return None
+    try:
+        return ColumnEncoder(run_event_schema(writer, spec))
+    except UnsupportedSchemaError:
+        return None
+
+
 class BatchPath:
     """The batch path of one run: what the run's worker hands each fetched batch to."""
 
@@ -186,6 +199,7 @@ class BatchPath:
         self.spec, self.codec, self.issue_project, self.full = spec, codec, issue_project, full
         self.decoder = BatchDecoder()
         self.encoders: dict[str, ColumnEncoder] = {}
+        self.versions: dict[bytes, ColumnEncoder | None] = {}  # by writer header
         for entity, schema in run_schemas.items():
             try:
                 encoder = ColumnEncoder(schema)
@@ -201,7 +215,7 @@ class BatchPath:
         if len(values) < MIN_BATCH:
             return None
         schema = self.codec.schema_of(values[0])
-        encoder = self.encoders.get(schema.entity) if schema is not None else None
+        encoder = self._encoder(schema) if schema is not None else None
         if schema is None or encoder is None:
             return None
         frame = self.decoder.decode(schema, values, keys)
@@ -211,6 +225,15 @@ class BatchPath:
             return self._outputs(frame, schema.entity, encoder, entities)
         except (DoubtError, UnencodableError, PolarsError, PanicException):
             return None
+
+    def _encoder(self, schema: EventSchema) -> ColumnEncoder | None:
+        """The encoder of the run schema for events of writer schema ``schema``: a schema
+        version capture wrote after a change of the table has its own (processors/app.py)."""
+        if schema.header == self.codec.schemas[schema.entity].header:
+            return self.encoders.get(schema.entity)
+        if schema.header not in self.versions:
+            self.versions[schema.header] = _encoder_of(schema, self.spec)
+        return self.versions[schema.header]
 
     def _outputs(
         self, frame: pl.DataFrame, entity: str, encoder: ColumnEncoder, entities: frozenset[str]

@@ -30,6 +30,7 @@ from sluiceway.common.fingerprint import matches, secret_fingerprint
 from sluiceway.common.health import HEALTH
 from sluiceway.common.kafka_io import check_credentials, load_run, set_status
 from sluiceway.common.runs import RunRecord
+from sluiceway.common.schema_registry import evolving
 from sluiceway.common.settings import SECRET_ENV, KafkaSettings
 from sluiceway.common.spec import RunSpec, spec_of_run
 from sluiceway.processors import metrics
@@ -173,7 +174,7 @@ def run(
     _quiet_clients(loglevel)
     metrics.serve(settings.tuning.metrics_port)
     record, spec = _load(etl_id, settings.kafka, check_not_dropped)
-    codec = Codec()
+    codec = evolving(Codec(), settings.kafka)
     with early_stop() as stop:
         try:
             lookups = pre_pass(settings, record, spec, codec, stop)

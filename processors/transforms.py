@@ -91,7 +91,7 @@ def opt_out_value(event: Event, issue_project: IssueProject) -> str | None:
 
 def project(row: Row, entity: str, spec: RunSpec) -> Row:
     """The row restricted to the spec's columns for ``entity`` (``id`` always)."""
-    return {c: row[c] for c in spec.columns(entity) if c in row}
+    return {c: row[c] for c in spec.columns(entity, tuple(row)) if c in row}
 
 
 def redact(row: Row, entity: str, spec: RunSpec) -> Row:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from sluiceway.common.codec import EventSchema
+
 HEARTBEAT_PREFIX = "sluiceway-heartbeat"
 
 
@@ -16,6 +18,8 @@ class Change:
     entity_id: int
     op: str
     row: dict[str, Any] | None
+    schema: EventSchema | None = None
+    """The envelope to write the event with; None: the entity's catalog envelope."""
 
 
 @dataclass

@@ -28,22 +28,29 @@ the value is taken from, most exact first:
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sluiceway.common.codec import Codec
+from sluiceway.common.catalog import Column
+from sluiceway.common.codec import Codec, EventSchema
 from sluiceway.producers.decoded import HEARTBEAT_PREFIX, Change, Heartbeat, Transaction
 from sluiceway.producers.errors import SourceSchemaError
+from sluiceway.producers.schema_evolution import UncarriedChangeError, Version, live_version
 from sluiceway.producers.tables import CapturedTable, tables_by_relation
+
+log = logging.getLogger("sluiceway.capture")
 
 UNCHANGED = object()  # a TOASTed value the update left as it was; PostgreSQL did not send it
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 # (table, key values, column names) -> the columns' current values as text, or None when
 # the row is gone. Called only for unchanged TOASTed values the message does not carry.
 Fetch = Callable[[CapturedTable, dict[str, Any], Sequence[str]], dict[str, str | None] | None]
+# (type oid, type modifier) -> the type as ``format_type`` prints it
+TypeNames = Callable[[int, int], str]
 
 
 class Reader:
@@ -115,6 +122,7 @@ class Relation:
     name: str
     columns: tuple[str, ...]
     type_oids: tuple[int, ...]
+    type_mods: tuple[int, ...] = ()
 
     @property
     def qualified(self) -> str:
@@ -124,20 +132,29 @@ class Relation:
 def parse_relation(reader: Reader) -> tuple[int, Relation]:
     relid, schema, name = reader.uint32(), reader.string(), reader.string()
     reader.int8()  # replica identity setting: what the old tuple carries shows it anyway
-    names, oids = [], []
+    names, oids, mods = [], [], []
     for _ in range(reader.int16()):
         reader.int8()  # flags: part of the key; the key is known by name
         names.append(reader.string())
         oids.append(reader.uint32())
-        reader.int32()  # type modifier
-    return relid, Relation(schema, name, tuple(names), tuple(oids))
+        mods.append(reader.int32())
+    return relid, Relation(schema, name, tuple(names), tuple(oids), tuple(mods))
 
 
 class Decoder:
     """Feeds on pgoutput messages; returns a Transaction at each commit."""
 
-    def __init__(self, codec: Codec, fetch: Fetch | None = None) -> None:
+    def __init__(
+        self, codec: Codec, fetch: Fetch | None = None, types: TypeNames | None = None
+    ) -> None:
+        """``types``: names column types, so that a table's changed columns make a new
+        schema version of its entity; without it the catalog's columns are read as they are."""
+        self.catalog = codec.catalog
         self.tables = tables_by_relation(codec.catalog)
+        self.types = types
+        self.versions: dict[str, EventSchema | None] = {}  # entity -> its current envelope
+        self.columns: dict[str, tuple[Column, ...]] = {}  # entity -> its current columns
+        self.stopped: set[str] = set()  # entities whose table changed beyond what is carried
         self.relations: dict[int, Relation] = {}
         # per captured relation: its table and (position, column) of each column captured
         self._layouts: dict[int, tuple[CapturedTable, tuple[tuple[int, str], ...]]] = {}
@@ -163,8 +180,10 @@ class Decoder:
             self.relations[relid] = relation
             self._layouts.pop(relid, None)
             table = self.tables.get((relation.schema, relation.name))
-            if table is not None:
-                self._layouts[relid] = (table, _layout(table, relation))
+            version = None if table is None else self._version(table, relation)
+            if version is not None:
+                self._layouts[relid] = (version.table, _layout(version.table, relation))
+                self.versions[version.table.entity] = version.schema
         elif kind in "IUD":
             self._row_message(kind, reader)
         elif kind == "T":
@@ -176,6 +195,28 @@ class Decoder:
                 f"pgoutput sent message type {kind!r}, which protocol version 1 does not have"
             )
         return None
+
+    def _version(self, table: CapturedTable, relation: Relation) -> Version | None:
+        """The schema version the relation's columns make; None when capture of the table
+        stops (it was stopped before, or its columns changed beyond what is carried)."""
+        if table.entity in self.stopped:
+            return None
+        if self.types is None:
+            return Version(table, (), None)
+        names = self.types
+        live = [
+            (c, names(oid, mod))
+            for c, oid, mod in zip(relation.columns, relation.type_oids, relation.type_mods,
+                                   strict=True)
+        ]  # fmt: skip
+        try:
+            version = live_version(self.catalog, table.entity, live, self.columns.get(table.entity))
+        except UncarriedChangeError as exc:
+            self.stopped.add(table.entity)
+            log.error("capture of %s stopped, the other tables go on: %s", table.qualified, exc)
+            return None
+        self.columns[table.entity] = version.columns
+        return version
 
     def _require_txn(self, kind: str) -> Transaction:
         if self.current is None:
@@ -251,7 +292,7 @@ class Decoder:
                 "REPLICA IDENTITY FULL (or make them the primary key)"
             )
         self._rows.pop((table.qualified, tenant, key), None)
-        return Change(table.entity, tenant, key, "d", None)
+        return Change(table.entity, tenant, key, "d", None, self.versions.get(table.entity))
 
     def _upsert(
         self, layout: tuple[CapturedTable, Layout], new: list[Any], old: list[Any] | None,
@@ -266,7 +307,8 @@ class Decoder:
         self._rows[table.qualified, tenant, key] = values
         row = dict(values)  # the layout's columns: the tenant, then the catalog's, in order
         del row[table.tenant]
-        return Change(table.entity, tenant, key, "c" if kind == "I" else "u", row)
+        op = "c" if kind == "I" else "u"
+        return Change(table.entity, tenant, key, op, row, self.versions.get(table.entity))
 
     def _fill(
         self, layout: tuple[CapturedTable, Layout], values: dict[str, Any], names: list[str],

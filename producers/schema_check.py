@@ -2,24 +2,59 @@
 
 Capture maps columns to the catalog's by name and type; a table it cannot capture fully
 and faithfully is refused up front, naming the table, column or key, rather than found
-out row by row while streaming.
+out row by row while streaming. A catalog column the table dropped, or whose type it
+widened, while capture ran is not refused: the table's schema version carries it
+(``producers/schema_evolution.py``), as it did before the restart.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from sluiceway.common.catalog import Catalog
 from sluiceway.common.catalog_check import catalog_problems
 from sluiceway.common.codec import Codec
+from sluiceway.common.pg_catalog import read_tables
 from sluiceway.producers.errors import SourceSchemaError
+from sluiceway.producers.schema_evolution import UncarriedChangeError, live_version
 from sluiceway.producers.tables import captured_tables
 
 
 def check_source_schema(conn: Any, codec: Codec) -> None:
     """Raise SourceSchemaError listing every way the live tables differ from the catalog
-    (``sluiceway check``'s comparison), one line, before anything is read."""
+    (``sluiceway check``'s comparison) that no schema version carries, one line, before
+    anything is read."""
     captured_tables(codec.catalog)  # an entity capture cannot read is refused first
     problems = catalog_problems(conn, codec.catalog)
+    carried = carried_columns(conn, codec.catalog) if problems else set()
     conn.rollback()
+    problems = [p for p in problems if p.split(": ", 1)[0] not in carried]
     if problems:
         raise SourceSchemaError("source tables differ from the catalog: " + "; ".join(problems))
+
+
+def carried_columns(conn: Any, catalog: Catalog) -> set[str]:
+    """``schema.table.column`` of each catalog column a table dropped or widened, where the
+    table's live columns make a schema version of its entity."""
+    carried: set[str] = set()
+    captured = captured_tables(catalog)
+    live = {
+        (t.schema, t.name): t
+        for t in read_tables(conn, sorted({t.schema for t in captured.values()})).values()
+    }
+    for name, table in captured.items():
+        found = live.get((table.schema, table.name))
+        if found is None:
+            continue
+        columns = [(c.name, c.type) for c in found.columns if not c.generated]
+        try:
+            live_version(catalog, name, columns)
+        except UncarriedChangeError:
+            continue
+        types = dict(columns)
+        carried |= {
+            f"{found.qualified}.{c.name}"
+            for c in catalog.entity(name).columns
+            if types.get(c.name) != c.type
+        }
+    return carried

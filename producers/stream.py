@@ -27,8 +27,9 @@ from confluent_kafka import KafkaError, Message, Producer
 from psycopg2 import sql
 
 from sluiceway.common.catalog import Catalog
-from sluiceway.common.codec import Codec, event_key
+from sluiceway.common.codec import Codec, EventSchema, event_key
 from sluiceway.common.health import HEALTH
+from sluiceway.common.schema_registry import register
 from sluiceway.producers import metrics, pgoutput, wal2json
 from sluiceway.producers.acks import AckTracker, PendingTxn
 from sluiceway.producers.config import CaptureSettings
@@ -96,6 +97,20 @@ def row_reader(conn: Any) -> pgoutput.Fetch:
     return fetch
 
 
+def type_names(conn: Any) -> pgoutput.TypeNames:
+    """Names column types as ``format_type`` prints them (the catalog's spelling)."""
+    names: dict[tuple[int, int], str] = {}
+
+    def name(oid: int, mod: int) -> str:
+        if (oid, mod) not in names:
+            with conn.cursor() as cur:
+                cur.execute("SELECT format_type(%s, %s)", (oid, mod))
+                names[oid, mod] = cur.fetchone()[0]
+        return names[oid, mod]
+
+    return name
+
+
 @dataclass
 class Streamer:
     settings: CaptureSettings
@@ -108,6 +123,7 @@ class Streamer:
     tenants: Tenants = field(init=False)
     last_feedback: float = 0.0
     last_heartbeat: float = 0.0
+    registered: set[bytes] = field(default_factory=set)  # schema versions on the registry
 
     def __post_init__(self) -> None:
         self.tenants = Tenants.load(self.settings.kafka)
@@ -118,7 +134,7 @@ class Streamer:
         heartbeat_conn.autocommit = True
         binary = self.settings.tuning.plugin == "pgoutput"
         self.decoder = (
-            pgoutput.Decoder(self.codec, row_reader(heartbeat_conn))
+            pgoutput.Decoder(self.codec, row_reader(heartbeat_conn), type_names(heartbeat_conn))
             if binary
             else wal2json.Decoder(self.codec)
         )
@@ -180,7 +196,8 @@ class Streamer:
                 change.entity, tenant, entity_id, op, change.row,
                 position(txn.commit_lsn, seq), txn.commit_ts,
             )  # fmt: skip
-            produce(prod, topic, part, key, encode(event), callback, stamp)
+            value = encode(event) if change.schema is None else self._encode(change.schema, event)
+            produce(prod, topic, part, key, value, callback, stamp)
             if op == "d":
                 # the tombstone lets compaction drop the key once the delete has been read;
                 # it shares the delete's timestamp, so a replay cut never falls between them
@@ -192,6 +209,16 @@ class Streamer:
         prod.poll(0)
         age = (datetime.now(UTC) - txn.commit_ts).total_seconds()
         metrics.LAG_SECONDS.set(max(0.0, age))
+
+    def _encode(self, schema: EventSchema, event: dict[str, Any]) -> bytes:
+        """``event`` written with a schema version of its entity, registered first: a
+        reader meeting its fingerprint must find the schema on the registry."""
+        if schema.header not in self.registered:
+            register(self.settings.kafka, [schema])
+            self.registered.add(schema.header)
+            log.info("%s events are written with schema version %s", schema.entity,
+                     schema.header[2:].hex())  # fmt: skip
+        return self.codec.encode_with(schema, event)
 
     def _feedback(self, cur: Any) -> None:
         if self.tracker.error:

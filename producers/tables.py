@@ -140,6 +140,11 @@ def _blank_padded(type_name: str, catalog: Catalog) -> bool:
     return bool(_BPCHAR.fullmatch(type_name.strip()))
 
 
+def captured_table(catalog: Catalog, name: str) -> CapturedTable:
+    """Entity ``name``'s table; SourceSchemaError when capture cannot read it."""
+    return _captured(catalog, name, catalog.entity(name))
+
+
 @per_catalog
 def captured_tables(catalog: Catalog) -> dict[str, CapturedTable]:
     """Every entity's table, by entity name; an entity capture cannot read is refused with

@@ -150,6 +150,7 @@ def batchable(reader: RunReader, header: bytes) -> bool:
         reader.writer.fmt.batches
         and len(header) == HEADER_LEN
         and header[:2] == MAGIC
+        and reader.codec.schema_of(header) is not None  # learns a new schema version
         and (target := reader.plan.schemas.get(header[2:].hex())) is not None
         and target.table in reader.plan.table_dirs
     )

@@ -23,14 +23,15 @@ import pyarrow.fs as pafs
 from confluent_kafka import Consumer, KafkaException
 
 from sluiceway.common import health, kafka_io
-from sluiceway.common.codec import Codec
+from sluiceway.common.codec import Codec, EventSchema
 from sluiceway.common.errors import SluicewayError
 from sluiceway.common.health import HEALTH
 from sluiceway.common.kafka_io import set_note
-from sluiceway.common.run_schema import run_event_schemas
+from sluiceway.common.run_schema import run_event_schema, run_event_schemas
 from sluiceway.common.runs import RunRecord
+from sluiceway.common.schema_registry import EvolvingCodec, registered
 from sluiceway.common.settings import KafkaSettings, S3Settings
-from sluiceway.common.spec import schema_spec_of_run
+from sluiceway.common.spec import RunSpec, schema_spec_of_run
 from sluiceway.lake import manifest, storage
 from sluiceway.lake import reader as lake_reader
 from sluiceway.lake.manifest import RunManifest
@@ -166,13 +167,28 @@ def _reader(
         notify_topic=kafka.notifications_topic,
         consumer=consumer,
         producer=kafka_io.producer(kafka),
-        codec=base.with_schemas(writer_schemas.values()),
+        codec=evolving_run_codec(base.with_schemas(writer_schemas.values()), kafka, spec, run_plan),
         plan=run_plan,
         writer=writer,
         tracker=OffsetTracker(record.run_partitions),
         guard=disk_guard(kafka, record.etl_id, lake, guard),
         lag=LagMonitor(consumer, record.run_topic, record.run_partitions, guard.lag_interval_s),
     )
+
+
+def evolving_run_codec(
+    codec: Codec, kafka: KafkaSettings, spec: RunSpec, run_plan: plan.RunPlan
+) -> Codec:
+    """``codec``, also reading run-topic values written with the run schema of a schema
+    version capture registered after a change of a source table; the plan routes them."""
+
+    def load() -> list[EventSchema]:
+        found = [run_event_schema(v, spec) for v in registered(kafka) if v.entity in spec.entities]
+        for schema in found:
+            run_plan.learn(schema)
+        return found
+
+    return EvolvingCodec(codec, load)
 
 
 def _consumer(kafka: KafkaSettings, record: RunRecord, settings: SinkSettings) -> Consumer:

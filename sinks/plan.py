@@ -43,6 +43,14 @@ class RunPlan:
     full_export_date: str  # YYYY-MM-DD of the full export the run's chain builds on
     format: str = "parquet"  # the files' format: RunRecord.format, for RunWriter.file_format
 
+    def learn(self, event_schema: EventSchema) -> None:
+        """Route rows of another writer schema of a selected entity too: a schema version
+        capture wrote after a change of its table (a file holds one schema, so its rows go
+        to new files)."""
+        if event_schema.entity in self.table_dirs:
+            found = table_schema(event_schema.entity, event_schema)
+            self.schemas.setdefault(found.schema_id, found)
+
     @property
     def schema_versions(self) -> dict[str, str]:
         return {s.table: s.schema_id for s in self.schemas.values()}
@@ -93,6 +101,20 @@ def catalog_types(entity: str) -> dict[str, tuple[Any, pa.DataType]]:
     return {f["name"]: (f["type"], arrow.field(f["name"]).type) for f in record["fields"]}
 
 
+def table_schema(table: str, event_schema: EventSchema) -> TableSchema:
+    """Where and how rows of ``event_schema`` (a run-topic schema of ``table``) are written."""
+    record_schema = event_schema.record
+    return TableSchema(
+        table=table,
+        schema_id=event_schema.header[2:].hex(),
+        schema=arrow_schema(record_schema, catalog_types(table)),
+        columns=tuple(f["name"] for f in record_schema["fields"]),
+        key=_record_key(table),
+        batch=batch_safe(record_schema),
+        uuids=plain_values(record_schema),
+    )
+
+
 def build_plan(
     record: RunRecord,
     writer_schemas: Mapping[str, EventSchema],
@@ -105,18 +127,8 @@ def build_plan(
     for table in record.entities:
         if table not in writer_schemas:
             raise RunStateError(f"run {record.etl_id} selects unknown entity {table!r}")
-        event_schema = writer_schemas[table]
-        record_schema = event_schema.record
-        schema_id = event_schema.header[2:].hex()
-        schemas[schema_id] = TableSchema(
-            table=table,
-            schema_id=schema_id,
-            schema=arrow_schema(record_schema, catalog_types(table)),
-            columns=tuple(f["name"] for f in record_schema["fields"]),
-            key=_record_key(table),
-            batch=batch_safe(record_schema),
-            uuids=plain_values(record_schema),
-        )
+        found = table_schema(table, writer_schemas[table])
+        schemas[found.schema_id] = found
     return RunPlan(
         etl_id=record.etl_id,
         tenants=frozenset(tenants),

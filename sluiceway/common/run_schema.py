@@ -27,9 +27,10 @@ def _short_name(full_name: str) -> str:
 def run_record_fields(base: EventSchema, spec: RunSpec) -> list[dict[str, Any]]:
     """The entity record's fields a run keeps, retyped where a pii rule rewrites them."""
     rules = spec.pii_rules(base.entity)
-    kept = set(spec.columns(base.entity))
+    record = plain_schema(base.record)
+    kept = set(spec.columns(base.entity, tuple(f["name"] for f in record["fields"])))
     fields = []
-    for field in plain_schema(base.record)["fields"]:
+    for field in record["fields"]:
         name = field["name"]
         rule = rules.get(name)
         if name not in kept or rule == "drop":

@@ -280,9 +280,11 @@ class RunSpec(BaseModel):
                 )
         return value
 
-    def columns(self, entity: str) -> tuple[str, ...]:
-        """The columns the spec keeps for ``entity``, in schema order; its key always."""
-        known = entity_columns(entity)
+    def columns(self, entity: str, known: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        """The columns the spec keeps for ``entity``, in schema order; its key always.
+        ``known``: the columns of the schema version at hand (default: the catalog's);
+        without a choice of fields the spec keeps them all, columns added since included."""
+        known = known or entity_columns(entity)
         chosen = self.fields.get(entity)
         if chosen is None:
             return known

@@ -19,6 +19,7 @@ from sluiceway.common.codec import Codec
 from sluiceway.common.errors import ConfigError, StackDownError
 from sluiceway.common.kafka_io import consumer
 from sluiceway.common.runs import Offsets
+from sluiceway.common.schema_registry import evolving
 from sluiceway.common.settings import KafkaSettings
 from sluiceway.common.spec import UTC_RANGE
 
@@ -106,7 +107,8 @@ def replay_cut(kafka: KafkaSettings, partitions: list[tuple[str, int]], to: date
     """``time_cut`` with a consumer of its own."""
     reader = consumer(kafka, group=f"sw-replay-cut-{time.monotonic_ns()}")
     try:
-        return time_cut(reader, Codec(), partitions, to)
+        # events written after a change of a source table name a registered schema version
+        return time_cut(reader, evolving(Codec(), kafka), partitions, to)
     finally:
         reader.close()
 

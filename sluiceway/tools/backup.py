@@ -113,14 +113,29 @@ def table_rows(
     is refused: the manifest does not describe its files."""
     etl_id = manifest.etl_id
     entry = manifest.tables.get(table)
-    for listed in entry.files if entry else ():
-        path = lake.listed(listed.path, f"run {etl_id}'s manifest")
+    paths = [lake.listed(f.path, f"run {etl_id}'s manifest") for f in entry.files] if entry else []
+    names = _all_columns(lake, paths)
+    for path in paths:
         with lake.fs.open_input_file(path) as src:
             for batch in pq.ParquetFile(src).iter_batches(batch_size=10_000):
                 rows = batch.to_pylist()
+                if len(batch.schema) < len(names):
+                    rows = [{**dict.fromkeys(names), **r} for r in rows]
                 if carried is not None:
                     _check_carried({r["_tenant_id"] for r in rows}, carried, path, etl_id)
                 yield from (r for r in rows if r["_tenant_id"] in tenants)
+
+
+def _all_columns(lake: Lake, paths: list[str]) -> list[str]:
+    """Every column of any of the files: files written before and after a change of the
+    source table (a schema version) differ, and a row lacks what its file lacks (NULL)."""
+    if len(paths) < 2:
+        return []
+    names: dict[str, None] = {}
+    for path in paths:
+        with lake.fs.open_input_file(path) as src:
+            names.update(dict.fromkeys(pq.ParquetFile(src).schema_arrow.names))
+    return list(names)
 
 
 def _check_carried(found: set[str], carried: tuple[str, ...], path: str, etl_id: str) -> None:

@@ -15,6 +15,7 @@ from confluent_kafka import TopicPartition
 
 from sluiceway.common.codec import Codec
 from sluiceway.common.kafka_io import consumer, watermarks
+from sluiceway.common.schema_registry import evolving
 from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from tests.catalogs import ENTITIES
 
@@ -97,7 +98,8 @@ class Record:
 
 def read_change_topics(kafka: KafkaSettings, timeout: float = 60) -> list[Record]:
     """Every record on the change topics up to their high watermarks now, in offset order."""
-    codec, reader = Codec(), consumer(kafka, group=f"verify-{time.monotonic_ns()}")
+    codec = evolving(Codec(), kafka)  # and the schema versions capture registered
+    reader = consumer(kafka, group=f"verify-{time.monotonic_ns()}")
     ends = {
         (kafka.cdc_topic(e), p): high
         for e in ENTITIES
