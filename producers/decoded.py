@@ -13,9 +13,11 @@ HEARTBEAT_PREFIX = "sluiceway-heartbeat"
 class Change:
     entity: str
     tenant_id: str
-    entity_id: int
+    entity_id: int | str
     op: str
     row: dict[str, Any] | None
+    key: dict[str, Any] | None = None
+    """The typed key columns, for an entity of the second envelope (record_keys)."""
 
 
 @dataclass

@@ -178,7 +178,7 @@ class Streamer:
             part = partition_of(tenant, entity_id, kafka.partitions, kafka.spread)
             event = change_event(
                 change.entity, tenant, entity_id, op, change.row,
-                position(txn.commit_lsn, seq), txn.commit_ts,
+                position(txn.commit_lsn, seq), txn.commit_ts, change.key,
             )  # fmt: skip
             produce(prod, topic, part, key, encode(event), callback, stamp)
             if op == "d":
