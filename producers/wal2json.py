@@ -113,6 +113,9 @@ class Decoder:
                 continue
             if value is None or type(value) is known[0]:
                 out[name] = value
+            elif column.get("type") == "bytea":
+                # wal2json prints bytea's hex output without its "\x"
+                out[name] = table.parse(name, "\\x" + value)
             else:
                 out[name] = table.parse(name, value)
         return out
