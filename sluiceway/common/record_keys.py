@@ -8,7 +8,7 @@ key, and ``entity_id`` is the key's canonical text form.
 
 The canonical text form is the compact JSON array of the key columns' PostgreSQL text forms
 in the catalog's key order (``["5f0c…-…", "2"]``; a one-column key is a one-element
-array), with every ``/`` written as ``\\/``: a Kafka key is ``<tenant_id>/<entity_id>``, so
+array), with every ``/`` written as ``\\u002f``: a Kafka key is ``<tenant_id>/<entity_id>``, so
 the last ``/`` of a key always separates the tenant, whatever either holds. It is what
 Kafka keys, partitioning and key lookups compare; it is not an order of the keys' values.
 """
@@ -69,7 +69,7 @@ def key_record(catalog: Catalog, entity: str, name: str) -> dict[str, Any]:
 def key_text(values: Sequence[Any]) -> str:
     """The canonical text form of a record key's values (see the module docstring)."""
     texts = [str(v) for v in values]
-    return json.dumps(texts, ensure_ascii=False, separators=(",", ":")).replace("/", "\\/")
+    return json.dumps(texts, ensure_ascii=False, separators=(",", ":")).replace("/", "\\u002f")
 
 
 def key_values(text: str) -> list[str]:
