@@ -27,7 +27,7 @@ from sluiceway.common.codec import Codec, EventSchema, plain_schema
 from sluiceway.common.entities import id_columns, opt_out_routes
 from sluiceway.common.run_schema import run_event_schema
 from sluiceway.common.spec import RunSpec
-from sluiceway.processors.transforms import MASK, IssueProject, pii_hash
+from sluiceway.processors.transforms import MASK, IssueProject, id_kinds, pii_hash
 
 # Below this many events the per-event path is as fast: polars has a fixed cost per call.
 MIN_BATCH = 32
@@ -126,6 +126,9 @@ def remapped(frame: pl.DataFrame, entity: str, spec: RunSpec) -> pl.DataFrame:
     after = frame.schema["after"]
     kept = {f.name for f in after.fields} if isinstance(after, pl.Struct) else set()
     moved = [c for c in id_columns(entity) if c in kept and c not in rules]
+    kinds = id_kinds(entity)
+    if "key" in frame.columns or any(kinds[c] != "integer" for c in moved):
+        raise DoubtError("uuid and composite ids are remapped by the per-event path")
     ids = [pl.col("entity_id").max(), *(pl.col("after").struct.field(c).max() for c in moved)]
     highest = frame.select(pl.max_horizontal(ids)).item()
     if highest is not None and highest > INT64_MAX - offset:

@@ -41,11 +41,11 @@ class TenantCodes:
         self.id_bits = 64 - max(1, (len(self.tenants) - 1).bit_length())
         self.id_limit = 1 << self.id_bits
 
-    def of(self, tenant: str, entity_id: int) -> int | None:
-        """The code of the pair, or None when the tenant is not the run's or the id does
-        not fit the id bits."""
+    def of(self, tenant: str, entity_id: int | str) -> int | None:
+        """The code of the pair, or None when the tenant is not the run's or the id is not
+        an integer that fits the id bits."""
         index = self.index.get(tenant)
-        if index is None or not 0 <= entity_id < self.id_limit:
+        if index is None or type(entity_id) is not int or not 0 <= entity_id < self.id_limit:
             return None
         return index << self.id_bits | entity_id
 

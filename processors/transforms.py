@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+from sluiceway.common.catalog import Catalog
 from sluiceway.common.codec import Event, event_key
-from sluiceway.common.entities import id_columns, opt_out_routes
+from sluiceway.common.entities import active_catalog, id_columns, opt_out_routes, per_catalog
 from sluiceway.common.errors import ConfigError, InvalidEventError
+from sluiceway.common.record_keys import column_kind, is_key_text, key_text
 from sluiceway.common.spec import RunSpec
 
 
@@ -21,7 +24,8 @@ def key_tenant(key: bytes | None) -> str | None:
     if not key:
         return None
     tenant, sep, entity_id = key.decode("utf-8", "replace").rpartition("/")
-    return tenant if sep and tenant and entity_id.isdigit() else None
+    shaped = entity_id.isdigit() or is_key_text(entity_id)  # either envelope's entity_id
+    return tenant if sep and tenant and shaped else None
 
 
 def select(key: bytes | None, tenants: frozenset[str]) -> bool:
@@ -120,24 +124,56 @@ def pii_hash(value: object, spec: RunSpec) -> str:
 
 
 def remap(event: Event, spec: RunSpec) -> Event:
-    """The event moved to the target tenant, with every id and reference offset alike.
+    """The event moved to the target tenant, every id and reference moved alike: integers
+    by the offset, uuids by ``remap_uuid``, text ids kept.
 
     Columns under a pii rule are no longer ids (hashed or masked text), so they stay as is.
     """
     if spec.remap is None:
         return event
-    offset, entity = spec.remap.id_offset, event["entity"]
-    after = event["after"]
+    entity, after = event["entity"], event["after"]
+    kinds = id_kinds(entity)
     if after is not None:
         rules = spec.pii_rules(entity)
-        moved = [c for c in id_columns(entity) if c not in rules]
-        after = {c: v + offset if c in moved and v is not None else v for c, v in after.items()}
-    return {
-        **event,
-        "tenant_id": spec.remap.tenant,
-        "entity_id": event["entity_id"] + offset,
-        "after": after,
-    }
+        after = {
+            c: remap_id(kinds[c], v, spec) if c in kinds and c not in rules else v
+            for c, v in after.items()
+        }
+    out = {**event, "tenant_id": spec.remap.tenant, "after": after}
+    key = event.get("key")
+    if key is None:
+        out["entity_id"] = event["entity_id"] + spec.remap.id_offset
+    else:
+        out["key"] = {c: remap_id(kinds[c], v, spec) for c, v in key.items()}
+        out["entity_id"] = key_text(list(out["key"].values()))
+    return out
+
+
+def id_kinds(entity: str) -> dict[str, str]:
+    """Each id column of ``entity`` (its record key and references) and how remap moves it."""
+    return _id_kinds(active_catalog())[entity]
+
+
+@per_catalog
+def _id_kinds(catalog: Catalog) -> dict[str, dict[str, str]]:
+    return {e: {c: column_kind(catalog, e, c) for c in id_columns(e)} for e in catalog.entities}
+
+
+def remap_id(kind: str, value: Any, spec: RunSpec) -> Any:
+    """One id column's value in the target tenant (None stays None)."""
+    assert spec.remap is not None
+    if value is None or kind == "text":
+        return value
+    if kind == "uuid":
+        return remap_uuid(value, spec.remap.tenant)
+    return value + spec.remap.id_offset
+
+
+def remap_uuid(value: Any, tenant: str) -> str:
+    """A source uuid's uuid in the target ``tenant``: UUIDv5 named by the tenant in the
+    source uuid's namespace, so every reference to a row maps as its key does, and a
+    remap run again maps the same way."""
+    return str(uuid.uuid5(uuid.UUID(str(value)), tenant))
 
 
 def transform(event: Event, spec: RunSpec, issue_project: IssueProject) -> Event | None:

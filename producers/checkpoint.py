@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from confluent_kafka import Producer
 
@@ -15,7 +16,8 @@ from sluiceway.common.kafka_io import ensure_topics, read_control
 from sluiceway.common.settings import KafkaSettings
 from sluiceway.producers.errors import ProduceError
 
-Key = tuple[str, int]
+# (tenant, record key columns...): ints stay ints, other key columns are read as text
+Key = tuple[Any, ...]
 
 
 @dataclass
@@ -23,8 +25,9 @@ class Checkpoint:
     slot: str
     consistent_lsn: int
     snapshot_done: bool = False
-    # per table: the last (tenant_id, id) published and acknowledged; "done" tables listed
-    last_key: dict[str, list[str | int]] = field(default_factory=dict)
+    # per table: the last (tenant_id, *record key) published and acknowledged; "done" tables
+    # listed
+    last_key: dict[str, list[Any]] = field(default_factory=dict)
     tables_done: list[str] = field(default_factory=list)
     # when the slot reached its consistent point (ISO 8601): every snapshot event's source_ts,
     # kept so a resumed snapshot stamps its rows with the same time as the first attempt
@@ -32,7 +35,7 @@ class Checkpoint:
 
     def resume_after(self, table: str) -> Key | None:
         key = self.last_key.get(table)
-        return (str(key[0]), int(key[1])) if key else None
+        return (str(key[0]), *key[1:]) if key else None
 
 
 def load(kafka: KafkaSettings, slot: str) -> Checkpoint | None:

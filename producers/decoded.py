@@ -15,9 +15,11 @@ HEARTBEAT_PREFIX = "sluiceway-heartbeat"
 class Change:
     entity: str
     tenant_id: str
-    entity_id: int
+    entity_id: int | str
     op: str
     row: dict[str, Any] | None
+    key: dict[str, Any] | None = None
+    """The typed key columns, for an entity of the second envelope (record_keys)."""
     schema: EventSchema | None = None
     """The envelope to write the event with; None: the entity's catalog envelope."""
 

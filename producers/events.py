@@ -59,13 +59,16 @@ def snapshot_event(
 def change_event(
     entity: str,
     tenant_id: str,
-    entity_id: int,
+    entity_id: int | str,
     op: str,
     row: dict[str, Any] | None,
     position: int,
     source_ts: datetime,
+    key: dict[str, Any] | None = None,
 ) -> Event:
-    return {
+    """``key``: the typed key columns of the second envelope (None for the first, whose
+    ``entity_id`` is the key; sluiceway.common.record_keys)."""
+    event: Event = {
         "tenant_id": tenant_id,
         "entity": entity,
         "entity_id": entity_id,
@@ -75,3 +78,6 @@ def change_event(
         "snapshot": op == "r",
         "after": row,
     }
+    if key is not None:
+        event["key"] = key
+    return event

@@ -284,15 +284,19 @@ class Decoder:
     def _delete(self, layout: tuple[CapturedTable, Layout], old: list[Any]) -> Change:
         table, at = layout
         values = self._convert(table, at, old)
-        tenant, key = values[table.tenant], values[table.key]
-        if tenant is None or key is None:
+        tenant, key = values[table.tenant], _row_key(table, values)
+        if tenant is None or None in key:
+            names = " and ".join((table.tenant, *table.key))
             raise SourceSchemaError(
-                f"delete from {table.qualified} carries no {table.tenant} and {table.key}: "
+                f"delete from {table.qualified} carries no {names}: "
                 f"the replica identity must cover them; run: ALTER TABLE {table.qualified} "
                 "REPLICA IDENTITY FULL (or make them the primary key)"
             )
         self._rows.pop((table.qualified, tenant, key), None)
-        return Change(table.entity, tenant, key, "d", None, self.versions.get(table.entity))
+        entity_id, typed = table.identity(values)
+        return Change(
+            table.entity, tenant, entity_id, "d", None, typed, self.versions.get(table.entity)
+        )
 
     def _upsert(
         self, layout: tuple[CapturedTable, Layout], new: list[Any], old: list[Any] | None,
@@ -303,12 +307,20 @@ class Decoder:
         unchanged = [n for n, v in values.items() if v is UNCHANGED]
         if unchanged:
             values.update(self._fill(layout, values, unchanged, old))
-        tenant, key = values[table.tenant], values[table.key]
-        self._rows[table.qualified, tenant, key] = values
+        tenant = values[table.tenant]
+        self._rows[table.qualified, tenant, _row_key(table, values)] = values
         row = dict(values)  # the layout's columns: the tenant, then the catalog's, in order
         del row[table.tenant]
-        op = "c" if kind == "I" else "u"
-        return Change(table.entity, tenant, key, op, row, self.versions.get(table.entity))
+        entity_id, key = table.identity(values)
+        return Change(
+            table.entity,
+            tenant,
+            entity_id,
+            "c" if kind == "I" else "u",
+            row,
+            key,
+            self.versions.get(table.entity),
+        )
 
     def _fill(
         self, layout: tuple[CapturedTable, Layout], values: dict[str, Any], names: list[str],
@@ -319,7 +331,8 @@ class Decoder:
         if old is not None:  # REPLICA IDENTITY FULL: the whole old row, detoasted
             before = self._convert(table, at, old)
         else:
-            before = self._rows.get((table.qualified, values[table.tenant], values[table.key]), {})
+            cached = (table.qualified, values[table.tenant], _row_key(table, values))
+            before = self._rows.get(cached, {})
         found = {n: before[n] for n in names if n in before and before[n] is not UNCHANGED}
         rest = [n for n in names if n not in found]
         if rest:
@@ -329,7 +342,7 @@ class Decoder:
     def _read_source(
         self, table: CapturedTable, values: dict[str, Any], names: list[str]
     ) -> dict[str, Any]:
-        key = {k: values[k] for k in (table.tenant, table.key)}
+        key = {k: values[k] for k in (table.tenant, *table.key)}
         current = self.fetch(table, key, names) if self.fetch else None
         if current is None:
             where = "; the row has been deleted since" if self.fetch else ""
@@ -342,6 +355,10 @@ class Decoder:
 
 
 Layout = tuple[tuple[int, str], ...]
+
+
+def _row_key(table: CapturedTable, values: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(values[k] for k in table.key)
 
 
 def _layout(table: CapturedTable, relation: Relation) -> Layout:

@@ -27,7 +27,7 @@ from psycopg2 import sql
 
 from sluiceway.common.codec import Codec, event_key
 from sluiceway.common.health import HEALTH
-from sluiceway.common.partitioning import partition_for
+from sluiceway.common.partitioning import id_slot, partition_for
 from sluiceway.common.pgtypes import PgType, unmappable_reason
 from sluiceway.producers import checkpoint as ckpt
 from sluiceway.producers import metrics
@@ -87,10 +87,10 @@ def _partition(tenant_id: str, slot: int, partitions: int, spread: int) -> int:
     return partition_for(tenant_id, slot, partitions, spread)
 
 
-def partition_of(tenant_id: str, entity_id: int, partitions: int, spread: int) -> int:
+def partition_of(tenant_id: str, entity_id: int | str, partitions: int, spread: int) -> int:
     """``partition_for``, cached: it depends on the id only through ``id % min(spread,
     partitions)``, so the CRC of the tenant id is computed once per tenant, not per row."""
-    return _partition(tenant_id, entity_id % min(spread, partitions), partitions, spread)
+    return _partition(tenant_id, id_slot(entity_id) % min(spread, partitions), partitions, spread)
 
 
 def produce(
@@ -164,29 +164,33 @@ def _chunks(cur: Any, run: SnapshotRun, table: CapturedTable) -> Iterator[list[t
     names = sql.SQL(", ").join(
         select_expression(c, table.types[c], c in table.blank_padded) for c in table.columns
     )
-    tenant, key = sql.Identifier(table.tenant), sql.Identifier(table.key)
+    tenant = sql.Identifier(table.tenant)
+    order = sql.SQL(", ").join(map(sql.Identifier, (table.tenant, *table.key)))
+    after_key = sql.SQL(", ").join(sql.Placeholder() * (1 + len(table.key)))
     source = sql.Identifier(table.schema, table.name)
     limit = run.settings.tuning.chunk_rows
 
     def fetch(after: ckpt.Key | None) -> list[tuple[Any, ...]]:
-        where = sql.SQL("WHERE ({}, {}) > (%s, %s) ").format(tenant, key) if after else sql.SQL("")
-        select = sql.SQL("SELECT {}::text, {} FROM {} {}ORDER BY {}, {} LIMIT %s")
-        cur.execute(
-            select.format(tenant, names, source, where, tenant, key), (*(after or ()), limit)
-        )
+        where = sql.SQL("WHERE ({}) > ({}) ").format(order, after_key) if after else sql.SQL("")
+        select = sql.SQL("SELECT {}::text, {} FROM {} {}ORDER BY {} LIMIT %s")
+        cur.execute(select.format(tenant, names, source, where, order), (*(after or ()), limit))
         rows: list[tuple[Any, ...]] = cur.fetchall()
         return rows
 
-    key_at = 1 + table.columns.index(table.key)
     with ThreadPoolExecutor(1, thread_name_prefix="snapshot-read") as reader:
         rows = fetch(run.state.resume_after(table.label) if run.state else None)
         while rows:
-            last = (rows[-1][0], rows[-1][key_at])
+            last = _last_key(table, rows[-1])
             ahead = reader.submit(fetch, last) if len(rows) == limit else None
             yield rows
             if ahead is None:
                 return
             rows = ahead.result()
+
+
+def _last_key(table: CapturedTable, record: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The (tenant, record key columns) of a read row (as read: JSON-able text or ints)."""
+    return (record[0], *(record[1 + table.columns.index(k)] for k in table.key))
 
 
 def _publish_chunk(run: SnapshotRun, table: CapturedTable, rows: list[tuple[Any, ...]]) -> None:
@@ -209,10 +213,10 @@ def _publish_chunk(run: SnapshotRun, table: CapturedTable, rows: list[tuple[Any,
             row = dict(zip(names, record[1:], strict=True))
         if run.tenants is not None:
             run.tenants.observe(prod, tenant)
-        key = row[table.key]
-        value = encode(change_event(entity, tenant, key, "r", row, *point))
-        part = partition_of(tenant, key, partitions, spread_of(tenant))
-        produce(prod, topic, part, event_key(tenant, key), value, acks, stamp)
+        entity_id, key = table.identity(row)
+        value = encode(change_event(entity, tenant, entity_id, "r", row, *point, key))
+        part = partition_of(tenant, entity_id, partitions, spread_of(tenant))
+        produce(prod, topic, part, event_key(tenant, entity_id), value, acks, stamp)
     prod.poll(0)
     run.counts[entity] = run.counts.get(entity, 0) + len(rows)
     metrics.SNAPSHOT_ROWS.labels(table.label).inc(len(rows))
@@ -237,13 +241,12 @@ def _save(run: SnapshotRun) -> None:
 
 def _snapshot_table(cur: Any, run: SnapshotRun, table: CapturedTable) -> None:
     started, rows, saved = run.clock(), 0, run.clock()
-    key_at = 1 + table.columns.index(table.key)
     for chunk in _chunks(cur, run, table):
         _publish_chunk(run, table, chunk)
         HEALTH.beat()
         rows += len(chunk)
         if run.state is not None:
-            run.state.last_key[table.label] = [chunk[-1][0], chunk[-1][key_at]]
+            run.state.last_key[table.label] = list(_last_key(table, chunk[-1]))
             if run.clock() - saved > CHECKPOINT_EVERY_S:
                 _save(run)
                 saved = run.clock()

@@ -194,7 +194,7 @@ class Streamer:
             part = partition_of(tenant, entity_id, kafka.partitions, kafka.spread_of(tenant))
             event = change_event(
                 change.entity, tenant, entity_id, op, change.row,
-                position(txn.commit_lsn, seq), txn.commit_ts,
+                position(txn.commit_lsn, seq), txn.commit_ts, change.key,
             )  # fmt: skip
             value = encode(event) if change.schema is None else self._encode(change.schema, event)
             produce(prod, topic, part, key, value, callback, stamp)

@@ -2,9 +2,10 @@
 snapshot need them.
 
 A row's tenant is the text form of the entity's tenant column (``tenant_id`` of its change
-events and ``_tenant_id`` in the lake); its id is the entity's record key, one integer
-column (the envelope's ``entity_id``). Only the catalog's columns are captured: other
-columns of the table are ignored, a catalog column the table lacks is refused by name.
+events and ``_tenant_id`` in the lake); its id is the entity's record key, the envelope's
+``entity_id`` (and ``key``; sluiceway.common.record_keys). Only the catalog's columns are
+captured: other columns of the table are ignored, a catalog column the table lacks is
+refused by name.
 Values arrive as PostgreSQL's text output (pgoutput, and wal2json for most types) and are
 parsed by ``sluiceway.common.pgtypes``, so both plugins and the snapshot put the same values
 on the change topics.
@@ -23,6 +24,7 @@ from sluiceway.common.catalog import Catalog, Entity
 from sluiceway.common.codec import check_envelope_key
 from sluiceway.common.entities import per_catalog
 from sluiceway.common.pgtypes import PgType, column_type
+from sluiceway.common.record_keys import identity, integer_keyed
 from sluiceway.producers.errors import SourceSchemaError
 
 # The schema of a table the catalog names without one (as ``to_regclass`` would find it
@@ -48,8 +50,10 @@ class CapturedTable:
     name: str
     tenant: str
     """The tenant column."""
-    key: str
-    """The record key column (one integer column)."""
+    key: tuple[str, ...]
+    """The record key columns (the key without the tenant column)."""
+    integer_key: bool
+    """Whether the record key is one integer column (the first envelope)."""
     columns: tuple[str, ...]
     """The catalog's columns, in catalog order (the tenant column is not among them)."""
     types: dict[str, PgType]
@@ -58,6 +62,10 @@ class CapturedTable:
     blank_padded: frozenset[str] = frozenset()
     """Columns of type character(n) (or a domain over it), whose ``::text`` cast drops the
     padding their output (what the decoders read) keeps."""
+
+    def identity(self, values: dict[str, Any]) -> tuple[int | str, dict[str, Any] | None]:
+        """The event's ``entity_id`` and ``key`` of a row (or a delete's key) ``values``."""
+        return identity(self.key, self.integer_key, values)
 
     @property
     def qualified(self) -> str:
@@ -108,7 +116,8 @@ def _captured(catalog: Catalog, name: str, entity: Entity) -> CapturedTable:
         schema=entity.schema_name or DEFAULT_SCHEMA,
         name=entity.table_name,
         tenant=tenant,
-        key=entity.record_key[0],
+        key=entity.record_key,
+        integer_key=integer_keyed(catalog, name),
         columns=entity.column_names,
         types=types,
         fast=fast,

@@ -66,7 +66,8 @@ class Decoder:
         op = _OPS[msg["action"]]
         if op == "d":
             values = self._convert(table, msg["identity"])
-            return Change(table.entity, *self._key(table, values), op, None)
+            tenant, (entity_id, key) = self._key(table, values)
+            return Change(table.entity, tenant, entity_id, op, None, key)
         values = self._convert(table, msg["columns"])
         if len(values) < len(table.fast):
             # An unchanged TOASTed column is left out of "columns"; with REPLICA IDENTITY
@@ -81,19 +82,24 @@ class Decoder:
                 f"catalog (an unchanged TOASTed value needs: ALTER TABLE {table.qualified} "
                 "REPLICA IDENTITY FULL)"
             )
-        tenant, key = self._key(table, values)
-        return Change(table.entity, tenant, key, op, {c: values[c] for c in table.columns})
+        tenant, (entity_id, key) = self._key(table, values)
+        row = {c: values[c] for c in table.columns}
+        return Change(table.entity, tenant, entity_id, op, row, key)
 
     @staticmethod
-    def _key(table: CapturedTable, values: dict[str, Any]) -> tuple[str, int]:
-        tenant, key = values.get(table.tenant), values.get(table.key)
-        if tenant is None or key is None:
+    def _key(
+        table: CapturedTable, values: dict[str, Any]
+    ) -> tuple[str, tuple[int | str, dict[str, Any] | None]]:
+        """The tenant, and the event's ``entity_id`` and ``key``."""
+        tenant = values.get(table.tenant)
+        if tenant is None or any(values.get(k) is None for k in table.key):
+            names = " and ".join((table.tenant, *table.key))
             raise SourceSchemaError(
-                f"a change of {table.qualified} carries no {table.tenant} and {table.key}: "
+                f"a change of {table.qualified} carries no {names}: "
                 f"the replica identity must cover them; run: ALTER TABLE {table.qualified} "
                 "REPLICA IDENTITY FULL (or make them the primary key)"
             )
-        return tenant, key
+        return tenant, table.identity(values)
 
     @staticmethod
     def _convert(table: CapturedTable, columns: list[dict[str, Any]]) -> dict[str, Any]:
@@ -107,6 +113,9 @@ class Decoder:
                 continue
             if value is None or type(value) is known[0]:
                 out[name] = value
+            elif column.get("type") == "bytea":
+                # wal2json prints bytea's hex output without its "\x"
+                out[name] = table.parse(name, "\\x" + value)
             else:
                 out[name] = table.parse(name, value)
         return out

@@ -29,7 +29,7 @@ class TableSchema:
     schema_id: str  # hex fingerprint of the writer schema
     schema: pa.Schema
     columns: tuple[str, ...]  # the entity's own columns
-    key: str = "id"  # the record key column, which a delete's row keeps
+    key: tuple[str, ...] = ("id",)  # the record key columns, which a delete's row keeps
     batch: bool = True  # whether the batch decoder reads every column exactly
     uuids: tuple[tuple[str, bool], ...] = ()  # rows.plain_values
 
@@ -86,9 +86,9 @@ def table_dirs(record: RunRecord, full_date: date | datetime | None = None) -> d
     }
 
 
-def _record_key(entity: str) -> str:
+def _record_key(entity: str) -> tuple[str, ...]:
     found = active_catalog().entities.get(entity)
-    return found.record_key[0] if found is not None else "id"
+    return found.record_key if found is not None else ("id",)
 
 
 def catalog_types(entity: str) -> dict[str, tuple[Any, pa.DataType]]:

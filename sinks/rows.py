@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 import pyarrow as pa
 
@@ -153,11 +154,11 @@ def event_row(
     event: dict[str, Any],
     etl_id: str,
     columns: list[str],
-    key: str = "id",
+    key: tuple[str, ...] = ("id",),
     uuids: tuple[tuple[str, bool], ...] = (),
 ) -> Row:
     """One lake row of a decoded event; ``columns`` are the entity's own column names,
-    ``key`` its record key column, ``uuids`` as ``plain_values`` gives them."""
+    ``key`` its record key columns, ``uuids`` as ``plain_values`` gives them."""
     after = event.get("after")
     row: Row = dict.fromkeys(columns)
     if after is not None:
@@ -166,8 +167,12 @@ def event_row(
             value = row[name]
             if value is not None:
                 row[name] = [_text(v) for v in value] if array else str(value)
-    elif key in row:
-        row[key] = event["entity_id"]  # a delete keeps its key so readers can apply it
+    elif event.get("key") is not None:  # the second envelope's typed key columns
+        # a delete keeps its key so readers can apply it
+        typed = event["key"].items()
+        row.update({c: _text(v) if type(v) is UUID else v for c, v in typed if c in row})
+    elif key[0] in row:
+        row[key[0]] = event["entity_id"]
     row["_tenant_id"] = event["tenant_id"]
     row["_op"] = event["op"]
     row["_deleted"] = event["op"] == "d"

@@ -102,21 +102,24 @@ def matches_keys(frame: pl.DataFrame, keys: Sequence[bytes | None]) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _lake_columns(columns: tuple[str, ...], etl_id: str, key: str) -> tuple[pl.Expr, ...]:
+def _lake_columns(
+    columns: tuple[str, ...], etl_id: str, key: tuple[str, ...], typed: bool
+) -> tuple[pl.Expr, ...]:
     """The expressions of ``lake_table``, built once per table: building them per batch
-    costs as much as decoding a few hundred events."""
+    costs as much as decoding a few hundred events. ``typed``: the events carry ``key``
+    (the second envelope)."""
     after = pl.col("after")
     gone = after.is_null()
     entity = [
         pl.when(gone).then(pl.lit(None)).otherwise(after.struct.field(c)).alias(c)
         for c in columns
-        if c != key
+        if c not in key
     ]
-    if key in columns:
-        # a delete keeps its key so readers can apply it
-        entity.append(
-            pl.when(gone).then(pl.col("entity_id")).otherwise(after.struct.field(key)).alias(key)
-        )
+    for c in key:
+        if c in columns:
+            # a delete keeps its key so readers can apply it
+            kept = pl.col("key").struct.field(c) if typed else pl.col("entity_id")
+            entity.append(pl.when(gone).then(kept).otherwise(after.struct.field(c)).alias(c))
     op = pl.col("op").cast(pl.String)
     return (
         *entity,
@@ -130,9 +133,14 @@ def _lake_columns(columns: tuple[str, ...], etl_id: str, key: str) -> tuple[pl.E
 
 
 def lake_table(
-    frame: pl.DataFrame, columns: Sequence[str], schema: pa.Schema, etl_id: str, key: str = "id"
+    frame: pl.DataFrame,
+    columns: Sequence[str],
+    schema: pa.Schema,
+    etl_id: str,
+    key: tuple[str, ...] = ("id",),
 ) -> pa.Table:
     """Lake rows of decoded events, as ``sluiceway.sinks.rows.event_row`` builds them one by
-    one; ``key`` is the record key column, which a delete's row keeps."""
-    rows = frame.select(*_lake_columns(tuple(columns), etl_id, key))
+    one; ``key`` is the record key columns, which a delete's row keeps."""
+    typed = "key" in frame.columns
+    rows = frame.select(*_lake_columns(tuple(columns), etl_id, key, typed))
     return rows.to_arrow().select(schema.names).cast(schema)

@@ -25,10 +25,11 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
-from sluiceway.common.catalog import Catalog, CatalogError
+from sluiceway.common.catalog import Catalog
 from sluiceway.common.catalog_schemas import entity_record, record_name
 from sluiceway.common.entities import active_catalog, per_catalog
 from sluiceway.common.errors import ConfigError, InvalidEventError
+from sluiceway.common.record_keys import check_key_types, integer_keyed, key_record
 from sluiceway.common.resources import schema_dir
 
 MAGIC = b"\xc3\x01"
@@ -63,8 +64,6 @@ def default_schema_dir() -> Path:
 
 
 ENVELOPE_NAMESPACE = "sluiceway.event"
-# The envelope carries the row's id as a long: only a key of one integer column fits it.
-INTEGER_KEY_TYPES = frozenset({"smallint", "integer", "bigint"})
 
 
 def envelope_file(schema_dir: Path, entity: str) -> Path:
@@ -72,19 +71,32 @@ def envelope_file(schema_dir: Path, entity: str) -> Path:
 
 
 def envelope(catalog: Catalog, entity: str) -> dict[str, Any]:
-    """The change-event envelope of one entity of ``catalog``, as an Avro schema."""
+    """The change-event envelope of one entity of ``catalog``, as an Avro schema: the
+    first envelope (``entity_id`` a long) for a record key of one integer column, else the
+    second (``entity_id`` the key's canonical text form, ``key`` the typed key columns;
+    ``sluiceway.common.record_keys``)."""
     check_envelope_key(catalog, entity)
     record = entity_record(catalog, entity)
     doc = f"Always {json.dumps(entity)} for this envelope."
-    op = {"type": "enum", "name": "Op", "namespace": f"{ENVELOPE_NAMESPACE}.{entity}",
+    namespace = f"{ENVELOPE_NAMESPACE}.{entity}"
+    op = {"type": "enum", "name": "Op", "namespace": namespace,
           "symbols": ["r", "c", "u", "d"]}  # fmt: skip
+    if integer_keyed(catalog, entity):
+        ids: list[dict[str, Any]] = [{"name": "entity_id", "type": "long"}]
+    else:
+        key = key_record(catalog, entity, f"{namespace}.Key")
+        ids = [
+            {"name": "entity_id", "type": "string",
+             "doc": "The record key's canonical text form (docs/architecture.md)."},
+            {"name": "key", "type": key, "doc": "The record key's columns, typed."},
+        ]  # fmt: skip
     return {
         "type": "record", "name": f"{record_name(entity)}Event", "namespace": ENVELOPE_NAMESPACE,
         "doc": f"Change-event envelope for the {entity} entity (docs/architecture.md).",
         "fields": [
             {"name": "tenant_id", "type": "string"},
             {"name": "entity", "type": "string", "doc": doc},
-            {"name": "entity_id", "type": "long"},
+            *ids,
             {"name": "op", "type": op, "doc": "r snapshot read, c create, u update, d delete."},
             {"name": "position", "type": "long",
              "doc": "Commit LSN; strictly increasing per source in commit order."},
@@ -98,16 +110,8 @@ def envelope(catalog: Catalog, entity: str) -> dict[str, Any]:
 
 
 def check_envelope_key(catalog: Catalog, entity: str) -> None:
-    """Refuse an entity whose row id does not fit the envelope's long ``entity_id``."""
-    found = catalog.entity(entity)
-    key = found.record_key
-    if len(key) != 1 or found.column(key[0]).type not in INTEGER_KEY_TYPES:
-        typed = ", ".join(f"{k} {found.column(k).type}" for k in key)
-        raise CatalogError(
-            f"entity {entity!r} is keyed by ({typed}); this envelope carries one integer "
-            "column (smallint, integer or bigint) as entity_id: composite, uuid and text "
-            "keys come with the next envelope version"
-        )
+    """Refuse an entity whose record key columns an envelope cannot carry."""
+    check_key_types(catalog, entity)
 
 
 @per_catalog
@@ -224,6 +228,6 @@ def plain_schema(schema: Any) -> Any:
     return schema
 
 
-def event_key(tenant_id: str, entity_id: int) -> bytes:
+def event_key(tenant_id: str, entity_id: int | str) -> bytes:
     """The Kafka key of an entity's events: ``<tenant_id>/<entity_id>``."""
     return f"{tenant_id}/{entity_id}".encode()

@@ -14,9 +14,15 @@ def tenant_base(tenant_id: str, partitions: int) -> int:
     return zlib.crc32(tenant_id.encode()) % partitions
 
 
-def partition_for(tenant_id: str, entity_id: int, partitions: int, spread: int = 1) -> int:
+def id_slot(entity_id: int | str) -> int:
+    """A number of the id that spreads a tenant's keys: the id itself, or the CRC-32 of a
+    canonical text form (sluiceway.common.record_keys)."""
+    return entity_id if type(entity_id) is int else zlib.crc32(str(entity_id).encode())
+
+
+def partition_for(tenant_id: str, entity_id: int | str, partitions: int, spread: int = 1) -> int:
     width = min(spread, partitions)
-    return (tenant_base(tenant_id, partitions) + entity_id % width) % partitions
+    return (tenant_base(tenant_id, partitions) + id_slot(entity_id) % width) % partitions
 
 
 def tenant_partitions(tenant_id: str, partitions: int, spread: int = 1) -> frozenset[int]:

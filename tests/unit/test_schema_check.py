@@ -26,8 +26,9 @@ def _catalog(**entity: Any) -> Catalog:
 def test_a_table_is_taken_under_its_schema_and_name_with_its_tenant_and_key() -> None:
     (table,) = captured_tables(_catalog()).values()
     assert (table.qualified, table.label, table.tenant, table.key) == (
-        "ledger.org_units", "ledger.org_units", "org", "unit_no",
+        "ledger.org_units", "ledger.org_units", "org", ("unit_no",),
     )  # fmt: skip
+    assert table.integer_key and table.identity({"unit_no": 3, "label": "x"}) == (3, None)
     assert table.columns == ("unit_no", "label", "code")
     assert table.blank_padded == {"label", "code"}  # through the domain too
     assert table.parse("unit_no", "42") == 42 and table.parse("org", 7) == "7"
@@ -45,7 +46,17 @@ def test_schema_per_tenant_entities_are_refused_in_one_line() -> None:
     )
 
 
-def test_a_key_other_than_one_integer_column_is_refused_naming_it() -> None:
-    catalog = _catalog(key=["org", "label"])
-    with pytest.raises(CatalogError, match=r"entity 'unit' is keyed by \(label character\(4\)\)"):
+def test_a_composite_key_is_carried_typed_with_its_canonical_text() -> None:
+    (table,) = captured_tables(_catalog(key=["org", "unit_no", "label"])).values()
+    assert table.key == ("unit_no", "label") and not table.integer_key
+    assert table.identity({"unit_no": 3, "label": "a/b ", "code": None}) == (
+        '["3","a\\u002fb "]', {"unit_no": 3, "label": "a/b "},
+    )  # fmt: skip
+
+
+def test_a_key_column_without_one_text_form_is_refused_naming_it() -> None:
+    catalog = _catalog(
+        key=["org", "day"], columns=[{"name": "day", "type": "date", "nullable": False}]
+    )
+    with pytest.raises(CatalogError, match=r"entity 'unit': key column 'day' has type 'date'"):
         captured_tables(catalog)

@@ -107,13 +107,13 @@ def test_uuid_values_land_as_text_and_every_type_fills_a_row_group() -> None:
     event = {"tenant_id": "7", "entity_id": 1, "op": "u", "position": 5,
              "source_ts": datetime(2026, 1, 1, tzinfo=UTC), "after": after}  # fmt: skip
     names = [f["name"] for f in record["fields"]]
-    row = event_row(event, "e1", names, "id", uuids)
+    row = event_row(event, "e1", names, ("id",), uuids)
     assert row["ref"] == str(one) and row["refs"] == [str(one), None]
     buffer = ColumnBuffer(arrow_schema(record))
     buffer.append(row, 0)
     table, _ = buffer.drain()
     assert table.to_pylist()[0]["amount"] == Decimal("-0.50")
-    gone = event_row({**event, "op": "d", "after": None, "entity_id": 9}, "e1", names, "id")
+    gone = event_row({**event, "op": "d", "after": None, "entity_id": 9}, "e1", names, ("id",))
     assert gone["id"] == 9
 
 

@@ -87,9 +87,10 @@ def output_schema(checked: Checked) -> pa.Schema:
 def query(checked: Checked) -> str:
     columns = _output_columns(checked)
     select = ", ".join(f"{quote_identifier(src)} AS {quote_identifier(n)}" for src, n in columns)
-    key = quote_identifier(record_key(checked.job.plan.table))
-    rows = reconstruct_sql(VIEW, record_key(checked.job.plan.table))
-    return f"SELECT {select} FROM ({rows}) ORDER BY tenant_id, {key}"
+    key = record_key(checked.job.plan.table)
+    order = ", ".join(quote_identifier(k) for k in key)
+    rows = reconstruct_sql(VIEW, key)
+    return f"SELECT {select} FROM ({rows}) ORDER BY tenant_id, {order}"
 
 
 def register(checked: Checked, con: duckdb.DuckDBPyConnection) -> None:

@@ -21,15 +21,14 @@ README_ROWS = (
 )
 
 
-def reconstruct_sql(rows: str, key: str = "id") -> str:
+def reconstruct_sql(rows: str, key: tuple[str, ...] = ("id",)) -> str:
     """The reconstruction over ``rows`` (a table, view or table function), rows told apart
-    by ``_tenant_id`` and the record key column ``key`` (the catalog's; ``id`` in the demo)."""
+    by ``_tenant_id`` and the record key columns ``key`` (the catalog's; ``id`` in the demo)."""
     text = RECONSTRUCT_SQL.format(rows=rows)
-    if key == "id":
+    if key == ("id",):
         return text
-    return text.replace(
-        "PARTITION BY _tenant_id, id", f"PARTITION BY _tenant_id, {quote_identifier(key)}"
-    )
+    columns = ", ".join(quote_identifier(k) for k in key)
+    return text.replace("PARTITION BY _tenant_id, id", f"PARTITION BY _tenant_id, {columns}")
 
 
 def quote_identifier(name: str) -> str:

@@ -52,10 +52,10 @@ def catalog_types(table: str) -> dict[str, PgType] | None:
     return found
 
 
-def record_key(table: str) -> str:
-    """The table's record key column in the active catalog (``id`` for a table it lacks)."""
+def record_key(table: str) -> tuple[str, ...]:
+    """The table's record key columns in the active catalog (``id`` for a table it lacks)."""
     found = active_catalog().entities.get(table)
-    return found.record_key[0] if found is not None else "id"
+    return found.record_key if found is not None else ("id",)
 
 
 def insert_batches(

@@ -185,10 +185,10 @@ def write_postgres(
     target: Target,
     batches: pa.RecordBatchReader,
     types: Mapping[str, PgType] | None = None,
-    key: str = "id",
+    key: tuple[str, ...] = ("id",),
 ) -> int:
     """``types``: the catalog's column types (``typed.catalog_types``); ``key`` the record
-    key column, which with ``tenant_id`` is the new table's primary key."""
+    key columns, which with ``tenant_id`` are the new table's primary key."""
     name = sql.Identifier(target.schema or "public", target.table or "")
     columns = sql.SQL(", ").join(sql.Identifier(n) for n in batches.schema.names)
     copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(name, columns)
@@ -211,7 +211,11 @@ def write_postgres(
 
 
 def _prepare_table(
-    cur: Any, target: Target, schema: pa.Schema, types: Mapping[str, PgType] | None, key: str
+    cur: Any,
+    target: Target,
+    schema: pa.Schema,
+    types: Mapping[str, PgType] | None,
+    key: tuple[str, ...],
 ) -> None:
     name = sql.Identifier(target.schema or "public", target.table or "")
     if table_exists(cur, target):
@@ -221,8 +225,8 @@ def _prepare_table(
         sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(pg_type(f, types))) for f in schema
     )
     primary = (
-        sql.SQL("PRIMARY KEY (tenant_id, {})").format(sql.Identifier(key))
-        if {"tenant_id", key} <= set(schema.names)
+        sql.SQL("PRIMARY KEY (tenant_id, {})").format(sql.SQL(", ").join(map(sql.Identifier, key)))
+        if {"tenant_id", *key} <= set(schema.names)
         else None
     )
     body = sql.SQL(", ").join([defs, primary]) if primary is not None else defs
