@@ -62,7 +62,7 @@ def snapshot_once(
     settings: CaptureSettings, codec: Codec, progress: Progress | None
 ) -> dict[str, int]:
     """A one-off consistent snapshot without a slot (no streaming afterwards)."""
-    check_source(settings, codec)
+    check_source(settings, codec, streaming_only=False)
     create_change_topics(settings)
     run = SnapshotRun(settings, codec, capture_producer(settings), None, None, progress)
     return run_snapshot(run, None)
@@ -98,9 +98,11 @@ def _sleep_unless(stop: Stop, seconds: float) -> None:
         time.sleep(0.1)
 
 
-def check_source(settings: CaptureSettings, codec: Codec) -> None:
+def check_source(settings: CaptureSettings, codec: Codec, streaming_only: bool) -> None:
+    """A snapshot reads the catalog's columns, so only capture that resumes streaming (its
+    snapshot done) may accept the drops and widenings a schema version carries."""
     with closing(connect(settings.pg)) as conn:
-        check_source_schema(conn, codec)
+        check_source_schema(conn, codec, carry_versions=streaming_only)
 
 
 def prepare_publication(settings: CaptureSettings, slot_exists: bool) -> None:
@@ -117,13 +119,15 @@ def prepare_publication(settings: CaptureSettings, slot_exists: bool) -> None:
 def _capture(
     settings: CaptureSettings, codec: Codec, prod: Producer, stop: Stop, progress: Progress | None
 ) -> None:
-    check_source(settings, codec)
-    HEALTH.ready(True, "snapshot")
     slot, plugin = settings.tuning.slot, settings.tuning.plugin
     state = ckpt.load(settings.kafka, slot)
     repl = replication_connection(settings.pg)
     try:
         info = inspect_slot(repl, slot, settings.pg.dbname, plugin)
+        check_source(
+            settings, codec, info is not None and state is not None and state.snapshot_done
+        )
+        HEALTH.ready(True, "snapshot")
         prepare_publication(settings, info is not None)
         if info is None:
             repl.close()

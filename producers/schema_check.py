@@ -20,13 +20,13 @@ from sluiceway.producers.schema_evolution import UncarriedChangeError, live_vers
 from sluiceway.producers.tables import captured_tables
 
 
-def check_source_schema(conn: Any, codec: Codec) -> None:
+def check_source_schema(conn: Any, codec: Codec, carry_versions: bool = True) -> None:
     """Raise SourceSchemaError listing every way the live tables differ from the catalog
-    (``sluiceway check``'s comparison) that no schema version carries, one line, before
-    anything is read."""
+    (``sluiceway check``'s comparison) that no schema version carries (none, unless
+    ``carry_versions``), one line, before anything is read."""
     captured_tables(codec.catalog)  # an entity capture cannot read is refused first
     problems = catalog_problems(conn, codec.catalog)
-    carried = carried_columns(conn, codec.catalog) if problems else set()
+    carried = carried_columns(conn, codec.catalog) if problems and carry_versions else set()
     conn.rollback()
     problems = [p for p in problems if p.split(": ", 1)[0] not in carried]
     if problems:
