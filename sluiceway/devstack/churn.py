@@ -29,7 +29,7 @@ from sluiceway.devstack import seed
 from sluiceway.devstack.seed import Row
 from sluiceway.producers.db import connect
 from sluiceway.producers.errors import SourceSchemaError, SourceUnavailableError
-from sluiceway.producers.source import TABLES, column_list, columns, require_tables, table_name
+from sluiceway.producers.source import column_list, columns, demo_tables, require_tables, table_name
 
 OPS = ("c", "u", "d")
 OP_CUM = list(accumulate((40, 45, 15)))
@@ -275,7 +275,7 @@ def load_state(cur: Any, tenants: Sequence[str]) -> SourceState:
     require_tables(cur)
     where, params = ("WHERE tenant_id = ANY(%s)", (list(tenants),)) if tenants else ("", ())
     state = SourceState(list(tenants))
-    for entity in TABLES:
+    for entity in demo_tables():
         extra = sql.SQL("key" if entity == "project" else "NULL")
         select = sql.SQL("SELECT tenant_id, id, {} FROM {} {} ORDER BY 1, 2")
         cur.execute(select.format(extra, table_name(entity), sql.SQL(where)), params)

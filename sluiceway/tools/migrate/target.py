@@ -21,10 +21,10 @@ from sluiceway.common.entities import load_order
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.redact import pg_error_line
 from sluiceway.producers.source import (
-    TABLES,
     column_list,
     columns,
     create_table_sql,
+    demo_tables,
     replica_identity_sql,
     table_name,
 )
@@ -125,8 +125,9 @@ def check_target(conn: Any, codec: Codec, tenant: str, replace: bool) -> list[st
             count = cur.fetchone()[0]
             if count:
                 raise ConfigError(
-                    f"table {TABLES[entity]} of the target already holds {count} rows of tenant "
-                    f"{tenant!r}; migrate into an empty tenant, or pass --replace to delete them"
+                    f"table {demo_tables()[entity]} of the target already holds {count} rows "
+                    f"of tenant {tenant!r}; migrate into an empty tenant, or pass --replace to "
+                    "delete them"
                 )
     conn.rollback()
     return missing
@@ -249,7 +250,7 @@ def tenant_counts(conn: Any, tenant: str) -> dict[str, int]:
     counts = {}
     with conn.cursor() as cur:
         for entity in load_order():
-            cur.execute("SELECT to_regclass(%s)", (TABLES[entity],))
+            cur.execute("SELECT to_regclass(%s)", (demo_tables()[entity],))
             if cur.fetchone()[0] is None:
                 counts[entity] = 0
                 continue
