@@ -8,26 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from psycopg2 import sql
 
-from sluiceway.common.catalog import load_catalog
 from sluiceway.common.codec import Codec
-from sluiceway.common.resources import example_catalog
+from sluiceway.common.entities import active_catalog
 from sluiceway.producers.errors import SourceSchemaError
 
 
-@cache
-def demo_tables() -> dict[str, str]:
-    """The Jira-shaped demo's entity -> table name (in ``public``), from its example catalog.
+def source_tables() -> dict[str, str]:
+    """Entity -> table name (in the current schema) of every entity of the active catalog.
 
-    Read when first asked, not at import: every command imports this module, and a
-    configured catalog that does not exist yet (``source discover`` is about to write it)
-    must not stop them."""
-    catalog = load_catalog(example_catalog("jira"))
-    return {name: catalog.entity(name).table.split(".")[-1] for name in catalog.names}
+    Read when asked, not at import: every command imports this module, and a configured
+    catalog that does not exist yet (``source discover`` is about to write it) must not stop
+    them."""
+    catalog = active_catalog()
+    return {name: catalog.entity(name).table_name for name in catalog.names}
 
 
 _SQL_TYPES = {
@@ -64,7 +61,7 @@ def columns(codec: Codec, entity: str) -> list[Column]:
 
 def table_name(entity: str) -> sql.Identifier:
     """The entity's source table, quoted: every statement names tables and columns this way."""
-    return sql.Identifier(demo_tables()[entity])
+    return sql.Identifier(active_catalog().entity(entity).table_name)
 
 
 def column_list(names: Iterable[str]) -> sql.Composed:
@@ -91,7 +88,7 @@ def replica_identity_sql(entity: str) -> sql.Composed:
 def schema_sql(codec: Codec) -> list[sql.Composed]:
     """DDL for every table."""
     statements: list[sql.Composed] = []
-    for entity in demo_tables():
+    for entity in source_tables():
         statements.append(create_table_sql(codec, entity))
         statements.append(replica_identity_sql(entity))
     return statements
@@ -101,7 +98,7 @@ def require_tables(cur: Any) -> None:
     """One line naming the missing tables, for tools that write or read the source."""
     cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
     present = {r[0] for r in cur.fetchall()}
-    missing = [t for t in demo_tables().values() if t not in present]
+    missing = [t for t in source_tables().values() if t not in present]
     if missing:
         raise SourceSchemaError(
             f"source tables {', '.join(missing)} do not exist; "

@@ -19,7 +19,7 @@ from psycopg2 import sql
 from sluiceway.common.codec import Codec
 from sluiceway.common.settings import PostgresSettings
 from sluiceway.producers.db import connect
-from sluiceway.producers.source import column_list, columns, demo_tables, schema_sql, table_name
+from sluiceway.producers.source import column_list, columns, schema_sql, source_tables, table_name
 
 Row = dict[str, Any]
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
@@ -311,8 +311,8 @@ class _CopyBuffers:
 
     def __init__(self, cur: Any, codec: Codec, limit: int = 8 << 20) -> None:
         self.cur, self.limit = cur, limit
-        self.cols = {e: [c.name for c in columns(codec, e)] for e in demo_tables()}
-        self.bufs: dict[str, io.StringIO] = {e: io.StringIO() for e in demo_tables()}
+        self.cols = {e: [c.name for c in columns(codec, e)] for e in source_tables()}
+        self.bufs: dict[str, io.StringIO] = {e: io.StringIO() for e in source_tables()}
 
     def add(self, entity: str, tenant: str, row: Row) -> None:
         fields = [tenant] + [copy_value(row[c]) for c in self.cols[entity]]
@@ -338,12 +338,12 @@ def seed(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
     """Create the schema, replace the plan's tenants' rows, and return rows per entity."""
-    counts = dict.fromkeys(demo_tables(), 0)
+    counts = dict.fromkeys(source_tables(), 0)
     with closing(connect(pg)) as conn, conn, conn.cursor() as cur:
         for statement in schema_sql(codec):
             cur.execute(statement)
         tenants = plan.tenant_ids()
-        for entity in demo_tables():
+        for entity in source_tables():
             delete = sql.SQL("DELETE FROM {} WHERE tenant_id = ANY(%s)").format(table_name(entity))
             cur.execute(delete, (tenants,))
         buffers = _CopyBuffers(cur, codec)
@@ -353,6 +353,6 @@ def seed(
                 counts[entity] += 1
             if progress:
                 progress(1)
-        for entity in demo_tables():
+        for entity in source_tables():
             buffers.flush(entity)
     return counts

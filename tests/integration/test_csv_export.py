@@ -17,7 +17,7 @@ import duckdb
 import psycopg2
 import pytest
 
-from sluiceway.producers.source import demo_tables
+from sluiceway.producers.source import source_tables
 from sluiceway.sinks.csv_file import escape_line_breaks
 from tests.catalogs import ENTITIES
 from tests.conftest import Stack, isolated, lake_files
@@ -46,7 +46,7 @@ def exported(
             counts = {}
             for entity in ENTITIES:
                 cur.execute(
-                    f"SELECT count(*) FROM {demo_tables()[entity]} WHERE tenant_id = %s",
+                    f"SELECT count(*) FROM {source_tables()[entity]} WHERE tenant_id = %s",
                     (EXPORTED,),
                 )
                 counts[entity] = cur.fetchall()[0][0]

@@ -20,7 +20,7 @@ import pytest
 
 from sluiceway import exit_codes
 from sluiceway.common.settings import KafkaSettings, PostgresSettings
-from sluiceway.producers.source import demo_tables
+from sluiceway.producers.source import source_tables
 from tests.catalogs import ENTITIES
 from tests.conftest import Stack, isolated, lake_files
 from tests.repo import ROOT
@@ -123,7 +123,7 @@ def _source_counts(pg: PostgresSettings) -> dict[str, int]:
         counts = {}
         for entity in ENTITIES:
             cur.execute(
-                f"SELECT count(*) FROM {demo_tables()[entity]} WHERE tenant_id = %s", (TENANT,)
+                f"SELECT count(*) FROM {source_tables()[entity]} WHERE tenant_id = %s", (TENANT,)
             )
             counts[entity] = cur.fetchall()[0][0]
     conn.close()

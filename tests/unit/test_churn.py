@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from sluiceway.common.catalog import Catalog, load_catalog
 from sluiceway.common.codec import Codec
 from sluiceway.common.errors import ConfigError
+from sluiceway.common.resources import example_catalog
 from sluiceway.devstack.churn import (
     ChurnSettings,
     Clock,
@@ -20,6 +22,7 @@ from sluiceway.devstack.churn import (
     Op,
     Planner,
     SourceState,
+    check_catalog,
     ledger_lines,
     pace,
     run_churn,
@@ -276,3 +279,12 @@ def test_ledger_line_format() -> None:
         "commit_lsn_upper": "0/1A2B3C",
         "ts": "2026-11-22T12:00:00+00:00",
     }
+
+
+def test_churn_refuses_a_catalog_without_the_demo_entities() -> None:
+    jira = load_catalog(example_catalog("jira"))
+    fields = {name: getattr(jira, name) for name in Catalog.model_fields}
+    entities = {n: e for n, e in jira.entities.items() if n != "worklog"}
+    check_catalog(Codec(catalog=jira))
+    with pytest.raises(ConfigError, match=r"Jira-shaped demo only.*has no worklog$"):
+        check_catalog(Codec(catalog=Catalog(**{**fields, "entities": entities})))
