@@ -387,16 +387,6 @@ def _open_ledger(path: Path) -> TextIO:
         raise ConfigError(f"cannot write the ledger {path}: {exc.strerror or exc}") from exc
 
 
-def check_catalog(codec: Codec) -> None:
-    """One line when the catalog in effect is not the Jira example's, which churn writes."""
-    lacking = [e for e in ENTITY_NAMES if e not in codec.catalog.entities]
-    if lacking:
-        raise ConfigError(
-            f"source churn generates rows for the Jira-shaped demo only; the catalog in effect "
-            f"has no {', '.join(lacking)}"
-        )
-
-
 def churn(
     pg: PostgresSettings,
     settings: ChurnSettings,
@@ -404,7 +394,7 @@ def churn(
     on_batch: Callable[[int], None] | None = None,
 ) -> ChurnSummary:
     """Churn the source as ``settings`` say, writing the ledger; return what was committed."""
-    check_catalog(codec)
+    seed.check_demo_catalog(codec, "source churn")
     with closing(connect(pg)) as conn:
         writer = BatchWriter(conn, codec)
         try:

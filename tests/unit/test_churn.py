@@ -15,6 +15,7 @@ from sluiceway.common.codec import Codec
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.resources import example_catalog
 from sluiceway.devstack.churn import (
+    ENTITY_NAMES,
     ChurnSettings,
     Clock,
     Commit,
@@ -22,12 +23,11 @@ from sluiceway.devstack.churn import (
     Op,
     Planner,
     SourceState,
-    check_catalog,
     ledger_lines,
     pace,
     run_churn,
 )
-from sluiceway.devstack.seed import Row, SeedPlan, gen_tenant
+from sluiceway.devstack.seed import DEMO_ENTITIES, Row, SeedPlan, check_demo_catalog, gen_tenant
 from tests.catalogs import ENTITIES
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -281,10 +281,13 @@ def test_ledger_line_format() -> None:
     }
 
 
-def test_churn_refuses_a_catalog_without_the_demo_entities() -> None:
+def test_seed_and_churn_refuse_a_catalog_without_the_demo_entities() -> None:
+    # churn writes the entities the seed wrote, and both need them in the catalog
+    assert set(ENTITY_NAMES) == set(DEMO_ENTITIES)
     jira = load_catalog(example_catalog("jira"))
     fields = {name: getattr(jira, name) for name in Catalog.model_fields}
     entities = {n: e for n, e in jira.entities.items() if n != "worklog"}
-    check_catalog(Codec(catalog=jira))
-    with pytest.raises(ConfigError, match=r"Jira-shaped demo only.*has no worklog$"):
-        check_catalog(Codec(catalog=Catalog(**{**fields, "entities": entities})))
+    partial = Catalog(**{**fields, "entities": entities})
+    check_demo_catalog(Codec(catalog=jira), "source churn")
+    with pytest.raises(ConfigError, match=r"^source churn .*Jira-shaped demo only.*no worklog$"):
+        check_demo_catalog(Codec(catalog=partial), "source churn")
