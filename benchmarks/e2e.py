@@ -45,7 +45,7 @@ from sluiceway.devstack.seed import tenant_id
 from sluiceway.lake import reader
 from sluiceway.lake.manifest import RunManifest
 from sluiceway.lake.storage import Lake, open_lake
-from sluiceway.producers.source import TABLES
+from sluiceway.producers.source import source_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -143,7 +143,7 @@ def prepare(env: BenchEnv, tenants: int, per_tenant: int, timeout: float) -> dic
 def source_counts(env: BenchEnv) -> dict[str, int]:
     with closing(psycopg2.connect(env.pg.dsn())) as conn, conn.cursor() as cur:
         out: dict[str, int] = {}
-        for entity, table in TABLES.items():
+        for entity, table in source_tables().items():
             cur.execute(f"SELECT count(*) FROM {table}")  # names from our own schema
             row = cur.fetchone()
             out[entity] = int(row[0]) if row else 0
@@ -285,7 +285,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     params = {
         "issues": args.e2e_issues, "tenants": args.e2e_tenants,
         "workers": [int(n) for n in details["runs"]],
-        "entities": sorted(TABLES), "target_s": e2e_report.TARGET_S,
+        "entities": sorted(source_tables()), "target_s": e2e_report.TARGET_S,
     }  # fmt: skip
     res = result("e2e", params, e2e_report.metrics(details), **details)
     if args.e2e_no_doc or not getattr(args, "publish", True):

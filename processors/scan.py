@@ -191,6 +191,12 @@ def no_project(tenant: str, issue_id: int) -> None:
     """The IssueProject of a run without opt-outs: it never asks."""
 
 
+def carrier_group(entity: str, etl_id: str) -> str:
+    """The consumer group of a run's pass over its opt-out carrier's topic (cleanup deletes
+    it with the run's other groups)."""
+    return f"sw-scan-{entity}-{etl_id}"
+
+
 def issue_projects(kafka: KafkaSettings, run: RunRecord, codec: Codec) -> IssueProjects:
     """The opted-out value (the project key, in the Jira example) of every carrier row
     (issue) of the run's tenants up to the cut; the catalog's ``opt_out`` names both."""
@@ -224,6 +230,6 @@ def issue_projects(kafka: KafkaSettings, run: RunRecord, codec: Codec) -> IssueP
         if event["after"] is not None:
             found.add(event["tenant_id"], event["entity_id"], event["after"][column])
 
-    scan(kafka, f"sw-scan-{entity}-{run.etl_id}", ranges, visit)
+    scan(kafka, carrier_group(entity, run.etl_id), ranges, visit)
     found.map.flush()
     return found

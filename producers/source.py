@@ -13,11 +13,19 @@ from typing import Any
 from psycopg2 import sql
 
 from sluiceway.common.codec import Codec
-from sluiceway.common.entities import entity_names
+from sluiceway.common.entities import active_catalog
 from sluiceway.producers.errors import SourceSchemaError
 
-# "user" is reserved in SQL, so tables are named in the plural.
-TABLES: dict[str, str] = {e: f"{e}s" for e in entity_names()}
+
+def source_tables() -> dict[str, str]:
+    """Entity -> table name (in the current schema) of every entity of the active catalog.
+
+    Read when asked, not at import: every command imports this module, and a configured
+    catalog that does not exist yet (``source discover`` is about to write it) must not stop
+    them."""
+    catalog = active_catalog()
+    return {name: catalog.entity(name).table_name for name in catalog.names}
+
 
 _SQL_TYPES = {
     "long": "bigint",
@@ -53,7 +61,7 @@ def columns(codec: Codec, entity: str) -> list[Column]:
 
 def table_name(entity: str) -> sql.Identifier:
     """The entity's source table, quoted: every statement names tables and columns this way."""
-    return sql.Identifier(TABLES[entity])
+    return sql.Identifier(active_catalog().entity(entity).table_name)
 
 
 def column_list(names: Iterable[str]) -> sql.Composed:
@@ -80,7 +88,7 @@ def replica_identity_sql(entity: str) -> sql.Composed:
 def schema_sql(codec: Codec) -> list[sql.Composed]:
     """DDL for every table."""
     statements: list[sql.Composed] = []
-    for entity in entity_names():
+    for entity in source_tables():
         statements.append(create_table_sql(codec, entity))
         statements.append(replica_identity_sql(entity))
     return statements
@@ -90,7 +98,7 @@ def require_tables(cur: Any) -> None:
     """One line naming the missing tables, for tools that write or read the source."""
     cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
     present = {r[0] for r in cur.fetchall()}
-    missing = [t for t in TABLES.values() if t not in present]
+    missing = [t for t in source_tables().values() if t not in present]
     if missing:
         raise SourceSchemaError(
             f"source tables {', '.join(missing)} do not exist; "

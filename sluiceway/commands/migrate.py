@@ -12,7 +12,7 @@ import typer
 
 from sluiceway.cli import friendly_errors
 from sluiceway.commands.export import print_payload
-from sluiceway.common.entities import load_order
+from sluiceway.common.entities import active_catalog, load_order
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Settings
 from sluiceway.exit_codes import DIFFERENCES
@@ -144,7 +144,7 @@ def status(target_dsn: str = TARGET, name: str | None = NAME, as_json: bool = JS
     conn = target.connect(target_dsn)
     try:
         state = _state(conn, name)
-        counts = target.tenant_counts(conn, state.to_tenant)
+        counts = target.tenant_counts(conn, active_catalog(), state.to_tenant)
     finally:
         conn.close()
     payload = _state_dict(state)
@@ -174,8 +174,8 @@ def verify(
         reports = [
             logic.compare_table(
                 entity,
-                target.tenant_rows(src, entity, state.from_tenant),
-                target.tenant_rows(conn, entity, state.to_tenant),
+                target.tenant_rows(src, active_catalog(), entity, state.from_tenant),
+                target.tenant_rows(conn, active_catalog(), entity, state.to_tenant),
                 state.id_offset,
             )
             for entity in load_order()

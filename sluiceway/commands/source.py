@@ -85,6 +85,31 @@ def _tenant_list(text: str | None) -> tuple[str, ...]:
     return tenants
 
 
+@app.command("status")
+@friendly_errors
+def status_cmd(
+    wait: bool = typer.Option(
+        False,
+        "--wait",
+        help="Wait until capture has published its snapshot and confirmed every transaction "
+        "committed before this command started (an export started then holds them).",
+    ),
+    timeout: float = typer.Option(600.0, min=0, help="With --wait: give up after this long (s)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+) -> None:
+    """Where capture of the source stands: its slot, its snapshot, how far it is behind."""
+    from sluiceway.common.settings import KafkaSettings
+    from sluiceway.producers.config import CaptureTuning
+    from sluiceway.producers.status import capture_status, insert_lsn, wait_caught_up
+
+    kafka, pg, slot = KafkaSettings(), PostgresSettings(), CaptureTuning().slot
+    if wait:
+        found = wait_caught_up(kafka, pg, slot, timeout)
+    else:
+        found = capture_status(kafka, pg, slot, insert_lsn(pg))
+    typer.echo(json.dumps(found.to_dict()) if as_json else found.line())
+
+
 @app.command("churn")
 @friendly_errors
 def churn_cmd(

@@ -27,9 +27,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sluiceway.common.redact import redact
 from sluiceway.common.settings_base import SluicewaySettings
 
-# The Jira demo's entities, for the demo's churn generator alone until it reads the catalog;
-# every other stage reads sluiceway.common.entities.active_catalog().
-ENTITIES: tuple[str, ...] = ("project", "user", "issue", "comment", "worklog")
 # The per-destination secret that keys PII hashes reaches a run's processor in this
 # environment variable, so it is never written to a topic, a manifest or a log.
 SECRET_ENV = "SLUICEWAY_PII_SECRET"

@@ -28,12 +28,14 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from sluiceway.common import control_topics as control
+from sluiceway.common.entities import active_catalog
 from sluiceway.common.errors import ConfigError, SluicewayError, StackDownError
 from sluiceway.common.kafka_io import admin, producer, read_control
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings, S3Settings
 from sluiceway.common.settings_base import SluicewaySettings
 from sluiceway.control import registry
+from sluiceway.processors.scan import carrier_group
 
 log = logging.getLogger("sluiceway.control.cleanup")
 # What a group that is gone or still in use answers a delete with.
@@ -66,8 +68,12 @@ class CleanupSettings(SluicewaySettings):
 
 
 def run_groups(etl_id: str) -> list[str]:
-    """The consumer groups of a run: its processors', its pre-pass scans' and its sinks'."""
-    return [f"sw-{s}-{etl_id}" for s in ("process", "scan", "scan-issues", "sink")]
+    """The consumer groups of a run: its processors', its pre-pass scans' and its sinks'.
+
+    The carrier scan's group is named by the catalog's opt-out carrier entity."""
+    rule = active_catalog().opt_out
+    carrier = [carrier_group(rule.carrier.entity, etl_id)] if rule and rule.carrier else []
+    return [f"sw-process-{etl_id}", f"sw-scan-{etl_id}", *carrier, f"sw-sink-{etl_id}"]
 
 
 def run_topics(run: RunRecord) -> list[str]:

@@ -24,16 +24,18 @@ from psycopg2 import sql
 
 from sluiceway.common.codec import Codec
 from sluiceway.common.errors import ConfigError, SluicewayError
-from sluiceway.common.settings import ENTITIES, PostgresSettings
+from sluiceway.common.settings import PostgresSettings
 from sluiceway.devstack import seed
 from sluiceway.devstack.seed import Row
 from sluiceway.producers.db import connect
 from sluiceway.producers.errors import SourceSchemaError, SourceUnavailableError
-from sluiceway.producers.source import TABLES, column_list, columns, require_tables, table_name
+from sluiceway.producers.source import column_list, columns, require_tables, table_name
 
 OPS = ("c", "u", "d")
 OP_CUM = list(accumulate((40, 45, 15)))
-# Issues and their children are where real trackers see most of their writes.
+# The generator writes the Jira example's tables (its rows, ids and parents are Jira-shaped),
+# so it names their entities itself. Issues and their children are where real trackers see
+# most of their writes.
 ENTITY_WEIGHTS = {"project": 5, "user": 10, "issue": 30, "comment": 35, "worklog": 20}
 ENTITY_NAMES = tuple(ENTITY_WEIGHTS)
 ENTITY_CUM = list(accumulate(ENTITY_WEIGHTS.values()))
@@ -126,7 +128,7 @@ class Planner:
         self.rng = rng
         self.tenants = list(state.tenants)
         self.live = {
-            (t, e): LiveKeys(state.keys.get((t, e), ())) for t in self.tenants for e in ENTITIES
+            (t, e): LiveKeys(state.keys.get((t, e), ())) for t in self.tenants for e in ENTITY_NAMES
         }
         self.project_keys = dict(state.project_keys)
         # Fresh ids only, never reused after a delete, so every insert is a new key downstream.
@@ -228,8 +230,8 @@ class BatchWriter:
         # BEGIN/COMMIT are sent explicitly so the LSN read after COMMIT opens no transaction.
         conn.autocommit = True
         self.conn = conn
-        self.columns = {e: [c.name for c in columns(codec, e)] for e in ENTITIES}
-        self.inserts = {e: self._insert_sql(e) for e in ENTITIES}
+        self.columns = {e: [c.name for c in columns(codec, e)] for e in ENTITY_NAMES}
+        self.inserts = {e: self._insert_sql(e) for e in ENTITY_NAMES}
 
     def _insert_sql(self, entity: str) -> sql.Composed:
         cols = self.columns[entity]
@@ -275,7 +277,7 @@ def load_state(cur: Any, tenants: Sequence[str]) -> SourceState:
     require_tables(cur)
     where, params = ("WHERE tenant_id = ANY(%s)", (list(tenants),)) if tenants else ("", ())
     state = SourceState(list(tenants))
-    for entity in TABLES:
+    for entity in ENTITY_NAMES:
         extra = sql.SQL("key" if entity == "project" else "NULL")
         select = sql.SQL("SELECT tenant_id, id, {} FROM {} {} ORDER BY 1, 2")
         cur.execute(select.format(extra, table_name(entity), sql.SQL(where)), params)
@@ -299,7 +301,7 @@ class ChurnSummary:
     transactions: int = 0
     seconds: float = 0.0
     counts: dict[str, dict[str, int]] = field(
-        default_factory=lambda: {e: dict.fromkeys(OPS, 0) for e in ENTITIES}
+        default_factory=lambda: {e: dict.fromkeys(OPS, 0) for e in ENTITY_NAMES}
     )
 
     @property
@@ -392,6 +394,7 @@ def churn(
     on_batch: Callable[[int], None] | None = None,
 ) -> ChurnSummary:
     """Churn the source as ``settings`` say, writing the ledger; return what was committed."""
+    seed.check_demo_catalog(codec, "source churn")
     with closing(connect(pg)) as conn:
         writer = BatchWriter(conn, codec)
         try:

@@ -17,9 +17,10 @@ from typing import Any
 from psycopg2 import sql
 
 from sluiceway.common.codec import Codec
+from sluiceway.common.errors import ConfigError
 from sluiceway.common.settings import PostgresSettings
 from sluiceway.producers.db import connect
-from sluiceway.producers.source import TABLES, column_list, columns, schema_sql, table_name
+from sluiceway.producers.source import column_list, columns, schema_sql, source_tables, table_name
 
 Row = dict[str, Any]
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
@@ -66,6 +67,21 @@ class SeedPlan:
 
     def tenant_ids(self) -> list[str]:
         return [tenant_id(i) for i in range(1, self.tenants + 1)]
+
+
+# The entities gen_tenant writes rows of: the Jira example's, as the demo is Jira-shaped.
+DEMO_ENTITIES = ("project", "user", "issue", "comment", "worklog")
+
+
+def check_demo_catalog(codec: Codec, command: str) -> None:
+    """One line when the catalog in effect lacks an entity the demo's generators write
+    (their rows, ids and parents are the Jira example's)."""
+    lacking = [e for e in DEMO_ENTITIES if e not in codec.catalog.entities]
+    if lacking:
+        raise ConfigError(
+            f"{command} generates rows for the Jira-shaped demo only; the catalog in effect "
+            f"has no {', '.join(lacking)}"
+        )
 
 
 def tenant_id(index: int) -> str:
@@ -311,8 +327,8 @@ class _CopyBuffers:
 
     def __init__(self, cur: Any, codec: Codec, limit: int = 8 << 20) -> None:
         self.cur, self.limit = cur, limit
-        self.cols = {e: [c.name for c in columns(codec, e)] for e in TABLES}
-        self.bufs: dict[str, io.StringIO] = {e: io.StringIO() for e in TABLES}
+        self.cols = {e: [c.name for c in columns(codec, e)] for e in source_tables()}
+        self.bufs: dict[str, io.StringIO] = {e: io.StringIO() for e in source_tables()}
 
     def add(self, entity: str, tenant: str, row: Row) -> None:
         fields = [tenant] + [copy_value(row[c]) for c in self.cols[entity]]
@@ -338,12 +354,13 @@ def seed(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
     """Create the schema, replace the plan's tenants' rows, and return rows per entity."""
-    counts = dict.fromkeys(TABLES, 0)
+    check_demo_catalog(codec, "source seed (without --catalog)")
+    counts = dict.fromkeys(source_tables(), 0)
     with closing(connect(pg)) as conn, conn, conn.cursor() as cur:
         for statement in schema_sql(codec):
             cur.execute(statement)
         tenants = plan.tenant_ids()
-        for entity in TABLES:
+        for entity in source_tables():
             delete = sql.SQL("DELETE FROM {} WHERE tenant_id = ANY(%s)").format(table_name(entity))
             cur.execute(delete, (tenants,))
         buffers = _CopyBuffers(cur, codec)
@@ -353,6 +370,6 @@ def seed(
                 counts[entity] += 1
             if progress:
                 progress(1)
-        for entity in TABLES:
+        for entity in source_tables():
             buffers.flush(entity)
     return counts

@@ -86,11 +86,11 @@ def check_tables(cur: Any, catalog: Catalog, entities: list[str]) -> list[str]:
     return missing
 
 
-def _table(entity: Entity) -> sql.Composable:
+def table_identifier(entity: Entity) -> sql.Composable:
     return sql.Identifier(*entity.table.split(".", 1))
 
 
-def _tenant_column(entity: Entity) -> str:
+def tenant_column(entity: Entity) -> str:
     assert entity.tenant.column is not None  # check_tables refused the others
     return entity.tenant.column
 
@@ -102,11 +102,11 @@ def existing_rows(
     found: dict[str, int] = {}
     for name in entities:
         entity = catalog.entity(name)
-        tenant = sql.Identifier(_tenant_column(entity))
+        tenant = sql.Identifier(tenant_column(entity))
         cur.execute(
             sql.SQL(
                 "SELECT {0}::text, count(*) FROM {1} WHERE {0}::text = ANY(%s) GROUP BY 1"
-            ).format(tenant, _table(entity)),
+            ).format(tenant, table_identifier(entity)),
             (list(tenants),),
         )
         for tenant_id, count in cur.fetchall():
@@ -151,16 +151,17 @@ def _values(
 
 
 def load_table(
-    cur: Any, catalog: Catalog, name: str, rows: Iterator[Row], loaded: dict[str, int]
-) -> int:
+    cur: Any, catalog: Catalog, name: str, rows: Iterator[Row], loaded: dict[str, int],
+    on_conflict: sql.Composable = sql.SQL(""),
+) -> int:  # fmt: skip
     """Insert the rows, each value cast to its column's type; ``loaded`` counts them per
-    tenant."""
+    tenant. ``on_conflict``: an ``ON CONFLICT ...`` clause (migrate upserts)."""
     entity = catalog.entity(name)
     tenant = pg_type(entity.tenant.type, catalog.types)
     types = [tenant, *(column_type(c, catalog.types) for c in entity.columns)]
     names = list(entity.column_names)
-    statement = sql.SQL("INSERT INTO {} ({}) VALUES %s").format(
-        _table(entity), column_list([_tenant_column(entity), *names])
+    statement = sql.SQL("INSERT INTO {} ({}) VALUES %s {}").format(
+        table_identifier(entity), column_list([tenant_column(entity), *names]), on_conflict
     )
     template = sql.SQL("({})").format(sql.SQL(", ").join(t.restore_placeholder() for t in types))
     text = template.as_string(cur)
@@ -198,7 +199,7 @@ def restore(request: RestoreRequest, s3: S3Settings, codec: Codec) -> tuple[str,
             present = [e for e in entities if e not in missing]
             existing = existing_rows(cur, catalog, present, tenants)
             check_empty(existing, request.replace)
-            _prepare(cur, catalog, missing, present, tenants)
+            prepare_tables(cur, catalog, missing, present, tenants)
             loaded: dict[str, int] = {}
             counts = {
                 e: load_table(
@@ -212,7 +213,7 @@ def restore(request: RestoreRequest, s3: S3Settings, codec: Codec) -> tuple[str,
     return manifest.etl_id, counts
 
 
-def _prepare(
+def prepare_tables(
     cur: Any, catalog: Catalog, missing: list[str], present: list[str], tenants: tuple[str, ...]
 ) -> None:
     """Create missing tables as the catalog describes them; clear the tenants' rows
@@ -222,13 +223,16 @@ def _prepare(
     for name in missing:
         # as the demo's source has it, so the restored database can itself be captured
         cur.execute(
-            sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(_table(catalog.entity(name)))
+            sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(
+                table_identifier(catalog.entity(name))
+            )
         )
     for name in reversed(present):
         entity = catalog.entity(name)
         delete = sql.SQL("DELETE FROM {} WHERE {}::text = ANY(%s)")
         cur.execute(
-            delete.format(_table(entity), sql.Identifier(_tenant_column(entity))), (list(tenants),)
+            delete.format(table_identifier(entity), sql.Identifier(tenant_column(entity))),
+            (list(tenants),),
         )
 
 

@@ -22,7 +22,7 @@ import pytest
 from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from sluiceway.producers import checkpoint
 from sluiceway.producers.events import SEQ_BITS, lsn_to_int
-from sluiceway.producers.source import TABLES
+from sluiceway.producers.source import source_tables
 from tests.catalogs import ENTITIES
 from tests.conftest import Cli
 from tests.integration.capture_harness import (
@@ -60,7 +60,7 @@ def source_rows(pg: PostgresSettings) -> dict[tuple[str, bytes], dict[str, Any]]
     with psycopg2.connect(pg.dsn()) as conn:
         cur = conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor)
         for entity in ENTITIES:
-            cur.execute(f"SELECT * FROM {TABLES[entity]}")
+            cur.execute(f"SELECT * FROM {source_tables()[entity]}")
             for row in cur.fetchall():
                 tenant = row.pop("tenant_id")
                 key = f"{tenant}/{row['id']}".encode()
@@ -261,7 +261,7 @@ def test_caught_up_waits_past_the_last_commit(
         wait_for(lambda: snapshot_done(kafka, slot), 120, "the initial snapshot")
         before = change_topic_ends(kafka, ("issue",))["issue"]
         with psycopg2.connect(source_db.dsn()) as conn, conn.cursor() as cur:
-            cur.execute(f"UPDATE {TABLES['issue']} SET summary = summary || ' (again)'")
+            cur.execute(f"UPDATE {source_tables()['issue']} SET summary = summary || ' (again)'")
             updated = cur.rowcount
         conn.close()
         target = wait_caught_up(source_db, slot, capture, timeout=120)

@@ -8,7 +8,7 @@ import psycopg2
 
 from sluiceway.common.settings import PostgresSettings
 from sluiceway.producers.events import lsn_to_int
-from sluiceway.producers.source import TABLES
+from sluiceway.producers.source import source_tables
 from tests.conftest import Cli
 
 RATE, SECONDS = 500, 3
@@ -17,7 +17,7 @@ RATE, SECONDS = 500, 3
 def live_keys(pg: PostgresSettings) -> set[tuple[str, str, int]]:
     keys: set[tuple[str, str, int]] = set()
     with closing(psycopg2.connect(pg.dsn())) as conn, conn.cursor() as cur:
-        for entity, table in TABLES.items():
+        for entity, table in source_tables().items():
             cur.execute(f"SELECT tenant_id, id FROM {table}")
             keys.update((tenant, entity, key) for tenant, key in cur.fetchall())
     return keys

@@ -17,7 +17,7 @@ import duckdb
 import psycopg2
 import pytest
 
-from sluiceway.producers.source import TABLES
+from sluiceway.producers.source import source_tables
 from sluiceway.sinks.csv_file import escape_line_breaks
 from tests.catalogs import ENTITIES
 from tests.conftest import Stack, isolated, lake_files
@@ -46,7 +46,8 @@ def exported(
             counts = {}
             for entity in ENTITIES:
                 cur.execute(
-                    f"SELECT count(*) FROM {TABLES[entity]} WHERE tenant_id = %s", (EXPORTED,)
+                    f"SELECT count(*) FROM {source_tables()[entity]} WHERE tenant_id = %s",
+                    (EXPORTED,),
                 )
                 counts[entity] = cur.fetchall()[0][0]
         conn.close()

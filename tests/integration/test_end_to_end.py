@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sluiceway.common.settings import PostgresSettings
-from sluiceway.producers.source import TABLES
+from sluiceway.producers.source import source_tables
 from tests.catalogs import ENTITIES
 from tests.conftest import Stack, isolated, lake_files
 
@@ -29,7 +29,9 @@ METADATA = {"_tenant_id", "_op", "_deleted", "_position", "_source_ts", "_etl_id
 
 def source_ids(pg: PostgresSettings, entity: str, tenant: str) -> list[int]:
     with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
-        cur.execute(f"SELECT id FROM {TABLES[entity]} WHERE tenant_id = %s ORDER BY id", (tenant,))
+        cur.execute(
+            f"SELECT id FROM {source_tables()[entity]} WHERE tenant_id = %s ORDER BY id", (tenant,)
+        )
         ids = [r[0] for r in cur.fetchall()]
     conn.close()
     return ids

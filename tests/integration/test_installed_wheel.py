@@ -20,7 +20,7 @@ import pytest
 
 from sluiceway import exit_codes
 from sluiceway.common.settings import KafkaSettings, PostgresSettings
-from sluiceway.producers.source import TABLES
+from sluiceway.producers.source import source_tables
 from tests.catalogs import ENTITIES
 from tests.conftest import Stack, isolated, lake_files
 from tests.repo import ROOT
@@ -122,7 +122,9 @@ def _source_counts(pg: PostgresSettings) -> dict[str, int]:
     with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
         counts = {}
         for entity in ENTITIES:
-            cur.execute(f"SELECT count(*) FROM {TABLES[entity]} WHERE tenant_id = %s", (TENANT,))
+            cur.execute(
+                f"SELECT count(*) FROM {source_tables()[entity]} WHERE tenant_id = %s", (TENANT,)
+            )
             counts[entity] = cur.fetchall()[0][0]
     conn.close()
     return counts

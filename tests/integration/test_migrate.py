@@ -215,4 +215,6 @@ def _bad_inputs(
             cur.execute("CREATE TABLE issues (tenant_id text, id bigint, summary integer)")
         conn.close()
         args = ["--from-tenant", A, "--to-tenant", B, "--target-dsn", bad.dsn()]
-        _one_line_error(cli, args, "table issues in the target differs from the source schema")
+        _one_line_error(
+            cli, args, "table public.issues in the target differs from the source schema"
+        )

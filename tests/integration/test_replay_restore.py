@@ -132,7 +132,7 @@ def _bad_inputs(cli: Cli, lake: Path, local_stack: Stack, unique: str) -> None:
         conn.close()
         proc = cli("restore", "--from", str(lake), "--target-dsn", target.dsn(), check=False)
         assert proc.returncode == 3
-        assert "table issues in the target differs from the source schema" in proc.stderr
+        assert "table public.issues in the target differs from the source schema" in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         with psycopg2.connect(target.dsn()) as conn, conn.cursor() as cur:
             cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")

@@ -42,7 +42,7 @@ from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Setting
 from sluiceway.common.spec import parse_spec
 from sluiceway.control.export import scanned
 from sluiceway.control.runner import start_run
-from sluiceway.producers.source import TABLES
+from sluiceway.producers.source import source_tables
 from sluiceway.tools.reconstruct.sql import read_parquet_rows, reconstruct_sql
 from tests.catalogs import ENTITIES
 from tests.conftest import Cli
@@ -253,7 +253,7 @@ def source_keys(pg: PostgresSettings) -> dict[str, set[Key]]:
 
 def source_summaries(pg: PostgresSettings) -> dict[Key, str]:
     with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
-        cur.execute(f"SELECT tenant_id, id, summary FROM {TABLES['issue']}")
+        cur.execute(f"SELECT tenant_id, id, summary FROM {source_tables()['issue']}")
         found = {(t, int(i)): s for t, i, s in cur.fetchall() if t in TENANTS}
     conn.close()
     return found
@@ -270,9 +270,9 @@ def update_everything(pg: PostgresSettings) -> tuple[int, int]:
     """A large delta: every issue updated, every tenth comment deleted, in one transaction.
     Returns (issues updated, comments deleted)."""
     with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
-        cur.execute(f"UPDATE {TABLES['issue']} SET summary = summary || ' (edited)'")
+        cur.execute(f"UPDATE {source_tables()['issue']} SET summary = summary || ' (edited)'")
         updated = cur.rowcount
-        cur.execute(f"DELETE FROM {TABLES['comment']} WHERE id % 10 = 0")
+        cur.execute(f"DELETE FROM {source_tables()['comment']} WHERE id % 10 = 0")
         deleted = cur.rowcount
     conn.close()
     return int(updated), int(deleted)

@@ -33,7 +33,7 @@ from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Setting
 from sluiceway.common.spec import parse_spec
 from sluiceway.control import runner
 from sluiceway.lake import layout
-from sluiceway.producers.source import TABLES
+from sluiceway.producers.source import source_tables
 from tests.catalogs import ENTITIES
 from tests.conftest import Cli, Stack, isolated
 from tests.polling import wait_for
@@ -80,7 +80,7 @@ def source_ids(pg: PostgresSettings) -> dict[str, set[Pair]]:
     with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
         for entity in ENTITIES:
             cur.execute(
-                f"SELECT tenant_id, id FROM {TABLES[entity]} WHERE tenant_id = ANY(%s)",
+                f"SELECT tenant_id, id FROM {source_tables()[entity]} WHERE tenant_id = ANY(%s)",
                 (list(TENANTS),),
             )
             out[entity] = {(t, int(i)) for t, i in cur.fetchall()}

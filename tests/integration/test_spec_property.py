@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from sluiceway.common.kafka_io import consumer, watermarks
 from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from sluiceway.common.spec import entity_columns
-from sluiceway.producers.source import TABLES
+from sluiceway.producers.source import source_tables
 from tests.catalogs import ENTITIES
 from tests.conftest import Cli, Stack, isolated
 
@@ -65,7 +65,7 @@ def source_rows(pg: PostgresSettings) -> dict[str, list[dict[str, Any]]]:
     cur = conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor)
     rows = {}
     for entity in ENTITIES:
-        cur.execute(f"SELECT * FROM {TABLES[entity]}")
+        cur.execute(f"SELECT * FROM {source_tables()[entity]}")
         rows[entity] = [dict(r) for r in cur.fetchall()]
     conn.close()
     return rows

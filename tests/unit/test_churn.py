@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 
+from sluiceway.common.catalog import Catalog, load_catalog
 from sluiceway.common.codec import Codec
 from sluiceway.common.errors import ConfigError
+from sluiceway.common.resources import example_catalog
 from sluiceway.devstack.churn import (
+    ENTITY_NAMES,
     ChurnSettings,
     Clock,
     Commit,
@@ -24,7 +27,7 @@ from sluiceway.devstack.churn import (
     pace,
     run_churn,
 )
-from sluiceway.devstack.seed import Row, SeedPlan, gen_tenant
+from sluiceway.devstack.seed import DEMO_ENTITIES, Row, SeedPlan, check_demo_catalog, gen_tenant
 from tests.catalogs import ENTITIES
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -276,3 +279,15 @@ def test_ledger_line_format() -> None:
         "commit_lsn_upper": "0/1A2B3C",
         "ts": "2026-11-22T12:00:00+00:00",
     }
+
+
+def test_seed_and_churn_refuse_a_catalog_without_the_demo_entities() -> None:
+    # churn writes the entities the seed wrote, and both need them in the catalog
+    assert set(ENTITY_NAMES) == set(DEMO_ENTITIES)
+    jira = load_catalog(example_catalog("jira"))
+    fields = {name: getattr(jira, name) for name in Catalog.model_fields}
+    entities = {n: e for n, e in jira.entities.items() if n != "worklog"}
+    partial = Catalog(**{**fields, "entities": entities})
+    check_demo_catalog(Codec(catalog=jira), "source churn")
+    with pytest.raises(ConfigError, match=r"^source churn .*Jira-shaped demo only.*no worklog$"):
+        check_demo_catalog(Codec(catalog=partial), "source churn")

@@ -50,4 +50,5 @@ def test_a_pool_forgets_expired_runs_and_their_logs(tmp_path: Path) -> None:
 
 
 def test_a_run_has_four_groups() -> None:
-    assert cleanup.run_groups("X") == ["sw-process-X", "sw-scan-X", "sw-scan-issues-X", "sw-sink-X"]
+    # the Jira example's opt-out carrier is issue; processors.scan names its group
+    assert cleanup.run_groups("X") == ["sw-process-X", "sw-scan-X", "sw-scan-issue-X", "sw-sink-X"]

@@ -4,6 +4,7 @@ transitions and verify's comparison."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 
@@ -60,7 +61,7 @@ def test_latest_changes_keeps_the_highest_position_per_id() -> None:
         {"id": 3, "_position": 1, "_deleted": True, "v": None},
         {"id": 3, "_position": 2, "_deleted": False, "v": "reborn"},
     ]
-    upserts, deletes = latest_changes(rows)
+    upserts, deletes = latest_changes(rows, "id")
     assert {k: r["v"] for k, r in upserts.items()} == {1: "new", 3: "reborn"}
     assert deletes == {2}
 
@@ -116,3 +117,27 @@ def test_compare_table_reports_each_difference_by_key_modulo_the_id_map() -> Non
     assert report.source_checksum != report.target_checksum
     clean = compare_table("comment", source[:1], target[:1], 100)
     assert clean.differences == [] and clean.source_checksum == clean.target_checksum
+
+
+def test_compare_table_treats_nan_bytes_and_arrays_by_value() -> None:
+    # psycopg2 reads a NaN numeric as Decimal('NaN'), never equal to itself, bytea as a
+    # memoryview and arrays as lists: equal values must not be reported as changed.
+    source = [{"id": 1, "issue_id": 10, "body": Decimal("NaN"), "raw": b"\x00\xff",
+               "tags": [float("nan"), b"a"]}]  # fmt: skip
+    target = [{"id": 101, "issue_id": 110, "body": Decimal("NaN"), "raw": memoryview(b"\x00\xff"),
+               "tags": [float("nan"), memoryview(b"a")]}]  # fmt: skip
+    report = compare_table("comment", source, target, 100)
+    assert report.differences == [] and report.source_checksum == report.target_checksum
+    changed = [{**target[0], "raw": b"\x00", "tags": [1.0, b"a"], "body": Decimal("1")}]
+    [difference] = compare_table("comment", source, changed, 100).differences
+    assert difference.columns == ("body", "raw", "tags")
+
+
+def test_latest_changes_keys_by_the_named_record_key() -> None:
+    rows = [
+        {"unit_no": 5, "_position": 2, "_deleted": False, "title": "new"},
+        {"unit_no": 5, "_position": 1, "_deleted": False, "title": "old"},
+        {"unit_no": 6, "_position": 3, "_deleted": True, "title": None},
+    ]
+    upserts, deletes = latest_changes(rows, "unit_no")
+    assert {k: r["title"] for k, r in upserts.items()} == {5: "new"} and deletes == {6}

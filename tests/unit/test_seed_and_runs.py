@@ -10,7 +10,7 @@ from sluiceway.common.errors import ConfigError
 from sluiceway.common.runs import RunRecord, etl_id_time, new_etl_id
 from sluiceway.devstack.seed import SeedPlan, copy_value, gen_tenant
 from sluiceway.producers.events import lsn_to_int
-from sluiceway.producers.source import TABLES, create_table_sql
+from sluiceway.producers.source import create_table_sql, source_tables
 
 
 def test_seed_is_deterministic_and_seed_dependent() -> None:
@@ -84,7 +84,7 @@ def rendered(part: sql.Composable) -> str:
 
 
 def test_tables_and_ddl() -> None:
-    assert TABLES["user"] == "users"
+    assert source_tables()["user"] == "users"
     ddl = rendered(create_table_sql(Codec(), "issue"))
     assert ddl.startswith('CREATE TABLE IF NOT EXISTS "issues" (')
     assert "PRIMARY KEY (tenant_id, id)" in ddl

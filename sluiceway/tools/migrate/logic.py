@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sluiceway.common.entities import id_columns
+from sluiceway.common.entities import active_catalog, id_columns
 from sluiceway.common.errors import ConfigError
 
 Row = dict[str, Any]
@@ -67,11 +67,12 @@ def pending_runs(runs: Iterable[tuple[str, str]], last_etl_id: str) -> list[str]
     return [e for e, _ in later]
 
 
-def latest_changes(rows: Iterable[Row]) -> tuple[dict[int, Row], set[int]]:
-    """A delta's rows as (upserts by id, deleted ids): per id the highest ``_position`` wins."""
-    latest: dict[int, Row] = {}
+def latest_changes(rows: Iterable[Row], key_column: str) -> tuple[dict[Any, Row], set[Any]]:
+    """A delta's rows as (upserts by key, deleted keys): per key (the value of ``key_column``)
+    the highest ``_position`` wins."""
+    latest: dict[Any, Row] = {}
     for row in rows:
-        key = row["id"]
+        key = row[key_column]
         if key not in latest or row["_position"] > latest[key]["_position"]:
             latest[key] = row
     upserts = {k: r for k, r in latest.items() if not r["_deleted"]}
@@ -79,6 +80,14 @@ def latest_changes(rows: Iterable[Row]) -> tuple[dict[int, Row], set[int]]:
 
 
 def _canonical(value: Any) -> Any:
+    """A value as compared and digested: NaN (float or Decimal) equal to NaN, bytes as hex,
+    instants in UTC."""
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, memoryview | bytes):
+        return bytes(value).hex()
+    if value != value:
+        return "NaN"
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat() if value.tzinfo else value.isoformat()
     if isinstance(value, date):
@@ -102,7 +111,7 @@ def checksum(rows: Mapping[int, Mapping[str, Any]]) -> str:
 @dataclass(frozen=True)
 class Difference:
     table: str
-    id: int  # the target's id (source id + offset)
+    id: Any  # the target's record key (the source's + offset)
     kind: str  # missing (in the target) | extra (in the target) | changed
     columns: tuple[str, ...] = ()
 
@@ -137,9 +146,11 @@ def compare_table(
 ) -> TableReport:
     """Source rows of tenant A (mapped by the id map) against target rows of tenant B.
 
-    Rows carry their own columns only (no ``tenant_id``)."""
-    mapped = {r["id"]: r for r in (map_row(table, s, offset) for s in source)}
-    got = {r["id"]: dict(r) for r in target}
+    Rows carry their own columns only (not the tenant's); they are matched by the catalog's
+    record key."""
+    [key_column] = active_catalog().entity(table).record_key  # capture allows no other key yet
+    mapped = {r[key_column]: r for r in (map_row(table, s, offset) for s in source)}
+    got = {r[key_column]: dict(r) for r in target}
     differences = [Difference(table, k, "missing") for k in sorted(mapped.keys() - got.keys())]
     differences += [Difference(table, k, "extra") for k in sorted(got.keys() - mapped.keys())]
     for key in sorted(mapped.keys() & got.keys()):

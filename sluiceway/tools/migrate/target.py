@@ -7,29 +7,28 @@ state with the new rows, so a run is never applied twice nor half.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
 import psycopg2.extras
 from psycopg2 import sql
-from psycopg2.extras import execute_values
 
+from sluiceway.common.catalog import Catalog, Entity
 from sluiceway.common.codec import Codec
 from sluiceway.common.entities import load_order
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.redact import pg_error_line
-from sluiceway.producers.source import (
-    TABLES,
-    column_list,
-    columns,
-    create_table_sql,
-    replica_identity_sql,
-    table_name,
-)
 from sluiceway.tools.migrate.logic import RUNNING, Row, latest_changes, transition
-from sluiceway.tools.restore import check_tables
+from sluiceway.tools.restore import (
+    check_tables,
+    column_list,
+    load_table,
+    prepare_tables,
+    table_identifier,
+    tenant_column,
+)
 
 STATE_TABLE = "sluiceway_migration"
 STATE_DDL = f"""CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
@@ -121,42 +120,44 @@ def check_target(conn: Any, codec: Codec, tenant: str, replace: bool) -> list[st
         for entity in load_order():
             if entity in missing or replace:
                 continue
-            cur.execute(_count_sql(entity), (tenant,))
+            found = codec.catalog.entity(entity)
+            cur.execute(_count_sql(found), (tenant,))
             count = cur.fetchone()[0]
             if count:
                 raise ConfigError(
-                    f"table {TABLES[entity]} of the target already holds {count} rows of tenant "
+                    f"table {found.table} of the target already holds {count} rows of tenant "
                     f"{tenant!r}; migrate into an empty tenant, or pass --replace to delete them"
                 )
     conn.rollback()
     return missing
 
 
-def _names(codec: Codec, entity: str) -> list[str]:
-    return [c.name for c in columns(codec, entity)]
-
-
-def _values(rows: Iterable[Row], tenant: str, names: list[str]) -> Iterator[tuple[Any, ...]]:
-    for row in rows:
-        yield (tenant, *(row[n] for n in names))
-
-
-def _count_sql(entity: str) -> sql.Composed:
-    return sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s").format(table_name(entity))
-
-
-def _upsert(cur: Any, codec: Codec, entity: str, tenant: str, rows: Iterable[Row]) -> int:
-    names = _names(codec, entity)
-    updates = sql.SQL(", ").join(
-        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in names if n != "id"
+def _count_sql(entity: Entity) -> sql.Composed:
+    return sql.SQL("SELECT count(*) FROM {} WHERE {}::text = %s").format(
+        table_identifier(entity), sql.Identifier(tenant_column(entity))
     )
-    statement = sql.SQL(
-        "INSERT INTO {} ({}) VALUES %s ON CONFLICT (tenant_id, id) DO UPDATE SET {}"
-    ).format(table_name(entity), column_list(["tenant_id", *names]), updates)
-    batch = list(_values(rows, tenant, names))
-    if batch:
-        execute_values(cur, statement, batch, page_size=1_000)
-    return len(batch)
+
+
+def _upsert(cur: Any, catalog: Catalog, name: str, rows: Iterable[Row]) -> int:
+    """Insert or overwrite the rows (they carry tenant B in ``_tenant_id``), by primary key."""
+    entity = catalog.entity(name)
+    updates = [c for c in entity.column_names if c not in entity.key]
+    action: sql.Composable = sql.SQL("DO NOTHING")
+    if updates:
+        action = sql.SQL("DO UPDATE SET {}").format(
+            sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+                               for c in updates)
+        )  # fmt: skip
+    conflict = sql.SQL("ON CONFLICT ({}) {}").format(column_list(entity.key), action)
+    return load_table(cur, catalog, name, iter(rows), {}, conflict)
+
+
+def _delete(cur: Any, entity: Entity, tenant: str, keys: list[Any]) -> None:
+    [key] = entity.record_key  # capture refuses any other key for now
+    delete = sql.SQL("DELETE FROM {} WHERE {}::text = %s AND {} = ANY(%s)").format(
+        table_identifier(entity), sql.Identifier(tenant_column(entity)), sql.Identifier(key)
+    )
+    cur.execute(delete, (tenant, keys))
 
 
 def apply_full(
@@ -164,18 +165,12 @@ def apply_full(
     replace: bool,
 ) -> dict[str, int]:  # fmt: skip
     """Load a full export into tenant B and create the state row, in one transaction."""
-    tenant = state.to_tenant
+    tenant, catalog = state.to_tenant, codec.catalog
     with conn, conn.cursor() as cur:
         cur.execute(STATE_DDL)
-        for entity in missing:
-            cur.execute(create_table_sql(codec, entity))
-            cur.execute(replica_identity_sql(entity))
-        if replace:
-            for entity in reversed(load_order()):
-                if entity not in missing:
-                    delete = sql.SQL("DELETE FROM {} WHERE tenant_id = %s")
-                    cur.execute(delete.format(table_name(entity)), (tenant,))
-        counts = {e: _upsert(cur, codec, e, tenant, rows.get(e, ())) for e in load_order()}
+        cleared = [e for e in load_order() if e not in missing] if replace else []
+        prepare_tables(cur, catalog, missing, cleared, (tenant,))
+        counts = {e: _upsert(cur, catalog, e, rows.get(e, ())) for e in load_order()}
         cur.execute(
             f"INSERT INTO {STATE_TABLE} (name, from_tenant, to_tenant, id_offset, destination, "
             "status, last_etl_id, runs_applied, rows_applied) VALUES (%s, %s, %s, %s, %s, %s, "
@@ -202,14 +197,16 @@ def apply_delta(
                 f"applied {etl_id}; is another migrate worker running?"
             )
         status = transition(state.status, "final_apply" if final else "apply")
-        changes = {e: latest_changes(rows.get(e, ())) for e in load_order()}
-        counts = {e: _upsert(cur, codec, e, state.to_tenant, ch[0].values())
-                  for e, ch in changes.items()}  # fmt: skip
+        catalog = codec.catalog
+        changes = {
+            e: latest_changes(rows.get(e, ()), catalog.entity(e).record_key[0])
+            for e in load_order()
+        }
+        counts = {e: _upsert(cur, catalog, e, ch[0].values()) for e, ch in changes.items()}
         for entity in reversed(load_order()):
             deleted = sorted(changes[entity][1])
             if deleted:
-                delete = sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND id = ANY(%s)")
-                cur.execute(delete.format(table_name(entity)), (state.to_tenant, deleted))
+                _delete(cur, catalog.entity(entity), state.to_tenant, deleted)
                 counts[entity] += len(deleted)
         cur.execute(
             f"UPDATE {STATE_TABLE} SET status = %s, last_etl_id = %s, "
@@ -233,27 +230,30 @@ def request_cutover(conn: Any, name: str) -> State:
     return state
 
 
-def tenant_rows(conn: Any, entity: str, tenant: str) -> list[Row]:
-    """Every row of ``tenant`` in ``entity``'s table, its own columns (no ``tenant_id``)."""
+def tenant_rows(conn: Any, catalog: Catalog, entity: str, tenant: str) -> list[Row]:
+    """Every row of ``tenant`` in ``entity``'s table: the catalog's columns (not the tenant's)."""
+    found = catalog.entity(entity)
     with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-        select = sql.SQL("SELECT * FROM {} WHERE tenant_id = %s").format(table_name(entity))
+        select = sql.SQL("SELECT {} FROM {} WHERE {}::text = %s").format(
+            column_list(found.column_names), table_identifier(found),
+            sql.Identifier(tenant_column(found)),
+        )  # fmt: skip
         cur.execute(select, (tenant,))
         rows = [dict(r) for r in cur.fetchall()]
     conn.rollback()
-    for row in rows:
-        row.pop("tenant_id", None)
     return rows
 
 
-def tenant_counts(conn: Any, tenant: str) -> dict[str, int]:
+def tenant_counts(conn: Any, catalog: Catalog, tenant: str) -> dict[str, int]:
     counts = {}
     with conn.cursor() as cur:
         for entity in load_order():
-            cur.execute("SELECT to_regclass(%s)", (TABLES[entity],))
+            found = catalog.entity(entity)
+            cur.execute("SELECT to_regclass(%s)", (table_identifier(found).as_string(cur),))
             if cur.fetchone()[0] is None:
                 counts[entity] = 0
                 continue
-            cur.execute(_count_sql(entity), (tenant,))
+            cur.execute(_count_sql(found), (tenant,))
             counts[entity] = int(cur.fetchone()[0])
     conn.rollback()
     return counts
