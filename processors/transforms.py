@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
 from typing import Any
 
 from sluiceway.common.codec import Event, event_key
-from sluiceway.common.entities import id_columns, opt_out_routes
+from sluiceway.common.entities import id_columns
 from sluiceway.common.errors import ConfigError, InvalidEventError
 from sluiceway.common.spec import RunSpec
+from sluiceway.processors.opt_out import OptedOut
 
 
 def key_tenant(key: bytes | None) -> str | None:
@@ -46,7 +46,6 @@ def validate(key: bytes | None, event: Event, entities: frozenset[str]) -> Event
 # Run-spec transforms: in_scope -> opted_out -> project -> redact -> remap (see transform).
 
 Row = dict[str, Any]
-IssueProject = Callable[[str, int], str | None]
 
 MASK = "****"
 
@@ -63,30 +62,12 @@ def in_scope(event: Event, spec: RunSpec) -> bool:
     return bool(moment >= spec.from_date)
 
 
-def opted_out(event: Event, spec: RunSpec, issue_project: IssueProject) -> bool:
-    """The event's row holds, or references a row that holds, a value the spec opts out
-    (the catalog's ``opt_out`` says which entity's field; ``issue_project`` looks a carrier
-    row's value up by its id).
-
-    A delete carries only an id: the carrier's are looked up by it, the others' are kept.
-    """
+def opted_out(event: Event, spec: RunSpec, opted: OptedOut) -> bool:
+    """The event's row holds, or descends through references from a row that holds, a
+    value the spec opts out (processors/opt_out.py: what is judged, and when)."""
     if not spec.opt_out:
         return False
-    return opt_out_value(event, issue_project) in spec.opt_out
-
-
-def opt_out_value(event: Event, issue_project: IssueProject) -> str | None:
-    """The opted-out entity's field value the event's row belongs to, if it has one."""
-    route = opt_out_routes().get(event["entity"])
-    if route is None:
-        return None
-    kind, column = route
-    after, tenant = event["after"], event["tenant_id"]
-    if kind == "own":
-        return None if after is None else str(after[column])
-    if kind == "carried":
-        return issue_project(tenant, event["entity_id"]) if after is None else after[column]
-    return None if after is None else issue_project(tenant, after[column])
+    return opted.holds(event["entity"], event["tenant_id"], event["entity_id"], event["after"])
 
 
 def project(row: Row, entity: str, spec: RunSpec) -> Row:
@@ -140,9 +121,9 @@ def remap(event: Event, spec: RunSpec) -> Event:
     }
 
 
-def transform(event: Event, spec: RunSpec, issue_project: IssueProject) -> Event | None:
+def transform(event: Event, spec: RunSpec, opted: OptedOut) -> Event | None:
     """What a run writes for ``event``, or None when the spec leaves it out."""
-    if not in_scope(event, spec) or opted_out(event, spec, issue_project):
+    if not in_scope(event, spec) or opted_out(event, spec, opted):
         return None
     entity, after = event["entity"], event["after"]
     if after is not None:
