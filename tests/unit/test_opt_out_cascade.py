@@ -138,7 +138,7 @@ def test_kept_rows_are_those_outside_the_closure(data: st.DataObject) -> None:
     assert batch == expected
     # the delete of a row that others reference follows the row's verdict, by its id
     for entity in cascade_of(catalog).judged:  # type: ignore[union-attr]
-        for (e, tenant, row_id) in last:
+        for e, tenant, row_id in last:
             if e == entity:
                 dropped = transform(_event(entity, tenant, row_id, None), spec, opted) is None
                 assert dropped == ((e, tenant, row_id) not in expected)
