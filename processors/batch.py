@@ -24,7 +24,7 @@ from polars.exceptions import PanicException, PolarsError
 from sluiceway.common.avro_batch import BatchDecoder
 from sluiceway.common.avro_encode import ColumnEncoder, UnencodableError, UnsupportedSchemaError
 from sluiceway.common.codec import Codec, EventSchema, plain_schema
-from sluiceway.common.entities import id_columns
+from sluiceway.common.entities import id_columns, updated_column
 from sluiceway.common.spec import RunSpec
 from sluiceway.processors.opt_out import OptedOut
 from sluiceway.processors.transforms import MASK, pii_hash
@@ -47,15 +47,18 @@ def _micros(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
-def in_scope_rows(frame: pl.DataFrame, spec: RunSpec) -> pl.Series:
-    """transforms.in_scope per row: selected tenant and entity, changed at/after from_date."""
+def in_scope_rows(frame: pl.DataFrame, entity: str, spec: RunSpec) -> pl.Series:
+    """transforms.in_scope per row of ``entity``: selected tenant and entity, changed at/after
+    from_date by the entity's own ``updated`` column."""
     keep = pl.col("tenant_id").is_in(spec.tenants) & pl.col("entity").is_in(spec.entities)
-    if spec.from_date is not None:
+    column = updated_column(entity)
+    if spec.from_date is not None and column is not None:
         after = pl.col("after")
         # A delete has no row, so its commit time stands in for the row's update time.
-        updated = after.struct.field("updated")
+        updated = after.struct.field(column)
         moment = pl.when(after.is_null()).then(pl.col("source_ts")).otherwise(updated)
-        keep &= moment.cast(pl.Int64) >= _micros(spec.from_date)
+        # a NULL update time compares to null: fill_null leaves the row out, as in_scope does
+        keep &= (moment.cast(pl.Int64) >= _micros(spec.from_date)).fill_null(False)
     return frame.select(keep.alias("keep")).to_series()
 
 
@@ -120,7 +123,7 @@ def transform_frame(
     frame: pl.DataFrame, entity: str, spec: RunSpec, opted: OptedOut
 ) -> pl.DataFrame:
     """transforms.transform for every row of ``frame``; rows it leaves out are dropped."""
-    keep = in_scope_rows(frame, spec) & ~opted_out_rows(frame, entity, spec, opted)
+    keep = in_scope_rows(frame, entity, spec) & ~opted_out_rows(frame, entity, spec, opted)
     frame = frame.filter(keep)
     frame = frame.with_columns(redacted_after(frame, entity, spec))
     return remapped(frame, entity, spec)

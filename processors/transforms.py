@@ -10,7 +10,7 @@ import hmac
 from typing import Any
 
 from sluiceway.common.codec import Event, event_key
-from sluiceway.common.entities import id_columns
+from sluiceway.common.entities import id_columns, updated_column
 from sluiceway.common.errors import ConfigError, InvalidEventError
 from sluiceway.common.spec import RunSpec
 from sluiceway.processors.opt_out import OptedOut
@@ -51,15 +51,20 @@ MASK = "****"
 
 
 def in_scope(event: Event, spec: RunSpec) -> bool:
-    """The event's tenant and entity are selected and it changed at or after ``from_date``."""
+    """The event's tenant and entity are selected and it changed at or after ``from_date``
+    (by the entity's own ``updated`` column, as the catalog names it)."""
     if event["tenant_id"] not in spec.tenants or event["entity"] not in spec.entities:
         return False
     if spec.from_date is None:
         return True
+    column = updated_column(event["entity"])
+    if column is None:  # the catalog gives the entity no update time: from_date is off for it
+        return True
     after = event["after"]
     # A delete has no row, so its commit time stands in for the row's update time.
-    moment = event["source_ts"] if after is None else after["updated"]
-    return bool(moment >= spec.from_date)
+    moment = event["source_ts"] if after is None else after.get(column)
+    # A NULL update time cannot show the row changed since from_date: left out.
+    return moment is not None and bool(moment >= spec.from_date)
 
 
 def opted_out(event: Event, spec: RunSpec, opted: OptedOut) -> bool:

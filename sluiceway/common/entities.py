@@ -103,6 +103,12 @@ def id_columns(entity: str) -> tuple[str, ...]:
     return found if found is not None else catalog.entity(entity).record_key
 
 
+def updated_column(entity: str) -> str | None:
+    """The column ``from_date`` compares for ``entity``'s rows (the catalog's ``updated``,
+    named as the source names it); None when the catalog gives the entity none."""
+    return active_catalog().entity(entity).updated
+
+
 def check_entity(name: str) -> str:
     """``name`` when the active catalog has it; else one line naming it and the known ones."""
     catalog = active_catalog()

@@ -212,7 +212,7 @@ def test_scope_and_opt_out_rows() -> None:
             "destination": "/l",
         }
     )
-    assert in_scope_rows(frame, spec).to_list() == [True, False, False, True]
+    assert in_scope_rows(frame, "issue", spec).to_list() == [True, False, False, True]
     opted = lookup_for(spec)
     assert opted_out_rows(frame, "issue", spec, opted).to_list() == [True, False, False, True]
 
