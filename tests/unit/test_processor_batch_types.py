@@ -264,3 +264,25 @@ def test_from_date_reads_the_entitys_own_updated_column_on_both_paths() -> None:
     expected = per_event(codec, spec, opted, keys, values_)
     assert got is not None and got == expected
     assert [k for k, _v in got] == [f"t1/{n}".encode() for n, m in enumerate(moments) if m >= cut]
+
+
+def test_from_date_does_not_filter_an_entity_without_an_updated_column() -> None:
+    """The catalog gives the entity no update time (``updated`` omitted): from_date is off
+    for it, on both paths, rather than a KeyError or a batch handed back."""
+    catalog, _ = catalog_of("text")
+    entity = catalog.entities["thing"].model_copy(update={"updated": None})
+    bare = catalog.model_copy(update={"entities": {"thing": entity}})
+    codec = Codec(catalog=bare)
+    set_active_catalog(bare)
+    spec = parse_spec(
+        {"tenants": ["t1"], "destination": "/l", "from_date": "2000-01-01T00:00:00Z",
+         "fields": {"thing": ["c", "changed_at"]}}
+    )  # fmt: skip
+    early = datetime(1990, 1, 1, tzinfo=UTC)
+    events = [_event(codec, n, early, deleted=n % 5 == 0) for n in range(MIN_BATCH)]
+    keys, values_ = [k for k, _v in events], [v for _k, v in events]
+    opted = verdicts_of(None, [], [])
+    path = BatchPath(spec, codec, run_event_schemas(spec, codec), opted, full=False)
+    got = path.transform(keys, values_, frozenset(spec.entities))
+    assert got is not None and got == per_event(codec, spec, opted, keys, values_)
+    assert len(got) == MIN_BATCH
