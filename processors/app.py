@@ -42,11 +42,12 @@ from sluiceway.processors.batch import BatchPath
 from sluiceway.processors.config import ProcessorSettings
 from sluiceway.processors.credentials import faust_credentials
 from sluiceway.processors.dead_letter import BODY_HEADER, dead_letter_body
+from sluiceway.processors.opt_out import OptedOut
 from sluiceway.processors.ownership import GroupOffsets, PartitionState, metadata, state_from
 from sluiceway.processors.progress import RunProgress
 from sluiceway.processors.scan import Latest
 from sluiceway.processors.transactions import Transactions
-from sluiceway.processors.transforms import IssueProject, output_key, select, transform, validate
+from sluiceway.processors.transforms import output_key, select, transform, validate
 
 log = logging.getLogger("sluiceway.processor")
 GROUP_CHECK_S = 1.0
@@ -58,7 +59,7 @@ class Lookups:
     """What the passes before the worker found (processors/scan.py)."""
 
     latest: Latest | None  # full runs: the offsets of each key's last version; None for deltas
-    issue_project: IssueProject
+    opted: OptedOut  # runs with opt-outs: the verdicts on the cascade's judged rows
 
 
 class RunProcessor:
@@ -69,11 +70,11 @@ class RunProcessor:
         lookups: Lookups,
     ) -> None:  # fmt: skip
         self.settings, self.run, self.spec, self.codec = settings, run, spec, codec
-        self.latest, self.issue_project = lookups.latest, lookups.issue_project
+        self.latest, self.opted = lookups.latest, lookups.opted
         self.run_schemas = run_event_schemas(spec, codec)
         self.version_schemas: dict[bytes, EventSchema] = {}  # by writer header
         full = self.latest is not None
-        self.batch = BatchPath(spec, codec, self.run_schemas, self.issue_project, full)
+        self.batch = BatchPath(spec, codec, self.run_schemas, self.opted, full)
         self.tenants = frozenset(run.tenants)
         self.entities = frozenset(run.entities)
         self.progress = RunProgress(run.start, run.cut)
@@ -223,7 +224,7 @@ class RunProcessor:
         event = validate(key, self.codec.decode(value), self.entities)
         if self.latest is not None and event["op"] == "d":
             return None  # deleted before the cut: not live, so not in a full export
-        out = transform(event, self.spec, self.issue_project)
+        out = transform(event, self.spec, self.opted)
         if out is None:
             return None
         return output_key(out), self.codec.encode_with(self._run_schema(value, out["entity"]), out)
@@ -324,7 +325,7 @@ class RunProcessor:
         self.dead_lettered += 1
         state.dead_letters += 1
         metrics.DEAD_LETTERS.inc()
-        body, kind = dead_letter_body(record.value, self.codec, self.spec, self.issue_project)
+        body, kind = dead_letter_body(record.value, self.codec, self.spec, self.opted)
         headers = [
             ("sw-error", reason.encode()),
             ("sw-etl-id", self.run.etl_id.encode()),

@@ -24,10 +24,11 @@ from polars.exceptions import PanicException, PolarsError
 from sluiceway.common.avro_batch import BatchDecoder
 from sluiceway.common.avro_encode import ColumnEncoder, UnencodableError, UnsupportedSchemaError
 from sluiceway.common.codec import Codec, EventSchema, plain_schema
-from sluiceway.common.entities import id_columns, opt_out_routes
+from sluiceway.common.entities import id_columns, updated_column
 from sluiceway.common.run_schema import run_event_schema
 from sluiceway.common.spec import RunSpec
-from sluiceway.processors.transforms import MASK, IssueProject, id_kinds, pii_hash
+from sluiceway.processors.opt_out import OptedOut
+from sluiceway.processors.transforms import MASK, id_kinds, pii_hash
 
 # Below this many events the per-event path is as fast: polars has a fixed cost per call.
 MIN_BATCH = 32
@@ -47,54 +48,36 @@ def _micros(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
-def in_scope_rows(frame: pl.DataFrame, spec: RunSpec) -> pl.Series:
-    """transforms.in_scope per row: selected tenant and entity, changed at/after from_date."""
+def in_scope_rows(frame: pl.DataFrame, entity: str, spec: RunSpec) -> pl.Series:
+    """transforms.in_scope per row of ``entity``: selected tenant and entity, changed at/after
+    from_date by the entity's own ``updated`` column."""
     keep = pl.col("tenant_id").is_in(spec.tenants) & pl.col("entity").is_in(spec.entities)
-    if spec.from_date is not None:
+    column = updated_column(entity)
+    if spec.from_date is not None and column is not None:
         after = pl.col("after")
         # A delete has no row, so its commit time stands in for the row's update time.
-        updated = after.struct.field("updated")
+        updated = after.struct.field(column)
         moment = pl.when(after.is_null()).then(pl.col("source_ts")).otherwise(updated)
-        keep &= moment.cast(pl.Int64) >= _micros(spec.from_date)
+        # a NULL update time compares to null: fill_null leaves the row out, as in_scope does
+        keep &= (moment.cast(pl.Int64) >= _micros(spec.from_date)).fill_null(False)
     return frame.select(keep.alias("keep")).to_series()
 
 
-def project_keys(frame: pl.DataFrame, entity: str, issue_project: IssueProject) -> pl.Series:
-    """transforms.opt_out_value per row (None where the row belongs to no opted-out value)."""
-    route = opt_out_routes().get(entity)
-    if route is None:
-        return pl.Series([None] * frame.height, dtype=pl.String)
-    kind, column = route
-    if kind == "own":
-        return _field(frame, column)
-    present = frame["after"].is_not_null().to_list()
-    tenants = frame["tenant_id"].to_list()
-    if kind == "carried":
-        own = _field(frame, column).to_list()
-        ids = frame["entity_id"].to_list()
-        rows = zip(present, own, tenants, ids, strict=True)
-        keys = [k if p else issue_project(t, i) for p, k, t, i in rows]
-        return pl.Series(keys, dtype=pl.String)
-    parents = _field(frame, column).to_list()
-    rows3 = zip(present, tenants, parents, strict=True)
-    keys = [issue_project(t, i) if p else None for p, t, i in rows3]
-    return pl.Series(keys, dtype=pl.String)
-
-
-def _field(frame: pl.DataFrame, name: str) -> pl.Series:
-    after = pl.col("after")
-    expr = pl.when(after.is_not_null()).then(after.struct.field(name))
-    return frame.select(expr.alias(name)).to_series()
-
-
-def opted_out_rows(
-    frame: pl.DataFrame, entity: str, spec: RunSpec, issue_project: IssueProject
-) -> pl.Series:
-    """transforms.opted_out per row."""
-    if not spec.opt_out:
+def opted_out_rows(frame: pl.DataFrame, entity: str, spec: RunSpec, opted: OptedOut) -> pl.Series:
+    """transforms.opted_out per row: the same verdict, asked of the same values."""
+    cascade = opted.cascade
+    if not spec.opt_out or cascade is None or entity not in cascade.keys:
         return pl.Series([False] * frame.height)
-    keys = project_keys(frame, entity, issue_project).cast(pl.String)
-    return keys.is_in(spec.opt_out).fill_null(False)
+    after = pl.col("after")
+    columns = cascade.columns(entity)
+    fields = [after.struct.field(c).alias(c) for c in columns]
+    rows = frame.select(pl.when(after.is_not_null()).then(pl.struct(fields)).alias("row"))
+    tenants, ids = frame["tenant_id"].to_list(), frame["entity_id"].to_list()
+    verdicts = [
+        opted.holds(entity, tenant, entity_id, row)
+        for tenant, entity_id, row in zip(tenants, ids, rows["row"].to_list(), strict=True)
+    ]
+    return pl.Series(verdicts, dtype=pl.Boolean)
 
 
 def redacted_after(frame: pl.DataFrame, entity: str, spec: RunSpec) -> pl.Expr:
@@ -143,10 +126,10 @@ def remapped(frame: pl.DataFrame, entity: str, spec: RunSpec) -> pl.DataFrame:
 
 
 def transform_frame(
-    frame: pl.DataFrame, entity: str, spec: RunSpec, issue_project: IssueProject
+    frame: pl.DataFrame, entity: str, spec: RunSpec, opted: OptedOut
 ) -> pl.DataFrame:
     """transforms.transform for every row of ``frame``; rows it leaves out are dropped."""
-    keep = in_scope_rows(frame, spec) & ~opted_out_rows(frame, entity, spec, issue_project)
+    keep = in_scope_rows(frame, entity, spec) & ~opted_out_rows(frame, entity, spec, opted)
     frame = frame.filter(keep)
     frame = frame.with_columns(redacted_after(frame, entity, spec))
     return remapped(frame, entity, spec)
@@ -192,14 +175,30 @@ def _encoder_of(writer: EventSchema, spec: RunSpec) -> ColumnEncoder | None:
         return None
 
 
+def _judgeable(entity: str, codec: Codec, opted: OptedOut) -> bool:
+    """Whether the columns an opt-out verdict reads stringify alike from polars and fastavro
+    (processors/opt_out.py compares their text forms)."""
+    cascade = opted.cascade
+    if not opted.values or cascade is None or entity not in cascade.keys:
+        return True
+    read = set(cascade.columns(entity))
+    for field in plain_schema(codec.schemas[entity].record)["fields"]:
+        kinds = field["type"] if isinstance(field["type"], list) else [field["type"]]
+        if field["name"] in read and any(
+            k != "null" and (not isinstance(k, str) or k not in HASHABLE) for k in kinds
+        ):
+            return False
+    return True
+
+
 class BatchPath:
     """The batch path of one run: what the run's worker hands each fetched batch to."""
 
     def __init__(
         self, spec: RunSpec, codec: Codec, run_schemas: dict[str, EventSchema],
-        issue_project: IssueProject, full: bool,
+        opted: OptedOut, full: bool,
     ) -> None:  # fmt: skip
-        self.spec, self.codec, self.issue_project, self.full = spec, codec, issue_project, full
+        self.spec, self.codec, self.opted, self.full = spec, codec, opted, full
         self.decoder = BatchDecoder()
         self.encoders: dict[str, ColumnEncoder] = {}
         self.versions: dict[bytes, ColumnEncoder | None] = {}  # by writer header
@@ -208,7 +207,7 @@ class BatchPath:
                 encoder = ColumnEncoder(schema)
             except UnsupportedSchemaError:
                 continue  # this entity's events take the per-event path
-            if _hashable(codec.schemas[entity], spec):
+            if _hashable(codec.schemas[entity], spec) and _judgeable(entity, codec, opted):
                 self.encoders[entity] = encoder
 
     def transform(
@@ -244,7 +243,7 @@ class BatchPath:
         check_valid(frame, entity, entities)
         if self.full:  # deleted before the cut: not live, so not in a full export
             frame = frame.filter(pl.col("op") != "d")
-        out = transform_frame(frame, entity, self.spec, self.issue_project)
+        out = transform_frame(frame, entity, self.spec, self.opted)
         if out.height == 0:
             return []
         return list(zip(output_keys(out), encoder.encode(out), strict=True))

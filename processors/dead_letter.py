@@ -20,7 +20,8 @@ from typing import Any
 from sluiceway.common.codec import Codec, Event
 from sluiceway.common.errors import InvalidEventError
 from sluiceway.common.spec import RunSpec
-from sluiceway.processors.transforms import IssueProject, opted_out, project, redact
+from sluiceway.processors.opt_out import OptedOut
+from sluiceway.processors.transforms import opted_out, project, redact
 
 BODY_HEADER = "sw-body"
 REDACTED = b"redacted-json"  # the decoded event as JSON, its row projected and redacted
@@ -29,7 +30,7 @@ RAW = b"raw"  # the bytes as they came: they do not decode
 
 
 def dead_letter_body(
-    value: bytes | None, codec: Codec, spec: RunSpec, issue_project: IssueProject
+    value: bytes | None, codec: Codec, spec: RunSpec, opted: OptedOut
 ) -> tuple[bytes | None, bytes]:
     """The value to dead-letter for ``value`` and what it is (REDACTED, WITHHELD or RAW)."""
     try:
@@ -43,7 +44,7 @@ def dead_letter_body(
     kind = REDACTED
     if isinstance(after, dict):
         try:
-            after = _row(event, entity, after, spec, issue_project)
+            after = _row(event, entity, after, spec, opted)
         except (KeyError, TypeError, ValueError):  # a row the rules cannot read: leave it out
             after = None
         kind = REDACTED if after is not None else WITHHELD
@@ -52,11 +53,11 @@ def dead_letter_body(
 
 
 def _row(
-    event: Event, entity: str, after: dict[str, Any], spec: RunSpec, issue_project: IssueProject
+    event: Event, entity: str, after: dict[str, Any], spec: RunSpec, opted: OptedOut
 ) -> dict[str, Any] | None:
     """The row as the run would export it, or None when the run would not export it."""
     as_schema = {**event, "entity": entity}
-    if event.get("tenant_id") not in spec.tenants or opted_out(as_schema, spec, issue_project):
+    if event.get("tenant_id") not in spec.tenants or opted_out(as_schema, spec, opted):
         return None
     return redact(project(after, entity, spec), entity, spec)
 

@@ -36,7 +36,8 @@ from sluiceway.common.spec import RunSpec, spec_of_run
 from sluiceway.processors import metrics
 from sluiceway.processors.app import Lookups, RunProcessor
 from sluiceway.processors.config import ProcessorSettings
-from sluiceway.processors.scan import issue_projects, latest_offsets, no_project
+from sluiceway.processors.opt_out import no_opt_out
+from sluiceway.processors.scan import latest_offsets, opt_out_verdicts
 
 log = logging.getLogger("sluiceway.processor")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -139,11 +140,11 @@ def pre_pass(
     if passes:
         log.info("run %s: pre-pass: reading the change topics up to the cut", record.etl_id)
     latest = latest_offsets(settings.kafka, record) if record.type == "full" else None
-    projects = issue_projects(settings.kafka, record, codec) if spec.opt_out else no_project
+    opted = opt_out_verdicts(settings.kafka, record, spec, codec) if spec.opt_out else no_opt_out()
     stop.in_pre_pass = False
     took = f"pre-pass done in {time.monotonic() - started:.1f}s; " if passes else ""
     log.info("run %s: %sjoining the group", record.etl_id, took)
-    return Lookups(latest, projects)
+    return Lookups(latest, opted)
 
 
 class RunWorker(faust.Worker):

@@ -5,9 +5,10 @@
   the offset of its last record before the cut (processors/key_index.py keeps that in
   about 16 bytes a key). What the run keeps is only the set of those offsets, a bitmap
   over the partition's range or a sorted array, whichever is smaller.
-- A run with opt-outs must know which project each issue belongs to before it meets the
-  issue's comments and worklogs, which may come first; a pass over the issue topic says.
-  Only the run's tenants' issues are kept, each as a code and a project number.
+- A run with opt-outs must know which rows are opted out before it meets their
+  descendants, which may come first (a tenant's rows of every topic share one partition
+  number, but the topics are read side by side); a pass over each judged entity's topic
+  says (processors/opt_out.py). Only the run's tenants' opted-out rows are kept.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from sluiceway.common.kafka_io import consumer, watermarks
 from sluiceway.common.partitioning import tenant_partitions
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings
+from sluiceway.common.spec import RunSpec
 from sluiceway.processors.errors import ScanTimeoutError
 from sluiceway.processors.key_index import LastValues, TenantCodes
+from sluiceway.processors.opt_out import OptedOut, Verdicts, cascade_of
 
 BITMAP_SLICE = 1 << 20
 DELETED = -1  # the value of a key whose last record before the cut is a tombstone
@@ -159,77 +162,51 @@ def latest_offsets(kafka: KafkaSettings, run: RunRecord) -> Latest:
     return latest
 
 
-class IssueProjects:
-    """(tenant, issue id) -> project key of the issue's last version, for the run's tenants;
-    a sluiceway.processors.transforms.IssueProject."""
-
-    def __init__(self, tenants: Iterable[str]) -> None:
-        self.codes = TenantCodes(tenants)
-        self.projects: list[str] = []  # a project's number -> its key; projects are few
-        self.numbers: dict[str, int] = {}
-        self.map = LastValues()
-        self.odd: dict[tuple[str, int], int] = {}  # ids without a code
-
-    def add(self, tenant: str, issue_id: int, project_key: str) -> None:
-        number = self.numbers.get(project_key)
-        if number is None:
-            number = self.numbers[project_key] = len(self.projects)
-            self.projects.append(project_key)
-        code = self.codes.of(tenant, issue_id)
-        if code is None:
-            self.odd[(tenant, issue_id)] = number
-        else:
-            self.map.add(code, number)
-
-    def __call__(self, tenant: str, issue_id: int) -> str | None:
-        code = self.codes.of(tenant, issue_id)
-        number = self.odd.get((tenant, issue_id)) if code is None else self.map.get(code)
-        return None if number is None else self.projects[number]
-
-
-def no_project(tenant: str, issue_id: int) -> None:
-    """The IssueProject of a run without opt-outs: it never asks."""
+def opt_out_verdicts(kafka: KafkaSettings, run: RunRecord, spec: RunSpec, codec: Codec) -> OptedOut:
+    """Which rows of the cascade's judged entities the run leaves out (processors/opt_out.py):
+    each judged entity's change topic read from its beginning up to the cut, parents first,
+    for the run's tenants only."""
+    cascade = cascade_of(active_catalog())
+    verdicts = Verdicts(cascade, spec.opt_out)
+    for entity in cascade.judged if cascade is not None else ():
+        _read_entity(kafka, run, codec, entity, verdicts)
+        verdicts.close(entity)
+    return verdicts.result()
 
 
 def carrier_group(entity: str, etl_id: str) -> str:
-    """The consumer group of a run's pass over its opt-out carrier's topic (cleanup deletes
+    """The consumer group of a run's pass over one judged entity's topic (cleanup deletes
     it with the run's other groups)."""
     return f"sw-scan-{entity}-{etl_id}"
 
 
-def issue_projects(kafka: KafkaSettings, run: RunRecord, codec: Codec) -> IssueProjects:
-    """The opted-out value (the project key, in the Jira example) of every carrier row
-    (issue) of the run's tenants up to the cut; the catalog's ``opt_out`` names both."""
-    rule = active_catalog().opt_out
-    found = IssueProjects(run.tenants)
-    if rule is None or rule.carrier is None:
-        return found  # nothing to look up: no entity is judged by its carrier row
-    entity, column = rule.carrier.entity, rule.carrier.column
+def _read_entity(
+    kafka: KafkaSettings, run: RunRecord, codec: Codec, entity: str, verdicts: Verdicts
+) -> None:
     topic = kafka.cdc_topic(entity)
     parts = set().union(
         *(tenant_partitions(t, run.run_partitions, kafka.spread_of(t)) for t in run.tenants)
     )
     cut = run.cut.get(topic)
     if cut is None:
-        # a run that selects the carrier's children but not the carrier has no cut on its
-        # topic: its values are read up to the topic's end now, or an opted-out value's
-        # grandchildren would pass for want of their carrier row
+        # a run that selects an entity's descendants but not the entity has no cut on its
+        # topic: it is read up to the topic's end now, or the descendants of its opted-out
+        # rows would pass for want of their verdict
         cut = {p: high for p, (_low, high) in watermarks(kafka, topic, parts).items()}
     ranges = {(topic, p): (0, cut[p]) for p in parts if p in cut}
+    codes = TenantCodes(run.tenants)
 
     def visit(msg: Message) -> None:
         key = msg.key()
-        if key is None or not found.codes.is_run_key(key):
-            return  # another tenant's issue: not decoded, not kept
+        if key is None or not codes.is_run_key(key):
+            return  # another tenant's row: not decoded, not kept
         try:
             event = codec.decode(msg.value())
         except InvalidEventError:
             return  # the run itself dead-letters it when it meets it
-        if key != event_key(event["tenant_id"], event["entity_id"]):
+        if key != event_key(event["tenant_id"], event["entity_id"]) or event["entity"] != entity:
             return  # so does it one whose body contradicts its key
-        if event["after"] is not None:
-            found.add(event["tenant_id"], event["entity_id"], event["after"][column])
+        if event["after"] is not None:  # a delete leaves the row's last verdict standing
+            verdicts.add(entity, event["tenant_id"], event["entity_id"], event["after"])
 
     scan(kafka, carrier_group(entity, run.etl_id), ranges, visit)
-    found.map.flush()
-    return found

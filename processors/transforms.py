@@ -8,15 +8,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from sluiceway.common.catalog import Catalog
 from sluiceway.common.codec import Event, event_key
-from sluiceway.common.entities import active_catalog, id_columns, opt_out_routes, per_catalog
+from sluiceway.common.entities import active_catalog, id_columns, per_catalog, updated_column
 from sluiceway.common.errors import ConfigError, InvalidEventError
 from sluiceway.common.record_keys import column_kind, is_key_text, key_text
 from sluiceway.common.spec import RunSpec
+from sluiceway.processors.opt_out import OptedOut
 
 
 def key_tenant(key: bytes | None) -> str | None:
@@ -50,47 +50,33 @@ def validate(key: bytes | None, event: Event, entities: frozenset[str]) -> Event
 # Run-spec transforms: in_scope -> opted_out -> project -> redact -> remap (see transform).
 
 Row = dict[str, Any]
-IssueProject = Callable[[str, int], str | None]
 
 MASK = "****"
 
 
 def in_scope(event: Event, spec: RunSpec) -> bool:
-    """The event's tenant and entity are selected and it changed at or after ``from_date``."""
+    """The event's tenant and entity are selected and it changed at or after ``from_date``
+    (by the entity's own ``updated`` column, as the catalog names it)."""
     if event["tenant_id"] not in spec.tenants or event["entity"] not in spec.entities:
         return False
     if spec.from_date is None:
         return True
+    column = updated_column(event["entity"])
+    if column is None:  # the catalog gives the entity no update time: from_date is off for it
+        return True
     after = event["after"]
     # A delete has no row, so its commit time stands in for the row's update time.
-    moment = event["source_ts"] if after is None else after["updated"]
-    return bool(moment >= spec.from_date)
+    moment = event["source_ts"] if after is None else after.get(column)
+    # A NULL update time cannot show the row changed since from_date: left out.
+    return moment is not None and bool(moment >= spec.from_date)
 
 
-def opted_out(event: Event, spec: RunSpec, issue_project: IssueProject) -> bool:
-    """The event's row holds, or references a row that holds, a value the spec opts out
-    (the catalog's ``opt_out`` says which entity's field; ``issue_project`` looks a carrier
-    row's value up by its id).
-
-    A delete carries only an id: the carrier's are looked up by it, the others' are kept.
-    """
+def opted_out(event: Event, spec: RunSpec, opted: OptedOut) -> bool:
+    """The event's row holds, or descends through references from a row that holds, a
+    value the spec opts out (processors/opt_out.py: what is judged, and when)."""
     if not spec.opt_out:
         return False
-    return opt_out_value(event, issue_project) in spec.opt_out
-
-
-def opt_out_value(event: Event, issue_project: IssueProject) -> str | None:
-    """The opted-out entity's field value the event's row belongs to, if it has one."""
-    route = opt_out_routes().get(event["entity"])
-    if route is None:
-        return None
-    kind, column = route
-    after, tenant = event["after"], event["tenant_id"]
-    if kind == "own":
-        return None if after is None else str(after[column])
-    if kind == "carried":
-        return issue_project(tenant, event["entity_id"]) if after is None else after[column]
-    return None if after is None else issue_project(tenant, after[column])
+    return opted.holds(event["entity"], event["tenant_id"], event["entity_id"], event["after"])
 
 
 def project(row: Row, entity: str, spec: RunSpec) -> Row:
@@ -176,9 +162,9 @@ def remap_uuid(value: Any, tenant: str) -> str:
     return str(uuid.uuid5(uuid.UUID(str(value)), tenant))
 
 
-def transform(event: Event, spec: RunSpec, issue_project: IssueProject) -> Event | None:
+def transform(event: Event, spec: RunSpec, opted: OptedOut) -> Event | None:
     """What a run writes for ``event``, or None when the spec leaves it out."""
-    if not in_scope(event, spec) or opted_out(event, spec, issue_project):
+    if not in_scope(event, spec) or opted_out(event, spec, opted):
         return None
     entity, after = event["entity"], event["after"]
     if after is not None:

@@ -181,7 +181,8 @@ class Entity(_Frozen):
 
 
 class Carrier(_Frozen):
-    """An entity whose rows carry the opted-out value themselves, in a column."""
+    """Read and ignored: catalogs once named an entity whose rows carried a copy of the
+    opted-out field; opt-out now reaches every descendant through its references."""
 
     entity: str
     column: str = Field(pattern=_IDENT)
@@ -195,8 +196,8 @@ class OptOut(_Frozen):
     entity: str
     field: str = Field(pattern=_IDENT)
     carrier: Carrier | None = None
-    """A child of ``entity`` whose rows carry the field (a denormalised copy): its rows are
-    judged by that column, and the rows of its own children by their reference to it."""
+    """Ignored (kept so that catalogs naming one still load): the references reach every
+    descendant, a copy of the field is not needed."""
 
 
 class Catalog(_Frozen):

@@ -103,6 +103,12 @@ def id_columns(entity: str) -> tuple[str, ...]:
     return found if found is not None else catalog.entity(entity).record_key
 
 
+def updated_column(entity: str) -> str | None:
+    """The column ``from_date`` compares for ``entity``'s rows (the catalog's ``updated``,
+    named as the source names it); None when the catalog gives the entity none."""
+    return active_catalog().entity(entity).updated
+
+
 def check_entity(name: str) -> str:
     """``name`` when the active catalog has it; else one line naming it and the known ones."""
     catalog = active_catalog()
@@ -111,46 +117,9 @@ def check_entity(name: str) -> str:
     return name
 
 
-# How an entity's rows find the value a spec's opt_out lists: from a column of their own
-# ("own": the opt-out entity; "carried": its carrier, whose deletes are looked up by id), or
-# by looking up the carrier row a column references ("via").
-Route = tuple[str, str]
-
-
-def opt_out_routes() -> dict[str, Route]:
-    """entity -> its route to the opted-out value, for every entity that has one."""
-    return _routes(active_catalog())
-
-
-@per_catalog
-def _routes(catalog: Catalog) -> dict[str, Route]:
-    rule = catalog.opt_out
-    if rule is None:
-        return {}
-    routes: dict[str, Route] = {rule.entity: ("own", rule.field)}
-    carrier = rule.carrier
-    if carrier is None:
-        return routes
-    routes.setdefault(carrier.entity, ("carried", carrier.column))
-    for name, entity in catalog.entities.items():
-        via = [ref.columns[0] for ref in entity.references if ref.entity == carrier.entity]
-        if via and name not in routes:
-            routes[name] = ("via", via[0])
-    return routes
-
-
 def opt_out_gaps() -> list[str]:
-    """Entities an opt-out must cascade to (they reference an opted-out row, directly or
-    through a chain) but cannot reach: one line each."""
-    catalog = active_catalog()
-    rule = catalog.opt_out
-    if rule is None:
+    """Why a spec of this catalog cannot opt out, one line each (none when it can: the
+    rule cascades along every reference, so every descendant is reached)."""
+    if active_catalog().opt_out is None:
         return ["the catalog names no opt_out entity and field, so a spec cannot opt out"]
-    routes = opt_out_routes()
-    carrier = rule.carrier.entity if rule.carrier else None
-    return [
-        f"opt-out cannot reach entity {name!r}: it descends from {rule.entity!r} but does "
-        + (f"not reference the carrier {carrier!r} directly" if carrier else "no carrier is named")
-        for name in catalog.descendants([rule.entity])
-        if name not in routes
-    ]
+    return []

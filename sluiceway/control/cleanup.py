@@ -35,6 +35,7 @@ from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings, S3Settings
 from sluiceway.common.settings_base import SluicewaySettings
 from sluiceway.control import registry
+from sluiceway.processors.opt_out import cascade_of
 from sluiceway.processors.scan import carrier_group
 
 log = logging.getLogger("sluiceway.control.cleanup")
@@ -70,10 +71,11 @@ class CleanupSettings(SluicewaySettings):
 def run_groups(etl_id: str) -> list[str]:
     """The consumer groups of a run: its processors', its pre-pass scans' and its sinks'.
 
-    The carrier scan's group is named by the catalog's opt-out carrier entity."""
-    rule = active_catalog().opt_out
-    carrier = [carrier_group(rule.carrier.entity, etl_id)] if rule and rule.carrier else []
-    return [f"sw-process-{etl_id}", f"sw-scan-{etl_id}", *carrier, f"sw-sink-{etl_id}"]
+    An opt-out's pass before the run reads each entity the catalog's references judge, in a
+    group named by that entity."""
+    cascade = cascade_of(active_catalog())
+    judged = [carrier_group(e, etl_id) for e in cascade.judged] if cascade else []
+    return [f"sw-process-{etl_id}", f"sw-scan-{etl_id}", *judged, f"sw-sink-{etl_id}"]
 
 
 def run_topics(run: RunRecord) -> list[str]:

@@ -49,6 +49,9 @@ def test_a_pool_forgets_expired_runs_and_their_logs(tmp_path: Path) -> None:
     pool.forget(None)
 
 
-def test_a_run_has_four_groups() -> None:
-    # the Jira example's opt-out carrier is issue; processors.scan names its group
-    assert cleanup.run_groups("X") == ["sw-process-X", "sw-scan-X", "sw-scan-issue-X", "sw-sink-X"]
+def test_a_run_has_a_group_per_judged_entity() -> None:
+    # in the Jira example, comments and worklogs reference issues, issues projects: an
+    # opt-out's pass reads projects, then issues, each in its own group
+    assert cleanup.run_groups("X") == [
+        "sw-process-X", "sw-scan-X", "sw-scan-project-X", "sw-scan-issue-X", "sw-sink-X",
+    ]  # fmt: skip

@@ -28,6 +28,7 @@ from sluiceway.common.resources import example_catalog, schema_dir
 from sluiceway.common.schema_versions import columns_of, latest_version, versions
 from sluiceway.common.spec import SpecError, parse_spec
 from sluiceway.processors.batch import opted_out_rows, remapped
+from sluiceway.processors.opt_out import OptedOut, cascade_of, verdicts_of
 from sluiceway.processors.transforms import opted_out, remap
 from sluiceway.tools.migrate.logic import map_row
 from sluiceway.tools.restore import restore_order
@@ -159,34 +160,55 @@ def _attachment(issue_id: int | None, deleted: bool = False) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _issue_project(tenant: str, issue_id: int) -> str | None:
-    return {1: "SECRET", 2: "OPEN"}.get(issue_id)
+def _verdicts(values: list[str]) -> OptedOut:
+    """What the pass before a run finds: issue 1 is in the opted-out project 10."""
+    return verdicts_of(
+        cascade_of(active_catalog()),
+        values,
+        [
+            ("project", "t1", 10, {"id": 10, "key": "SECRET"}),
+            ("project", "t1", 20, {"id": 20, "key": "OPEN"}),
+            ("issue", "t1", 1, {"id": 1, "project_id": 10}),
+            ("issue", "t1", 2, {"id": 2, "project_id": 20}),
+        ],
+    )
 
 
 def test_opt_out_of_a_project_cascades_to_the_sixth_entity(sixth: Catalog) -> None:
     spec = parse_spec({"tenants": ["t1"], "destination": "/l", "opt_out": ["SECRET"]})
-    assert opted_out(_attachment(1), spec, _issue_project)
-    assert not opted_out(_attachment(2), spec, _issue_project)
+    opted = _verdicts(["SECRET"])
+    assert opted_out(_attachment(1), spec, opted)
+    assert not opted_out(_attachment(2), spec, opted)
     events = [_attachment(1), _attachment(2)]
     codec = Codec()
     keys = [event_key(e["tenant_id"], e["entity_id"]) for e in events]
     values = [codec.encode(e) for e in events]
     frame = BatchDecoder().decode(codec.schemas["attachment"], values, keys)
     assert frame is not None
-    rows = opted_out_rows(frame, "attachment", spec, _issue_project)
+    rows = opted_out_rows(frame, "attachment", spec, opted)
     assert rows.to_list() == [True, False]  # the batch path agrees
 
 
-def test_opt_out_that_cannot_reach_a_descendant_is_refused(sixth: Catalog) -> None:
+def test_opt_out_reaches_a_descendant_through_a_chain(sixth: Catalog) -> None:
     reaction = sixth.entities["attachment"].model_copy(
         update={"table": "public.reactions", "references": (
             Reference(entity="attachment", columns=("issue_id",)),)}
     )  # fmt: skip
     set_active_catalog(extended(sixth, r=reaction))
-    with pytest.raises(SpecError) as caught:
-        parse_spec({"tenants": ["t1"], "destination": "/l", "opt_out": ["SECRET"]})
-    assert "opt-out cannot reach entity 'r'" in str(caught.value)
-    parse_spec({"tenants": ["t1"], "destination": "/l"})  # without an opt-out: fine
+    spec = parse_spec({"tenants": ["t1"], "destination": "/l", "opt_out": ["SECRET"]})
+    opted = verdicts_of(
+        cascade_of(active_catalog()),
+        ["SECRET"],
+        [
+            ("project", "t1", 10, {"id": 10, "key": "SECRET"}),
+            ("issue", "t1", 1, {"id": 1, "project_id": 10}),
+            ("attachment", "t1", 5, {"id": 5, "issue_id": 1}),
+            ("attachment", "t1", 6, {"id": 6, "issue_id": 2}),
+        ],
+    )
+    # a reaction's issue_id names an attachment here: four levels below the project
+    assert opted_out({**_attachment(5), "entity": "r"}, spec, opted)
+    assert not opted_out({**_attachment(6), "entity": "r"}, spec, opted)
 
 
 def test_remap_moves_the_sixth_entitys_key_and_references(sixth: Catalog) -> None:

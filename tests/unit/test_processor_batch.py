@@ -22,10 +22,12 @@ from hypothesis import strategies as st
 from sluiceway.common.avro_batch import BatchDecoder
 from sluiceway.common.avro_encode import ColumnEncoder, UnencodableError, varints, zigzag
 from sluiceway.common.codec import Codec, event_key
+from sluiceway.common.entities import active_catalog
 from sluiceway.common.errors import InvalidEventError
 from sluiceway.common.run_schema import run_event_schemas
 from sluiceway.common.spec import RunSpec, parse_spec
 from sluiceway.processors.batch import MIN_BATCH, BatchPath, in_scope_rows, opted_out_rows, remapped
+from sluiceway.processors.opt_out import OptedOut, cascade_of
 from sluiceway.processors.transforms import output_key, transform, validate
 from tests.catalogs import ENTITIES
 from tests.unit.test_transforms_spec import TENANTS, _value, specs
@@ -35,8 +37,31 @@ ALL = frozenset(ENTITIES)
 Output = tuple[bytes | None, bytes | None]
 
 
-def _lookup(tenant: str, issue_id: int) -> str | None:
-    return "A" if issue_id % 3 == 0 else ("B" if issue_id % 3 == 1 else None)
+class _Every3:
+    """The verdicts of a pass that found every third row of each judged entity opted out
+    (ids 0, 3, 6, ... by value "A", 1, 4, 7, ... by "B")."""
+
+    def __init__(self, values: str, by_id: bool) -> None:
+        self.remainders = {"A": 0, "B": 1}
+        self.values, self.by_id = values, by_id
+
+    def __contains__(self, row: object) -> bool:
+        assert isinstance(row, tuple)
+        _tenant, key = row
+        number = int(key if self.by_id else key[0])
+        return any(number % 3 == self.remainders[v] for v in self.values)
+
+
+def lookup_for(spec: RunSpec) -> OptedOut:
+    cascade = cascade_of(active_catalog())
+    assert cascade is not None
+    values = "".join(spec.opt_out)
+    return OptedOut(
+        cascade,
+        frozenset(spec.opt_out),
+        rows={e: _Every3(values, by_id=False) for e in cascade.judged},
+        ids={e: _Every3(values, by_id=True) for e in cascade.judged},
+    )
 
 
 @functools.cache
@@ -104,7 +129,7 @@ def per_event(
             event = validate(key, CODEC.decode(value), frozenset(spec.entities))
             if full and event["op"] == "d":
                 continue
-            out = transform(event, spec, _lookup)
+            out = transform(event, spec, lookup_for(spec))
             if out is not None:
                 outs.append((output_key(out), CODEC.encode_with(schemas[out["entity"]], out)))
         except InvalidEventError:
@@ -118,7 +143,7 @@ def test_batch_path_outputs_what_the_per_event_path_does(
     spec: RunSpec, batch: tuple[list[bytes | None], list[bytes]], full: bool
 ) -> None:
     keys, values = batch
-    path = BatchPath(spec, CODEC, run_event_schemas(spec, CODEC), _lookup, full)
+    path = BatchPath(spec, CODEC, run_event_schemas(spec, CODEC), lookup_for(spec), full)
     got = path.transform(keys, values, frozenset(spec.entities))
     expected = per_event(spec, keys, values, full)
     if expected is None:
@@ -140,7 +165,7 @@ def test_hash_of_a_timestamp_column_takes_the_per_event_path() -> None:
             "destination": "/tmp/lake",
         }
     )
-    path = BatchPath(spec, CODEC, run_event_schemas(spec, CODEC), _lookup, True)
+    path = BatchPath(spec, CODEC, run_event_schemas(spec, CODEC), lookup_for(spec), True)
     assert "issue" not in path.encoders and "user" in path.encoders
 
 
@@ -187,8 +212,9 @@ def test_scope_and_opt_out_rows() -> None:
             "destination": "/l",
         }
     )
-    assert in_scope_rows(frame, spec).to_list() == [True, False, False, True]
-    assert opted_out_rows(frame, "issue", spec, _lookup).to_list() == [True, False, False, True]
+    assert in_scope_rows(frame, "issue", spec).to_list() == [True, False, False, True]
+    opted = lookup_for(spec)
+    assert opted_out_rows(frame, "issue", spec, opted).to_list() == [True, False, False, True]
 
 
 @pytest.mark.parametrize("value", [0, -1, 1, 63, -64, 64, 2**31, -(2**63), 2**63 - 1])

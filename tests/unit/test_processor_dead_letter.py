@@ -6,8 +6,10 @@ import json
 from datetime import UTC, datetime
 
 from sluiceway.common.codec import Codec
+from sluiceway.common.entities import active_catalog
 from sluiceway.common.spec import parse_spec
 from sluiceway.processors.dead_letter import RAW, REDACTED, WITHHELD, dead_letter_body
+from sluiceway.processors.opt_out import cascade_of, verdicts_of
 from sluiceway.processors.transforms import MASK, pii_hash
 from tests.unit.test_processor_batch import _issue
 
@@ -23,8 +25,15 @@ SPEC = parse_spec(
 )  # fmt: skip
 
 
-def projects(tenant: str, issue_id: int) -> str | None:
-    return None
+# the pass before the run found project 1 opted out, and so its issue 5
+projects = verdicts_of(
+    cascade_of(active_catalog()),
+    SPEC.opt_out,
+    [
+        ("project", "t1", 1, {"id": 1, "key": "HIDDEN"}),
+        ("issue", "t1", 5, {"id": 5, "project_id": 1}),
+    ],
+)
 
 
 def test_a_decodable_event_is_projected_and_redacted() -> None:
@@ -42,7 +51,7 @@ def test_a_decodable_event_is_projected_and_redacted() -> None:
 
 
 def test_a_row_the_run_would_not_export_is_withheld() -> None:
-    for event in (_issue("t1", 3, T0, "HIDDEN"), _issue("t2", 3, T0, "OPEN")):
+    for event in (_issue("t1", 5, T0, "HIDDEN"), _issue("t2", 3, T0, "OPEN")):
         event["after"] |= {"key": "SECRET-3"}
         body, kind = dead_letter_body(CODEC.encode(event), CODEC, SPEC, projects)
         assert kind == WITHHELD

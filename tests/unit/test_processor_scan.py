@@ -22,6 +22,7 @@ import pytest
 from sluiceway.common.codec import Codec
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings
+from sluiceway.common.spec import parse_spec
 from sluiceway.processors import key_index, scan
 from sluiceway.processors.transforms import select
 from tests.unit.test_processor_batch import _issue
@@ -151,41 +152,50 @@ def test_a_partition_of_many_versions_a_key_keeps_a_sorted_array(
     assert [o for o in range(-1, 700) if latest.is_latest(topic, 1, o)] == [597, 599]
 
 
-def test_issue_projects_keep_the_run_tenants_last_project() -> None:
-    projects = scan.IssueProjects(["tenant-a", "tenant-b"])
-    projects.add("tenant-a", 1, "ALPHA")
-    projects.add("tenant-b", 1, "BETA")
-    projects.add("tenant-a", 2**70, "HUGE")  # past the code's id bits: kept aside, exactly
-    projects.add("tenant-a", 1, "GAMMA")  # moved: the last version wins
-    assert projects("tenant-a", 1) == "GAMMA"
-    assert projects("tenant-b", 1) == "BETA"
-    assert projects("tenant-a", 2**70) == "HUGE"
-    assert projects("tenant-a", 2) is None
-    assert projects("tenant-z", 1) is None
+def _project(tenant: str, project_id: int, key: str) -> dict[str, object]:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    after = {"id": project_id, "key": key, "name": "n", "description": None, "lead_id": None,
+             "project_type": "software", "category": None, "url": None, "created": t0,
+             "updated": t0}  # fmt: skip
+    return {
+        "tenant_id": tenant, "entity": "project", "entity_id": project_id, "op": "u",
+        "position": 1, "source_ts": t0, "snapshot": False, "after": after,
+    }  # fmt: skip
 
 
-def test_issue_projects_pass_keeps_valid_issues_of_the_run_tenants(
+def test_opt_out_pass_judges_the_run_tenants_rows_by_their_last_versions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    events = [
-        (b"t1/3", _issue("t1", 3, t0, "A")),
-        (b"t2/4", _issue("t2", 4, t0, "B")),  # another tenant's: never kept
-        (b"t1/9", _issue("t1", 10, t0, "C")),  # contradicts its key: the run dead-letters it
-        (b"t1/3", _issue("t1", 3, t0, "D")),  # moved to another project
-        (b"t1/3", {**_issue("t1", 3, t0, "D"), "op": "d", "after": None}),
-        (b"t1/5", _issue("t1", 5, t0, "E")),
+    projects = [
+        (b"t1/1", _project("t1", 1, "HIDDEN")),
+        (b"t1/2", _project("t1", 2, "OPEN")),
+        (b"t2/1", _project("t2", 1, "HIDDEN")),  # another tenant's: never kept
     ]
-    topic = KAFKA.cdc_topic("issue")
-    records = [Rec(topic, 0, i, k, CODEC.encode(e)) for i, (k, e) in enumerate(events)]
-    records.append(Rec(topic, 0, len(records), b"t1/5", None))  # a tombstone: skipped
-    records.append(Rec(topic, 0, len(records), b"t1/6", b"corrupt"))  # dead-lettered later
+    sub = _issue("t1", 5, t0, "OPEN")
+    sub["after"] |= {"project_id": 2, "parent_id": 3}  # a sub-issue of an opted-out issue
+    issues = [
+        (b"t1/3", _issue("t1", 3, t0, "OPEN")),  # in project 1
+        (b"t1/9", _issue("t1", 10, t0, "C")),  # contradicts its key: the run dead-letters it
+        (b"t1/5", sub),
+        (b"t1/3", {**_issue("t1", 3, t0, "D"), "op": "d", "after": None}),  # deleted at last
+    ]
+    records = [
+        Rec(KAFKA.cdc_topic(e["entity"]), 0, i, k, CODEC.encode(e))  # type: ignore[arg-type]
+        for i, (k, e) in enumerate(projects + issues)
+    ]
+    records.append(Rec(TOPICS[0], 0, len(records), b"t1/5", None))  # a tombstone: skipped
+    records.append(Rec(TOPICS[0], 0, len(records), b"t1/6", b"corrupt"))  # dead-lettered later
     feed_scan(monkeypatch, lambda: iter(records))
-    run = run_of(("t1",), {(topic, p): len(records) for p in range(PARTITIONS)})
-    projects = scan.issue_projects(KAFKA, run, CODEC)
-    assert [projects("t1", i) for i in (3, 5, 9, 10, 6)] == ["D", "E", None, None, None]
-    assert projects("t2", 4) is None
-    assert len(projects.map) == 2
+    # the run selects issues and comments: the project topic is read to its end
+    monkeypatch.setattr(scan, "watermarks", lambda _k, _t, parts: dict.fromkeys(parts, (0, 99)))
+    run = run_of(("t1",), {(TOPICS[0], p): len(records) for p in range(PARTITIONS)})
+    spec = parse_spec({"tenants": ["t1"], "destination": "/l", "opt_out": ["HIDDEN"]})
+    opted = scan.opt_out_verdicts(KAFKA, run, spec, CODEC)
+    assert opted.rows["project"] == {("t1", ("1",))}
+    # issue 3 is judged by its last row (a delete keeps it), issue 5 through its parent
+    assert opted.rows["issue"] == {("t1", ("3",)), ("t1", ("5",))}
+    assert opted.ids["issue"] == {("t1", 3), ("t1", 5)}
 
 
 KEYS = 5_000_000

@@ -9,9 +9,11 @@ from fastavro import parse_schema
 from hypothesis import given, settings
 
 from sluiceway.common.codec import HEADER_LEN, MAGIC, Codec
+from sluiceway.common.entities import active_catalog
 from sluiceway.common.errors import InvalidEventError
 from sluiceway.common.run_schema import run_event_schema, run_event_schemas, run_record_fields
 from sluiceway.common.spec import RunSpec, parse_spec
+from sluiceway.processors.opt_out import cascade_of, no_opt_out, verdicts_of
 from sluiceway.processors.transforms import MASK, transform
 from tests.catalogs import ENTITIES
 from tests.unit.test_schemas import generated_event
@@ -110,7 +112,7 @@ def test_only_selected_entities_get_a_schema(codec: Codec) -> None:
 def test_transformed_event_round_trips(codec: Codec, entity: str, seed: int) -> None:
     spec = _spec(**PII_SPEC)
     event = generated_event(codec, entity, seed)
-    out = transform(event, spec, lambda tenant, issue: "KEEP")
+    out = transform(event, spec, no_opt_out())
     assert out is not None
     run_codec = codec.with_schemas(run_event_schemas(spec, codec).values())
     schema = run_event_schemas(spec, codec)[entity]
@@ -126,7 +128,7 @@ def test_delete_round_trips(codec: Codec) -> None:
     spec = _spec(**PII_SPEC)
     schema = run_event_schemas(spec, codec)["issue"]
     deleted = generated_event(codec, "issue", 1) | {"op": "d", "after": None}
-    out = transform(deleted, spec, lambda tenant, issue: None)
+    out = transform(deleted, spec, no_opt_out())
     assert out is not None
     assert codec.with_schemas([schema]).decode(codec.encode_with(schema, out)) == out
 
@@ -154,7 +156,9 @@ def test_encode_with_rejects_a_row_that_does_not_fit(codec: Codec) -> None:
 @given(spec=specs(), event=events())
 def test_any_transformed_event_round_trips(spec: RunSpec, event: dict[str, Any]) -> None:
     codec = Codec()
-    out = transform(event, spec, lambda tenant, issue: None)
+    # the verdicts of a pass that found no rows: the opted-out entity's own field decides
+    opted = verdicts_of(cascade_of(active_catalog()), spec.opt_out, [])
+    out = transform(event, spec, opted)
     if out is None:
         return
     schemas = run_event_schemas(spec, codec)

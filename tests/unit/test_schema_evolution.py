@@ -26,7 +26,7 @@ from sluiceway.producers.pgoutput import Decoder
 from sluiceway.producers.schema_evolution import UncarriedChangeError, live_version, widens
 from tests.catalogs import ENTITIES
 from tests.unit.test_pgoutput import COMMENT_COLUMNS, INT8, TEXT, begin, commit, insert, relation
-from tests.unit.test_processor_batch import _MOMENTS, CODEC, _lookup, run_specs
+from tests.unit.test_processor_batch import _MOMENTS, CODEC, lookup_for, run_specs
 from tests.unit.test_transforms_spec import TENANTS, _value
 
 INT4 = 23
@@ -156,7 +156,7 @@ def test_batch_path_outputs_what_the_per_event_path_does_for_a_schema_version(
     spec: RunSpec, batch: tuple[list[bytes | None], list[bytes]], full: bool
 ) -> None:
     keys, values = batch
-    path = BatchPath(spec, READER, run_event_schemas(spec, CODEC), _lookup, full)
+    path = BatchPath(spec, READER, run_event_schemas(spec, CODEC), lookup_for(spec), full)
     got = path.transform(keys, values, frozenset(spec.entities))
     expected: list[tuple[bytes | None, bytes | None]] | None = []
     for key, value in zip(keys, values, strict=True):
@@ -167,7 +167,7 @@ def test_batch_path_outputs_what_the_per_event_path_does_for_a_schema_version(
         except InvalidEventError:
             expected = None
             break
-        out = None if full and event["op"] == "d" else transform(event, spec, _lookup)
+        out = None if full and event["op"] == "d" else transform(event, spec, lookup_for(spec))
         if out is not None and expected is not None:
             expected.append(
                 (output_key(out), READER.encode_with(run_event_schema(writer, spec), out))

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from sluiceway.common import entities
 from sluiceway.common.codec import Codec
-from sluiceway.common.entities import reference_columns
+from sluiceway.common.entities import active_catalog, reference_columns
 from sluiceway.common.spec import RunSpec, entity_columns, parse_spec
+from sluiceway.processors.opt_out import cascade_of, verdicts_of
 from sluiceway.processors.transforms import (
     MASK,
     in_scope,
@@ -30,11 +31,20 @@ from tests.catalogs import ENTITIES
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SECRET = "per-destination-key"
-ISSUE_PROJECTS = {("t1", 7): "SECRET", ("t1", 8): "OPEN"}
-
-
-def lookup(tenant: str, issue_id: int) -> str | None:
-    return ISSUE_PROJECTS.get((tenant, issue_id))
+# what the pass before a run would find: project 1 is opted out, so its issue 7 is, and
+# issue 9, a sub-issue of 7 in the open project 2
+lookup = verdicts_of(
+    cascade_of(active_catalog()),
+    ["SECRET"],
+    [
+        ("project", "t1", 1, {"id": 1, "key": "SECRET"}),
+        ("project", "t1", 2, {"id": 2, "key": "OPEN"}),
+        ("issue", "t1", 7, {"id": 7, "project_id": 1, "parent_id": None}),
+        ("issue", "t1", 8, {"id": 8, "project_id": 2, "parent_id": None}),
+        ("issue", "t1", 9, {"id": 9, "project_id": 1, "parent_id": 8}),
+        ("issue", "t1", 9, {"id": 9, "project_id": 2, "parent_id": 7}),  # its last version
+    ],
+)
 
 
 def _spec(**extra: Any) -> RunSpec:
@@ -77,10 +87,12 @@ def test_in_scope_from_date_uses_updated_and_for_deletes_source_ts() -> None:
 
 def test_opted_out_follows_projects_to_issues_comments_and_worklogs() -> None:
     spec = _spec(opt_out=["SECRET"])
-    assert opted_out(_event("project", key="SECRET"), spec, lookup)
-    assert not opted_out(_event("project", key="OPEN"), spec, lookup)
-    assert opted_out(_event("issue", project_key="SECRET"), spec, lookup)
-    assert not opted_out(_event("issue"), spec, lookup)
+    assert opted_out(_event("project", id=1, key="SECRET"), spec, lookup)
+    assert not opted_out(_event("project", id=2, key="OPEN"), spec, lookup)
+    assert opted_out(_event("issue", id=7), spec, lookup)
+    assert not opted_out(_event("issue", id=8), spec, lookup)
+    assert opted_out(_event("issue", id=9, project_id=2), spec, lookup)  # under issue 7
+    assert opted_out(_event("comment", issue_id=9), spec, lookup)
     assert opted_out(_event("comment", issue_id=7), spec, lookup)
     assert opted_out(_event("worklog", issue_id=7), spec, lookup)
     assert not opted_out(_event("worklog", issue_id=8), spec, lookup)
@@ -151,12 +163,12 @@ def test_transform_composes_and_keys_after_remap() -> None:
         remap={"tenant": "t9", "id_offset": 1000},
         opt_out=["SECRET"],
     )
-    event = _event(summary="secret plan", project_id=2, description="x")
+    event = _event(id=8, summary="secret plan", project_id=2, description="x")
     out = transform(event, spec, lookup)
     assert out is not None
-    assert out["after"] == {"id": 1007, "project_id": 1002, "summary": MASK}
-    assert output_key(out) == b"t9/1007"
-    assert transform(_event(project_key="SECRET"), spec, lookup) is None
+    assert out["after"] == {"id": 1008, "project_id": 1002, "summary": MASK}
+    assert output_key(out) == b"t9/1008"
+    assert transform(_event(id=9), spec, lookup) is None
     assert transform(_event(tenant="t2"), spec, lookup) is None
     assert transform(_event("user"), spec, lookup) is None
     deleted = transform(_deleted(entity_id=8), spec, lookup)
@@ -268,7 +280,7 @@ def _check_row(original: dict[str, Any], out: dict[str, Any], entity: str, spec:
 @given(spec=specs(), event=events(), opted=st.sampled_from(["", "A", "B"]))
 def test_output_never_leaks(spec: RunSpec, event: dict[str, Any], opted: str) -> None:
     frozen = copy.deepcopy(event)
-    out = transform(event, spec, lambda tenant, issue: opted or None)
+    out = transform(event, spec, verdicts_of(cascade_of(active_catalog()), [opted], []))
     assert event == frozen
     if out is None:
         return
