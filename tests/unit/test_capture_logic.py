@@ -12,6 +12,7 @@ from sluiceway.common.codec import Codec
 from sluiceway.producers.acks import AckTracker
 from sluiceway.producers.errors import SourceSchemaError
 from sluiceway.producers.events import MAX_SEQ, int_to_lsn, lsn_of, lsn_to_int, position
+from sluiceway.producers.tables import tables_by_relation
 from sluiceway.producers.wal2json import Decoder, Heartbeat, Transaction
 
 
@@ -75,7 +76,7 @@ def test_a_transaction_is_returned_at_commit_with_typed_values() -> None:
 
 
 def test_dates_doubles_and_booleans_convert() -> None:
-    tables = Decoder(Codec()).tables
+    tables = tables_by_relation(Codec().catalog)
     issues, users = tables["public", "issues"], tables["public", "users"]
     assert issues.parse("due_date", "2025-03-04") == date(2025, 3, 4)
     assert issues.parse("story_points", 3) == 3.0
