@@ -220,3 +220,40 @@ def test_schema_per_tenant_tables_old_and_new_are_captured_and_reconstruct(
     source = {e: source_rows(source_db, catalog, e) for e in catalog.names}
     assert source != at_full
     lake_equals_source(cli, catalog, lake, source, tmp_path, "delta")
+
+
+def test_a_tenant_created_while_capture_is_stopped_is_added_when_it_starts_again(
+    kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str,
+) -> None:  # fmt: skip
+    """The slot holds org_4's rows, unpublished (pgoutput drops them); the capture started
+    again adds the table with its rows, and its later changes stream."""
+    catalog_file = tmp_path / "catalog.yaml"
+    catalog = write_catalog(catalog_file)
+    cli = Cli(settings_env(kafka, source_db, {"SLUICEWAY_PG_CATALOG": str(catalog_file)}))
+    cli("source", "seed", "--catalog", str(catalog_file), "--tenants", "3",
+        "--rows-per-tenant", "8", "--seed", "11")  # fmt: skip
+    slot, lake = f"sw_{unique}", tmp_path / "lake"
+    capture = start_capture(cli, tmp_path, slot, SLUICEWAY_CAPTURE_DISCOVER_S="1")
+    try:
+        wait_for(lambda: capture.assert_alive() or snapshot_done(kafka, slot), 60, "the snapshot")
+        capture.stop()
+        _execute(source_db, *new_tenant(source_db, 4, "DELETE FROM org_4.article_votes "
+                                        "WHERE helpful"))  # fmt: skip
+        _execute(source_db, "UPDATE org_2.articles SET rating = 2.5")
+        capture.start()
+        wait_for(lambda: capture.assert_alive() or published(source_db, "org_4"), 60, "org_4")
+        _execute(source_db, "UPDATE org_4.articles SET title = 'after restart' WHERE id % 2 = 0")
+        _drop_article(source_db, "org_4")
+        wait_caught_up(source_db, slot, capture, timeout=60)
+    finally:
+        capture.stop()
+    spec = tmp_path / "full.yaml"
+    spec.write_text(f"tenants: ['1', '2', '3', '4']\ndestination: {lake}\n")
+    cli.json("export", "start", "--spec", str(spec), "--wait", timeout=300)
+    source = {e: source_rows(source_db, catalog, e) for e in catalog.names}
+    for entity in catalog.names:
+        out = tmp_path / f"{entity}.parquet"
+        cli("reconstruct", "--dest", str(lake), "--table", entity, "--out", str(out))
+        assert pq.read_metadata(out).num_rows == len(source[entity]), entity
+        assert parquet_differences(catalog, entity, source[entity], out) == []
+        assert {key[0] for key in source[entity]} == {"1", "2", "3", "4"}
