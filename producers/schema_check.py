@@ -18,6 +18,7 @@ from sluiceway.common.pg_catalog import read_tables
 from sluiceway.producers.errors import SourceSchemaError
 from sluiceway.producers.schema_evolution import UncarriedChangeError, live_version
 from sluiceway.producers.tables import captured_tables
+from sluiceway.producers.tenant_tables import live_tables
 
 
 def check_source_schema(conn: Any, codec: Codec) -> None:
@@ -37,24 +38,25 @@ def carried_columns(conn: Any, catalog: Catalog) -> set[str]:
     """``schema.table.column`` of each catalog column a table dropped or widened, where the
     table's live columns make a schema version of its entity."""
     carried: set[str] = set()
-    captured = captured_tables(catalog)
+    with conn.cursor() as cur:
+        captured = live_tables(cur, catalog)  # a schema-per-tenant entity's in each schema
     live = {
         (t.schema, t.name): t
-        for t in read_tables(conn, sorted({t.schema for t in captured.values()})).values()
+        for t in read_tables(conn, sorted({t.schema for t in captured})).values()
     }
-    for name, table in captured.items():
+    for table in captured:
         found = live.get((table.schema, table.name))
         if found is None:
             continue
         columns = [(c.name, c.type) for c in found.columns if not c.generated]
         try:
-            live_version(catalog, name, columns)
+            live_version(catalog, table.entity, columns)
         except UncarriedChangeError:
             continue
         types = dict(columns)
         carried |= {
             f"{found.qualified}.{c.name}"
-            for c in catalog.entity(name).columns
+            for c in catalog.entity(table.entity).columns
             if types.get(c.name) != c.type
         }
     return carried
