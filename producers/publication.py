@@ -39,6 +39,8 @@ def captured_tables(cur: Any, per_schema: bool = True) -> list[str]:
 
 def create_statement(cur: Any, name: str) -> sql.Composed:
     tables = live_tables(cur, active_catalog())
+    if not tables:  # only schema-per-tenant entities, no tenant yet: added as they come
+        return sql.SQL("CREATE PUBLICATION {}").format(sql.Identifier(name))
     listed = sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
     return sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), listed)
 

@@ -115,13 +115,13 @@ def _drop_article(pg: PostgresSettings, schema: str) -> None:
              f"DELETE FROM {schema}.articles WHERE id = {low}")  # fmt: skip
 
 
-def new_tenant(pg: PostgresSettings, n: int, *then: str) -> list[str]:
-    """Statements creating ``org_<n>`` like ``org_1``, with a copy of its rows."""
+def new_tenant(pg: PostgresSettings, n: int, *then: str, like: str = "org_1") -> list[str]:
+    """Statements creating ``org_<n>`` like schema ``like``, with a copy of its rows."""
     s = f"org_{n}"
     return [
         f"CREATE SCHEMA {s}",
-        *(f"CREATE TABLE {s}.{t} (LIKE org_1.{t} INCLUDING ALL)" for t in TABLES),
-        *(f"INSERT INTO {s}.{t} SELECT * FROM org_1.{t}" for t in TABLES),
+        *(f"CREATE TABLE {s}.{t} (LIKE {like}.{t} INCLUDING ALL)" for t in TABLES),
+        *(f"INSERT INTO {s}.{t} SELECT * FROM {like}.{t}" for t in TABLES),
         *then,
     ]
 
@@ -231,6 +231,47 @@ def test_schema_per_tenant_tables_old_and_new_are_captured_and_reconstruct(
         }
 
 
+def _reconstructs(
+    cli: Cli, catalog: Catalog, pg: PostgresSettings, tmp_path: Path, tenants: list[str]
+) -> None:
+    """A full export of ``tenants`` reconstructs to the source, every cell, no row twice."""
+    lake, spec = tmp_path / "lake", tmp_path / "full.yaml"
+    spec.write_text(f"tenants: {tenants}\ndestination: {lake}\n")
+    cli.json("export", "start", "--spec", str(spec), "--wait", timeout=300)
+    source = {e: source_rows(pg, catalog, e) for e in catalog.names}
+    for entity in catalog.names:
+        out = tmp_path / f"{entity}.parquet"
+        cli("reconstruct", "--dest", str(lake), "--table", entity, "--out", str(out))
+        assert pq.read_metadata(out).num_rows == len(source[entity]), entity
+        assert parquet_differences(catalog, entity, source[entity], out) == []
+        assert {key[0] for key in source[entity]} == set(tenants)
+
+
+def test_capture_starts_without_tenants_and_takes_the_first_one_when_it_comes(
+    kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str,
+) -> None:  # fmt: skip
+    """A new deployment: no schema matches yet (the seeded one is renamed out of the
+    pattern, kept as the template); capture starts, and the first tenant's tables are added."""
+    catalog_file = tmp_path / "catalog.yaml"
+    catalog = write_catalog(catalog_file)
+    cli = Cli(settings_env(kafka, source_db, {"SLUICEWAY_PG_CATALOG": str(catalog_file)}))
+    cli("source", "seed", "--catalog", str(catalog_file), "--tenants", "1",
+        "--rows-per-tenant", "8", "--seed", "13")  # fmt: skip
+    _execute(source_db, "ALTER SCHEMA org_1 RENAME TO template_1")
+    slot = f"sw_{unique}"
+    capture = start_capture(cli, tmp_path, slot, SLUICEWAY_CAPTURE_DISCOVER_S="1")
+    try:
+        wait_for(lambda: capture.assert_alive() or snapshot_done(kafka, slot), 60, "the snapshot")
+        _execute(source_db, *new_tenant(source_db, 2, like="template_1"))
+        wait_for(lambda: capture.assert_alive() or published(source_db, "org_2"), 60, "org_2")
+        _execute(source_db, "UPDATE org_2.articles SET title = 'second' WHERE id % 2 = 0")
+        _drop_article(source_db, "org_2")
+        wait_caught_up(source_db, slot, capture, timeout=60)
+    finally:
+        capture.stop()
+    _reconstructs(cli, catalog, source_db, tmp_path, ["2"])
+
+
 def test_a_tenant_created_while_capture_is_stopped_is_added_when_it_starts_again(
     kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str,
 ) -> None:  # fmt: skip
@@ -241,7 +282,7 @@ def test_a_tenant_created_while_capture_is_stopped_is_added_when_it_starts_again
     cli = Cli(settings_env(kafka, source_db, {"SLUICEWAY_PG_CATALOG": str(catalog_file)}))
     cli("source", "seed", "--catalog", str(catalog_file), "--tenants", "3",
         "--rows-per-tenant", "8", "--seed", "11")  # fmt: skip
-    slot, lake = f"sw_{unique}", tmp_path / "lake"
+    slot = f"sw_{unique}"
     capture = start_capture(cli, tmp_path, slot, SLUICEWAY_CAPTURE_DISCOVER_S="1")
     try:
         wait_for(lambda: capture.assert_alive() or snapshot_done(kafka, slot), 60, "the snapshot")
@@ -256,13 +297,4 @@ def test_a_tenant_created_while_capture_is_stopped_is_added_when_it_starts_again
         wait_caught_up(source_db, slot, capture, timeout=60)
     finally:
         capture.stop()
-    spec = tmp_path / "full.yaml"
-    spec.write_text(f"tenants: ['1', '2', '3', '4']\ndestination: {lake}\n")
-    cli.json("export", "start", "--spec", str(spec), "--wait", timeout=300)
-    source = {e: source_rows(source_db, catalog, e) for e in catalog.names}
-    for entity in catalog.names:
-        out = tmp_path / f"{entity}.parquet"
-        cli("reconstruct", "--dest", str(lake), "--table", entity, "--out", str(out))
-        assert pq.read_metadata(out).num_rows == len(source[entity]), entity
-        assert parquet_differences(catalog, entity, source[entity], out) == []
-        assert {key[0] for key in source[entity]} == {"1", "2", "3", "4"}
+    _reconstructs(cli, catalog, source_db, tmp_path, ["1", "2", "3", "4"])
