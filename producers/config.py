@@ -45,6 +45,13 @@ class CaptureTuning(SluicewaySettings):
     flush_timeout_s: float = Field(
         60.0, gt=0, description="How long to wait for Kafka to acknowledge."
     )
+    discover_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often capture (pgoutput) looks for tables of schema-per-tenant "
+        "entities that its publication lacks (a tenant's schema created while it runs) and "
+        "adds each, with its rows. Until then the new table's changes wait, none is lost.",
+    )
     reconnect_max_s: float = Field(30.0, gt=0, description="Longest backoff between reconnects.")
     metrics_port: int | None = Field(None, description="Prometheus metrics port on 127.0.0.1.")
 

@@ -33,6 +33,7 @@ from sluiceway.producers.schema_check import check_source_schema
 from sluiceway.producers.slot import create_slot, inspect_slot, replication_connection
 from sluiceway.producers.snapshot import Progress, SnapshotRun, run_snapshot
 from sluiceway.producers.stream import Streamer
+from sluiceway.producers.tenant_tables import live_tables, published_tables
 
 log = logging.getLogger("sluiceway.capture")
 Stop = Callable[[], bool]
@@ -156,6 +157,8 @@ def _snapshot(
     state.consistent_at = state.consistent_at or datetime.now(UTC).isoformat()
     ckpt.save(settings.kafka, prod, state, settings.tuning.flush_timeout_s)
     point = (position(state.consistent_lsn, 0), datetime.fromisoformat(state.consistent_at))
-    run_snapshot(SnapshotRun(settings, codec, prod, point, state, progress), snapshot_name)
+    tuning = settings.tuning
+    tables = published_tables(tuning.publication) if tuning.plugin == "pgoutput" else live_tables
+    run_snapshot(SnapshotRun(settings, codec, prod, point, state, progress), snapshot_name, tables)
     state.snapshot_done = True
     ckpt.save(settings.kafka, prod, state, settings.tuning.flush_timeout_s)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,7 +40,7 @@ from sluiceway.common.codec import Codec, EventSchema
 from sluiceway.producers.decoded import HEARTBEAT_PREFIX, Change, Heartbeat, Transaction
 from sluiceway.producers.errors import SourceSchemaError
 from sluiceway.producers.schema_evolution import UncarriedChangeError, Version, live_version
-from sluiceway.producers.tables import CapturedTable, tables_by_relation
+from sluiceway.producers.tables import CapturedTable, relation_table
 
 log = logging.getLogger("sluiceway.capture")
 
@@ -150,11 +150,13 @@ class Decoder:
         """``types``: names column types, so that a table's changed columns make a new
         schema version of its entity; without it the catalog's columns are read as they are."""
         self.catalog = codec.catalog
-        self.tables = tables_by_relation(codec.catalog)
         self.types = types
-        self.versions: dict[str, EventSchema | None] = {}  # entity -> its current envelope
-        self.columns: dict[str, tuple[Column, ...]] = {}  # entity -> its current columns
-        self.stopped: set[str] = set()  # entities whose table changed beyond what is carried
+        # Per table (``schema.table``: a schema-per-tenant entity has one per tenant, each
+        # altered on its own): its current envelope and columns, and the tables whose
+        # columns changed beyond what is carried.
+        self.versions: dict[str, EventSchema | None] = {}
+        self.columns: dict[str, tuple[Column, ...]] = {}
+        self.stopped: set[str] = set()
         self.relations: dict[int, Relation] = {}
         # per captured relation: its table and (position, column) of each column captured
         self._layouts: dict[int, tuple[CapturedTable, tuple[tuple[int, str], ...]]] = {}
@@ -179,11 +181,13 @@ class Decoder:
             relid, relation = parse_relation(reader)
             self.relations[relid] = relation
             self._layouts.pop(relid, None)
-            table = self.tables.get((relation.schema, relation.name))
+            table = relation_table(self.catalog, relation.schema, relation.name)
             version = None if table is None else self._version(table, relation)
-            if version is not None:
-                self._layouts[relid] = (version.table, _layout(version.table, relation))
-                self.versions[version.table.entity] = version.schema
+            if table is not None and version is not None:
+                # the version's table is the entity's; this relation is one schema's of it
+                bound = replace(version.table, schema=table.schema, tenant_id=table.tenant_id)
+                self._layouts[relid] = (bound, _layout(bound, relation))
+                self.versions[table.qualified] = version.schema
         elif kind in "IUD":
             self._row_message(kind, reader)
         elif kind == "T":
@@ -199,7 +203,7 @@ class Decoder:
     def _version(self, table: CapturedTable, relation: Relation) -> Version | None:
         """The schema version the relation's columns make; None when capture of the table
         stops (it was stopped before, or its columns changed beyond what is carried)."""
-        if table.entity in self.stopped:
+        if table.qualified in self.stopped:
             return None
         if self.types is None:
             return Version(table, (), None)
@@ -210,12 +214,13 @@ class Decoder:
                                    strict=True)
         ]  # fmt: skip
         try:
-            version = live_version(self.catalog, table.entity, live, self.columns.get(table.entity))
+            before = self.columns.get(table.qualified)
+            version = live_version(self.catalog, table.entity, live, before)
         except UncarriedChangeError as exc:
-            self.stopped.add(table.entity)
+            self.stopped.add(table.qualified)
             log.error("capture of %s stopped, the other tables go on: %s", table.qualified, exc)
             return None
-        self.columns[table.entity] = version.columns
+        self.columns[table.qualified] = version.columns
         return version
 
     def _require_txn(self, kind: str) -> Transaction:
@@ -233,7 +238,9 @@ class Decoder:
         count = reader.int32()
         reader.int8()  # CASCADE / RESTART IDENTITY
         relations = [self._relation(reader.uint32()) for _ in range(count)]
-        captured = [r.qualified for r in relations if (r.schema, r.name) in self.tables]
+        captured = [
+            r.qualified for r in relations if relation_table(self.catalog, r.schema, r.name)
+        ]
         if captured:
             raise SourceSchemaError(
                 f"TRUNCATE of {', '.join(captured)} cannot be captured as row changes; "
@@ -284,9 +291,9 @@ class Decoder:
     def _delete(self, layout: tuple[CapturedTable, Layout], old: list[Any]) -> Change:
         table, at = layout
         values = self._convert(table, at, old)
-        tenant, key = values[table.tenant], _row_key(table, values)
+        tenant, key = table.tenant_of(values), _row_key(table, values)
         if tenant is None or None in key:
-            names = " and ".join((table.tenant, *table.key))
+            names = " and ".join(table.row_key)
             raise SourceSchemaError(
                 f"delete from {table.qualified} carries no {names}: "
                 f"the replica identity must cover them; run: ALTER TABLE {table.qualified} "
@@ -295,7 +302,7 @@ class Decoder:
         self._rows.pop((table.qualified, tenant, key), None)
         entity_id, typed = table.identity(values)
         return Change(
-            table.entity, tenant, entity_id, "d", None, typed, self.versions.get(table.entity)
+            table.entity, tenant, entity_id, "d", None, typed, self.versions.get(table.qualified)
         )
 
     def _upsert(
@@ -307,10 +314,11 @@ class Decoder:
         unchanged = [n for n, v in values.items() if v is UNCHANGED]
         if unchanged:
             values.update(self._fill(layout, values, unchanged, old))
-        tenant = values[table.tenant]
+        tenant = table.tenant_of(values)
         self._rows[table.qualified, tenant, _row_key(table, values)] = values
         row = dict(values)  # the layout's columns: the tenant, then the catalog's, in order
-        del row[table.tenant]
+        if table.tenant is not None:
+            del row[table.tenant]
         entity_id, key = table.identity(values)
         return Change(
             table.entity,
@@ -319,7 +327,7 @@ class Decoder:
             "c" if kind == "I" else "u",
             row,
             key,
-            self.versions.get(table.entity),
+            self.versions.get(table.qualified),
         )
 
     def _fill(
@@ -331,7 +339,7 @@ class Decoder:
         if old is not None:  # REPLICA IDENTITY FULL: the whole old row, detoasted
             before = self._convert(table, at, old)
         else:
-            cached = (table.qualified, values[table.tenant], _row_key(table, values))
+            cached = (table.qualified, table.tenant_of(values), _row_key(table, values))
             before = self._rows.get(cached, {})
         found = {n: before[n] for n in names if n in before and before[n] is not UNCHANGED}
         rest = [n for n in names if n not in found]
@@ -342,7 +350,7 @@ class Decoder:
     def _read_source(
         self, table: CapturedTable, values: dict[str, Any], names: list[str]
     ) -> dict[str, Any]:
-        key = {k: values[k] for k in (table.tenant, *table.key)}
+        key = {k: values[k] for k in table.row_key}
         current = self.fetch(table, key, names) if self.fetch else None
         if current is None:
             where = "; the row has been deleted since" if self.fetch else ""
@@ -365,7 +373,7 @@ def _layout(table: CapturedTable, relation: Relation) -> Layout:
     """(position, name) of each captured column in the relation's tuples; a catalog column
     the table lacks is refused by name, columns the catalog does not list are skipped."""
     at = {name: i for i, name in enumerate(relation.columns)}
-    wanted = (table.tenant, *table.columns)
+    wanted = (*table.tenant_columns, *table.columns)
     missing = [n for n in wanted if n not in at]
     if missing:
         raise SourceSchemaError(

@@ -6,6 +6,12 @@ captured table, before the slot is created: changes written before then could no
 decoded (PostgreSQL stops with "publication does not exist"), and a table added later has
 no changes before its addition. An existing publication is therefore checked, never
 altered behind the user's back: a gap is refused with the statement that fixes it.
+
+Schema-per-tenant tables are the exception: tenants come and go while capture runs, so the
+publication is created with the tenant tables of the moment, and capture adds each new one
+itself, reading its rows as it adds it (``producers/new_tables.py``); one missing from an
+existing publication is added that way too, not refused. A publication FOR ALL TABLES (or
+FOR TABLES IN SCHEMA) publishes them already.
 """
 
 from __future__ import annotations
@@ -19,23 +25,24 @@ from psycopg2 import sql
 from sluiceway.common.entities import active_catalog
 from sluiceway.common.redact import pg_error_line
 from sluiceway.producers.errors import SourceSchemaError
-from sluiceway.producers.tables import captured_tables as catalog_tables
+from sluiceway.producers.tenant_tables import live_tables
 
 _ACTIONS = ("insert", "update", "delete")
 
 
-def captured_tables() -> list[str]:
-    """``schema.table`` of every table of the active catalog."""
-    return [t.qualified for t in catalog_tables(active_catalog()).values()]
+def captured_tables(cur: Any, per_schema: bool = True) -> list[str]:
+    """``schema.table`` of every table of the active catalog that exists now (without the
+    schema-per-tenant ones unless ``per_schema``)."""
+    tables = live_tables(cur, active_catalog())
+    return [t.qualified for t in tables if per_schema or not t.per_schema]
 
 
-def _table_list() -> sql.Composed:
-    tables = catalog_tables(active_catalog()).values()
-    return sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
-
-
-def create_statement(name: str) -> sql.Composed:
-    return sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), _table_list())
+def create_statement(cur: Any, name: str) -> sql.Composed:
+    tables = live_tables(cur, active_catalog())
+    if not tables:  # only schema-per-tenant entities, no tenant yet: added as they come
+        return sql.SQL("CREATE PUBLICATION {}").format(sql.Identifier(name))
+    listed = sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
+    return sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), listed)
 
 
 def ensure_publication(conn: Any, name: str, slot: str, slot_exists: bool) -> bool:
@@ -64,7 +71,7 @@ def ensure_publication(conn: Any, name: str, slot: str, slot_exists: bool) -> bo
 
 
 def _create(cur: Any, name: str) -> bool:
-    statement = create_statement(name)
+    statement = create_statement(cur, name)
     try:
         cur.execute(statement)
     except psycopg2.errors.DuplicateObject:
@@ -93,7 +100,8 @@ def _table_problems(cur: Any, name: str) -> list[str]:
         (name,),
     )
     published = {r[0] for r in cur.fetchall()}
-    missing = [t for t in captured_tables() if t not in published]
+    # a missing tenant table is added by capture, with its rows (see the top)
+    missing = [t for t in captured_tables(cur, per_schema=False) if t not in published]
     problems = []
     if missing:
         problems.append(
@@ -117,11 +125,13 @@ def _filter_problems(cur: Any, name: str) -> list[str]:
         "AND NOT a.attisdropped AND a.attgenerated = ''))",
         (name,),
     )
-    filtered = sorted(set(captured_tables()) & {r[0] for r in cur.fetchall()})
+    filtered_names = {r[0] for r in cur.fetchall()}
+    captured = captured_tables(cur)
+    filtered = sorted(set(captured) & filtered_names)
     if not filtered:
         return []
     tables = ", ".join(filtered)
     return [
         f"publication {name!r} filters rows or columns of {tables}; capture needs them whole: "
-        f"run: ALTER PUBLICATION {name} SET TABLE {', '.join(captured_tables())}"
+        f"run: ALTER PUBLICATION {name} SET TABLE {', '.join(captured)}"
     ]

@@ -18,6 +18,7 @@ from sluiceway.common.pg_catalog import read_tables
 from sluiceway.producers.errors import SourceSchemaError
 from sluiceway.producers.schema_evolution import UncarriedChangeError, live_version
 from sluiceway.producers.tables import captured_tables
+from sluiceway.producers.tenant_tables import live_tables
 
 
 def check_source_schema(conn: Any, codec: Codec, carry_versions: bool = True) -> None:
@@ -28,33 +29,40 @@ def check_source_schema(conn: Any, codec: Codec, carry_versions: bool = True) ->
     problems = catalog_problems(conn, codec.catalog)
     carried = carried_columns(conn, codec.catalog) if problems and carry_versions else set()
     conn.rollback()
-    problems = [p for p in problems if p.split(": ", 1)[0] not in carried]
+    problems = [p for p in problems if p.split(": ", 1)[0] not in carried and not _no_tenant_yet(p)]
     if problems:
         raise SourceSchemaError("source tables differ from the catalog: " + "; ".join(problems))
+
+
+def _no_tenant_yet(problem: str) -> bool:
+    """A schema-per-tenant entity without tenants yet (a new deployment) is no problem for
+    capture: its first tenant's tables are found while it runs, like any new tenant's."""
+    return problem.startswith("entity ") and ": no schema matches " in problem
 
 
 def carried_columns(conn: Any, catalog: Catalog) -> set[str]:
     """``schema.table.column`` of each catalog column a table dropped or widened, where the
     table's live columns make a schema version of its entity."""
     carried: set[str] = set()
-    captured = captured_tables(catalog)
+    with conn.cursor() as cur:
+        captured = live_tables(cur, catalog)  # a schema-per-tenant entity's in each schema
     live = {
         (t.schema, t.name): t
-        for t in read_tables(conn, sorted({t.schema for t in captured.values()})).values()
+        for t in read_tables(conn, sorted({t.schema for t in captured})).values()
     }
-    for name, table in captured.items():
+    for table in captured:
         found = live.get((table.schema, table.name))
         if found is None:
             continue
         columns = [(c.name, c.type) for c in found.columns if not c.generated]
         try:
-            live_version(catalog, name, columns)
+            live_version(catalog, table.entity, columns)
         except UncarriedChangeError:
             continue
         types = dict(columns)
         carried |= {
             f"{found.qualified}.{c.name}"
-            for c in catalog.entity(name).columns
+            for c in catalog.entity(table.entity).columns
             if types.get(c.name) != c.type
         }
     return carried

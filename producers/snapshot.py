@@ -35,7 +35,8 @@ from sluiceway.producers.config import CaptureSettings
 from sluiceway.producers.db import connect
 from sluiceway.producers.errors import ProduceError
 from sluiceway.producers.events import change_event, lsn_to_int, position, timestamp_ms
-from sluiceway.producers.tables import CapturedTable, as_text, captured_tables
+from sluiceway.producers.tables import CapturedTable, as_text
+from sluiceway.producers.tenant_tables import TableLister, live_tables
 from sluiceway.producers.tenants import Tenants
 
 log = logging.getLogger("sluiceway.capture")
@@ -164,13 +165,16 @@ def _chunks(cur: Any, run: SnapshotRun, table: CapturedTable) -> Iterator[list[t
     names = sql.SQL(", ").join(
         select_expression(c, table.types[c], c in table.blank_padded) for c in table.columns
     )
-    tenant = sql.Identifier(table.tenant)
-    order = sql.SQL(", ").join(map(sql.Identifier, (table.tenant, *table.key)))
-    after_key = sql.SQL(", ").join(sql.Placeholder() * (1 + len(table.key)))
+    # a schema-per-tenant table's rows all have its schema's tenant: read as a constant
+    tenant = sql.Identifier(table.tenant) if table.tenant else sql.Literal(table.tenant_id)
+    order = sql.SQL(", ").join(map(sql.Identifier, table.row_key))
+    after_key = sql.SQL(", ").join(sql.Placeholder() * len(table.row_key))
     source = sql.Identifier(table.schema, table.name)
     limit = run.settings.tuning.chunk_rows
+    skip = 1 - len(table.tenant_columns)  # the tenant leads a last key, not always the order
 
-    def fetch(after: ckpt.Key | None) -> list[tuple[Any, ...]]:
+    def fetch(last: ckpt.Key | None) -> list[tuple[Any, ...]]:
+        after = None if last is None else tuple(last)[skip:]
         where = sql.SQL("WHERE ({}) > ({}) ").format(order, after_key) if after else sql.SQL("")
         select = sql.SQL("SELECT {}::text, {} FROM {} {}ORDER BY {} LIMIT %s")
         cur.execute(select.format(tenant, names, source, where, order), (*(after or ()), limit))
@@ -239,7 +243,7 @@ def _save(run: SnapshotRun) -> None:
         run.acks.raise_if_failed()
 
 
-def _snapshot_table(cur: Any, run: SnapshotRun, table: CapturedTable) -> None:
+def snapshot_table(cur: Any, run: SnapshotRun, table: CapturedTable) -> None:
     started, rows, saved = run.clock(), 0, run.clock()
     for chunk in _chunks(cur, run, table):
         _publish_chunk(run, table, chunk)
@@ -257,8 +261,11 @@ def _snapshot_table(cur: Any, run: SnapshotRun, table: CapturedTable) -> None:
     metrics.SNAPSHOT_DONE.labels(table.label).set(1)
 
 
-def run_snapshot(run: SnapshotRun, snapshot_name: str | None) -> dict[str, int]:
-    """Publish the rows of every table not yet done; return events per entity."""
+def run_snapshot(
+    run: SnapshotRun, snapshot_name: str | None, tables: TableLister = live_tables
+) -> dict[str, int]:
+    """Publish the rows of every table ``tables`` lists (as the snapshot sees the database)
+    not yet done; return events per entity."""
     with closing(connect(run.settings.pg)) as conn:
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         with conn.cursor() as cur:
@@ -269,9 +276,9 @@ def run_snapshot(run: SnapshotRun, snapshot_name: str | None) -> dict[str, int]:
                 cur.execute("SELECT pg_current_wal_lsn()::text, now()")
                 lsn, now = cur.fetchone()
                 run.point = (position(lsn_to_int(lsn), 0), now)
-            for table in captured_tables(run.codec.catalog).values():
+            for table in tables(cur, run.codec.catalog):
                 if run.state is None or table.label not in run.state.tables_done:
-                    _snapshot_table(cur, run, table)
+                    snapshot_table(cur, run, table)
         conn.rollback()
     if run.prod.flush(run.settings.tuning.flush_timeout_s) != 0:
         raise ProduceError("Kafka did not acknowledge the snapshot in time")

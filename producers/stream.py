@@ -37,6 +37,7 @@ from sluiceway.producers.db import connect
 from sluiceway.producers.decoded import HEARTBEAT_PREFIX, ChangeDecoder, Heartbeat, Transaction
 from sluiceway.producers.errors import ProduceError
 from sluiceway.producers.events import change_event, int_to_lsn, position, timestamp_ms
+from sluiceway.producers.new_tables import NewTables
 from sluiceway.producers.slot import emit_heartbeat
 from sluiceway.producers.snapshot import partition_of, produce
 from sluiceway.producers.tables import CapturedTable, as_text, captured_tables
@@ -51,8 +52,10 @@ def _wal2json_name(name: str) -> str:
 
 
 def wal2json_options(catalog: Catalog) -> dict[str, str]:
+    # a schema-per-tenant table in every schema (``*.name``, wal2json's wildcard), new
+    # tenants' included; the decoder drops those of schemas outside the entity's pattern
     tables = ",".join(
-        f"{_wal2json_name(t.schema)}.{_wal2json_name(t.name)}"
+        f"{'*' if t.per_schema else _wal2json_name(t.schema)}.{_wal2json_name(t.name)}"
         for t in captured_tables(catalog).values()
     )
     return {
@@ -123,10 +126,13 @@ class Streamer:
     tenants: Tenants = field(init=False)
     last_feedback: float = 0.0
     last_heartbeat: float = 0.0
+    last_look: float = float("-inf")
+    new_tables: NewTables = field(init=False)
     registered: set[bytes] = field(default_factory=set)  # schema versions on the registry
 
     def __post_init__(self) -> None:
         self.tenants = Tenants.load(self.settings.kafka)
+        self.new_tables = NewTables(self.settings, self.codec, self.prod, self.tenants)
 
     def run(self, repl_conn: Any) -> None:
         """Stream until ``stop()``; returns after a final flush and feedback."""
@@ -166,6 +172,9 @@ class Streamer:
         if now - self.last_heartbeat >= self.settings.tuning.heartbeat_s:
             emit_heartbeat(heartbeat_conn)
             self.last_heartbeat = now
+        if now - self.last_look >= self.settings.tuning.discover_s and self.new_tables.wanted:
+            self.new_tables.look()
+            self.last_look = self.clock()
         if now - self.last_feedback >= self.settings.tuning.feedback_s:
             self.prod.poll(0)
             self._feedback(cur)

@@ -2,7 +2,11 @@
 snapshot need them.
 
 A row's tenant is the text form of the entity's tenant column (``tenant_id`` of its change
-events and ``_tenant_id`` in the lake); its id is the entity's record key, the envelope's
+events and ``_tenant_id`` in the lake), or, for a schema-per-tenant entity, the tenant of
+the schema its table lives in (``tenant.schema_pattern``'s first group): such an entity has
+one table per matching schema, each a ``CapturedTable`` bound to its schema and tenant
+(``relation_table`` finds one by name, so a table created while capture runs is known from
+its first change, without reading the database); its id is the entity's record key, the envelope's
 ``entity_id`` (and ``key``; sluiceway.common.record_keys). Only the catalog's columns are
 captured: other columns of the table are ignored, a catalog column the table lacks is
 refused by name.
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from psycopg2 import sql
@@ -25,7 +29,6 @@ from sluiceway.common.codec import check_envelope_key
 from sluiceway.common.entities import per_catalog
 from sluiceway.common.pgtypes import PgType, column_type
 from sluiceway.common.record_keys import identity, integer_keyed
-from sluiceway.producers.errors import SourceSchemaError
 
 # The schema of a table the catalog names without one (as ``to_regclass`` would find it
 # with the default search path).
@@ -48,8 +51,8 @@ class CapturedTable:
     entity: str
     schema: str
     name: str
-    tenant: str
-    """The tenant column."""
+    tenant: str | None
+    """The tenant column; None for a schema-per-tenant entity (see ``tenant_id``)."""
     key: tuple[str, ...]
     """The record key columns (the key without the tenant column)."""
     integer_key: bool
@@ -62,6 +65,27 @@ class CapturedTable:
     blank_padded: frozenset[str] = frozenset()
     """Columns of type character(n) (or a domain over it), whose ``::text`` cast drops the
     padding their output (what the decoders read) keeps."""
+    tenant_id: str | None = None
+    """A schema-per-tenant table's tenant (from its schema); None for a tenant column, and
+    in an entity's unbound table (``schema`` empty) until ``bind`` names the schema."""
+
+    @property
+    def tenant_columns(self) -> tuple[str, ...]:
+        """The tenant column, when the row carries its tenant."""
+        return () if self.tenant is None else (self.tenant,)
+
+    @property
+    def row_key(self) -> tuple[str, ...]:
+        """The columns that find one row in the table: the tenant column, the record key."""
+        return (*self.tenant_columns, *self.key)
+
+    def tenant_of(self, values: dict[str, Any]) -> Any:
+        """The tenant of a row's ``values`` (the column's text, or the schema's tenant)."""
+        return self.tenant_id if self.tenant is None else values.get(self.tenant)
+
+    @property
+    def per_schema(self) -> bool:
+        return self.tenant is None
 
     def identity(self, values: dict[str, Any]) -> tuple[int | str, dict[str, Any] | None]:
         """The event's ``entity_id`` and ``key`` of a row (or a delete's key) ``values``."""
@@ -99,21 +123,17 @@ def text_form(value: Any) -> str:
 
 def _captured(catalog: Catalog, name: str, entity: Entity) -> CapturedTable:
     tenant = entity.tenant.column
-    if tenant is None:
-        raise SourceSchemaError(
-            f"entity {name!r} finds its tenant by schema ({entity.tenant.schema_pattern!r}); "
-            "capture reads tenants from a column only for now: give the entity a tenant column"
-        )
     check_envelope_key(catalog, name)
     types = {c.name: column_type(c, catalog.types) for c in entity.columns}
     fast: dict[str, tuple[type | None, Parser]] = {
         c: (_ready_type(pg), pg.parse) for c, pg in types.items()
     }
-    fast[tenant] = (str, str)
+    if tenant is not None:
+        fast[tenant] = (str, str)
     padded = frozenset(c.name for c in entity.columns if _blank_padded(c.type, catalog))
     return CapturedTable(
         entity=name,
-        schema=entity.schema_name or DEFAULT_SCHEMA,
+        schema="" if tenant is None else entity.schema_name or DEFAULT_SCHEMA,
         name=entity.table_name,
         tenant=tenant,
         key=entity.record_key,
@@ -163,5 +183,37 @@ def captured_tables(catalog: Catalog) -> dict[str, CapturedTable]:
 
 @per_catalog
 def tables_by_relation(catalog: Catalog) -> dict[tuple[str, str], CapturedTable]:
-    """Every captured table by (schema, table name), as the decoders meet them."""
-    return {(t.schema, t.name): t for t in captured_tables(catalog).values()}
+    """Every table of an entity with a tenant column by (schema, table name)."""
+    return {(t.schema, t.name): t for t in captured_tables(catalog).values() if not t.per_schema}
+
+
+@per_catalog
+def per_schema_tables(catalog: Catalog) -> dict[str, list[CapturedTable]]:
+    """The unbound tables of the schema-per-tenant entities, by table name."""
+    found: dict[str, list[CapturedTable]] = {}
+    for table in captured_tables(catalog).values():
+        if table.per_schema:
+            found.setdefault(table.name, []).append(table)
+    return found
+
+
+def bind(table: CapturedTable, schema: str, catalog: Catalog) -> CapturedTable | None:
+    """A schema-per-tenant entity's ``table`` in ``schema``; None when the schema does not
+    match the entity's pattern. A table with a tenant column is returned as it is."""
+    if not table.per_schema:
+        return table
+    tenant = catalog.entity(table.entity).tenant.tenant_of_schema(schema)
+    return None if tenant is None else replace(table, schema=schema, tenant_id=tenant)
+
+
+def relation_table(catalog: Catalog, schema: str, name: str) -> CapturedTable | None:
+    """The captured table at ``schema.name`` as the decoders meet it; None when the catalog
+    does not capture it. Pure: a tenant schema created a moment ago is known already."""
+    found = tables_by_relation(catalog).get((schema, name))
+    if found is not None:
+        return found
+    for table in per_schema_tables(catalog).get(name, ()):
+        bound = bind(table, schema, catalog)
+        if bound is not None:
+            return bound
+    return None

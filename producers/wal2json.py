@@ -17,7 +17,7 @@ from sluiceway.common.codec import Codec
 from sluiceway.producers.decoded import HEARTBEAT_PREFIX, Change, Heartbeat, Transaction
 from sluiceway.producers.errors import SourceSchemaError
 from sluiceway.producers.events import lsn_to_int
-from sluiceway.producers.tables import CapturedTable, tables_by_relation
+from sluiceway.producers.tables import CapturedTable, relation_table
 
 __all__ = ["Change", "Decoder", "Heartbeat", "Transaction"]
 
@@ -28,7 +28,8 @@ class Decoder:
     """Feeds on wal2json messages; returns a Transaction at each commit."""
 
     def __init__(self, codec: Codec) -> None:
-        self.tables = tables_by_relation(codec.catalog)
+        self.catalog = codec.catalog
+        self.tables: dict[tuple[str, str], CapturedTable | None] = {}  # found by relation_table
         self.current: Transaction | None = None
 
     def feed(self, payload: str) -> Transaction | Heartbeat | None:
@@ -60,9 +61,14 @@ class Decoder:
         return self.current
 
     def _change(self, msg: dict[str, Any]) -> Change | None:
-        table = self.tables.get((msg["schema"], msg["table"]))
+        where = (msg["schema"], msg["table"])
+        if where not in self.tables:
+            self.tables[where] = relation_table(self.catalog, *where)
+        table = self.tables[where]
         if table is None:
-            raise SourceSchemaError(f"change to uncaptured table {msg['schema']}.{msg['table']}")
+            # add-tables names a schema-per-tenant table in every schema (``*.name``):
+            # one in a schema outside the entity's pattern is not captured
+            return None
         op = _OPS[msg["action"]]
         if op == "d":
             values = self._convert(table, msg["identity"])
@@ -91,9 +97,9 @@ class Decoder:
         table: CapturedTable, values: dict[str, Any]
     ) -> tuple[str, tuple[int | str, dict[str, Any] | None]]:
         """The tenant, and the event's ``entity_id`` and ``key``."""
-        tenant = values.get(table.tenant)
+        tenant = table.tenant_of(values)
         if tenant is None or any(values.get(k) is None for k in table.key):
-            names = " and ".join((table.tenant, *table.key))
+            names = " and ".join(table.row_key)
             raise SourceSchemaError(
                 f"a change of {table.qualified} carries no {names}: "
                 f"the replica identity must cover them; run: ALTER TABLE {table.qualified} "

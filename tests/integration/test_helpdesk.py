@@ -2,14 +2,15 @@
 composite key holding the tenant column (replies: ``org_id, ticket_id, n``), a bigint key
 with a tenant column outside it (attachments), a self-reference and a three-level chain.
 
-Its schema-per-tenant entities (articles, votes) are left out: capture reads tenants from a
-column only. The tables are seeded by ``sluiceway source seed --catalog``; replies keep the
-default replica identity (a delete carries only the key columns), the tables whose tenant
-column is outside the key get REPLICA IDENTITY FULL. They are captured (snapshot, then live
-inserts, updates and deletes on every kind of key), exported full and as a delta,
-reconstructed (full plus delta), copied to another tenant (remap), replayed as of a moment
-between the two sets of changes and that replay restored into a fresh database. The
-source, read with SQL, is the truth: every cell of every key is compared."""
+Its schema-per-tenant entities (articles, votes) are left out here: test_tenant_schemas.py
+captures them, tenant schemas created while capture runs included. The tables are seeded
+by ``sluiceway source seed --catalog``; replies keep the default replica identity (a delete
+carries only the key columns), the tables whose tenant column is outside the key get
+REPLICA IDENTITY FULL. They are captured (snapshot, then live inserts, updates and deletes
+on every kind of key), exported full and as a delta, reconstructed (full plus delta),
+copied to another tenant (remap), replayed as of a moment between the two sets of changes
+and that replay restored into a fresh database. The source, read with SQL, is the truth:
+every cell of every key is compared."""
 
 from __future__ import annotations
 

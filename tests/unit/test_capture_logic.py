@@ -8,10 +8,13 @@ from typing import Any
 
 import pytest
 
+from sluiceway.common.catalog import parse_catalog
 from sluiceway.common.codec import Codec
 from sluiceway.producers.acks import AckTracker
 from sluiceway.producers.errors import SourceSchemaError
 from sluiceway.producers.events import MAX_SEQ, int_to_lsn, lsn_of, lsn_to_int, position
+from sluiceway.producers.stream import wal2json_options
+from sluiceway.producers.tables import tables_by_relation
 from sluiceway.producers.wal2json import Decoder, Heartbeat, Transaction
 
 
@@ -75,7 +78,7 @@ def test_a_transaction_is_returned_at_commit_with_typed_values() -> None:
 
 
 def test_dates_doubles_and_booleans_convert() -> None:
-    tables = Decoder(Codec()).tables
+    tables = tables_by_relation(Codec().catalog)
     issues, users = tables["public", "issues"], tables["public", "users"]
     assert issues.parse("due_date", "2025-03-04") == date(2025, 3, 4)
     assert issues.parse("story_points", 3) == 3.0
@@ -174,3 +177,24 @@ def test_a_failed_delivery_holds_the_position_back() -> None:
     tracker.acked(txn, error="broker down")
     assert tracker.safe_lsn() == 10
     assert tracker.error == "broker down"
+
+
+def test_wal2json_takes_a_schema_per_tenant_table_in_every_matching_schema() -> None:
+    catalog = parse_catalog({"entities": {"note": {
+        "table": "notes", "key": ["id"], "tenant": {"schema_pattern": r"org_(\d+)"},
+        "columns": [{"name": "id", "type": "bigint", "nullable": False},
+                    {"name": "body", "type": "text"}],
+    }}}, "test")  # fmt: skip
+    assert wal2json_options(catalog)["add-tables"] == "*.notes"
+    decoder = Decoder(Codec(catalog=catalog))
+    decoder.feed(_begin())
+    row = [_col("id", 5, "bigint"), _col("body", "a")]
+    for schema in ("org_7", "public", "org_12"):
+        decoder.feed(_msg("I", table="notes", schema=schema, columns=row))
+    decoder.feed(_msg("D", table="notes", schema="org_7", identity=[_col("id", 5, "bigint")]))
+    txn = decoder.feed(_msg("C"))
+    assert isinstance(txn, Transaction)
+    assert [(c.tenant_id, c.entity_id, c.op, c.row) for c in txn.changes] == [
+        ("7", 5, "c", {"id": 5, "body": "a"}), ("12", 5, "c", {"id": 5, "body": "a"}),
+        ("7", 5, "d", None),
+    ]  # fmt: skip

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from sluiceway.common.catalog import parse_catalog
 from sluiceway.common.codec import Codec
 from sluiceway.producers.errors import SourceSchemaError
 from sluiceway.producers.pgoutput import UNCHANGED, Decoder
@@ -261,3 +262,25 @@ def test_changes_outside_a_transaction_or_before_their_relation_are_refused() ->
     decoder.feed(begin())
     with pytest.raises(SourceSchemaError, match="relation 2 before its schema"):
         decoder.feed(insert(2, comment()))
+
+
+def test_a_schema_per_tenant_table_takes_its_tenant_from_its_schema() -> None:
+    """A tenant schema's table is captured from its first Relation message (one created
+    while capture runs included); the row carries no tenant column; other schemas are not
+    captured."""
+    catalog = parse_catalog({"entities": {"note": {
+        "table": "notes", "key": ["id"], "tenant": {"schema_pattern": r"org_(\d+)"},
+        "columns": [{"name": "id", "type": "bigint", "nullable": False},
+                    {"name": "body", "type": "text"}],
+    }}}, "test")  # fmt: skip
+    decoder = Decoder(Codec(catalog=catalog))
+    columns = [("id", INT8), ("body", TEXT)]
+    txn = decode(decoder, begin(), relation(1, "notes", columns, schema="org_7"),
+                 relation(2, "notes", columns, schema="org_12"),
+                 relation(3, "notes", columns, schema="public"), insert(1, [5, "a"]),
+                 insert(2, [5, "b"]), insert(3, [5, "c"]), update(2, [5, "b2"]),
+                 delete(1, [5, None]), commit())  # fmt: skip
+    assert [(c.tenant_id, c.entity_id, c.op, c.row) for c in txn.changes] == [
+        ("7", 5, "c", {"id": 5, "body": "a"}), ("12", 5, "c", {"id": 5, "body": "b"}),
+        ("12", 5, "u", {"id": 5, "body": "b2"}), ("7", 5, "d", None),
+    ]  # fmt: skip

@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 
 from sluiceway.common.catalog import Catalog, CatalogError, parse_catalog
-from sluiceway.producers.errors import SourceSchemaError
-from sluiceway.producers.tables import captured_tables
+from sluiceway.producers.tables import captured_tables, relation_table
 
 
 def _catalog(**entity: Any) -> Catalog:
@@ -36,14 +35,21 @@ def test_a_table_is_taken_under_its_schema_and_name_with_its_tenant_and_key() ->
     assert (public.qualified, public.label) == ("public.org_units", "org_units")
 
 
-def test_schema_per_tenant_entities_are_refused_in_one_line() -> None:
-    catalog = _catalog(tenant={"schema_pattern": r"org_(\d+)"}, key=["unit_no"])
-    with pytest.raises(SourceSchemaError) as caught:
-        captured_tables(catalog)
-    assert str(caught.value) == (
-        "entity 'unit' finds its tenant by schema ('org_(\\\\d+)'); capture reads tenants "
-        "from a column only for now: give the entity a tenant column"
-    )
+def test_a_schema_per_tenant_entity_has_a_table_in_each_matching_schema() -> None:
+    catalog = _catalog(table="org_units", tenant={"schema_pattern": r"org_(\d+)"}, key=["unit_no"])
+    (unbound,) = captured_tables(catalog).values()
+    assert (unbound.schema, unbound.tenant, unbound.tenant_id, unbound.per_schema) == (
+        "", None, None, True,
+    )  # fmt: skip
+    assert unbound.row_key == ("unit_no",) and "org" not in unbound.fast
+    found = relation_table(catalog, "org_42", "org_units")
+    assert found is not None and (found.qualified, found.label, found.tenant_id) == (
+        "org_42.org_units", "org_42.org_units", "42",
+    )  # fmt: skip
+    assert found.tenant_of({"unit_no": 1}) == "42"
+    assert relation_table(catalog, "public", "org_units") is None  # outside the pattern
+    assert relation_table(catalog, "org_x", "org_units") is None
+    assert relation_table(catalog, "org_42", "other") is None
 
 
 def test_a_composite_key_is_carried_typed_with_its_canonical_text() -> None:
