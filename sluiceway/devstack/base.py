@@ -157,6 +157,19 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
+def _last_error(log_file: Path) -> str:
+    """The log's last error line, shortened, for the one-line message (a test's temporary
+    log may be gone by the time someone reads a CI report)."""
+    try:
+        with log_file.open("rb") as log:
+            log.seek(max(0, log_file.stat().st_size - 65536))
+            tail = log.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    found = [ln for ln in tail if any(w in ln for w in ("ERROR", "FATAL", "Exception"))]
+    return f" ({found[-1].strip()[:300]})" if found else ""
+
+
 def wait_until(
     check: Callable[[], bool],
     *,
@@ -173,7 +186,10 @@ def wait_until(
         if check():
             return
         if alive is not None and not alive():
-            raise StackDownError(f"{name} exited while starting; see the last lines of {log_file}")
+            raise StackDownError(
+                f"{name} exited while starting{_last_error(log_file)}; see the last lines of "
+                f"{log_file}"
+            )
         if time.monotonic() >= deadline:
             raise StackDownError(
                 f"{name} did not answer on {address} within {timeout_s:g}s; "

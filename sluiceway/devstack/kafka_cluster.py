@@ -14,13 +14,14 @@ import json
 import os
 import secrets
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.settings import KafkaSettings, StackSettings
 from sluiceway.devstack import tls
-from sluiceway.devstack.base import ServerStatus, live_pid, port_open
+from sluiceway.devstack.base import ServerStatus, live_pid, pid_alive, port_open
 from sluiceway.devstack.kafka import (
     MAIN_CLASS,
     KafkaServer,
@@ -34,6 +35,18 @@ PORT_STEP = 10
 SASL_PORT_OFFSET = 4  # node i's SASL_SSL port: its PLAINTEXT port + 4
 SCRAM_USER = "sluiceway"
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+KILL_WAIT_S = 30.0
+
+
+def _wait_gone(pid: int, timeout_s: float) -> None:
+    """Wait until a killed process has exited (gone, or a zombie). Its command line empties
+    before it closes its files, so until then it may still hold the data directory's lock and
+    its ports, and a node started again at once exits ("exited while starting")."""
+    deadline = time.monotonic() + timeout_s
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 @dataclass(frozen=True)
@@ -127,6 +140,7 @@ class KafkaNode(KafkaServer):
         pid = live_pid(self.pid_file, MAIN_CLASS)
         if pid is not None:
             os.killpg(pid, signal.SIGKILL)
+            _wait_gone(pid, KILL_WAIT_S)
         return self.status()
 
     def status(self) -> ServerStatus:
