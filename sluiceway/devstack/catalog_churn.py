@@ -78,15 +78,19 @@ class CatalogState:
         self.parents[tenant, entity, key] = parents
         for parent, parent_key in parents:
             self.children[tenant, parent, parent_key] += 1
-        top = max(map(_counter_of, key), default=0)
+        top = max((_counter_of(entity, part) for part in key), default=0)
         self.counters[entity] = max(self.counters.get(entity, 1), top + 1)
 
 
-def _counter_of(part: Any) -> int:
-    """The counter in a key value: an integer key, or the digits ending a text key."""
+def _counter_of(entity: str, part: Any) -> int:
+    """The counter in a key value: an integer key, or the digits of a text key the row maker
+    drew (``<entity>-<counter>``). Not the digits ending any text: a random uuid whose last
+    group is all decimal digits (one in about 280) would push the counter past an integer
+    column's range, and the next insert of a composite key (the help desk's ``reply.n``)
+    would be refused by the source."""
     if isinstance(part, int):
         return part
-    digits = re.fullmatch(r".*-(\d+)", str(part))
+    digits = re.fullmatch(rf"{re.escape(entity)}-(\d+)", str(part))
     return int(digits.group(1)) if digits else 0
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg2
 from confluent_kafka import TopicPartition
 
+from sluiceway.common.catalog import Catalog
 from sluiceway.common.codec import Codec
 from sluiceway.common.kafka_io import consumer, watermarks
 from sluiceway.common.schema_registry import evolving
@@ -96,13 +97,17 @@ class Record:
     event: dict[str, Any] | None  # None for a tombstone
 
 
-def read_change_topics(kafka: KafkaSettings, timeout: float = 60) -> list[Record]:
-    """Every record on the change topics up to their high watermarks now, in offset order."""
-    codec = evolving(Codec(), kafka)  # and the schema versions capture registered
+def read_change_topics(
+    kafka: KafkaSettings, timeout: float = 60, catalog: Catalog | None = None
+) -> list[Record]:
+    """Every record on the change topics of ``catalog`` (default: the active one) up to
+    their high watermarks now, in offset order."""
+    codec = evolving(Codec(catalog=catalog), kafka)  # and the versions capture registered
+    entities = catalog.names if catalog is not None else ENTITIES
     reader = consumer(kafka, group=f"verify-{time.monotonic_ns()}")
     ends = {
         (kafka.cdc_topic(e), p): high
-        for e in ENTITIES
+        for e in entities
         for p, (_low, high) in watermarks(
             kafka, kafka.cdc_topic(e), range(kafka.partitions)
         ).items()

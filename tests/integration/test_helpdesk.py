@@ -14,7 +14,6 @@ every cell of every key is compared."""
 
 from __future__ import annotations
 
-import math
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,31 +21,22 @@ from typing import Any
 import psycopg2
 import pyarrow.parquet as pq
 import pytest
-import yaml
-from psycopg2 import sql
 
-from sluiceway.common.catalog import Catalog, parse_catalog
+from sluiceway.common.catalog import Catalog
 from sluiceway.common.pgtypes import column_type
-from sluiceway.common.resources import example_catalog
 from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from tests.conftest import Cli, Stack, fresh_database, settings_env
+from tests.integration.helpdesk_truth import (
+    OUTSIDE_KEY,
+    plain,
+    source_rows,
+    write_catalog,
+)
 from tests.integration.test_capture import snapshot_done, start_capture, wait_caught_up
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 TENANTS = ("1", "2")
-COLUMN_TENANTS = ("customer", "ticket", "reply", "attachment")
-# Tables whose tenant column is outside their primary key: a delete under the default
-# replica identity carries the key alone, not the tenant. Replies keep the default.
-OUTSIDE_KEY = ("customers", "tickets", "attachments")
-
-
-def write_catalog(path: Path) -> Catalog:
-    """The help desk example without its schema-per-tenant entities."""
-    document = yaml.safe_load(example_catalog("helpdesk").read_text(encoding="utf-8"))
-    document["entities"] = {n: e for n, e in document["entities"].items() if n in COLUMN_TENANTS}
-    path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
-    return parse_catalog(document, str(path))
 
 
 def _execute(pg: PostgresSettings, statement: str, *params: Any) -> None:
@@ -107,35 +97,6 @@ def later_changes(pg: PostgresSettings) -> None:
     _execute(pg, "UPDATE public.attachments SET file_name = 'renamed.bin' WHERE id %% 3 = 1")
 
 
-def source_rows(pg: PostgresSettings, catalog: Catalog, entity: str) -> dict[tuple[Any, ...], Any]:
-    """(tenant text, record key texts...) -> the row's cells as PostgreSQL prints them."""
-    found = catalog.entity(entity)
-    tenant = found.tenant.column
-    assert tenant is not None
-    names = [tenant, *found.column_names]
-    cells = sql.SQL(", ").join(
-        sql.SQL("CASE WHEN {0} IS NULL THEN NULL ELSE format('%s', {0}) END").format(
-            sql.Identifier(n)
-        )
-        for n in names
-    )
-    query = sql.SQL("SELECT {} FROM {}").format(cells, sql.Identifier(*found.table.split(".")))
-    with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
-        cur.execute("SET TimeZone = 'UTC'")
-        cur.execute(query)
-        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-    conn.close()
-    return {(r[tenant], *(r[k] for k in found.record_key)): r for r in rows}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 def parquet_differences(
     catalog: Catalog, entity: str, source: dict[tuple[Any, ...], Any], path: Path
 ) -> list[str]:
@@ -150,7 +111,7 @@ def parquet_differences(
         f"{entity} {key} {name}: {row[name]!r}"
         for key, row in got.items()
         for name, kind in kinds.items()
-        if _plain(row[name]) != _plain(kind.parse_text(source[key][name]))
+        if plain(row[name]) != plain(kind.parse_text(source[key][name]))
     ]
 
 

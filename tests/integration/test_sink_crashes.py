@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ SINK_ENV = {
 }
 ROTATE = re.compile(rb"^.*\brotate table=\S+ partition=\d+ .*$", re.MULTILINE)
 
-Pair = tuple[str, int]  # (tenant_id, id)
+Pair = tuple[Any, ...]  # (tenant_id, *record key): (tenant_id, id) on the Jira demo
 
 
 @dataclass(frozen=True)
@@ -239,8 +239,13 @@ def read_json(lake: Lake, relative: str) -> Any:
         return json.loads(src.read())
 
 
-def check_lake(lake: Lake, etl_id: str, src: Source) -> dict[str, Any]:
-    """Every check of the issue's Done-when, against the source and the files read back."""
+def check_lake(
+    lake: Lake, etl_id: str, src: Source, keys: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, Any]:
+    """Every check of the issue's Done-when, against the source and the files read back.
+
+    ``keys``: per table, its record key columns (default: ``id``), as ``src.ids`` holds
+    them after the tenant."""
     infos = lake.fs.get_file_info(pafs.FileSelector(lake.root, recursive=True))
     files = {i.path.removeprefix(lake.root + "/"): i for i in infos if i.type == pafs.FileType.File}
     temps = sorted(p for p in files if layout.is_temp_name(layout.basename(p)))
@@ -265,7 +270,7 @@ def check_lake(lake: Lake, etl_id: str, src: Source) -> dict[str, Any]:
         f"listed but missing: {sorted(set(listed) - set(parts))[:5]}"
     )
     totals = Counter[str]()
-    for table in ENTITIES:
+    for table in src.ids:
         summary = run_manifest["tables"][table]
         got: list[Pair] = []
         rows = size = 0
@@ -273,20 +278,13 @@ def check_lake(lake: Lake, etl_id: str, src: Source) -> dict[str, Any]:
             path = entry["path"]
             assert f"/{table}/{etl_id}/" in path, path
             info = parts[path]
-            data = pq.read_table(
-                f"{lake.root}/{path}", filesystem=lake.fs, columns=["_tenant_id", "id"]
-            )
+            columns = ["_tenant_id", *(keys[table] if keys else ["id"])]
+            data = pq.read_table(f"{lake.root}/{path}", filesystem=lake.fs, columns=columns)
             assert data.num_rows <= MAX_ROWS, (path, data.num_rows)
             assert info.size <= MAX_BYTES, (path, info.size)
             assert entry["rows"] == data.num_rows, (path, entry, data.num_rows)
             assert entry["bytes"] == info.size, (path, entry, info.size)
-            got.extend(
-                zip(
-                    data.column("_tenant_id").to_pylist(),
-                    data.column("id").to_pylist(),
-                    strict=True,
-                )
-            )
+            got.extend(zip(*(data.column(c).to_pylist() for c in columns), strict=True))
             rows += data.num_rows
             size += info.size
         assert summary["rows"] == rows, table

@@ -194,6 +194,20 @@ def test_ledger_lines_hold_the_record_key_as_an_array() -> None:
         assert {line["xid"], line["commit_lsn_upper"]} == {7, "0/16B3748"}
 
 
+def test_a_uuid_ending_in_digits_is_no_counter() -> None:
+    """A random uuid's last group can be all decimal digits: it must not raise the counter
+    that fills the integer part of a composite key (reply.n), or churn inserts a value out of
+    the column's range."""
+    state = CatalogState()
+    ticket = "5b0e1c2d-0000-4000-8000-050211348484"
+    state.add("1", "ticket", (ticket,), [])
+    state.add("1", "reply", (ticket, 3), [("ticket", (ticket,))])
+    assert state.counters["reply"] == 4
+    assert state.counters["ticket"] == 1
+    state.add("1", "label", ("label-41",), [])
+    assert state.counters["label"] == 42
+
+
 BAD_CATALOGS = {
     "missing": (None, "cannot read it"),
     "unmapped": (

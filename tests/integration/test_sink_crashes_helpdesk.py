@@ -1,0 +1,110 @@
+"""The sink killed with SIGKILL 20 times on the help desk catalog, local destination.
+
+As test_sink_crashes.py on the Jira demo, on the second example catalog: uuid keys, a
+composite key (replies: ``ticket_id, n`` after the tenant), tenant columns outside the key,
+a self-reference. The source, read with SQL, is the truth: the lake must hold every row of
+the run's tenants exactly once, by its full record key, with no temporary left, every file
+within its caps and the manifest describing exactly the files read back."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sluiceway.common.catalog import Catalog
+from sluiceway.common.pgtypes import column_type
+from sluiceway.common.settings import PostgresSettings
+from tests.conftest import Cli, Stack, isolated, settings_env
+from tests.integration.helpdesk_truth import source_rows, write_catalog
+from tests.integration.test_sink_crashes import (
+    KILLS,
+    ROTATE,
+    SINK_ENV,
+    Pair,
+    SinkProcess,
+    Source,
+    check_lake,
+    kill_repeatedly,
+    lake_of,
+    run_processor,
+)
+
+pytestmark = pytest.mark.integration
+TENANTS = ("1", "2")
+# 4 entities x 2 tenants x 30,000: 240,000 events, enough for 20 short lives of the sink
+ROWS_PER_TENANT = 30_000
+
+
+def typed_keys(pg: PostgresSettings, catalog: Catalog) -> dict[str, set[Pair]]:
+    """Per entity, (tenant, *record key) of every source row, typed as the lake holds them."""
+    out: dict[str, set[Pair]] = {}
+    for entity in catalog.names:
+        found = catalog.entity(entity)
+        kinds = [column_type(found.column(c), catalog.types) for c in found.record_key]
+        out[entity] = {
+            (tenant, *(k.parse_text(t) for k, t in zip(kinds, key, strict=True)))
+            for (tenant, *key) in source_rows(pg, catalog, entity)
+            if tenant in TENANTS
+        }
+    return out
+
+
+@pytest.fixture(scope="module")
+def helpdesk(local_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+    tuple[Source, Catalog]
+]:  # fmt: skip
+    """The help desk tables seeded for two tenants and captured once."""
+    path = tmp_path_factory.mktemp("helpdesk") / "catalog.yaml"
+    catalog = write_catalog(path)
+    for kafka, pg, _cli in isolated(local_stack):
+        cli = Cli(settings_env(kafka, pg, {"SLUICEWAY_PG_CATALOG": str(path)}))
+        started = time.monotonic()
+        cli("source", "seed", "--catalog", str(path), "--tenants", str(len(TENANTS)),
+            "--rows-per-tenant", str(ROWS_PER_TENANT), "--seed", "21", timeout=900)  # fmt: skip
+        seeded = time.monotonic()
+        cli("capture", "--snapshot-only", timeout=600)
+        src = Source(kafka, pg, cli, typed_keys(pg, catalog))
+        print(
+            f"\nhelpdesk source: {src.events} events; seed {seeded - started:.1f}s, "
+            f"capture {time.monotonic() - seeded:.1f}s"
+        )
+        assert src.events == len(catalog.names) * len(TENANTS) * ROWS_PER_TENANT
+        yield src, catalog
+
+
+@pytest.mark.timeout(1200)
+def test_sink_killed_20_times_writes_every_helpdesk_row_exactly_once(
+    helpdesk: tuple[Source, Catalog], local_stack: Stack, tmp_path: Path
+) -> None:
+    source, catalog = helpdesk
+    spec = tmp_path / "spec.yaml"
+    lake = tmp_path / "lake"
+    spec.write_text(f"tenants: {list(TENANTS)}\ndestination: {lake}\n")
+    run = source.cli.json("export", "start", "--spec", str(spec), "--no-launch")
+    etl_id = run["etl_id"]
+    run_processor(source, etl_id, tmp_path, timeout=600)
+    rng = random.Random(etl_id)
+    sink = SinkProcess({**source.cli.env, **SINK_ENV}, etl_id, tmp_path / "sink.log", tmp_path)
+    sink.start()
+    try:
+        kill_repeatedly(sink, rng)
+        assert sink.proc is not None
+        try:
+            code = sink.proc.wait(600)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"sink not done 600s after the last kill:\n{sink.tail()}") from exc
+        assert code == 0, f"sink exited {code}:\n{sink.tail()}"
+    finally:
+        sink.stop()
+    assert sink.starts == KILLS + 1
+    keys = {e: catalog.entity(e).record_key for e in catalog.names}
+    totals = check_lake(lake_of(str(lake), local_stack.s3), etl_id, source, keys)
+    rotations = len(ROTATE.findall(sink.log.read_bytes()))
+    print(f"\nhelpdesk run {etl_id}: {totals}, {rotations} rotations logged")
+    for why in sink.kill_log:
+        print(f"  {why}")
