@@ -313,6 +313,27 @@ def destination_for(kind: str, tmp_path: Path, s3: S3Settings) -> str:
 
 
 @pytest.mark.timeout(1200)
+def sink_through_kills(
+    source: Source, etl_id: str, tmp_path: Path, rng: random.Random
+) -> SinkProcess:
+    """A real sink for the run, SIGKILLed KILLS times at random moments, then left to finish;
+    it must end with exit 0, started once per kill plus once."""
+    sink = SinkProcess({**source.cli.env, **SINK_ENV}, etl_id, tmp_path / "sink.log", tmp_path)
+    sink.start()
+    try:
+        kill_repeatedly(sink, rng)
+        assert sink.proc is not None
+        try:
+            code = sink.proc.wait(600)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"sink not done 600s after the last kill:\n{sink.tail()}") from exc
+        assert code == 0, f"sink exited {code}:\n{sink.tail()}"
+    finally:
+        sink.stop()
+    assert sink.starts == KILLS + 1
+    return sink
+
+
 @pytest.mark.parametrize("kind", ["local", "s3"])
 def test_sink_killed_20_times_writes_every_event_exactly_once(
     source: Source, local_stack: Stack, tmp_path: Path, kind: str
@@ -328,20 +349,8 @@ def test_sink_killed_20_times_writes_every_event_exactly_once(
 
     seed = f"{kind}-{run.etl_id}"
     rng = random.Random(seed)
-    sink = SinkProcess({**source.cli.env, **SINK_ENV}, run.etl_id, tmp_path / "sink.log", tmp_path)
-    sink.start()
-    try:
-        kill_repeatedly(sink, rng)
-        assert sink.proc is not None
-        try:
-            code = sink.proc.wait(600)
-        except subprocess.TimeoutExpired as exc:
-            raise AssertionError(f"sink not done 600s after the last kill:\n{sink.tail()}") from exc
-        assert code == 0, f"sink exited {code}:\n{sink.tail()}"
-    finally:
-        sink.stop()
+    sink = sink_through_kills(source, run.etl_id, tmp_path, rng)
     t_sunk = time.monotonic()
-    assert sink.starts == KILLS + 1
 
     lake = lake_of(run.destination, s3)
     totals = check_lake(lake, run.etl_id, source)

@@ -9,7 +9,6 @@ within its caps and the manifest describing exactly the files read back."""
 from __future__ import annotations
 
 import random
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,16 +21,13 @@ from sluiceway.common.settings import PostgresSettings
 from tests.conftest import Cli, Stack, isolated, settings_env
 from tests.integration.helpdesk_truth import source_rows, write_catalog
 from tests.integration.test_sink_crashes import (
-    KILLS,
     ROTATE,
-    SINK_ENV,
     Pair,
-    SinkProcess,
     Source,
     check_lake,
-    kill_repeatedly,
     lake_of,
     run_processor,
+    sink_through_kills,
 )
 
 pytestmark = pytest.mark.integration
@@ -89,19 +85,7 @@ def test_sink_killed_20_times_writes_every_helpdesk_row_exactly_once(
     etl_id = run["etl_id"]
     run_processor(source, etl_id, tmp_path, timeout=600)
     rng = random.Random(etl_id)
-    sink = SinkProcess({**source.cli.env, **SINK_ENV}, etl_id, tmp_path / "sink.log", tmp_path)
-    sink.start()
-    try:
-        kill_repeatedly(sink, rng)
-        assert sink.proc is not None
-        try:
-            code = sink.proc.wait(600)
-        except subprocess.TimeoutExpired as exc:
-            raise AssertionError(f"sink not done 600s after the last kill:\n{sink.tail()}") from exc
-        assert code == 0, f"sink exited {code}:\n{sink.tail()}"
-    finally:
-        sink.stop()
-    assert sink.starts == KILLS + 1
+    sink = sink_through_kills(source, etl_id, tmp_path, rng)
     keys = {e: catalog.entity(e).record_key for e in catalog.names}
     totals = check_lake(lake_of(str(lake), local_stack.s3), etl_id, source, keys)
     rotations = len(ROTATE.findall(sink.log.read_bytes()))
