@@ -105,8 +105,11 @@ class RunProcessor:
             f"sw-process-{self.run.etl_id}",
             broker=f"{fetch.SCHEME}://{kafka.servers}",
             broker_credentials=faust_credentials(kafka),
-            # faust's own leader topic: as durable as the control topics, not one replica
+            # any topic faust itself declares: as durable as the control topics, not one replica
             topic_replication_factor=kafka.durability("control", broker_count(kafka))[0],
+            # no on_leader timers here, so no leader topic: creating it at start was one more
+            # call that failed (NodeNotReadyError) when a broker was down as a worker started
+            topic_disable_leader=True,
             processing_guarantee=tuning.guarantee,
             broker_commit_interval=tuning.commit_interval_s,
             consumer_auto_offset_reset="earliest",

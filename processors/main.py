@@ -3,10 +3,12 @@
 Before a worker joins the run's group it reads what the passes of processors/scan.py need
 (a full run: each key's latest version up to the cut), which takes seconds on a large run.
 faust installs its signal handlers only once its worker starts, so until then SIGTERM and
-SIGINT are this module's: during the passes they end the worker at once (it has joined
-nothing and written nothing), and one that arrives after them is handed on to faust as soon
-as its handlers are in place, so the worker leaves the group cleanly instead of dying by the
-signal or, worse, ignoring it and running to the cut.
+SIGINT are this module's: during the passes they end the worker within half a second (it
+has joined nothing and written nothing), and one that arrives after them is handed on to
+faust as soon as its handlers are in place, so the worker leaves the group cleanly instead
+of dying by the signal or, worse, ignoring it and running to the cut. The handler only
+records the signal; the passes' loops ask for it, because an exception raised in a handler
+surfaces in whatever C call is running (a client's constructor turned it into a TypeError).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from sluiceway.common.spec import RunSpec, spec_of_run
 from sluiceway.processors import metrics
 from sluiceway.processors.app import Lookups, RunProcessor
 from sluiceway.processors.config import ProcessorSettings
+from sluiceway.processors.errors import ScanStoppedError
 from sluiceway.processors.opt_out import no_opt_out
 from sluiceway.processors.scan import latest_offsets, opt_out_verdicts
 
@@ -98,21 +101,17 @@ def refuse_another_key(kafka: KafkaSettings, record: RunRecord, secret: str | No
     raise ConfigError(reason)
 
 
-class StoppedBeforeJoiningError(Exception):
-    """SIGTERM or SIGINT while the worker read the change topics before joining the group."""
-
-
 class EarlyStop:
     """The stop signals until faust's worker takes them over (see the module docstring)."""
 
     def __init__(self) -> None:
-        self.in_pre_pass = True
         self.requested = False
 
-    def __call__(self, signum: int, _frame: Any) -> None:
+    def __call__(self, _signum: int, _frame: Any) -> None:
         self.requested = True
-        if self.in_pre_pass:
-            raise StoppedBeforeJoiningError(signal.Signals(signum).name)
+
+    def __bool__(self) -> bool:
+        return self.requested
 
 
 @contextmanager
@@ -127,7 +126,6 @@ def early_stop() -> Iterator[EarlyStop]:
     try:
         yield stop
     finally:
-        stop.in_pre_pass = False
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -139,9 +137,13 @@ def pre_pass(
     started, passes = time.monotonic(), record.type == "full" or bool(spec.opt_out)
     if passes:
         log.info("run %s: pre-pass: reading the change topics up to the cut", record.etl_id)
-    latest = latest_offsets(settings.kafka, record) if record.type == "full" else None
-    opted = opt_out_verdicts(settings.kafka, record, spec, codec) if spec.opt_out else no_opt_out()
-    stop.in_pre_pass = False
+    stopped = stop.__bool__
+    latest = latest_offsets(settings.kafka, record, stopped) if record.type == "full" else None
+    opted = (
+        opt_out_verdicts(settings.kafka, record, spec, codec, stopped)
+        if spec.opt_out
+        else no_opt_out()
+    )
     took = f"pre-pass done in {time.monotonic() - started:.1f}s; " if passes else ""
     log.info("run %s: %sjoining the group", record.etl_id, took)
     return Lookups(latest, opted)
@@ -179,7 +181,7 @@ def run(
     with early_stop() as stop:
         try:
             lookups = pre_pass(settings, record, spec, codec, stop)
-        except StoppedBeforeJoiningError:
+        except ScanStoppedError:
             log.info("processor of run %s stopped during its pre-pass, before joining", etl_id)
             return RunStats(etl_id, 0, 0, 0, time.monotonic() - started, 0.0, 0.0, stopped=True)
         processor = RunProcessor(settings, record, spec, codec, lookups)

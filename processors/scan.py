@@ -29,7 +29,7 @@ from sluiceway.common.partitioning import tenant_partitions
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings
 from sluiceway.common.spec import RunSpec
-from sluiceway.processors.errors import ScanTimeoutError
+from sluiceway.processors.errors import ScanStoppedError, ScanTimeoutError
 from sluiceway.processors.key_index import LastValues, TenantCodes
 from sluiceway.processors.opt_out import OptedOut, Verdicts, cascade_of
 
@@ -38,9 +38,14 @@ DELETED = -1  # the value of a key whose last record before the cut is a tombsto
 Ranges = dict[tuple[str, int], tuple[int, int]]  # (topic, partition) -> [start, cut)
 
 
+def _never() -> bool:
+    return False
+
+
 def scan(kafka: KafkaSettings, group: str, ranges: Ranges, visit: Callable[[Message], None],
-         timeout_s: float = 600) -> None:  # fmt: skip
-    """Call ``visit`` on every record of every range, in offset order per partition."""
+         timeout_s: float = 600, stopped: Callable[[], bool] = _never) -> None:  # fmt: skip
+    """Call ``visit`` on every record of every range, in offset order per partition;
+    ScanStoppedError as soon as ``stopped()`` says so (checked at least every half second)."""
     todo = {tp: cut for tp, (start, cut) in ranges.items() if cut > start}
     if not todo:
         return
@@ -49,6 +54,8 @@ def scan(kafka: KafkaSettings, group: str, ranges: Ranges, visit: Callable[[Mess
     deadline = time.monotonic() + timeout_s
     try:
         while todo:
+            if stopped():
+                raise ScanStoppedError(group)
             if time.monotonic() > deadline:
                 raise ScanTimeoutError(
                     f"could not read {sorted(todo)} up to the cut in {timeout_s:.0f}s"
@@ -150,26 +157,34 @@ class _LatestPass:
         return live
 
 
-def latest_offsets(kafka: KafkaSettings, run: RunRecord) -> Latest:
+def latest_offsets(
+    kafka: KafkaSettings, run: RunRecord, stopped: Callable[[], bool] = _never
+) -> Latest:
     ranges = {
         (t, p): (run.start[t][p], cut) for t, parts in run.cut.items() for p, cut in parts.items()
     }
     found = _LatestPass(run.tenants)
-    scan(kafka, f"sw-scan-{run.etl_id}", ranges, found.visit)
+    scan(kafka, f"sw-scan-{run.etl_id}", ranges, found.visit, stopped=stopped)
     latest = Latest()
     for tp, (start, cut) in ranges.items():
         latest.add(tp, start, cut, found.live(tp))
     return latest
 
 
-def opt_out_verdicts(kafka: KafkaSettings, run: RunRecord, spec: RunSpec, codec: Codec) -> OptedOut:
+def opt_out_verdicts(
+    kafka: KafkaSettings,
+    run: RunRecord,
+    spec: RunSpec,
+    codec: Codec,
+    stopped: Callable[[], bool] = _never,
+) -> OptedOut:
     """Which rows of the cascade's judged entities the run leaves out (processors/opt_out.py):
     each judged entity's change topic read from its beginning up to the cut, parents first,
     for the run's tenants only."""
     cascade = cascade_of(active_catalog())
     verdicts = Verdicts(cascade, spec.opt_out)
     for entity in cascade.judged if cascade is not None else ():
-        _read_entity(kafka, run, codec, entity, verdicts)
+        _read_entity(kafka, run, codec, entity, verdicts, stopped)
         verdicts.close(entity)
     return verdicts.result()
 
@@ -181,7 +196,12 @@ def carrier_group(entity: str, etl_id: str) -> str:
 
 
 def _read_entity(
-    kafka: KafkaSettings, run: RunRecord, codec: Codec, entity: str, verdicts: Verdicts
+    kafka: KafkaSettings,
+    run: RunRecord,
+    codec: Codec,
+    entity: str,
+    verdicts: Verdicts,
+    stopped: Callable[[], bool],
 ) -> None:
     topic = kafka.cdc_topic(entity)
     parts = set().union(
@@ -209,4 +229,4 @@ def _read_entity(
         if event["after"] is not None:  # a delete leaves the row's last verdict standing
             verdicts.add(entity, event["tenant_id"], event["entity_id"], event["after"])
 
-    scan(kafka, carrier_group(entity, run.etl_id), ranges, visit)
+    scan(kafka, carrier_group(entity, run.etl_id), ranges, visit, stopped=stopped)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from psycopg2 import sql
 
 from sluiceway import devstack as stack
 from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Settings, StackSettings
+from sluiceway.devstack.postgres import PostgresServer
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,17 @@ def kafka(local_stack: Stack, unique: str) -> KafkaSettings:
 
 @contextmanager
 def fresh_database(pg: PostgresSettings, name: str) -> Iterator[PostgresSettings]:
-    """A new, empty database, dropped when the block ends."""
-    admin = psycopg2.connect(pg.dsn())
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
+    """A new, empty database owned by the settings' role, dropped when the block ends."""
+    with closing(psycopg2.connect(pg.dsn())) as owner:
+        owner.autocommit = True
+        with owner.cursor() as cur:
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        yield pg.model_copy(update={"dbname": name})
+    yield pg.model_copy(update={"dbname": name})
+    # the stack's superuser drops it: FORCE must also end backends that are not the role's
+    # (an autovacuum worker in the database made a CI run fail with InsufficientPrivilege)
+    server = PostgresServer(StackSettings.for_dev_stack(), pg)
+    with closing(server.superuser_connect()) as admin:
+        admin.autocommit = True
         with admin.cursor() as cur:
             # a slot pins WAL and blocks DROP DATABASE; end its walsender, then drop it
             cur.execute(
@@ -77,8 +82,6 @@ def fresh_database(pg: PostgresSettings, name: str) -> Iterator[PostgresSettings
             cur.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
-    finally:
-        admin.close()
 
 
 @pytest.fixture

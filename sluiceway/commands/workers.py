@@ -14,7 +14,7 @@ import typer
 from rich.progress import Progress, TaskID
 
 from sluiceway.cli import friendly_errors
-from sluiceway.common.errors import ConfigError
+from sluiceway.common.errors import ConfigError, RunAlreadyCompleteError
 from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Settings
 
 Stage = Literal["process", "sink"]
@@ -111,11 +111,15 @@ def process(
     if metrics_port is not None:
         tuning = tuning.model_copy(update={"metrics_port": metrics_port})
     kafka = KafkaSettings()
-    stats = run_processor(
-        run,
-        ProcessorSettings(kafka, tuning),
-        check_not_dropped=lambda record: check_not_dropped(kafka, record),
-    )
+    try:
+        stats = run_processor(
+            run,
+            ProcessorSettings(kafka, tuning),
+            check_not_dropped=lambda record: check_not_dropped(kafka, record),
+        )
+    except RunAlreadyCompleteError as done:
+        typer.echo(json.dumps({"status": "complete"}) if as_json else str(done))
+        return
     if as_json:
         rates = {"events_per_s": stats.events_per_s, "events_per_cpu_s": stats.events_per_cpu_s}
         typer.echo(json.dumps({**dataclasses.asdict(stats), **rates}))

@@ -62,6 +62,11 @@ class RunFailedError(SluicewayError):
     """A run ended failed or cancelled: the input may be fine; its logs say what happened."""
 
 
+class RunAlreadyCompleteError(SluicewayError):
+    """A worker was started for a run that has already completed: nothing is left to do
+    (a supervisor restarting a worker after its run ended); its command exits 0."""
+
+
 class ConfigProblems(ConfigError):
     """Several problems found at once (a config file, `sluiceway check`), one line each."""
 

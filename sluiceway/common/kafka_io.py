@@ -245,16 +245,40 @@ def _wait_for_topics(client: AdminClient, names: list[str], timeout: float) -> N
         time.sleep(0.1)
 
 
+# Errors a lookup meets while a broker goes away or leadership moves; asked again, it
+# answers once the client has the new metadata (a worker starting during a broker's restart
+# must not exit for them). _DESTROY_BROKER: librdkafka fails what was in flight to a broker
+# that left the cluster's metadata.
+MOVING = frozenset({
+    KafkaError._DESTROY_BROKER, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
+    KafkaError._ALL_BROKERS_DOWN, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART,
+})  # fmt: skip
+
+
+def watermark_offsets(reader: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+    """(low, high) of ``tp``, asked again while the cluster is moving, up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = reader.get_watermark_offsets(tp, timeout=max(1.0, timeout / 4))
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            moving = isinstance(err, KafkaError) and (err.retriable() or err.code() in MOVING)
+            if not moving or time.monotonic() > deadline:
+                raise
+            log.info("watermarks of %s[%d]: %s; asking again", tp.topic, tp.partition, err)
+            time.sleep(0.5)  # the client refreshes its metadata meanwhile
+
+
 def watermarks(
     kafka: KafkaSettings, topic: str, partitions: Iterable[int], timeout: float = 10.0
 ) -> dict[int, tuple[int, int]]:
     """(low, high) offsets of each partition."""
     probe = consumer(kafka, group="sw-watermarks")
     try:
-        return {
-            p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            for p in partitions
-        }
+        return {p: watermark_offsets(probe, TopicPartition(topic, p), timeout) for p in partitions}
     finally:
         probe.close()
 
@@ -274,7 +298,7 @@ def read_control(kafka: KafkaSettings, name: str, timeout: float = 30.0) -> dict
         return latest
     reader = consumer(kafka, group=f"sw-control-reader-{name}")
     try:
-        low, high = reader.get_watermark_offsets(TopicPartition(topic, 0), timeout=timeout)
+        low, high = watermark_offsets(reader, TopicPartition(topic, 0), timeout)
         reader.assign([TopicPartition(topic, 0, low)])
         deadline, position = time.monotonic() + timeout, low
         while position < high:

@@ -29,7 +29,13 @@ from pydantic_settings import SettingsConfigDict
 
 from sluiceway.common import control_topics as control
 from sluiceway.common.entities import active_catalog
-from sluiceway.common.errors import ConfigError, SluicewayError, StackDownError
+from sluiceway.common.errors import (
+    ConfigError,
+    RunAlreadyCompleteError,
+    RunFailedError,
+    SluicewayError,
+    StackDownError,
+)
 from sluiceway.common.kafka_io import admin, producer, read_control
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings, S3Settings
@@ -79,7 +85,8 @@ def run_groups(etl_id: str) -> list[str]:
 
 
 def run_topics(run: RunRecord) -> list[str]:
-    """The run topic and the one faust creates for its processor group's assignor."""
+    """The run topic, and the leader topic faust created for the processor group's assignor
+    in runs of earlier versions (processors no longer declare it)."""
     return [run.run_topic, f"sw-process-{run.etl_id}-__assignor-__leader"]
 
 
@@ -117,11 +124,24 @@ def check_not_dropped(kafka: KafkaSettings, run: RunRecord, wait_s: float = 10.0
     deadline = time.monotonic() + wait_s
     while run.run_topic not in client.list_topics(timeout=30).topics:
         if time.monotonic() > deadline:
-            raise ConfigError(
-                f"run {run.etl_id} has ended and its topic {run.run_topic} was deleted; "
-                "nothing is left to process"
-            )
+            _refuse_ended(kafka, run)
         time.sleep(0.5)
+
+
+def _refuse_ended(kafka: KafkaSettings, run: RunRecord) -> None:
+    """Why a run whose topic is gone has nothing left: complete (the worker's job is done,
+    so a supervisor that restarted it sees success), failed or cancelled, or unknown."""
+    found = registry.states(kafka, S3Settings(), lambda r: r.etl_id == run.etl_id)
+    status = found[0].status if found else None
+    if status == "complete":
+        raise RunAlreadyCompleteError(f"run {run.etl_id} is complete; nothing is left to do")
+    if status in ("failed", "cancelled"):
+        reason = f": {found[0].reason}" if found[0].reason else ""
+        raise RunFailedError(f"run {run.etl_id} was {status}{reason}")
+    raise ConfigError(
+        f"run {run.etl_id} has ended and its topic {run.run_topic} was deleted; "
+        "nothing is left to process"
+    )
 
 
 def drop_when_idle(kafka: KafkaSettings, run: RunRecord, wait_s: float = 30.0) -> None:

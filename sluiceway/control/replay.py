@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from sluiceway.common.codec import Codec
 from sluiceway.common.errors import ConfigError, StackDownError
-from sluiceway.common.kafka_io import consumer
+from sluiceway.common.kafka_io import consumer, watermark_offsets
 from sluiceway.common.runs import Offsets
 from sluiceway.common.schema_registry import evolving
 from sluiceway.common.settings import KafkaSettings
@@ -76,7 +76,7 @@ def time_cut(
     found = kafka_consumer.offsets_for_times(query, timeout=30)
     cut: Offsets = {}
     for tp in found:
-        _low, high = kafka_consumer.get_watermark_offsets(tp, timeout=10)
+        _low, high = watermark_offsets(kafka_consumer, tp, 10)
         first = tp.offset if tp.offset >= 0 else high  # -1: nothing at or after TIME's ms
         stamps = _stamps(kafka_consumer, codec, tp.topic, tp.partition, first, high)
         cut.setdefault(tp.topic, {})[tp.partition] = boundary_cut(stamps, to_us, high)

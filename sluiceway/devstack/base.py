@@ -99,7 +99,9 @@ def pid_alive(pid: int | None, marker: str | None = None) -> bool:
         cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except (OSError, IndexError):
         return True
-    return state != "Z" and (marker is None or marker in cmdline)
+    # an empty command line tells nothing (a process between fork and exec, or re-executing
+    # itself as java's launcher may): only a zombie is known to be gone
+    return state != "Z" and (marker is None or not cmdline.strip() or marker in cmdline)
 
 
 def live_pid(pid_file: Path, marker: str | None = None) -> int | None:

@@ -215,7 +215,8 @@ class PostgresServer:
                 f"postgres: pg_ctl start failed ({last[0]}); see the last lines of {self.log_file}"
             )
 
-    def _superuser_connect(self, dbname: str = "postgres") -> psycopg2.extensions.connection:
+    def superuser_connect(self, dbname: str = "postgres") -> psycopg2.extensions.connection:
+        """The stack's bootstrap superuser, over the Unix socket (no password)."""
         return psycopg2.connect(
             host=str(self.socket_dir), port=self.pg.port, user=SUPERUSER, dbname=dbname,
             connect_timeout=3,
@@ -223,7 +224,7 @@ class PostgresServer:
 
     def _superuser_answers(self) -> bool:
         try:
-            self._superuser_connect().close()
+            self.superuser_connect().close()
         except psycopg2.Error:
             return False
         return True
@@ -232,7 +233,7 @@ class PostgresServer:
         """Role with LOGIN REPLICATION and the settings' password; database owned by it."""
         role, db = sql.Identifier(self.pg.user), sql.Identifier(self.pg.dbname)
         password = sql.Literal(self.pg.password.get_secret_value())
-        conn = self._superuser_connect()
+        conn = self.superuser_connect()
         try:
             conn.autocommit = True
             cur = conn.cursor()

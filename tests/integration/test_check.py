@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 def test_a_role_without_replication_is_named(local_stack: Stack, cli: Cli, unique: str) -> None:
     role = f"sw_norepl_{unique}"
     # only the stack's superuser may create roles (over its Unix socket)
-    admin = PostgresServer(StackSettings.for_dev_stack(), local_stack.pg)._superuser_connect()
+    admin = PostgresServer(StackSettings.for_dev_stack(), local_stack.pg).superuser_connect()
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'x' NOREPLICATION")

@@ -77,7 +77,11 @@ def run_of(tenants: tuple[str, ...], cuts: dict[tuple[str, int], int]) -> RunRec
 
 def feed_scan(monkeypatch: pytest.MonkeyPatch, feed: Feed) -> None:
     def fake_scan(
-        _kafka: KafkaSettings, _group: str, _ranges: scan.Ranges, visit: Callable[[Rec], None]
+        _kafka: KafkaSettings,
+        _group: str,
+        _ranges: scan.Ranges,
+        visit: Callable[[Rec], None],
+        **_options: object,
     ) -> None:
         for rec in feed():
             visit(rec)
