@@ -29,7 +29,13 @@ def check_source_schema(conn: Any, codec: Codec, carry_versions: bool = True) ->
     problems = catalog_problems(conn, codec.catalog)
     carried = carried_columns(conn, codec.catalog) if problems and carry_versions else set()
     conn.rollback()
-    problems = [p for p in problems if p.split(": ", 1)[0] not in carried and not _no_tenant_yet(p)]
+    problems = [
+        p
+        for p in problems
+        if p.split(": ", 1)[0] not in carried
+        and not _no_tenant_yet(p)
+        and not _tenant_table_not_yet(codec.catalog, p)
+    ]
     if problems:
         raise SourceSchemaError("source tables differ from the catalog: " + "; ".join(problems))
 
@@ -38,6 +44,21 @@ def _no_tenant_yet(problem: str) -> bool:
     """A schema-per-tenant entity without tenants yet (a new deployment) is no problem for
     capture: its first tenant's tables are found while it runs, like any new tenant's."""
     return problem.startswith("entity ") and ": no schema matches " in problem
+
+
+def _tenant_table_not_yet(catalog: Catalog, problem: str) -> bool:
+    """Neither is a tenant schema that lacks one entity's table (a tenant being set up, or
+    a table rolled out tenant by tenant): the table is found when it is created."""
+    where, _, what = problem.partition(": ")
+    if what != "table does not exist":
+        return False
+    return any(
+        schema != where
+        and entity.tenant.schema_pattern is not None
+        and entity.tenant.tenant_of_schema(schema) is not None
+        for entity in catalog.entities.values()
+        for schema in [where.removesuffix(f".{entity.table_name}")]
+    )
 
 
 def carried_columns(conn: Any, catalog: Catalog) -> set[str]:

@@ -218,8 +218,12 @@ def test_a_delta_run_rides_out_losing_a_controller_voter(
         )
         workers = Workers(cli, delta["etl_id"], tmp_path)
         try:
+            # a partition whose followers lag (a loaded machine) has only its leader in sync,
+            # and losing that leader leaves it leaderless: the kill is of a healthy cluster
+            wait_for(cluster.in_sync, 180, "every partition in sync before the kill")
             voter.kill()
-            wait_for(lambda: _in_sync_without(cluster, 1), 120, "leaders moved off node 1")
+            stragglers = Stragglers(cluster, 1)
+            wait_for(stragglers.gone, 120, "leaders moved off node 1", describe=stragglers.text)
             voter.wait(voter.start())
             wait_for(workers.all_done, 600, "every worker to finish the delta")
         finally:
@@ -252,12 +256,25 @@ def _change_every_table(pg: PostgresSettings) -> None:
     conn.close()
 
 
-def _in_sync_without(cluster: Cluster, node_id: int) -> bool:
-    """Every partition has a leader other than ``node_id`` (the cluster noticed the loss)."""
-    topics = admin(cluster.settings()).list_topics(timeout=10).topics
-    return all(
-        p.leader not in (-1, node_id) for t in topics.values() for p in t.partitions.values()
-    )
+class Stragglers:
+    """Partitions still led by ``node_id``, or by no one, after it was killed."""
+
+    def __init__(self, cluster: Cluster, node_id: int) -> None:
+        self.cluster, self.node_id, self.left = cluster, node_id, ["not looked yet"]
+
+    def gone(self) -> bool:
+        """Every partition has a leader other than the node (the cluster noticed the loss)."""
+        topics = admin(self.cluster.settings()).list_topics(timeout=10).topics
+        self.left = [
+            f"{name}[{p.id}] leader {p.leader} replicas {p.replicas} isr {p.isrs}"
+            for name, t in topics.items()
+            for p in t.partitions.values()
+            if p.leader in (-1, self.node_id)
+        ]
+        return not self.left
+
+    def text(self) -> str:
+        return f"{len(self.left)} partitions, e.g. {self.left[:3]}"
 
 
 def _assert_reconstructs_to_the_source(lake: Path, pg: PostgresSettings) -> None:

@@ -79,6 +79,11 @@ def source_rows(pg: PostgresSettings, catalog: Catalog, entity: str) -> dict[tup
     out: dict[tuple[Any, ...], Any] = {}
     for schema in tenant_schemas(pg):
         tenant = schema.removeprefix("org_")
+        exists = sql.SQL("SELECT to_regclass(format('%I.%I', {}, {})) IS NOT NULL").format(
+            sql.Literal(schema), sql.Literal(found.table)
+        )
+        if not _rows(pg, exists)[0][0]:
+            continue  # a tenant without this entity's table (yet)
         query = sql.SQL("SELECT {} FROM {}").format(cells, sql.Identifier(schema, found.table))
         for values in _rows(pg, query):
             row = dict(zip(names, values, strict=True))
