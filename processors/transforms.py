@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import uuid
 from typing import Any
 
 from sluiceway.common.catalog import Catalog
 from sluiceway.common.codec import Event, event_key
 from sluiceway.common.entities import active_catalog, id_columns, per_catalog, updated_column
 from sluiceway.common.errors import ConfigError, InvalidEventError
-from sluiceway.common.record_keys import column_kind, is_key_text, key_text
+from sluiceway.common.record_keys import column_kind, is_key_text, key_text, move_id
 from sluiceway.common.spec import RunSpec
 from sluiceway.processors.opt_out import OptedOut
 
@@ -148,18 +147,12 @@ def _id_kinds(catalog: Catalog) -> dict[str, dict[str, str]]:
 def remap_id(kind: str, value: Any, spec: RunSpec) -> Any:
     """One id column's value in the target tenant (None stays None)."""
     assert spec.remap is not None
-    if value is None or kind == "text":
-        return value
-    if kind == "uuid":
-        return remap_uuid(value, spec.remap.tenant)
-    return value + spec.remap.id_offset
+    return move_id(kind, value, spec.remap.tenant, spec.remap.id_offset)
 
 
 def remap_uuid(value: Any, tenant: str) -> str:
-    """A source uuid's uuid in the target ``tenant``: UUIDv5 named by the tenant in the
-    source uuid's namespace, so every reference to a row maps as its key does, and a
-    remap run again maps the same way."""
-    return str(uuid.uuid5(uuid.UUID(str(value)), tenant))
+    """A source uuid's uuid in the target ``tenant`` (``move_id``)."""
+    return str(move_id("uuid", value, tenant, 0))
 
 
 def transform(event: Event, spec: RunSpec, opted: OptedOut) -> Event | None:

@@ -70,6 +70,9 @@ class RunReader:
     batch_bytes: int = 0  # size of the last batch: what the next one may add to the disk
     decoder: BatchDecoder = field(default_factory=BatchDecoder)
     batchable: dict[bytes, bool] = field(default_factory=dict)  # header -> selected schema
+    # set as the consumer closes: a rebalance then (the group moving while this sink leaves)
+    # may assign partitions, which it must not take over (reading their commits timed out)
+    leaving: bool = False
 
 
 def is_end_marker(msg: Message) -> bool:

@@ -138,6 +138,7 @@ def _joined(reader: RunReader, lake: Lake) -> Iterator[None]:
         membership.abandon(reader)  # closing the consumer must not commit unwritten rows
         raise
     finally:
+        reader.leaving = True
         reader.consumer.close()
 
 

@@ -127,6 +127,9 @@ class Rebalancer:
         if not mine:
             return
         reader = self.reader
+        if reader.leaving:
+            log.info("assigned partitions %s of %s while leaving: not taken", mine, reader.topic)
+            return
         commits = read_commits(consumer, reader.topic, mine)
         for partition, commit_ in commits.items():
             reader.tracker.take_over(partition, commit_)

@@ -177,6 +177,7 @@ def verify(
                 target.tenant_rows(src, active_catalog(), entity, state.from_tenant),
                 target.tenant_rows(conn, active_catalog(), entity, state.to_tenant),
                 state.id_offset,
+                state.to_tenant,
             )
             for entity in load_order()
         ]

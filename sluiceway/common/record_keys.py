@@ -16,6 +16,7 @@ Kafka keys, partitioning and key lookups compare; it is not an order of the keys
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -104,3 +105,15 @@ def column_kind(catalog: Catalog, entity: str, column: str) -> str:
     if isinstance(avro, dict) and avro.get("logicalType") == "uuid":
         return "uuid"
     return "text"
+
+
+def move_id(kind: str, value: Any, tenant: str, offset: int) -> Any:
+    """One id column's value (of ``column_kind`` ``kind``) in the target ``tenant`` as remap
+    moves it: an integer by ``offset``; a uuid to the UUIDv5 named by the tenant in the
+    source uuid's namespace, so every reference to a row maps as its key does and a remap run
+    again maps the same way; text kept. None stays None."""
+    if value is None or kind == "text":
+        return value
+    if kind == "uuid":
+        return str(uuid.uuid5(uuid.UUID(str(value)), tenant))
+    return value + offset

@@ -227,7 +227,7 @@ def test_remap_moves_the_sixth_entitys_key_and_references(sixth: Catalog) -> Non
     )
     moved = remapped(frame, "attachment", spec)["after"].to_list()[0]
     assert (moved["id"], moved["issue_id"], moved["author_id"]) == (105, 101, 108)
-    assert map_row("attachment", _attachment(1)["after"], 100) == after
+    assert map_row("attachment", _attachment(1)["after"], 100, "b") == after
 
 
 def test_load_orders_include_the_sixth_entity_after_its_parents(sixth: Catalog) -> None:

@@ -28,12 +28,12 @@ from tests.catalogs import ENTITIES
 def test_map_row_moves_id_and_every_reference_but_nothing_else() -> None:
     row = {"id": 7, "project_id": 1, "creator_id": 2, "reporter_id": None, "assignee_id": 3,
            "parent_id": None, "summary": "x", "story_points": 5}  # fmt: skip
-    assert map_row("issue", row, 100) == {
+    assert map_row("issue", row, 100, "b") == {
         "id": 107, "project_id": 101, "creator_id": 102, "reporter_id": None,
         "assignee_id": 103, "parent_id": None, "summary": "x", "story_points": 5,
     }  # fmt: skip
-    assert map_row("user", {"id": 1, "account_id": "abc"}, 5) == {"id": 6, "account_id": "abc"}
-    assert map_row("comment", {"id": 1, "issue_id": 2}, 0) == {"id": 1, "issue_id": 2}
+    assert map_row("user", {"id": 1, "account_id": "abc"}, 5, "b") == {"id": 6, "account_id": "abc"}
+    assert map_row("comment", {"id": 1, "issue_id": 2}, 0, "b") == {"id": 1, "issue_id": 2}
 
 
 def test_apply_order_is_parents_first_and_covers_every_entity() -> None:
@@ -61,9 +61,9 @@ def test_latest_changes_keeps_the_highest_position_per_id() -> None:
         {"id": 3, "_position": 1, "_deleted": True, "v": None},
         {"id": 3, "_position": 2, "_deleted": False, "v": "reborn"},
     ]
-    upserts, deletes = latest_changes(rows, "id")
-    assert {k: r["v"] for k, r in upserts.items()} == {1: "new", 3: "reborn"}
-    assert deletes == {2}
+    upserts, deletes = latest_changes(rows, ("id",))
+    assert {k: r["v"] for k, r in upserts.items()} == {(1,): "new", (3,): "reborn"}
+    assert deletes == {(2,)}
 
 
 def test_state_transitions() -> None:
@@ -106,7 +106,7 @@ def test_compare_table_reports_each_difference_by_key_modulo_the_id_map() -> Non
         {"id": 104, "issue_id": 12, "body": "wrong reference"},
         {"id": 105, "issue_id": 110, "body": "extra"},
     ]
-    report = compare_table("comment", source, target, 100)
+    report = compare_table("comment", source, target, 100, "b")
     assert [(d.id, d.kind, d.columns) for d in report.differences] == [
         (103, "missing", ()),
         (105, "extra", ()),
@@ -115,7 +115,7 @@ def test_compare_table_reports_each_difference_by_key_modulo_the_id_map() -> Non
     ]
     assert (report.source_rows, report.target_rows) == (4, 4)
     assert report.source_checksum != report.target_checksum
-    clean = compare_table("comment", source[:1], target[:1], 100)
+    clean = compare_table("comment", source[:1], target[:1], 100, "b")
     assert clean.differences == [] and clean.source_checksum == clean.target_checksum
 
 
@@ -126,10 +126,10 @@ def test_compare_table_treats_nan_bytes_and_arrays_by_value() -> None:
                "tags": [float("nan"), b"a"]}]  # fmt: skip
     target = [{"id": 101, "issue_id": 110, "body": Decimal("NaN"), "raw": memoryview(b"\x00\xff"),
                "tags": [float("nan"), memoryview(b"a")]}]  # fmt: skip
-    report = compare_table("comment", source, target, 100)
+    report = compare_table("comment", source, target, 100, "b")
     assert report.differences == [] and report.source_checksum == report.target_checksum
     changed = [{**target[0], "raw": b"\x00", "tags": [1.0, b"a"], "body": Decimal("1")}]
-    [difference] = compare_table("comment", source, changed, 100).differences
+    [difference] = compare_table("comment", source, changed, 100, "b").differences
     assert difference.columns == ("body", "raw", "tags")
 
 
@@ -139,5 +139,24 @@ def test_latest_changes_keys_by_the_named_record_key() -> None:
         {"unit_no": 5, "_position": 1, "_deleted": False, "title": "old"},
         {"unit_no": 6, "_position": 3, "_deleted": True, "title": None},
     ]
-    upserts, deletes = latest_changes(rows, "unit_no")
-    assert {k: r["title"] for k, r in upserts.items()} == {5: "new"} and deletes == {6}
+    upserts, deletes = latest_changes(rows, ("unit_no",))
+    assert {k: r["title"] for k, r in upserts.items()} == {(5,): "new"} and deletes == {(6,)}
+
+
+def test_latest_changes_keys_by_every_column_of_a_composite_key() -> None:
+    """Replies of one ticket share its id: keyed by the first column alone, the later reply
+    would have hidden the earlier one's change (a migrate bug once)."""
+    rows = [
+        {"ticket_id": "t1", "n": 1, "_position": 4, "_deleted": False, "body": "one"},
+        {"ticket_id": "t1", "n": 2, "_position": 5, "_deleted": False, "body": "two"},
+        {"ticket_id": "t1", "n": 3, "_position": 6, "_deleted": True, "body": None},
+        {"ticket_id": "t2", "n": 1, "_position": 3, "_deleted": True, "body": None},
+        {"ticket_id": "t2", "n": 1, "_position": 7, "_deleted": False, "body": "back"},
+    ]
+    upserts, deletes = latest_changes(rows, ("ticket_id", "n"))
+    assert {k: r["body"] for k, r in upserts.items()} == {
+        ("t1", 1): "one",
+        ("t1", 2): "two",
+        ("t2", 1): "back",
+    }
+    assert deletes == {("t1", 3)}

@@ -11,6 +11,7 @@ from typing import Any
 
 from sluiceway.common.entities import active_catalog, id_columns
 from sluiceway.common.errors import ConfigError
+from sluiceway.common.record_keys import column_kind, move_id
 
 Row = dict[str, Any]
 
@@ -45,11 +46,13 @@ def check_tenants(from_tenant: str, to_tenant: str, same_database: bool) -> None
         )
 
 
-def map_row(entity: str, row: Mapping[str, Any], offset: int) -> Row:
-    """A source row as the migration writes it: its key and every reference moved by
-    ``offset`` (the same map the processor's remap applies)."""
-    moved = set(id_columns(entity))
-    return {c: v + offset if c in moved and v is not None else v for c, v in row.items()}
+def map_row(entity: str, row: Mapping[str, Any], offset: int, tenant: str) -> Row:
+    """A source row as the migration writes it into ``tenant``: its key and every reference
+    moved as the processor's remap moves them (``move_id``: integers by ``offset``, uuids by
+    a keyed mapping, text kept)."""
+    catalog = active_catalog()
+    kinds = {c: column_kind(catalog, entity, c) for c in id_columns(entity)}
+    return {c: move_id(kinds[c], v, tenant, offset) if c in kinds else v for c, v in row.items()}
 
 
 def pending_runs(runs: Iterable[tuple[str, str]], last_etl_id: str) -> list[str]:
@@ -67,12 +70,14 @@ def pending_runs(runs: Iterable[tuple[str, str]], last_etl_id: str) -> list[str]
     return [e for e, _ in later]
 
 
-def latest_changes(rows: Iterable[Row], key_column: str) -> tuple[dict[Any, Row], set[Any]]:
-    """A delta's rows as (upserts by key, deleted keys): per key (the value of ``key_column``)
-    the highest ``_position`` wins."""
-    latest: dict[Any, Row] = {}
+def latest_changes(
+    rows: Iterable[Row], key_columns: tuple[str, ...]
+) -> tuple[dict[tuple[Any, ...], Row], set[tuple[Any, ...]]]:
+    """A delta's rows as (upserts by key, deleted keys): per record key (the values of every
+    column of ``key_columns``, in order) the highest ``_position`` wins."""
+    latest: dict[tuple[Any, ...], Row] = {}
     for row in rows:
-        key = row[key_column]
+        key = tuple(row[c] for c in key_columns)
         if key not in latest or row["_position"] > latest[key]["_position"]:
             latest[key] = row
     upserts = {k: r for k, r in latest.items() if not r["_deleted"]}
@@ -100,7 +105,7 @@ def row_digest(row: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def checksum(rows: Mapping[int, Mapping[str, Any]]) -> str:
+def checksum(rows: Mapping[Any, Mapping[str, Any]]) -> str:
     """One digest of a table's rows, independent of the order they were read in."""
     total = hashlib.sha256()
     for key in sorted(rows):
@@ -118,7 +123,7 @@ class Difference:
     def to_dict(self) -> dict[str, Any]:
         return {
             "table": self.table,
-            "id": self.id,
+            "id": list(self.id) if isinstance(self.id, tuple) else self.id,
             "kind": self.kind,
             "columns": list(self.columns),
         }
@@ -142,15 +147,21 @@ class TableReport:
 
 
 def compare_table(
-    table: str, source: Iterable[Row], target: Iterable[Row], offset: int
+    table: str, source: Iterable[Row], target: Iterable[Row], offset: int, tenant: str
 ) -> TableReport:
-    """Source rows of tenant A (mapped by the id map) against target rows of tenant B.
+    """Source rows of tenant A (mapped by the id map into ``tenant``, B) against target rows
+    of tenant B.
 
     Rows carry their own columns only (not the tenant's); they are matched by the catalog's
-    record key."""
-    [key_column] = active_catalog().entity(table).record_key  # capture allows no other key yet
-    mapped = {r[key_column]: r for r in (map_row(table, s, offset) for s in source)}
-    got = {r[key_column]: dict(r) for r in target}
+    record key: a difference names a one-column key by its value, a composite one by the
+    list of its values."""
+    columns = active_catalog().entity(table).record_key
+
+    def key(row: Mapping[str, Any]) -> Any:
+        return row[columns[0]] if len(columns) == 1 else tuple(row[c] for c in columns)
+
+    mapped = {key(r): r for r in (map_row(table, s, offset, tenant) for s in source)}
+    got = {key(r): dict(r) for r in target}
     differences = [Difference(table, k, "missing") for k in sorted(mapped.keys() - got.keys())]
     differences += [Difference(table, k, "extra") for k in sorted(got.keys() - mapped.keys())]
     for key in sorted(mapped.keys() & got.keys()):

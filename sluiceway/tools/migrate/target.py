@@ -14,11 +14,13 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 from psycopg2 import sql
+from psycopg2.extras import execute_values
 
 from sluiceway.common.catalog import Catalog, Entity
 from sluiceway.common.codec import Codec
 from sluiceway.common.entities import load_order
 from sluiceway.common.errors import ConfigError
+from sluiceway.common.pgtypes import column_type
 from sluiceway.common.redact import pg_error_line
 from sluiceway.tools.migrate.logic import RUNNING, Row, latest_changes, transition
 from sluiceway.tools.restore import (
@@ -152,12 +154,24 @@ def _upsert(cur: Any, catalog: Catalog, name: str, rows: Iterable[Row]) -> int:
     return load_table(cur, catalog, name, iter(rows), {}, conflict)
 
 
-def _delete(cur: Any, entity: Entity, tenant: str, keys: list[Any]) -> None:
-    [key] = entity.record_key  # capture refuses any other key for now
-    delete = sql.SQL("DELETE FROM {} WHERE {}::text = %s AND {} = ANY(%s)").format(
-        table_identifier(entity), sql.Identifier(tenant_column(entity)), sql.Identifier(key)
+def _delete(
+    cur: Any, catalog: Catalog, entity: Entity, tenant: str, keys: list[tuple[Any, ...]]
+) -> None:
+    """Delete tenant's rows of these record keys (one or several columns each), each key
+    value cast to its column's type as restore casts it, so the primary key's index is used."""
+    names = entity.record_key
+    types = [column_type(entity.column(n), catalog.types) for n in names]
+    matches = sql.SQL(" AND ").join(
+        sql.SQL("t.{0} = d.{0}").format(sql.Identifier(n)) for n in names
     )
-    cur.execute(delete, (tenant, keys))
+    delete = sql.SQL("DELETE FROM {} AS t USING (VALUES %s) AS d ({}) WHERE t.{}::text = {} AND {}")
+    statement = delete.format(
+        table_identifier(entity), column_list(names), sql.Identifier(tenant_column(entity)),
+        sql.Literal(tenant), matches,
+    )  # fmt: skip
+    template = sql.SQL("({})").format(sql.SQL(", ").join(t.restore_placeholder() for t in types))
+    params = [tuple(t.restore_param(v) for t, v in zip(types, key, strict=True)) for key in keys]
+    execute_values(cur, statement, params, template=template.as_string(cur), page_size=1_000)
 
 
 def apply_full(
@@ -199,14 +213,13 @@ def apply_delta(
         status = transition(state.status, "final_apply" if final else "apply")
         catalog = codec.catalog
         changes = {
-            e: latest_changes(rows.get(e, ()), catalog.entity(e).record_key[0])
-            for e in load_order()
+            e: latest_changes(rows.get(e, ()), catalog.entity(e).record_key) for e in load_order()
         }
         counts = {e: _upsert(cur, catalog, e, ch[0].values()) for e, ch in changes.items()}
         for entity in reversed(load_order()):
             deleted = sorted(changes[entity][1])
             if deleted:
-                _delete(cur, catalog.entity(entity), state.to_tenant, deleted)
+                _delete(cur, catalog, catalog.entity(entity), state.to_tenant, deleted)
                 counts[entity] += len(deleted)
         cur.execute(
             f"UPDATE {STATE_TABLE} SET status = %s, last_etl_id = %s, "
