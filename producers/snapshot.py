@@ -23,18 +23,20 @@ from datetime import datetime
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
+from fastavro.write import LOGICAL_WRITERS
 from psycopg2 import sql
 
-from sluiceway.common.codec import Codec, event_key
+from sluiceway.common.codec import Codec, Event, event_key
 from sluiceway.common.health import HEALTH
 from sluiceway.common.partitioning import id_slot, partition_for
 from sluiceway.common.pgtypes import PgType, unmappable_reason
+from sluiceway.common.settings import KafkaSettings
 from sluiceway.producers import checkpoint as ckpt
 from sluiceway.producers import metrics
 from sluiceway.producers.config import CaptureSettings
 from sluiceway.producers.db import connect
 from sluiceway.producers.errors import ProduceError
-from sluiceway.producers.events import change_event, lsn_to_int, position, timestamp_ms
+from sluiceway.producers.events import lsn_to_int, position, timestamp_ms
 from sluiceway.producers.tables import CapturedTable, as_text
 from sluiceway.producers.tenant_tables import TableLister, live_tables
 from sluiceway.producers.tenants import Tenants
@@ -197,14 +199,26 @@ def _last_key(table: CapturedTable, record: tuple[Any, ...]) -> tuple[Any, ...]:
     return (record[0], *(record[1 + table.columns.index(k)] for k in table.key))
 
 
-def _publish_chunk(run: SnapshotRun, table: CapturedTable, rows: list[tuple[Any, ...]]) -> None:
-    entity = table.entity
-    kafka, topic = run.settings.kafka, run.settings.kafka.cdc_topic(entity)
-    assert run.point is not None
-    point, prod, encode, acks = run.point, run.prod, run.codec.encode, run.acks
-    partitions, spread_of = kafka.partitions, kafka.spread_of
-    stamp = timestamp_ms(point[1])  # the snapshot's consistent point, as its source_ts
-    names, parsed = table.columns, _parsers(table)
+def _stamp_us(codec: Codec, entity: str, source_ts: datetime) -> int:
+    """``source_ts`` as the integer fastavro writes for it (its own conversion, done once per
+    chunk instead of once per event: a tenth of the encoding time)."""
+    field = next(f for f in codec.schemas[entity].parsed["fields"] if f["name"] == "source_ts")
+    micros: int = LOGICAL_WRITERS["long-timestamp-micros"](source_ts, field["type"])
+    return micros
+
+
+def encode_rows(
+    codec: Codec, table: CapturedTable, point: tuple[int, datetime], kafka: KafkaSettings,
+    rows: list[tuple[Any, ...]],
+) -> list[tuple[int, bytes, bytes]]:  # fmt: skip
+    """(partition, key, value) of each read row's snapshot event."""
+    entity, names, parsed = table.entity, table.columns, _parsers(table)
+    record_name = codec.schemas[entity].record_name
+    encode, partitions, spread_of = codec.encode, kafka.partitions, kafka.spread_of
+    base: Event = {"tenant_id": "", "entity": entity, "entity_id": 0, "op": "r",
+                   "position": point[0], "source_ts": _stamp_us(codec, entity, point[1]),
+                   "snapshot": True}  # fmt: skip
+    out = []
     for record in rows:
         tenant = record[0]
         if parsed:
@@ -215,12 +229,28 @@ def _publish_chunk(run: SnapshotRun, table: CapturedTable, rows: list[tuple[Any,
             row = dict(zip(names, values, strict=True))
         else:
             row = dict(zip(names, record[1:], strict=True))
-        if run.tenants is not None:
-            run.tenants.observe(prod, tenant)
         entity_id, key = table.identity(row)
-        value = encode(change_event(entity, tenant, entity_id, "r", row, *point, key))
+        # change_event's event, with ``after`` already naming its union branch (as
+        # Codec.encode would) and ``source_ts`` already converted: the same bytes
+        event = {**base, "tenant_id": tenant, "entity_id": entity_id,
+                 "after": (record_name, row)}  # fmt: skip
+        if key is not None:
+            event["key"] = key
         part = partition_of(tenant, entity_id, partitions, spread_of(tenant))
-        produce(prod, topic, part, event_key(tenant, entity_id), value, acks, stamp)
+        out.append((part, event_key(tenant, entity_id), encode(event)))
+    return out
+
+
+def _publish_chunk(run: SnapshotRun, table: CapturedTable, rows: list[tuple[Any, ...]]) -> None:
+    entity = table.entity
+    topic, prod, acks = run.settings.kafka.cdc_topic(entity), run.prod, run.acks
+    assert run.point is not None
+    if run.tenants is not None:
+        for tenant in dict.fromkeys(record[0] for record in rows):  # in order of appearance
+            run.tenants.observe(prod, tenant)
+    stamp = timestamp_ms(run.point[1])  # the snapshot's consistent point, as its source_ts
+    for part, key, value in encode_rows(run.codec, table, run.point, run.settings.kafka, rows):
+        produce(prod, topic, part, key, value, acks, stamp)
     prod.poll(0)
     run.counts[entity] = run.counts.get(entity, 0) + len(rows)
     metrics.SNAPSHOT_ROWS.labels(table.label).inc(len(rows))
