@@ -185,7 +185,9 @@ class KafkaSettings(SluicewaySettings):
         replicas = getattr(self, f"{topic_class}_replication", None)
         min_isr = getattr(self, f"{topic_class}_min_insync", None)
         if replicas is None:
-            replicas = 3 if brokers >= 3 else 1
+            # as many as answer, up to 3: a topic first created while one broker of three is
+            # down (a control topic's first write during a restart) keeps two copies, not one
+            replicas = max(1, min(3, brokers))
         if min_isr is None:
             # one replica may be lost without stopping writes, as long as there is a spare
             min_isr = max(1, min(2, replicas - 1))
