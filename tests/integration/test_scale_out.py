@@ -222,9 +222,10 @@ def replace_workers(crew: Crew) -> None:
 
 
 def run_with_replacements(
-    cli: Cli, kafka: KafkaSettings, run: RunRecord, lake: Path, workdir: Path
-) -> None:
-    crew = Crew({**cli.env, **WORKER_ENV}, run, kafka, lake, workdir)
+    cli: Cli, kafka: KafkaSettings, run: RunRecord, lake: Path, workdir: Path,
+    worker_env: Mapping[str, str] = WORKER_ENV,
+) -> None:  # fmt: skip
+    crew = Crew({**cli.env, **worker_env}, run, kafka, lake, workdir)
     try:
         replace_workers(crew)
         crew.wait_all(300)

@@ -24,6 +24,7 @@ import pytest
 
 from sluiceway.common.catalog import Catalog
 from sluiceway.common.entities import set_active_catalog
+from sluiceway.common.partitioning import tenant_partitions
 from sluiceway.common.pgtypes import column_type
 from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from tests.conftest import Cli, settings_env
@@ -39,22 +40,34 @@ from tests.integration.helpdesk_truth import (
     write_catalog,
 )
 from tests.integration.test_capture import snapshot_done, wait_caught_up
+from tests.integration.test_scale_out import WORKER_ENV as SCALE_OUT_ENV
 from tests.integration.test_scale_out import (
     Key,
     announce,
     check_delta,
     check_full,
+    manifest_files,
     reconstructed,
     run_with_replacements,
 )
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
-SEEDED = 3  # tenants "1" to "3"; the runs take two of them
-TENANTS = ("1", "3")
-# 4 entities x 3 tenants: 96,000 events captured, 64,000 of them the runs' (the help desk
-# rows are wider than the Jira demo's: this takes about as long as its scale-out test)
-ROWS_PER_TENANT = 8_000
+SEEDED = 8  # tenants "1" to "8"; the runs leave tenant 8 out (it shares tenant 1's partition)
+# Tenants 1 to 7 cover the three partitions (2 to 6 share one, 7 alone on another): both
+# sinks then have files to publish while the test waits for one. 4 entities x 8 tenants:
+# 128,000 events captured, 112,000 of them the runs', a delta of 28,000 ticket updates (the
+# help desk rows are wider than the Jira demo's: this takes about as long as its test).
+TENANTS = tuple(str(n) for n in range(1, 8))
+ROWS_PER_TENANT = 4_000
+# Smaller files than the Jira test's WORKER_ENV: 4,000 rows per entity and partition would
+# rotate once at 4,000 rows a file, and a sink could publish its last file before the
+# test's move waits for its next one.
+WORKER_ENV = {
+    **SCALE_OUT_ENV,
+    "SLUICEWAY_SINK_MAX_ROWS": "1000",
+    "SLUICEWAY_SINK_ROW_GROUP_ROWS": "250",
+}
 CHANGED = ("ticket", "reply")  # every ticket updated, every tenth leaf reply deleted
 # leaf replies only: nothing answers them and nothing is attached to them (foreign keys)
 DELETE_REPLIES = """
@@ -121,6 +134,8 @@ def test_workers_replaced_throughout_a_helpdesk_full_export_and_its_delta(
     cli, catalog = helpdesk
     keys = {e: catalog.entity(e).record_key for e in catalog.names}
     assert keys["reply"] == ("ticket_id", "n"), keys  # the composite key, tenant left out
+    partitions = [tenant_partitions(t, kafka.partitions, kafka.spread_of(t)) for t in TENANTS]
+    assert set().union(*partitions) == set(range(kafka.partitions)), partitions
     cli("source", "seed", "--catalog", str(tmp_path / "catalog.yaml"), "--tenants", str(SEEDED),
         "--rows-per-tenant", str(ROWS_PER_TENANT), "--seed", "7", timeout=600)  # fmt: skip
     full_identity(source_db)  # deletes of tables keyed without the tenant carry it
@@ -130,7 +145,7 @@ def test_workers_replaced_throughout_a_helpdesk_full_export_and_its_delta(
     try:
         wait_for(lambda: snapshot_done(kafka, slot), 300, "the initial snapshot")
         full = announce(kafka, lake, "full", TENANTS)
-        run_with_replacements(cli, kafka, full, lake, tmp_path)
+        run_with_replacements(cli, kafka, full, lake, tmp_path, WORKER_ENV)
         before = typed_keys(source_db, catalog, TENANTS)
         check_full(lake, full, before, keys)
 
@@ -142,7 +157,7 @@ def test_workers_replaced_throughout_a_helpdesk_full_export_and_its_delta(
         grown = {e: n - ends[e] for e, n in change_topic_ends(kafka, CHANGED).items()}
         assert grown == {"ticket": updated, "reply": 2 * deleted}  # a delete and its tombstone
         delta = announce(kafka, lake, "delta", TENANTS)
-        run_with_replacements(cli, kafka, delta, lake, tmp_path)
+        run_with_replacements(cli, kafka, delta, lake, tmp_path, WORKER_ENV)
     finally:
         capture.stop()
     after = typed_keys(source_db, catalog, TENANTS)
@@ -153,3 +168,6 @@ def test_workers_replaced_throughout_a_helpdesk_full_export_and_its_delta(
     subjects = reconstructed(lake, "ticket", "subject", keys["ticket"])
     assert subjects == source_column(source_db, catalog, "ticket", "subject")
     assert all(str(s).endswith(" (edited)") for s in subjects.values())
+    files = {r.type: sum(map(len, manifest_files(lake, r.etl_id).values())) for r in (full, delta)}
+    print(f"\nhelpdesk scale-out: {updated} tickets updated, {deleted} replies deleted "
+          f"(all tenants); files per run {files}")  # fmt: skip
