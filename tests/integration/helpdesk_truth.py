@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,23 @@ def source_rows(pg: PostgresSettings, catalog: Catalog, entity: str) -> dict[tup
         rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
     conn.close()
     return {(r[tenant], *(r[k] for k in found.record_key)): r for r in rows}
+
+
+def typed_keys(
+    pg: PostgresSettings, catalog: Catalog, tenants: Collection[str]
+) -> dict[str, set[tuple[Any, ...]]]:
+    """Per entity, (tenant, *record key) of every source row of ``tenants``, typed as the
+    lake holds them (a uuid as its text, an integer as an int)."""
+    out: dict[str, set[tuple[Any, ...]]] = {}
+    for entity in catalog.names:
+        found = catalog.entity(entity)
+        kinds = [column_type(found.column(c), catalog.types) for c in found.record_key]
+        out[entity] = {
+            (tenant, *(k.parse_text(t) for k, t in zip(kinds, key, strict=True)))
+            for (tenant, *key) in source_rows(pg, catalog, entity)
+            if tenant in tenants
+        }
+    return out
 
 
 def plain(value: Any) -> Any:

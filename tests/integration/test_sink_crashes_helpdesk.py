@@ -16,13 +16,10 @@ from pathlib import Path
 import pytest
 
 from sluiceway.common.catalog import Catalog
-from sluiceway.common.pgtypes import column_type
-from sluiceway.common.settings import PostgresSettings
 from tests.conftest import Cli, Stack, isolated, settings_env
-from tests.integration.helpdesk_truth import source_rows, write_catalog
+from tests.integration.helpdesk_truth import typed_keys, write_catalog
 from tests.integration.test_sink_crashes import (
     ROTATE,
-    Pair,
     Source,
     check_lake,
     lake_of,
@@ -34,20 +31,6 @@ pytestmark = pytest.mark.integration
 TENANTS = ("1", "2")
 # 4 entities x 2 tenants x 30,000: 240,000 events, enough for 20 short lives of the sink
 ROWS_PER_TENANT = 30_000
-
-
-def typed_keys(pg: PostgresSettings, catalog: Catalog) -> dict[str, set[Pair]]:
-    """Per entity, (tenant, *record key) of every source row, typed as the lake holds them."""
-    out: dict[str, set[Pair]] = {}
-    for entity in catalog.names:
-        found = catalog.entity(entity)
-        kinds = [column_type(found.column(c), catalog.types) for c in found.record_key]
-        out[entity] = {
-            (tenant, *(k.parse_text(t) for k, t in zip(kinds, key, strict=True)))
-            for (tenant, *key) in source_rows(pg, catalog, entity)
-            if tenant in TENANTS
-        }
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +47,7 @@ def helpdesk(local_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> It
             "--rows-per-tenant", str(ROWS_PER_TENANT), "--seed", "21", timeout=900)  # fmt: skip
         seeded = time.monotonic()
         cli("capture", "--snapshot-only", timeout=600)
-        src = Source(kafka, pg, cli, typed_keys(pg, catalog))
+        src = Source(kafka, pg, cli, typed_keys(pg, catalog, TENANTS))
         print(
             f"\nhelpdesk source: {src.events} events; seed {seeded - started:.1f}s, "
             f"capture {time.monotonic() - seeded:.1f}s"
