@@ -70,6 +70,7 @@ class RunReader:
     batch_bytes: int = 0  # size of the last batch: what the next one may add to the disk
     decoder: BatchDecoder = field(default_factory=BatchDecoder)
     batchable: dict[bytes, bool] = field(default_factory=dict)  # header -> selected schema
+    one_by_one: set[bytes] = field(default_factory=set)  # headers decoded event by event
     # set as the consumer closes: a rebalance then (the group moving while this sink leaves)
     # may assign partitions, which it must not take over (reading their commits timed out)
     leaving: bool = False
@@ -182,8 +183,11 @@ def handle_segment(reader: RunReader, segment: Segment | None, polled_at: float)
     values = segment.values[first:end]
     rows = decode_segment(reader, segment.header, messages, values)
     if rows is None:
-        log.warning(
-            "%d events of partition %d from offset %d not decoded together; one by one",
+        # a schema the batch decoder leaves to fastavro stays so: said once per schema
+        level = logging.DEBUG if segment.header in reader.one_by_one else logging.WARNING
+        reader.one_by_one.add(segment.header)
+        log.log(
+            level, "%d events of partition %d from offset %d not decoded together; one by one",
             len(offsets), partition, offsets[0],
         )  # fmt: skip
         pairs = zip(messages, offsets, strict=True)
