@@ -135,3 +135,13 @@ def source_state(
             }  # fmt: skip
             state[entity, kafka_key(catalog, entity, tenant, key)] = values
     return state
+
+
+def export_tenants(
+    cli: Any, tmp_path: Path, lake: Path, run_type: str, tenants: tuple[str, ...]
+) -> dict[str, Any]:
+    """A run of ``tenants`` to ``lake`` from a spec file, waited for; its summary."""
+    spec = tmp_path / f"{run_type}.yaml"
+    spec.write_text(f"tenants: {list(tenants)}\ndestination: {lake}\ntype: {run_type}\n")
+    done: dict[str, Any] = cli.json("export", "start", "--spec", str(spec), "--wait", timeout=300)
+    return done

@@ -8,7 +8,6 @@ exactly the exported tenant's rows, every cell equal."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -17,6 +16,7 @@ from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from tests.conftest import Cli, settings_env
 from tests.integration.helpdesk_truth import (
     OUTSIDE_KEY,
+    export_tenants,
     full_identity,
     source_rows,
     write_catalog,
@@ -35,13 +35,6 @@ pytestmark = pytest.mark.integration
 TENANT = "2"
 
 
-def _export(cli: Cli, tmp_path: Path, lake: Path, run_type: str) -> dict[str, Any]:
-    spec = tmp_path / f"{run_type}.yaml"
-    spec.write_text(f"tenants: ['{TENANT}']\ndestination: {lake}\ntype: {run_type}\n")
-    done: dict[str, Any] = cli.json("export", "start", "--spec", str(spec), "--wait", timeout=300)
-    return done
-
-
 def test_full_plus_three_deltas_under_churn_equals_the_source(
     kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str
 ) -> None:
@@ -57,10 +50,12 @@ def test_full_plus_three_deltas_under_churn_equals_the_source(
     try:
         wait_for(lambda: capture.assert_alive() or snapshot_done(kafka, slot), 60, "the snapshot")
         writer = churn(cli, tmp_path / "ledger.jsonl", 200, 20, 5, "--catalog", str(catalog_file))
-        runs = [_export(cli, tmp_path, lake, t) for t in ("full", "delta", "delta")]
+        runs = [
+            export_tenants(cli, tmp_path, lake, t, (TENANT,)) for t in ("full", "delta", "delta")
+        ]
         finish(writer, timeout=120)
         wait_caught_up(source_db, slot, capture, timeout=120)
-        runs.append(_export(cli, tmp_path, lake, "delta"))
+        runs.append(export_tenants(cli, tmp_path, lake, "delta", (TENANT,)))
     finally:
         capture.stop()
     assert len({r["etl_id"] for r in runs}) == 4

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import uuid
 from contextlib import closing
 from pathlib import Path
@@ -27,6 +26,7 @@ from tests.conftest import Cli, Stack, fresh_database, settings_env
 from tests.integration.helpdesk_truth import full_identity, source_rows, write_catalog
 from tests.integration.test_capture import snapshot_done, start_capture, wait_caught_up
 from tests.integration.test_helpdesk import first_changes, later_changes
+from tests.integration.test_migrate import _alive, _runs, _worker
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
@@ -66,16 +66,6 @@ def expected(catalog: Catalog, entity: str, source: PostgresSettings) -> list[di
 def actual(catalog: Catalog, entity: str, target: PostgresSettings) -> list[dict[str, Any]]:
     rows = [r for k, r in source_rows(target, catalog, entity).items() if k[0] == B]
     return sorted(rows, key=repr)
-
-
-def _runs(target: PostgresSettings) -> int:
-    with closing(psycopg2.connect(target.dsn())) as conn, conn.cursor() as cur:
-        cur.execute("SELECT to_regclass('sluiceway_migration')")
-        if cur.fetchone()[0] is None:
-            return 0
-        cur.execute("SELECT coalesce(max(runs_applied), 0) FROM sluiceway_migration")
-        runs: int = cur.fetchone()[0]
-    return runs
 
 
 def plant_differences(target: PostgresSettings) -> tuple[str, list[Any]]:
@@ -119,16 +109,14 @@ def test_migrate_moves_uuid_and_composite_keys_and_equals_the_source(
             args = ["--from-tenant", A, "--to-tenant", B, "--target-dsn", target.dsn(),
                     "--id-offset", str(OFFSET), "--interval", "1",
                     "--dest", str(tmp_path / "lake")]  # fmt: skip
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "sluiceway.cli", "migrate", "start", *args],
-                env=cli.env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-            )  # fmt: skip
+            worker = _worker(cli, args, log)
 
-            def runs_at_least(n: int) -> bool:
-                assert worker is not None and worker.poll() is None, log.read_text()[-3000:]
-                return _runs(target) >= n
+            def copied() -> bool:
+                assert worker is not None
+                _alive(worker, log)
+                return _runs(target) >= 1
 
-            wait_for(lambda: runs_at_least(1), 180, "the full copy")
+            wait_for(copied, 180, "the full copy")
             first_changes(source_db)  # inserts, updates, deletes by every kind of key
             later_changes(source_db)
             wait_caught_up(source_db, slot, capture, timeout=60)

@@ -23,6 +23,7 @@ from psycopg2 import sql
 from sluiceway.common.catalog import Catalog
 from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from tests.conftest import Cli, settings_env
+from tests.integration.helpdesk_truth import export_tenants
 from tests.integration.test_capture import (
     churn,
     finish,
@@ -94,13 +95,6 @@ def _lake_equals_source(
         assert any(v is not None for v in extra.values())
 
 
-def _export(cli: Cli, tmp_path: Path, lake: Path, run_type: str) -> dict[str, Any]:
-    spec = tmp_path / f"{run_type}.yaml"
-    spec.write_text(f"tenants: {list(TENANTS)}\ndestination: {lake}\ntype: {run_type}\n")
-    done: dict[str, Any] = cli.json("export", "start", "--spec", str(spec), "--wait", timeout=300)
-    return done
-
-
 def test_four_schema_changes_under_churn_each_delta_reconstructs_to_the_source(
     kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str
 ) -> None:
@@ -116,7 +110,7 @@ def test_four_schema_changes_under_churn_each_delta_reconstructs_to_the_source(
     capture = start_capture(cli, tmp_path, slot, SLUICEWAY_CAPTURE_DISCOVER_S="3")
     try:
         wait_for(lambda: capture.assert_alive() or snapshot_done(kafka, slot), 60, "the snapshot")
-        _export(cli, tmp_path, lake, "full")
+        export_tenants(cli, tmp_path, lake, "full", TENANTS)
         _lake_equals_source(cli, catalog, source_db, lake, out)
         for step, statements in enumerate(CHANGES):
             ledger = tmp_path / f"ledger-{step}.jsonl"
@@ -130,7 +124,7 @@ def test_four_schema_changes_under_churn_each_delta_reconstructs_to_the_source(
                 _execute(source_db, "UPDATE org_4.article_votes SET weight = 0.75")
             finish(writer, timeout=120)
             wait_caught_up(source_db, slot, capture, timeout=120)
-            delta = _export(cli, tmp_path, lake, "delta")
+            delta = export_tenants(cli, tmp_path, lake, "delta", TENANTS)
             assert sum(delta["rows"].values()) > 0, statements[0]
             _lake_equals_source(cli, catalog, source_db, lake, out)
     finally:
