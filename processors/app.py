@@ -6,8 +6,11 @@ Run-topic partition p receives what change-topic partition p held: both use the 
 tenant-affine partitioner, which is also what lets faust's exactly-once transactions
 (one per source partition) cover the output.
 
-Records arrive a fetched batch per partition at a time (processors/fetch.py); each batch's
-outputs and its source offsets are committed together in that partition's transaction.
+A delta run's records arrive a fetched batch per partition at a time (processors/fetch.py);
+each batch's outputs and its source offsets are committed together in that partition's
+transaction. A full run reads its partitions itself, from the cut downwards, so that it
+forwards each key's last version in one pass (processors/full_pass.py); each chunk's
+outputs and how far down it got are committed together the same way.
 Each partition ends on its own: when it reaches the cut, its end marker and the cut commit
 in one transaction. Workers join and leave freely (faust's assignor moves partitions whole,
 with every change topic's partition p together); what a worker taking over p needs is in
@@ -29,7 +32,7 @@ import faust
 from aiokafka.errors import ProducerFenced
 from faust.types import TP
 
-from sluiceway.common.codec import Codec, EventSchema
+from sluiceway.common.codec import HEADER_LEN, Codec, EventSchema
 from sluiceway.common.errors import InvalidEventError, TransientError
 from sluiceway.common.health import HEALTH
 from sluiceway.common.kafka_io import broker_count
@@ -39,13 +42,14 @@ from sluiceway.common.settings import state_home
 from sluiceway.common.spec import RunSpec
 from sluiceway.processors import fetch, metrics
 from sluiceway.processors.batch import BatchPath
+from sluiceway.processors.chunks import Rec
 from sluiceway.processors.config import ProcessorSettings
 from sluiceway.processors.credentials import faust_credentials
 from sluiceway.processors.dead_letter import BODY_HEADER, dead_letter_body
+from sluiceway.processors.full_pass import FullPass
 from sluiceway.processors.opt_out import OptedOut
-from sluiceway.processors.ownership import GroupOffsets, PartitionState, metadata, state_from
+from sluiceway.processors.ownership import GroupOffsets, PartitionState, state_from
 from sluiceway.processors.progress import RunProgress
-from sluiceway.processors.scan import Latest
 from sluiceway.processors.transactions import Transactions
 from sluiceway.processors.transforms import output_key, select, transform, validate
 
@@ -58,7 +62,7 @@ WAIT_NOTE_S = 30.0  # how often a worker with nothing left asks whether the grou
 class Lookups:
     """What the passes before the worker found (processors/scan.py)."""
 
-    latest: Latest | None  # full runs: the offsets of each key's last version; None for deltas
+    full: bool  # a full run: each key's last version before the cut, read downwards
     opted: OptedOut  # runs with opt-outs: the verdicts on the cascade's judged rows
 
 
@@ -70,15 +74,15 @@ class RunProcessor:
         lookups: Lookups,
     ) -> None:  # fmt: skip
         self.settings, self.run, self.spec, self.codec = settings, run, spec, codec
-        self.latest, self.opted = lookups.latest, lookups.opted
+        self.full, self.opted = lookups.full, lookups.opted
         self.run_schemas = run_event_schemas(spec, codec)
         self.version_schemas: dict[bytes, EventSchema] = {}  # by writer header
-        full = self.latest is not None
-        self.batch = BatchPath(spec, codec, self.run_schemas, self.opted, full)
+        self.batch = BatchPath(spec, codec, self.run_schemas, self.opted, self.full)
         self.tenants = frozenset(run.tenants)
         self.entities = frozenset(run.entities)
         self.progress = RunProgress(run.start, run.cut)
         self.forwarded = 0
+        self.read_before_first_output: int | None = None
         self.first_event_at: float | None = None  # for the throughput the run reports
         self.first_event_cpu = 0.0  # process CPU time then: events per CPU-second
         self.finished_at: float | None = None
@@ -93,6 +97,11 @@ class RunProcessor:
         self.group = GroupOffsets(settings.kafka, f"sw-process-{run.etl_id}")
         self.dlq_topic = settings.kafka.dlq_topic("processor")
         self.app = self._build_app()
+        self.full_pass = (
+            FullPass(settings.kafka, run, self.source_topics, settings.tuning.full_chunk, self)
+            if self.full
+            else None
+        )
 
     def _build_app(self) -> faust.App:
         kafka, tuning = self.settings.kafka, self.settings.tuning
@@ -119,7 +128,8 @@ class RunProcessor:
             datadir=str(datadir),
             # large fetches and producer batches: a run reads a bounded backlog as fast as it can
             broker_max_poll_records=tuning.poll_records,
-            consumer_max_fetch_size=16 * 1024 * 1024,
+            # a full run reads its partitions itself: faust's consumer only holds them
+            consumer_max_fetch_size=64 * 1024 if self.full else 16 * 1024 * 1024,
             producer_max_batch_size=1024 * 1024,
             producer_linger_ms=5,
             # a killed worker's partitions wait this long for their next owner
@@ -129,6 +139,7 @@ class RunProcessor:
             value_serializer="raw",
         )
         app.batch_handler = self.handle_batch
+        app.reads_itself = self.full
         self.source_topics = [kafka.cdc_topic(e) for e in self.run.entities]
         self.source = app.topic(*self.source_topics, key_type=bytes, value_type=bytes)
         self.txn = Transactions(app, self.source_topics, tuning.guarantee == "exactly_once")
@@ -172,25 +183,65 @@ class RunProcessor:
             records = [r for r in records if r.offset >= handled]
             if not records:
                 return
+        self._observe(topic, len(records), started)
+        wanted = [r for r in records if self._wanted(topic, partition, r.offset, r.key, r.value)]
+        await self._forward(state, topic, partition, wanted)
+        last = records[-1].offset
+        state.next[topic] = max(handled, min(last + 1, self._cut(topic, partition)))
+        await self._handled(partition, state, started)
+
+    async def forward_chunk(
+        self, state: PartitionState, topic: str, partition: int, records: Sequence[Rec],
+        read: int, low: int | None,
+    ) -> None:  # fmt: skip
+        """A full run's chunk (processors/full_pass.py): its picks forwarded in the
+        partition's transaction, and, unless it only rebuilt keys, ``low`` recorded."""
+        started = time.monotonic()
+        self._observe(topic, read, started)
+        try:
+            for group in by_writer(records):
+                await self._forward(state, topic, partition, group)
+            if low is not None:
+                state.low[topic] = low
+                await self._handled(partition, state, started)
+        except ProducerFenced:
+            await self._fenced(partition)
+
+    def holds(self, partition: int, state: PartitionState) -> bool:
+        return partition not in self.revoked and self.parts.get(partition) is state
+
+    async def state_of(self, partition: int) -> PartitionState | None:
+        return await self._state(partition)
+
+    def lock(self, partition: int) -> asyncio.Lock:
+        return self._lock(partition)
+
+    def _observe(self, topic: str, read: int, started: float) -> None:
         if self.first_event_at is None:
             self.first_event_at, self.first_event_cpu = started, time.process_time()
-        wanted = [r for r in records if self._wanted(topic, partition, r.offset, r.key, r.value)]
+        self.progress.observe_batch(read)
+        metrics.READ.labels(topic).inc(read)
+
+    async def _forward(
+        self, state: PartitionState, topic: str, partition: int, wanted: Sequence[Any]
+    ) -> None:
+        """Transform wanted records and send their outputs in the partition's transaction."""
         keys, values = [r.key for r in wanted], [r.value for r in wanted]
         outs = self.batch.transform(keys, values, self.entities) if wanted else []
         if outs is None:  # the batch path doubts something: event by event, as it always was
             outs = await self._transform_each(state, topic, partition, wanted)
         await self.txn.send_many(self.run.run_topic, partition, outs)
+        if outs and self.read_before_first_output is None:
+            self.read_before_first_output = self.progress.read
         self.forwarded += len(outs)
-        metrics.READ.labels(topic).inc(len(records))
         metrics.FORWARDED.labels(topic).inc(len(outs))
-        last = records[-1].offset
-        state.next[topic] = max(handled, min(last + 1, self._cut(topic, partition)))
+
+    async def _handled(self, partition: int, state: PartitionState, started: float) -> None:
         state.uncommitted = True
         # A transaction spans batches for up to commit_interval_s: its commit is a few round
         # trips, and a partition's end commits it anyway.
         if started - state.committed_at >= self.settings.tuning.commit_interval_s:
             await self._commit(partition, state, end=False)
-        self.progress.observe_batch(len(records))
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
 
     def _wanted(
@@ -201,8 +252,6 @@ class RunProcessor:
             return False
         if not self.progress.in_range(topic, partition, offset):
             return False
-        if self.latest is not None and not self.latest.is_latest(topic, partition, offset):
-            return False  # a full run keeps only each key's last version
         return select(key, self.tenants)
 
     async def _transform_each(
@@ -225,7 +274,7 @@ class RunProcessor:
         self, key: bytes | None, value: bytes | None
     ) -> tuple[bytes | None, bytes | None] | None:
         event = validate(key, self.codec.decode(value), self.entities)
-        if self.latest is not None and event["op"] == "d":
+        if self.full and event["op"] == "d":
             return None  # deleted before the cut: not live, so not in a full export
         out = transform(event, self.spec, self.opted)
         if out is None:
@@ -261,8 +310,9 @@ class RunProcessor:
             committed = await loop.run_in_executor(None, self.group.committed, tps)
             if partition in self.revoked or partition not in self._owned():
                 return None  # revoked while we asked
+            cuts = self._cuts(partition) if self.full else None
             state = self.parts.setdefault(
-                partition, state_from(committed, self.source_topics, time.monotonic())
+                partition, state_from(committed, self.source_topics, time.monotonic(), cuts)
             )
 
         return state
@@ -298,6 +348,8 @@ class RunProcessor:
             self.parts[partition] = self.parked[partition]
         self.parked.clear()
         self.revoked.clear()  # the consumer's assignment is the truth again
+        if self.full_pass is not None:
+            self.full_pass.drive(sorted(mine))
 
     async def _fenced(self, partition: int) -> None:
         """A newer owner's producer fenced ours: its partition is not ours any more. The
@@ -316,7 +368,7 @@ class RunProcessor:
         """Commit ``partition``'s transaction with every change topic's next offset, its
         dead-letter count and, with its end marker, ``end`` (processors/ownership.py)."""
         state.committed_at = time.monotonic()
-        await self.txn.commit(partition, state.next, metadata(state.dead_letters, end))
+        await self.txn.commit(partition, state.next, state.notes(end))
         state.uncommitted = False
 
     async def _dead_letter(
@@ -352,6 +404,8 @@ class RunProcessor:
         metrics.PENDING_PARTITIONS.set(
             sum(1 for p in owned if not (s := self.parts.get(p)) or not s.marked)
         )
+        if self.full_pass is not None:
+            self.full_pass.drive(sorted(owned))
         for partition in sorted(owned):
             state = await self._state(partition)
             if state is not None and not state.marked and state.done(self._cuts(partition)):
@@ -422,3 +476,17 @@ class RunProcessor:
 
     def on_finished(self) -> None:
         """Replaced by main() with what stops the worker hosting this app."""
+
+    def close(self) -> None:
+        """Stop a full run's reading (the worker has stopped)."""
+        if self.full_pass is not None:
+            self.full_pass.close()
+
+
+def by_writer(records: Sequence[Rec]) -> list[list[Rec]]:
+    """Records grouped by writer schema (their first bytes), each group in offset order:
+    the batch path decodes one writer schema at a time."""
+    groups: dict[bytes, list[Rec]] = {}
+    for record in records:
+        groups.setdefault(bytes((record.value or b"")[:HEADER_LEN]), []).append(record)
+    return list(groups.values())

@@ -23,6 +23,12 @@ class ProcessorTuning(SluicewaySettings):
     poll_records: int = Field(
         10_000, ge=1, description="Records per consumer poll: the most one batch holds."
     )
+    full_chunk: int = Field(
+        100_000,
+        ge=1,
+        description="Offsets a full run reads per chunk, from the cut downwards: its first "
+        "events go out after one chunk, and a chunk's records are held in memory.",
+    )
     commit_interval_s: float = Field(
         1.0, gt=0, description="How often offsets/transactions commit."
     )

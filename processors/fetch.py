@@ -29,6 +29,7 @@ class BatchApp(faust.App):
     """A faust app whose fetched records go to ``batch_handler`` instead of its agents."""
 
     batch_handler: BatchHandler | None = None
+    reads_itself = False  # a full run: the worker reads its partitions (processors/full_pass.py)
 
 
 class BatchConsumer(driver.Consumer):
@@ -43,6 +44,10 @@ class BatchConsumer(driver.Consumer):
             *self.consumer_stopped_errors,
         )
         try:
+            while getattr(self.app, "reads_itself", False) and not self.should_stop:
+                # faust's consumer only keeps the group's assignment; nothing is drained, so
+                # aiokafka stops after one small fetch per partition
+                await self.sleep(1.0)
             while not (self.should_stop or fetcher_stopped()):
                 records, _ = await self._wait_next_records(timeout=1.0)
                 for tp, batch in (records or {}).items():

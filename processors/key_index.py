@@ -1,31 +1,24 @@
-"""Compact "last value per key" maps for the passes before a run (processors/scan.py).
+"""Compact sets of the keys a full run has met (processors/latest.py).
 
-A dict of bytes keys costs about 126 bytes a key; a full run over 40M keys would need
-4.7 GiB. Here a run tenant's key ``<tenant>/<entity_id>`` becomes one uint64, the tenant's
+A set of bytes keys costs about 100 bytes a key; a full run over 40M keys would need
+4 GiB. Here a run tenant's key ``<tenant>/<entity_id>`` becomes one uint64, the tenant's
 index in the run's sorted tenant list in the high bits and the id in the low bits, so the
-map is two sorted numpy arrays (8-byte code, 8-byte value): 16 bytes a key, and at most
-about 30 while a chunk is merged in.
+set is a few sorted numpy arrays of 8-byte codes.
 
 The code is exact, not a hash: a key gets one only when rebuilding it from the code gives
 back the very same bytes (no leading zeros, an ASCII id that fits the id bits, a UTF-8
 tenant of the run), so two keys never share one. The rare key that does not round-trip
-(a corrupt or hand-made record) goes to a plain dict beside the arrays.
+(a corrupt or hand-made record) goes to a plain set beside the arrays.
 """
 
 from __future__ import annotations
 
-from array import array
-from bisect import bisect_left
 from collections.abc import Iterable
 
 import numpy as np
 import numpy.typing as npt
 
 from sluiceway.processors.transforms import key_tenant
-
-# Records buffered before a merge into the sorted arrays: at least this many, and at most
-# a sixteenth of the keys already held, so the buffer stays small next to the map.
-MIN_CHUNK = 1 << 18
 
 
 class TenantCodes:
@@ -67,74 +60,39 @@ class TenantCodes:
         return key_tenant(key) in self.index
 
 
-class LastValues:
-    """code -> the value added last for it; ``add`` in the order that decides "last"."""
+class KeySet:
+    """A set of codes kept as a few sorted uint64 arrays (8 bytes a code).
+
+    Codes arrive a chunk at a time. Each chunk's fresh codes become a new sorted level; a
+    level merges with the one before it while that one is at most twice its size, so there
+    are about log2(n) levels and each code is copied about log2(n) times in all, instead of
+    once per chunk as a single growing array would be.
+    """
 
     def __init__(self) -> None:
-        self.codes: npt.NDArray[np.uint64] = np.empty(0, np.uint64)  # sorted, unique
-        self.values: npt.NDArray[np.int64] = np.empty(0, np.int64)
-        self._new_codes = array("Q")
-        self._new_values = array("q")
-        self._room = MIN_CHUNK
-        self._views: tuple[memoryview, memoryview] | None = None  # for get
-
-    def add(self, code: int, value: int) -> None:
-        self._new_codes.append(code)
-        self._new_values.append(value)
-        self._room -= 1
-        if not self._room:
-            self.flush()
+        self.levels: list[npt.NDArray[np.uint64]] = []
 
     def __len__(self) -> int:
-        self.flush()
-        return len(self.codes)
+        return sum(len(level) for level in self.levels)
 
-    def flush(self) -> None:
-        """Merge the buffered records into the sorted arrays."""
-        if not self._new_codes:
+    def contains(self, codes: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+        """Per code, whether the set holds it."""
+        found = np.zeros(len(codes), bool)
+        for level in self.levels:
+            at = np.searchsorted(level, codes)
+            inside = at < len(level)
+            found[inside] |= level[at[inside]] == codes[inside]
+        return found
+
+    def add(self, codes: npt.NDArray[np.uint64]) -> None:
+        """Add sorted, unique codes the set does not hold yet (``contains`` said so)."""
+        if not len(codes):
             return
-        codes, values = _last_per_code(
-            np.frombuffer(self._new_codes, np.uint64), np.frombuffer(self._new_values, np.int64)
-        )
-        self._new_codes, self._new_values, self._views = array("Q"), array("q"), None
-        at = np.searchsorted(self.codes, codes)
-        inside = at < len(self.codes)
-        known = np.zeros(len(codes), bool)
-        known[inside] = self.codes[at[inside]] == codes[inside]
-        self.values[at[known]] = values[known]  # in place: a later value replaces the older
-        fresh = ~known
-        # one array at a time: the old and the grown copy of one array are alive together
-        self.codes = np.insert(self.codes, at[fresh], codes[fresh])
-        self.values = np.insert(self.values, at[fresh], values[fresh])
-        self._room = max(MIN_CHUNK, len(self.codes) >> 4)
-
-    def get(self, code: int) -> int | None:
-        if self._new_codes:
-            self.flush()
-        if self._views is None:
-            self._views = (self.codes.data, self.values.data)
-        # bisect over a memoryview: a few times faster than numpy's search for one value
-        codes, values = self._views
-        at = bisect_left(codes, code)
-        if at < len(codes) and codes[at] == code:
-            return int(values[at])
-        return None
-
-    def take_values(self) -> npt.NDArray[np.int64]:
-        """The last values in code order; the map is empty afterwards (its codes freed)."""
-        self.flush()
-        values, self._views = self.values, None
-        self.codes, self.values = np.empty(0, np.uint64), np.empty(0, np.int64)
-        return values
-
-
-def _last_per_code(
-    codes: npt.NDArray[np.uint64], values: npt.NDArray[np.int64]
-) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
-    """Each code once, sorted, with the value that came last for it."""
-    order = np.argsort(codes, kind="stable")  # stable: equal codes keep their arrival order
-    codes, values = codes[order], values[order]
-    del order
-    last = np.ones(len(codes), bool)
-    last[:-1] = codes[1:] != codes[:-1]
-    return codes[last], values[last]
+        self.levels.append(codes)
+        while len(self.levels) > 1 and len(self.levels[-2]) <= 2 * len(self.levels[-1]):
+            # levels never share a code, so a merge is a concatenation sorted in place: the
+            # two levels and the merged one are all that is alive at once (16 bytes a code)
+            merged = np.concatenate(self.levels[-2:])
+            del self.levels[-2:]
+            merged.sort()
+            self.levels.append(merged)

@@ -1,13 +1,14 @@
 """``sluiceway process --run ETL_ID``: one faust worker for one export run.
 
-Before a worker joins the run's group it reads what the passes of processors/scan.py need
-(a full run: each key's latest version up to the cut), which takes seconds on a large run.
-faust installs its signal handlers only once its worker starts, so until then SIGTERM and
-SIGINT are this module's: during the passes they end the worker within half a second (it
-has joined nothing and written nothing), and one that arrives after them is handed on to
+Before a worker of a run with opt-outs joins the run's group it reads the verdicts of
+processors/scan.py, which takes seconds on a large run (a full run needs no pass before
+it: it reads its partitions from the cut downwards, processors/full_pass.py). faust
+installs its signal handlers only once its worker starts, so until then SIGTERM and
+SIGINT are this module's: during the pass they end the worker within half a second (it
+has joined nothing and written nothing), and one that arrives after it is handed on to
 faust as soon as its handlers are in place, so the worker leaves the group cleanly instead
 of dying by the signal or, worse, ignoring it and running to the cut. The handler only
-records the signal; the passes' loops ask for it, because an exception raised in a handler
+records the signal; the pass's loops ask for it, because an exception raised in a handler
 surfaces in whatever C call is running (a client's constructor turned it into a TypeError).
 """
 
@@ -40,7 +41,7 @@ from sluiceway.processors.app import Lookups, RunProcessor
 from sluiceway.processors.config import ProcessorSettings
 from sluiceway.processors.errors import ScanStoppedError
 from sluiceway.processors.opt_out import no_opt_out
-from sluiceway.processors.scan import latest_offsets, opt_out_verdicts
+from sluiceway.processors.scan import opt_out_verdicts
 
 log = logging.getLogger("sluiceway.processor")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -49,7 +50,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 @dataclass(frozen=True)
 class RunStats:
     """What one worker did; ``processing_s`` runs from its first event to its end markers,
-    ``processing_cpu_s`` is the CPU time the worker process used meanwhile (all threads)."""
+    ``processing_cpu_s`` is the CPU time the worker process used meanwhile (all threads);
+    ``read_before_first_output`` counts the events it read before it sent its first output
+    (None: it sent none)."""
 
     etl_id: str
     read: int
@@ -59,6 +62,7 @@ class RunStats:
     processing_s: float
     processing_cpu_s: float
     stopped: bool = False  # stopped (SIGTERM) before the run ended
+    read_before_first_output: int | None = None
 
     @property
     def events_per_s(self) -> float:
@@ -134,11 +138,10 @@ def pre_pass(
     settings: ProcessorSettings, record: RunRecord, spec: RunSpec, codec: Codec, stop: EarlyStop
 ) -> Lookups:
     """What the worker must know before its first event (processors/scan.py)."""
-    started, passes = time.monotonic(), record.type == "full" or bool(spec.opt_out)
+    started, passes = time.monotonic(), bool(spec.opt_out)
     if passes:
-        log.info("run %s: pre-pass: reading the change topics up to the cut", record.etl_id)
+        log.info("run %s: pre-pass: reading the opt-out verdicts up to the cut", record.etl_id)
     stopped = stop.__bool__
-    latest = latest_offsets(settings.kafka, record, stopped) if record.type == "full" else None
     opted = (
         opt_out_verdicts(settings.kafka, record, spec, codec, stopped)
         if spec.opt_out
@@ -146,7 +149,7 @@ def pre_pass(
     )
     took = f"pre-pass done in {time.monotonic() - started:.1f}s; " if passes else ""
     log.info("run %s: %sjoining the group", record.etl_id, took)
-    return Lookups(latest, opted)
+    return Lookups(record.type == "full", opted)
 
 
 class RunWorker(faust.Worker):
@@ -218,6 +221,8 @@ def _work(worker: RunWorker, processor: RunProcessor, scan_s: float) -> RunStats
         if exc.code not in (0, None):
             log.error("processor of run %s stopped before the cut (exit %s)", etl_id, exc.code)
             raise
+    finally:
+        processor.close()
     if not processor.finished:
         # SIGTERM: faust left the group cleanly after the revoke committed what was handled
         log.info("processor of run %s stopped; the run's other workers carry on", etl_id)
@@ -227,6 +232,7 @@ def _work(worker: RunWorker, processor: RunProcessor, scan_s: float) -> RunStats
     return RunStats(
         etl_id, processor.progress.read, processor.forwarded, processor.dead_lettered, scan_s,
         processing, cpu, stopped=not processor.finished,
+        read_before_first_output=processor.read_before_first_output,
     )  # fmt: skip
 
 

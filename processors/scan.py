@@ -1,24 +1,17 @@
-"""Passes over the change topics before a run's faust worker starts.
+"""The pass over the change topics before a run's faust worker starts, for runs with opt-outs.
 
-- A full run must contain exactly one row per live entity at the cut. Change topics hold
-  every version (compaction is lazy), so a first pass finds, per key of the run's tenants,
-  the offset of its last record before the cut (processors/key_index.py keeps that in
-  about 16 bytes a key). What the run keeps is only the set of those offsets, a bitmap
-  over the partition's range or a sorted array, whichever is smaller.
-- A run with opt-outs must know which rows are opted out before it meets their
-  descendants, which may come first (a tenant's rows of every topic share one partition
-  number, but the topics are read side by side); a pass over each judged entity's topic
-  says (processors/opt_out.py). Only the run's tenants' opted-out rows are kept.
+A run with opt-outs must know which rows are opted out before it meets their descendants,
+which may come first (a tenant's rows of every topic share one partition number, but the
+topics are read side by side); a pass over each judged entity's topic says
+(processors/opt_out.py). Only the run's tenants' opted-out rows are kept. (A full run
+needs no pass of its own: processors/full_pass.py.)
 """
 
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
-import numpy as np
-import numpy.typing as npt
 from confluent_kafka import KafkaError, Message, TopicPartition
 
 from sluiceway.common.codec import Codec, event_key
@@ -30,11 +23,9 @@ from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings
 from sluiceway.common.spec import RunSpec
 from sluiceway.processors.errors import ScanStoppedError, ScanTimeoutError
-from sluiceway.processors.key_index import LastValues, TenantCodes
+from sluiceway.processors.key_index import TenantCodes
 from sluiceway.processors.opt_out import OptedOut, Verdicts, cascade_of
 
-BITMAP_SLICE = 1 << 20
-DELETED = -1  # the value of a key whose last record before the cut is a tombstone
 Ranges = dict[tuple[str, int], tuple[int, int]]  # (topic, partition) -> [start, cut)
 
 
@@ -81,94 +72,6 @@ def _step(msg: Message, todo: dict[tuple[str, int], int], visit: Callable[[Messa
         visit(msg)
     if offset >= cut - 1:
         del todo[tp]
-
-
-class Latest:
-    """Per change-topic partition, the offsets of the records a full run exports: each run
-    tenant's key's last record before the cut, unless that is a tombstone."""
-
-    def __init__(self) -> None:
-        self.bitmaps: dict[tuple[str, int], tuple[int, bytes]] = {}  # tp -> (start, bits)
-        self.sorted: dict[tuple[str, int], memoryview] = {}  # of sorted int64 offsets
-
-    def add(self, tp: tuple[str, int], start: int, cut: int, live: npt.NDArray[np.int64]) -> None:
-        """Keep ``live`` (sorted offsets in [start, cut)) in the smaller of two forms."""
-        span = cut - start
-        if span > 64 * len(live):  # a bit per record in range costs more than 8 bytes a key
-            self.sorted[tp] = live.data  # bisect over it: no numpy call per record
-            return
-        bits = np.zeros((span + 7) // 8, np.uint8)
-        for at in range(0, len(live), BITMAP_SLICE):  # slices: bounded temporaries
-            rel = live[at : at + BITMAP_SLICE] - start
-            np.bitwise_or.at(bits, rel >> 3, np.left_shift(1, rel & 7).astype(np.uint8))
-        self.bitmaps[tp] = (start, bits.tobytes())
-
-    def is_latest(self, topic: str, partition: int, offset: int) -> bool:
-        """Whether the record at ``offset`` is its key's last version before the cut."""
-        bitmap = self.bitmaps.get((topic, partition))
-        if bitmap is not None:  # the common case, about ten times faster than a search
-            start, bits = bitmap
-            at = offset - start
-            return 0 <= at < 8 * len(bits) and bool(bits[at >> 3] >> (at & 7) & 1)
-        live = self.sorted.get((topic, partition))
-        if live is None:
-            return False
-        at = bisect_left(live, offset)
-        return at < len(live) and live[at] == offset
-
-
-class _LatestPass:
-    """What the first pass keeps per partition while it reads: code -> last offset."""
-
-    def __init__(self, tenants: Iterable[str]) -> None:
-        self.codes = TenantCodes(tenants)
-        self.parts: dict[tuple[str, int], LastValues] = {}
-        self.odd: dict[tuple[str, int], dict[bytes, int]] = {}  # keys without a code
-
-    def visit(self, msg: Message) -> None:
-        key, offset = msg.key(), msg.offset()
-        if key is None or offset is None:
-            return
-        code = self.codes.of_key(key)  # a code: a run tenant's key, exactly
-        # else the run's own test (transforms.select): another tenant's is never exported
-        if code is None and not self.codes.is_run_key(key):
-            return
-        tp = (msg.topic() or "", msg.partition() or 0)
-        value = offset if msg.value() is not None else DELETED
-        if code is None:
-            self.odd.setdefault(tp, {})[key] = value
-            return
-        part = self.parts.get(tp)
-        if part is None:
-            part = self.parts[tp] = LastValues()
-        part.add(code, value)
-
-    def live(self, tp: tuple[str, int]) -> npt.NDArray[np.int64]:
-        """The partition's live offsets, sorted; forgets its map."""
-        part = self.parts.pop(tp, None)
-        values = part.take_values() if part is not None else np.empty(0, np.int64)
-        del part
-        odd = self.odd.pop(tp, None)
-        if odd:
-            values = np.concatenate([values, np.fromiter(odd.values(), np.int64)])
-        live = values[values >= 0]
-        del values
-        live.sort()
-        return live
-
-
-def latest_offsets(
-    kafka: KafkaSettings, run: RunRecord, stopped: Callable[[], bool] = _never
-) -> Latest:
-    ranges = {
-        (t, p): (run.start[t][p], cut) for t, parts in run.cut.items() for p, cut in parts.items()
-    }
-    found = _LatestPass(run.tenants)
-    scan(kafka, f"sw-scan-{run.etl_id}", ranges, found.visit, stopped=stopped)
-    latest = Latest()
-    for tp, (start, cut) in ranges.items():
-        latest.add(tp, start, cut, found.live(tp))
-    return latest
 
 
 def opt_out_verdicts(

@@ -84,9 +84,9 @@ class Transactions:
             pending.append(await aio.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*pending)
 
-    async def commit(self, partition: int, offsets: dict[str, int], note: str) -> None:
+    async def commit(self, partition: int, offsets: dict[str, int], notes: dict[str, str]) -> None:
         """Commit ``partition``'s transaction with these change-topic offsets, each carrying
-        ``note`` as its metadata (without exactly_once: flush, then a plain commit)."""
+        its topic's note as its metadata (without exactly_once: flush, then a plain commit)."""
         if not self.exactly_once:
             await self.app.producer.flush()
             consumer: Any = self.app.consumer
@@ -94,7 +94,7 @@ class Transactions:
             return
         tid = self.transactional_id(partition) or ""
         marked = {
-            TopicPartition(t, partition): OffsetAndMetadata(o, note) for t, o in offsets.items()
+            TopicPartition(t, partition): OffsetAndMetadata(o, notes[t]) for t, o in offsets.items()
         }
         self._producer_of(tid)  # faust creates a transaction's lock with its producer
         producer: Any = self.app.producer

@@ -29,6 +29,7 @@ from sluiceway.common.kafka_io import (
     ensure_dlq_topics,
     ensure_topics,
     known_tenants,
+    metadata_of,
     partition_count,
     read_control,
     watermarks,
@@ -39,6 +40,7 @@ from sluiceway.common.runs import Offsets, RunRecord, etl_id_time, new_etl_id
 from sluiceway.common.settings import SECRET_ENV, KafkaSettings, S3Settings, to_env
 from sluiceway.common.spec import RunSpec, check_tenants
 from sluiceway.control.replay import replay_cut, require_events
+from sluiceway.processors.ownership import parse_metadata
 
 if TYPE_CHECKING:
     from sluiceway.lake.manifest import RunManifest
@@ -274,8 +276,15 @@ def scanned(run: RunRecord, kafka: KafkaSettings) -> tuple[int, int]:
     for tp in committed.topic_partitions or []:
         start = run.start.get(tp.topic, {}).get(tp.partition)
         cut = run.cut.get(tp.topic, {}).get(tp.partition)
-        if start is not None and cut is not None and tp.offset >= 0:
-            done += max(0, min(tp.offset, cut) - start)
+        if start is None or cut is None or tp.offset < 0:
+            continue
+        # a full run reads downwards from the cut: its commits say how far (``low``)
+        low = parse_metadata(tp.offset, metadata_of(tp)).low
+        done += (
+            max(0, cut - max(low, start))
+            if low is not None
+            else max(0, min(tp.offset, cut) - start)
+        )
     return done, total
 
 

@@ -1,21 +1,15 @@
-"""The passes before a run (processors/scan.py): exact, and bounded in memory.
+"""The opt-out pass before a run (processors/scan.py): exact.
 
-The Kafka reader is replaced by a feed of fake records in offset order per partition, so
-the index can be compared with a plain dict of what the records say, at a size the real
-topics of a unit test could not reach.
+The Kafka reader is replaced by a feed of fake records in offset order per partition.
 """
 
 from __future__ import annotations
 
-import json
 import random
-import subprocess
-import sys
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -23,8 +17,7 @@ from sluiceway.common.codec import Codec
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings
 from sluiceway.common.spec import parse_spec
-from sluiceway.processors import key_index, scan
-from sluiceway.processors.transforms import select
+from sluiceway.processors import scan
 from tests.unit.test_processor_batch import _issue
 
 KAFKA = KafkaSettings()
@@ -107,55 +100,6 @@ def random_records(seed: int) -> tuple[list[Rec], dict[tuple[str, int], int]]:
     return records, next_offset
 
 
-@pytest.mark.parametrize("seed", range(5))
-@pytest.mark.parametrize("chunk", [7, key_index.MIN_CHUNK])
-def test_latest_offsets_keep_exactly_each_run_keys_last_live_version(
-    monkeypatch: pytest.MonkeyPatch, seed: int, chunk: int
-) -> None:
-    monkeypatch.setattr(key_index, "MIN_CHUNK", chunk)  # 7: merges all along the pass
-    records, cuts = random_records(seed)
-    feed_scan(monkeypatch, lambda: iter(records))
-    tenants = ("tenant-a", "tenant-c")
-    latest = scan.latest_offsets(KAFKA, run_of(tenants, cuts))
-    run_tenants = frozenset(tenants)
-    last: dict[tuple[str, bytes], Rec] = {}
-    for rec in records:
-        if rec.k is not None:
-            last[(rec.t, rec.k)] = rec
-    expected = {
-        (r.t, r.p, r.o) for r in last.values() if r.v is not None and select(r.k, run_tenants)
-    }
-    found = {(r.t, r.p, r.o) for r in records if latest.is_latest(r.t, r.p, r.o)}
-    assert found == expected
-    assert not latest.is_latest(TOPICS[0], 0, -1)
-    assert not latest.is_latest(TOPICS[0], 0, 10**9)
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_last_values_match_a_dict(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
-    monkeypatch.setattr(key_index, "MIN_CHUNK", 5)
-    rnd, expected, values = random.Random(seed), {}, key_index.LastValues()
-    for step in range(2000):
-        code = rnd.choice((0, 2**64 - 1, rnd.randrange(300), rnd.randrange(2**64)))
-        values.add(code, step)
-        expected[code] = step
-    assert len(values) == len(expected)
-    assert all(values.get(c) == v for c, v in expected.items())
-    assert values.get(301) is None
-
-
-def test_a_partition_of_many_versions_a_key_keeps_a_sorted_array(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    topic = TOPICS[0]
-    records = [Rec(topic, 1, o, b"tenant-a/%d" % (o % 3), b"v") for o in range(600)]
-    records.append(Rec(topic, 1, 600, b"tenant-a/1", None))  # deleted last
-    feed_scan(monkeypatch, lambda: iter(records))
-    latest = scan.latest_offsets(KAFKA, run_of(("tenant-a",), {(topic, 1): 601}))
-    assert (topic, 1) in latest.sorted  # 601 records, 2 live: 8 bytes each beat 76 of bits
-    assert [o for o in range(-1, 700) if latest.is_latest(topic, 1, o)] == [597, 599]
-
-
 def _project(tenant: str, project_id: int, key: str) -> dict[str, object]:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     after = {"id": project_id, "key": key, "name": "n", "description": None, "lead_id": None,
@@ -202,60 +146,3 @@ def test_opt_out_pass_judges_the_run_tenants_rows_by_their_last_versions(
     assert opted.ids["issue"] == {("t1", 3), ("t1", 5)}
 
 
-KEYS = 5_000_000
-BYTES_PER_KEY = 40
-
-
-def big_feed() -> Iterator[Rec]:
-    """5M keys of the run's tenant, a tenth updated and a fiftieth deleted, and a key of a
-    tenant outside the run (which shares the partition) for every tenth."""
-    topic, offset = TOPICS[0], 0
-    for i in range(KEYS):
-        yield Rec(topic, 0, offset, b"tenant-run/%d" % i, b"v")
-        offset += 1
-        if i % 10 == 9:
-            yield Rec(topic, 0, offset, b"tenant-run/%d" % (i - 5), b"v")
-            yield Rec(topic, 0, offset + 1, b"tenant-other/%d" % i, b"v")
-            offset += 2
-        if i % 50 == 49:
-            yield Rec(topic, 0, offset, b"tenant-run/%d" % (i - 7), None)
-            offset += 1
-
-
-def measure_big_pass() -> None:
-    """Run in a fresh interpreter: prints the pass's peak resident memory a key and what
-    the index says about a few records and the total number of live keys."""
-    monkeypatch = pytest.MonkeyPatch()
-    feed_scan(monkeypatch, big_feed)
-    cut = KEYS + 2 * (KEYS // 10) + KEYS // 50
-    run = run_of(("tenant-run",), {(TOPICS[0], 0): cut})
-    Path("/proc/self/clear_refs").write_text("5")  # resets the resident high-water mark
-    before = resident_kib("VmRSS")
-    latest = scan.latest_offsets(KAFKA, run)
-    peak = resident_kib("VmHWM")
-    checks = [latest.is_latest(TOPICS[0], 0, o) for o in (0, 4, 10, 11)]
-    live = sum(latest.is_latest(TOPICS[0], 0, o) for o in range(cut))
-    found = {"rss_kib": before, "hwm_kib": peak, "checks": checks, "live": live}
-    print(json.dumps({"bytes_per_key": (peak - before) * 1024 / KEYS, **found}))
-
-
-def resident_kib(field: str) -> int:
-    """A line of /proc/self/status: VmRSS (resident now) or VmHWM (its high-water mark)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field} in /proc/self/status")
-
-
-def test_latest_offsets_of_5m_keys_stay_under_40_bytes_a_key() -> None:
-    root = Path(__file__).resolve().parents[2]
-    code = "from tests.unit.test_processor_scan import measure_big_pass; measure_big_pass()"
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
-    )
-    found = json.loads(out.stdout)
-    assert found["bytes_per_key"] < BYTES_PER_KEY, found
-    # tenant-run/0 is live; /4 was updated at i = 9 (offset 10); tenant-other/9 is not the run's
-    assert found["checks"] == [True, False, True, False]
-    # every fiftieth key was deleted last
-    assert found["live"] == KEYS - KEYS // 50

@@ -48,7 +48,7 @@ def app_with(producers: dict[str, FakeAio]) -> Any:
 def test_a_commit_goes_into_the_partitions_own_transaction() -> None:
     aio = FakeAio()
     txn = Transactions(app_with({"app-0-1": aio}), TOPICS, exactly_once=True)
-    asyncio.run(txn.commit(1, {"t.issue": 5, "t.comment": 9}, "{}"))
+    asyncio.run(txn.commit(1, {"t.issue": 5, "t.comment": 9}, {"t.issue": "{}", "t.comment": "{}"}))
     assert aio.calls == ["offsets [5, 9] app", "commit", "begin"]
 
 
@@ -60,7 +60,9 @@ def test_a_partition_whose_producer_faust_dropped_is_not_ours_to_send_or_commit(
     with pytest.raises(ProducerFenced):
         asyncio.run(txn.send_many("run", 1, [(b"k", b"v")]))
     with pytest.raises(ProducerFenced):
-        asyncio.run(txn.commit(1, {"t.issue": 5, "t.comment": 9}, "{}"))
+        asyncio.run(
+            txn.commit(1, {"t.issue": 5, "t.comment": 9}, {"t.issue": "{}", "t.comment": "{}"})
+        )
     with pytest.raises(ProducerFenced):
         asyncio.run(txn.send("run", 1, None, b"marker", [], 1))
 

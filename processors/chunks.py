@@ -1,0 +1,96 @@
+"""Reading one offset range of one change-topic partition: the chunks of a full run.
+
+A full run reads each partition from the cut down to its start, a chunk at a time
+(processors/latest.py). Each chunk is a plain forward read of ``[lo, hi)`` by a consumer
+that is assigned that partition alone and never commits: the run's progress is what its
+worker commits in the run's transactions (processors/ownership.py).
+
+The consumer's prefetch queue is kept small, because whatever it fetched past ``hi`` is
+thrown away when the next chunk (lower down) is assigned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from sluiceway.common.kafka_io import consumer
+from sluiceway.common.settings import KafkaSettings
+from sluiceway.processors.errors import ScanStoppedError, ScanTimeoutError
+
+PREFETCH_KBYTES = 8192  # read past a chunk's end and dropped: at most this much per chunk
+
+
+@dataclass(frozen=True, slots=True)
+class Rec:
+    """One change record, as the run's transform and dead-letter paths read it."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class Chunk:
+    """The records of ``[lo, hi)`` in offset order, in three parallel lists."""
+
+    lo: int
+    hi: int
+    offsets: list[int]
+    keys: list[bytes | None]
+    values: list[bytes | None]
+
+    def record(self, at: int) -> Rec:
+        return Rec(self.offsets[at], self.keys[at], self.values[at])
+
+
+class ChunkReader:
+    """One consumer that reads ranges of any change-topic partition, one range at a time.
+
+    Not thread-safe: a worker keeps one and calls it from one executor thread."""
+
+    def __init__(self, kafka: KafkaSettings, group: str, timeout_s: float = 600) -> None:
+        self.timeout_s = timeout_s
+        self.consumer = consumer(
+            kafka,
+            group,
+            **{"enable.partition.eof": True, "queued.max.messages.kbytes": PREFETCH_KBYTES},
+        )
+
+    def read(
+        self, topic: str, partition: int, lo: int, hi: int, stopped: Callable[[], bool]
+    ) -> Chunk:
+        """Every record of ``[lo, hi)``; a range that compaction emptied comes back empty.
+        ScanStoppedError as soon as ``stopped()`` says so (asked every half second)."""
+        chunk = Chunk(lo, hi, [], [], [])
+        if hi <= lo:
+            return chunk
+        self.consumer.assign([TopicPartition(topic, partition, lo)])
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            if stopped():
+                raise ScanStoppedError(f"{topic}[{partition}]")
+            if time.monotonic() > deadline:
+                raise ScanTimeoutError(
+                    f"could not read {topic}[{partition}] {lo}..{hi} in {self.timeout_s:.0f}s"
+                )
+            for msg in self.consumer.consume(10_000, 0.5):
+                err = msg.error()
+                if err is not None:
+                    # end of the partition before hi: compaction removed the range's tail
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        return chunk
+                    continue
+                offset = msg.offset() or 0
+                if lo <= offset < hi:
+                    chunk.offsets.append(offset)
+                    chunk.keys.append(msg.key())
+                    chunk.values.append(msg.value())
+                if offset >= hi - 1:
+                    return chunk
+
+    def close(self) -> None:
+        self.consumer.close()

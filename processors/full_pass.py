@@ -1,0 +1,150 @@
+"""How a worker reads the partitions it owns in a full run: from the cut downwards.
+
+One task per owned run partition p walks every change topic's partition p in chunks
+(processors/chunks.py), from the cut down to the run's start, and hands each chunk's picks
+(processors/latest.py) to the worker, which forwards them in p's transaction and commits
+how far down it got (processors/ownership.py). While a chunk is forwarded the next one is
+already being read. All reads go through one consumer on one thread.
+
+A task whose partition moved away stops at its next chunk. The keys a picker holds for p
+belong to one PartitionState: a worker that keeps p across a rebalance keeps its state and
+its keys, while one that (re)takes p from the group's commits rebuilds the keys of
+``[low, cut)`` first (read again, nothing forwarded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from sluiceway.common.runs import RunRecord
+from sluiceway.common.settings import KafkaSettings
+from sluiceway.processors.chunks import Chunk, ChunkReader, Rec
+from sluiceway.processors.errors import ScanStoppedError
+from sluiceway.processors.latest import Picker
+from sluiceway.processors.ownership import PartitionState
+
+log = logging.getLogger("sluiceway.processor")
+
+
+class Host(Protocol):
+    """What the worker (processors/app.py) does for the pass."""
+
+    async def state_of(self, partition: int) -> PartitionState | None: ...
+
+    def holds(self, partition: int, state: PartitionState) -> bool: ...
+
+    def lock(self, partition: int) -> AbstractAsyncContextManager[object]: ...
+
+    async def forward_chunk(
+        self, state: PartitionState, topic: str, partition: int, records: Sequence[Rec],
+        read: int, low: int | None,
+    ) -> None: ...  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Step:
+    """One range to read: ``rebuild`` ranges only refill the keys met (a takeover)."""
+
+    topic: str
+    lo: int
+    hi: int
+    rebuild: bool
+
+
+def steps(
+    state: PartitionState, cuts: dict[str, int], topics: Sequence[str], chunk: int
+) -> Iterator[Step]:
+    """The ranges a task reads for a partition in this state, in order: per topic, the part
+    already done (``[low, cut)``, to rebuild its keys), then chunks from ``low`` down to the
+    run's start, the newest first."""
+    for topic in topics:
+        start, low, cut = state.next[topic], state.low[topic], cuts[topic]
+        for lo in range(low, cut, chunk):
+            yield Step(topic, lo, min(lo + chunk, cut), True)
+        while low > start:
+            yield Step(topic, max(start, low - chunk), low, False)
+            low = max(start, low - chunk)
+
+
+class FullPass:
+    """The downward reading of one worker's partitions of a full run."""
+
+    def __init__(
+        self, kafka: KafkaSettings, run: RunRecord, topics: Sequence[str], chunk: int,
+        host: Host,
+    ) -> None:  # fmt: skip
+        self.run, self.topics, self.chunk, self.host = run, list(topics), chunk, host
+        self.picker = Picker(run.tenants)
+        self.reader = ChunkReader(kafka, f"sw-scan-{run.etl_id}")
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="sw-chunks")
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.keys_of: dict[int, PartitionState] = {}  # whose keys the picker holds, per p
+        self.stopping = False
+
+    def drive(self, partitions: Sequence[int]) -> None:
+        """Start a task for each of these partitions that has none running."""
+        for partition in partitions:
+            task = self.tasks.get(partition)
+            if (task is None or task.done()) and not self.stopping:
+                self.tasks[partition] = asyncio.ensure_future(self._drive(partition))
+
+    async def _drive(self, partition: int) -> None:
+        state = await self.host.state_of(partition)
+        if state is None or state.marked:
+            return
+        if self.keys_of.get(partition) is not state:
+            self._forget(partition)
+            self.keys_of[partition] = state
+        cuts = {t: self.run.cut.get(t, {}).get(partition, 0) for t in self.topics}
+        todo = steps(state, cuts, self.topics, self.chunk)
+        try:
+            await self._walk(partition, state, todo)
+        except ScanStoppedError:
+            return  # the worker stops; what was forwarded is committed on the way out
+
+    async def _walk(self, partition: int, state: PartitionState, todo: Iterator[Step]) -> None:
+        step = next(todo, None)
+        pending = self._read(partition, step) if step is not None else None
+        while step is not None and pending is not None:
+            chunk = await pending
+            after = next(todo, None)
+            pending = self._read(partition, after) if after is not None else None
+            async with self.host.lock(partition):
+                if not self.host.holds(partition, state):
+                    self._forget(partition)  # moved away: its next owner starts over
+                    return
+                tp = (step.topic, partition)
+                picked = self.picker.pick(tp, chunk.keys, chunk.values)
+                records = [] if step.rebuild else [chunk.record(at) for at in picked]
+                low = None if step.rebuild else step.lo
+                await self.host.forward_chunk(
+                    state, step.topic, partition, records, len(chunk.offsets), low
+                )
+            step = after
+        for topic in self.topics:  # done: the partition ends (app.py), its keys are not needed
+            self.picker.forget((topic, partition))
+
+    def _read(self, partition: int, step: Step) -> Awaitable[Chunk]:
+        loop = asyncio.get_running_loop()
+        stopped: Callable[[], bool] = lambda: self.stopping  # noqa: E731
+        return loop.run_in_executor(
+            self.thread, self.reader.read, step.topic, partition, step.lo, step.hi, stopped
+        )
+
+    def _forget(self, partition: int) -> None:
+        self.keys_of.pop(partition, None)
+        for topic in self.topics:
+            self.picker.forget((topic, partition))
+
+    def close(self) -> None:
+        """Stop reading and close the reader, once the worker's loop has stopped: a read in
+        progress ends within half a second."""
+        self.stopping = True
+        self.thread.shutdown(wait=True)
+        self.reader.close()

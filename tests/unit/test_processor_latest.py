@@ -1,0 +1,173 @@
+"""A full run's one pass (processors/latest.py, full_pass.steps): exact, and small in memory.
+
+Records of random keys, versions, tombstones, compaction gaps and keys that only look alike
+are read in chunks from the cut downwards, as a worker reads them; what is picked must be
+exactly each run key's last live version, compared with a plain dict of what the records
+say. A worker that takes a partition over half-way must pick the rest, and nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sluiceway.processors.full_pass import steps
+from sluiceway.processors.key_index import KeySet
+from sluiceway.processors.latest import Picker
+from sluiceway.processors.ownership import PartitionState
+from sluiceway.processors.transforms import select
+from tests.unit.test_processor_scan import TOPICS, Rec, random_records
+
+TENANTS = ("tenant-a", "tenant-c")
+
+
+def expected_picks(records: list[Rec]) -> set[tuple[str, int, int]]:
+    last: dict[tuple[str, bytes], Rec] = {}
+    for rec in records:
+        if rec.k is not None:
+            last[(rec.t, rec.k)] = rec
+    run = frozenset(TENANTS)
+    return {(r.t, r.p, r.o) for r in last.values() if r.v is not None and select(r.k, run)}
+
+
+def by_partition(records: list[Rec]) -> dict[tuple[str, int], list[Rec]]:
+    parts: dict[tuple[str, int], list[Rec]] = {}
+    for rec in records:
+        parts.setdefault((rec.t, rec.p), []).append(rec)
+    return parts
+
+
+def walk(
+    picker: Picker, tp: tuple[str, int], recs: list[Rec], lo: int, hi: int, chunk: int
+) -> Iterator[tuple[int, int, list[int]]]:
+    """Chunks of [lo, hi) from the top down, as (chunk lo, chunk hi, picked offsets)."""
+    top = hi
+    while top > lo:
+        bottom = max(lo, top - chunk)
+        inside = [r for r in recs if bottom <= r.o < top]
+        picked = picker.pick(tp, [r.k for r in inside], [r.v for r in inside])
+        yield bottom, top, [inside[at].o for at in picked]
+        top = bottom
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("chunk", [1, 7, 500, 10**6])
+def test_chunks_read_downwards_pick_each_run_keys_last_live_version(seed: int, chunk: int) -> None:
+    records, cuts = random_records(seed)
+    picker, found = Picker(TENANTS), []
+    for tp, recs in by_partition(records).items():
+        for _lo, _hi, picked in walk(picker, tp, recs, 0, cuts[tp], chunk):
+            found += [(tp[0], tp[1], o) for o in picked]
+    assert len(found) == len(set(found))
+    assert set(found) == expected_picks(records)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_worker_taking_over_half_way_picks_the_rest_and_nothing_twice(seed: int) -> None:
+    records, cuts = random_records(seed)
+    rnd, found = random.Random(seed), []
+    for tp, recs in by_partition(records).items():
+        first = Picker(TENANTS)
+        chunks = walk(first, tp, recs, 0, cuts[tp], 50)
+        low = cuts[tp]
+        for _ in range(rnd.randrange(6)):  # the first worker does a few chunks, then dies
+            step = next(chunks, None)
+            if step is None:
+                break
+            low = step[0]
+            found += [(tp[0], tp[1], o) for o in step[2]]
+        second = Picker(TENANTS)  # its successor rebuilds [low, cut): keys only
+        for _lo, _hi, _picked in walk(second, tp, recs, low, cuts[tp], 50):
+            pass
+        for _lo, _hi, picked in walk(second, tp, recs, 0, low, 50):
+            found += [(tp[0], tp[1], o) for o in picked]
+    assert len(found) == len(set(found))
+    assert set(found) == expected_picks(records)
+
+
+def test_steps_rebuild_what_was_done_then_go_down_to_the_start() -> None:
+    state = PartitionState(next={"a": 10, "b": 0}, dead_letters=0, marked=False)
+    state.low = {"a": 25, "b": 7}
+    found = [
+        (s.topic, s.lo, s.hi, s.rebuild) for s in steps(state, {"a": 40, "b": 7}, ["a", "b"], 10)
+    ]
+    assert found == [
+        ("a", 25, 35, True), ("a", 35, 40, True),
+        ("a", 15, 25, False), ("a", 10, 15, False),
+        ("b", 0, 7, False),
+    ]  # fmt: skip
+    state.low = {"a": 10, "b": 0}
+    assert state.done({"a": 40, "b": 7})
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_key_set_matches_a_python_set(seed: int) -> None:
+    rnd, keys, expected = random.Random(seed), KeySet(), set()
+    for _ in range(300):
+        batch = {rnd.choice((0, 2**64 - 1, rnd.randrange(500), rnd.randrange(2**64))) for _ in range(rnd.randrange(1, 40))}  # fmt: skip
+        codes = np.array(sorted(batch), np.uint64)
+        held = keys.contains(codes)
+        assert [bool(h) for h in held] == [int(c) in expected for c in codes]
+        keys.add(codes[~held])
+        expected |= batch
+    assert len(keys) == len(expected)
+    assert len(keys.levels) <= 2 * max(1, len(expected)).bit_length()
+
+
+KEYS = 5_000_000
+BYTES_PER_KEY = 40
+CHUNK = 100_000
+
+
+def big_chunks() -> Iterator[tuple[list[bytes | None], list[bytes | None]]]:
+    """5M keys of the run's tenant read downwards in chunks, a tenth updated later and a
+    fiftieth deleted later, and a key of a tenant outside the run for every tenth."""
+    for top in range(KEYS, 0, -CHUNK):
+        keys: list[bytes | None] = []
+        values: list[bytes | None] = []
+        for i in range(top - CHUNK, top):
+            keys.append(b"tenant-run/%d" % i)
+            values.append(None if i % 50 == 49 else b"v")
+            if i % 10 == 9:
+                keys.append(b"tenant-other/%d" % i)
+                values.append(b"v")
+        yield keys, values
+
+
+def measure_big_pass() -> None:
+    """Run in a fresh interpreter: the picker's peak resident memory a key, and what it
+    picked."""
+    Path("/proc/self/clear_refs").write_text("5")  # resets the resident high-water mark
+    before = 0
+    picker, picked = Picker(("tenant-run",)), 0
+    for n, (keys, values) in enumerate(big_chunks()):
+        if n == 0:  # a chunk's own records are the worker's, not the index's
+            before = int(_resident_kib("VmRSS"))
+        picked += len(picker.pick((TOPICS[0], 0), keys, values))
+    peak = _resident_kib("VmHWM")
+    print(json.dumps({"bytes_per_key": (peak - before) * 1024 / KEYS, "picked": picked}))
+
+
+def _resident_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/self/status")
+
+
+def test_the_keys_of_5m_rows_stay_under_40_bytes_a_key() -> None:
+    root = Path(__file__).resolve().parents[2]
+    code = "from tests.unit.test_processor_latest import measure_big_pass; measure_big_pass()"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    found = json.loads(out.stdout)
+    assert found["bytes_per_key"] < BYTES_PER_KEY, found
+    assert found["picked"] == KEYS - KEYS // 50  # every fiftieth key was deleted last
