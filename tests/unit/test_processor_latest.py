@@ -111,7 +111,9 @@ def test_steps_rebuild_what_was_done_then_go_down_to_the_start() -> None:
 def test_key_set_matches_a_python_set(seed: int) -> None:
     rnd, keys, expected = random.Random(seed), KeySet(), set()
     for _ in range(300):
-        batch = {rnd.choice((0, 2**64 - 1, rnd.randrange(500), rnd.randrange(2**64))) for _ in range(rnd.randrange(1, 40))}  # fmt: skip
+        size = rnd.randrange(1, 40)
+        pool = (0, 2**64 - 1)
+        batch = {rnd.choice((*pool, rnd.randrange(500), rnd.randrange(2**64))) for _ in range(size)}
         codes = np.array(sorted(batch), np.uint64)
         held = keys.contains(codes)
         assert [bool(h) for h in held] == [int(c) in expected for c in codes]
