@@ -144,5 +144,3 @@ def test_opt_out_pass_judges_the_run_tenants_rows_by_their_last_versions(
     # issue 3 is judged by its last row (a delete keeps it), issue 5 through its parent
     assert opted.rows["issue"] == {("t1", ("3",)), ("t1", ("5",))}
     assert opted.ids["issue"] == {("t1", 3), ("t1", 5)}
-
-
