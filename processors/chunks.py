@@ -21,7 +21,7 @@ from sluiceway.common.kafka_io import consumer
 from sluiceway.common.settings import KafkaSettings
 from sluiceway.processors.errors import ScanStoppedError, ScanTimeoutError
 
-PREFETCH_KBYTES = 8192  # read past a chunk's end and dropped: at most this much per chunk
+PREFETCH_KBYTES = 4096  # fetched past a chunk's end and dropped: at most this much per chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,13 +35,15 @@ class Rec:
 
 @dataclass
 class Chunk:
-    """The records of ``[lo, hi)`` in offset order, in three parallel lists."""
+    """The records of ``[lo, hi)`` in offset order, in three parallel lists; ``consumed``
+    counts every record the consumer handed over, those it read past ``hi`` included."""
 
     lo: int
     hi: int
     offsets: list[int]
     keys: list[bytes | None]
     values: list[bytes | None]
+    consumed: int = 0
 
     def record(self, at: int) -> Rec:
         return Rec(self.offsets[at], self.keys[at], self.values[at])
@@ -57,7 +59,13 @@ class ChunkReader:
         self.consumer = consumer(
             kafka,
             group,
-            **{"enable.partition.eof": True, "queued.max.messages.kbytes": PREFETCH_KBYTES},
+            **{
+                "enable.partition.eof": True,
+                "queued.max.messages.kbytes": PREFETCH_KBYTES,
+                # a fetch in flight waits this long for data before the consumer can move to
+                # the next chunk: librdkafka's 500 ms default made each chunk cost half a second
+                "fetch.wait.max.ms": 10,
+            },
         )
 
     def read(
@@ -70,6 +78,7 @@ class ChunkReader:
             return chunk
         self.consumer.assign([TopicPartition(topic, partition, lo)])
         deadline = time.monotonic() + self.timeout_s
+        next_offset = lo
         while True:
             if stopped():
                 raise ScanStoppedError(f"{topic}[{partition}]")
@@ -77,7 +86,10 @@ class ChunkReader:
                 raise ScanTimeoutError(
                     f"could not read {topic}[{partition}] {lo}..{hi} in {self.timeout_s:.0f}s"
                 )
-            for msg in self.consumer.consume(10_000, 0.5):
+            # never more records than offsets are left: the records past hi stay unread
+            batch = self.consumer.consume(max(1, min(10_000, hi - next_offset)), 0.5)
+            chunk.consumed += len(batch)
+            for msg in batch:
                 err = msg.error()
                 if err is not None:
                     # end of the partition before hi: compaction removed the range's tail
@@ -85,6 +97,7 @@ class ChunkReader:
                         return chunk
                     continue
                 offset = msg.offset() or 0
+                next_offset = offset + 1
                 if lo <= offset < hi:
                     chunk.offsets.append(offset)
                     chunk.keys.append(msg.key())

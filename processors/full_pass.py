@@ -58,14 +58,15 @@ class Step:
 
 
 def steps(
-    state: PartitionState, cuts: dict[str, int], topics: Sequence[str], chunk: int
-) -> Iterator[Step]:
-    """The ranges a task reads for a partition in this state, in order: per topic, the part
-    already done (``[low, cut)``, to rebuild its keys), then chunks from ``low`` down to the
-    run's start, the newest first."""
+    state: PartitionState, cuts: dict[str, int], topics: Sequence[str], chunk: int,
+    rebuild: bool,
+) -> Iterator[Step]:  # fmt: skip
+    """The ranges a task reads for a partition in this state, in order: per topic, with
+    ``rebuild`` the part already done (``[low, cut)``, to rebuild its keys), then chunks
+    from ``low`` down to the run's start, the newest first."""
     for topic in topics:
         start, low, cut = state.next[topic], state.low[topic], cuts[topic]
-        for lo in range(low, cut, chunk):
+        for lo in range(low, cut if rebuild else low, chunk):
             yield Step(topic, lo, min(lo + chunk, cut), True)
         while low > start:
             yield Step(topic, max(start, low - chunk), low, False)
@@ -96,13 +97,14 @@ class FullPass:
 
     async def _drive(self, partition: int) -> None:
         state = await self.host.state_of(partition)
-        if state is None or state.marked:
+        cuts = {t: self.run.cut.get(t, {}).get(partition, 0) for t in self.topics}
+        if state is None or state.marked or state.done(cuts):
             return
-        if self.keys_of.get(partition) is not state:
+        rebuild = self.keys_of.get(partition) is not state
+        if rebuild:  # the keys held, if any, are of an older state of the partition
             self._forget(partition)
             self.keys_of[partition] = state
-        cuts = {t: self.run.cut.get(t, {}).get(partition, 0) for t in self.topics}
-        todo = steps(state, cuts, self.topics, self.chunk)
+        todo = steps(state, cuts, self.topics, self.chunk, rebuild)
         try:
             await self._walk(partition, state, todo)
         except ScanStoppedError:
@@ -124,11 +126,10 @@ class FullPass:
                 records = [] if step.rebuild else [chunk.record(at) for at in picked]
                 low = None if step.rebuild else step.lo
                 await self.host.forward_chunk(
-                    state, step.topic, partition, records, len(chunk.offsets), low
+                    state, step.topic, partition, records, chunk.consumed, low
                 )
             step = after
-        for topic in self.topics:  # done: the partition ends (app.py), its keys are not needed
-            self.picker.forget((topic, partition))
+        self._forget(partition)  # done: the partition ends (app.py), its keys are not needed
 
     def _read(self, partition: int, step: Step) -> Awaitable[Chunk]:
         loop = asyncio.get_running_loop()

@@ -96,13 +96,17 @@ def test_steps_rebuild_what_was_done_then_go_down_to_the_start() -> None:
     state = PartitionState(next={"a": 10, "b": 0}, dead_letters=0, marked=False)
     state.low = {"a": 25, "b": 7}
     found = [
-        (s.topic, s.lo, s.hi, s.rebuild) for s in steps(state, {"a": 40, "b": 7}, ["a", "b"], 10)
+        (s.topic, s.lo, s.hi, s.rebuild)
+        for s in steps(state, {"a": 40, "b": 7}, ["a", "b"], 10, rebuild=True)
     ]
     assert found == [
         ("a", 25, 35, True), ("a", 35, 40, True),
         ("a", 15, 25, False), ("a", 10, 15, False),
         ("b", 0, 7, False),
     ]  # fmt: skip
+    # a worker that still holds the partition's keys goes on from low
+    held = steps(state, {"a": 40, "b": 7}, ["a", "b"], 10, rebuild=False)
+    assert [(s.lo, s.rebuild) for s in held] == [(15, False), (10, False), (0, False)]
     state.low = {"a": 10, "b": 0}
     assert state.done({"a": 40, "b": 7})
 
