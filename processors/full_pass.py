@@ -73,6 +73,13 @@ def steps(
             low = max(start, low - chunk)
 
 
+def _report(task: asyncio.Task[None]) -> None:
+    """A task that failed (Kafka unreachable past the read timeout) is said, then started
+    again by the worker's next check from the partition's state, which it left as it was."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("reading a partition of the full run failed; starting it again: %s", exc)
+
+
 class FullPass:
     """The downward reading of one worker's partitions of a full run."""
 
@@ -93,7 +100,8 @@ class FullPass:
         for partition in partitions:
             task = self.tasks.get(partition)
             if (task is None or task.done()) and not self.stopping:
-                self.tasks[partition] = asyncio.ensure_future(self._drive(partition))
+                task = self.tasks[partition] = asyncio.ensure_future(self._drive(partition))
+                task.add_done_callback(_report)
 
     async def _drive(self, partition: int) -> None:
         state = await self.host.state_of(partition)
@@ -108,7 +116,12 @@ class FullPass:
         try:
             await self._walk(partition, state, todo)
         except ScanStoppedError:
-            return  # the worker stops; what was forwarded is committed on the way out
+            self._forget(partition)  # the worker stops; what was forwarded is committed
+        except BaseException:
+            # the keys of a chunk whose outputs may not have gone out: the next task must
+            # rebuild from what was committed, or it would take them as forwarded
+            self._forget(partition)
+            raise
 
     async def _walk(self, partition: int, state: PartitionState, todo: Iterator[Step]) -> None:
         step = next(todo, None)

@@ -8,22 +8,27 @@ say. A worker that takes a partition over half-way must pick the rest, and nothi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from sluiceway.processors import full_pass
+from sluiceway.processors.chunks import Chunk
+from sluiceway.processors.chunks import Rec as RecOut
 from sluiceway.processors.full_pass import steps
 from sluiceway.processors.key_index import KeySet
 from sluiceway.processors.latest import Picker
 from sluiceway.processors.ownership import PartitionState
 from sluiceway.processors.transforms import select
-from tests.unit.test_processor_scan import TOPICS, Rec, random_records
+from tests.unit.test_processor_scan import KAFKA, PARTITIONS, TOPICS, Rec, random_records, run_of
 
 TENANTS = ("tenant-a", "tenant-c")
 
@@ -177,3 +182,85 @@ def test_the_keys_of_5m_rows_stay_under_40_bytes_a_key() -> None:
     found = json.loads(out.stdout)
     assert found["bytes_per_key"] < BYTES_PER_KEY, found
     assert found["picked"] == KEYS - KEYS // 50  # every fiftieth key was deleted last
+
+
+class FakeReader:
+    """The change records of ``random_records``, read by range as ChunkReader does."""
+
+    def __init__(self, records: list[Rec]) -> None:
+        self.parts = by_partition(records)
+
+    def read(self, topic: str, partition: int, lo: int, hi: int, _stopped: object) -> Chunk:
+        recs = self.parts.get((topic, partition), [])
+        offsets = [r.o for r in recs]
+        inside = recs[bisect_left(offsets, lo) : bisect_left(offsets, hi)]
+        return Chunk(
+            lo, hi, [r.o for r in inside], [r.k for r in inside], [r.v for r in inside],
+            len(inside),
+        )  # fmt: skip
+
+    def close(self) -> None:
+        pass
+
+
+class FlakyHost:
+    """A worker whose sends fail now and then: a failed chunk's outputs never went out."""
+
+    def __init__(self, states: dict[int, PartitionState], seed: int) -> None:
+        self.states, self.rnd = states, random.Random(seed)
+        self.locks: dict[int, asyncio.Lock] = {}
+        self.sent: list[tuple[str, int, int]] = []
+        self.failures = 0
+
+    async def state_of(self, partition: int) -> PartitionState | None:
+        return self.states.get(partition)
+
+    def holds(self, partition: int, state: PartitionState) -> bool:
+        return self.states.get(partition) is state
+
+    def lock(self, partition: int) -> asyncio.Lock:
+        return self.locks.setdefault(partition, asyncio.Lock())
+
+    async def forward_chunk(
+        self, state: PartitionState, topic: str, partition: int, records: Sequence[RecOut],
+        read: int, low: int | None,
+    ) -> None:  # fmt: skip
+        if self.rnd.random() < 0.1:
+            self.failures += 1
+            raise RuntimeError("the send failed")
+        self.sent += [(topic, partition, r.offset) for r in records]
+        if low is not None:
+            state.low[topic] = low
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_chunk_that_fails_is_read_again_and_nothing_is_lost_or_doubled(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    records, cuts = random_records(seed)
+    monkeypatch.setattr(full_pass, "ChunkReader", lambda *_a, **_k: FakeReader(records))
+    states = {}
+    for p in range(PARTITIONS):
+        states[p] = PartitionState(next=dict.fromkeys(TOPICS, 0), dead_letters=0, marked=False)
+        states[p].low = {t: cuts[(t, p)] for t in TOPICS}
+    host = FlakyHost(states, seed)
+    run = run_of(TENANTS, cuts)
+
+    def left() -> list[int]:
+        return [p for p, s in states.items() if not s.done({t: cuts[(t, p)] for t in TOPICS})]
+
+    async def until_done() -> None:
+        passing = full_pass.FullPass(KAFKA, run, list(TOPICS), 100, host)
+        for _ in range(1_000_000):  # the worker's timer: a task for each partition left
+            if not left():
+                break
+            passing.drive(left())
+            await asyncio.sleep(0)
+        await asyncio.gather(*passing.tasks.values(), return_exceptions=True)
+        passing.close()
+
+    asyncio.run(until_done())
+    assert not left()
+    assert host.failures > 0
+    assert len(host.sent) == len(set(host.sent))
+    assert set(host.sent) == expected_picks(records)
