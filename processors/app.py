@@ -32,26 +32,24 @@ import faust
 from aiokafka.errors import ProducerFenced
 from faust.types import TP
 
-from sluiceway.common.codec import HEADER_LEN, Codec, EventSchema
-from sluiceway.common.errors import InvalidEventError, TransientError
+from sluiceway.common.codec import Codec
+from sluiceway.common.errors import TransientError
 from sluiceway.common.health import HEALTH
 from sluiceway.common.kafka_io import broker_count
-from sluiceway.common.run_schema import run_event_schema, run_event_schemas
 from sluiceway.common.runs import END_MARKER, MARKER_HEADER, RunRecord
 from sluiceway.common.settings import state_home
 from sluiceway.common.spec import RunSpec
 from sluiceway.processors import fetch, metrics
-from sluiceway.processors.batch import BatchPath
 from sluiceway.processors.chunks import Rec
 from sluiceway.processors.config import ProcessorSettings
 from sluiceway.processors.credentials import faust_credentials
-from sluiceway.processors.dead_letter import BODY_HEADER, dead_letter_body
 from sluiceway.processors.full_pass import FullPass
 from sluiceway.processors.opt_out import OptedOut
+from sluiceway.processors.outputs import Outputs, by_writer
 from sluiceway.processors.ownership import GroupOffsets, PartitionState, state_from
 from sluiceway.processors.progress import RunProgress
 from sluiceway.processors.transactions import Transactions
-from sluiceway.processors.transforms import output_key, select, transform, validate
+from sluiceway.processors.transforms import select
 
 log = logging.getLogger("sluiceway.processor")
 GROUP_CHECK_S = 1.0
@@ -75,18 +73,13 @@ class RunProcessor:
     ) -> None:  # fmt: skip
         self.settings, self.run, self.spec, self.codec = settings, run, spec, codec
         self.full, self.opted = lookups.full, lookups.opted
-        self.run_schemas = run_event_schemas(spec, codec)
-        self.version_schemas: dict[bytes, EventSchema] = {}  # by writer header
-        self.batch = BatchPath(spec, codec, self.run_schemas, self.opted, self.full)
         self.tenants = frozenset(run.tenants)
-        self.entities = frozenset(run.entities)
         self.progress = RunProgress(run.start, run.cut)
         self.forwarded = 0
         self.read_before_first_output: int | None = None
         self.first_event_at: float | None = None  # for the throughput the run reports
         self.first_event_cpu = 0.0  # process CPU time then: events per CPU-second
         self.finished_at: float | None = None
-        self.dead_lettered = 0
         self.finished = False
         self.parts: dict[int, PartitionState] = {}  # run partitions this worker owns
         self.locks: dict[int, asyncio.Lock] = {}
@@ -95,8 +88,8 @@ class RunProcessor:
         self.checked_group_at = 0.0
         self.waiting_since: dict[str, float] = {}
         self.group = GroupOffsets(settings.kafka, f"sw-process-{run.etl_id}")
-        self.dlq_topic = settings.kafka.dlq_topic("processor")
         self.app = self._build_app()
+        self.outputs = Outputs(run, spec, codec, self.opted, self.full, self.txn, settings.kafka)
         self.full_pass = (
             FullPass(settings.kafka, run, self.source_topics, settings.tuning.full_chunk, self)
             if self.full
@@ -226,15 +219,10 @@ class RunProcessor:
         self, state: PartitionState, topic: str, partition: int, wanted: Sequence[Any]
     ) -> None:
         """Transform wanted records and send their outputs in the partition's transaction."""
-        keys, values = [r.key for r in wanted], [r.value for r in wanted]
-        outs = self.batch.transform(keys, values, self.entities) if wanted else []
-        if outs is None:  # the batch path doubts something: event by event, as it always was
-            outs = await self._transform_each(state, topic, partition, wanted)
-        await self.txn.send_many(self.run.run_topic, partition, outs)
-        if outs and self.read_before_first_output is None:
+        sent = await self.outputs.send(state, topic, partition, wanted)
+        if sent and self.read_before_first_output is None:
             self.read_before_first_output = self.progress.read
-        self.forwarded += len(outs)
-        metrics.FORWARDED.labels(topic).inc(len(outs))
+        self.forwarded += sent
 
     async def _handled(self, partition: int, state: PartitionState, started: float) -> None:
         state.uncommitted = True
@@ -253,44 +241,6 @@ class RunProcessor:
         if not self.progress.in_range(topic, partition, offset):
             return False
         return select(key, self.tenants)
-
-    async def _transform_each(
-        self, state: PartitionState, topic: str, partition: int, records: Sequence[Any]
-    ) -> list[tuple[bytes | None, bytes | None]]:
-        """The per-event path: each record decoded, transformed and encoded alone, and an
-        invalid one dead-lettered with its reason."""
-        outs: list[tuple[bytes | None, bytes | None]] = []
-        for record in records:
-            try:
-                out = self._transform(record.key, record.value)
-            except InvalidEventError as exc:
-                await self._dead_letter(state, topic, partition, record, str(exc))
-            else:
-                if out is not None:
-                    outs.append(out)
-        return outs
-
-    def _transform(
-        self, key: bytes | None, value: bytes | None
-    ) -> tuple[bytes | None, bytes | None] | None:
-        event = validate(key, self.codec.decode(value), self.entities)
-        if self.full and event["op"] == "d":
-            return None  # deleted before the cut: not live, so not in a full export
-        out = transform(event, self.spec, self.opted)
-        if out is None:
-            return None
-        return output_key(out), self.codec.encode_with(self._run_schema(value, out["entity"]), out)
-
-    def _run_schema(self, value: bytes | None, entity: str) -> EventSchema:
-        """The run-topic schema for an event of the writer schema ``value`` names: a schema
-        version capture wrote after a change of the table has its own."""
-        writer = self.codec.schema_of(value or b"")
-        if writer is None or writer.header == self.codec.schemas[entity].header:
-            return self.run_schemas[entity]
-        found = self.version_schemas.get(writer.header)
-        if found is None:
-            found = self.version_schemas[writer.header] = run_event_schema(writer, self.spec)
-        return found
 
     def _cut(self, topic: str, partition: int) -> int:
         return self.run.cut.get(topic, {}).get(partition, 0)
@@ -370,30 +320,6 @@ class RunProcessor:
         state.committed_at = time.monotonic()
         await self.txn.commit(partition, state.next, state.notes(end))
         state.uncommitted = False
-
-    async def _dead_letter(
-        self, state: PartitionState, topic: str, partition: int, record: Any, reason: str
-    ) -> None:
-        """Send a bad event to the dead-letter topic in its partition's transaction, so a
-        batch that is aborted and read again does not count or send it twice. What is sent
-        is redacted as the run's spec says wherever it decodes (processors/dead_letter.py)."""
-        self.dead_lettered += 1
-        state.dead_letters += 1
-        metrics.DEAD_LETTERS.inc()
-        body, kind = dead_letter_body(record.value, self.codec, self.spec, self.opted)
-        headers = [
-            ("sw-error", reason.encode()),
-            ("sw-etl-id", self.run.etl_id.encode()),
-            ("sw-topic", topic.encode()),
-            ("sw-partition", str(partition).encode()),
-            ("sw-offset", str(record.offset).encode()),
-            (BODY_HEADER, kind),
-        ]
-        await self.txn.send(self.dlq_topic, None, record.key, body, headers, partition)
-        log.warning(
-            "dead-lettered topic=%s partition=%s offset=%s reason=%s",
-            topic, partition, record.offset, reason,
-        )  # fmt: skip
 
     async def _check_done(self) -> None:
         """End every owned partition that reached its cut; stop once the group has ended all."""
@@ -477,16 +403,11 @@ class RunProcessor:
     def on_finished(self) -> None:
         """Replaced by main() with what stops the worker hosting this app."""
 
+    @property
+    def dead_lettered(self) -> int:
+        return self.outputs.dead_lettered
+
     def close(self) -> None:
         """Stop a full run's reading (the worker has stopped)."""
         if self.full_pass is not None:
             self.full_pass.close()
-
-
-def by_writer(records: Sequence[Rec]) -> list[list[Rec]]:
-    """Records grouped by writer schema (their first bytes), each group in offset order:
-    the batch path decodes one writer schema at a time."""
-    groups: dict[bytes, list[Rec]] = {}
-    for record in records:
-        groups.setdefault(bytes((record.value or b"")[:HEADER_LEN]), []).append(record)
-    return list(groups.values())
