@@ -260,7 +260,9 @@ def _rates(rows: int, m: Measured, first: float, done: float) -> dict[str, float
 
 def time_sink(env: BenchEnv, run: RunRecord) -> dict[str, float]:
     cmd = [sys.executable, "-m", "benchmarks.sink", "--sink-child", run.etl_id]
-    m = measure(cmd, env.env(PYTHONPATH=str(ROOT)), env.workdir / f"sink-{run.etl_id}")
+    # quixstreams reads the same run topic next: the sink must not drop it after its manifest
+    keep = {"SLUICEWAY_CLEANUP_RUN_RETENTION_S": "86400"}
+    m = measure(cmd, env.env(PYTHONPATH=str(ROOT), **keep), env.workdir / f"sink-{run.etl_id}")
     rows = int(_last_json(m.stdout)["rows"])
     first = next(float(x.split()[1]) for x in m.stderr.splitlines() if x.startswith(FIRST_BATCH))
     done = next(float(g[1]) for x in m.stderr.splitlines() if (g := COMPLETE.match(x)))

@@ -56,6 +56,7 @@ class ChunkReader:
 
     def __init__(self, kafka: KafkaSettings, group: str, timeout_s: float = 600) -> None:
         self.timeout_s = timeout_s
+        self.known: set[str] = set()  # topics whose metadata the client holds
         self.consumer = consumer(
             kafka,
             group,
@@ -72,10 +73,15 @@ class ChunkReader:
         self, topic: str, partition: int, lo: int, hi: int, stopped: Callable[[], bool]
     ) -> Chunk:
         """Every record of ``[lo, hi)``; a range that compaction emptied comes back empty.
-        ScanStoppedError as soon as ``stopped()`` says so (asked every half second)."""
+        ScanStoppedError as soon as ``stopped()`` says so (asked every 50 ms)."""
         chunk = Chunk(lo, hi, [], [], [])
         if hi <= lo:
             return chunk
+        if topic not in self.known:
+            # librdkafka learns a newly assigned topic's metadata on its next sparse refresh,
+            # about a second later; asked for now, it answers in one round trip
+            self.consumer.list_topics(topic, timeout=10)
+            self.known.add(topic)
         self.consumer.assign([TopicPartition(topic, partition, lo)])
         deadline = time.monotonic() + self.timeout_s
         next_offset = lo
@@ -86,8 +92,10 @@ class ChunkReader:
                 raise ScanTimeoutError(
                     f"could not read {topic}[{partition}] {lo}..{hi} in {self.timeout_s:.0f}s"
                 )
-            # never more records than offsets are left: the records past hi stay unread
-            batch = self.consumer.consume(max(1, min(10_000, hi - next_offset)), 0.5)
+            # never more records than offsets are left: the records past hi stay unread. A
+            # short wait: consume() waits for all of them, and transaction markers take
+            # offsets that no record fills (the top chunk then ends on end-of-partition)
+            batch = self.consumer.consume(max(1, min(10_000, hi - next_offset)), 0.05)
             chunk.consumed += len(batch)
             for msg in batch:
                 err = msg.error()
