@@ -17,7 +17,8 @@ from sluiceway.common.errors import ConfigError
 from sluiceway.common.settings import PostgresSettings
 from sluiceway.devstack.catalog_churn import churn_catalog
 from sluiceway.devstack.catalog_seed import CatalogSeedPlan, seed_catalog
-from sluiceway.devstack.churn import ChurnSettings, ChurnSummary, churn
+from sluiceway.devstack.churn import churn
+from sluiceway.devstack.churn_run import ChurnSettings, ChurnSummary
 from sluiceway.devstack.seed import SeedPlan, seed
 
 app = typer.Typer(no_args_is_help=True)

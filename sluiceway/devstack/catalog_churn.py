@@ -1,7 +1,7 @@
 """``sluiceway source churn --catalog FILE``: paced changes to any catalog's tables, ledgered.
 
-The same pacing, batches and ledger as the Jira churn (``sluiceway.devstack.churn``), with
-rows from ``catalog_rows``: inserts reference live parents of their tenant, updates change
+The same pacing, batches and ledger as the Jira churn (both in ``sluiceway.devstack.churn_run``),
+with rows from ``catalog_rows``: inserts reference live parents of their tenant, updates change
 non-key columns of any type (NULLs and edge values included; the ``updated`` column takes
 the server's ``now()``), and deletes take only rows no live row references, so every
 reference stays valid. Each ledger line's ``id`` is the row's record key (the key without
@@ -36,7 +36,7 @@ from sluiceway.devstack.catalog_rows import (
     require_mapped,
 )
 from sluiceway.devstack.catalog_seed import table_id
-from sluiceway.devstack.churn import (
+from sluiceway.devstack.churn_run import (
     MAX_DRAWS,
     OP_CUM,
     OPS,
@@ -44,9 +44,9 @@ from sluiceway.devstack.churn import (
     ChurnSummary,
     Clock,
     Commit,
-    _open_ledger,
-    _source_error,
+    open_ledger,
     pace,
+    source_error,
 )
 from sluiceway.producers.db import connect
 from sluiceway.producers.errors import SourceSchemaError
@@ -239,7 +239,7 @@ class CatalogWriter:
                 cur.execute("COMMIT; SELECT pg_current_wal_insert_lsn()::text")
                 lsn = cur.fetchone()[0]
         except psycopg2.Error as exc:
-            raise _source_error(exc) from exc
+            raise source_error(exc) from exc
         return Commit(int(xid), str(lsn), datetime.now(UTC))
 
 
@@ -326,7 +326,7 @@ def run_catalog_churn(
         commit = write(ops)
         ledger.write(ledger_lines(ops, commit))
         ledger.flush()
-        summary.record(ops)  # type: ignore[arg-type]  # reads only .entity and .op
+        summary.record(ops)
         if on_batch:
             on_batch(len(ops))
 
@@ -355,8 +355,8 @@ def churn_catalog(
                     )
                 state = load_state(cur, catalog, tenants)
         except psycopg2.Error as exc:
-            raise _source_error(exc) from exc
+            raise source_error(exc) from exc
         writer = CatalogWriter(conn, catalog, tenants)
         planner = CatalogPlanner(random.Random(settings.seed), catalog, tenants, state)
-        with _open_ledger(settings.ledger) as ledger:
+        with open_ledger(settings.ledger) as ledger:
             return run_catalog_churn(settings, planner, writer, ledger, on_batch)

@@ -2,37 +2,45 @@
 
 Change-capture tests need a known stream of committed changes to compare the change topics
 against. Planning is pure (a seeded ``random.Random`` and the live keys in, operations out)
-so its rules are tested without a database; execution and pacing are thin and injectable.
+so its rules are tested without a database; execution and pacing are thin and injectable
+(the pacing, ledger file and summary are shared with the catalog churn:
+``sluiceway.devstack.churn_run``).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
-import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import accumulate
-from pathlib import Path
 from typing import Any, TextIO
 
 import psycopg2
 from psycopg2 import sql
 
 from sluiceway.common.codec import Codec
-from sluiceway.common.errors import ConfigError, SluicewayError
 from sluiceway.common.settings import PostgresSettings
 from sluiceway.devstack import seed
+from sluiceway.devstack.churn_run import (
+    MAX_DRAWS,
+    OP_CUM,
+    OPS,
+    ChurnSettings,
+    ChurnSummary,
+    Clock,
+    Commit,
+    open_ledger,
+    pace,
+    source_error,
+)
 from sluiceway.devstack.seed import Row
 from sluiceway.producers.db import connect
-from sluiceway.producers.errors import SourceSchemaError, SourceUnavailableError
+from sluiceway.producers.errors import SourceSchemaError
 from sluiceway.producers.source import column_list, columns, require_tables, table_name
 
-OPS = ("c", "u", "d")
-OP_CUM = list(accumulate((40, 45, 15)))
 # The generator writes the Jira example's tables (its rows, ids and parents are Jira-shaped),
 # so it names their entities itself. Issues and their children are where real trackers see
 # most of their writes.
@@ -43,40 +51,9 @@ ENTITY_CUM = list(accumulate(ENTITY_WEIGHTS.values()))
 ID_BASE = {"user": 10_000, "project": 20_000, "issue": 30_000, "comment": 40_000, "worklog": 50_000}
 # The entity a new row must point at (besides a user), so references stay sensible.
 PARENT = {"project": "user", "issue": "project", "comment": "issue", "worklog": "issue"}
-COMMITS_PER_SECOND = 50
-MAX_DRAWS = 50
 # New rows happen now; the seed's random past timestamps would make them look historical.
 FRESH = ("created", "updated", "started", "resolution_date")
 SERVER_NOW_ON_INSERT = frozenset({"created", "updated"})
-
-
-@dataclass(frozen=True)
-class ChurnSettings:
-    rate: float
-    seconds: float
-    seed: int
-    ledger: Path
-    tenants: tuple[str, ...] = ()  # empty: every tenant found in the source
-
-    def __post_init__(self) -> None:
-        if not self.rate > 0:
-            raise ConfigError(
-                f"--rate must be greater than 0 changes per second, got {self.rate:g}"
-            )
-        if not self.seconds > 0:
-            raise ConfigError(f"--seconds must be greater than 0, got {self.seconds:g}")
-
-    @property
-    def batch_size(self) -> int:
-        return max(1, round(self.rate / COMMITS_PER_SECOND))
-
-    @property
-    def interval(self) -> float:
-        return self.batch_size / self.rate
-
-    @property
-    def batches(self) -> int:
-        return max(1, math.ceil(self.seconds / self.interval - 1e-9))
 
 
 @dataclass(frozen=True)
@@ -209,20 +186,6 @@ class Planner:
         return Op(entity, tenant, key, "d")
 
 
-@dataclass(frozen=True)
-class Commit:
-    xid: int
-    lsn: str
-    at: datetime
-
-
-def _source_error(exc: psycopg2.Error) -> SluicewayError:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
-        return SourceUnavailableError(f"source PostgreSQL failed during churn: {first}")
-    return SourceSchemaError(f"source rejected a churn change: {first}")
-
-
 class BatchWriter:
     """Runs each batch as one transaction on one connection, then reads the WAL bound."""
 
@@ -268,7 +231,7 @@ class BatchWriter:
                 cur.execute("COMMIT; SELECT pg_current_wal_insert_lsn()::text")
                 lsn = cur.fetchone()[0]
         except psycopg2.Error as exc:
-            raise _source_error(exc) from exc
+            raise source_error(exc) from exc
         return Commit(int(xid), str(lsn), datetime.now(UTC))
 
 
@@ -294,65 +257,10 @@ def load_state(cur: Any, tenants: Sequence[str]) -> SourceState:
     return state
 
 
-@dataclass
-class ChurnSummary:
-    target_rate: float
-    changes: int = 0
-    transactions: int = 0
-    seconds: float = 0.0
-    counts: dict[str, dict[str, int]] = field(
-        default_factory=lambda: {e: dict.fromkeys(OPS, 0) for e in ENTITY_NAMES}
-    )
-
-    @property
-    def achieved_rate(self) -> float:
-        return self.changes / self.seconds if self.seconds else 0.0
-
-    def record(self, ops: Sequence[Op]) -> None:
-        self.transactions += 1
-        self.changes += len(ops)
-        for op in ops:
-            self.counts[op.entity][op.op] += 1
-
-    def to_json(self) -> dict[str, Any]:
-        rates = {"seconds": round(self.seconds, 3), "achieved_rate": round(self.achieved_rate, 1)}
-        return {**asdict(self), **rates}
-
-
 def ledger_lines(ops: Sequence[Op], commit: Commit) -> str:
     tail = {"xid": commit.xid, "commit_lsn_upper": commit.lsn, "ts": commit.at.isoformat()}
     rows = ({"entity": o.entity, "tenant_id": o.tenant_id, "id": o.id, "op": o.op} for o in ops)
     return "".join(json.dumps({**row, "seq": seq, **tail}) + "\n" for seq, row in enumerate(rows))
-
-
-@dataclass(frozen=True)
-class Clock:
-    """Injectable time, so tests run the pacing loop without waiting."""
-
-    monotonic: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-
-
-def pace(settings: ChurnSettings, step: Callable[[], None], clock: Clock | None = None) -> float:
-    """Call ``step`` at start + k * interval until the time is up; return the seconds covered.
-
-    Deadlines are absolute, so a slow batch is caught up on instead of shifting every later
-    one; a run that falls behind still stops at ``seconds``.
-    """
-    clock = clock or Clock()
-    start = clock.monotonic()
-    end, done = start + settings.seconds, 0
-    for k in range(settings.batches):
-        now = clock.monotonic()
-        if now >= end:
-            break
-        due = start + k * settings.interval
-        if due > now:
-            clock.sleep(due - now)
-        step()
-        done += 1
-    # The schedule's span, unless the wall clock says the batches took longer.
-    return max(clock.monotonic() - start, done * settings.interval)
 
 
 def run_churn(
@@ -364,7 +272,7 @@ def run_churn(
     clock: Clock | None = None,
 ) -> ChurnSummary:
     """Plan, commit and record batches on schedule; the ledger only ever holds commits."""
-    summary = ChurnSummary(settings.rate)
+    summary = ChurnSummary(settings.rate, counts={e: dict.fromkeys(OPS, 0) for e in ENTITY_NAMES})
 
     def step() -> None:
         ops = planner.batch(settings.batch_size, datetime.now(UTC))
@@ -377,14 +285,6 @@ def run_churn(
 
     summary.seconds = pace(settings, step, clock)
     return summary
-
-
-def _open_ledger(path: Path) -> TextIO:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path.open("w", encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot write the ledger {path}: {exc.strerror or exc}") from exc
 
 
 def churn(
@@ -401,7 +301,7 @@ def churn(
             with conn.cursor() as cur:
                 state = load_state(cur, settings.tenants)
         except psycopg2.Error as exc:
-            raise _source_error(exc) from exc
+            raise source_error(exc) from exc
         planner = Planner(random.Random(settings.seed), state)
-        with _open_ledger(settings.ledger) as ledger:
+        with open_ledger(settings.ledger) as ledger:
             return run_churn(settings, planner, writer, ledger, on_batch)

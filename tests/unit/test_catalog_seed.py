@@ -23,7 +23,7 @@ from sluiceway.common.pgtypes import pg_type
 from sluiceway.devstack import catalog_churn, catalog_seed
 from sluiceway.devstack.catalog_churn import CatalogPlanner, CatalogState, ledger_lines
 from sluiceway.devstack.catalog_rows import KeyPool, RowMaker, Tenants, schema_for, tenant_rows
-from sluiceway.devstack.churn import Commit
+from sluiceway.devstack.churn_run import Commit
 from sluiceway.devstack.values import kind_of, text_form, value
 from tests.repo import ROOT
 

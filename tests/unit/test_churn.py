@@ -16,17 +16,14 @@ from sluiceway.common.errors import ConfigError
 from sluiceway.common.resources import example_catalog
 from sluiceway.devstack.churn import (
     ENTITY_NAMES,
-    ChurnSettings,
-    Clock,
-    Commit,
     LiveKeys,
     Op,
     Planner,
     SourceState,
     ledger_lines,
-    pace,
     run_churn,
 )
+from sluiceway.devstack.churn_run import ChurnSettings, Clock, Commit, pace
 from sluiceway.devstack.seed import DEMO_ENTITIES, Row, SeedPlan, check_demo_catalog, gen_tenant
 from tests.catalogs import ENTITIES
 
