@@ -19,7 +19,7 @@ from sluiceway.common import control_topics as control
 from sluiceway.common.errors import ConfigError, StackDownError
 from sluiceway.common.kafka_io import ensure_topics, producer, read_control
 from sluiceway.common.settings import KafkaSettings
-from sluiceway.common.spec import check_destination
+from sluiceway.common.spec_fields import check_destination
 
 # Keys of the "config" store.
 TENANTS = "tenants"

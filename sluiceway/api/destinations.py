@@ -16,7 +16,8 @@ from pydantic_core import PydanticCustomError
 
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.settings import S3Settings, StackSettings
-from sluiceway.common.spec import RunSpec, check_destination
+from sluiceway.common.spec import RunSpec
+from sluiceway.common.spec_fields import check_destination
 
 SETTING = "SLUICEWAY_API_ROOTS"
 

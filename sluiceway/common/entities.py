@@ -48,7 +48,7 @@ def set_active_catalog(catalog: Catalog | None, path: Path | None = None) -> Non
     Caches built from the catalog (the spec's column lists) are cleared too."""
     global _active
     _active = None if catalog is None else (catalog, path)
-    from sluiceway.common.spec import entity_columns  # it builds on this module
+    from sluiceway.common.spec_fields import entity_columns  # it builds on this module
 
     entity_columns.cache_clear()
 

@@ -21,7 +21,7 @@ import yaml
 
 from sluiceway.common.catalog import Catalog, CatalogError
 from sluiceway.common.entities import active_catalog, active_catalog_path
-from sluiceway.common.spec import entity_columns
+from sluiceway.common.spec_fields import entity_columns
 
 VersionStatus = Literal["ACTIVE", "DEPRECATED"]
 VERSIONS_FILE = "export_versions.yaml"

@@ -3,17 +3,15 @@
 The fields and their meaning are in docs/guide.md ("Export runs").
 
 Validation reports every problem at once, each naming the field path and what is allowed,
-so a user fixes a spec in one round trip. Column names come from the Avro schemas, which
-are the contract the lake is built on.
+so a user fixes a spec in one round trip. The checks of single fields (entity and column
+names, PII targets, destinations) are in ``sluiceway.common.spec_fields``.
 """
 
 from __future__ import annotations
 
 import json
-import posixpath
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +19,6 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -29,113 +26,33 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import PydanticCustomError
 
-from sluiceway.common.codec import Codec
-from sluiceway.common.entities import active_catalog, entity_names, opt_out_gaps
+from sluiceway.common.entities import entity_names, opt_out_gaps
 from sluiceway.common.feed_timing import check_cron, check_timezone, check_window
 from sluiceway.common.runs import FORMATS, RUN_TYPES
+from sluiceway.common.schema_versions import versions
 from sluiceway.common.spec_errors import SpecError
+from sluiceway.common.spec_fields import (
+    ChosenFields,
+    EntityName,
+    NonEmpty,
+    PiiRule,
+    PiiTarget,
+    check_destination,
+    choices_ctx,
+    entity_columns,
+    one_of,
+    record_key,
+    unique,
+)
 
-PII_RULES = ("drop", "hash", "mask")
 LAYOUTS = ("lake", "datapipeline")
 MAX_INTERVAL_S = 86_400
 # Ids are per tenant (primary key tenant_id, id), so an offset must leave int64 headroom.
 MAX_ID_OFFSET = 2**62
 # What a date-time whose offset pushes it past year 1 or 9999 is told (it has no UTC form).
 UTC_RANGE = "falls outside 0001-01-01T00:00:00Z..9999-12-31T23:59:59Z once converted to UTC"
-
-
-@cache
-def entity_columns(entity: str) -> tuple[str, ...]:
-    """The entity's columns in schema order (the order run schemas and files use)."""
-    return tuple(f["name"] for f in Codec().schemas[entity].record["fields"])
-
-
-def record_key(entity: str) -> tuple[str, ...]:
-    """The columns that identify a row of ``entity`` within its tenant."""
-    return active_catalog().entity(entity).record_key
-
-
-def _one_of(allowed: Iterable[str] | Callable[[], Iterable[str]]) -> Callable[[str], str]:
-    def check(value: str) -> str:
-        choices = tuple(allowed() if callable(allowed) else allowed)
-        if value not in choices:
-            raise PydanticCustomError(
-                "not_allowed", "{value} is not one of {allowed}", _ctx(value, choices)
-            )
-        return value
-
-    return check
-
-
-def _ctx(value: object, allowed: Iterable[str]) -> dict[str, str]:
-    return {"value": repr(value), "allowed": ", ".join(allowed)}
-
-
-def _check_pii_target(target: str) -> str:
-    entity, dot, column = target.partition(".")
-    if not dot or not column:
-        problem = f"{target!r} is not of the form entity.column, e.g. user.email_address"
-    elif entity not in entity_names():
-        problem = f"unknown entity {entity!r} (known: {', '.join(entity_names())})"
-    elif column in record_key(entity):
-        problem = f"{column} keys the row and cannot carry a pii rule"
-    elif column not in entity_columns(entity):
-        problem = f"unknown column {column!r} (known: {', '.join(entity_columns(entity))})"
-    else:
-        return target
-    raise PydanticCustomError("pii_target", "{problem}", {"problem": problem})
-
-
-NonEmpty = Annotated[str, Field(min_length=1)]
-EntityName = Annotated[str, AfterValidator(_one_of(entity_names))]
-PiiRule = Annotated[str, AfterValidator(_one_of(PII_RULES))]
-PiiTarget = Annotated[str, AfterValidator(_check_pii_target)]
-
-
-def _unique(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(values))
-
-
-# Per entity, the columns to keep; an entity left out (or null) keeps all of its columns.
-EntityFields = dict[str, tuple[str, ...]]
-
-
-def _drop_nulls(value: Any) -> Any:
-    """``{entity: null}`` keeps every column, as leaving the entity out does."""
-    if isinstance(value, Mapping):
-        return {k: v for k, v in value.items() if v is not None}
-    return value
-
-
-def _check_fields(value: EntityFields) -> EntityFields:
-    """Each entity of the catalog, each column of its entity; problems under their entity."""
-    known_entities = entity_names()
-    problems: list[InitErrorDetails] = []
-    out: EntityFields = {}
-    for entity, chosen in value.items():
-        if entity not in known_entities:
-            problem = PydanticCustomError(
-                "unknown_entity", "unknown entity {value} (known: {allowed})",
-                _ctx(entity, known_entities),
-            )  # fmt: skip
-            problems.append(InitErrorDetails(type=problem, loc=(entity,), input=chosen))
-            continue
-        known = entity_columns(entity)
-        unknown = [c for c in chosen if c not in known]
-        if unknown:
-            noun = "column" if len(unknown) == 1 else "columns"
-            problem = PydanticCustomError(
-                "unknown_column",
-                "unknown {noun} {names} (known: {allowed})",
-                {"noun": noun, "names": ", ".join(map(repr, unknown)), "allowed": ", ".join(known)},
-            )
-            problems.append(InitErrorDetails(type=problem, loc=(entity,), input=chosen))
-        out[entity] = _unique(chosen)
-    if problems:
-        raise ValidationError.from_exception_data("fields", problems)
-    return out
 
 
 class Remap(BaseModel):
@@ -154,30 +71,28 @@ class RunSpec(BaseModel):
 
     tenants: tuple[NonEmpty, ...] = Field(min_length=1)
     entities: tuple[EntityName, ...] = Field(default_factory=entity_names, min_length=1)
-    fields: Annotated[EntityFields, BeforeValidator(_drop_nulls), AfterValidator(_check_fields)] = (
-        Field(default_factory=dict)
-    )
+    fields: ChosenFields = Field(default_factory=dict)
     from_date: datetime | None = None
     opt_out: tuple[NonEmpty, ...] = ()
     pii: dict[PiiTarget, PiiRule] = Field(default_factory=dict)
     pii_secret: SecretStr | None = Field(None, repr=False, validate_default=True)
     remap: Remap | None = None
-    type: Annotated[str, AfterValidator(_one_of(RUN_TYPES))] = "full"
+    type: Annotated[str, AfterValidator(one_of(RUN_TYPES))] = "full"
     cron: Annotated[str | None, AfterValidator(check_cron)] = None
     timezone: Annotated[str | None, AfterValidator(check_timezone)] = None
     full_window: Annotated[str | None, AfterValidator(check_window)] = None
     interval: int | None = Field(None, ge=1, le=MAX_INTERVAL_S, validate_default=True)
     destination: str
-    format: Annotated[str, AfterValidator(_one_of(FORMATS))] = "parquet"
+    format: Annotated[str, AfterValidator(one_of(FORMATS))] = "parquet"
     # "datapipeline": one CSV per entity named <entity>s_job<job_id>_<version>_<time>.csv
-    layout: Annotated[str, AfterValidator(_one_of(LAYOUTS))] = "lake"
+    layout: Annotated[str, AfterValidator(one_of(LAYOUTS))] = "lake"
     job_id: int | None = Field(None, ge=1, le=2**62)
     schema_version: int | None = Field(None, validate_default=True)
 
     @field_validator("tenants", "entities", "opt_out")
     @classmethod
     def _dedupe(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _unique(value)
+        return unique(value)
 
     @field_validator("opt_out")
     @classmethod
@@ -263,13 +178,11 @@ class RunSpec(BaseModel):
     @field_validator("schema_version")
     @classmethod
     def _datapipeline(cls, value: int | None, info: ValidationInfo) -> int | None:
-        from sluiceway.common.schema_versions import versions  # it builds on this module
-
         if value is not None and value not in versions():
             raise PydanticCustomError(
                 "schema_version",
                 "{value} is not one of {allowed}",
-                _ctx(value, map(str, versions())),
+                choices_ctx(value, map(str, versions())),
             )
         if info.data.get("layout") == "datapipeline":
             if info.data.get("format") != "csv":
@@ -299,36 +212,6 @@ class RunSpec(BaseModel):
     def public_dict(self) -> dict[str, Any]:
         """The spec as JSON-able data without the secret: safe for manifests and logs."""
         return self.model_dump(mode="json", exclude={"pii_secret"}, exclude_none=True)
-
-
-def check_destination(value: str) -> str:
-    """A normalised destination: ``s3://bucket[/prefix]`` or a local directory."""
-    text = value.strip()
-    if not text:
-        raise PydanticCustomError(
-            "empty", "must not be empty; give a directory or s3://bucket/prefix"
-        )
-    scheme, sep, rest = text.partition("://")
-    if sep and scheme != "s3":
-        raise PydanticCustomError(
-            "scheme",
-            "scheme {scheme} not supported; use a directory or s3://bucket/prefix",
-            {"scheme": repr(scheme)},
-        )
-    path = rest if sep else text
-    bucket, _, prefix = path.partition("/") if sep else ("", "", path)
-    if sep and not bucket:
-        raise PydanticCustomError("no_bucket", "s3 URL has no bucket; expected s3://bucket/prefix")
-    normal = posixpath.normpath(prefix) if prefix else ""
-    if ".." in normal.split("/"):
-        raise PydanticCustomError(
-            "dotdot",
-            "{value} escapes its root with '..'; give a path without '..'",
-            {"value": repr(value)},
-        )
-    if not sep:
-        return normal
-    return f"s3://{bucket}/{normal}" if normal not in ("", ".") else f"s3://{bucket}"
 
 
 # Loc parent -> names allowed there, to say what an unknown key could have been.

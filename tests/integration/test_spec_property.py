@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from sluiceway.common.kafka_io import consumer, watermarks
 from sluiceway.common.settings import KafkaSettings, PostgresSettings
-from sluiceway.common.spec import entity_columns
+from sluiceway.common.spec_fields import entity_columns
 from sluiceway.producers.source import source_tables
 from tests.catalogs import ENTITIES
 from tests.conftest import Cli, Stack, isolated

@@ -19,7 +19,7 @@ from sluiceway.api.dp_jobs import default_export_path, jobs, new_job
 from sluiceway.api.scheduler import Scheduler, cron_next
 from sluiceway.common.schema_versions import columns_of, latest_version, versions
 from sluiceway.common.settings import KafkaSettings, S3Settings
-from sluiceway.common.spec import entity_columns
+from sluiceway.common.spec_fields import entity_columns
 from tests.catalogs import ENTITIES
 
 TOKEN = "unit-test-token-5b9e"

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from sluiceway.common.errors import ConfigError
-from sluiceway.common.spec import RunSpec, check_tenants, entity_columns, load_spec_file, parse_spec
+from sluiceway.common.spec import RunSpec, check_tenants, load_spec_file, parse_spec
 from sluiceway.common.spec_errors import SpecError
+from sluiceway.common.spec_fields import entity_columns
 from tests.catalogs import ENTITIES
 
 SECRET = "s3cr3t-destination-key"

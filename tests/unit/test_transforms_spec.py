@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from sluiceway.common import entities
 from sluiceway.common.codec import Codec
 from sluiceway.common.entities import active_catalog, reference_columns
-from sluiceway.common.spec import RunSpec, entity_columns, parse_spec
+from sluiceway.common.spec import RunSpec, parse_spec
+from sluiceway.common.spec_fields import entity_columns
 from sluiceway.processors.opt_out import cascade_of, verdicts_of
 from sluiceway.processors.transforms import (
     MASK,
