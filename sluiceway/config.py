@@ -36,7 +36,7 @@ SETTINGS_MODULES: tuple[str, ...] = (
     "sluiceway.control.pool",
     "sluiceway.common.health",
     "sluiceway.api.auth",
-    "sluiceway.api.scheduler",
+    "sluiceway.api.schedules",
     "sluiceway.api.dp_jobs",
     "sluiceway.control.cleanup",
     "sluiceway.producers.config",

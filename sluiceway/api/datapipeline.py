@@ -44,7 +44,7 @@ from sluiceway.api.dp_models import (
     Statistics,
 )
 from sluiceway.api.runs import cancel_run
-from sluiceway.api.scheduler import Schedule
+from sluiceway.api.schedules import Schedule
 from sluiceway.common import control_topics as control
 from sluiceway.common.errors import ConfigError, RunConflictError
 from sluiceway.common.kafka_io import known_tenants, read_control

@@ -29,7 +29,7 @@ from sluiceway.api.dp_models import (
     SchemaVersionView,
 )
 from sluiceway.api.models import Tenants, TenantsRequest
-from sluiceway.api.scheduler import DATAPIPELINE, Schedule, cron_next
+from sluiceway.api.schedules import DATAPIPELINE, Schedule, cron_next
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.kafka_io import known_tenants
 from sluiceway.common.schema_versions import latest_version, schema_version, versions

@@ -14,7 +14,7 @@ from sluiceway.api.app import ApiError, Services, get_services
 from sluiceway.api.auth import bearer_scheme
 from sluiceway.api.destinations import allowed_spec
 from sluiceway.api.models import ErrorBody, FeedView, RunView
-from sluiceway.api.scheduler import feed_of, next_slot
+from sluiceway.api.schedules import feed_of, next_slot
 from sluiceway.common.spec import RunSpec, parse_spec
 from sluiceway.control import registry
 from sluiceway.control.runner import log_dir, start_run

@@ -21,7 +21,8 @@ import pytest
 from confluent_kafka import KafkaException
 
 from sluiceway.api.config_store import MemoryStore
-from sluiceway.api.scheduler import Scheduler, feed_of
+from sluiceway.api.scheduler import Scheduler
+from sluiceway.api.schedules import feed_of
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings, PostgresSettings, S3Settings
 from sluiceway.common.spec import RunSpec, parse_spec

@@ -16,7 +16,8 @@ from pydantic import SecretStr
 from sluiceway.api.app import Services, create_app
 from sluiceway.api.config_store import MemoryStore
 from sluiceway.api.dp_jobs import default_export_path, jobs, new_job
-from sluiceway.api.scheduler import Scheduler, cron_next
+from sluiceway.api.scheduler import Scheduler
+from sluiceway.api.schedules import cron_next
 from sluiceway.common.schema_versions import columns_of, latest_version, versions
 from sluiceway.common.settings import KafkaSettings, S3Settings
 from sluiceway.common.spec_fields import entity_columns

@@ -22,7 +22,8 @@ from sluiceway.api.auth import TOKEN_ENV, load_api_settings
 from sluiceway.api.config_store import MemoryStore
 from sluiceway.api.destinations import DestinationNotAllowedError, parse_roots
 from sluiceway.api.dp_jobs import default_export_path
-from sluiceway.api.scheduler import Scheduler, feed_of
+from sluiceway.api.scheduler import Scheduler
+from sluiceway.api.schedules import feed_of
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.settings import KafkaSettings, S3Settings, StackSettings
 from sluiceway.common.spec import parse_spec

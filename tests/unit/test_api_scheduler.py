@@ -9,14 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sluiceway.api.config_store import MemoryStore
-from sluiceway.api.scheduler import (
-    Schedule,
-    Scheduler,
-    advance,
-    feed_of,
-    first_due,
-    is_due,
-)
+from sluiceway.api.scheduler import Scheduler
+from sluiceway.api.schedules import Schedule, advance, feed_of, first_due, is_due
 from sluiceway.common.errors import ConfigError, RunConflictError, StackDownError
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings, S3Settings

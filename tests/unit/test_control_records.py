@@ -14,7 +14,8 @@ from sluiceway.api.app import create_app
 from sluiceway.api.config_store import MemoryStore
 from sluiceway.api.datapipeline import job_status
 from sluiceway.api.dp_jobs import Job, jobs
-from sluiceway.api.scheduler import Schedule, Scheduler
+from sluiceway.api.scheduler import Scheduler
+from sluiceway.api.schedules import Schedule
 from sluiceway.common import control_topics as control
 from sluiceway.common.control_topics import ControlRecordError
 from sluiceway.common.runs import RunRecord

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from sluiceway.api.config_store import MemoryStore
-from sluiceway.api.scheduler import Scheduler, feed_of, next_slot
+from sluiceway.api.scheduler import Scheduler
+from sluiceway.api.schedules import feed_of, next_slot
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings, S3Settings
 from sluiceway.common.spec import RunSpec, parse_spec
