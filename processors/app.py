@@ -158,7 +158,7 @@ class RunProcessor:
     async def handle_batch(self, tp: TP, records: Sequence[Any]) -> None:
         """Transform one fetched batch of a partition inside that partition's transaction;
         its outputs and its source offsets become visible together when it commits."""
-        async with self._lock(tp.partition):
+        async with self.lock(tp.partition):
             try:
                 await self._handle_batch(tp, records)
             except ProducerFenced:
@@ -168,7 +168,7 @@ class RunProcessor:
     async def _handle_batch(self, tp: TP, records: Sequence[Any]) -> None:
         started = time.monotonic()
         topic, partition = tp.topic, tp.partition
-        state = await self._state(partition)
+        state = await self.state_of(partition)
         if state is None or state.marked:
             return  # revoked meanwhile, or finished: nothing past the cut is forwarded
         handled = state.next.get(topic, 0)
@@ -202,12 +202,6 @@ class RunProcessor:
 
     def holds(self, partition: int, state: PartitionState) -> bool:
         return partition not in self.revoked and self.parts.get(partition) is state
-
-    async def state_of(self, partition: int) -> PartitionState | None:
-        return await self._state(partition)
-
-    def lock(self, partition: int) -> asyncio.Lock:
-        return self._lock(partition)
 
     def _observe(self, topic: str, read: int, started: float) -> None:
         if self.first_event_at is None:
@@ -249,7 +243,7 @@ class RunProcessor:
         consumer: Any = self.app.consumer
         return {tp.partition for tp in consumer.assignment() if tp.topic in self.source_topics}
 
-    async def _state(self, partition: int) -> PartitionState | None:
+    async def state_of(self, partition: int) -> PartitionState | None:
         """The worker's state of ``partition``; read from the group's commits on takeover."""
         if partition in self.revoked or partition not in self._owned():
             return None  # its state stays until the revoke commits it
@@ -274,7 +268,7 @@ class RunProcessor:
         partitions = sorted({tp.partition for tp in revoked})
         self.revoked.update(partitions)
         for partition in partitions:
-            async with self._lock(partition):
+            async with self.lock(partition):
                 state = self.parts.pop(partition, None)
                 if state is None:
                     continue
@@ -310,7 +304,7 @@ class RunProcessor:
         self.revoked.add(partition)
         await self.txn.drop(partition)
 
-    def _lock(self, partition: int) -> asyncio.Lock:
+    def lock(self, partition: int) -> asyncio.Lock:
         """Held while a batch of ``partition`` is handled, so a commit never splits one."""
         return self.locks.setdefault(partition, asyncio.Lock())
 
@@ -333,9 +327,9 @@ class RunProcessor:
         if self.full_pass is not None:
             self.full_pass.drive(sorted(owned))
         for partition in sorted(owned):
-            state = await self._state(partition)
+            state = await self.state_of(partition)
             if state is not None and not state.marked and state.done(self._cuts(partition)):
-                async with self._lock(partition):
+                async with self.lock(partition):
                     if self.parts.get(partition) is state and not state.marked:
                         try:
                             await self._end_partition(partition, state)
