@@ -12,10 +12,11 @@ transaction. A full run reads its partitions itself, from the cut downwards, so 
 forwards each key's last version in one pass (processors/full_pass.py); each chunk's
 outputs and how far down it got are committed together the same way.
 Each partition ends on its own: when it reaches the cut, its end marker and the cut commit
-in one transaction. Workers join and leave freely (faust's assignor moves partitions whole,
-with every change topic's partition p together); what a worker taking over p needs is in
-the commits' metadata (processors/ownership.py). faust's client rebalances eagerly: it has
-no cooperative protocol.
+in one transaction; the run is processed once the group has ended every partition
+(processors/group_end.py). Workers join and leave freely (faust's assignor moves
+partitions whole, with every change topic's partition p together); what a worker taking
+over p needs is in the commits' metadata (processors/ownership.py). faust's client
+rebalances eagerly: it has no cooperative protocol.
 """
 
 from __future__ import annotations
@@ -33,17 +34,15 @@ from aiokafka.errors import ProducerFenced
 from faust.types import TP
 
 from sluiceway.common.codec import Codec
-from sluiceway.common.errors import TransientError
 from sluiceway.common.health import HEALTH
-from sluiceway.common.kafka_io import broker_count
 from sluiceway.common.runs import END_MARKER, MARKER_HEADER, RunRecord
-from sluiceway.common.settings import state_home
 from sluiceway.common.spec import RunSpec
-from sluiceway.processors import fetch, metrics
+from sluiceway.processors import metrics
 from sluiceway.processors.chunks import Rec
 from sluiceway.processors.config import ProcessorSettings
-from sluiceway.processors.credentials import faust_credentials
+from sluiceway.processors.faust_app import build_app
 from sluiceway.processors.full_pass import FullPass
+from sluiceway.processors.group_end import GroupEnd
 from sluiceway.processors.opt_out import OptedOut
 from sluiceway.processors.outputs import Outputs, by_writer
 from sluiceway.processors.ownership import GroupOffsets, PartitionState, state_from
@@ -52,8 +51,6 @@ from sluiceway.processors.transactions import Transactions
 from sluiceway.processors.transforms import select
 
 log = logging.getLogger("sluiceway.processor")
-GROUP_CHECK_S = 1.0
-WAIT_NOTE_S = 30.0  # how often a worker with nothing left asks whether the group is done
 
 
 @dataclass(frozen=True)
@@ -85,10 +82,9 @@ class RunProcessor:
         self.locks: dict[int, asyncio.Lock] = {}
         self.revoked: set[int] = set()  # revoked, until the next assignment
         self.parked: dict[int, PartitionState] = {}  # their states, committed
-        self.checked_group_at = 0.0
-        self.waiting_since: dict[str, float] = {}
         self.group = GroupOffsets(settings.kafka, f"sw-process-{run.etl_id}")
         self.app = self._build_app()
+        self.group_end = GroupEnd(self.group, run, self.source_topics)
         self.outputs = Outputs(run, spec, codec, self.opted, self.full, self.txn, settings.kafka)
         self.full_pass = (
             FullPass(settings.kafka, run, self.source_topics, settings.tuning.full_chunk, self)
@@ -97,45 +93,14 @@ class RunProcessor:
         )
 
     def _build_app(self) -> faust.App:
-        kafka, tuning = self.settings.kafka, self.settings.tuning
-        fetch.register()
-        # faust keeps a folder per app (by default in the working directory) and makes
-        # only its last level
-        datadir = state_home() / "faust" / f"sw-process-{self.run.etl_id}"
-        datadir.parent.mkdir(parents=True, exist_ok=True)
-        app = fetch.BatchApp(
-            f"sw-process-{self.run.etl_id}",
-            broker=f"{fetch.SCHEME}://{kafka.servers}",
-            broker_credentials=faust_credentials(kafka),
-            # any topic faust itself declares: as durable as the control topics, not one replica
-            topic_replication_factor=kafka.durability("control", broker_count(kafka))[0],
-            # no on_leader timers here, so no leader topic: creating it at start was one more
-            # call that failed (NodeNotReadyError) when a broker was down as a worker started
-            topic_disable_leader=True,
-            processing_guarantee=tuning.guarantee,
-            broker_commit_interval=tuning.commit_interval_s,
-            consumer_auto_offset_reset="earliest",
-            topic_partitions=kafka.partitions,
-            web_enabled=False,
-            store="memory://",
-            datadir=str(datadir),
-            # large fetches and producer batches: a run reads a bounded backlog as fast as it can
-            broker_max_poll_records=tuning.poll_records,
-            # a full run reads its partitions itself: faust's consumer only holds them
-            consumer_max_fetch_size=64 * 1024 if self.full else 16 * 1024 * 1024,
-            producer_max_batch_size=1024 * 1024,
-            producer_linger_ms=5,
-            # a killed worker's partitions wait this long for their next owner
-            broker_session_timeout=10.0,
-            broker_heartbeat_interval=2.0,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
+        kafka = self.settings.kafka
+        app = build_app(self.settings, self.run.etl_id, self.full)
         app.batch_handler = self.handle_batch
         app.reads_itself = self.full
         self.source_topics = [kafka.cdc_topic(e) for e in self.run.entities]
         self.source = app.topic(*self.source_topics, key_type=bytes, value_type=bytes)
-        self.txn = Transactions(app, self.source_topics, tuning.guarantee == "exactly_once")
+        exactly_once = self.settings.tuning.guarantee == "exactly_once"
+        self.txn = Transactions(app, self.source_topics, exactly_once)
         # The agent subscribes the worker to the change topics (and so joins the group);
         # the records themselves arrive in batches through handle_batch (processors/fetch.py).
         app.agent(self.source, name="forward")(self._agent)
@@ -327,32 +292,25 @@ class RunProcessor:
         if self.full_pass is not None:
             self.full_pass.drive(sorted(owned))
         for partition in sorted(owned):
-            state = await self.state_of(partition)
-            if state is not None and not state.marked and state.done(self._cuts(partition)):
-                async with self.lock(partition):
-                    if self.parts.get(partition) is state and not state.marked:
-                        try:
-                            await self._end_partition(partition, state)
-                        except ProducerFenced:
-                            await self._fenced(partition)
+            await self._end_if_done(partition)
         ended = {p for p, s in self.parts.items() if s.marked}
         if not owned <= ended:
             return
-        if len(ended) == self.run.run_partitions:
-            self._finish()  # this worker ended every partition itself
-            return
-        now = time.monotonic()
-        if now - self.checked_group_at < GROUP_CHECK_S:
-            return
-        self.checked_group_at = now
-        if await self._all_ended():
+        # done: this worker ended every partition itself, or the group ended the others
+        done = len(ended) == self.run.run_partitions
+        if done or await self.group_end.all_ended(ended, self.revoked):
             self._finish()
-        elif now - self.waiting_since.setdefault("group", now) > WAIT_NOTE_S:
-            self.waiting_since["group"] = now  # one line every WAIT_NOTE_S, to explain a wait
-            log.warning(
-                "run %s: this worker ended partitions %s; waiting for the others (revoked %s)",
-                self.run.etl_id, sorted(ended), sorted(self.revoked),
-            )  # fmt: skip
+
+    async def _end_if_done(self, partition: int) -> None:
+        """End ``partition`` if it reached its cut and is still this worker's."""
+        state = await self.state_of(partition)
+        if state is not None and not state.marked and state.done(self._cuts(partition)):
+            async with self.lock(partition):
+                if self.parts.get(partition) is state and not state.marked:
+                    try:
+                        await self._end_partition(partition, state)
+                    except ProducerFenced:
+                        await self._fenced(partition)
 
     def _cuts(self, partition: int) -> dict[str, int]:
         return {t: self._cut(t, partition) for t in self.source_topics}
@@ -371,18 +329,8 @@ class RunProcessor:
         state.next = self._cuts(partition)
         await self._commit(partition, state, end=True)
         state.marked = True
-        self.checked_group_at = 0.0  # perhaps the last one: ask the group at once
+        self.group_end.ask_soon()
         log.info("run %s partition %d ended", self.run.etl_id, partition)
-
-    async def _all_ended(self) -> bool:
-        tps = [(t, p) for p in range(self.run.run_partitions) for t in self.source_topics]
-        loop = asyncio.get_running_loop()
-        try:
-            committed = await loop.run_in_executor(None, self.group.committed, tps)
-        except TransientError as exc:
-            log.warning("%s; asking again", exc)
-            return False
-        return all(c.end for c in committed)
 
     def _finish(self) -> None:
         self.finished = True
