@@ -217,27 +217,7 @@ def _status_at(services: Services, etl_id: str) -> str | None:
 def job_status(job: Job, state: registry.RunState | None, at: str | None = None) -> JobStatus:
     """A job in Data pipeline's words; ``at``: when its run was cancelled or failed."""
     manifest = state.manifest if state else None
-    status: JobState = STATUS[state.status] if state else "FAILED"
-    errors, warnings = [], []
-    if state is None:
-        errors.append(Message(key="export.run.missing", message="the job's run is not recorded"))
-    elif state.status == "failed":
-        errors.append(Message(key="export.failed", message=state.reason or "the export failed"))
-    elif state.status == "cancelled" and workers_alive(job.etl_id):
-        status = "CANCELLATION_REQUESTED"
-    if state is not None and state.manifest_error and state.manifest_error != state.reason:
-        # the run's manifest or destination cannot be read: said on this job only
-        errors.append(Message(key="export.manifest.unreadable", message=state.manifest_error))
-    if state is not None and state.note:
-        warnings.append(Message(key="export.waiting", message=state.note))
-    dead = manifest.dead_letters if manifest else 0
-    if dead:
-        warnings.append(
-            Message(
-                key="export.dead.letters",
-                message=f"{dead} rows went to dead letters instead of the files",
-            )
-        )
+    status, errors, warnings = _state_and_messages(job, state)
     rows = manifest.totals.rows if manifest else 0
     return JobStatus(
         jobId=job.job_id,
@@ -260,6 +240,35 @@ def job_status(job: Job, state: registry.RunState | None, at: str | None = None)
             writtenRows=rows,
         ),
     )
+
+
+def _state_and_messages(
+    job: Job, state: registry.RunState | None
+) -> tuple[JobState, list[Message], list[Message]]:
+    """The job's state in Data pipeline's words, with its errors and warnings."""
+    manifest = state.manifest if state else None
+    status: JobState = STATUS[state.status] if state else "FAILED"
+    errors, warnings = [], []
+    if state is None:
+        errors.append(Message(key="export.run.missing", message="the job's run is not recorded"))
+    elif state.status == "failed":
+        errors.append(Message(key="export.failed", message=state.reason or "the export failed"))
+    elif state.status == "cancelled" and workers_alive(job.etl_id):
+        status = "CANCELLATION_REQUESTED"
+    if state is not None and state.manifest_error and state.manifest_error != state.reason:
+        # the run's manifest or destination cannot be read: said on this job only
+        errors.append(Message(key="export.manifest.unreadable", message=state.manifest_error))
+    if state is not None and state.note:
+        warnings.append(Message(key="export.waiting", message=state.note))
+    dead = manifest.dead_letters if manifest else 0
+    if dead:
+        warnings.append(
+            Message(
+                key="export.dead.letters",
+                message=f"{dead} rows went to dead letters instead of the files",
+            )
+        )
+    return status, errors, warnings
 
 
 def _status(services: Services, job: Job, state: registry.RunState | None) -> JobStatus:
