@@ -31,7 +31,7 @@ demo: install
 	$(BIN)/sluiceway demo
 
 test: install
-	$(BIN)/pytest -ra --durations=30
+	$(BIN)/python -m tests.run
 
 unit: $(STAMP)
 	$(BIN)/pytest -ra tests/unit

@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+from filelock import FileLock
 from psycopg2 import sql
 
 from sluiceway import devstack as stack
@@ -36,10 +37,16 @@ class Stack:
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[Stack]:
     settings = (StackSettings.for_dev_stack(), KafkaSettings(), PostgresSettings(), S3Settings())
-    already = all(s.running for s in stack.status(*settings))
-    stack.up(*settings)
+    settings[0].home.mkdir(parents=True, exist_ok=True)
+    # the workers of `pytest -n N` share one stack: the first starts it, the others wait
+    with FileLock(settings[0].home / "up.lock"):
+        already = all(s.running for s in stack.status(*settings))
+        stack.up(*settings)
     yield Stack(settings[1], settings[2], settings[3])
-    if not already and os.environ.get("SLUICEWAY_KEEP_STACK") != "1":
+    # a worker that finishes first must not stop the stack under the others (`make test`,
+    # which runs tests.run, stops it once every worker is done)
+    shared = "PYTEST_XDIST_WORKER" in os.environ
+    if not already and not shared and os.environ.get("SLUICEWAY_KEEP_STACK") != "1":
         stack.down(*settings)
 
 
@@ -150,3 +157,31 @@ def cli(kafka: KafkaSettings, source_db: PostgresSettings) -> Cli:
 
 def lake_files(root: Path, suffix: str = ".parquet") -> list[Path]:
     return sorted(p for p in root.rglob(f"*{suffix}") if not p.name.startswith("."))
+
+
+# The longest test files (over a minute and a half each on 2 cores). `make test` hands whole
+# files to its workers in collection order; starting these first lets the short files fill in
+# around them, instead of one worker finishing a long file alone at the end.
+LONGEST_FIRST = (
+    "test_sink_crashes.py",
+    "test_sink_crashes_helpdesk.py",
+    "test_scale_out.py",
+    "test_scale_out_helpdesk.py",
+    "test_schema_sequence.py",
+    "test_schema_changes.py",
+    "test_ei_cadence.py",
+    "test_capture.py",
+    "test_helpdesk.py",
+    "test_datapipeline_api.py",
+    "test_replay_restore.py",
+    "test_delta_chain.py",
+    "test_migrate.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: files keep their order within a rank

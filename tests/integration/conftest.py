@@ -18,8 +18,12 @@ def _uses_cluster(item: pytest.Item | None) -> bool:
     return item is not None and "kafka_cluster" in getattr(item, "fixturenames", ())
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     users = [item for item in items if _uses_cluster(item)]
+    for item in users:
+        # three more brokers on two cores: run them when nothing else does
+        item.add_marker(pytest.mark.serial)
     if users:
         first = items.index(users[0])
         others = [item for item in items if not _uses_cluster(item)]

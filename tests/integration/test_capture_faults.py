@@ -201,6 +201,7 @@ def _tables_done(kafka: KafkaSettings, slot: str) -> list[str]:
     return [] if state is None else state.tables_done
 
 
+@pytest.mark.serial  # it stops the shared broker every other test uses
 def test_kafka_restarting_under_capture_loses_nothing(
     local_stack: Stack, cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings,
     tmp_path: Path, unique: str,
