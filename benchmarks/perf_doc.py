@@ -34,7 +34,7 @@ def _machine(res: dict[str, Any]) -> str:
 
 
 def target_line(res: dict[str, Any]) -> str:
-    """The verdict on "1M-issue full export < 60 s end to end", said plainly."""
+    """The verdict on "1M-issue full export under TARGET_S end to end", said plainly."""
     issues = res["params"]["issues"]
     runs = res["details"]["runs"]
     walls = {n: figures(p.get("e2e", {}), "e2e")["wall_s"] for n, p in runs.items()}

@@ -22,7 +22,7 @@ from sluiceway.common.settings import SECRET_ENV, S3Settings
 from sluiceway.common.spec import parse_spec
 from sluiceway.control.runner import start_run
 
-TARGET = 50_000
+TARGET = 150_000  # events/s per worker, issue 17 (was 50,000)
 SPECS: dict[str, dict[str, Any]] = {
     "plain full export": {},
     "projection + PII hash/mask": {

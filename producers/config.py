@@ -33,6 +33,11 @@ class CaptureTuning(SluicewaySettings):
         "an existing one must publish inserts, updates and deletes of every captured table.",
     )
     chunk_rows: int = Field(10_000, ge=1, description="Rows per snapshot chunk (one PK range).")
+    snapshot_copy: bool = Field(
+        True,
+        description="Read snapshot chunks with COPY into Arrow columns, for tables whose "
+        "columns are all of primitive types; false: every chunk through psycopg2's rows.",
+    )
     snapshot_rate: float = Field(
         0,
         ge=0,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import pyarrow as pa
 from confluent_kafka import KafkaError, Message, Producer
 from fastavro.write import LOGICAL_WRITERS
 from psycopg2 import sql
@@ -37,6 +38,8 @@ from sluiceway.producers.config import CaptureSettings
 from sluiceway.producers.db import connect
 from sluiceway.producers.errors import ProduceError
 from sluiceway.producers.events import lsn_to_int, position, timestamp_ms
+from sluiceway.producers.snapshot_columns import Chunk, ColumnChunks, last_row, rows_of, tenants_of
+from sluiceway.producers.snapshot_copy import copy_read
 from sluiceway.producers.tables import CapturedTable, as_text
 from sluiceway.producers.tenant_tables import TableLister, live_tables
 from sluiceway.producers.tenants import Tenants
@@ -81,6 +84,7 @@ class SnapshotRun:
     acks: Acks = field(default_factory=Acks)
     counts: dict[str, int] = field(default_factory=dict)
     tenants: Tenants | None = None
+    columnar: dict[str, ColumnChunks | None] = field(default_factory=dict)  # by table label
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
 
@@ -161,7 +165,22 @@ def _parsers(table: CapturedTable) -> list[tuple[int, Callable[[str], Any]]]:
     ]
 
 
-def _chunks(cur: Any, run: SnapshotRun, table: CapturedTable) -> Iterator[list[tuple[Any, ...]]]:
+def _columnar(run: SnapshotRun, table: CapturedTable) -> ColumnChunks | None:
+    if table.label not in run.columnar:
+        run.columnar[table.label] = ColumnChunks.of(run.codec.schemas[table.entity], table)
+    return run.columnar[table.label]
+
+
+def _copy_types(run: SnapshotRun, table: CapturedTable) -> list[pa.DataType] | None:
+    """The Arrow types of the tenant and each column when the table's chunks are read by
+    COPY (producers/snapshot_copy.py): those the column path encodes, none parsed."""
+    columnar = _columnar(run, table)
+    if columnar is None or _parsers(table) or not run.settings.tuning.snapshot_copy:
+        return None
+    return [pa.string(), *columnar.types]
+
+
+def _chunks(cur: Any, run: SnapshotRun, table: CapturedTable) -> Iterator[Chunk]:
     """The table's rows in key chunks. While one chunk is published, the next is already
     being read (by a helper thread, on the same cursor, one query at a time)."""
     names = sql.SQL(", ").join(
@@ -174,19 +193,25 @@ def _chunks(cur: Any, run: SnapshotRun, table: CapturedTable) -> Iterator[list[t
     source = sql.Identifier(table.schema, table.name)
     limit = run.settings.tuning.chunk_rows
     skip = 1 - len(table.tenant_columns)  # the tenant leads a last key, not always the order
+    copy = _copy_types(run, table)
+    # "" names the tenant: PostgreSQL allows no empty identifier, so no column has that name
+    copy_names = ["", *table.columns]
 
-    def fetch(last: ckpt.Key | None) -> list[tuple[Any, ...]]:
+    def fetch(last: ckpt.Key | None) -> Chunk:
         after = None if last is None else tuple(last)[skip:]
         where = sql.SQL("WHERE ({}) > ({}) ").format(order, after_key) if after else sql.SQL("")
         select = sql.SQL("SELECT {}::text, {} FROM {} {}ORDER BY {} LIMIT %s")
-        cur.execute(select.format(tenant, names, source, where, order), (*(after or ()), limit))
+        query, params = select.format(tenant, names, source, where, order), (*(after or ()), limit)
+        if copy is not None:
+            return copy_read(cur, cur.mogrify(query, params), copy_names, copy)
+        cur.execute(query, params)
         rows: list[tuple[Any, ...]] = cur.fetchall()
         return rows
 
     with ThreadPoolExecutor(1, thread_name_prefix="snapshot-read") as reader:
         rows = fetch(run.state.resume_after(table.label) if run.state else None)
-        while rows:
-            last = _last_key(table, rows[-1])
+        while len(rows):
+            last = _last_key(table, last_row(rows))
             ahead = reader.submit(fetch, last) if len(rows) == limit else None
             yield rows
             if ahead is None:
@@ -209,26 +234,39 @@ def _stamp_us(codec: Codec, entity: str, source_ts: datetime) -> int:
 
 def encode_rows(
     codec: Codec, table: CapturedTable, point: tuple[int, datetime], kafka: KafkaSettings,
+    rows: Chunk, columnar: ColumnChunks | None = None,
+) -> list[tuple[int, bytes, bytes]]:  # fmt: skip
+    """(partition, key, value) of each read row's snapshot event: column by column when
+    ``columnar`` takes the chunk, else row by row."""
+    shared = {"entity": table.entity, "op": "r", "position": point[0],
+              "source_ts": _stamp_us(codec, table.entity, point[1]), "snapshot": True}  # fmt: skip
+    done = columnar.encode(rows, _parsers(table), shared) if columnar is not None else None
+    if done is None:
+        return _encode_each(codec, table, shared, kafka, rows_of(rows))
+    partitions, spread_of = kafka.partitions, kafka.spread_of
+    return [
+        (partition_of(tenant, entity_id, partitions, spread_of(tenant)),
+         event_key(tenant, entity_id), value)
+        for tenant, entity_id, value in zip(*done, strict=True)
+    ]  # fmt: skip
+
+
+def _encode_each(
+    codec: Codec, table: CapturedTable, shared: dict[str, Any], kafka: KafkaSettings,
     rows: list[tuple[Any, ...]],
 ) -> list[tuple[int, bytes, bytes]]:  # fmt: skip
-    """(partition, key, value) of each read row's snapshot event."""
-    entity, names, parsed = table.entity, table.columns, _parsers(table)
-    record_name = codec.schemas[entity].record_name
+    names, parsed = table.columns, _parsers(table)
+    record_name = codec.schemas[table.entity].record_name
     encode, partitions, spread_of = codec.encode, kafka.partitions, kafka.spread_of
-    base: Event = {"tenant_id": "", "entity": entity, "entity_id": 0, "op": "r",
-                   "position": point[0], "source_ts": _stamp_us(codec, entity, point[1]),
-                   "snapshot": True}  # fmt: skip
+    base: Event = {"tenant_id": "", "entity_id": 0, **shared}
     out = []
     for record in rows:
         tenant = record[0]
-        if parsed:
-            values = list(record[1:])
-            for i, parse in parsed:
-                if values[i] is not None:
-                    values[i] = parse(values[i])
-            row = dict(zip(names, values, strict=True))
-        else:
-            row = dict(zip(names, record[1:], strict=True))
+        values = list(record[1:])
+        for i, parse in parsed:
+            if values[i] is not None:
+                values[i] = parse(values[i])
+        row = dict(zip(names, values, strict=True))
         entity_id, key = table.identity(row)
         # change_event's event, with ``after`` already naming its union branch (as
         # Codec.encode would) and ``source_ts`` already converted: the same bytes
@@ -241,15 +279,17 @@ def encode_rows(
     return out
 
 
-def _publish_chunk(run: SnapshotRun, table: CapturedTable, rows: list[tuple[Any, ...]]) -> None:
+def _publish_chunk(run: SnapshotRun, table: CapturedTable, rows: Chunk) -> None:
     entity = table.entity
     topic, prod, acks = run.settings.kafka.cdc_topic(entity), run.prod, run.acks
     assert run.point is not None
     if run.tenants is not None:
-        for tenant in dict.fromkeys(record[0] for record in rows):  # in order of appearance
+        for tenant in tenants_of(rows):
             run.tenants.observe(prod, tenant)
     stamp = timestamp_ms(run.point[1])  # the snapshot's consistent point, as its source_ts
-    for part, key, value in encode_rows(run.codec, table, run.point, run.settings.kafka, rows):
+    columnar = _columnar(run, table)
+    encoded = encode_rows(run.codec, table, run.point, run.settings.kafka, rows, columnar)
+    for part, key, value in encoded:
         produce(prod, topic, part, key, value, acks, stamp)
     prod.poll(0)
     run.counts[entity] = run.counts.get(entity, 0) + len(rows)
@@ -280,7 +320,7 @@ def snapshot_table(cur: Any, run: SnapshotRun, table: CapturedTable) -> None:
         HEALTH.beat()
         rows += len(chunk)
         if run.state is not None:
-            run.state.last_key[table.label] = list(_last_key(table, chunk[-1]))
+            run.state.last_key[table.label] = list(_last_key(table, last_row(chunk)))
             if run.clock() - saved > CHECKPOINT_EVERY_S:
                 _save(run)
                 saved = run.clock()

@@ -194,6 +194,10 @@ class ColumnEncoder:
         rows = frame.to_arrow().to_struct_array()
         if isinstance(rows, pa.ChunkedArray):
             rows = rows.combine_chunks()
+        return self.encode_rows(rows)
+
+    def encode_rows(self, rows: pa.StructArray) -> list[bytes]:
+        """``encode`` of rows already in Arrow (one struct field per envelope field)."""
         body = self._encode(rows, np.ones(len(rows), np.bool_))
         values = pc.binary_join_element_wise(self._header, body, _EMPTY)
         if values.null_count:
