@@ -61,6 +61,10 @@ ISSUES_PER_TENANT = 12_000
 # small batches and files: more commits and rotations to cross, and a run long enough to
 # replace workers in the middle of it on a 2-core machine
 WORKER_ENV = {
+    # a full run's processor reads each partition downwards in chunks of this many offsets
+    # and commits after each: small chunks make its progress gradual (the moves below wait
+    # for a fifth and two fifths of it) and hand over partitions half read
+    "SLUICEWAY_PROCESSOR_FULL_CHUNK": "2000",
     "SLUICEWAY_PROCESSOR_POLL_RECORDS": "500",
     "SLUICEWAY_PROCESSOR_COMMIT_INTERVAL_S": "0.2",
     "SLUICEWAY_SINK_POLL_BATCH": "500",
