@@ -26,6 +26,8 @@ def copy_read(cur: Any, select: bytes, names: list[str], types: list[pa.DataType
     typed as ``types`` (string, int32/64, bool, float64)."""
     out = io.BytesIO()
     cur.copy_expert(b"COPY (" + select + b") TO STDOUT WITH (FORMAT csv)", out)
+    if not out.getbuffer().nbytes:  # no rows (pyarrow refuses an empty file)
+        return pa.Table.from_arrays([pa.array([], type=t) for t in types], names=names)
     out.seek(0)
     return pacsv.read_csv(
         out,
