@@ -240,15 +240,8 @@ def encode_rows(
     ``columnar`` takes the chunk, else row by row."""
     shared = {"entity": table.entity, "op": "r", "position": point[0],
               "source_ts": _stamp_us(codec, table.entity, point[1]), "snapshot": True}  # fmt: skip
-    done = columnar.encode(rows, _parsers(table), shared) if columnar is not None else None
-    if done is None:
-        return _encode_each(codec, table, shared, kafka, rows_of(rows))
-    partitions, spread_of = kafka.partitions, kafka.spread_of
-    return [
-        (partition_of(tenant, entity_id, partitions, spread_of(tenant)),
-         event_key(tenant, entity_id), value)
-        for tenant, entity_id, value in zip(*done, strict=True)
-    ]  # fmt: skip
+    done = None if columnar is None else columnar.encode(rows, _parsers(table), shared, kafka)
+    return _encode_each(codec, table, shared, kafka, rows_of(rows)) if done is None else done
 
 
 def _encode_each(

@@ -17,10 +17,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sluiceway.common.avro_encode import ColumnEncoder, UnencodableError, UnsupportedSchemaError
 from sluiceway.common.codec import EventSchema, plain_schema
+from sluiceway.common.partitioning import tenant_base
+from sluiceway.common.settings import KafkaSettings
 from sluiceway.producers.tables import CapturedTable
 
 _PRIMITIVE: dict[str, pa.DataType] = {
@@ -98,40 +103,58 @@ class ColumnChunks:
         return cls(encoder, table, [t for t in types if t is not None])
 
     def encode(
-        self, chunk: Chunk, parsers: Parsers, envelope: dict[str, Any]
-    ) -> tuple[list[str], list[int], list[bytes]] | None:
-        """(tenants, entity ids, values) of the chunk's events; None: take the per-row path.
-        ``envelope`` holds the fields every event of the chunk shares."""
+        self, chunk: Chunk, parsers: Parsers, envelope: dict[str, Any], kafka: KafkaSettings
+    ) -> list[tuple[int, bytes, bytes]] | None:
+        """(partition, key, value) of each of the chunk's events; None: take the per-row
+        path. ``envelope`` holds the fields every event of the chunk shares."""
         try:
             tenants, after = self._columns(chunk, parsers)
-            ids = after.field(self.key_at).to_pylist()
+            ids = after.field(self.key_at).cast(pa.int64())
             encoded = self.encoder.encode_rows(self._envelope(after, tenants, ids, envelope))
+            # event_key's <tenant>/<entity_id>: an int64 prints as Python prints the int
+            keys = pc.binary_join_element_wise(tenants, ids.cast(pa.string()), "/")
         except (pa.ArrowException, UnencodableError, TypeError, OverflowError):
             return None
-        return tenants, ids, encoded
+        if keys.null_count:
+            return None
+        parts = partitions_of(tenants, ids, kafka).tolist()
+        return list(zip(parts, keys.cast(pa.binary()).to_pylist(), encoded, strict=True))
 
-    def _columns(self, chunk: Chunk, parsers: Parsers) -> tuple[list[str], pa.StructArray]:
+    def _columns(self, chunk: Chunk, parsers: Parsers) -> tuple[pa.Array, pa.StructArray]:
         """The chunk's tenants, and its rows as the ``after`` struct."""
         names = list(self.table.columns)
         if isinstance(chunk, pa.Table):  # read by COPY: already typed columns
             arrays = [c.combine_chunks() for c in chunk.columns]
-            return arrays[0].to_pylist(), pa.StructArray.from_arrays(arrays[1:], names=names)
+            return arrays[0], pa.StructArray.from_arrays(arrays[1:], names=names)
         columns = [list(c) for c in zip(*chunk, strict=True)]
         tenants, values = columns[0], columns[1:]
         for i, parse in parsers:
             values[i] = [None if v is None else parse(v) for v in values[i]]
         arrays = [pa.array(v, type=t) for v, t in zip(values, self.types, strict=True)]
-        return tenants, pa.StructArray.from_arrays(arrays, names=names)
+        return pa.array(tenants, pa.string()), pa.StructArray.from_arrays(arrays, names=names)
 
     @staticmethod
     def _envelope(
-        after: pa.StructArray, tenants: list[str], ids: list[Any], shared: dict[str, Any]
+        after: pa.StructArray, tenants: pa.Array, ids: pa.Array, shared: dict[str, Any]
     ) -> pa.StructArray:
         n = len(tenants)
         arrays = {
-            "tenant_id": pa.array(tenants, pa.string()),
-            "entity_id": pa.array(ids, pa.int64()),
+            "tenant_id": tenants,
+            "entity_id": ids,
             **{name: pa.array([value] * n) for name, value in shared.items()},
             "after": after,
         }
         return pa.StructArray.from_arrays(list(arrays.values()), names=list(arrays))
+
+
+def partitions_of(tenants: pa.Array, ids: pa.Array, kafka: KafkaSettings) -> npt.NDArray[np.int64]:
+    """``partition_for`` of every (tenant, integer id), computed once per tenant and then
+    for the ids at once (numpy's % of integers takes the divisor's sign, as Python's does)."""
+    coded = tenants.dictionary_encode()
+    names, count = coded.dictionary.to_pylist(), kafka.partitions
+    base = np.array([tenant_base(t, count) for t in names], np.int64)
+    width = np.array([min(kafka.spread_of(t), count) for t in names], np.int64)
+    index = coded.indices.to_numpy(zero_copy_only=False)
+    slots = np.remainder(ids.to_numpy(zero_copy_only=False), width[index])
+    parts: npt.NDArray[np.int64] = (base[index] + slots) % count
+    return parts

@@ -19,7 +19,7 @@ from sluiceway.producers.snapshot_columns import ColumnChunks
 from sluiceway.producers.tables import CapturedTable, captured_tables
 
 POINT = (0x16B374D848 << 20, datetime(2026, 12, 6, 1, 2, 3, 456789, tzinfo=UTC))
-KAFKA = KafkaSettings(partitions=6, spread=2)
+KAFKA = KafkaSettings(partitions=6, spread=2, tenant_spread={"t/2": 4, "ß-3": 9})
 SHARED = {"entity": "issue", "op": "r", "position": 1, "source_ts": 0, "snapshot": True}
 TEXT = ["", "plain", "ünïcödé ✓", "tab\tand\nnewline", "x" * 3000, "'quoted' \"both\"", "😀"]
 
@@ -59,7 +59,7 @@ def _rows(rng: random.Random, table: CapturedTable, n: int) -> list[tuple[Any, .
         for name in table.columns:
             pg = table.types[name]
             if name == table.key[0]:
-                values.append(rng.randint(1, 2**40) + i)
+                values.append(rng.choice([i, -i, rng.randint(-(2**62), 2**62)]))  # any sign
             elif name in nullable and rng.random() < 0.2:
                 values.append(None)
             else:
@@ -81,7 +81,7 @@ def test_random_chunks_encode_as_the_per_row_path_does(entity: str) -> None:
     rng = random.Random(entity)
     for size in (1, 2, 17, 500):
         rows = _rows(rng, table, size)
-        assert columnar.encode(rows, [], SHARED) is not None  # the column path took it
+        assert columnar.encode(rows, [], SHARED, KAFKA) is not None  # the column path took it
         fast = encode_rows(codec, table, POINT, KAFKA, rows, columnar)
         assert _same(fast, encode_rows(codec, table, POINT, KAFKA, rows))
 
@@ -94,9 +94,8 @@ def test_a_value_its_column_cannot_hold_goes_row_by_row() -> None:
     rows = _rows(random.Random(1), table, 5)
     body = table.columns.index("body")
     bad = [*rows[:2], (*rows[2][: body + 1], 12345, *rows[2][body + 2 :]), *rows[3:]]
-    assert (
-        columnar.encode(bad, [], {**SHARED, "entity": "comment"}) is None
-    )  # an int where the schema holds a string
+    # an int where the schema holds a string
+    assert columnar.encode(bad, [], {**SHARED, "entity": "comment"}, KAFKA) is None
     with pytest.raises(Exception, match=r"body|str|12345"):
         encode_rows(codec, table, POINT, KAFKA, bad, columnar)  # fastavro names the problem
 
