@@ -7,8 +7,8 @@ and encoded at once by the column encoder the processor uses
 (tests/unit/test_snapshot_columns.py compares both on random rows).
 
 It covers tables keyed by one integer column whose columns are all of the primitive Avro
-types the encoder knows (long, int, string, boolean, double, timestamp-micros, date),
-which is what most application tables are. Any other table, or a chunk holding a value
+types the encoder knows (long, int, string, boolean, double, timestamp-micros, date).
+Any other table, or a chunk holding a value
 its column's type cannot hold, takes the per-row path, which says what is wrong.
 """
 
