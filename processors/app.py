@@ -35,14 +35,16 @@ from faust.types import TP
 
 from sluiceway.common.codec import Codec
 from sluiceway.common.health import HEALTH
+from sluiceway.common.read_path import uses_index
 from sluiceway.common.runs import END_MARKER, MARKER_HEADER, RunRecord
 from sluiceway.common.spec import RunSpec
 from sluiceway.processors import metrics
-from sluiceway.processors.chunks import Rec
+from sluiceway.processors.chunks import ChunkReader, Rec
 from sluiceway.processors.config import ProcessorSettings
 from sluiceway.processors.faust_app import build_app
-from sluiceway.processors.full_pass import FullPass
+from sluiceway.processors.full_pass import ForwardPass, FullPass, Reader
 from sluiceway.processors.group_end import GroupEnd
+from sluiceway.processors.indexed import IndexedReader
 from sluiceway.processors.opt_out import OptedOut
 from sluiceway.processors.outputs import Outputs, by_writer
 from sluiceway.processors.ownership import GroupOffsets, PartitionState, state_from
@@ -70,6 +72,7 @@ class RunProcessor:
     ) -> None:  # fmt: skip
         self.settings, self.run, self.spec, self.codec = settings, run, spec, codec
         self.full, self.opted = lookups.full, lookups.opted
+        self.indexed = uses_index(run.read_path)
         self.tenants = frozenset(run.tenants)
         self.progress = RunProgress(run.start, run.cut)
         self.forwarded = 0
@@ -86,17 +89,30 @@ class RunProcessor:
         self.app = self._build_app()
         self.group_end = GroupEnd(self.group, run, self.source_topics)
         self.outputs = Outputs(run, spec, codec, self.opted, self.full, self.txn, settings.kafka)
-        self.full_pass = (
-            FullPass(settings.kafka, run, self.source_topics, settings.tuning.full_chunk, self)
-            if self.full
-            else None
+        self.full_pass = self._pass()
+
+    def _pass(self) -> FullPass | None:
+        """A full run reads its partitions itself, and so does a delta read through the
+        tenant index; any other delta reads what faust's consumer fetches."""
+        kafka, chunk, group = (
+            self.settings.kafka,
+            self.settings.tuning.full_chunk,
+            f"sw-scan-{self.run.etl_id}",
         )
+        if self.indexed:
+            reader: Reader = IndexedReader(kafka, group, self.source_topics, self.run.tenants)
+        elif self.full:
+            reader = ChunkReader(kafka, group)
+        else:
+            return None
+        kind = FullPass if self.full else ForwardPass
+        return kind(self.run, self.source_topics, chunk, self, reader)
 
     def _build_app(self) -> faust.App:
         kafka = self.settings.kafka
-        app = build_app(self.settings, self.run.etl_id, self.full)
+        app = build_app(self.settings, self.run.etl_id, self.full or self.indexed)
         app.batch_handler = self.handle_batch
-        app.reads_itself = self.full
+        app.reads_itself = self.full or self.indexed
         self.source_topics = [kafka.cdc_topic(e) for e in self.run.entities]
         self.source = app.topic(*self.source_topics, key_type=bytes, value_type=bytes)
         exactly_once = self.settings.tuning.guarantee == "exactly_once"
@@ -162,6 +178,25 @@ class RunProcessor:
             if low is not None:
                 state.low[topic] = low
                 await self._handled(partition, state, started)
+        except ProducerFenced:
+            await self._fenced(partition)
+
+    async def forward_span(
+        self, state: PartitionState, topic: str, partition: int, records: Sequence[Rec],
+        read: int, next_offset: int,
+    ) -> None:  # fmt: skip
+        """A delta's range read through the index (processors/full_pass.py ForwardPass): its
+        run records forwarded and one past it committed in the partition's transaction."""
+        started = time.monotonic()
+        self._observe(topic, read, started)
+        try:
+            wanted = [
+                r for r in records if self._wanted(topic, partition, r.offset, r.key, r.value)
+            ]
+            for group in by_writer(wanted):
+                await self._forward(state, topic, partition, group)
+            state.next[topic] = max(state.next.get(topic, 0), next_offset)
+            await self._handled(partition, state, started)
         except ProducerFenced:
             await self._fenced(partition)
 

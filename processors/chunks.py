@@ -57,7 +57,10 @@ class ChunkReader:
 
     Not thread-safe: a worker keeps one and calls it from one executor thread."""
 
-    def __init__(self, kafka: KafkaSettings, group: str, timeout_s: float = 600) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, group: str, timeout_s: float = 600,
+        fetch_bytes: int = FETCH_BYTES, prefetch_kbytes: int = PREFETCH_KBYTES,
+    ) -> None:  # fmt: skip
         self.timeout_s = timeout_s
         self.known: set[str] = set()  # topics whose metadata the client holds
         self.consumer = consumer(
@@ -65,8 +68,8 @@ class ChunkReader:
             group,
             **{
                 "enable.partition.eof": True,
-                "queued.max.messages.kbytes": PREFETCH_KBYTES,
-                "max.partition.fetch.bytes": FETCH_BYTES,
+                "queued.max.messages.kbytes": prefetch_kbytes,
+                "max.partition.fetch.bytes": fetch_bytes,
                 # a fetch in flight waits this long for data before the consumer can move to
                 # the next chunk: librdkafka's 500 ms default made each chunk cost half a second
                 "fetch.wait.max.ms": 10,

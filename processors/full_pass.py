@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sluiceway.common.runs import RunRecord
-from sluiceway.common.settings import KafkaSettings
-from sluiceway.processors.chunks import Chunk, ChunkReader, Rec
+from sluiceway.processors.chunks import Chunk, Rec
 from sluiceway.processors.errors import ScanStoppedError
 from sluiceway.processors.latest import Picker
 from sluiceway.processors.ownership import PartitionState
@@ -45,6 +44,21 @@ class Host(Protocol):
         self, state: PartitionState, topic: str, partition: int, records: Sequence[Rec],
         read: int, low: int | None,
     ) -> None: ...  # fmt: skip
+
+    async def forward_span(
+        self, state: PartitionState, topic: str, partition: int, records: Sequence[Rec],
+        read: int, next_offset: int,
+    ) -> None: ...  # fmt: skip
+
+
+class Reader(Protocol):
+    """processors/chunks.py's ChunkReader, or processors/indexed.py's IndexedReader."""
+
+    def read(
+        self, topic: str, partition: int, lo: int, hi: int, stopped: Callable[[], bool]
+    ) -> Chunk: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -84,12 +98,11 @@ class FullPass:
     """The downward reading of one worker's partitions of a full run."""
 
     def __init__(
-        self, kafka: KafkaSettings, run: RunRecord, topics: Sequence[str], chunk: int,
-        host: Host,
-    ) -> None:  # fmt: skip
+        self, run: RunRecord, topics: Sequence[str], chunk: int, host: Host, reader: Reader
+    ) -> None:
         self.run, self.topics, self.chunk, self.host = run, list(topics), chunk, host
         self.picker = Picker(run.tenants)
-        self.reader = ChunkReader(kafka, f"sw-scan-{run.etl_id}")
+        self.reader = reader
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="sw-chunks")
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.keys_of: dict[int, PartitionState] = {}  # whose keys the picker holds, per p
@@ -108,11 +121,7 @@ class FullPass:
         cuts = {t: self.run.cut.get(t, {}).get(partition, 0) for t in self.topics}
         if state is None or state.marked or state.done(cuts):
             return
-        rebuild = self.keys_of.get(partition) is not state
-        if rebuild:  # the keys held, if any, are of an older state of the partition
-            self._forget(partition)
-            self.keys_of[partition] = state
-        todo = steps(state, cuts, self.topics, self.chunk, rebuild)
+        todo = self._steps(partition, state, cuts)
         try:
             await self._walk(partition, state, todo)
         except ScanStoppedError:
@@ -122,6 +131,13 @@ class FullPass:
             # rebuild from what was committed, or it would take them as forwarded
             self._forget(partition)
             raise
+
+    def _steps(self, partition: int, state: PartitionState, cuts: dict[str, int]) -> Iterator[Step]:
+        rebuild = self.keys_of.get(partition) is not state
+        if rebuild:  # the keys held, if any, are of an older state of the partition
+            self._forget(partition)
+            self.keys_of[partition] = state
+        return steps(state, cuts, self.topics, self.chunk, rebuild)
 
     async def _walk(self, partition: int, state: PartitionState, todo: Iterator[Step]) -> None:
         step = next(todo, None)
@@ -134,15 +150,15 @@ class FullPass:
                 if not self.host.holds(partition, state):
                     self._forget(partition)  # moved away: its next owner starts over
                     return
-                tp = (step.topic, partition)
-                picked = self.picker.pick(tp, chunk.keys, chunk.values)
-                records = [] if step.rebuild else [chunk.record(at) for at in picked]
-                low = None if step.rebuild else step.lo
-                await self.host.forward_chunk(
-                    state, step.topic, partition, records, chunk.consumed, low
-                )
+                await self._hand(partition, state, step, chunk)
             step = after
         self._forget(partition)  # done: the partition ends (app.py), its keys are not needed
+
+    async def _hand(self, partition: int, state: PartitionState, step: Step, chunk: Chunk) -> None:
+        picked = self.picker.pick((step.topic, partition), chunk.keys, chunk.values)
+        records = [] if step.rebuild else [chunk.record(at) for at in picked]
+        low = None if step.rebuild else step.lo
+        await self.host.forward_chunk(state, step.topic, partition, records, chunk.consumed, low)
 
     def _read(self, partition: int, step: Step) -> Awaitable[Chunk]:
         loop = asyncio.get_running_loop()
@@ -162,3 +178,20 @@ class FullPass:
         self.stopping = True
         self.thread.shutdown(wait=True)
         self.reader.close()
+
+
+class ForwardPass(FullPass):
+    """A delta run read through the tenant index (processors/indexed.py): each partition
+    from its committed offsets up to the cut, a chunk at a time, every record handed to the
+    worker, which forwards the run's and commits one past the chunk. Nothing to rebuild on
+    a takeover: the commits say where to go on."""
+
+    def _steps(self, partition: int, state: PartitionState, cuts: dict[str, int]) -> Iterator[Step]:
+        for topic in self.topics:
+            lo, cut = state.next.get(topic, 0), cuts[topic]
+            for at in range(lo, cut, self.chunk):
+                yield Step(topic, at, min(at + self.chunk, cut), False)
+
+    async def _hand(self, partition: int, state: PartitionState, step: Step, chunk: Chunk) -> None:
+        records = [chunk.record(at) for at in range(len(chunk.offsets))]
+        await self.host.forward_span(state, step.topic, partition, records, chunk.consumed, step.hi)

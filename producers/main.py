@@ -22,7 +22,7 @@ from sluiceway.common.entities import entity_names
 from sluiceway.common.health import HEALTH
 from sluiceway.common.kafka_io import check_credentials, ensure_topics, producer
 from sluiceway.producers import checkpoint as ckpt
-from sluiceway.producers import metrics
+from sluiceway.producers import indexer, metrics
 from sluiceway.producers.acks import AckTracker
 from sluiceway.producers.config import CaptureSettings
 from sluiceway.producers.db import connect
@@ -66,7 +66,11 @@ def snapshot_once(
     check_source(settings, codec, streaming_only=False)
     create_change_topics(settings)
     run = SnapshotRun(settings, codec, capture_producer(settings), None, None, progress)
-    return run_snapshot(run, None)
+    done = run_snapshot(run, None)
+    if settings.kafka.tenant_index != "off":
+        # no capture service follows to keep the index: bring it up to date now
+        indexer.Indexer(settings.kafka, lambda: True).catch_up()
+    return done
 
 
 def run(
@@ -75,6 +79,8 @@ def run(
     """Capture until ``stop()``; reconnect with backoff when the source goes away."""
     create_change_topics(settings)
     metrics.serve(settings.tuning.metrics_port)
+    if settings.kafka.tenant_index != "off":
+        indexer.start(settings.kafka, stop)
     prod, backoff = capture_producer(settings), MIN_BACKOFF_S
     while not stop():
         started = time.monotonic()

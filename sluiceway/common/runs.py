@@ -77,6 +77,9 @@ class RunRecord:
     # sluiceway.common.fingerprint of the spec's pii_secret (never the secret): a processor whose
     # own key differs refuses the run, so no run mixes hashes of two keys
     secret_fingerprint: str | None = None
+    # how the run reads its partitions, decided with the cut (sluiceway/common/read_path.py):
+    # {"path": "scan" | "index", "rule": ..., "inputs": {...}}; None (older runs): scan
+    read_path: dict[str, Any] | None = None
     # fields of a newer version's record, kept so that rewriting the record keeps them
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

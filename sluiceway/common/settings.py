@@ -85,6 +85,13 @@ class KafkaSettings(SluicewaySettings):
     skew_min_events: int = Field(
         10_000, ge=0, description="Below this many change events in all, skew is not judged."
     )
+    tenant_index: Literal["auto", "always", "off"] = Field(
+        "auto",
+        description="The tenant offset index beside the change topics (docs/architecture.md): "
+        "auto: capture keeps it and a run reads through it when that reads fewer records "
+        "than scanning its partitions; always: every run reads through it (what the index "
+        "does not cover is still scanned); off: capture does not keep it, runs scan.",
+    )
     dlq_retention_ms: int = Field(
         DLQ_RETENTION_MS,
         ge=60_000,
@@ -178,7 +185,8 @@ class KafkaSettings(SluicewaySettings):
         if rest == topic:
             return None
         kind = rest.split(".", 1)[0]
-        return {"cdc": "change", "run": "run", "control": "control", "dlq": "dlq"}.get(kind)
+        classes = {"cdc": "change", "index": "change", "run": "run", "control": "control"}
+        return {**classes, "dlq": "dlq"}.get(kind)
 
     def durability(self, topic_class: str, brokers: int) -> tuple[int, int]:
         """(replication factor, min.insync.replicas) of a topic class on ``brokers`` brokers."""

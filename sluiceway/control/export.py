@@ -12,7 +12,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,9 +36,11 @@ from sluiceway.common.kafka_io import (
 )
 from sluiceway.common.partitioning import tenant_partitions
 from sluiceway.common.policy import differences, effective_policy
+from sluiceway.common.read_path import decide, estimate
 from sluiceway.common.runs import Offsets, RunRecord, etl_id_time, new_etl_id
 from sluiceway.common.settings import SECRET_ENV, KafkaSettings, S3Settings, to_env
 from sluiceway.common.spec import RunSpec, check_tenants
+from sluiceway.common.tenant_index_io import load_coverage
 from sluiceway.control.replay import replay_cut, require_events
 from sluiceway.processors.ownership import parse_metadata
 
@@ -161,6 +163,7 @@ def plan_run(
     start, cut = _offsets(spec, kafka, parts, since, until)
     if replay_to is not None:
         require_events(cut, start, replay_to, spec.tenants)
+    read_path = choose_read_path(kafka, spec.tenants, start, cut)
     etl_id = new_etl_id(now)
     secret = spec.pii_secret.get_secret_value() if spec.pii_secret else None
     created: dict[str, Any] = {"created_at": now.astimezone(UTC).isoformat()} if now else {}
@@ -179,8 +182,26 @@ def plan_run(
         spec=spec.public_dict(),
         replay_to=replay_to.isoformat() if replay_to else None,
         secret_fingerprint=secret_fingerprint(secret) if secret else None,
+        read_path=read_path,
         **created,
     )
+
+
+def choose_read_path(
+    kafka: KafkaSettings, tenants: Sequence[str], start: Offsets, cut: Offsets
+) -> dict[str, Any]:
+    """Scan the run's partitions or read through the tenant index (common/read_path.py)."""
+    ranges = {
+        (topic, p): (start[topic][p], high)
+        for topic, highs in cut.items()
+        for p, high in highs.items()
+        if high > start[topic][p]
+    }
+    if kafka.tenant_index == "off" or not ranges:
+        return decide(kafka.tenant_index, estimate({}, ranges))
+    parts = {p for _t, p in ranges}
+    coverage = load_coverage(kafka, list(cut), parts, tenants)
+    return decide(kafka.tenant_index, estimate(coverage, ranges))
 
 
 def announce(

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from sluiceway.common.kafka_io import load_run
 from sluiceway.common.partitioning import partition_for
 from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from tests.catalogs import ENTITIES
@@ -34,9 +35,14 @@ TENANT = "tenant-002"
 
 # The exported tenant alone spread over every partition (a large tenant among small ones).
 WIDE = {"SLUICEWAY_KAFKA_TENANT_SPREAD": json.dumps({TENANT: 3})}
+# Read through the tenant offset index that capture keeps (what the index does not cover yet
+# is scanned): the same rows must come out.
+INDEXED = {"SLUICEWAY_KAFKA_TENANT_INDEX": "always"}
 
 
-@pytest.mark.parametrize("extra", [{}, WIDE], ids=["spread-1", "tenant-spread-3"])
+@pytest.mark.parametrize(
+    "extra", [{}, WIDE, INDEXED], ids=["spread-1", "tenant-spread-3", "tenant-index"]
+)
 def test_full_export_after_updates_and_deletes_has_one_row_per_live_entity(
     cli: Cli,
     kafka: KafkaSettings,
@@ -59,8 +65,9 @@ def test_full_export_after_updates_and_deletes_has_one_row_per_live_entity(
         result = cli.json("export", "start", "--tenant", TENANT, "--dest", str(lake), "--wait")
     finally:
         capture.stop()
+    check_read_path(kafka, result["etl_id"], indexed=extra is INDEXED)
     assert tenant_partitions(kafka) == (
-        {TENANT: {0, 1, 2}} if extra else {TENANT: {partition_for(TENANT, 0, 3)}}
+        {TENANT: {0, 1, 2}} if extra is WIDE else {TENANT: {partition_for(TENANT, 0, 3)}}
     ) | {t: {partition_for(t, 0, 3)} for t in ("tenant-001", "tenant-003")}
     truth = {
         k: v for k, v in source_rows(source_db).items() if k[1].startswith(f"{TENANT}/".encode())
@@ -74,6 +81,17 @@ def test_full_export_after_updates_and_deletes_has_one_row_per_live_entity(
             assert row["updated"].timestamp() == expected[row["id"]]["updated"], entity
             assert row["_deleted"] is False
         assert result["rows"][entity] == len(expected)
+
+
+def check_read_path(kafka: KafkaSettings, etl_id: str, *, indexed: bool) -> None:
+    """The run read its partitions the way the setting said; through the index, it found
+    the tenant's records in ranges the index covers, and read fewer offsets than a scan."""
+    path = load_run(kafka, etl_id).read_path or {}
+    assert path.get("path") == ("index" if indexed else "scan"), path
+    if indexed:
+        inputs = path["inputs"]
+        assert inputs["tenant_records"] > 0, inputs
+        assert inputs["uncovered_offsets"] < inputs["scanned_offsets"], inputs
 
 
 def tenant_partitions(kafka: KafkaSettings) -> dict[str, set[int]]:

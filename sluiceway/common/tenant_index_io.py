@@ -1,0 +1,110 @@
+"""Reading the tenant offset index (sluiceway/common/tenant_index.py) from its topics.
+
+Block ``(topic, p, lo)`` lives in partition ``p`` of the topic's index topic (modulo its
+partition count), so a run reads only the index partitions of its own change-topic
+partitions. Only the latest value of each block key counts (it is the widest version);
+a tombstone drops the key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from confluent_kafka import Consumer, TopicPartition
+
+from sluiceway.common.errors import TransientError
+from sluiceway.common.kafka_io import admin, consumer, ensure_topics, watermark_offsets
+from sluiceway.common.settings import KafkaSettings
+from sluiceway.common.tenant_index import Coverage, Slice, decode_for, index_topic
+
+# Compacted: a block re-published wider replaces its older versions. Short segments let
+# the cleaner reach them soon (it never cleans the active segment).
+INDEX_TOPIC_CONFIG = {
+    "cleanup.policy": "compact",
+    "segment.ms": str(600_000),
+    "min.cleanable.dirty.ratio": "0.1",
+    "delete.retention.ms": str(86_400_000),
+}
+
+TP = tuple[str, int]
+
+
+def ensure_index_topics(kafka: KafkaSettings, change_topics: dict[str, int]) -> None:
+    """Create each change topic's index topic with as many partitions as it has."""
+    by_count: dict[int, list[str]] = {}
+    for topic, partitions in change_topics.items():
+        by_count.setdefault(partitions, []).append(index_topic(kafka, topic))
+    for partitions, names in by_count.items():
+        ensure_topics(kafka, names, partitions, INDEX_TOPIC_CONFIG)
+
+
+def read_blocks(
+    kafka: KafkaSettings, change_topic: str, partitions: Iterable[int], timeout: float = 60.0
+) -> dict[int, list[bytes]]:
+    """The latest encoded block of every key, per index partition read."""
+    topic = index_topic(kafka, change_topic)
+    meta = admin(kafka).list_topics(timeout=timeout).topics.get(topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        return {}
+    wanted = sorted({p % len(meta.partitions) for p in partitions})
+    reader = consumer(kafka, group="sw-index-reader", **{"enable.partition.eof": False})
+    try:
+        return {p: list(_latest(reader, topic, p, timeout).values()) for p in wanted}
+    finally:
+        reader.close()
+
+
+def _latest(reader: Consumer, topic: str, partition: int, timeout: float) -> dict[bytes, bytes]:
+    tp = TopicPartition(topic, partition)
+    low, high = watermark_offsets(reader, tp, timeout)
+    latest: dict[bytes, bytes] = {}
+    if high <= low:
+        return latest
+    reader.assign([TopicPartition(topic, partition, low)])
+    deadline, position = time.monotonic() + timeout, low
+    while position < high:
+        if time.monotonic() > deadline:
+            raise TransientError(f"could not read {topic}[{partition}] to its end in {timeout}s")
+        for msg in reader.consume(10_000, timeout=0.5):
+            key, offset = msg.key(), msg.offset()
+            if msg.error() or key is None or offset is None:
+                continue
+            position = offset + 1
+            value = msg.value()
+            if value:
+                latest[key] = value
+            else:
+                latest.pop(key, None)
+        position = max(position, reader.position([tp])[0].offset)
+    return latest
+
+
+def load_coverage(
+    kafka: KafkaSettings, change_topics: Iterable[str], partitions: Iterable[int],
+    tenants: Iterable[str],
+) -> dict[TP, Coverage]:  # fmt: skip
+    """What the index says about ``tenants`` in each of these change-topic partitions
+    (a partition without blocks gets an empty Coverage: everything in it is read whole)."""
+    topics, wanted_parts = list(change_topics), sorted(set(partitions))
+    wanted = frozenset(t.encode() for t in tenants)
+    found: dict[TP, list[Slice]] = {}
+    for topic in topics:
+        for values in read_blocks(kafka, topic, wanted_parts).values():
+            for value in values:
+                block_topic, partition, piece = decode_for(value, wanted)
+                if block_topic == topic and partition in wanted_parts:
+                    found.setdefault((topic, partition), []).append(piece)
+    return {(t, p): Coverage.of(found.get((t, p), [])) for t in topics for p in wanted_parts}
+
+
+def indexed_up_to(kafka: KafkaSettings, change_topic: str, partitions: int) -> dict[int, int]:
+    """Per partition of ``change_topic``, the highest offset its blocks reach (the indexer
+    continues from there after a restart)."""
+    reach: dict[int, int] = {}
+    for values in read_blocks(kafka, change_topic, range(partitions)).values():
+        for value in values:
+            topic, partition, piece = decode_for(value, frozenset())
+            if topic == change_topic:
+                reach[partition] = max(reach.get(partition, 0), piece.hi)
+    return reach
