@@ -83,7 +83,8 @@ def _topic_settings(kafka: KafkaSettings, partitions: dict[str, int]) -> Finding
     if widest > kafka.partitions:
         return Finding(
             "kafka topics", False, f"{name}={widest} exceeds kafka.partitions={kafka.partitions}",
-            "lower the spread or raise SLUICEWAY_KAFKA_PARTITIONS",
+            "lower the spread, or raise kafka.partitions before the first snapshot "
+            "(docs/topic-layout.md)",
         )  # fmt: skip
     cdc = {n: p for n, p in partitions.items() if n.startswith(kafka.cdc_topic(""))}
     # capture places a tenant by kafka.partitions, a run by the topic's count: when they
