@@ -83,15 +83,20 @@ def _topic_settings(kafka: KafkaSettings, partitions: dict[str, int]) -> Finding
     if widest > kafka.partitions:
         return Finding(
             "kafka topics", False, f"{name}={widest} exceeds kafka.partitions={kafka.partitions}",
-            "lower the spread or raise SLUICEWAY_KAFKA_PARTITIONS",
+            "lower the spread, or raise kafka.partitions before the first snapshot "
+            "(docs/topic-layout.md)",
         )  # fmt: skip
     cdc = {n: p for n, p in partitions.items() if n.startswith(kafka.cdc_topic(""))}
-    narrow = sorted(n for n, p in cdc.items() if p < widest)
-    if narrow:
+    # capture places a tenant by kafka.partitions, a run by the topic's count: when they
+    # differ, a run reads other partitions than its tenants' events were written to
+    other = sorted(f"{n} has {p}" for n, p in cdc.items() if p != kafka.partitions)
+    if other:
         return Finding(
             "kafka topics", False,
-            f"{', '.join(narrow)} have fewer partitions than {name}={widest}",
-            "lower the spread or add partitions to those topics",
+            f"kafka.partitions={kafka.partitions} but {', '.join(other)} partitions: capture "
+            "places tenants by the setting, runs by the topics' count, and these disagree",
+            "set kafka.partitions to the topics' count, or capture into a new "
+            "kafka.topic_prefix (docs/topic-layout.md)",
         )  # fmt: skip
     detail = (
         f"prefix {kafka.topic_prefix!r}: {len(cdc)} change topics exist"

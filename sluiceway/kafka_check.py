@@ -1,5 +1,6 @@
 """What ``sluiceway check`` asks Kafka: is the cluster reachable with the configured
-security, and are Sluiceway's topics as durable as the settings want.
+security, are Sluiceway's topics as durable as the settings want, and does one partition of
+a change topic hold more than its share of it (docs/topic-layout.md).
 
 Each function returns lines for the user, one per problem, and never raises for a problem
 it can describe.
@@ -7,14 +8,19 @@ it can describe.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource, ResourceType
 
 from sluiceway.common.errors import SluicewayError
-from sluiceway.common.kafka_io import admin, check_broker, watermarks
+from sluiceway.common.kafka_io import admin, check_broker, known_tenants, watermarks
+from sluiceway.common.partitioning import tenant_partitions
 from sluiceway.common.settings import KafkaSettings
 
 MIN_PRODUCTION_BROKERS = 3
+SHOWN_TENANTS = 5  # named in a skew warning; the rest counted
 
 
 def cluster_warnings(kafka: KafkaSettings, timeout: float = 10.0) -> list[str]:
@@ -28,35 +34,75 @@ def cluster_warnings(kafka: KafkaSettings, timeout: float = 10.0) -> list[str]:
     ]
 
 
-def skew_warning(events: dict[int, int], share: float, min_events: int) -> str | None:
-    """A warning when one partition holds more than ``share`` of ``events`` (partition ->
-    events in it across every change topic); None under ``min_events`` events in all."""
-    total = sum(events.values())
-    if len(events) < 2 or total < max(min_events, 1):
+@dataclass(frozen=True)
+class Skew:
+    """One partition of a change topic holding more than its share of the topic's records."""
+
+    topic: str
+    partition: int
+    records: int  # in that partition: its high minus low watermark
+    total: int  # in the whole topic
+    partitions: int
+
+    def share(self) -> float:
+        return self.records / self.total
+
+
+def topic_skew(topic: str, records: dict[int, int], share: float, min_records: int) -> Skew | None:
+    """The fullest partition of ``topic`` (partition -> records) when it holds more than
+    ``share`` of the topic; None for one partition or fewer than ``min_records`` in all."""
+    total = sum(records.values())
+    if len(records) < 2 or total < max(min_records, 1):
         return None
-    part, most = max(events.items(), key=lambda kv: (kv[1], -kv[0]))
+    part, most = max(records.items(), key=lambda kv: (kv[1], -kv[0]))
     if most <= share * total:
         return None
+    return Skew(topic, part, most, total, len(records))
+
+
+def tenants_placed(skew: Skew, tenants: Iterable[str], kafka: KafkaSettings) -> list[str]:
+    """The tenants whose partitions include the skewed one: the large tenant is among them."""
+    return sorted(
+        t
+        for t in tenants
+        if skew.partition in tenant_partitions(t, skew.partitions, kafka.spread_of(t))
+    )
+
+
+def skew_warning(skew: Skew, threshold: float, placed: list[str]) -> str:
+    """One line naming the topic, the partition, its share, the threshold and what to do."""
+    names = ", ".join(placed[:SHOWN_TENANTS]) + (", ..." if len(placed) > SHOWN_TENANTS else "")
+    who = (
+        f"{len(placed)} tenant(s) capture has seen are placed there ({names})"
+        if placed
+        else "no tenant capture has seen is placed there"
+    )
     return (
-        f"partition {part} holds {most / total:.0%} of the change topics' {total:,} events "
-        f"(an even share is {1 / len(events):.0%}; warning above {share:.0%}): the tenants "
-        "hashed there are large; spread them (kafka.spread, kafka.tenant_spread) or add "
-        "partitions (docs/operations.md, topic layout)"
+        f"topic {skew.topic}: partition {skew.partition} holds {skew.share():.0%} of its "
+        f"{skew.total:,} records ({skew.records:,}; an even share is {1 / skew.partitions:.0%}), "
+        f"above kafka.skew_share={threshold:g}; {who}: find the large ones and give them a "
+        "wider kafka.tenant_spread in a new kafka.topic_prefix (docs/topic-layout.md)"
     )
 
 
 def partition_skew_warnings(kafka: KafkaSettings, timeout: float = 10.0) -> list[str]:
-    """The change topics' events per partition (their offset ranges, summed over topics,
-    since they are co-partitioned by tenant), judged by ``skew_warning``."""
+    """One warning per change topic whose fullest partition holds more than
+    ``kafka.skew_share`` of its records, counted from its offsets: high minus low watermark,
+    the records written (compaction removes some without moving the low watermark)."""
     meta = admin(kafka).list_topics(timeout=timeout)
-    events: dict[int, int] = {}
-    for name, topic in meta.topics.items():
+    skews = []
+    for name in sorted(meta.topics):
         if not name.startswith(kafka.cdc_topic("")):
             continue
-        for part, (low, high) in watermarks(kafka, name, topic.partitions, timeout).items():
-            events[part] = events.get(part, 0) + max(high - low, 0)
-    warning = skew_warning(events, kafka.skew_share, kafka.skew_min_events)
-    return [] if warning is None else [warning]
+        marks = watermarks(kafka, name, meta.topics[name].partitions, timeout)
+        records = {part: max(high - low, 0) for part, (low, high) in marks.items()}
+        skew = topic_skew(name, records, kafka.skew_share, kafka.skew_min_events)
+        if skew is not None:
+            skews.append(skew)
+    if not skews:
+        return []
+    tenants = known_tenants(kafka, timeout)
+    return [skew_warning(s, kafka.skew_share, tenants_placed(s, tenants, kafka)) for s in skews]
 
 
 def durability_problems(kafka: KafkaSettings, timeout: float = 10.0) -> list[str]:

@@ -67,23 +67,32 @@ class KafkaSettings(SluicewaySettings):
         None, description="bootstrap.servers for clients; defaults to host:port."
     )
     topic_prefix: str = Field("sw.", description="Prefix of every topic Sluiceway creates.")
-    partitions: int = Field(3, ge=1, description="Partitions of change and run topics.")
-    spread: int = Field(1, ge=1, description="Partitions a tenant's events spread over.")
+    partitions: int = Field(
+        3,
+        ge=1,
+        description="Partitions of change and run topics. Capture places events by this "
+        "number, runs by the topics' own count: keep them equal; choose it before the first "
+        "snapshot (docs/topic-layout.md).",
+    )
+    spread: int = Field(
+        1, ge=1, description="Partitions each tenant spreads over (docs/topic-layout.md)."
+    )
     tenant_spread: dict[str, int] = Field(
         default_factory=dict,
         description="Per-tenant spread overriding kafka.spread, e.g. "
         '{"big-tenant": 6} (env: JSON). Set it before the tenant\'s first captured event: '
-        "its events then keep one partition per key (docs/operations.md, topic layout).",
+        "its events then keep one partition per key (docs/topic-layout.md).",
     )
     skew_share: float = Field(
         0.5,
         gt=0,
         le=1,
-        description="sluiceway check warns when one partition holds more than this share of "
-        "the change topics' events (docs/operations.md, topic layout).",
+        description="sluiceway check warns when one partition of a change topic holds more "
+        "than this share of that topic's records (an even share is 1/kafka.partitions; "
+        "docs/topic-layout.md).",
     )
     skew_min_events: int = Field(
-        10_000, ge=0, description="Below this many change events in all, skew is not judged."
+        10_000, ge=0, description="Change topics of fewer records than this skip the skew check."
     )
     tenant_index: Literal["auto", "always", "off"] = Field(
         "auto",
