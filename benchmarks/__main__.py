@@ -21,7 +21,7 @@ from rich.console import Console
 from benchmarks import quiet
 from benchmarks.report import RESULTS, print_table, write_json
 
-BENCHMARKS: tuple[str, ...] = ("capture", "processor", "sink", "e2e")
+BENCHMARKS: tuple[str, ...] = ("capture", "processor", "sink", "e2e", "scale")
 EXIT_BUSY = 75  # EX_TEMPFAIL: the machine was busy, the figures were not published
 
 

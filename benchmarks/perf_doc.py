@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from benchmarks import scale_report
 from benchmarks.e2e_report import STAGES, TARGET_S, figures
 
 BEGIN = "<!-- e2e-results:begin (written by `python -m benchmarks e2e`; edits are lost) -->"
@@ -139,7 +140,7 @@ def other_table(name: str, res: dict[str, Any] | None) -> list[str]:
     if res is None:
         return [f"`{name}`: no results here yet; run `python -m benchmarks {name}`.", ""]
     # some benches save every option given, the other benches' too: keep only their own
-    theirs = tuple(f"{o}_" for o in (*OTHERS, "e2e") if o != name)
+    theirs = tuple(f"{o}_" for o in (*OTHERS, "e2e", "scale") if o != name)
     params = ", ".join(f"{k} {v}" for k, v in res["params"].items() if not k.startswith(theirs))
     lines = [
         f"`{name}` ({res['finished']}, {params}; load {res['machine']['loadavg_1m']}):",
@@ -193,12 +194,12 @@ def render_block(res: dict[str, Any], others: dict[str, dict[str, Any] | None]) 
     return "\n".join([*lines, END])
 
 
-def replace_block(text: str, block: str) -> str:
-    """``text`` with the part between BEGIN and END (inclusive) replaced by ``block``."""
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"the doc has no results block: expected {BEGIN!r} ... {END!r}")
-    return text[:start] + block + text[end + len(END) :]
+def replace_block(text: str, block: str, begin: str = BEGIN, end: str = END) -> str:
+    """``text`` with the part between ``begin`` and ``end`` (inclusive) replaced by ``block``."""
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"the doc has no results block: expected {begin!r} ... {end!r}")
+    return text[:start] + block + text[stop + len(end) :]
 
 
 def other_results(results: Path) -> dict[str, dict[str, Any] | None]:
@@ -223,15 +224,26 @@ def publish(res: dict[str, Any], results: Path, docs: Path) -> Path:
     return chart
 
 
+def publish_scale(res: dict[str, Any] | None, docs: Path) -> None:
+    """The scale bench's block of performance.md (its placeholder when ``res`` is None)."""
+    path = docs / "performance.md"
+    block = scale_report.render_block(res)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(replace_block(text, block, scale_report.BEGIN, scale_report.END))
+
+
 def main() -> None:
-    """Re-render the doc's block and the chart from the saved latest results (no bench run)."""
+    """Re-render the doc's blocks and the chart from the saved latest results (no bench run)."""
     from benchmarks.report import RESULTS
 
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    scale = RESULTS / "latest-scale.json"
+    publish_scale(json.loads(scale.read_text(encoding="utf-8")) if scale.exists() else None, docs)
     latest = RESULTS / "latest-e2e.json"
     if not latest.exists():
         raise SystemExit(f"{latest} does not exist; run `python -m benchmarks e2e` first")
     res = json.loads(latest.read_text(encoding="utf-8"))
-    publish(res, RESULTS, Path(__file__).resolve().parents[1] / "docs")
+    publish(res, RESULTS, docs)
 
 
 if __name__ == "__main__":

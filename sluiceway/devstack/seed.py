@@ -64,9 +64,20 @@ class SeedPlan:
     tenants: int
     issues_per_tenant: int
     seed: int
+    # issues of tenant i at sizes[i - 1], when tenants differ in size (the scale bench's
+    # Zipf sizes); empty: every tenant has issues_per_tenant
+    sizes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.sizes and len(self.sizes) != self.tenants:
+            raise ValueError(f"{len(self.sizes)} sizes given for {self.tenants} tenants")
 
     def tenant_ids(self) -> list[str]:
         return [tenant_id(i) for i in range(1, self.tenants + 1)]
+
+    def issues_of(self, index: int) -> int:
+        """Issues of the tenant numbered ``index`` (from 1)."""
+        return self.sizes[index - 1] if self.sizes else self.issues_per_tenant
 
 
 # The entities gen_tenant writes rows of: the Jira example's, as the demo is Jira-shaped.
@@ -296,13 +307,14 @@ def gen_changes(rng: random.Random, entity: str, user_ids: Sequence[int], now: d
 def gen_tenant(plan: SeedPlan, index: int) -> Iterator[tuple[str, Row]]:
     """Every row of one tenant, as (entity, row), parents before children."""
     rng = random.Random(f"{plan.seed}/{index}")
-    users = gen_users(rng, max(5, plan.issues_per_tenant // 20))
-    projects = gen_projects(rng, max(1, min(5, plan.issues_per_tenant // 10)), users)
+    issues = plan.issues_of(index)
+    users = gen_users(rng, max(5, issues // 20))
+    projects = gen_projects(rng, max(1, min(5, issues // 10)), users)
     yield from (("user", u) for u in users)
     yield from (("project", p) for p in projects)
     user_ids = [u["id"] for u in users]
     counters = {"comment": 0, "worklog": 0}
-    for n in range(plan.issues_per_tenant):
+    for n in range(issues):
         issue = gen_issue(rng, n, rng.choice(projects), user_ids)
         yield "issue", issue
         comments, worklogs = gen_children(rng, issue, user_ids, counters)

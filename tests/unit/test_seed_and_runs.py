@@ -120,3 +120,14 @@ def test_run_record_json_round_trip() -> None:
         cut={"sw.cdc.issue": {0: 9, 1: 5}},
     )
     assert RunRecord.from_json(record.to_json()) == record
+
+
+def test_a_plan_with_sizes_gives_each_tenant_its_own_issue_count() -> None:
+    plan = SeedPlan(tenants=3, issues_per_tenant=0, seed=4, sizes=(1, 7, 30))
+    for index, want in enumerate(plan.sizes, start=1):
+        issues = [r for e, r in gen_tenant(plan, index) if e == "issue"]
+        assert len(issues) == want
+    # a tenant's rows are those of a uniform plan of its size: the same seeder, sized
+    assert list(gen_tenant(plan, 2)) == list(gen_tenant(SeedPlan(3, 7, 4), 2))
+    with pytest.raises(ValueError, match="2 sizes given for 3 tenants"):
+        SeedPlan(3, 0, 4, sizes=(1, 2))
