@@ -38,7 +38,6 @@ from benchmarks.scale_plan import (
     SIZES,
     churned,
     picks,
-    read_path,
     share,
     size_name,
     zipf_sizes,
@@ -148,7 +147,8 @@ def export(env: BenchEnv, tenant: str, kind: str, timeout: float) -> dict[str, A
         "run_range_events": run_range_events(run),
         "seconds": None if seen.done_at is None else round(seen.done_at - began, 3),
         "rows_written": None if manifest is None else manifest.totals.rows,
-        "path": read_path(stats, run.extra), "processor_stats": stats,
+        "path": (run.read_path or {}).get("path"), "read_path": run.read_path,
+        "processor_stats": stats,
     }  # fmt: skip
 
 

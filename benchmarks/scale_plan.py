@@ -88,14 +88,3 @@ def meets_targets(run: Mapping[str, Any]) -> bool:
         and s is not None and s < SHARE_TARGET
         and secs is not None and secs < SECONDS_TARGET
     )  # fmt: skip
-
-
-def read_path(stats: Sequence[Mapping[str, Any]], record_extra: Mapping[str, Any]) -> str | None:
-    """Which read path a run took, if the processor's stats or the run record say so (the
-    per-tenant path will record it; today's processor reports none and scans partitions)."""
-    for source in (*stats, record_extra):
-        for key in ("read_path", "path"):
-            value = source.get(key)
-            if value:
-                return str(value)
-    return None

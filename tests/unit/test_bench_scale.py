@@ -18,7 +18,6 @@ from benchmarks.scale_plan import (
     churned,
     meets_targets,
     picks,
-    read_path,
     share,
     size_name,
     zipf_sizes,
@@ -68,12 +67,6 @@ def test_share_and_the_verdict_need_a_right_run_as_well_as_a_cheap_fast_one() ->
     assert not meets_targets({**good, "share": 0.01})
     assert not meets_targets({**good, "seconds": 5.0})
     assert not meets_targets({**good, "share": None})
-
-
-def test_read_path_comes_from_the_stats_or_the_record_when_they_say() -> None:
-    assert read_path([{"read": 3}], {}) is None
-    assert read_path([{"read": 3, "read_path": "tenant index"}], {}) == "tenant index"
-    assert read_path([{"read": 3}], {"read_path": "partition scan"}) == "partition scan"
 
 
 def test_the_size_is_small_unless_asked_for_full() -> None:
