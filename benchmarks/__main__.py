@@ -4,7 +4,8 @@ Each bench first waits for a quiet machine (``--max-load``, ``--quiet-wait``); f
 on a busy one are printed but not published, and the exit code is then 75.
 
 A benchmark is a module ``benchmarks/<name>.py`` listed in BENCHMARKS, with
-``add_arguments(parser)`` (its own options) and ``run(args) -> dict`` (see report.result).
+``add_arguments(parser)`` (its own options), ``run(args) -> dict`` (see report.result) and
+optionally ``after_publish(result)``, called once a published result is the latest.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rich.console import Console
 from benchmarks import quiet
 from benchmarks.report import RESULTS, print_table, write_json
 
-BENCHMARKS: tuple[str, ...] = ("capture", "processor", "sink", "e2e", "scale")
+BENCHMARKS: tuple[str, ...] = ("capture", "processor", "sink", "source_impact", "e2e", "scale")
 EXIT_BUSY = 75  # EX_TEMPFAIL: the machine was busy, the figures were not published
 
 
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         res = quiet.with_load(_module(name).run(args), gate)
         path = write_json(res)
         results.append(res)
+        after = getattr(_module(name), "after_publish", None)
+        if after is not None and res["published"]:
+            after(res)  # e.g. docs/performance.md rendered from the latest results
         if not args.json:
             print_table(res, console, quiet.previous(RESULTS, name, path))
             console.print(f"saved {path}", highlight=False)

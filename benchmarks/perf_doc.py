@@ -16,7 +16,7 @@ from benchmarks.e2e_report import STAGES, TARGET_S, figures
 
 BEGIN = "<!-- e2e-results:begin (written by `python -m benchmarks e2e`; edits are lost) -->"
 END = "<!-- e2e-results:end -->"
-OTHERS = ("capture", "processor", "sink")
+OTHERS = ("capture", "processor", "sink", "source_impact")
 # Jira Data Center's Data pipeline: 1M issues in about 15 minutes on one c5.9xlarge node
 ATLASSIAN = {"issues": 1_000_000, "seconds": 15 * 60, "vcpus": 36}
 

@@ -41,7 +41,26 @@ class CaptureTuning(SluicewaySettings):
     snapshot_rate: float = Field(
         0,
         ge=0,
-        description="Snapshot rows per second at most, so the source keeps serving; 0 = no limit.",
+        description="Rows per second capture reads from the source at most, over every bulk "
+        "read (the snapshot's chunks, COPY or row by row, and the rows of a tenant table added "
+        "while streaming), so the source keeps serving its users; a query then reads at most "
+        "one second's worth of rows. However low, the snapshot still advances (a row at a "
+        "time). 0 = no limit.",
+    )
+    source_max_queries: int = Field(
+        1,
+        ge=1,
+        description="Read queries capture runs on the source at the same time, at most, "
+        "whatever `snapshot_workers` is (shown in pg_stat_activity with application_name "
+        "`sluiceway-snapshot`). The replication stream, heartbeats and catalog checks are "
+        "not counted: each is one small statement at a time.",
+    )
+    snapshot_workers: int = Field(
+        1,
+        ge=1,
+        description="Tables the snapshot reads at once, each on its own connection sharing "
+        "the slot's exported snapshot; their queries share `source_max_queries`, while "
+        "parsing and publishing overlap.",
     )
     heartbeat_s: float = Field(
         5.0, gt=0, description="How often a heartbeat is written so the slot advances when quiet."

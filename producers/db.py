@@ -11,10 +11,14 @@ from sluiceway.common.settings import PostgresSettings
 from sluiceway.producers.errors import SourceUnavailableError
 
 
-def connect(pg: PostgresSettings) -> Any:
-    """A psycopg2 connection; a refused or failed login becomes one line naming the server."""
+def connect(pg: PostgresSettings, application_name: str | None = None) -> Any:
+    """A psycopg2 connection; a refused or failed login becomes one line naming the server.
+    ``application_name`` names the connection in pg_stat_activity, for the source's DBA."""
+    kwargs = pg.connect_kwargs()
+    if application_name is not None:
+        kwargs["application_name"] = application_name
     try:
-        return psycopg2.connect(**pg.connect_kwargs())
+        return psycopg2.connect(**kwargs)
     except psycopg2.OperationalError as exc:
         first = pg_error_line(exc)
         raise SourceUnavailableError(

@@ -42,6 +42,7 @@ from psycopg2 import sql
 
 from sluiceway.common.codec import Codec
 from sluiceway.common.redact import pg_error_line
+from sluiceway.producers.budget import SourceBudget
 from sluiceway.producers.config import CaptureSettings
 from sluiceway.producers.db import connect
 from sluiceway.producers.errors import ProduceError
@@ -64,6 +65,11 @@ class NewTables:
     prod: Producer
     tenants: Tenants
     added: list[str] = field(default_factory=list)
+    budget: SourceBudget = field(init=False)  # every look's reads share capture's budget
+
+    def __post_init__(self) -> None:
+        tuning = self.settings.tuning
+        self.budget = SourceBudget(tuning.snapshot_rate, tuning.source_max_queries)
 
     @property
     def wanted(self) -> bool:
@@ -118,7 +124,9 @@ class NewTables:
         cur.execute("SELECT pg_current_wal_insert_lsn()::text, now()")
         lsn, now = cur.fetchone()
         point: tuple[int, datetime] = (position(lsn_to_int(lsn), 0), now)
-        run = SnapshotRun(self.settings, self.codec, self.prod, point, None, None)
+        run = SnapshotRun(
+            self.settings, self.codec, self.prod, point, None, None, shared_budget=self.budget
+        )
         run.tenants = self.tenants
         snapshot_table(cur, run, table)
         if self.prod.flush(self.settings.tuning.flush_timeout_s) != 0:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -34,12 +34,14 @@ from sluiceway.common.pgtypes import PgType, unmappable_reason
 from sluiceway.common.settings import KafkaSettings
 from sluiceway.producers import checkpoint as ckpt
 from sluiceway.producers import metrics
+from sluiceway.producers.budget import SourceBudget
 from sluiceway.producers.config import CaptureSettings
 from sluiceway.producers.db import connect
 from sluiceway.producers.errors import ProduceError
 from sluiceway.producers.events import lsn_to_int, position, timestamp_ms
 from sluiceway.producers.snapshot_columns import Chunk, ColumnChunks, last_row, rows_of, tenants_of
-from sluiceway.producers.snapshot_copy import copy_read
+from sluiceway.producers.snapshot_copy import copy_out, copy_parse
+from sluiceway.producers.snapshot_workers import SNAPSHOT_APP, read_in_parallel
 from sluiceway.producers.tables import CapturedTable, as_text
 from sluiceway.producers.tenant_tables import TableLister, live_tables
 from sluiceway.producers.tenants import Tenants
@@ -87,6 +89,16 @@ class SnapshotRun:
     columnar: dict[str, ColumnChunks | None] = field(default_factory=dict)  # by table label
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    budget: SourceBudget = field(init=False)
+    shared_budget: InitVar[SourceBudget | None] = None  # one per process: the reads share it
+    saved_at: float = field(init=False)  # when the checkpoint was last saved
+
+    def __post_init__(self, shared_budget: SourceBudget | None) -> None:
+        tuning = self.settings.tuning
+        self.budget = shared_budget or SourceBudget(
+            tuning.snapshot_rate, tuning.source_max_queries, self.clock, self.sleep
+        )
+        self.saved_at = self.clock()
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -182,7 +194,8 @@ def _copy_types(run: SnapshotRun, table: CapturedTable) -> list[pa.DataType] | N
 
 def _chunks(cur: Any, run: SnapshotRun, table: CapturedTable) -> Iterator[Chunk]:
     """The table's rows in key chunks. While one chunk is published, the next is already
-    being read (by a helper thread, on the same cursor, one query at a time)."""
+    being read (by a helper thread, on the same cursor, one query at a time). Every read
+    waits for the run's budget (rows/s, queries at once: producers/budget.py)."""
     names = sql.SQL(", ").join(
         select_expression(c, table.types[c], c in table.blank_padded) for c in table.columns
     )
@@ -191,7 +204,8 @@ def _chunks(cur: Any, run: SnapshotRun, table: CapturedTable) -> Iterator[Chunk]
     order = sql.SQL(", ").join(map(sql.Identifier, table.row_key))
     after_key = sql.SQL(", ").join(sql.Placeholder() * len(table.row_key))
     source = sql.Identifier(table.schema, table.name)
-    limit = run.settings.tuning.chunk_rows
+    budget = run.budget
+    limit = budget.chunk_rows(run.settings.tuning.chunk_rows)
     skip = 1 - len(table.tenant_columns)  # the tenant leads a last key, not always the order
     copy = _copy_types(run, table)
     # "" names the tenant: PostgreSQL allows no empty identifier, so no column has that name
@@ -203,9 +217,12 @@ def _chunks(cur: Any, run: SnapshotRun, table: CapturedTable) -> Iterator[Chunk]
         select = sql.SQL("SELECT {}::text, {} FROM {} {}ORDER BY {} LIMIT %s")
         query, params = select.format(tenant, names, source, where, order), (*(after or ()), limit)
         if copy is not None:
-            return copy_read(cur, cur.mogrify(query, params), copy_names, copy)
-        cur.execute(query, params)
-        rows: list[tuple[Any, ...]] = cur.fetchall()
+            with budget.query(limit):
+                out = copy_out(cur, cur.mogrify(query, params))
+            return copy_parse(out, copy_names, copy)  # parsed outside the query's slot
+        with budget.query(limit):
+            cur.execute(query, params)
+            rows: list[tuple[Any, ...]] = cur.fetchall()
         return rows
 
     with ThreadPoolExecutor(1, thread_name_prefix="snapshot-read") as reader:
@@ -291,37 +308,35 @@ def _publish_chunk(run: SnapshotRun, table: CapturedTable, rows: Chunk) -> None:
         run.progress(entity, len(rows))
 
 
-def _throttle(run: SnapshotRun, started: float, rows: int) -> None:
-    rate = run.settings.tuning.snapshot_rate
-    if rate > 0:
-        due = started + rows / rate
-        delay = due - run.clock()
-        if delay > 0:
-            run.sleep(delay)
-
-
 def _save(run: SnapshotRun) -> None:
     if run.state is not None:
         ckpt.save(run.settings.kafka, run.prod, run.state, run.settings.tuning.flush_timeout_s)
         run.acks.raise_if_failed()
 
 
-def snapshot_table(cur: Any, run: SnapshotRun, table: CapturedTable) -> None:
-    started, rows, saved = run.clock(), 0, run.clock()
-    for chunk in _chunks(cur, run, table):
-        _publish_chunk(run, table, chunk)
-        HEALTH.beat()
-        rows += len(chunk)
-        if run.state is not None:
-            run.state.last_key[table.label] = list(_last_key(table, last_row(chunk)))
-            if run.clock() - saved > CHECKPOINT_EVERY_S:
-                _save(run)
-                saved = run.clock()
-        _throttle(run, started, rows)
+def accept_chunk(run: SnapshotRun, table: CapturedTable, chunk: Chunk) -> None:
+    """Publish a read chunk and note how far the table has been read (checkpointed now and
+    then; the checkpoint is saved after Kafka acknowledged everything before it)."""
+    _publish_chunk(run, table, chunk)
+    HEALTH.beat()
+    if run.state is not None:
+        run.state.last_key[table.label] = list(_last_key(table, last_row(chunk)))
+        if run.clock() - run.saved_at > CHECKPOINT_EVERY_S:
+            _save(run)
+            run.saved_at = run.clock()
+
+
+def table_done(run: SnapshotRun, table: CapturedTable) -> None:
     if run.state is not None:
         run.state.tables_done.append(table.label)
     _save(run)
     metrics.SNAPSHOT_DONE.labels(table.label).set(1)
+
+
+def snapshot_table(cur: Any, run: SnapshotRun, table: CapturedTable) -> None:
+    for chunk in _chunks(cur, run, table):
+        accept_chunk(run, table, chunk)
+    table_done(run, table)
 
 
 def run_snapshot(
@@ -329,7 +344,7 @@ def run_snapshot(
 ) -> dict[str, int]:
     """Publish the rows of every table ``tables`` lists (as the snapshot sees the database)
     not yet done; return events per entity."""
-    with closing(connect(run.settings.pg)) as conn:
+    with closing(connect(run.settings.pg, SNAPSHOT_APP)) as conn:
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         with conn.cursor() as cur:
             if snapshot_name:
@@ -339,12 +354,32 @@ def run_snapshot(
                 cur.execute("SELECT pg_current_wal_lsn()::text, now()")
                 lsn, now = cur.fetchone()
                 run.point = (position(lsn_to_int(lsn), 0), now)
-            for table in tables(cur, run.codec.catalog):
-                if run.state is None or table.label not in run.state.tables_done:
-                    snapshot_table(cur, run, table)
+            todo = [
+                table for table in tables(cur, run.codec.catalog)
+                if run.state is None or table.label not in run.state.tables_done
+            ]  # fmt: skip
+            _read_tables(cur, run, todo)
         conn.rollback()
     if run.prod.flush(run.settings.tuning.flush_timeout_s) != 0:
         raise ProduceError("Kafka did not acknowledge the snapshot in time")
     run.acks.raise_if_failed()
     log.info("snapshot published events=%s", run.counts)
     return run.counts
+
+
+def _read_tables(cur: Any, run: SnapshotRun, todo: list[CapturedTable]) -> None:
+    """One table after the other on ``cur``, or (``capture.snapshot_workers`` > 1) several at
+    once, each worker on a connection importing this transaction's snapshot."""
+    workers = run.settings.tuning.snapshot_workers
+    if workers <= 1 or len(todo) <= 1:
+        for table in todo:
+            snapshot_table(cur, run, table)
+        return
+    cur.execute("SELECT pg_export_snapshot()")
+    (exported,) = cur.fetchone()
+    read_in_parallel(
+        run.settings.pg, exported, todo, workers,
+        lambda worker_cur, table: _chunks(worker_cur, run, table),
+        lambda table, chunk: accept_chunk(run, table, chunk),
+        lambda table: table_done(run, table),
+    )  # fmt: skip

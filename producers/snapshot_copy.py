@@ -21,11 +21,17 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 
-def copy_read(cur: Any, select: bytes, names: list[str], types: list[pa.DataType]) -> pa.Table:
-    """The rows of ``select`` (a full SELECT, parameters already bound), one column per name,
-    typed as ``types`` (string, int32/64, bool, float64)."""
+def copy_out(cur: Any, select: bytes) -> io.BytesIO:
+    """The CSV text of ``select`` (a full SELECT, parameters already bound): the part of a
+    read that runs on the source."""
     out = io.BytesIO()
     cur.copy_expert(b"COPY (" + select + b") TO STDOUT WITH (FORMAT csv)", out)
+    return out
+
+
+def copy_parse(out: io.BytesIO, names: list[str], types: list[pa.DataType]) -> pa.Table:
+    """``copy_out``'s text, one column per name, typed as ``types`` (string, int32/64, bool,
+    float64)."""
     if not out.getbuffer().nbytes:  # no rows (pyarrow refuses an empty file)
         return pa.Table.from_arrays([pa.array([], type=t) for t in types], names=names)
     out.seek(0)

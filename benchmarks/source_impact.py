@@ -1,0 +1,296 @@
+"""Source-impact bench: does exporting slow the source's other users down?
+
+A fixed query mix (point lookups of an issue by key, a 20-row range scan of a tenant's
+issues, a per-tenant aggregate over its issues) is sent to the source one query at a time,
+the same seeded sequence in every phase:
+
+1. **idle**: capture streaming (its snapshot done), nothing else running;
+2. **loaded**: while rounds of 10 per-tenant full exports (one per tenant, started with
+   ``sluiceway export start --wait`` as a user would) run; a new round starts when one ends,
+   and only queries sent while an export runs count;
+3. **idle again**, to see whether the machine drifted; the idle figures pool 1 and 3.
+
+Target (issue 18): the mix's p99 while loaded within 5% of its p99 idle. Exports read only
+the change topics, never the source (docs/architecture.md), so what the source feels is
+capture's stream and heartbeats, and whatever the machine shares. The source is a private
+PostgreSQL pinned, with this process (the query client), to one core, and the pipeline to
+the other (benchmarks/pinned.py says why); ``--source-impact-no-pin`` measures unpinned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from rich.console import Console
+
+from benchmarks.env import BenchEnv, cli_command, delete_topics, ensure_stack
+from benchmarks.pinned import Cores, on_cores, private_postgres, split_cores
+from benchmarks.report import result
+from benchmarks.source_impact_stats import KINDS, by_kind, metrics, verdict
+from sluiceway.common.codec import Codec
+from sluiceway.devstack.seed import SeedPlan, seed
+from sluiceway.producers.source import source_tables
+
+Sample = tuple[str, float]  # (query kind, seconds)
+WARM_UP = 200  # queries sent first and not counted: caches and plans settle
+MIX = {  # {issues}: the issue table's name, from our own schema
+    "point": "SELECT * FROM {issues} WHERE tenant_id = %s AND id = %s",
+    "range": "SELECT id, key, status, updated FROM {issues} WHERE tenant_id = %s "
+    "AND id >= %s ORDER BY id LIMIT 20",
+    "aggregate": "SELECT status, count(*), max(updated) FROM {issues} WHERE tenant_id = %s "
+    "GROUP BY status",
+}
+
+
+def add_arguments(group: Any) -> None:
+    group.add_argument("--source-impact-tenants", type=int, default=10,
+                       help="tenants seeded, one export each per round (default 10)")  # fmt: skip
+    group.add_argument("--source-impact-issues-per-tenant", type=int, default=2000,
+                       help="issues per tenant (about 5 rows each in all)")  # fmt: skip
+    group.add_argument("--source-impact-queries", type=int, default=3000,
+                       help="queries per phase; p99 is then the 30th slowest")  # fmt: skip
+    group.add_argument("--source-impact-interval-ms", type=float, default=10.0,
+                       help="a query is sent every this many ms, in every phase")  # fmt: skip
+    group.add_argument("--source-impact-timeout", type=float, default=600,
+                       help="seconds any phase (capture, a round of exports) may take")  # fmt: skip
+    group.add_argument("--source-impact-no-pin", action="store_true",
+                       help="do not pin PostgreSQL and the pipeline to separate cores")  # fmt: skip
+
+
+class QueryMix:
+    """The measured client: one connection, the kinds in turn, a seeded choice of keys."""
+
+    def __init__(self, dsn: str, tenants: list[str], interval_s: float, seed_value: int = 18):
+        self.conn = psycopg2.connect(dsn)
+        self.conn.autocommit = True
+        self.tenants, self.seed_value = tenants, seed_value
+        self.interval_s, self.next_at = interval_s, time.monotonic()
+        self.issues = source_tables()["issue"]  # a name from our own schema
+        with self.conn.cursor() as cur:
+            cur.execute(f"SELECT tenant_id, min(id), max(id) FROM {self.issues} GROUP BY 1")
+            self.ids = {t: (int(lo), int(hi)) for t, lo, hi in cur.fetchall()}
+
+    def statements(self, n: int) -> Iterator[tuple[str, str, tuple[Any, ...]]]:
+        """The same ``n`` statements every time: (kind, SQL, parameters)."""
+        rng = random.Random(self.seed_value)
+        for i in range(n):
+            tenant = rng.choice(self.tenants)
+            kind = KINDS[i % len(KINDS)]
+            params: tuple[Any, ...] = (tenant,)
+            if kind != "aggregate":
+                params = (tenant, rng.randint(*self.ids[tenant]))
+            yield kind, MIX[kind].format(issues=self.issues), params
+
+    def time_one(self, sql: str, params: tuple[Any, ...]) -> float:
+        """One query's latency, sent on the next tick: a steady pace, the same in every phase,
+        so the loaded phase spans the exports' whole life instead of their first second."""
+        delay = self.next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        self.next_at = max(self.next_at, time.monotonic() - self.interval_s) + self.interval_s
+        with self.conn.cursor() as cur:
+            began = time.perf_counter()
+            cur.execute(sql, params)
+            cur.fetchall()
+            return time.perf_counter() - began
+
+    def run(self, n: int) -> list[Sample]:
+        return [(kind, self.time_one(q, p)) for kind, q, p in self.statements(n)]
+
+    def settle(self) -> None:
+        """VACUUM ANALYZE the freshly seeded tables, as a long-lived database's would be: else
+        autovacuum picks them up in the middle of some phase and measures itself."""
+        with self.conn.cursor() as cur:
+            for table in source_tables().values():
+                cur.execute(f"VACUUM ANALYZE {table}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@dataclass
+class Rounds:
+    """Rounds of one export per tenant, kept going while the loaded phase measures."""
+
+    env: BenchEnv
+    tenants: list[str]
+    cores: Cores
+    timeout: float
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    started: int = 0
+    failed: list[str] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    round_began: float = 0.0
+
+    def start_round(self) -> None:
+        self.round_began, n = time.monotonic(), self.started // len(self.tenants)
+        self.procs = []
+        for tenant in self.tenants:
+            dest = self.env.workdir / f"lake-{n}-{tenant}"
+            cmd = cli_command("export", "start", "--tenant", tenant, "--dest", str(dest),
+                              "--wait", "--timeout", str(self.timeout), "--json")  # fmt: skip
+            log = (self.env.workdir / f"export-{n}-{tenant}.log").open("wb")
+            self.procs.append(subprocess.Popen(
+                cmd, env=self.env.env(), cwd=self.env.workdir, stdout=log, stderr=log,
+                preexec_fn=on_cores(self.cores.pipeline),
+            ))  # fmt: skip
+        self.started += len(self.tenants)
+
+    def running(self) -> bool:
+        """True while an export of the current round runs; notes how a finished round went."""
+        if any(p.poll() is None for p in self.procs):
+            if time.monotonic() - self.round_began > self.timeout:
+                self.stop()
+                self.failed.append(f"a round was not done after {self.timeout:.0f}s")
+            return any(p.poll() is None for p in self.procs)
+        if self.procs:
+            self.seconds.append(time.monotonic() - self.round_began)
+            self.failed += [f"export exited {p.returncode}" for p in self.procs if p.returncode]
+            self.procs = []
+        return False
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+
+def loaded_phase(mix: QueryMix, rounds: Rounds, n: int) -> list[Sample]:
+    """Queries sent while an export runs, until there are at least ``n`` and the round in
+    progress has ended (a new round starts whenever one ends before that), so the samples
+    cover whole rounds and every started export is accounted for."""
+    samples: list[Sample] = []
+    deadline = time.monotonic() + rounds.timeout * 4
+    rounds.start_round()
+    while time.monotonic() < deadline and not rounds.failed:
+        for kind, sql, params in mix.statements(n):
+            if not rounds.running():
+                break
+            samples.append((kind, mix.time_one(sql, params)))
+        if len(samples) >= n and not rounds.running():
+            return samples
+        if not rounds.running():
+            rounds.start_round()
+    rounds.stop()
+    return samples
+
+
+@contextmanager
+def capture_running(env: BenchEnv, cores: Cores, timeout: float) -> Iterator[float]:
+    """``sluiceway capture`` on the pipeline core(s), streaming once its snapshot is on the
+    topics (``source status --wait``); yields the seconds that took."""
+    log = (env.workdir / "capture.log").open("wb")
+    proc = subprocess.Popen(
+        cli_command("capture"),
+        env=env.env(),
+        cwd=env.workdir,
+        stdout=log,
+        stderr=log,
+        preexec_fn=on_cores(cores.pipeline),
+    )
+    began = time.monotonic()
+    try:
+        wait = cli_command("source", "status", "--wait", "--timeout", str(timeout), "--json")
+        subprocess.run(wait, env=env.env(), check=True, capture_output=True, timeout=timeout + 30)
+        yield time.monotonic() - began
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _measure(
+    env: BenchEnv, args: argparse.Namespace, cores: Cores, tenants: list[str]
+) -> dict[str, Any]:
+    console, n = Console(stderr=True), args.source_impact_queries
+    with capture_running(env, cores, args.source_impact_timeout) as capture_s:
+        mix = QueryMix(env.pg.dsn(), tenants, args.source_impact_interval_ms / 1000)
+        try:
+            mix.settle()
+            mix.run(WARM_UP)
+            console.print(f"capture streaming after {capture_s:.1f}s; {n:,} queries idle")
+            idle = mix.run(n)
+            rounds = Rounds(env, tenants, cores, args.source_impact_timeout)
+            console.print(f"{n:,} queries while rounds of {len(tenants)} exports run")
+            loaded = loaded_phase(mix, rounds, n)
+            console.print(f"{n:,} queries idle again")
+            idle_after = mix.run(n)
+        finally:
+            mix.close()
+    return {"capture_s": capture_s, "idle": idle, "loaded": loaded, "idle_after": idle_after,
+            "rounds": rounds}  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    cores = split_cores(not args.source_impact_no_pin)
+    kafka, _ = ensure_stack()
+    unique = uuid.uuid4().hex[:8]
+    kafka = kafka.model_copy(update={"topic_prefix": f"bench{unique}.sw."})
+    plan = SeedPlan(args.source_impact_tenants, args.source_impact_issues_per_tenant, 7)
+    Console(stderr=True).print(f"cores: {cores.describe()}")
+    with private_postgres(cores) as pg, _workdir() as workdir:
+        env = BenchEnv(kafka, pg, f"sw_bench_impact_{unique}", workdir)
+        seeded = seed(pg, plan, Codec())
+        try:
+            seen = _measure(env, args, cores, plan.tenant_ids())
+        finally:
+            delete_topics(kafka)
+    return _result(args, cores, seeded, seen)
+
+
+@contextmanager
+def _workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="sw-bench-impact-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _result(args: argparse.Namespace, cores: Cores, seeded: dict[str, int],
+            seen: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    rounds: Rounds = seen["rounds"]
+    idle = by_kind([*seen["idle"], *seen["idle_after"]])
+    loaded = by_kind(seen["loaded"])
+    table = metrics(idle, loaded, rounds.started, len(rounds.seconds) + bool(rounds.procs))
+    params = {k: v for k, v in vars(args).items() if k.startswith("source_impact_")}
+    v = verdict(idle["all"], loaded["all"])
+    return result(
+        "source_impact", {**params, "max_load": args.max_load}, table,
+        cores=cores.describe(), pinned=cores.pinned, seeded=seeded,
+        capture_s=round(seen["capture_s"], 2), export_failures=rounds.failed,
+        round_seconds=[round(s, 1) for s in rounds.seconds],
+        idle_before=vars(by_kind(seen["idle"])["all"]),
+        idle_after=vars(by_kind(seen["idle_after"])["all"]),
+        verdict={"ratio": round(v.ratio, 4), "ok": v.ok and not rounds.failed},
+    )  # fmt: skip
+
+
+def after_publish(res: dict[str, Any]) -> None:
+    """Re-render docs/performance.md's results block, now holding this run as the latest
+    (left alone while the end-to-end bench has no result to render the block around)."""
+    from benchmarks.perf_doc import other_results, update_doc
+    from benchmarks.report import RESULTS
+
+    latest = RESULTS / "latest-e2e.json"
+    if latest.exists():
+        e2e = json.loads(latest.read_text(encoding="utf-8"))
+        update_doc(Path(__file__).resolve().parents[1] / "docs" / "performance.md", e2e,
+                   other_results(RESULTS))  # fmt: skip
