@@ -33,6 +33,7 @@ SEGMENT_RECORDS = 100_000
 SEGMENT_S = 60.0
 PUBLISH_EVERY_S = 1.0
 DISCOVER_S = 5.0
+RETRY_S = 5.0
 
 
 @dataclass
@@ -113,10 +114,7 @@ class Indexer:
         ended: set[tuple[str, int]] = set()
         while time.monotonic() < deadline and not set(self.segments) <= ended:
             ended |= self.step(time.monotonic())
-        for segment in self.segments.values():
-            segment.published_at = 0.0  # publish every segment now
-        self._publish_due(time.monotonic())
-        self.writer.flush(30)
+        self.close()  # publishes every segment not yet published as it stands
 
     def _take(self, msg: Message, ended: set[tuple[str, int]]) -> None:
         tp = (msg.topic() or "", msg.partition() or 0)
@@ -194,9 +192,23 @@ def _report(err: KafkaError | None, _msg: Message) -> None:
         log.warning("could not publish a tenant index block: %s", err)
 
 
+def keep_indexing(kafka: KafkaSettings, stop: Callable[[], bool]) -> None:
+    """Index until ``stop()``; after a failure (Kafka away, a refused ACL) say so and start
+    again from what was published: meanwhile runs read the ranges not covered whole."""
+    while not stop():
+        try:
+            Indexer(kafka, stop).run()
+        except Exception as exc:  # any failure: retry; capture itself goes on
+            log.warning("the tenant index stopped (%s); starting it again in %.0fs", exc, RETRY_S)
+            deadline = time.monotonic() + RETRY_S
+            while time.monotonic() < deadline and not stop():
+                time.sleep(0.2)
+
+
 def start(kafka: KafkaSettings, stop: Callable[[], bool]) -> threading.Thread:
     """The indexer on a daemon thread; it ends soon after ``stop()`` turns true."""
-    indexer = Indexer(kafka, stop)
-    thread = threading.Thread(target=indexer.run, name="sw-indexer", daemon=True)
+    thread = threading.Thread(
+        target=keep_indexing, args=(kafka, stop), name="sw-indexer", daemon=True
+    )
     thread.start()
     return thread
