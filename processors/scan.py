@@ -10,7 +10,7 @@ needs no pass of its own: processors/full_pass.py.)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaError, Message, TopicPartition
 
@@ -19,14 +19,17 @@ from sluiceway.common.entities import active_catalog
 from sluiceway.common.errors import InvalidEventError
 from sluiceway.common.kafka_io import consumer, watermarks
 from sluiceway.common.partitioning import tenant_partitions
+from sluiceway.common.read_path import uses_index
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import KafkaSettings
 from sluiceway.common.spec import RunSpec
 from sluiceway.processors.errors import ScanStoppedError, ScanTimeoutError
+from sluiceway.processors.indexed import IndexedReader
 from sluiceway.processors.key_index import TenantCodes
 from sluiceway.processors.opt_out import OptedOut, Verdicts, cascade_of
 
 Ranges = dict[tuple[str, int], tuple[int, int]]  # (topic, partition) -> [start, cut)
+INDEXED_CHUNK = 100_000  # offsets per read through the index: its records are held meanwhile
 
 
 def _never() -> bool:
@@ -119,12 +122,11 @@ def _read_entity(
     ranges = {(topic, p): (0, cut[p]) for p in parts if p in cut}
     codes = TenantCodes(run.tenants)
 
-    def visit(msg: Message) -> None:
-        key = msg.key()
+    def take(key: bytes | None, value: bytes | None) -> None:
         if key is None or not codes.is_run_key(key):
             return  # another tenant's row: not decoded, not kept
         try:
-            event = codec.decode(msg.value())
+            event = codec.decode(value)
         except InvalidEventError:
             return  # the run itself dead-letters it when it meets it
         if key != event_key(event["tenant_id"], event["entity_id"]) or event["entity"] != entity:
@@ -132,4 +134,25 @@ def _read_entity(
         if event["after"] is not None:  # a delete leaves the row's last verdict standing
             verdicts.add(entity, event["tenant_id"], event["entity_id"], event["after"])
 
-    scan(kafka, carrier_group(entity, run.etl_id), ranges, visit, stopped=stopped)
+    group = carrier_group(entity, run.etl_id)
+    if uses_index(run.read_path):
+        read_indexed(kafka, group, run.tenants, ranges, take, stopped)
+    else:
+        scan(kafka, group, ranges, lambda msg: take(msg.key(), msg.value()), stopped=stopped)
+
+
+def read_indexed(
+    kafka: KafkaSettings, group: str, tenants: Sequence[str], ranges: Ranges,
+    take: Callable[[bytes | None, bytes | None], None], stopped: Callable[[], bool],
+) -> None:  # fmt: skip
+    """``scan`` through the tenant index (processors/indexed.py): the run's tenants' records
+    of each range, in offset order, a chunk at a time."""
+    reader = IndexedReader(kafka, group, sorted({t for t, _p in ranges}), tenants)
+    try:
+        for (topic, partition), (start, cut) in ranges.items():
+            for lo in range(start, cut, INDEXED_CHUNK):
+                chunk = reader.read(topic, partition, lo, min(lo + INDEXED_CHUNK, cut), stopped)
+                for key, value in zip(chunk.keys, chunk.values, strict=True):
+                    take(key, value)
+    finally:
+        reader.close()

@@ -93,6 +93,12 @@ class RunView(BaseModel):
         description="Why the run's manifest or destination cannot be read; an invalid manifest "
         "makes the run `failed`, other runs are listed as usual.",
     )
+    read_path: dict[str, Any] | None = Field(
+        None,
+        description="How the run reads the change topics, decided with its cut: `path` "
+        "(`scan` or `index`), the `rule`, and its `inputs` (offsets a scan reads, offsets "
+        "no index block covers, the tenants' records, reads through the index).",
+    )
     schedule: FeedView | None = Field(
         None, description="For a `continuous` spec: the feed that now runs it every interval."
     )

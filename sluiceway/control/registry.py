@@ -50,6 +50,7 @@ class RunState:
             "completed_at": m.completed_at if m else None, "rows": m.rows() if m else {},
             "files": m.totals.files if m else None, "dead_letters": m.dead_letters if m else None,
             "note": self.note, "manifest_error": self.manifest_error,
+            "read_path": self.run.read_path,
         }  # fmt: skip
 
 

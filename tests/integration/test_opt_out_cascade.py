@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from psycopg2 import sql
 
+from sluiceway.common.kafka_io import load_run
 from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from tests.catalogs import with_attachment
 from tests.conftest import Cli, settings_env
@@ -125,12 +126,15 @@ def _delta_changes(pg: PostgresSettings, nested: list[int], kept_issue: int) -> 
            " AND id = %(i)s", i=deepest)  # fmt: skip
 
 
+@pytest.mark.parametrize("path", ["scan", "index"])
 def test_opt_out_leaves_out_every_descendant_in_a_full_export_and_a_delta(
-    kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str
+    kafka: KafkaSettings, source_db: PostgresSettings, tmp_path: Path, unique: str, path: str
 ) -> None:
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text(with_attachment().to_yaml())
-    cli = Cli(settings_env(kafka, source_db, {"SLUICEWAY_PG_CATALOG": str(catalog)}))
+    mode = {"scan": "off", "index": "always"}[path]  # index: the verdicts' pass reads through it
+    env = {"SLUICEWAY_PG_CATALOG": str(catalog), "SLUICEWAY_KAFKA_TENANT_INDEX": mode}
+    cli = Cli(settings_env(kafka, source_db, env))
     cli("source", "seed", "--tenants", "1", "--issues-per-tenant", "40", "--seed", "11")
     _add_attachments(source_db)
     [(opted,)] = _query(
@@ -155,6 +159,8 @@ def test_opt_out_leaves_out_every_descendant_in_a_full_export_and_a_delta(
         delta = cli.json("export", "start", "--spec", str(spec), "--wait", timeout=600)
     finally:
         capture.stop()
+    for run in (full, delta):
+        assert (load_run(kafka, run["etl_id"]).read_path or {}).get("path") == path
     for entity, kept in before.items():
         # the opt-out leaves some of each entity out and some in, so the equality below
         # could fail either way
