@@ -86,7 +86,7 @@ class Indexer:
         self.reader: Consumer = consumer(kafka, "sw-indexer", **{"enable.partition.eof": True})
         self.writer: Producer = producer(kafka, **{"linger.ms": 20})
         self.discovered_at = 0.0
-        self.partitions: dict[str, int] = {}  # change topic -> its (and its index's) partitions
+        self.partitions: dict[str, int] = {}  # change topic -> its index topic's partitions
 
     def run(self) -> None:
         try:
@@ -161,11 +161,15 @@ class Indexer:
         prefix = f"{self.kafka.topic_prefix}cdc."
         listed = admin(self.kafka).list_topics(timeout=10).topics
         topics = {n: len(m.partitions) for n, m in listed.items() if n.startswith(prefix)}
-        self.partitions = topics
         fresh = {t: n for t, n in topics.items() if not any(k[0] == t for k in self.segments)}
         if not fresh:
             return
         ensure_index_topics(self.kafka, fresh)
+        # an index topic made earlier keeps its count: blocks go where readers look for them
+        listed = admin(self.kafka).list_topics(timeout=10).topics
+        for topic in topics:
+            meta = listed.get(index_topic(self.kafka, topic))
+            self.partitions[topic] = len(meta.partitions) if meta and meta.partitions else 1
         now = time.monotonic()
         for topic, count in fresh.items():
             reach = indexed_up_to(self.kafka, topic, count)

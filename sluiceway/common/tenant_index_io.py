@@ -40,43 +40,67 @@ def ensure_index_topics(kafka: KafkaSettings, change_topics: dict[str, int]) -> 
 
 
 def read_blocks(
-    kafka: KafkaSettings, change_topic: str, partitions: Iterable[int], timeout: float = 60.0
-) -> dict[int, list[bytes]]:
-    """The latest encoded block of every key, per index partition read."""
-    topic = index_topic(kafka, change_topic)
-    meta = admin(kafka).list_topics(timeout=timeout).topics.get(topic)
-    if meta is None or meta.error is not None or not meta.partitions:
-        return {}
-    wanted = sorted({p % len(meta.partitions) for p in partitions})
+    kafka: KafkaSettings, change_topics: Iterable[str], partitions: Iterable[int],
+    timeout: float = 60.0,
+) -> dict[str, list[bytes]]:  # fmt: skip
+    """The latest encoded block of every key in the index partitions of these change-topic
+    partitions, per change topic; one consumer reads them all side by side."""
+    listed = admin(kafka).list_topics(timeout=timeout).topics
+    wanted: dict[TopicPartition, str] = {}
+    for change_topic in change_topics:
+        meta = listed.get(index_topic(kafka, change_topic))
+        if meta is None or meta.error is not None or not meta.partitions:
+            continue
+        for p in {p % len(meta.partitions) for p in partitions}:
+            wanted[TopicPartition(index_topic(kafka, change_topic), p)] = change_topic
+    found: dict[str, list[bytes]] = {}
+    if not wanted:
+        return found
     reader = consumer(kafka, group="sw-index-reader", **{"enable.partition.eof": False})
     try:
-        return {p: list(_latest(reader, topic, p, timeout).values()) for p in wanted}
+        latest = _latest(reader, list(wanted), timeout)
     finally:
         reader.close()
+    for (topic, partition), values in latest.items():
+        change_topic = wanted[TopicPartition(topic, partition)]
+        found.setdefault(change_topic, []).extend(values.values())
+    return found
 
 
-def _latest(reader: Consumer, topic: str, partition: int, timeout: float) -> dict[bytes, bytes]:
-    tp = TopicPartition(topic, partition)
-    low, high = watermark_offsets(reader, tp, timeout)
-    latest: dict[bytes, bytes] = {}
-    if high <= low:
-        return latest
-    reader.assign([TopicPartition(topic, partition, low)])
-    deadline, position = time.monotonic() + timeout, low
-    while position < high:
+def _latest(
+    reader: Consumer, tps: list[TopicPartition], timeout: float
+) -> dict[tuple[str, int], dict[bytes, bytes]]:
+    """Each partition read from its start to its high watermark: the latest value per key."""
+    latest: dict[tuple[str, int], dict[bytes, bytes]] = {}
+    todo: dict[tuple[str, int], int] = {}
+    starts = []
+    for tp in tps:
+        low, high = watermark_offsets(reader, tp, timeout)
+        latest[(tp.topic, tp.partition)] = {}
+        if high > low:
+            todo[(tp.topic, tp.partition)] = high
+            starts.append(TopicPartition(tp.topic, tp.partition, low))
+    reader.assign(starts)
+    deadline = time.monotonic() + timeout
+    while todo:
         if time.monotonic() > deadline:
-            raise TransientError(f"could not read {topic}[{partition}] to its end in {timeout}s")
-        for msg in reader.consume(10_000, timeout=0.5):
+            raise TransientError(f"could not read the tenant index {sorted(todo)} in {timeout}s")
+        for msg in reader.consume(10_000, timeout=0.2):
             key, offset = msg.key(), msg.offset()
             if msg.error() or key is None or offset is None:
                 continue
-            position = offset + 1
+            at = (msg.topic() or "", msg.partition() or 0)
+            values = latest[at]
             value = msg.value()
             if value:
-                latest[key] = value
+                values[key] = value
             else:
-                latest.pop(key, None)
-        position = max(position, reader.position([tp])[0].offset)
+                values.pop(key, None)
+            if offset + 1 >= todo.get(at, 0):
+                todo.pop(at, None)
+        for tp in reader.position([TopicPartition(t, p) for t, p in todo]):
+            if tp.offset >= todo[(tp.topic, tp.partition)]:
+                todo.pop((tp.topic, tp.partition), None)
     return latest
 
 
@@ -89,12 +113,11 @@ def load_coverage(
     topics, wanted_parts = list(change_topics), sorted(set(partitions))
     wanted = frozenset(t.encode() for t in tenants)
     found: dict[TP, list[Slice]] = {}
-    for topic in topics:
-        for values in read_blocks(kafka, topic, wanted_parts).values():
-            for value in values:
-                block_topic, partition, piece = decode_for(value, wanted)
-                if block_topic == topic and partition in wanted_parts:
-                    found.setdefault((topic, partition), []).append(piece)
+    for topic, values in read_blocks(kafka, topics, wanted_parts).items():
+        for value in values:
+            block_topic, partition, piece = decode_for(value, wanted)
+            if block_topic == topic and partition in wanted_parts:
+                found.setdefault((topic, partition), []).append(piece)
     return {(t, p): Coverage.of(found.get((t, p), [])) for t in topics for p in wanted_parts}
 
 
@@ -102,7 +125,7 @@ def indexed_up_to(kafka: KafkaSettings, change_topic: str, partitions: int) -> d
     """Per partition of ``change_topic``, the highest offset its blocks reach (the indexer
     continues from there after a restart)."""
     reach: dict[int, int] = {}
-    for values in read_blocks(kafka, change_topic, range(partitions)).values():
+    for values in read_blocks(kafka, [change_topic], range(partitions)).values():
         for value in values:
             topic, partition, piece = decode_for(value, frozenset())
             if topic == change_topic:
