@@ -34,9 +34,11 @@ from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 ALWAYS = {"SLUICEWAY_KAFKA_TENANT_INDEX": "always"}
-# Through the index a delta's chunk is one read, not batches of poll_records: smaller
-# chunks keep its progress as gradual as the scanning delta's, for the moves to land mid-run.
-INDEXED_WORKER_ENV = {**WORKER_ENV, "SLUICEWAY_PROCESSOR_FULL_CHUNK": "500"}
+# Through the index a chunk is one read and a delta's chunk is not cut into batches of
+# poll_records: smaller chunks keep the runs' progress gradual, so that every move lands
+# mid-run (the delta at 500 ended before its sink's next file, under load).
+FULL_ENV = {**WORKER_ENV, "SLUICEWAY_PROCESSOR_FULL_CHUNK": "500"}
+DELTA_ENV = {**WORKER_ENV, "SLUICEWAY_PROCESSOR_FULL_CHUNK": "100"}
 
 
 def test_workers_replaced_throughout_runs_read_through_the_tenant_index(
@@ -53,7 +55,7 @@ def test_workers_replaced_throughout_runs_read_through_the_tenant_index(
         wait_for(lambda: snapshot_done(kafka, slot), 300, "the initial snapshot")
         full = announce(indexed, lake, "full")
         assert (full.read_path or {}).get("path") == "index", full.read_path
-        run_with_replacements(cli, kafka, full, lake, tmp_path, INDEXED_WORKER_ENV)
+        run_with_replacements(cli, kafka, full, lake, tmp_path, FULL_ENV)
         before = source_keys(source_db)
         check_full(lake, full, before)
 
@@ -62,7 +64,7 @@ def test_workers_replaced_throughout_runs_read_through_the_tenant_index(
         wait_caught_up(source_db, slot, capture, timeout=300)
         delta = announce(indexed, lake, "delta")
         assert (delta.read_path or {}).get("path") == "index", delta.read_path
-        run_with_replacements(cli, kafka, delta, lake, tmp_path, INDEXED_WORKER_ENV)
+        run_with_replacements(cli, kafka, delta, lake, tmp_path, DELTA_ENV)
     finally:
         capture.stop()
     after = source_keys(source_db)
