@@ -296,7 +296,11 @@ def read_control(kafka: KafkaSettings, name: str, timeout: float = 30.0) -> dict
     latest: dict[bytes, bytes] = {}
     if topic not in admin(kafka).list_topics(timeout=timeout).topics:
         return latest
-    reader = consumer(kafka, group=f"sw-control-reader-{name}")
+    # end of partition is said at once: a transaction's commit marker may take the last
+    # offset, and no message would come to say the reader got past it. A short wait per
+    # batch: consume() waits out its whole timeout unless the batch fills (it cost every
+    # control read a second).
+    reader = consumer(kafka, group=f"sw-control-reader-{name}", **{"enable.partition.eof": True})
     try:
         low, high = watermark_offsets(reader, TopicPartition(topic, 0), timeout)
         reader.assign([TopicPartition(topic, 0, low)])
@@ -304,9 +308,13 @@ def read_control(kafka: KafkaSettings, name: str, timeout: float = 30.0) -> dict
         while position < high:
             if time.monotonic() > deadline:
                 raise StackDownError(f"could not read {topic} to its end in {timeout:.0f}s")
-            for msg in reader.consume(500, timeout=1.0):
+            for msg in reader.consume(500, timeout=0.05):
                 key, value, offset = msg.key(), msg.value(), msg.offset()
-                if msg.error() or key is None or offset is None:
+                error = msg.error()
+                if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                    position = max(position, offset or 0)
+                    continue
+                if error or key is None or offset is None:
                     continue
                 position = offset + 1
                 if value:

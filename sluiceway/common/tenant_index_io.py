@@ -85,7 +85,7 @@ def _latest(
     while todo:
         if time.monotonic() > deadline:
             raise TransientError(f"could not read the tenant index {sorted(todo)} in {timeout}s")
-        for msg in reader.consume(10_000, timeout=0.2):
+        for msg in reader.consume(10_000, timeout=0.05):
             key, offset = msg.key(), msg.offset()
             if msg.error() or key is None or offset is None:
                 continue
