@@ -200,6 +200,10 @@ class RunProcessor:
         except ProducerFenced:
             await self._fenced(partition)
 
+    async def read_up(self, partition: int) -> None:
+        await self._end_if_done(partition)
+        await self._check_done()
+
     def holds(self, partition: int, state: PartitionState) -> bool:
         return partition not in self.revoked and self.parts.get(partition) is state
 
@@ -368,6 +372,8 @@ class RunProcessor:
         log.info("run %s partition %d ended", self.run.etl_id, partition)
 
     def _finish(self) -> None:
+        if self.finished:  # the timer and a pass that just read up can both get here
+            return
         self.finished = True
         self.finished_at = time.monotonic()
         log.info(

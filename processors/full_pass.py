@@ -50,6 +50,9 @@ class Host(Protocol):
         read: int, next_offset: int,
     ) -> None: ...  # fmt: skip
 
+    async def read_up(self, partition: int) -> None:
+        """Every range of the partition is handed over: end it now, not at the next tick."""
+
 
 class Reader(Protocol):
     """processors/chunks.py's ChunkReader, or processors/indexed.py's IndexedReader."""
@@ -153,6 +156,7 @@ class FullPass:
                 await self._hand(partition, state, step, chunk)
             step = after
         self._forget(partition)  # done: the partition ends (app.py), its keys are not needed
+        await self.host.read_up(partition)
 
     async def _hand(self, partition: int, state: PartitionState, step: Step, chunk: Chunk) -> None:
         picked = self.picker.pick((step.topic, partition), chunk.keys, chunk.values)

@@ -102,6 +102,9 @@ class FlakySpans:
     def lock(self, partition: int) -> asyncio.Lock:
         return self.locks.setdefault(partition, asyncio.Lock())
 
+    async def read_up(self, partition: int) -> None:
+        pass
+
     async def forward_span(
         self, state: PartitionState, topic: str, partition: int, records: Sequence[RecOut],
         read: int, next_offset: int,

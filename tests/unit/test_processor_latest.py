@@ -221,6 +221,9 @@ class FlakyHost:
     def lock(self, partition: int) -> asyncio.Lock:
         return self.locks.setdefault(partition, asyncio.Lock())
 
+    async def read_up(self, partition: int) -> None:
+        pass
+
     async def forward_chunk(
         self, state: PartitionState, topic: str, partition: int, records: Sequence[RecOut],
         read: int, low: int | None,
