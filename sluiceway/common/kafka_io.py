@@ -130,6 +130,10 @@ def consumer(kafka: KafkaSettings, group: str, **overrides: Any) -> Consumer:
         "isolation.level": "read_committed",
         "fetch.max.bytes": 52_428_800,
         "queued.max.messages.kbytes": 262_144,
+        # once its prefetch queue is full, librdkafka waits this long before it fetches
+        # again (1 s by default): a reader with a small queue crawled at 8,000 records/s,
+        # and a full run's chunks read at 65,000/s instead of 390,000/s
+        "fetch.queue.backoff.ms": 5,
     }
     conf.update(overrides)
     return Consumer(conf)
