@@ -19,7 +19,10 @@ NOT_REPORTED = "-"  # the processor does not say which read path it took
 
 
 def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
+    if value is None:
+        return "-"
+    # a small tenant's share is a few thousandths of a percent: "0.00%" would hide it
+    return f"{100 * value:.2f}%" if value >= 0.001 else f"{100 * value:.4f}%"
 
 
 def _num(value: float | int | None, digits: int = 0) -> str:
@@ -135,8 +138,10 @@ def render_block(res: Mapping[str, Any] | None) -> str:
         "",
         *table(d["runs"]),
         "",
-        "Read path: as the run's stats or record name it; `-` where they do not (this "
-        "version's processor, which scans its tenants' partitions of the change topics).",
+        "Read path: the verdict in the run record (`read_path`, decided with the cut): `index` "
+        "reads the tenant's offsets through the tenant offset index, `scan` reads the "
+        "tenant's partitions whole (a delta's short range costs fewer records scanned than "
+        "sought); `-` for a run whose record has none.",
         "",
         *target_lines(res),
         END,
