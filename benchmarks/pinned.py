@@ -6,7 +6,9 @@ contention on this one machine, which separate hosts (the production shape: the 
 its own server) do not have. So the bench starts a private PostgreSQL cluster (the local
 stack's code, in a temporary home, on a free port), pins it and the bench's own process
 (which sends the measured queries) to one core, and starts every pipeline process on the
-others. The shared dev stack's Kafka is not the bench's to pin: it may run on any core.
+others. While it measures, the local stack's Kafka and S3Proxy are moved to the pipeline's
+core(s) too (and given back their cores afterwards): on separate hosts they would not share
+the source's CPU either.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from benchmarks.env import free_port
 from sluiceway.common.settings import PostgresSettings, StackSettings
+from sluiceway.devstack.base import live_pid
 from sluiceway.devstack.postgres import PostgresServer
 
 
@@ -40,7 +43,7 @@ class Cores:
             return "not pinned: PostgreSQL and the pipeline share every core"
         return (
             f"PostgreSQL and the query client on core(s) {sorted(self.source)}, capture and "
-            f"the exports on core(s) {sorted(self.pipeline)}; Kafka (shared) unpinned"
+            f"the exports, Kafka and S3Proxy on core(s) {sorted(self.pipeline)}"
         )
 
 
@@ -97,3 +100,38 @@ def private_postgres(cores: Cores) -> Iterator[PostgresSettings]:
         os.sched_setaffinity(0, before)
         server.down()
         shutil.rmtree(home, ignore_errors=True)
+
+
+@contextmanager
+def stack_on(cores: Cores) -> Iterator[list[int]]:
+    """The local stack's Kafka and S3Proxy (every thread) on the pipeline core(s) while the
+    bench measures, as they would be on hosts other than the source's; their affinity is
+    given back afterwards. Yields the pids moved (none when not pinned or not found)."""
+    if not cores.pinned:
+        yield []
+        return
+    home = StackSettings.for_dev_stack().home
+    pids = [pid for name in ("kafka", "s3proxy") if (pid := live_pid(home / name / "pid"))]
+    saved: dict[int, set[int]] = {}
+    for pid in pids:
+        for tid in _threads(pid):
+            try:
+                saved[tid] = os.sched_getaffinity(tid)
+                os.sched_setaffinity(tid, cores.pipeline)
+            except OSError:
+                continue  # the thread ended meanwhile
+    try:
+        yield pids
+    finally:
+        for tid, mask in saved.items():
+            try:
+                os.sched_setaffinity(tid, mask)
+            except OSError:
+                continue
+
+
+def _threads(pid: int) -> list[int]:
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []

@@ -37,7 +37,7 @@ import psycopg2
 from rich.console import Console
 
 from benchmarks.env import BenchEnv, cli_command, delete_topics, ensure_stack
-from benchmarks.pinned import Cores, on_cores, private_postgres, split_cores
+from benchmarks.pinned import Cores, on_cores, private_postgres, split_cores, stack_on
 from benchmarks.report import result
 from benchmarks.source_impact_stats import KINDS, by_kind, metrics, verdict
 from sluiceway.common.codec import Codec
@@ -249,7 +249,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env = BenchEnv(kafka, pg, f"sw_bench_impact_{unique}", workdir)
         seeded = seed(pg, plan, Codec())
         try:
-            seen = _measure(env, args, cores, plan.tenant_ids())
+            with stack_on(cores):
+                seen = _measure(env, args, cores, plan.tenant_ids())
         finally:
             delete_topics(kafka)
     return _result(args, cores, seeded, seen)
