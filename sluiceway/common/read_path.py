@@ -107,4 +107,4 @@ def decide(mode: str, found: Estimate) -> dict[str, Any]:
 
 
 def uses_index(read_path: Mapping[str, Any] | None) -> bool:
-    return bool(read_path) and read_path is not None and read_path.get("path") == "index"
+    return read_path is not None and read_path.get("path") == "index"

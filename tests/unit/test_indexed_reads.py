@@ -13,17 +13,16 @@ import asyncio
 import random
 from collections.abc import Sequence
 
-import numpy as np
 import pytest
 
-from sluiceway.common.tenant_index import Coverage, Slice
+from sluiceway.common.tenant_index import Coverage, decode_for
 from sluiceway.processors import full_pass
 from sluiceway.processors.chunks import Rec as RecOut
 from sluiceway.processors.indexed import IndexedReader
 from sluiceway.processors.ownership import PartitionState
 from sluiceway.processors.transforms import key_tenant
 from sluiceway.producers.indexer import Segment
-from tests.unit.test_processor_latest import FakeReader, by_partition
+from tests.unit.test_processor_latest import FakeReader, FlakyHost, by_partition
 from tests.unit.test_processor_scan import PARTITIONS, TOPICS, Rec, random_records, run_of
 
 TENANTS = ("tenant-a", "tenant-c")
@@ -43,11 +42,8 @@ def coverage_of(records: list[Rec], rnd: random.Random) -> dict[tuple[str, int],
                 if lo <= r.o < hi:
                     segment.add(r.o, r.k)
             segment.reach(hi)
-            if rnd.random() < 0.7:
-                block = segment.block()
-                kept = [o for t, o in block.by_tenant.items() if t in wanted]
-                offsets = np.sort(np.concatenate(kept)) if kept else np.zeros(0, np.int64)
-                slices.append(Slice(block.lo, block.hi, block.records, offsets))
+            if rnd.random() < 0.7:  # published, encoded as the indexer sends it
+                slices.append(decode_for(segment.block().encode(), wanted)[2])
             lo = hi
         found[tp] = Coverage.of(slices)
     return found
@@ -84,26 +80,9 @@ def test_any_range_read_through_the_index_holds_every_run_record(seed: int) -> N
         assert chunk.offsets == sorted(set(chunk.offsets))
 
 
-class FlakySpans:
-    """A worker whose sends fail now and then; a failed span's outputs never went out."""
-
-    def __init__(self, states: dict[int, PartitionState], seed: int) -> None:
-        self.states, self.rnd = states, random.Random(seed)
-        self.locks: dict[int, asyncio.Lock] = {}
-        self.sent: list[tuple[str, int, int]] = []
-        self.failures = 0
-
-    async def state_of(self, partition: int) -> PartitionState | None:
-        return self.states.get(partition)
-
-    def holds(self, partition: int, state: PartitionState) -> bool:
-        return self.states.get(partition) is state
-
-    def lock(self, partition: int) -> asyncio.Lock:
-        return self.locks.setdefault(partition, asyncio.Lock())
-
-    async def read_up(self, partition: int) -> None:
-        pass
+class FlakySpans(FlakyHost):
+    """test_processor_latest's flaky worker, sent a delta's spans instead of a full run's
+    chunks; a failed span's outputs never went out."""
 
     async def forward_span(
         self, state: PartitionState, topic: str, partition: int, records: Sequence[RecOut],
