@@ -200,7 +200,12 @@ def choose_read_path(
     if kafka.tenant_index == "off" or not ranges:
         return decide(kafka.tenant_index, estimate({}, ranges))
     parts = {p for _t, p in ranges}
-    coverage = load_coverage(kafka, list(cut), parts, tenants)
+    try:
+        coverage = load_coverage(kafka, list(cut), parts, tenants)
+    except (KafkaException, TransientError) as exc:
+        # the index only saves reads: a run whose index cannot be read now scans
+        log.warning("cannot read the tenant index (%s); the run scans its partitions", exc)
+        coverage = {}
     return decide(kafka.tenant_index, estimate(coverage, ranges))
 
 
