@@ -5,14 +5,18 @@ folder is the run's destination (``<export path>/<job_id>``) and the timestamp t
 start (from its etl_id, so a re-assembly after a crash writes the same name). The sinks
 write and publish part files as for any CSV run, which keeps their crash recovery; when the
 run ends, the finishing sink joins each table's parts (in offset order, headers dropped)
-into the table's one file, writes it atomically, lists it in the manifest and then deletes
-the parts. A table without rows still gets its file: the header alone.
+into the table's one file, writes it atomically, notes the joined files, deletes the parts
+and only then writes the manifest: a client that sees the job complete finds its files and
+nothing else. A crash after the note resumes from it (the parts may be gone by then). A
+table without rows still gets its file: the header alone.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+import dataclasses
+import json
+from collections.abc import Callable, Iterable
 
 import pyarrow as pa
 from pyarrow import fs as pafs
@@ -43,6 +47,34 @@ def file_columns(spec: RunSpec) -> dict[str, tuple[str, ...]]:
 
 def file_name(table: str, job_id: int, version: int, etl_id: str) -> str:
     return f"{table}s_job{job_id}_{version}_{etl_id[:16]}.csv"
+
+
+def join_once(
+    lake: Lake,
+    spec: RunSpec,
+    etl_id: str,
+    table_dirs: Iterable[str],
+    parts: Callable[[], list[FileRecord]],
+    line_break: str | None,
+) -> list[FileRecord]:
+    """The run's joined files: noted by an earlier attempt, else joined from ``parts()``
+    and noted; either way the parts are deleted before the caller writes the manifest."""
+    note = layout.joined_note_path(etl_id)
+    noted = storage.read_bytes(lake, note)
+    if noted is not None:
+        joined = [FileRecord(**entry) for entry in json.loads(noted)]
+    else:
+        joined = assemble(lake, spec, etl_id, parts(), line_break)
+        as_json = json.dumps([dataclasses.asdict(r) for r in joined]).encode()
+        storage.write_bytes_atomic(lake, note, as_json)
+    remove_parts(lake, etl_id, table_dirs)
+    return joined
+
+
+def forget_joined(lake: Lake, etl_id: str) -> None:
+    """Delete the joined files' note once the manifest lists them."""
+    with contextlib.suppress(OSError, FileNotFoundError):
+        lake.fs.delete_file(lake.path(layout.joined_note_path(etl_id)))
 
 
 def assemble(
@@ -95,7 +127,7 @@ def _copy_rows(lake: Lake, relative: str, out: pa.NativeFile) -> int:
 
 def remove_parts(lake: Lake, etl_id: str, table_dirs: Iterable[str]) -> None:
     """Delete the run's part files, their notes and the folders left empty; the joined
-    files are in the manifest by now, so nothing here is needed again."""
+    files are noted by now, so nothing here is needed again."""
     for directory in table_dirs:
         with contextlib.suppress(OSError, FileNotFoundError):
             lake.fs.delete_dir(lake.path(directory))

@@ -115,6 +115,7 @@ def _republish(
     manifest.publish_latest(lake, done)
     if record.spec.get("layout") == dp_layout.LAYOUT:  # parts left by a crash, if any
         dp_layout.remove_parts(lake, record.etl_id, plan.table_dirs(record).values())
+        dp_layout.forget_joined(lake, record.etl_id)
     notice = consume.publish_notice(kafka_io.producer(kafka), kafka.notifications_topic, done)
     notify.deliver(notice, guard)
     sns.publish(done, notice, sns_settings)
@@ -251,7 +252,7 @@ def _finish(
     )
     manifest.write_manifests(lake, run_manifest)
     if joined:
-        dp_layout.remove_parts(lake, record.etl_id, reader.plan.table_dirs.values())
+        dp_layout.forget_joined(lake, record.etl_id)
     notice = consume.notify(reader, run_manifest)
     totals = run_manifest.totals
     log.info("run %s complete: %d files, %d rows, %d bytes",
@@ -263,13 +264,16 @@ def _finish(
 
 def _run_files(lake: Lake, record: RunRecord, reader: RunReader, joined: bool) -> list[FileRecord]:
     """The run's published files; in the Data pipeline layout, its parts joined first."""
-    files = recovery.published(lake, record.etl_id, reader.plan.table_dirs)
+    table_dirs = reader.plan.table_dirs
     if not joined:
-        return files
+        return recovery.published(lake, record.etl_id, table_dirs)
     settings = reader.writer.settings
     line_break = settings.csv_line_break_escape if settings.csv_escape_newlines else None
     spec = schema_spec_of_run(record.spec, record.etl_id)
-    return dp_layout.assemble(lake, spec, record.etl_id, files, line_break)
+    return dp_layout.join_once(
+        lake, spec, record.etl_id, table_dirs.values(),
+        lambda: recovery.published(lake, record.etl_id, table_dirs), line_break,
+    )  # fmt: skip
 
 
 def full_export_date(lake: Lake, record: RunRecord) -> date | None:

@@ -252,11 +252,14 @@ def _wait_for_topics(client: AdminClient, names: list[str], timeout: float) -> N
 # Errors a lookup meets while a broker goes away or leadership moves; asked again, it
 # answers once the client has the new metadata (a worker starting during a broker's restart
 # must not exit for them). _DESTROY_BROKER: librdkafka fails what was in flight to a broker
-# that left the cluster's metadata.
+# that left the cluster's metadata. _UNKNOWN_PARTITION/_UNKNOWN_TOPIC: the client's own
+# metadata lags the cluster's (a topic the admin client lists was created a moment ago, or
+# a broker that knew it was just killed).
 MOVING = frozenset({
     KafkaError._DESTROY_BROKER, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
     KafkaError._ALL_BROKERS_DOWN, KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC,
 })  # fmt: skip
 
 

@@ -114,6 +114,12 @@ def run_manifest_path(etl_id: str) -> str:
     return f"{RUNS_DIR}/{etl_id}.json"
 
 
+def joined_note_path(etl_id: str) -> str:
+    """Where a Data pipeline run notes its joined files between joining them and deleting
+    their parts (the manifest, written last, lists them)."""
+    return f"{RUNS_DIR}/{etl_id}.joined.json"
+
+
 def part_record_path(etl_id: str, table: str, name: str) -> str:
     """Where the sink notes which offsets a published CSV file covers: CSV has no footer
     to carry them, and the table directories stay pure data for loaders that take every

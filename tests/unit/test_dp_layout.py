@@ -63,3 +63,25 @@ def test_parts_join_in_offset_order_and_empty_tables_keep_their_header(tmp_path:
     assert user.read_bytes().count(b"\r\n") == 1  # the header alone
     dp_layout.remove_parts(lake, ETL, ["d/issue"])
     assert not (tmp_path / "3" / "d").exists()
+
+
+def test_a_join_is_noted_before_its_parts_go_and_a_second_attempt_resumes_from_the_note(
+    tmp_path: Path,
+) -> None:
+    lake = storage.open_lake(str(tmp_path / "3"), S3Settings())
+    spec = parse_spec(spec_data(schema_version=1))
+    storage.ensure_dir(lake, "d/issue")
+    storage.write_bytes_atomic(lake, "d/issue/part-0-0.csv", b'"id"\r\n"1"\r\n"2"\r\n')
+    parts = [FileRecord("issue", 0, 0, 1, "d/issue/part-0-0.csv", 2, 0)]
+    first = dp_layout.join_once(lake, spec, ETL, ["d/issue"], lambda: parts, None)
+    assert not (tmp_path / "3" / "d").exists()  # the parts went before any manifest
+    assert (tmp_path / "3" / "_runs" / f"{ETL}.joined.json").exists()
+
+    def gone() -> list[FileRecord]:
+        raise AssertionError("the parts were read again after the join was noted")
+
+    # a sink that died after the note: its parts are gone, the note answers
+    again = dp_layout.join_once(lake, spec, ETL, ["d/issue"], gone, None)
+    assert again == first and {r.rows for r in again if r.table == "issue"} == {2}
+    dp_layout.forget_joined(lake, ETL)
+    assert not (tmp_path / "3" / "_runs" / f"{ETL}.joined.json").exists()
