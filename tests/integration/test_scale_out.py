@@ -6,12 +6,13 @@ and ``sluiceway sink`` processes), the test replaces workers at five points:
 
 1. a processor gets SIGTERM as it starts to join the group, and a new one starts;
 2. a fifth through the run, another processor leaves (SIGTERM) and a new one joins;
-3. the moment the first sink has published a file it is killed (SIGKILL: between its
-   publish and its commit, or just after) and restarted under its member id;
+3. the moment either sink publishes its next file it is killed (SIGKILL: between its
+   publish and its commit, or just after) and restarted under its member id (whichever
+   publishes first: a sink whose partitions' rows are all written would wait forever);
 4. two fifths through, a processor with partitions left to end is killed (SIGKILL): its
    open transactions die with it, the others take its partitions over after the session
    timeout and fence them;
-5. while the second sink publishes files it gets SIGTERM, and a third sink replaces it.
+5. while the other sink publishes files it gets SIGTERM, and a third sink replaces it.
 
 Workers stopped with SIGTERM must exit 0. The source database is the truth: the full
 export holds each live row once; the change topics hold the whole update before the delta
@@ -201,10 +202,17 @@ def replace_workers(crew: Crew) -> None:
     crew.stop(p2)
     p4 = crew.start("process", "p4")
 
-    published = s1.rotations()
-    crew.before_the_end(lambda: s1.rotations() > published, "s1's next file")
-    crew.kill(s1)
-    crew.start("sink", "s1-restarted", member="s1")
+    published = {s1.name: s1.rotations(), s2.name: s2.rotations()}
+
+    def publisher() -> Worker | None:
+        return next((s for s in (s1, s2) if s.rotations() > published[s.name]), None)
+
+    crew.before_the_end(publisher, "a sink's next file")
+    killed = publisher()
+    assert killed is not None
+    crew.kill(killed)
+    crew.start("sink", f"{killed.name}-restarted", member=killed.name)
+    other = s2 if killed is s1 else s1
 
     crew.before_the_end(lambda: crew.progress() >= 0.4, "two fifths of the run")
     owner = wait_for(
@@ -215,10 +223,10 @@ def replace_workers(crew: Crew) -> None:
     crew.start("process", "p5")
 
     # within the session timeout of the killed processor, whose partitions wait meanwhile
-    published = s2.rotations()
-    crew.soon(lambda: s2.rotations() > published, "s2's next file", within=5)
-    crew.stop(s2)
-    assert b'"status": "stopped"' in s2.text(), s2.tail()
+    before = other.rotations()
+    crew.soon(lambda: other.rotations() > before, f"{other.name}'s next file", within=5)
+    crew.stop(other)
+    assert b'"status": "stopped"' in other.text(), other.tail()
     crew.start("sink", "s3")
 
 
