@@ -22,6 +22,7 @@ comment as a delete); full + delta reconstruct to the source, values included.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import re
@@ -314,15 +315,19 @@ def check_full(lake: Path, full: RunRecord, truth: dict[str, set[Key]],
 
 def check_delta(lake: Path, delta: RunRecord, before: dict[str, set[Key]],
                 after: dict[str, set[Key]], changed: tuple[str, str] = ("issue", "comment"),
-                keys: Mapping[str, Sequence[str]] | None = None) -> None:  # fmt: skip
-    """The delta holds exactly the changed keys, each once: every row of ``changed[0]``
-    (every issue) as an update, every deleted row of ``changed[1]`` (comments) as a
-    delete, nothing of the other entities."""
+                keys: Mapping[str, Sequence[str]] | None = None,
+                versions: int = 1) -> None:  # fmt: skip
+    """The delta holds exactly the changes: every row of ``changed[0]`` (every issue) as
+    ``versions`` updates, every deleted row of ``changed[1]`` (comments) as one delete,
+    nothing of the other entities."""
     files = manifest_files(lake, delta.etl_id)
     updated, deleted = changed
     rows = {e: rows_of(files[e], keys[e] if keys else ID) for e in before}
-    assert len(rows[updated]) == len(after[updated]), f"{updated}: an update is missing or doubled"
-    assert {row[:-1] for row in rows[updated] if not row[-1]} == after[updated]
+    counts = collections.Counter(row[:-1] for row in rows[updated] if not row[-1])
+    assert len(rows[updated]) == versions * len(after[updated]), (
+        f"{updated}: an update is missing or doubled"
+    )
+    assert set(counts) == after[updated] and set(counts.values()) == {versions}, counts
     gone = before[deleted] - after[deleted]
     assert len(rows[deleted]) == len(gone), f"{deleted}: a delete is missing or doubled"
     assert {row[:-1] for row in rows[deleted] if row[-1]} == gone, f"{deleted}: a delete is missing"

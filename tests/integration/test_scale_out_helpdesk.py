@@ -57,7 +57,7 @@ SEEDED = 10  # tenants "1" to "10"
 # The runs' tenants by partition: 7, 9, 10 | 2, 3, 4 (5 and 6 there too, left out) | 1, 8.
 # Each partition holds a fair share, so whichever partitions a sink is given, it has files
 # to publish while the test waits for one. 4 entities x 10 tenants: 140,000 events
-# captured, 112,000 of them the runs', a delta of 28,000 ticket updates (the help desk rows
+# captured, 112,000 of them the runs', a delta of 3 x 28,000 ticket updates (the help desk rows
 # are wider than the Jira demo's: this takes about as long as its test).
 TENANTS = ("1", "2", "3", "4", "7", "8", "9", "10")
 ROWS_PER_TENANT = 3_500
@@ -69,6 +69,10 @@ WORKER_ENV = {
     "SLUICEWAY_SINK_MAX_ROWS": "1000",
     "SLUICEWAY_SINK_ROW_GROUP_ROWS": "250",
 }
+# Each ticket is edited three times before the delta, in three transactions: the delta
+# holds its three versions in order (the reconstruction must take the last), and is long
+# enough for the five moves (one edit's 28,000 updates were processed in about 7 s).
+EDITS = 3
 CHANGED = ("ticket", "reply")  # every ticket updated, every tenth leaf reply deleted
 # leaf replies only: nothing answers them and nothing is attached to them (foreign keys)
 DELETE_REPLIES = """
@@ -99,16 +103,21 @@ def helpdesk(
 
 
 def update_everything(pg: PostgresSettings) -> tuple[int, int]:
-    """Every ticket's subject edited and every tenth leaf reply deleted, in one transaction.
-    Returns (tickets updated, replies deleted)."""
-    with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
-        # left(): the subject stays within its character varying(200)
-        cur.execute("UPDATE public.tickets SET subject = left(subject, 150) || ' (edited)', "
-                    "updated_at = now()")  # fmt: skip
-        updated = cur.rowcount
-        cur.execute(DELETE_REPLIES)
-        deleted = cur.rowcount
-    conn.close()
+    """Every ticket's subject edited in each of EDITS transactions, then every tenth leaf
+    reply deleted in one more. Returns (tickets updated by each edit, replies deleted)."""
+    conn = psycopg2.connect(pg.dsn())
+    try:
+        for _ in range(EDITS):
+            with conn, conn.cursor() as cur:  # one transaction each
+                # left(): the subject stays within its character varying(200)
+                cur.execute("UPDATE public.tickets SET subject = left(subject, 150) || "
+                            "' (edited)', updated_at = clock_timestamp()")  # fmt: skip
+                updated = cur.rowcount
+        with conn, conn.cursor() as cur:
+            cur.execute(DELETE_REPLIES)
+            deleted = cur.rowcount
+    finally:
+        conn.close()
     return int(updated), int(deleted)
 
 
@@ -156,14 +165,15 @@ def test_workers_replaced_throughout_a_helpdesk_full_export_and_its_delta(
         wait_caught_up(source_db, slot, capture, timeout=300)
         # the delta's cut is taken now: the whole transaction must be on the change topics
         grown = {e: n - ends[e] for e, n in change_topic_ends(kafka, CHANGED).items()}
-        assert grown == {"ticket": updated, "reply": 2 * deleted}  # a delete and its tombstone
+        # a delete and its tombstone
+        assert grown == {"ticket": EDITS * updated, "reply": 2 * deleted}
         delta = announce(kafka, lake, "delta", TENANTS)
         run_with_replacements(cli, kafka, delta, lake, tmp_path, WORKER_ENV)
     finally:
         capture.stop()
     after = typed_keys(source_db, catalog, TENANTS)
     assert before["reply"] - after["reply"], "no reply of the runs' tenants was deleted"
-    check_delta(lake, delta, before, after, CHANGED, keys)
+    check_delta(lake, delta, before, after, CHANGED, keys, versions=EDITS)
     for entity in catalog.names:
         assert set(reconstructed(lake, entity, keys[entity][0], keys[entity])) == after[entity]
     subjects = reconstructed(lake, "ticket", "subject", keys["ticket"])
