@@ -2,19 +2,25 @@
 
 A fixed query mix (point lookups of an issue by key, a 20-row range scan of a tenant's
 issues, a per-tenant aggregate over its issues) is sent to the source one query at a time,
-the same seeded sequence in every phase:
+at a steady pace, the same seeded sequence in every window. The windows are interleaved, so
+a machine that drifts over the minutes of the bench drifts under every kind alike; each
+cycle (``--source-impact-cycles``, 3 by default) holds three:
 
 1. **idle**: capture streaming (its snapshot done), nothing else running;
-2. **loaded**: while rounds of 10 per-tenant full exports (one per tenant, started with
-   ``sluiceway export start --wait`` as a user would) run; a new round starts when one ends,
-   and only queries sent while an export runs count;
-3. **idle again**, to see whether the machine drifted; the idle figures pool 1 and 3.
+2. **loaded**: while a round of 10 per-tenant full exports (one per tenant, started with
+   ``sluiceway export start --wait`` as a user would) runs; only queries sent while an
+   export of the round runs count;
+3. **control**: while a plain CPU-bound process spins on the pipeline's core(s): what any
+   busy neighbour costs the source on this machine, whatever it does (a floor for the
+   loaded figure, as the exports need CPU on that core too).
 
-Target (issue 18): the mix's p99 while loaded within 5% of its p99 idle. Exports read only
-the change topics, never the source (docs/architecture.md), so what the source feels is
-capture's stream and heartbeats, and whatever the machine shares. The source is a private
-PostgreSQL pinned, with this process (the query client), to one core, and the pipeline to
-the other (benchmarks/pinned.py says why); ``--source-impact-no-pin`` measures unpinned.
+Target (issue 18): the mix's p99 while loaded within 5% of its p99 idle. The JSON keeps each
+window's figures and a bootstrap interval of the ratio (its spread between resamples of the
+same queries). Exports read only the change topics, never the source
+(docs/architecture.md), so what the source feels is capture's stream and heartbeats, and
+whatever the machine shares. The source is a private PostgreSQL pinned, with this process
+(the query client), to one core, and the pipeline to the other (benchmarks/pinned.py says
+why); ``--source-impact-no-pin`` measures unpinned (and without the control window).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import json
 import random
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -39,7 +46,14 @@ from rich.console import Console
 from benchmarks.env import BenchEnv, cli_command, delete_topics, ensure_stack
 from benchmarks.pinned import Cores, on_cores, private_postgres, split_cores, stack_on
 from benchmarks.report import result
-from benchmarks.source_impact_stats import KINDS, by_kind, metrics, verdict
+from benchmarks.source_impact_stats import (
+    KINDS,
+    by_kind,
+    control_metrics,
+    metrics,
+    ratio_interval,
+    verdict,
+)
 from sluiceway.common.codec import Codec
 from sluiceway.devstack.seed import SeedPlan, seed
 from sluiceway.producers.source import source_tables
@@ -61,9 +75,12 @@ def add_arguments(group: Any) -> None:
     group.add_argument("--source-impact-issues-per-tenant", type=int, default=2000,
                        help="issues per tenant (about 5 rows each in all)")  # fmt: skip
     group.add_argument("--source-impact-queries", type=int, default=3000,
-                       help="queries per phase; p99 is then the 30th slowest")  # fmt: skip
+                       help="queries per idle and control window (a loaded window lasts "
+                            "its round of exports)")  # fmt: skip
+    group.add_argument("--source-impact-cycles", type=int, default=3,
+                       help="cycles of idle, loaded, control windows (default 3)")  # fmt: skip
     group.add_argument("--source-impact-interval-ms", type=float, default=10.0,
-                       help="a query is sent every this many ms, in every phase")  # fmt: skip
+                       help="a query is sent every this many ms, in every window")  # fmt: skip
     group.add_argument("--source-impact-timeout", type=float, default=600,
                        help="seconds any phase (capture, a round of exports) may take")  # fmt: skip
     group.add_argument("--source-impact-no-pin", action="store_true",
@@ -169,7 +186,7 @@ class Rounds:
             p.wait()
 
 
-def loaded_phase(mix: QueryMix, rounds: Rounds, n: int) -> list[Sample]:
+def loaded_window(mix: QueryMix, rounds: Rounds, n: int) -> list[Sample]:
     """Queries sent while an export runs, until there are at least ``n`` and the round in
     progress has ended (a new round starts whenever one ends before that), so the samples
     cover whole rounds and every started export is accounted for."""
@@ -216,6 +233,37 @@ def capture_running(env: BenchEnv, cores: Cores, timeout: float) -> Iterator[flo
             proc.wait()
 
 
+@contextmanager
+def spinning(cores: Cores) -> Iterator[None]:
+    """One CPU-bound process per pipeline core, pinned there, for the control window."""
+    spin = [sys.executable, "-c", "while True: pass"]
+    procs = [subprocess.Popen(spin, preexec_fn=on_cores(frozenset({c}))) for c in cores.pipeline]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def cycles(
+    mix: QueryMix, rounds: Rounds, cores: Cores, n: int, count: int
+) -> dict[str, list[list[Sample]]]:
+    """``count`` cycles of an idle, a loaded and (pinned only) a control window."""
+    console = Console(stderr=True)
+    windows: dict[str, list[list[Sample]]] = {"idle": [], "loaded": [], "control": []}
+    for cycle in range(1, count + 1):
+        console.print(f"cycle {cycle}/{count}: {n:,} queries idle, then a round of exports")
+        windows["idle"].append(mix.run(n))
+        windows["loaded"].append(loaded_window(mix, rounds, n))
+        if rounds.failed:
+            break
+        if cores.pinned:
+            with spinning(cores):
+                windows["control"].append(mix.run(n))
+    return windows
+
+
 def _measure(
     env: BenchEnv, args: argparse.Namespace, cores: Cores, tenants: list[str]
 ) -> dict[str, Any]:
@@ -225,17 +273,12 @@ def _measure(
         try:
             mix.settle()
             mix.run(WARM_UP)
-            console.print(f"capture streaming after {capture_s:.1f}s; {n:,} queries idle")
-            idle = mix.run(n)
+            console.print(f"capture streaming after {capture_s:.1f}s")
             rounds = Rounds(env, tenants, cores, args.source_impact_timeout)
-            console.print(f"{n:,} queries while rounds of {len(tenants)} exports run")
-            loaded = loaded_phase(mix, rounds, n)
-            console.print(f"{n:,} queries idle again")
-            idle_after = mix.run(n)
+            windows = cycles(mix, rounds, cores, n, args.source_impact_cycles)
         finally:
             mix.close()
-    return {"capture_s": capture_s, "idle": idle, "loaded": loaded, "idle_after": idle_after,
-            "rounds": rounds}  # fmt: skip
+    return {"capture_s": capture_s, "windows": windows, "rounds": rounds}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -268,19 +311,23 @@ def _workdir() -> Iterator[Path]:
 def _result(args: argparse.Namespace, cores: Cores, seeded: dict[str, int],
             seen: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     rounds: Rounds = seen["rounds"]
-    idle = by_kind([*seen["idle"], *seen["idle_after"]])
-    loaded = by_kind(seen["loaded"])
+    windows: dict[str, list[list[Sample]]] = seen["windows"]
+    pooled = {name: [s for w in ws for s in w] for name, ws in windows.items()}
+    idle, loaded = by_kind(pooled["idle"]), by_kind(pooled["loaded"])
+    control = by_kind(pooled["control"]) if pooled["control"] else None
     table = metrics(idle, loaded, rounds.started, len(rounds.seconds) + bool(rounds.procs))
+    table += control_metrics(idle, control)
     params = {k: v for k, v in vars(args).items() if k.startswith("source_impact_")}
     v = verdict(idle["all"], loaded["all"])
+    spread = ratio_interval([x for _, x in pooled["idle"]], [x for _, x in pooled["loaded"]])
     return result(
         "source_impact", {**params, "max_load": args.max_load}, table,
         cores=cores.describe(), pinned=cores.pinned, seeded=seeded,
         capture_s=round(seen["capture_s"], 2), export_failures=rounds.failed,
         round_seconds=[round(s, 1) for s in rounds.seconds],
-        idle_before=vars(by_kind(seen["idle"])["all"]),
-        idle_after=vars(by_kind(seen["idle_after"])["all"]),
-        verdict={"ratio": round(v.ratio, 4), "ok": v.ok and not rounds.failed},
+        windows={name: [vars(by_kind(w)["all"]) for w in ws] for name, ws in windows.items()},
+        verdict={"ratio": round(v.ratio, 4), "interval_90": [round(x, 4) for x in spread],
+                 "ok": v.ok and not rounds.failed},
     )  # fmt: skip
 
 

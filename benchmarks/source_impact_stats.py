@@ -11,6 +11,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from benchmarks.report import Metric, info
 
 TOLERANCE = 0.05  # loaded p99 may exceed idle p99 by this fraction
@@ -24,10 +26,7 @@ def percentile(values: Sequence[float], q: float) -> float:
         raise ValueError("no values")
     if not 0 <= q <= 100:
         raise ValueError(f"percentile {q} is not within 0-100")
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low, high = math.floor(pos), math.ceil(pos)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+    return float(np.percentile(values, q))
 
 
 @dataclass(frozen=True)
@@ -99,3 +98,32 @@ def metrics(
                 info(f"{name} p99 loaded", loaded[kind].p99_ms, "ms"),
             ]
     return out
+
+
+def ratio_interval(
+    idle_s: Sequence[float], loaded_s: Sequence[float], draws: int = 400, seed: int = 18
+) -> tuple[float, float]:
+    """The 5th and 95th percentiles of loaded p99 / idle p99 over bootstrap resamples: how
+    far the ratio moves when the same windows' queries are drawn again."""
+    rng = np.random.default_rng(seed)
+    idle, loaded = np.asarray(idle_s), np.asarray(loaded_s)
+    ratios = [
+        np.percentile(rng.choice(loaded, loaded.size), 99)
+        / np.percentile(rng.choice(idle, idle.size), 99)
+        for _ in range(draws)
+    ]
+    low, high = np.percentile(ratios, [5, 95])
+    return float(low), float(high)
+
+
+def control_metrics(
+    idle: Mapping[str, Summary], control: Mapping[str, Summary] | None
+) -> list[Metric]:
+    """The control window's mix p99 against idle: a CPU-bound neighbour's cost alone."""
+    if control is None:
+        return []
+    return [
+        info("mix p99 control (a spinning process) / idle",
+             round(control["all"].p99_ms / idle["all"].p99_ms, 3), "x"),
+        info("mix p99 control", control["all"].p99_ms, "ms"),
+    ]  # fmt: skip

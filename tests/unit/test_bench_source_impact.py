@@ -15,8 +15,10 @@ from benchmarks.source_impact_stats import (
     TOLERANCE,
     Summary,
     by_kind,
+    control_metrics,
     metrics,
     percentile,
+    ratio_interval,
     summarize,
     verdict,
 )
@@ -92,3 +94,21 @@ def test_make_bench_runs_it_and_the_doc_lists_it() -> None:
     assert "source_impact" in BENCHMARKS and "source_impact" in OTHERS
     args = parser().parse_args(["source_impact", "--source-impact-queries", "50"])
     assert args.source_impact_queries == 50 and args.source_impact_tenants == 10
+
+
+def test_the_ratio_interval_holds_the_ratio_and_narrows_with_more_queries() -> None:
+    rng = random.Random(5)
+    idle = [rng.lognormvariate(0, 0.5) / 1000 for _ in range(3000)]
+    loaded = [x * 1.2 for x in idle]  # the same queries, each 20% slower
+    low, high = ratio_interval(idle, loaded)
+    assert low < 1.2 < high and high - low < 0.4
+    many_low, many_high = ratio_interval(idle * 4, [x * 1.2 for x in idle * 4])
+    assert many_high - many_low < high - low
+
+
+def test_the_control_window_is_reported_against_idle() -> None:
+    idle = by_kind([("point", 0.001)] * 100)
+    control = by_kind([("point", 0.002)] * 100)
+    found = {m.metric: m.value for m in control_metrics(idle, control)}
+    assert found["mix p99 control (a spinning process) / idle"] == 2.0
+    assert control_metrics(idle, None) == []
