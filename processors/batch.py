@@ -23,9 +23,9 @@ from polars.exceptions import PanicException, PolarsError
 
 from sluiceway.common.avro_batch import BatchDecoder
 from sluiceway.common.avro_encode import ColumnEncoder, UnencodableError, UnsupportedSchemaError
-from sluiceway.common.codec import Codec, EventSchema, plain_schema
+from sluiceway.common.codec import HEADER_LEN, Codec, EventSchema, plain_schema
 from sluiceway.common.entities import id_columns, updated_column
-from sluiceway.common.run_schema import run_event_schema
+from sluiceway.common.run_schema import run_event_schema, run_record_fields
 from sluiceway.common.spec import RunSpec
 from sluiceway.processors.opt_out import OptedOut
 from sluiceway.processors.transforms import MASK, id_kinds, pii_hash
@@ -175,6 +175,18 @@ def _encoder_of(writer: EventSchema, spec: RunSpec) -> ColumnEncoder | None:
         return None
 
 
+def _same_body(writer: EventSchema, spec: RunSpec) -> bytes | None:
+    """The run schema's header when the run keeps the writer's events as they are (nothing
+    projected away, redacted or remapped): an output is then the input's body under that
+    header. Avro's binary form has no names in it, so the bytes are what encoding the
+    decoded event again would give, without the decoding into Python and encoding back."""
+    if spec.remap is not None:
+        return None
+    if run_record_fields(writer, spec) != plain_schema(writer.record)["fields"]:
+        return None
+    return run_event_schema(writer, spec).header
+
+
 def _judgeable(entity: str, codec: Codec, opted: OptedOut) -> bool:
     """Whether the columns an opt-out verdict reads stringify alike from polars and fastavro
     (processors/opt_out.py compares their text forms)."""
@@ -202,6 +214,7 @@ class BatchPath:
         self.decoder = BatchDecoder()
         self.encoders: dict[str, ColumnEncoder] = {}
         self.versions: dict[bytes, ColumnEncoder | None] = {}  # by writer header
+        self.same: dict[bytes, bytes | None] = {}  # writer header -> _same_body's
         for entity, schema in run_schemas.items():
             try:
                 encoder = ColumnEncoder(schema)
@@ -223,8 +236,18 @@ class BatchPath:
         frame = self.decoder.decode(schema, values, keys)
         if frame is None:
             return None
+        if schema.header not in self.same:
+            self.same[schema.header] = _same_body(schema, self.spec)
+        same = self.same[schema.header]
+        if same is not None:  # each row's place in ``values``, before any row is left out
+            frame = frame.with_row_index("_at")
         try:
-            return self._outputs(frame, schema.entity, encoder, entities)
+            check_valid(frame, schema.entity, entities)
+            if self.full:  # deleted before the cut: not live, so not in a full export
+                frame = frame.filter(pl.col("op") != "d")
+            if same is not None:
+                return self._passed(frame, schema.entity, values, same)
+            return self._outputs(frame, schema.entity, encoder)
         except (DoubtError, UnencodableError, PolarsError, PanicException):
             return None
 
@@ -237,12 +260,18 @@ class BatchPath:
             self.versions[schema.header] = _encoder_of(schema, self.spec)
         return self.versions[schema.header]
 
-    def _outputs(
-        self, frame: pl.DataFrame, entity: str, encoder: ColumnEncoder, entities: frozenset[str]
+    def _passed(
+        self, frame: pl.DataFrame, entity: str, values: Sequence[bytes], header: bytes
     ) -> list[Output]:
-        check_valid(frame, entity, entities)
-        if self.full:  # deleted before the cut: not live, so not in a full export
-            frame = frame.filter(pl.col("op") != "d")
+        """The outputs of a run that keeps its events as they are: the rows in scope and not
+        opted out, each the input's body under the run schema's header."""
+        keep = in_scope_rows(frame, entity, self.spec)
+        keep &= ~opted_out_rows(frame, entity, self.spec, self.opted)
+        kept = frame.filter(keep)
+        bodies = [header + values[at][HEADER_LEN:] for at in kept["_at"].to_list()]
+        return list(zip(output_keys(kept), bodies, strict=True))
+
+    def _outputs(self, frame: pl.DataFrame, entity: str, encoder: ColumnEncoder) -> list[Output]:
         out = transform_frame(frame, entity, self.spec, self.opted)
         if out.height == 0:
             return []

@@ -160,7 +160,7 @@ class FullPass:
 
     async def _hand(self, partition: int, state: PartitionState, step: Step, chunk: Chunk) -> None:
         picked = self.picker.pick((step.topic, partition), chunk.keys, chunk.values)
-        records = [] if step.rebuild else [chunk.record(at) for at in picked]
+        records = [] if step.rebuild else chunk.records(picked)
         low = None if step.rebuild else step.lo
         await self.host.forward_chunk(state, step.topic, partition, records, chunk.consumed, low)
 
@@ -197,5 +197,5 @@ class ForwardPass(FullPass):
                 yield Step(topic, at, min(at + self.chunk, cut), False)
 
     async def _hand(self, partition: int, state: PartitionState, step: Step, chunk: Chunk) -> None:
-        records = [chunk.record(at) for at in range(len(chunk.offsets))]
+        records = chunk.records(range(len(chunk.offsets)))
         await self.host.forward_span(state, step.topic, partition, records, chunk.consumed, step.hi)

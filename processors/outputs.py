@@ -125,6 +125,11 @@ class Outputs:
 def by_writer(records: Sequence[Rec]) -> list[list[Rec]]:
     """Records grouped by writer schema (their first bytes), each group in offset order:
     the batch path decodes one writer schema at a time."""
+    if not records:
+        return []
+    first = bytes((records[0].value or b"")[:HEADER_LEN])
+    if len(first) == HEADER_LEN and all((r.value or b"").startswith(first) for r in records):
+        return [list(records)]  # the common case, without a slice per record
     groups: dict[bytes, list[Rec]] = {}
     for record in records:
         groups.setdefault(bytes((record.value or b"")[:HEADER_LEN]), []).append(record)

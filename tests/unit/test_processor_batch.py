@@ -156,6 +156,37 @@ def test_batch_path_outputs_what_the_per_event_path_does(
         assert got is None or got == expected
 
 
+@st.composite
+def keeping_specs(draw: st.DrawFn) -> RunSpec:
+    """Specs that keep every event as it is (no fields, pii or remap): scope, from_date and
+    opt-outs still leave events out."""
+    document = {
+        "tenants": list(draw(st.sets(st.sampled_from(TENANTS), min_size=1))),
+        "destination": "/l",
+        "opt_out": draw(st.lists(st.sampled_from(["A", "B"]), unique=True, max_size=2)),
+    }
+    spec = parse_spec(document)
+    if draw(st.booleans()):
+        moment = draw(_value({"type": "long", "logicalType": "timestamp-micros"}))
+        spec = spec.model_copy(update={"from_date": moment})
+    return spec
+
+
+@settings(max_examples=80, deadline=None)
+@given(spec=keeping_specs(), batch=batches(), full=st.booleans())
+def test_a_run_that_keeps_events_as_they_are_forwards_their_bodies_as_they_came(
+    spec: RunSpec, batch: tuple[list[bytes | None], list[bytes]], full: bool
+) -> None:
+    keys, values = batch
+    path = BatchPath(spec, CODEC, run_event_schemas(spec, CODEC), lookup_for(spec), full)
+    got = path.transform(keys, values, frozenset(spec.entities))
+    expected = per_event(spec, keys, values, full)
+    assert got == expected if expected is not None else got is None
+    writer = CODEC.schema_of(values[0])
+    if got is not None and writer is not None:
+        assert path.same[writer.header] is not None  # the bodies were not encoded again
+
+
 def test_hash_of_a_timestamp_column_takes_the_per_event_path() -> None:
     spec = parse_spec(
         {
