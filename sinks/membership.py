@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from sluiceway.common.errors import TransientError
 from sluiceway.common.kafka_io import metadata_of
+from sluiceway.lake import reader as lake_reader
 from sluiceway.lake.storage import Lake
 from sluiceway.sinks import metrics, recovery
 from sluiceway.sinks.offsets import PartitionCommit, parse_commit
@@ -92,7 +93,11 @@ def all_ended(reader: RunReader) -> bool:
         return False
     reader.group_checked_at = now
     commits = read_commits(reader.consumer, reader.topic, list(range(reader.tracker.partitions)))
-    return all(c.end for c in commits.values())
+    if all(c.end for c in commits.values()):
+        return True
+    # The sink that wrote the manifest drops the run's topic and groups right after: a sink
+    # holding no partition then finds no commits at all, and only the manifest says it ended.
+    return lake_reader.run_manifest(reader.writer.lake, reader.plan.etl_id) is not None
 
 
 def release(reader: RunReader) -> None:
