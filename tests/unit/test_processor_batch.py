@@ -137,15 +137,26 @@ def per_event(
     return outs
 
 
+def both_paths(
+    spec: RunSpec, batch: tuple[list[bytes | None], list[bytes]], full: bool
+) -> tuple[BatchPath, list[Output] | None, list[Output] | None]:
+    """(the batch path, what it outputs, what the per-event path outputs) for one batch."""
+    keys, values = batch
+    path = BatchPath(spec, CODEC, run_event_schemas(spec, CODEC), lookup_for(spec), full)
+    return (
+        path,
+        path.transform(keys, values, frozenset(spec.entities)),
+        per_event(spec, keys, values, full),
+    )
+
+
 @settings(max_examples=120, deadline=None)
 @given(spec=run_specs(), batch=batches(), full=st.booleans())
 def test_batch_path_outputs_what_the_per_event_path_does(
     spec: RunSpec, batch: tuple[list[bytes | None], list[bytes]], full: bool
 ) -> None:
-    keys, values = batch
-    path = BatchPath(spec, CODEC, run_event_schemas(spec, CODEC), lookup_for(spec), full)
-    got = path.transform(keys, values, frozenset(spec.entities))
-    expected = per_event(spec, keys, values, full)
+    path, got, expected = both_paths(spec, batch, full)
+    values = batch[1]
     if expected is None:
         assert got is None  # the per-event path must dead-letter the bad event alone
         return
@@ -177,12 +188,9 @@ def keeping_specs(draw: st.DrawFn) -> RunSpec:
 def test_a_run_that_keeps_events_as_they_are_forwards_their_bodies_as_they_came(
     spec: RunSpec, batch: tuple[list[bytes | None], list[bytes]], full: bool
 ) -> None:
-    keys, values = batch
-    path = BatchPath(spec, CODEC, run_event_schemas(spec, CODEC), lookup_for(spec), full)
-    got = path.transform(keys, values, frozenset(spec.entities))
-    expected = per_event(spec, keys, values, full)
+    path, got, expected = both_paths(spec, batch, full)
     assert got == expected if expected is not None else got is None
-    writer = CODEC.schema_of(values[0])
+    writer = CODEC.schema_of(batch[1][0])
     if got is not None and writer is not None:
         assert path.same[writer.header] is not None  # the bodies were not encoded again
 
