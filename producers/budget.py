@@ -4,8 +4,9 @@ Capture is the only stage that reads the source, and its bulk reads (snapshot ch
 rows of a tenant table added while streaming) all go through one ``SourceBudget``:
 
 - **queries at once** (``capture.source_max_queries``): a semaphore held for the duration of
-  each read query, so however many snapshot workers there are, at most that many of their
-  queries run on the source at the same time;
+  each read query, and of each statement around the reads (a worker's snapshot import and
+  its rollback), so however many snapshot workers there are, at most that many of their
+  statements run on the source at the same time;
 - **rows per second** (``capture.snapshot_rate``): a read reserves the rows it asks for (its
   ``LIMIT``) when it starts, and the next read may start only once those rows have had
   their time (``rows / rate``). Back-to-back reads therefore run at the rate; an idle spell
@@ -67,6 +68,14 @@ class SourceBudget:
         """Around one read query asking for up to ``rows`` rows: waits for the rows/s budget,
         then for a query slot, which is held until the block ends."""
         self._reserve(rows)  # before taking a slot: a paced reader holds none while it waits
+        with self.statement():
+            yield
+
+    @contextmanager
+    def statement(self) -> Iterator[None]:
+        """Around a statement that reads no rows (a worker's ``SET TRANSACTION SNAPSHOT``, its
+        ``ROLLBACK``): it takes a query slot, so the limit counts every statement the bulk
+        readers have on the server, not only their reads, but it costs no rows/s budget."""
         with self._slots:
             self._enter()
             try:

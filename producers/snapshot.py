@@ -382,4 +382,5 @@ def _read_tables(cur: Any, run: SnapshotRun, todo: list[CapturedTable]) -> None:
         lambda worker_cur, table: _chunks(worker_cur, run, table),
         lambda table, chunk: accept_chunk(run, table, chunk),
         lambda table: table_done(run, table),
+        run.budget.statement,
     )  # fmt: skip

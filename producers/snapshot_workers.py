@@ -14,7 +14,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterable
-from contextlib import closing
+from contextlib import AbstractContextManager, closing
 from typing import Any
 
 from sluiceway.common.health import HEALTH
@@ -25,6 +25,7 @@ from sluiceway.producers.tables import CapturedTable
 SNAPSHOT_APP = "sluiceway-snapshot"  # application_name of the snapshot's connections
 ReadChunks = Callable[[Any, CapturedTable], Iterable[Any]]  # (cursor, table) -> its chunks
 Item = tuple[str, CapturedTable | None, Any]  # ("chunk" | "done" | "error" | "exit", ...)
+Slot = Callable[[], AbstractContextManager[None]]  # a query slot of the run's budget
 PUT_WAIT_S = 0.5
 
 
@@ -36,15 +37,18 @@ def read_in_parallel(
     read_chunks: ReadChunks,
     accept: Callable[[CapturedTable, Any], None],
     done: Callable[[CapturedTable], None],
+    slot: Slot,
 ) -> None:
     """Read ``tables`` with up to ``workers`` connections importing ``snapshot``; call
-    ``accept(table, chunk)`` and ``done(table)`` in this thread as the chunks arrive."""
+    ``accept(table, chunk)`` and ``done(table)`` in this thread as the chunks arrive. A
+    worker's statements other than its reads (``read_chunks`` takes the budget for those)
+    each hold a ``slot``."""
     todo: queue.SimpleQueue[CapturedTable] = queue.SimpleQueue()
     for table in tables:
         todo.put(table)
     out: queue.Queue[Item] = queue.Queue(maxsize=2 * workers)  # bounds the memory read ahead
     stop = threading.Event()
-    args = (pg, snapshot, todo, out, stop, read_chunks)
+    args = (pg, snapshot, todo, out, stop, read_chunks, slot)
     threads = [
         threading.Thread(target=_worker, args=args, name=f"snapshot-{i}", daemon=True)
         for i in range(min(workers, len(tables)))
@@ -89,14 +93,17 @@ def _worker(
     out: queue.Queue[Item],
     stop: threading.Event,
     read_chunks: ReadChunks,
+    slot: Slot,
 ) -> None:
     try:
         with closing(connect(pg, SNAPSHOT_APP)) as conn:
             conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
             with conn.cursor() as cur:
-                cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
+                with slot():  # psycopg2 sends its BEGIN with this, in the same slot
+                    cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
                 _read_tables(cur, todo, out, stop, read_chunks)
-            conn.rollback()
+            with slot():
+                conn.rollback()
     except Exception as exc:  # handed to the calling thread, which raises it
         _put(out, ("error", None, exc), stop)
     finally:

@@ -25,6 +25,7 @@ import pytest
 from sluiceway.common.codec import Codec
 from sluiceway.common.settings import KafkaSettings, PostgresSettings
 from sluiceway.devstack.seed import SeedPlan, seed
+from sluiceway.producers.budget import SourceBudget
 from sluiceway.producers.config import CaptureSettings, CaptureTuning
 from sluiceway.producers.main import capture_producer, create_change_topics
 from sluiceway.producers.snapshot import SnapshotRun, _copy_types, run_snapshot
@@ -155,6 +156,43 @@ def test_concurrent_snapshot_queries_stay_within_the_limit(
     assert poller.peak == limit, f"{poller.peak} snapshot queries at once, limit {limit}"
     assert run.budget.peak == limit
     assert run.counts == counts  # every source row published
+
+
+def _workers_heard(pg: PostgresSettings) -> int:
+    """Snapshot connections that have sent the server a statement (the server keeps each
+    backend's last one; a connection that sent none has an empty ``query``)."""
+    with closing(psycopg2.connect(pg.dsn())) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+            "AND datname = %s AND query <> ''",
+            (SNAPSHOT_APP, pg.dbname),
+        )
+        found: int = cur.fetchone()[0]
+    return found
+
+
+def test_a_worker_sends_nothing_before_it_holds_a_query_slot(
+    kafka: KafkaSettings, seeded: tuple[PostgresSettings, dict[str, int]]
+) -> None:
+    """The limit counts every statement of the workers, their snapshot import and rollback
+    too (a CI run saw an import beside a read with a limit of 1). The test holds the only
+    slot: the four workers connect, and none may send anything until it lets go."""
+    pg, counts = seeded
+    budget, workers = SourceBudget(0, 1), 4
+    settings = CaptureSettings(kafka, pg, CaptureTuning(chunk_rows=150, snapshot_workers=workers))
+    create_change_topics(settings)
+    run = SnapshotRun(settings, Codec(), capture_producer(settings), None, None,
+                      shared_budget=budget)  # fmt: skip
+    job = threading.Thread(target=run_snapshot, args=(run, None), daemon=True)
+    with budget.statement():
+        job.start()
+        wait_for(lambda: _backends(pg) == workers + 1, 60, f"{workers} workers", poll=0.05)
+        # a worker sends its import as soon as it is connected: 100 looks would see it
+        heard = [_workers_heard(pg) for _ in range(100)]
+        assert set(heard) == {1}, f"statements from {max(heard) - 1} workers without a slot"
+    job.join(POLL_LIMIT_S)
+    assert not job.is_alive(), "the snapshot did not finish"
+    assert run.counts == counts
 
 
 def _copy_tables(cur: Any, catalog: Any) -> list[CapturedTable]:

@@ -131,3 +131,17 @@ def test_queries_at_once_never_exceed_the_limit(limit: int) -> None:
         th.join(timeout=30)
     assert max(seen) <= limit and budget.peak == max(seen) == limit
     assert budget.in_flight == 0 and budget.reserved == 300
+
+
+def test_a_statement_takes_a_query_slot_but_no_rows() -> None:
+    """A paced budget: a statement neither waits for the rows/s budget nor spends it, but
+    while it runs no read may start (the limit counts it)."""
+    budget, t = _budget(100.0, queries=1)
+    with budget.query(100):
+        pass  # the next read may start only a second from now
+    with budget.statement():
+        assert budget.in_flight == 1 and t.slept == []
+        assert not budget._slots.acquire(blocking=False)  # the only slot is taken
+    assert budget.reserved == 100 and budget.in_flight == 0
+    with budget.query(100):
+        assert t.slept == [1.0]  # the statement moved nothing
