@@ -13,6 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from sluiceway.common.avro_batch import decodable
 from sluiceway.common.catalog_schemas import entity_arrow_schema, entity_record
 from sluiceway.common.codec import HEADER_LEN, Event, EventSchema
 from sluiceway.common.entities import active_catalog
@@ -20,7 +21,7 @@ from sluiceway.common.errors import InvalidEventError
 from sluiceway.common.runs import RunRecord
 from sluiceway.lake import layout
 from sluiceway.lake.errors import RunStateError
-from sluiceway.sinks.rows import arrow_schema, batch_safe, plain_values
+from sluiceway.sinks.rows import arrow_schema, plain_values
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def table_schema(table: str, event_schema: EventSchema) -> TableSchema:
         schema=arrow_schema(record_schema, catalog_types(table)),
         columns=tuple(f["name"] for f in record_schema["fields"]),
         key=_record_key(table),
-        batch=batch_safe(record_schema),
+        batch=decodable(record_schema),
         uuids=plain_values(record_schema),
     )
 

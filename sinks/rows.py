@@ -45,11 +45,6 @@ _LOGICAL: dict[str, pa.DataType] = {
     "time-micros": pa.time64("us"),
     "uuid": pa.string(),
 }
-# Avro types the batch path (polars' Avro reader) is known to decode exactly; a record with
-# any other type (decimals, uuids, times, local timestamps, arrays, bytes) is decoded event by
-# event with fastavro.
-_BATCH_SAFE = frozenset({"long", "int", "string", "boolean", "double", "timestamp-micros", "date"})
-
 Row = dict[str, Any]
 
 
@@ -99,15 +94,6 @@ def _type_name(avro_type: Any) -> Any:
     if isinstance(avro_type, dict):
         return avro_type.get("logicalType", avro_type.get("type"))
     return avro_type
-
-
-def batch_safe(record: dict[str, Any]) -> bool:
-    """Whether every field of ``record`` is of a type the batch decoder reads exactly."""
-    for f in record["fields"]:
-        names = _type_name(f["type"])
-        if not all(n in _BATCH_SAFE for n in (names if isinstance(names, list) else [names])):
-            return False
-    return True
 
 
 def plain_values(record: dict[str, Any]) -> tuple[tuple[str, bool], ...]:
