@@ -29,8 +29,9 @@ from sluiceway.common.codec import HEADER_LEN, EventSchema, plain_schema
 # Avro types polars' Avro reader decodes exactly: every type docs/types.md maps a column to,
 # and arrays of them (tests/unit/test_sink_batch_types.py holds the rows to fastavro's).
 # Left out, because polars 2.1 panics on them (printing a backtrace each time): Avro enums
-# (capture writes a PostgreSQL enum as a string, so only other producers' schemas have
-# them) and decimals wider than 38 digits (numeric(39..76, s)).
+# anywhere but as a field of the envelope itself (capture writes a PostgreSQL enum as a
+# string, so only other producers' schemas have them) and decimals wider than 38 digits
+# (numeric(39..76, s)).
 _DECODABLE = frozenset({
     "long", "int", "string", "boolean", "double", "float", "bytes", "timestamp-micros",
     "timestamp-millis", "local-timestamp-micros", "date", "time-micros", "uuid", "decimal",
@@ -44,7 +45,8 @@ assert len(_SYNC) == 16
 
 
 def decodable(avro_type: Any) -> bool:
-    """Whether values of ``avro_type`` (a record schema, a field type) decode in a batch."""
+    """Whether values of ``avro_type`` (a field type, or a record nested in the envelope,
+    as ``after`` is) decode in a batch."""
     if isinstance(avro_type, list):
         return all(decodable(b) for b in avro_type if b != "null")
     if isinstance(avro_type, str):
@@ -58,6 +60,17 @@ def decodable(avro_type: Any) -> bool:
     if logical == "decimal":
         return kind == "bytes" and int(avro_type.get("precision", 0)) <= MAX_DECIMAL_PRECISION
     return (logical if logical is not None else kind) in _DECODABLE
+
+
+def envelope_decodable(envelope: dict[str, Any]) -> bool:
+    """``decodable`` for a whole event schema: polars reads an enum that is a field of the
+    file's own record (the envelope's ``op``), only there."""
+    fields = envelope["fields"]
+    return all(_is_enum(f["type"]) or decodable(f["type"]) for f in fields)
+
+
+def _is_enum(avro_type: Any) -> bool:
+    return isinstance(avro_type, dict) and avro_type.get("type") == "enum"
 
 
 def _long(value: int) -> bytes:
@@ -93,7 +106,8 @@ class BatchDecoder:
     """Decodes a batch of values of one writer schema into the envelope's columns."""
 
     def __init__(self) -> None:
-        self._headers: dict[bytes, bytes] = {}  # single-object header -> container header
+        # single-object header -> container header; b"" for a schema polars cannot read
+        self._headers: dict[bytes, bytes] = {}
 
     def decode(
         self, schema: EventSchema, values: Sequence[bytes], keys: Sequence[bytes | None]
@@ -101,7 +115,10 @@ class BatchDecoder:
         """The events of ``values`` (all written with ``schema``), or None if in doubt."""
         header = self._headers.get(schema.header)
         if header is None:
-            header = self._headers[schema.header] = container_header(schema)
+            readable = envelope_decodable(plain_schema(schema.parsed))
+            header = self._headers[schema.header] = container_header(schema) if readable else b""
+        if not header:  # a type polars cannot read: not even tried (it panics, loudly)
+            return None
         if any(v[:HEADER_LEN] != schema.header for v in values):
             return None
         try:
