@@ -29,6 +29,7 @@ first write: nothing is added then.
 
 from __future__ import annotations
 
+import functools
 import logging
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -71,9 +72,10 @@ class NewTables:
         tuning = self.settings.tuning
         self.budget = SourceBudget(tuning.snapshot_rate, tuning.source_max_queries)
 
-    @property
+    @functools.cached_property
     def wanted(self) -> bool:
-        """Only pgoutput reads a publication, and only tenant tables come and go."""
+        """Only pgoutput reads a publication, and only tenant tables come and go (asked
+        every step of the stream: once is enough, the catalog does not change)."""
         tuning = self.settings.tuning
         return tuning.plugin == "pgoutput" and has_per_schema(self.codec.catalog)
 

@@ -53,6 +53,10 @@ Fetch = Callable[[CapturedTable, dict[str, Any], Sequence[str]], dict[str, str |
 TypeNames = Callable[[int, int], str]
 
 
+_INT16, _INT32 = struct.Struct(">h"), struct.Struct(">i")
+_TEXT, _NULL, _UNCHANGED_TOAST = b"t"[0], b"n"[0], b"u"[0]  # TupleData column kinds
+
+
 class Reader:
     """Big-endian fields of one pgoutput message, read front to back."""
 
@@ -99,20 +103,32 @@ class Reader:
         return _PG_EPOCH + timedelta(microseconds=self.int64())
 
     def tuple(self) -> list[Any]:
-        """TupleData: per column None (NULL), UNCHANGED, or the text of its value."""
+        """TupleData: per column None (NULL), UNCHANGED, or the text of its value.
+
+        One loop over the bytes with no call per column: streaming capture spent half its
+        time here when each field was read through the methods above."""
+        data, at = self.data, self.at
+        (count,) = _INT16.unpack_from(data, at)
+        at += 2
         values: list[Any] = []
-        for _ in range(self.int16()):
-            kind = self.byte()
-            if kind == "n":
-                values.append(None)
-            elif kind == "u":
-                values.append(UNCHANGED)
-            elif kind == "t":
-                values.append(self.raw(self.int32()).decode())
+        append, length = values.append, _INT32.unpack_from
+        for _ in range(count):
+            kind = data[at]
+            at += 1
+            if kind == _TEXT:
+                (size,) = length(data, at)
+                at += 4
+                append(str(data[at : at + size], "utf-8"))
+                at += size
+            elif kind == _NULL:
+                append(None)
+            elif kind == _UNCHANGED_TOAST:
+                append(UNCHANGED)
             else:
                 raise SourceSchemaError(
-                    f"pgoutput sent a column of kind {kind!r}; expected n, u or t"
+                    f"pgoutput sent a column of kind {chr(kind)!r}; expected n, u or t"
                 )
+        self.at = at
         return values
 
 

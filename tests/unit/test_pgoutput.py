@@ -284,3 +284,25 @@ def test_a_schema_per_tenant_table_takes_its_tenant_from_its_schema() -> None:
         ("7", 5, "c", {"id": 5, "body": "a"}), ("12", 5, "c", {"id": 5, "body": "b"}),
         ("12", 5, "u", {"id": 5, "body": "b2"}), ("7", 5, "d", None),
     ]  # fmt: skip
+
+
+def test_multibyte_text_and_empty_text_are_read_whole() -> None:
+    """Lengths are in bytes: a value of multi-byte characters ends where the next begins."""
+    decoder = Decoder(Codec())
+    body = "żółw 🐢 \x01 ' \\"
+    txn = decode(decoder, begin(), relation(1, "comments", COMMENT_COLUMNS),
+                 insert(1, comment(body=body)), insert(1, comment(body="")), commit())  # fmt: skip
+    rows = [c.row for c in txn.changes]
+    assert rows[0] is not None and rows[0]["body"] == body and rows[0]["created"] is not None
+    assert rows[1] is not None and rows[1]["body"] == "" and rows[1]["created"] is not None
+
+
+def test_a_column_of_an_unknown_kind_is_refused_by_name() -> None:
+    """pgoutput's binary mode ('b') is not asked for: a value in it must not be misread."""
+    decoder = Decoder(Codec())
+    bad = insert(1, comment()).replace(b"t\x00\x00\x00\x05", b"b\x00\x00\x00\x05", 1)
+    assert bad != insert(1, comment())
+    decoder.feed(begin())
+    decoder.feed(relation(1, "comments", COMMENT_COLUMNS))
+    with pytest.raises(SourceSchemaError, match="column of kind 'b'; expected n, u or t"):
+        decoder.feed(bad)
