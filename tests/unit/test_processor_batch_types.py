@@ -286,3 +286,37 @@ def test_from_date_does_not_filter_an_entity_without_an_updated_column() -> None
     got = path.transform(keys, values_, frozenset(spec.entities))
     assert got is not None and got == per_event(codec, spec, opted, keys, values_)
     assert len(got) == MIN_BATCH
+
+
+@pytest.mark.parametrize("rule", ["hash", "mask"])
+def test_a_redacted_nullable_text_column_is_never_passed_through(rule: str) -> None:
+    """A hashed or masked ``["null", "string"]`` column without a doc keeps its field as it
+    was, so the run schema's fields equal the writer's: the run still rewrites the values,
+    and neither path may write the raw text."""
+    columns = [
+        {"name": "id", "type": "bigint", "nullable": False},
+        {"name": "email", "type": "text"},
+    ]
+    entity = {"table": "public.things", "key": ["id"], "tenant": {"column": "tenant_id"},
+              "columns": columns}  # fmt: skip
+    catalog = parse_catalog({"entities": {"thing": entity}}, "redacted")
+    codec = Codec(catalog=catalog)
+    set_active_catalog(catalog)
+    spec = parse_spec(
+        {"tenants": ["t1"], "destination": "/l", "pii": {"thing.email": rule}, "pii_secret": "k"}
+    )
+    keys: list[bytes | None] = []
+    values_: list[bytes] = []
+    for n in range(MIN_BATCH):
+        event = {
+            "tenant_id": "t1", "entity": "thing", "entity_id": n, "op": "u", "position": n,
+            "snapshot": False, "source_ts": _MOMENT, "after": {"id": n, "email": f"a{n}@x.org"},
+        }  # fmt: skip
+        keys.append(event_key("t1", n))
+        values_.append(codec.encode(event))
+    opted = verdicts_of(None, [], [])
+    path = BatchPath(spec, codec, run_event_schemas(spec, codec), opted, full=False)
+    got = path.transform(keys, values_, frozenset(spec.entities))
+    expected = per_event(codec, spec, opted, keys, values_)
+    assert got is not None and got == expected
+    assert not any(b"@x.org" in (value or b"") for _key, value in got)
