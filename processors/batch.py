@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import polars as pl
 from polars.exceptions import PanicException, PolarsError
@@ -33,6 +34,8 @@ from sluiceway.processors.transforms import MASK, id_kinds, pii_hash
 # Below this many events the per-event path is as fast: polars has a fixed cost per call.
 MIN_BATCH = 32
 INT64_MAX = 2**63 - 1
+# polars' Decimal holds up to 38 digits; a wider decimal column panics its Avro reader
+POLARS_DIGITS = 38
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Avro types whose polars values print as fastavro's do, so pii_hash hashes the same text.
 HASHABLE = frozenset({"string", "long", "int", "boolean", "double"})
@@ -165,9 +168,9 @@ def _hashable(schema: EventSchema, spec: RunSpec) -> bool:
     return True
 
 
-def _encoder_of(writer: EventSchema, spec: RunSpec) -> ColumnEncoder | None:
+def _encoder_of(writer: EventSchema, spec: RunSpec, opted: OptedOut) -> ColumnEncoder | None:
     """The run schema's encoder for events of ``writer``; None: the per-event path."""
-    if not _hashable(writer, spec):
+    if not _hashable(writer, spec) or not _batchable(writer, opted):
         return None
     try:
         return ColumnEncoder(run_event_schema(writer, spec))
@@ -182,25 +185,50 @@ def _same_body(writer: EventSchema, spec: RunSpec) -> bytes | None:
     decoded event again would give, without the decoding into Python and encoding back."""
     if spec.remap is not None:
         return None
-    if run_record_fields(writer, spec) != plain_schema(writer.record)["fields"]:
+    fields = plain_schema(writer.record)["fields"]
+    # a hashed or masked nullable string keeps its field as it was (the redacted type is
+    # ["null", "string"] too), so equal fields alone do not prove that no rule applies
+    rules = spec.pii_rules(writer.entity)
+    if any(f["name"] in rules for f in fields):
+        return None
+    if run_record_fields(writer, spec) != fields:
         return None
     return run_event_schema(writer, spec).header
 
 
-def _judgeable(entity: str, codec: Codec, opted: OptedOut) -> bool:
+def _judgeable(writer: EventSchema, opted: OptedOut) -> bool:
     """Whether the columns an opt-out verdict reads stringify alike from polars and fastavro
     (processors/opt_out.py compares their text forms)."""
     cascade = opted.cascade
-    if not opted.values or cascade is None or entity not in cascade.keys:
+    if not opted.values or cascade is None or writer.entity not in cascade.keys:
         return True
-    read = set(cascade.columns(entity))
-    for field in plain_schema(codec.schemas[entity].record)["fields"]:
+    read = set(cascade.columns(writer.entity))
+    for field in plain_schema(writer.record)["fields"]:
         kinds = field["type"] if isinstance(field["type"], list) else [field["type"]]
         if field["name"] in read and any(
             k != "null" and (not isinstance(k, str) or k not in HASHABLE) for k in kinds
         ):
             return False
     return True
+
+
+def _decodable(writer: EventSchema) -> bool:
+    """Whether polars can hold every column of the writer's events: its decimals stop at
+    38 digits (it panics on a wider one, so the decode is not even tried)."""
+    stack: list[Any] = [plain_schema(writer.record)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if node.get("logicalType") == "decimal" and node.get("precision", 0) > POLARS_DIGITS:
+                return False
+            stack.extend(node.get(k) for k in ("type", "items", "fields") if k in node)
+    return True
+
+
+def _batchable(writer: EventSchema, opted: OptedOut) -> bool:
+    return _judgeable(writer, opted) and _decodable(writer)
 
 
 class BatchPath:
@@ -216,12 +244,13 @@ class BatchPath:
         self.versions: dict[bytes, ColumnEncoder | None] = {}  # by writer header
         self.same: dict[bytes, bytes | None] = {}  # writer header -> _same_body's
         for entity, schema in run_schemas.items():
-            try:
-                encoder = ColumnEncoder(schema)
-            except UnsupportedSchemaError:
+            writer = codec.schemas[entity]
+            if not _hashable(writer, spec) or not _batchable(writer, opted):
                 continue  # this entity's events take the per-event path
-            if _hashable(codec.schemas[entity], spec) and _judgeable(entity, codec, opted):
-                self.encoders[entity] = encoder
+            try:
+                self.encoders[entity] = ColumnEncoder(schema)
+            except UnsupportedSchemaError:
+                continue
 
     def transform(
         self, keys: Sequence[bytes | None], values: Sequence[bytes], entities: frozenset[str]
@@ -230,15 +259,16 @@ class BatchPath:
         if len(values) < MIN_BATCH:
             return None
         schema = self.codec.schema_of(values[0])
-        encoder = self._encoder(schema) if schema is not None else None
-        if schema is None or encoder is None:
+        if schema is None:
+            return None
+        same = self._same(schema)
+        # a run that keeps its events as they are encodes nothing: any column type will do
+        encoder = self._encoder(schema) if same is None else None
+        if same is None and encoder is None:
             return None
         frame = self.decoder.decode(schema, values, keys)
         if frame is None:
             return None
-        if schema.header not in self.same:
-            self.same[schema.header] = _same_body(schema, self.spec)
-        same = self.same[schema.header]
         if same is not None:  # each row's place in ``values``, before any row is left out
             frame = frame.with_row_index("_at")
         try:
@@ -247,9 +277,18 @@ class BatchPath:
                 frame = frame.filter(pl.col("op") != "d")
             if same is not None:
                 return self._passed(frame, schema.entity, values, same)
+            assert encoder is not None
             return self._outputs(frame, schema.entity, encoder)
         except (DoubtError, UnencodableError, PolarsError, PanicException):
             return None
+
+    def _same(self, schema: EventSchema) -> bytes | None:
+        """``_same_body`` of a writer schema whose batches polars decodes and whose opt-out
+        verdicts it can judge; else None."""
+        if schema.header not in self.same:
+            batchable = _batchable(schema, self.opted)
+            self.same[schema.header] = _same_body(schema, self.spec) if batchable else None
+        return self.same[schema.header]
 
     def _encoder(self, schema: EventSchema) -> ColumnEncoder | None:
         """The encoder of the run schema for events of writer schema ``schema``: a schema
@@ -257,7 +296,7 @@ class BatchPath:
         if schema.header == self.codec.schemas[schema.entity].header:
             return self.encoders.get(schema.entity)
         if schema.header not in self.versions:
-            self.versions[schema.header] = _encoder_of(schema, self.spec)
+            self.versions[schema.header] = _encoder_of(schema, self.spec, self.opted)
         return self.versions[schema.header]
 
     def _passed(

@@ -7,10 +7,13 @@ numpy and Arrow compute, and the fields are then joined row by row. The result i
 byte what ``Codec.encode_with`` writes (tests/unit/test_processor_batch.py checks it).
 
 No library encodes Arrow columns to per-row Avro bodies (polars writes container files,
-whose blocks carry no per-record boundaries), hence the encoders below. They cover the
-types of the change-event schemas; ``ColumnEncoder`` raises ``UnsupportedSchemaError`` for
-any other, and a value a schema cannot hold raises ``UnencodableError``: the caller then
-encodes event by event with fastavro, which says what is wrong with which event.
+whose blocks carry no per-record boundaries), hence the encoders below. They cover every
+type of docs/types.md as Arrow holds it after polars decodes it (decimals in
+sluiceway/common/avro_decimal.py; tests/unit/test_avro_encode_types.py compares each with
+fastavro's bytes); ``ColumnEncoder`` raises ``UnsupportedSchemaError`` for any other type,
+and a value fastavro would write otherwise than as it came (a uuid in capitals, a time past
+midnight) or a schema cannot hold raises ``UnencodableError``: the caller then encodes
+event by event with fastavro, which says what is wrong with which event.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sluiceway.common.avro_decimal import avro_decimals, exceeds, unscaled_bytes
 from sluiceway.common.codec import EventSchema, plain_schema
 
 BINARY = pa.large_binary()
@@ -31,6 +35,15 @@ _EMPTY = pa.scalar(b"", BINARY)
 Mask = npt.NDArray[np.bool_]
 # (values, rows that must hold a value) -> one encoded value per row, as large_binary
 Encoder = Callable[[pa.Array, Mask], pa.Array]
+
+
+_F32_EXPONENT, _F32_MANTISSA, _F32_QUIET = 0x7F800000, 0x007FFFFF, 0x00400000
+_UUID = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+_DAY_MICROS = 86_400_000_000
+# datetime's range, 0001-01-01 to 9999-12-31 23:59:59.999999, in microseconds since 1970:
+# fastavro cannot read a local timestamp outside it back
+_LOCAL_RANGE = (-62_135_596_800_000_000, 253_402_300_799_999_999)
+_RANGES = {"time-micros": (0, _DAY_MICROS - 1), "local-timestamp-micros": _LOCAL_RANGE}
 
 
 class UnsupportedSchemaError(Exception):
@@ -108,6 +121,119 @@ def _double(values: pa.Array, present: Mask) -> pa.Array:
     return _fixed(8, floats.astype("<f8").view(np.uint8))
 
 
+def _float(values: pa.Array, present: Mask) -> pa.Array:
+    _require(values, present)
+    if not pa.types.is_float32(values.type):  # a wider float would be rounded: fastavro's job
+        raise UnencodableError(f"a {values.type} column for an Avro float")
+    floats = pc.fill_null(values, 0.0).to_numpy(zero_copy_only=False)
+    bits = floats.astype("<f4").view(np.uint32)
+    # fastavro reads a float into a Python float (a double) and writes it back: that sets a
+    # signalling NaN's quiet bit, payload and sign kept
+    nan = (bits & np.uint32(_F32_EXPONENT)) == _F32_EXPONENT
+    nan &= (bits & np.uint32(_F32_MANTISSA)) != 0
+    bits = np.where(nan, bits | np.uint32(_F32_QUIET), bits).astype("<u4")
+    return _fixed(4, bits.view(np.uint8))
+
+
+def _temporal(logical: str) -> Encoder:
+    """A time or timestamp logical type: its Avro long, from Arrow's temporal type or from
+    the integer itself; a value fastavro could not read back (out of range) is refused."""
+    low, high = _RANGES[logical]
+
+    def encode(values: pa.Array, present: Mask) -> pa.Array:
+        _require(values, present)
+        ints = _avro_ints(values, logical)
+        valid = ~_nulls(values)
+        if bool(np.any(valid & ((ints < low) | (ints > high)))):
+            raise UnencodableError(f"a {logical} value out of range")
+        return varints(zigzag(ints))
+
+    return encode
+
+
+def _avro_ints(values: pa.Array, logical: str) -> npt.NDArray[np.int64]:
+    """The Avro long of each value (nulls 0): microseconds since the epoch or midnight."""
+    kind = values.type
+    if pa.types.is_integer(kind):
+        return _int64(values)
+    if logical == "time-micros" and pa.types.is_time64(kind):
+        ints = _int64(values)
+        if kind.unit == "us":
+            return ints
+        if bool(np.any(ints % 1000)):  # polars holds times in ns; a sub-microsecond is not Avro's
+            raise UnencodableError("a time finer than a microsecond")
+        return ints // 1000
+    local = logical == "local-timestamp-micros"
+    if pa.types.is_timestamp(kind) and kind.unit == "us" and (kind.tz is None or not local):
+        return _int64(values)
+    raise UnencodableError(f"a {kind} column for Avro {logical}")
+
+
+def _int64(values: pa.Array) -> npt.NDArray[np.int64]:
+    ints = pc.fill_null(values.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+    return ints.astype(np.int64, copy=False)
+
+
+def _uuid(values: pa.Array, present: Mask) -> pa.Array:
+    _require(values, present)
+    # fastavro reads a uuid into a UUID and writes str() of it back: only the canonical
+    # text survives that unchanged, so any other spelling goes event by event
+    canonical = pc.fill_null(pc.match_substring_regex(values.cast(pa.large_string()), _UUID), True)
+    if not pc.all(canonical, min_count=0).as_py():  # an empty column holds no doubt
+        raise UnencodableError("a uuid not in its canonical lower-case form")
+    return _string(values, present)
+
+
+def _decimal(precision: int, scale: int) -> Encoder:
+    def encode(values: pa.Array, present: Mask) -> pa.Array:
+        _require(values, present)
+        kind = values.type
+        if not pa.types.is_decimal(kind) or kind.scale != scale:
+            raise UnencodableError(f"a {kind} column for Avro decimal({precision},{scale})")
+        if kind.byte_width < 16:  # decimal32 and decimal64: avro_decimal reads 64-bit limbs
+            values = values.cast(pa.decimal128(kind.precision, scale))
+        raw = unscaled_bytes(values)
+        if exceeds(raw, ~_nulls(values), precision):
+            raise UnencodableError(f"a decimal of more than {precision} digits")
+        return _binary(*avro_decimals(raw))
+
+    return encode
+
+
+def _array(items: Encoder) -> Encoder:
+    """Avro's array as fastavro writes it: one block (count, items) then 0; empty: 0."""
+    end = pa.scalar(b"\x00", BINARY)
+
+    def encode(values: pa.Array, present: Mask) -> pa.Array:
+        _require(values, present)
+        if not isinstance(values, pa.ListArray | pa.LargeListArray):
+            raise UnencodableError(f"a {values.type} column for an Avro array")
+        # flatten() skips the offset and whatever a null list's slot may hold
+        flat = values.flatten()
+        counts = pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False)
+        counts = counts.astype(np.int64)
+        encoded = items(flat, np.ones(len(flat), np.bool_))
+        item_offsets, data = _offsets_and_data(encoded)
+        starts = np.zeros(len(values) + 1, np.int64)
+        np.cumsum(counts, out=starts[1:])
+        # a row's items are consecutive, so their bytes are one slice of the items' data
+        joined = _binary(item_offsets[starts] - item_offsets[0], data)
+        block = pc.if_else(pa.array(counts > 0), varints(zigzag(counts)), _EMPTY)
+        return pc.binary_join_element_wise(block, joined, end, _EMPTY)
+
+    return encode
+
+
+def _offsets_and_data(values: pa.Array) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
+    """A large_binary array's offsets (len + 1) and the bytes they index."""
+    if values.null_count:
+        raise UnencodableError("an array item came out null")
+    buffers = values.buffers()
+    offsets = np.frombuffer(buffers[1], np.int64)[values.offset : values.offset + len(values) + 1]
+    data = np.frombuffer(buffers[2], np.uint8) if buffers[2] is not None else np.empty(0, np.uint8)
+    return offsets, data[offsets[0] : offsets[-1]]
+
+
 def _enum(symbols: list[str]) -> Encoder:
     known = pa.array(symbols)
 
@@ -156,9 +282,15 @@ def _record(schema: dict[str, Any], names: dict[str, Any]) -> Encoder:
 
 _PRIMITIVES: dict[str, Encoder] = {
     "long": _long, "int": _long, "string": _string, "boolean": _boolean, "double": _double,
+    "float": _float, "bytes": _string,
 }  # fmt: skip
 # Logical types whose values polars and Arrow hold as their Avro base type's integer.
-_LOGICAL = {("long", "timestamp-micros"), ("int", "date")}
+_INTEGRAL = {("long", "timestamp-micros"), ("int", "date")}
+_LOGICAL: dict[tuple[str, str], Encoder] = {
+    ("string", "uuid"): _uuid,
+    ("long", "time-micros"): _temporal("time-micros"),
+    ("long", "local-timestamp-micros"): _temporal("local-timestamp-micros"),
+}
 
 
 def _encoder(schema: Any, names: dict[str, Any]) -> Encoder:
@@ -176,9 +308,24 @@ def _encoder(schema: Any, names: dict[str, Any]) -> Encoder:
         if kind == "enum":
             return _enum(list(schema["symbols"]))
         return _record(schema, names)
-    if logical is not None and (kind, logical) not in _LOGICAL:
-        raise UnsupportedSchemaError(f"logical type {logical!r} of {kind!r}")
-    return _encoder(kind, names)
+    if kind == "array":
+        return _array(_encoder(schema["items"], names))
+    if logical is None or (kind, logical) in _INTEGRAL:
+        return _encoder(kind, names)
+    if (kind, logical) in _LOGICAL:
+        return _LOGICAL[kind, logical]
+    if (kind, logical) == ("bytes", "decimal"):
+        return _decimal(schema["precision"], schema.get("scale", 0))
+    raise UnsupportedSchemaError(f"logical type {logical!r} of {kind!r}")
+
+
+def encode_values(schema: Any, values: pa.Array) -> list[bytes]:
+    """Each of ``values`` encoded with the Avro type ``schema`` alone, without a header."""
+    encoded = _encoder(schema, {})(values, np.ones(len(values), np.bool_))
+    if encoded.null_count:
+        raise UnencodableError("a value came out null")
+    out: list[bytes] = encoded.to_pylist()
+    return out
 
 
 class ColumnEncoder:
