@@ -17,12 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import polars as pl
 from polars.exceptions import PanicException, PolarsError
 
-from sluiceway.common.avro_batch import BatchDecoder
+from sluiceway.common.avro_batch import BatchDecoder, decodable
 from sluiceway.common.avro_encode import ColumnEncoder, UnencodableError, UnsupportedSchemaError
 from sluiceway.common.codec import HEADER_LEN, Codec, EventSchema, plain_schema
 from sluiceway.common.entities import id_columns, updated_column
@@ -34,8 +33,6 @@ from sluiceway.processors.transforms import MASK, id_kinds, pii_hash
 # Below this many events the per-event path is as fast: polars has a fixed cost per call.
 MIN_BATCH = 32
 INT64_MAX = 2**63 - 1
-# polars' Decimal holds up to 38 digits; a wider decimal column panics its Avro reader
-POLARS_DIGITS = 38
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Avro types whose polars values print as fastavro's do, so pii_hash hashes the same text.
 HASHABLE = frozenset({"string", "long", "int", "boolean", "double"})
@@ -212,23 +209,9 @@ def _judgeable(writer: EventSchema, opted: OptedOut) -> bool:
     return True
 
 
-def _decodable(writer: EventSchema) -> bool:
-    """Whether polars can hold every column of the writer's events: its decimals stop at
-    38 digits (it panics on a wider one, so the decode is not even tried)."""
-    stack: list[Any] = [plain_schema(writer.record)]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, dict):
-            if node.get("logicalType") == "decimal" and node.get("precision", 0) > POLARS_DIGITS:
-                return False
-            stack.extend(node.get(k) for k in ("type", "items", "fields") if k in node)
-    return True
-
-
 def _batchable(writer: EventSchema, opted: OptedOut) -> bool:
-    return _judgeable(writer, opted) and _decodable(writer)
+    # a type polars cannot read (sluiceway/common/avro_batch.py): not even tried
+    return _judgeable(writer, opted) and decodable(plain_schema(writer.record))
 
 
 class BatchPath:
