@@ -180,7 +180,9 @@ def run_processor(src: Source, etl_id: str, workdir: Path, timeout: float) -> No
     assert proc.returncode == 0, log.read_text(errors="replace")[-4000:]
 
 
-def kill_repeatedly(sink: SinkProcess, rng: random.Random) -> None:
+def kill_repeatedly(
+    sink: SinkProcess, rng: random.Random, max_delay: float = MAX_KILL_DELAY_S
+) -> None:
     """Kill the sink ``KILLS`` times at random moments, restarting it right away.
 
     Most kills land while an incarnation writes (after its first new file); the others
@@ -201,10 +203,10 @@ def kill_repeatedly(sink: SinkProcess, rng: random.Random) -> None:
         what = "recover the lake" if early else "publish a file"
         wait_for(ready, 180, f"incarnation {sink.starts} to {what}", poll=0.05)
         if early:
-            delay = rng.uniform(0.0, MAX_KILL_DELAY_S)
+            delay = rng.uniform(0.0, max_delay)
             why = f"kill {n}: {delay:.2f}s after it recovered (or wrote)"
         else:
-            delay = rng.uniform(0.0, MAX_KILL_DELAY_S)
+            delay = rng.uniform(0.0, max_delay)
             why = f"kill {n}: {delay:.2f}s after its first new file"
         pause(delay)
         if not sink.running():
@@ -314,14 +316,16 @@ def destination_for(kind: str, tmp_path: Path, s3: S3Settings) -> str:
 
 @pytest.mark.timeout(1200)
 def sink_through_kills(
-    source: Source, etl_id: str, tmp_path: Path, rng: random.Random
-) -> SinkProcess:
-    """A real sink for the run, SIGKILLed KILLS times at random moments, then left to finish;
-    it must end with exit 0, started once per kill plus once."""
+    source: Source, etl_id: str, tmp_path: Path, rng: random.Random,
+    max_delay: float = MAX_KILL_DELAY_S,
+) -> SinkProcess:  # fmt: skip
+    """A real sink for the run, SIGKILLed KILLS times at random moments (at most
+    ``max_delay`` after an incarnation's first new file), then left to finish; it must end
+    with exit 0, started once per kill plus once."""
     sink = SinkProcess({**source.cli.env, **SINK_ENV}, etl_id, tmp_path / "sink.log", tmp_path)
     sink.start()
     try:
-        kill_repeatedly(sink, rng)
+        kill_repeatedly(sink, rng, max_delay)
         assert sink.proc is not None
         try:
             code = sink.proc.wait(600)

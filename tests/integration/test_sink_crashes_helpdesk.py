@@ -29,8 +29,11 @@ from tests.integration.test_sink_crashes import (
 
 pytestmark = pytest.mark.integration
 TENANTS = ("1", "2")
-# 4 entities x 2 tenants x 30,000: 240,000 events, enough for 20 short lives of the sink
-ROWS_PER_TENANT = 30_000
+# 4 entities x 2 tenants x 60,000: 480,000 events for 20 short lives of the sink. Since the
+# sink decodes the help desk's uuids and numerics in batches, 240,000 events (30,000 a
+# tenant) were done after 16 kills; lives now also end at most 0.1 s after the first file
+ROWS_PER_TENANT = 60_000
+MAX_KILL_DELAY_S = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +71,7 @@ def test_sink_killed_20_times_writes_every_helpdesk_row_exactly_once(
     etl_id = run["etl_id"]
     run_processor(source, etl_id, tmp_path, timeout=600)
     rng = random.Random(etl_id)
-    sink = sink_through_kills(source, etl_id, tmp_path, rng)
+    sink = sink_through_kills(source, etl_id, tmp_path, rng, MAX_KILL_DELAY_S)
     keys = {e: catalog.entity(e).record_key for e in catalog.names}
     totals = check_lake(lake_of(str(lake), local_stack.s3), etl_id, source, keys)
     rotations = len(ROTATE.findall(sink.log.read_bytes()))
