@@ -6,10 +6,15 @@ and encoded at once by the column encoder the processor uses
 (sluiceway/common/avro_encode.py): byte for byte what ``Codec.encode`` writes
 (tests/unit/test_snapshot_columns.py compares both on random rows).
 
-It covers tables keyed by one integer column whose columns are all of the primitive Avro
-types the encoder knows (long, int, string, boolean, double, timestamp-micros, date).
-Any other table, or a chunk holding a value
-its column's type cannot hold, takes the per-row path, which says what is wrong.
+It covers tables keyed by one integer column whose columns are all of the scalar types of
+docs/types.md: the Avro long, int, string, boolean, double, float, bytes, timestamp-micros,
+date, uuid, time-micros, local-timestamp-micros and decimal. uuid, numeric(p,s), real,
+bytea, time and timestamp columns are read as text and turned into Arrow columns at once
+(producers/snapshot_text.py). Arrays stay on the per-row path: psycopg2's array parser,
+which reads the quoting of PostgreSQL's array output, has no columnar counterpart.
+Any other table, or a chunk holding a value its column's type cannot hold (or that the
+mapping refuses: NaN in a numeric(p,s), ``infinity``, ``24:00:00``...), takes the per-row
+path, which says what is wrong.
 """
 
 from __future__ import annotations
@@ -22,21 +27,36 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sluiceway.common.avro_encode import ColumnEncoder, UnencodableError, UnsupportedSchemaError
+from sluiceway.common.avro_encode import (
+    BINARY,
+    ColumnEncoder,
+    UnencodableError,
+    UnsupportedSchemaError,
+)
 from sluiceway.common.codec import EventSchema, plain_schema
 from sluiceway.common.partitioning import tenant_base
 from sluiceway.common.settings import KafkaSettings
+from sluiceway.producers import snapshot_text as text
 from sluiceway.producers.tables import CapturedTable
 
-_PRIMITIVE: dict[str, pa.DataType] = {
-    "long": pa.int64(), "int": pa.int32(), "string": pa.string(),
-    "boolean": pa.bool_(), "double": pa.float64(),
+# Per Avro type: the Arrow type the encoder is given, and how the column's text becomes it
+# (as_read: the snapshot reads the value itself, not text to be turned into it).
+Reader = tuple[pa.DataType, text.Converter]
+_PRIMITIVE: dict[str, Reader] = {
+    "long": (pa.int64(), text.as_read), "int": (pa.int32(), text.as_read),
+    "string": (pa.string(), text.as_read), "boolean": (pa.bool_(), text.as_read),
+    "double": (pa.float64(), text.as_read), "float": (pa.float32(), text.real),
+    "bytes": (BINARY, text.bytea),
 }  # fmt: skip
-# The snapshot reads these temporal columns as the integers Avro stores (snapshot.read_as).
-_LOGICAL: dict[tuple[str, str], pa.DataType] = {
-    ("long", "timestamp-micros"): pa.int64(),
-    ("int", "date"): pa.int32(),
+# timestamptz and date are read as the integers Avro stores (snapshot.read_as).
+_LOGICAL: dict[tuple[str, str], Reader] = {
+    ("long", "timestamp-micros"): (pa.int64(), text.as_read),
+    ("int", "date"): (pa.int32(), text.as_read),
+    ("string", "uuid"): (pa.string(), text.uuid),
+    ("long", "time-micros"): (pa.int64(), text.time_of_day),
+    ("long", "local-timestamp-micros"): (pa.timestamp("us"), text.timestamp),
 }
+_MAX_DECIMAL128 = 38
 Parsers = list[tuple[int, Callable[[str], Any]]]
 # A chunk as read: psycopg2's rows (tenant first), or the same columns read by COPY.
 Chunk: TypeAlias = "list[tuple[Any, ...]] | pa.Table"
@@ -61,29 +81,49 @@ def tenants_of(chunk: Chunk) -> list[str]:
     return list(dict.fromkeys(column))
 
 
-def arrow_type(avro: Any) -> pa.DataType | None:
-    """The Arrow type that holds a column of Avro type ``avro`` as the snapshot reads it;
-    None for a type the column path does not take."""
+def reader(avro: Any) -> Reader | None:
+    """How the column path holds a column of Avro type ``avro`` and gets it from what the
+    snapshot reads; None for a type the column path does not take."""
     kinds = [k for k in (avro if isinstance(avro, list) else [avro]) if k != "null"]
     if len(kinds) != 1:
         return None
     kind = kinds[0]
     if isinstance(kind, str):
         return _PRIMITIVE.get(kind)
-    if isinstance(kind, dict):
-        logical = kind.get("logicalType")
-        if logical is None:
-            return _PRIMITIVE.get(kind.get("type", ""))
-        return _LOGICAL.get((kind.get("type", ""), logical))
-    return None
+    if not isinstance(kind, dict):
+        return None
+    base, logical = kind.get("type", ""), kind.get("logicalType")
+    if logical is None:
+        return _PRIMITIVE.get(base)
+    if (base, logical) == ("bytes", "decimal"):
+        precision, scale = kind["precision"], kind.get("scale", 0)
+        wide = precision > _MAX_DECIMAL128
+        held = pa.decimal256(precision, scale) if wide else pa.decimal128(precision, scale)
+        return held, text.decimal(held)
+    return _LOGICAL.get((base, logical))
+
+
+def arrow_type(avro: Any) -> pa.DataType | None:
+    """The Arrow type the encoder is given for a column of Avro type ``avro``; None for a
+    type the column path does not take."""
+    found = reader(avro)
+    return None if found is None else found[0]
 
 
 class ColumnChunks:
     """Encodes the chunks of one table (built once per table per snapshot)."""
 
-    def __init__(self, encoder: ColumnEncoder, table: CapturedTable, types: list[pa.DataType]):
-        self.encoder, self.table, self.types = encoder, table, types
+    def __init__(self, encoder: ColumnEncoder, table: CapturedTable, readers: list[Reader]):
+        self.encoder, self.table = encoder, table
+        self.types = [held for held, _ in readers]
+        # columns read as text that the column path turns into their Arrow type at once
+        self.from_text = {i: c for i, (_, c) in enumerate(readers) if c is not text.as_read}
         self.key_at = table.columns.index(table.key[0])
+
+    @property
+    def read_types(self) -> list[pa.DataType]:
+        """Each column's Arrow type as read (text for those turned into their type here)."""
+        return [pa.string() if i in self.from_text else t for i, t in enumerate(self.types)]
 
     @classmethod
     def of(cls, schema: EventSchema, table: CapturedTable) -> ColumnChunks | None:
@@ -92,15 +132,15 @@ class ColumnChunks:
             return None
         after = next(f for f in plain_schema(schema.parsed)["fields"] if f["name"] == "after")
         record = next(k for k in after["type"] if k != "null")
-        by_name = {f["name"]: arrow_type(f["type"]) for f in record["fields"]}
-        types = [by_name.get(column) for column in table.columns]
-        if set(by_name) != set(table.columns) or any(t is None for t in types):
+        by_name = {f["name"]: reader(f["type"]) for f in record["fields"]}
+        readers = [by_name.get(column) for column in table.columns]
+        if set(by_name) != set(table.columns) or any(r is None for r in readers):
             return None
         try:
             encoder = ColumnEncoder(schema)
         except UnsupportedSchemaError:
             return None
-        return cls(encoder, table, [t for t in types if t is not None])
+        return cls(encoder, table, [r for r in readers if r is not None])
 
     def encode(
         self, chunk: Chunk, parsers: Parsers, envelope: dict[str, Any], kafka: KafkaSettings
@@ -122,16 +162,23 @@ class ColumnChunks:
 
     def _columns(self, chunk: Chunk, parsers: Parsers) -> tuple[pa.Array, pa.StructArray]:
         """The chunk's tenants, and its rows as the ``after`` struct."""
-        names = list(self.table.columns)
-        if isinstance(chunk, pa.Table):  # read by COPY: already typed columns
+        if isinstance(chunk, pa.Table):  # read by COPY: typed columns, and texts to convert
             arrays = [c.combine_chunks() for c in chunk.columns]
-            return arrays[0], pa.StructArray.from_arrays(arrays[1:], names=names)
-        columns = [list(c) for c in zip(*chunk, strict=True)]
-        tenants, values = columns[0], columns[1:]
+            tenants, values = arrays[0], arrays[1:]
+        else:
+            columns = [list(c) for c in zip(*chunk, strict=True)]
+            tenants, values = pa.array(columns[0], pa.string()), self._arrays(columns[1:], parsers)
+        for i, convert in self.from_text.items():
+            values[i] = convert(values[i])
+        return tenants, pa.StructArray.from_arrays(values, names=list(self.table.columns))
+
+    def _arrays(self, columns: list[list[Any]], parsers: Parsers) -> list[pa.Array]:
+        """psycopg2's columns as Arrow, in their read types (texts parsed one by one only
+        where no conversion of the whole column does it)."""
         for i, parse in parsers:
-            values[i] = [None if v is None else parse(v) for v in values[i]]
-        arrays = [pa.array(v, type=t) for v, t in zip(values, self.types, strict=True)]
-        return pa.array(tenants, pa.string()), pa.StructArray.from_arrays(arrays, names=names)
+            if i not in self.from_text:
+                columns[i] = [None if v is None else parse(v) for v in columns[i]]
+        return [pa.array(v, type=t) for v, t in zip(columns, self.read_types, strict=True)]
 
     @staticmethod
     def _envelope(
