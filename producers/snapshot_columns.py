@@ -6,12 +6,14 @@ and encoded at once by the column encoder the processor uses
 (sluiceway/common/avro_encode.py): byte for byte what ``Codec.encode`` writes
 (tests/unit/test_snapshot_columns.py compares both on random rows).
 
-It covers tables keyed by one integer column whose columns are all of the scalar types of
-docs/types.md: the Avro long, int, string, boolean, double, float, bytes, timestamp-micros,
-date, uuid, time-micros, local-timestamp-micros and decimal. uuid, numeric(p,s), real,
-bytea, time and timestamp columns are read as text and turned into Arrow columns at once
-(producers/snapshot_text.py). Arrays stay on the per-row path: psycopg2's array parser,
-which reads the quoting of PostgreSQL's array output, has no columnar counterpart.
+It covers tables keyed by one column (an integer, a text or a uuid: the events' identity is
+then computed as record_keys does, producers/snapshot_keys.py) whose columns are all of the
+scalar types of docs/types.md: the Avro long, int, string, boolean, double, float, bytes,
+timestamp-micros, date, uuid, time-micros, local-timestamp-micros and decimal. uuid,
+numeric(p,s), real, bytea, time and timestamp columns are read as text and turned into Arrow
+columns at once (producers/snapshot_text.py). Arrays stay on the per-row path: psycopg2's
+array parser, which reads the quoting of PostgreSQL's array output, has no columnar
+counterpart; so do composite keys.
 Any other table, or a chunk holding a value its column's type cannot hold (or that the
 mapping refuses: NaN in a numeric(p,s), ``infinity``, ``24:00:00``...), takes the per-row
 path, which says what is wrong.
@@ -37,6 +39,7 @@ from sluiceway.common.codec import EventSchema, plain_schema
 from sluiceway.common.partitioning import tenant_base
 from sluiceway.common.settings import KafkaSettings
 from sluiceway.producers import snapshot_text as text
+from sluiceway.producers.snapshot_keys import key_texts, text_slots
 from sluiceway.producers.tables import CapturedTable
 
 # Per Avro type: the Arrow type the encoder is given, and how the column's text becomes it
@@ -128,7 +131,7 @@ class ColumnChunks:
     @classmethod
     def of(cls, schema: EventSchema, table: CapturedTable) -> ColumnChunks | None:
         """None when the table's events take the per-row path."""
-        if not table.integer_key:
+        if len(table.key) != 1:
             return None
         after = next(f for f in plain_schema(schema.parsed)["fields"] if f["name"] == "after")
         record = next(k for k in after["type"] if k != "null")
@@ -136,6 +139,9 @@ class ColumnChunks:
         readers = [by_name.get(column) for column in table.columns]
         if set(by_name) != set(table.columns) or any(r is None for r in readers):
             return None
+        key_type = readers[table.columns.index(table.key[0])]
+        if not table.integer_key and (key_type is None or key_type[0] != pa.string()):
+            return None  # key_texts reads text (record_keys allows only text and uuid keys)
         try:
             encoder = ColumnEncoder(schema)
         except UnsupportedSchemaError:
@@ -149,16 +155,28 @@ class ColumnChunks:
         path. ``envelope`` holds the fields every event of the chunk shares."""
         try:
             tenants, after = self._columns(chunk, parsers)
-            ids = after.field(self.key_at).cast(pa.int64())
-            encoded = self.encoder.encode_rows(self._envelope(after, tenants, ids, envelope))
+            ids, identity = self._identity(after)
+            encoded = self.encoder.encode_rows(self._envelope(after, tenants, identity, envelope))
             # event_key's <tenant>/<entity_id>: an int64 prints as Python prints the int
             keys = pc.binary_join_element_wise(tenants, ids.cast(pa.string()), "/")
         except (pa.ArrowException, UnencodableError, TypeError, OverflowError):
             return None
         if keys.null_count:
             return None
-        parts = partitions_of(tenants, ids, kafka).tolist()
+        slots = ids.to_numpy(zero_copy_only=False) if self.table.integer_key else text_slots(ids)
+        parts = partitions_of(tenants, slots, kafka).tolist()
         return list(zip(parts, keys.cast(pa.binary()).to_pylist(), encoded, strict=True))
+
+    def _identity(self, after: pa.StructArray) -> tuple[pa.Array, dict[str, pa.Array]]:
+        """The events' ``entity_id`` and the envelope fields naming the row (``entity_id``,
+        and the typed ``key`` of the second envelope)."""
+        column = after.field(self.key_at)
+        if self.table.integer_key:
+            ids = column.cast(pa.int64())
+            return ids, {"entity_id": ids}
+        ids = key_texts(column)
+        key = pa.StructArray.from_arrays([column], names=[self.table.key[0]])
+        return ids, {"entity_id": ids, "key": key}
 
     def _columns(self, chunk: Chunk, parsers: Parsers) -> tuple[pa.Array, pa.StructArray]:
         """The chunk's tenants, and its rows as the ``after`` struct."""
@@ -182,26 +200,29 @@ class ColumnChunks:
 
     @staticmethod
     def _envelope(
-        after: pa.StructArray, tenants: pa.Array, ids: pa.Array, shared: dict[str, Any]
-    ) -> pa.StructArray:
+        after: pa.StructArray, tenants: pa.Array, identity: dict[str, pa.Array],
+        shared: dict[str, Any],
+    ) -> pa.StructArray:  # fmt: skip
         n = len(tenants)
         arrays = {
             "tenant_id": tenants,
-            "entity_id": ids,
+            **identity,
             **{name: pa.array([value] * n) for name, value in shared.items()},
             "after": after,
         }
         return pa.StructArray.from_arrays(list(arrays.values()), names=list(arrays))
 
 
-def partitions_of(tenants: pa.Array, ids: pa.Array, kafka: KafkaSettings) -> npt.NDArray[np.int64]:
-    """``partition_for`` of every (tenant, integer id), computed once per tenant and then
-    for the ids at once (numpy's % of integers takes the divisor's sign, as Python's does)."""
+def partitions_of(
+    tenants: pa.Array, slots: npt.NDArray[np.int64], kafka: KafkaSettings
+) -> npt.NDArray[np.int64]:
+    """``partition_for`` of every (tenant, ``id_slot`` of the id), computed once per tenant
+    and then for the ids at once (numpy's % of integers takes the divisor's sign, as
+    Python's does)."""
     coded = tenants.dictionary_encode()
     names, count = coded.dictionary.to_pylist(), kafka.partitions
     base = np.array([tenant_base(t, count) for t in names], np.int64)
     width = np.array([min(kafka.spread_of(t), count) for t in names], np.int64)
     index = coded.indices.to_numpy(zero_copy_only=False)
-    slots = np.remainder(ids.to_numpy(zero_copy_only=False), width[index])
-    parts: npt.NDArray[np.int64] = (base[index] + slots) % count
+    parts: npt.NDArray[np.int64] = (base[index] + np.remainder(slots, width[index])) % count
     return parts

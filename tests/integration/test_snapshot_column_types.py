@@ -5,7 +5,7 @@ the per-row path, which refuses it with its one-line error."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from typing import Any
 
@@ -24,7 +24,7 @@ from tests.integration.test_snapshot_bytes import _run, reference
 
 pytestmark = pytest.mark.integration
 
-TYPED = {"id": "bigint", "u": "uuid", "n": "numeric(12,2)", "nw": "numeric(60,20)",
+TYPED = {"u": "uuid", "n": "numeric(12,2)", "nw": "numeric(60,20)",
          "d": "{s}.positive", "r": "real", "b": "bytea", "tm": "time(3)", "tm6": "time",
          "ts": "timestamp", "ts0": "timestamp(0) without time zone", "t": "text"}  # fmt: skip
 TYPED_ROWS: list[dict[str, Any]] = [
@@ -41,19 +41,28 @@ TYPED_ROWS: list[dict[str, Any]] = [
     {"n": "-0.01", "r": "-Infinity", "b": "\\xff", "ts": "1970-01-01 00:00:00"},
     {"r": "1e-45", "nw": "0"}, {"r": "3.4028235e+38"}, {"r": "-1.17549435e-38"}, {"r": "0.1"},
 ]  # fmt: skip
+# the key column's type -> the key of tenant number t's row number n
+KEYS: dict[str, Callable[[int, int], Any]] = {
+    "bigint": lambda t, n: 2**63 - 1 - n if t else n,
+    "uuid": lambda t, n: f"a0eebc99-9c0b-4ef8-bb6d-{t:06x}{n:06x}",
+    "text": lambda t, n: f'ü/{n}, "k"\n{{}}\\' * (t + 1),
+}
 REFUSED = [("n", "NaN"), ("nw", "NaN"), ("tm6", "24:00:00"), ("ts", "infinity"),
            ("ts", "-infinity"), ("ts", "2026-01-01 00:00:00 BC"),
            ("ts", "10000-01-01 00:00:00")]  # fmt: skip
 
 
-@pytest.fixture
-def typed(local_stack: Stack, unique: str) -> Iterator[tuple[PostgresSettings, Catalog, Any]]:
-    """One table of the types read as text, seeded with their edge values for two tenants;
-    also yields an autocommit cursor to change it. Dropped afterwards."""
-    pg, schema = local_stack.pg, f"sw_snaptypes_{unique}"
+@pytest.fixture(params=sorted(KEYS))
+def typed(
+    local_stack: Stack, unique: str, request: pytest.FixtureRequest
+) -> Iterator[tuple[PostgresSettings, Catalog, Any]]:
+    """One table of the types read as text, keyed by one column of the type the parameter
+    names, seeded with their edge values for two tenants; also yields an autocommit cursor
+    to change it. Dropped afterwards."""
+    pg, schema, key_of = local_stack.pg, f"sw_snaptypes_{unique}", KEYS[request.param]
     conn = psycopg2.connect(pg.dsn())
     conn.autocommit = True
-    kinds = {n: k.format(s=schema) for n, k in TYPED.items()}
+    kinds = {"id": request.param, **{n: k.format(s=schema) for n, k in TYPED.items()}}
     table, ident = sql.Identifier(schema, "typed"), sql.Identifier(schema)
     columns = sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(k)) for n, k in kinds.items()
@@ -67,7 +76,7 @@ def typed(local_stack: Stack, unique: str) -> Iterator[tuple[PostgresSettings, C
                         .format(table, columns))  # fmt: skip
             for t, tenant in enumerate(("t-1", "tenant two")):
                 for n, row in enumerate(TYPED_ROWS):
-                    values = {**row, "id": 2**63 - 1 - n if t else n}
+                    values = {**row, "id": key_of(t, n)}
                     names = sql.SQL(", ").join(map(sql.Identifier, ["tenant", *values]))
                     cells = sql.SQL(", ").join(sql.SQL("(%s)::" + kinds[k]) for k in values)
                     insert = sql.SQL("INSERT INTO {} ({}) VALUES (%s, {})")
@@ -109,13 +118,16 @@ def test_a_refused_value_is_refused_by_the_snapshot_with_its_one_line_error(
     pg, catalog, change = typed
     table = captured_tables(catalog)["typed"]
     for column, text in REFUSED:
-        update = sql.SQL("UPDATE {} SET {} = %s WHERE id = 2 AND tenant = 't-1'")
+        update = sql.SQL(
+            "UPDATE {} SET {} = %s WHERE id = (SELECT id FROM {} WHERE tenant = 't-1' ORDER BY id "
+            "LIMIT 1 OFFSET 2) AND tenant = 't-1'"
+        )
         target = sql.Identifier(table.schema, table.name)
-        change.execute(update.format(target, sql.Identifier(column)), [text])
+        change.execute(update.format(target, sql.Identifier(column), target), [text])
         with (
             closing(connect(pg)) as conn,
             conn.cursor() as cur,
             pytest.raises(UncarriedValueError, match=r"cannot be carried exactly"),
         ):
             snapshot_table(cur, _run(pg, catalog, 4, copy=copy), table)
-        change.execute(update.format(target, sql.Identifier(column)), [None])
+        change.execute(update.format(target, sql.Identifier(column), target), [None])

@@ -103,14 +103,15 @@ def test_a_value_its_column_cannot_hold_goes_row_by_row() -> None:
         encode_rows(codec, table, POINT, KAFKA, bad, columnar)  # fastavro names the problem
 
 
-def test_tables_keyed_by_other_than_one_integer_take_the_per_row_path() -> None:
+def test_tables_keyed_by_several_columns_take_the_per_row_path() -> None:
     catalog = load_catalog(example_catalog("helpdesk"))
     codec = Codec(catalog=catalog)
     tables = captured_tables(catalog)
     chosen = {
         name: ColumnChunks.of(codec.schemas[name], t) is not None for name, t in tables.items()
     }
-    assert not any(chosen[n] for n, t in tables.items() if not t.integer_key), chosen
+    assert chosen["attachment"], "bigint key; uuid, bytea and character(8) columns"
+    assert not any(chosen[n] for n, t in tables.items() if len(t.key) > 1), chosen
 
 
 # The column types read as text and converted a column at a time, each with the texts
@@ -139,9 +140,9 @@ REFUSED = {"n": ["NaN", "Infinity", "-Infinity"], "nw": ["NaN"], "d": ["Infinity
                   "0001-12-31 23:59:59 BC"]}  # fmt: skip
 
 
-def _typed_catalog(columns: dict[str, str], nullable: bool = True) -> Catalog:
+def _typed_catalog(columns: dict[str, str], nullable: bool = True, key: str = "bigint") -> Catalog:
     entity = {"table": "app.wide", "key": ["id"], "tenant": {"column": "tenant"},
-              "columns": [{"name": "id", "type": "bigint", "nullable": False},
+              "columns": [{"name": "id", "type": key, "nullable": False},
                           *({"name": n, "type": k, "nullable": nullable}
                             for n, k in columns.items())]}  # fmt: skip
     positive = {"kind": "domain", "base": "numeric(9,3)"}
@@ -258,3 +259,34 @@ def test_a_refused_value_sends_its_chunk_to_the_per_row_path_which_refuses_it(
         assert columnar.encode(chunk, _parsers(table), {**SHARED, "entity": "wide"}, KAFKA) is None
         with pytest.raises(UncarriedValueError, match="cannot be carried exactly"):
             encode_rows(codec, table, POINT, KAFKA, chunk, columnar)
+
+
+KEY_TEXTS = {"uuid": st.uuids().map(str),
+             "text": st.sampled_from(["", "a/b", '"q" \\', "\n\x01", "ü 😀"]) | st.text(),
+             "character varying(20)": st.text(max_size=20)}  # fmt: skip
+KEYED = {"n": "numeric(12,2)", "ts": "timestamp", "s": "text", "u": "uuid"}
+KEYED_ROW = st.tuples(st.sampled_from(["tenant-001", "t/2", "ß-3"]),
+                      *(_cell(n) for n in KEYED))  # fmt: skip
+
+
+@pytest.mark.parametrize("key", sorted(KEY_TEXTS))
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_tables_keyed_by_one_text_or_uuid_encode_as_the_per_row_path_does(
+    key: str, data: st.DataObject
+) -> None:
+    catalog = _typed_catalog(KEYED, key=key)
+    codec, table = Codec(catalog=catalog), captured_tables(catalog)["wide"]
+    columnar = ColumnChunks.of(codec.schemas["wide"], table)
+    assert columnar is not None, f"a table keyed by one {key} column takes the column path"
+    ids = data.draw(st.lists(KEY_TEXTS[key], min_size=1, max_size=30))
+    rows = [
+        (r[0], i, *r[1:])
+        for i, r in zip(
+            ids, data.draw(st.lists(KEYED_ROW, min_size=len(ids), max_size=len(ids))), strict=True
+        )
+    ]
+    expected = encode_rows(codec, table, POINT, KAFKA, rows)
+    for chunk in (rows, _by_copy(table, columnar, rows)):
+        assert columnar.encode(chunk, _parsers(table), {**SHARED, "entity": "wide"}, KAFKA)
+        assert encode_rows(codec, table, POINT, KAFKA, chunk, columnar) == expected
