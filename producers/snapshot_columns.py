@@ -106,13 +106,6 @@ def reader(avro: Any) -> Reader | None:
     return _LOGICAL.get((base, logical))
 
 
-def arrow_type(avro: Any) -> pa.DataType | None:
-    """The Arrow type the encoder is given for a column of Avro type ``avro``; None for a
-    type the column path does not take."""
-    found = reader(avro)
-    return None if found is None else found[0]
-
-
 class ColumnChunks:
     """Encodes the chunks of one table (built once per table per snapshot)."""
 
