@@ -36,7 +36,7 @@ class CaptureTuning(SluicewaySettings):
     snapshot_copy: bool = Field(
         True,
         description="Read snapshot chunks with COPY into Arrow columns, for tables whose "
-        "columns are all of primitive types; false: every chunk through psycopg2's rows.",
+        "columns are all of scalar types (no arrays); false: every chunk through psycopg2's rows.",
     )
     snapshot_rate: float = Field(
         0,

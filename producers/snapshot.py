@@ -185,11 +185,14 @@ def _columnar(run: SnapshotRun, table: CapturedTable) -> ColumnChunks | None:
 
 def _copy_types(run: SnapshotRun, table: CapturedTable) -> list[pa.DataType] | None:
     """The Arrow types of the tenant and each column when the table's chunks are read by
-    COPY (producers/snapshot_copy.py): those the column path encodes, none parsed."""
+    COPY (producers/snapshot_copy.py): those the column path encodes, none parsed one by
+    one (texts it converts a column at a time are read as text)."""
     columnar = _columnar(run, table)
-    if columnar is None or _parsers(table) or not run.settings.tuning.snapshot_copy:
+    if columnar is None or not run.settings.tuning.snapshot_copy:
         return None
-    return [pa.string(), *columnar.types]
+    if any(i not in columnar.from_text for i, _ in _parsers(table)):
+        return None
+    return [pa.string(), *columnar.read_types]
 
 
 def _chunks(cur: Any, run: SnapshotRun, table: CapturedTable) -> Iterator[Chunk]:

@@ -31,7 +31,7 @@ def copy_out(cur: Any, select: bytes) -> io.BytesIO:
 
 def copy_parse(out: io.BytesIO, names: list[str], types: list[pa.DataType]) -> pa.Table:
     """``copy_out``'s text, one column per name, typed as ``types`` (string, int32/64, bool,
-    float64)."""
+    float64; the columns producers/snapshot_text.py converts are read as string)."""
     if not out.getbuffer().nbytes:  # no rows (pyarrow refuses an empty file)
         return pa.Table.from_arrays([pa.array([], type=t) for t in types], names=names)
     out.seek(0)

@@ -3,19 +3,26 @@ random rows of every table it takes, and leaves to the per-row path what it cann
 
 from __future__ import annotations
 
+import io
 import math
 import random
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from sluiceway.common.catalog import load_catalog
+from sluiceway.common.catalog import Catalog, load_catalog, parse_catalog
 from sluiceway.common.codec import Codec, plain_schema
+from sluiceway.common.pgtypes import UncarriedValueError
 from sluiceway.common.resources import example_catalog
 from sluiceway.common.settings import KafkaSettings
-from sluiceway.producers.snapshot import encode_rows
+from sluiceway.producers.snapshot import _parsers, encode_rows
 from sluiceway.producers.snapshot_columns import ColumnChunks
+from sluiceway.producers.snapshot_copy import copy_parse
 from sluiceway.producers.tables import CapturedTable, captured_tables
 
 POINT = (0x16B374D848 << 20, datetime(2026, 12, 6, 1, 2, 3, 456789, tzinfo=UTC))
@@ -96,11 +103,190 @@ def test_a_value_its_column_cannot_hold_goes_row_by_row() -> None:
         encode_rows(codec, table, POINT, KAFKA, bad, columnar)  # fastavro names the problem
 
 
-def test_tables_keyed_by_other_than_one_integer_take_the_per_row_path() -> None:
+def test_tables_keyed_by_several_columns_take_the_per_row_path() -> None:
     catalog = load_catalog(example_catalog("helpdesk"))
     codec = Codec(catalog=catalog)
     tables = captured_tables(catalog)
     chosen = {
         name: ColumnChunks.of(codec.schemas[name], t) is not None for name, t in tables.items()
     }
-    assert not any(chosen[n] for n, t in tables.items() if not t.integer_key), chosen
+    assert chosen["attachment"], "bigint key; uuid, bytea and character(8) columns"
+    assert not any(chosen[n] for n, t in tables.items() if len(t.key) > 1), chosen
+
+
+# The column types read as text and converted a column at a time, each with the texts
+# PostgreSQL prints at its edges (strategies below add random ones).
+TYPES = {"u": "uuid", "n": "numeric(12,2)", "n0": "numeric(5,0)", "nw": "numeric(60,20)",
+         "d": "positive", "r": "real", "b": "bytea", "tm": "time(6)",
+         "ts": "timestamp without time zone", "s": "text"}  # fmt: skip
+EDGES = {
+    "u": ["00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff"],
+    "n": ["0.00", "-0.01", "9999999999.99", "-9999999999.99", "92233720368547758.07"[-13:]],
+    "n0": ["0", "99999", "-99999", "-128", "128", "-32768", "255", "-256"],
+    "nw": ["9" * 40 + "." + "9" * 20, "-" + "9" * 40 + "." + "9" * 20, "0." + "0" * 19 + "1",
+           "-170141183460469231731.68730371588410572800", "1" + "0" * 39 + "." + "0" * 20],
+    "d": ["0.001", "999999.999"],
+    "r": ["-0", "0", "NaN", "Infinity", "-Infinity", "1e-45", "-1.17549435e-38",
+          "3.4028235e+38", "3.1415927", "0.1"],
+    "b": ["\\x", "\\x00", "\\xff", "\\x00ff5c22", "\\x" + "ab" * 300],
+    "tm": ["00:00:00", "23:59:59.999999", "12:00:00.5", "00:00:00.000001"],
+    "ts": ["0001-01-01 00:00:00", "9999-12-31 23:59:59.999999", "1969-12-31 23:59:59.999999",
+           "1970-01-01 00:00:00", "2026-12-06 01:02:03.1"],
+    "s": ["", "\\N", 'a,b "q"\n'],
+}  # fmt: skip
+REFUSED = {"n": ["NaN", "Infinity", "-Infinity"], "nw": ["NaN"], "d": ["Infinity"],
+           "tm": ["24:00:00"],
+           "ts": ["infinity", "-infinity", "2026-01-01 00:00:00 BC", "10000-01-01 00:00:00",
+                  "0001-12-31 23:59:59 BC"]}  # fmt: skip
+
+
+def _typed_catalog(columns: dict[str, str], nullable: bool = True, key: str = "bigint") -> Catalog:
+    entity = {"table": "app.wide", "key": ["id"], "tenant": {"column": "tenant"},
+              "columns": [{"name": "id", "type": key, "nullable": False},
+                          *({"name": n, "type": k, "nullable": nullable}
+                            for n, k in columns.items())]}  # fmt: skip
+    positive = {"kind": "domain", "base": "numeric(9,3)"}
+    return parse_catalog({"types": {"positive": positive}, "entities": {"wide": entity}}, "t")
+
+
+def _decimal_text(precision: int, scale: int) -> st.SearchStrategy[str]:
+    bound = 10**precision - 1
+    unscaled = st.integers(-bound, bound) | st.sampled_from([0, 1, -1, bound, -bound])
+    return unscaled.map(lambda n: _scaled(n, scale))
+
+
+def _scaled(unscaled: int, scale: int) -> str:
+    """As numeric(p,s) prints: exactly ``scale`` decimals (Decimal.scaleb would round to
+    the context's 28 digits)."""
+    digits = str(abs(unscaled)).rjust(scale + 1, "0")
+    whole, fraction = digits[: len(digits) - scale], digits[len(digits) - scale :]
+    return ("-" if unscaled < 0 else "") + whole + ("." + fraction if scale else "")
+
+
+def _real_text(value: float) -> str:
+    special = {math.inf: "Infinity", -math.inf: "-Infinity"}
+    if math.isnan(value):
+        return "NaN"
+    return special.get(value) or str(np.float32(value)).removesuffix(".0")
+
+
+_WHEN = (datetime(1, 1, 1), datetime(9999, 12, 31, 23, 59, 59, 999_999))
+TEXTS: dict[str, st.SearchStrategy[str]] = {
+    "u": st.uuids().map(str),
+    "n": _decimal_text(12, 2),
+    "n0": _decimal_text(5, 0),
+    "nw": _decimal_text(60, 20),
+    "d": st.integers(1, 10**9 - 1).map(lambda n: _scaled(n, 3)),
+    "r": st.floats(width=32).map(_real_text),
+    "b": st.binary(max_size=40).map(lambda b: "\\x" + b.hex()),
+    "tm": st.times().map(lambda t: t.isoformat()),
+    "ts": st.datetimes(*_WHEN).map(lambda d: d.isoformat(" ")),
+    "s": st.text(max_size=20),
+}
+
+
+def _cell(name: str) -> st.SearchStrategy[str | None]:
+    return st.none() | st.sampled_from(EDGES[name]) | TEXTS[name]
+
+
+ROW = st.tuples(st.sampled_from(["tenant-001", "t/2", "ß-3"]),
+                st.integers(-(2**63), 2**63 - 1), *(_cell(n) for n in TYPES))  # fmt: skip
+
+
+def _by_copy(table: CapturedTable, columnar: ColumnChunks, rows: list[Any]) -> pa.Table:
+    """The chunk as copy_parse reads PostgreSQL's CSV of ``rows`` (NULL unquoted, text
+    quoted)."""
+    text = "".join(",".join(map(_csv_field, row)) + "\n" for row in rows)
+    names = ["", *table.columns]
+    return copy_parse(io.BytesIO(text.encode()), names, [pa.string(), *columnar.read_types])
+
+
+def _csv_field(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(value) if isinstance(value, int) else '"' + value.replace('"', '""') + '"'
+
+
+def _wide() -> tuple[Codec, CapturedTable, ColumnChunks]:
+    catalog = _typed_catalog(TYPES)
+    codec = Codec(catalog=catalog)
+    table = captured_tables(catalog)["wide"]
+    columnar = ColumnChunks.of(codec.schemas["wide"], table)
+    assert columnar is not None, "a table of these types takes the column path"
+    return codec, table, columnar
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ROW, min_size=1, max_size=40))
+def test_text_read_types_encode_as_the_per_row_path_does(rows: list[tuple[Any, ...]]) -> None:
+    codec, table, columnar = _wide()
+    parsers, shared = _parsers(table), {**SHARED, "entity": "wide"}
+    expected = encode_rows(codec, table, POINT, KAFKA, rows)  # the per-row path
+    for chunk in (rows, _by_copy(table, columnar, rows)):
+        assert columnar.encode(chunk, parsers, shared, KAFKA) is not None  # no fallback
+        assert encode_rows(codec, table, POINT, KAFKA, chunk, columnar) == expected
+
+
+@pytest.mark.parametrize("name", sorted(TYPES))
+@pytest.mark.parametrize("nullable", [True, False])
+def test_each_text_read_type_takes_the_column_path(name: str, nullable: bool) -> None:
+    catalog = _typed_catalog({name: TYPES[name]}, nullable)
+    codec = Codec(catalog=catalog)
+    table = captured_tables(catalog)["wide"]
+    columnar = ColumnChunks.of(codec.schemas["wide"], table)
+    assert columnar is not None, f"{TYPES[name]} takes the column path"
+    parsed = [table.columns[i] for i, _ in _parsers(table) if i not in columnar.from_text]
+    assert not parsed, "no text is parsed one by one (else COPY does not read the table)"
+    rows = [("t", i, text) for i, text in enumerate(EDGES[name])]
+    rows += [("t", -1, None)] if nullable else []
+    shared = {**SHARED, "entity": "wide"}
+    for chunk in (rows, _by_copy(table, columnar, rows)):
+        assert columnar.encode(chunk, _parsers(table), shared, KAFKA) is not None
+        assert encode_rows(codec, table, POINT, KAFKA, chunk, columnar) == encode_rows(
+            codec, table, POINT, KAFKA, rows
+        )
+
+
+@pytest.mark.parametrize(("name", "text"), [(n, t) for n, ts in REFUSED.items() for t in ts])
+def test_a_refused_value_sends_its_chunk_to_the_per_row_path_which_refuses_it(
+    name: str, text: str
+) -> None:
+    codec, table, columnar = _wide()
+    at = 2 + list(TYPES).index(name)
+    good = [("t", i, *(EDGES[n][0] for n in TYPES)) for i in range(3)]
+    rows = [*good[:2], (*good[2][:at], text, *good[2][at + 1 :])]
+    for chunk in (rows, _by_copy(table, columnar, rows)):
+        assert columnar.encode(chunk, _parsers(table), {**SHARED, "entity": "wide"}, KAFKA) is None
+        with pytest.raises(UncarriedValueError, match="cannot be carried exactly"):
+            encode_rows(codec, table, POINT, KAFKA, chunk, columnar)
+
+
+KEY_TEXTS = {"uuid": st.uuids().map(str),
+             "text": st.sampled_from(["", "a/b", '"q" \\', "\n\x01", "ü 😀"]) | st.text(),
+             "character varying(20)": st.text(max_size=20)}  # fmt: skip
+KEYED = {"n": "numeric(12,2)", "ts": "timestamp", "s": "text", "u": "uuid"}
+KEYED_ROW = st.tuples(st.sampled_from(["tenant-001", "t/2", "ß-3"]),
+                      *(_cell(n) for n in KEYED))  # fmt: skip
+
+
+@pytest.mark.parametrize("key", sorted(KEY_TEXTS))
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_tables_keyed_by_one_text_or_uuid_encode_as_the_per_row_path_does(
+    key: str, data: st.DataObject
+) -> None:
+    catalog = _typed_catalog(KEYED, key=key)
+    codec, table = Codec(catalog=catalog), captured_tables(catalog)["wide"]
+    columnar = ColumnChunks.of(codec.schemas["wide"], table)
+    assert columnar is not None, f"a table keyed by one {key} column takes the column path"
+    ids = data.draw(st.lists(KEY_TEXTS[key], min_size=1, max_size=30))
+    rows = [
+        (r[0], i, *r[1:])
+        for i, r in zip(
+            ids, data.draw(st.lists(KEYED_ROW, min_size=len(ids), max_size=len(ids))), strict=True
+        )
+    ]
+    expected = encode_rows(codec, table, POINT, KAFKA, rows)
+    for chunk in (rows, _by_copy(table, columnar, rows)):
+        assert columnar.encode(chunk, _parsers(table), {**SHARED, "entity": "wide"}, KAFKA)
+        assert encode_rows(codec, table, POINT, KAFKA, chunk, columnar) == expected
