@@ -41,6 +41,7 @@ from sluiceway.producers.errors import ProduceError
 from sluiceway.producers.events import lsn_to_int, position, timestamp_ms
 from sluiceway.producers.snapshot_columns import Chunk, ColumnChunks, last_row, rows_of, tenants_of
 from sluiceway.producers.snapshot_copy import copy_out, copy_parse
+from sluiceway.producers.snapshot_temporal import UNCARRIED, read_expression, refuse_uncarried
 from sluiceway.producers.snapshot_workers import SNAPSHOT_APP, read_in_parallel
 from sluiceway.producers.tables import CapturedTable, as_text
 from sluiceway.producers.tenant_tables import TableLister, live_tables
@@ -159,10 +160,8 @@ def select_expression(name: str, pg: PgType, blank_padded: bool = False) -> sql.
     how = read_as(pg)
     if how == "string":
         return sql.SQL("{} AS {}").format(as_text(name, blank_padded), column)
-    if how == "us":
-        return sql.SQL("(extract(epoch FROM {0}) * 1000000)::bigint AS {0}").format(column)
-    if how == "days":
-        return sql.SQL("({0} - DATE '1970-01-01') AS {0}").format(column)
+    if how in UNCARRIED:
+        return read_expression(how, column)
     if how == "native":
         return column
     return sql.SQL("{0}::text AS {0}").format(column)
@@ -269,6 +268,8 @@ def _encode_each(
     rows: list[tuple[Any, ...]],
 ) -> list[tuple[int, bytes, bytes]]:  # fmt: skip
     names, parsed = table.columns, _parsers(table)
+    checked = [(i, read_as(table.types[n])) for i, n in enumerate(names)]
+    checked = [(i, how) for i, how in checked if how in UNCARRIED]
     record_name = codec.schemas[table.entity].record_name
     encode, partitions, spread_of = codec.encode, kafka.partitions, kafka.spread_of
     base: Event = {"tenant_id": "", "entity_id": 0, **shared}
@@ -279,6 +280,7 @@ def _encode_each(
         for i, parse in parsed:
             if values[i] is not None:
                 values[i] = parse(values[i])
+        refuse_uncarried(table, tenant, values, checked)
         row = dict(zip(names, values, strict=True))
         entity_id, key = table.identity(row)
         # change_event's event, with ``after`` already naming its union branch (as

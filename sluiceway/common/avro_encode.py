@@ -43,7 +43,11 @@ _DAY_MICROS = 86_400_000_000
 # datetime's range, 0001-01-01 to 9999-12-31 23:59:59.999999, in microseconds since 1970:
 # fastavro cannot read a local timestamp outside it back
 _LOCAL_RANGE = (-62_135_596_800_000_000, 253_402_300_799_999_999)
-_RANGES = {"time-micros": (0, _DAY_MICROS - 1), "local-timestamp-micros": _LOCAL_RANGE}
+_DATE_RANGE = (-719_162, 2_932_896)  # 0001-01-01 and 9999-12-31 in days since 1970
+_RANGES = {
+    "time-micros": (0, _DAY_MICROS - 1), "local-timestamp-micros": _LOCAL_RANGE,
+    "timestamp-micros": _LOCAL_RANGE, "date": _DATE_RANGE,
+}  # fmt: skip
 
 
 class UnsupportedSchemaError(Exception):
@@ -149,6 +153,21 @@ def _temporal(logical: str) -> Encoder:
         return varints(zigzag(ints))
 
     return encode
+
+
+def _in_range(encode: Encoder, logical: str) -> Encoder:
+    """``encode`` (a timestamp's or a date's integer), refusing what fastavro could not read
+    back (the snapshot's sentinel for infinity and BC among them: snapshot_temporal.py)."""
+    low, high = _RANGES[logical]
+
+    def checked(values: pa.Array, present: Mask) -> pa.Array:
+        days = pa.types.is_date32(values.type)
+        ints = _int64(values.cast(pa.int32()) if days else values)
+        if bool(np.any(~_nulls(values) & ((ints < low) | (ints > high)))):
+            raise UnencodableError(f"a {logical} value out of range")
+        return encode(values, present)
+
+    return checked
 
 
 def _avro_ints(values: pa.Array, logical: str) -> npt.NDArray[np.int64]:
@@ -310,8 +329,10 @@ def _encoder(schema: Any, names: dict[str, Any]) -> Encoder:
         return _record(schema, names)
     if kind == "array":
         return _array(_encoder(schema["items"], names))
-    if logical is None or (kind, logical) in _INTEGRAL:
+    if logical is None:
         return _encoder(kind, names)
+    if (kind, logical) in _INTEGRAL:
+        return _in_range(_encoder(kind, names), logical)
     if (kind, logical) in _LOGICAL:
         return _LOGICAL[kind, logical]
     if (kind, logical) == ("bytes", "decimal"):

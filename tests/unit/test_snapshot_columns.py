@@ -23,6 +23,7 @@ from sluiceway.common.settings import KafkaSettings
 from sluiceway.producers.snapshot import _parsers, encode_rows
 from sluiceway.producers.snapshot_columns import ColumnChunks
 from sluiceway.producers.snapshot_copy import copy_parse
+from sluiceway.producers.snapshot_temporal import UNCARRIED
 from sluiceway.producers.tables import CapturedTable, captured_tables
 
 POINT = (0x16B374D848 << 20, datetime(2026, 12, 6, 1, 2, 3, 456789, tzinfo=UTC))
@@ -33,10 +34,12 @@ TEXT = ["", "plain", "ünïcödé ✓", "tab\tand\nnewline", "x" * 3000, "'quote
 
 def _value(rng: random.Random, avro: Any) -> Any:
     logical = avro.get("logicalType") if isinstance(avro, dict) else None
+    # the range the snapshot's SELECT gives (snapshot_temporal.py): years 1 to 9999
     if logical == "timestamp-micros":
-        return rng.randint(-(2**62), 2**62)
+        low, high = -62_135_596_800_000_000, 253_402_300_799_999_999
+        return rng.choice([low, high, -1, 0, rng.randint(low, high)])
     if logical == "date":
-        return rng.randint(-(2**31), 2**31 - 1)
+        return rng.choice([-719_162, 2_932_896, -1, 0, rng.randint(-719_162, 2_932_896)])
     if avro == "long":
         return rng.choice(
             [0, -1, 1, 63, 64, -65, 2**63 - 1, -(2**63), rng.randint(-(2**40), 2**40)]
@@ -101,6 +104,28 @@ def test_a_value_its_column_cannot_hold_goes_row_by_row() -> None:
     assert columnar.encode(bad, [], {**SHARED, "entity": "comment"}, KAFKA) is None
     with pytest.raises(Exception, match=r"body|str|12345"):
         encode_rows(codec, table, POINT, KAFKA, bad, columnar)  # fastavro names the problem
+
+
+@pytest.mark.parametrize(("column", "kind"), [("created", "timestamp"), ("due_date", "date")])
+def test_a_timestamp_or_date_avro_cannot_carry_is_refused_naming_its_row(
+    column: str, kind: str
+) -> None:
+    """The SELECT hands infinity, BC and years after 9999 over as a sentinel
+    (snapshot_temporal.py): the column path must not encode it, the per-row path refuses
+    the row by its table, column and key."""
+    codec = Codec()
+    table = captured_tables(codec.catalog)["issue"]
+    columnar = ColumnChunks.of(codec.schemas["issue"], table)
+    assert columnar is not None and kind in table.types[column].sql
+    rows = [list(r) for r in _rows(random.Random(2), table, 5)]
+    rows[3][1 + table.columns.index(column)] = UNCARRIED["us" if kind == "timestamp" else "days"]
+    bad = [tuple(r) for r in rows]
+    assert columnar.encode(bad, [], SHARED, KAFKA) is None
+    key = rf"\('{rows[3][0]}', {rows[3][1 + table.columns.index('id')]}\)"
+    with pytest.raises(
+        UncarriedValueError, match=rf"public\.issues\.{column} of the row keyed {key}"
+    ):
+        encode_rows(codec, table, POINT, KAFKA, bad, columnar)
 
 
 def test_tables_keyed_by_several_columns_take_the_per_row_path() -> None:
