@@ -52,8 +52,9 @@ class CaptureTuning(SluicewaySettings):
         ge=1,
         description="Read queries capture runs on the source at the same time, at most, "
         "whatever `snapshot_workers` is (shown in pg_stat_activity with application_name "
-        "`sluiceway-snapshot`). The replication stream, heartbeats and catalog checks are "
-        "not counted: each is one small statement at a time.",
+        "`sluiceway-snapshot`); a snapshot worker's other statements (importing the "
+        "snapshot, its rollback) take a slot too. The replication stream, heartbeats and "
+        "catalog checks are not counted: each is one small statement at a time.",
     )
     snapshot_workers: int = Field(
         1,
