@@ -73,6 +73,10 @@ WORKER_ENV = {
     "SLUICEWAY_SINK_MAX_ROWS": "4000",
     "SLUICEWAY_SINK_ROW_GROUP_ROWS": "1000",
 }
+# Each issue is edited three times before the delta, in three transactions: the delta holds
+# its three versions in order (the reconstruction must take the last), and is long enough
+# for the five moves (a fresh-clone CI run saw one edit's delta end within 5 s of move 4).
+EDITS = 3
 # what processors/main.py logs when it joins the group
 JOINING = b"joining the group"
 ROTATE = re.compile(rb"\brotate table=")
@@ -284,15 +288,23 @@ def reconstructed(
     return {tuple(row[:-1]): row[-1] for row in rows}
 
 
-def update_everything(pg: PostgresSettings) -> tuple[int, int]:
-    """A large delta: every issue updated, every tenth comment deleted, in one transaction.
-    Returns (issues updated, comments deleted)."""
-    with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
-        cur.execute(f"UPDATE {source_tables()['issue']} SET summary = summary || ' (edited)'")
-        updated = cur.rowcount
-        cur.execute(f"DELETE FROM {source_tables()['comment']} WHERE id % 10 = 0")
-        deleted = cur.rowcount
-    conn.close()
+def update_everything(pg: PostgresSettings, edits: int = 1) -> tuple[int, int]:
+    """A large delta: every issue updated in each of ``edits`` transactions, then every
+    tenth comment deleted in one more. Returns (issues updated by each edit, comments
+    deleted)."""
+    conn = psycopg2.connect(pg.dsn())
+    try:
+        for _ in range(edits):
+            with conn, conn.cursor() as cur:  # one transaction each
+                cur.execute(
+                    f"UPDATE {source_tables()['issue']} SET summary = summary || ' (edited)'"
+                )
+                updated = cur.rowcount
+        with conn, conn.cursor() as cur:
+            cur.execute(f"DELETE FROM {source_tables()['comment']} WHERE id % 10 = 0")
+            deleted = cur.rowcount
+    finally:
+        conn.close()
     return int(updated), int(deleted)
 
 
@@ -350,18 +362,19 @@ def test_workers_replaced_throughout_a_full_export_and_its_delta(
         check_full(lake, full, before)
 
         ends = change_topic_ends(kafka, ("issue", "comment"))
-        updated, deleted = update_everything(source_db)
+        updated, deleted = update_everything(source_db, EDITS)
         assert updated == len(before["issue"]) and deleted > 0
         wait_caught_up(source_db, slot, capture, timeout=300)
         # the delta's cut is taken now: the whole transaction must be on the change topics
         grown = {e: n - ends[e] for e, n in change_topic_ends(kafka, tuple(ends)).items()}
-        assert grown == {"issue": updated, "comment": 2 * deleted}  # a delete and its tombstone
+        # a delete and its tombstone
+        assert grown == {"issue": EDITS * updated, "comment": 2 * deleted}
         delta = announce(kafka, lake, "delta")
         run_with_replacements(cli, kafka, delta, lake, tmp_path)
     finally:
         capture.stop()
     after = source_keys(source_db)
-    check_delta(lake, delta, before, after)
+    check_delta(lake, delta, before, after, versions=EDITS)
     for entity in ENTITIES:
         assert set(reconstructed(lake, entity)) == after[entity], entity
     assert reconstructed(lake, "issue", "summary") == source_summaries(source_db)
