@@ -11,7 +11,6 @@ noticing.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +23,7 @@ from sluiceway.common.avro_batch import BatchDecoder, lake_table
 from sluiceway.common.entities import set_active_catalog
 from sluiceway.sinks.plan import TableSchema, table_schema
 from sluiceway.sinks.rows import event_row
+from tests.integration.helpdesk_truth import plain
 from tests.unit.test_processor_batch_types import TYPES, batches, catalog_of
 
 ETL = "etl-types"
@@ -41,17 +41,8 @@ def _restore_catalog() -> Iterator[None]:
     set_active_catalog(None)
 
 
-def _plain(value: Any) -> Any:
-    """A value that compares equal to itself (NaN does not), lists looked into."""
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _rows(table: pa.Table) -> list[dict[str, Any]]:
-    return [{k: _plain(v) for k, v in row.items()} for row in table.to_pylist()]
+    return [{k: plain(v) for k, v in row.items()} for row in table.to_pylist()]
 
 
 def one_by_one(target: TableSchema, codec: Any, values: list[bytes]) -> pa.Table:
