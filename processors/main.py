@@ -27,6 +27,7 @@ from typing import Any
 
 import faust
 
+from sluiceway.common import heap
 from sluiceway.common.codec import Codec
 from sluiceway.common.errors import ConfigError
 from sluiceway.common.fingerprint import matches, secret_fingerprint
@@ -215,6 +216,7 @@ def _work(worker: RunWorker, processor: RunProcessor, scan_s: float) -> RunStats
     """Run the faust worker until the run ends (or a stop signal); the worker's figures."""
     cpu_at_end = _wire(worker, processor)
     etl_id = processor.run.etl_id
+    heap.settle()  # start-up is done: its objects are no collector's business
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import psycopg2
 from confluent_kafka import Producer
 
+from sluiceway.common import heap
 from sluiceway.common.codec import Codec
 from sluiceway.common.entities import entity_names
 from sluiceway.common.health import HEALTH
@@ -82,6 +83,7 @@ def run(
     if settings.kafka.tenant_index != "off":
         indexer.start(settings.kafka, stop)
     prod, backoff = capture_producer(settings), MIN_BACKOFF_S
+    heap.settle()  # start-up is done: its objects are no collector's business
     while not stop():
         started = time.monotonic()
         try:

@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime
 import pyarrow.fs as pafs
 from confluent_kafka import Consumer, KafkaException
 
-from sluiceway.common import health, kafka_io
+from sluiceway.common import health, heap, kafka_io
 from sluiceway.common.codec import Codec, EventSchema
 from sluiceway.common.errors import SluicewayError
 from sluiceway.common.health import HEALTH
@@ -82,6 +82,7 @@ def run(
     health.serve(settings.metrics_port)
     recovery.remove_manifest_temporaries(lake, etl_id)
     reader = _reader(kafka, record, lake, settings, clock, guard)
+    heap.settle()  # start-up is done: its objects are no collector's business
     with _joined(reader, lake):
         poll = (settings.poll_batch, settings.poll_timeout_s)
         if not consume.consume_until_complete(reader, *poll, timed_out, progress, stopping):
