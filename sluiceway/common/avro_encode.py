@@ -39,6 +39,8 @@ Encoder = Callable[[pa.Array, Mask], pa.Array]
 
 _F32_EXPONENT, _F32_MANTISSA, _F32_QUIET = 0x7F800000, 0x007FFFFF, 0x00400000
 _UUID = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+_SHIFTS = np.arange(0, 70, 7, dtype=np.uint64)  # a long's ten 7-bit groups, low first
+_COLUMNS = np.arange(10)
 _DAY_MICROS = 86_400_000_000
 # datetime's range, 0001-01-01 to 9999-12-31 23:59:59.999999, in microseconds since 1970:
 # fastavro cannot read a local timestamp outside it back
@@ -64,18 +66,22 @@ def _binary(offsets: npt.NDArray[np.int64], data: npt.NDArray[np.uint8]) -> pa.A
 
 
 def varints(zigzagged: npt.NDArray[np.uint64]) -> pa.Array:
-    """Each value as a base-128 varint, low groups first (Avro's long and int encoding)."""
+    """Each value as a base-128 varint, low groups first (Avro's long and int encoding).
+
+    Every value's groups are cut at once into a (values x widest) byte matrix, whose bytes
+    that belong to a varint are, read row by row, the encoded column: a few passes over the
+    matrix instead of a gather and a scatter per byte position."""
+    top = int(zigzagged.max()) if len(zigzagged) else 0
+    width = max(1, -(-top.bit_length() // 7))
+    groups = (zigzagged[:, None] >> _SHIFTS[:width]).astype(np.uint8) & np.uint8(0x7F)
     size = np.ones(len(zigzagged), np.int64)
-    for k in range(1, 10):
+    for k in range(1, width):
         size += zigzagged >= np.uint64(1 << (7 * k))
+    columns = _COLUMNS[:width]
+    more = (columns < (size - 1)[:, None]).view(np.uint8) << np.uint8(7)
+    data = (groups | more)[columns < size[:, None]]
     offsets = np.zeros(len(zigzagged) + 1, np.int64)
     np.cumsum(size, out=offsets[1:])
-    data = np.empty(int(offsets[-1]), np.uint8)
-    for k in range(int(size.max(initial=1))):
-        rows = np.flatnonzero(size > k)
-        group = (zigzagged[rows] >> np.uint64(7 * k)) & np.uint64(0x7F)
-        more = (size[rows] > k + 1).astype(np.uint64) << np.uint64(7)
-        data[offsets[rows] + k] = (group | more).astype(np.uint8)
     return _binary(offsets, data)
 
 
