@@ -12,6 +12,9 @@ from typing import Any
 from benchmarks.report import Metric, at_most, info
 
 TARGET_S = 45.0  # issue 17 (was 60)
+# issue 17: two workers per stage no slower end to end than one, and each exported event
+# costing at most this much more CPU (all the run's workers together) than with one
+SCALE_CPU_RATIO = 1.10
 STAGES = (("e2e", "end to end"), ("process", "processors alone"), ("sink", "sinks alone"))
 
 
@@ -85,6 +88,36 @@ def metrics(details: dict[str, Any]) -> list[Metric]:
     for n, phases in details["runs"].items():
         for stage, name in STAGES:
             out += _stage_metrics(f"x{n} {name}", stage, phases.get(stage, {}), issues)
+    return out + _two_against_one(details["runs"])
+
+
+def _cpu_per_row(phase: dict[str, Any]) -> float | None:
+    """All of an end-to-end phase's workers' CPU seconds per row exported: what a key read
+    twice (a partition moved between workers) costs counts, the read itself does not."""
+    rows = int(phase.get("rows_written") or 0)
+    cpus = [w["cpu_s"] for w in phase.get("workers", []) if w.get("cpu_s") is not None]
+    if not phase.get("ok") or rows <= 0 or not cpus:
+        return None
+    return sum(cpus) / rows
+
+
+def _two_against_one(runs: dict[str, Any]) -> list[Metric]:
+    """Issue 17's scaling targets, judged when a run measured both worker counts."""
+    if any("measured_at" in runs.get(n, {}) for n in ("1", "2")):
+        return []  # a count kept from an earlier result ran under another day's load
+    one, two = (runs.get(n, {}).get("e2e", {}) for n in ("1", "2"))
+    if not one.get("ok") or not two.get("ok"):
+        return []
+    out: list[Metric] = [
+        Metric("x2 / x1 end to end time", round(two["wall_s"] / one["wall_s"], 3), "x",
+               "<= 1", two["wall_s"] <= one["wall_s"]),
+    ]  # fmt: skip
+    cpu_one, cpu_two = _cpu_per_row(one), _cpu_per_row(two)
+    if cpu_one is not None and cpu_two is not None:
+        ratio = cpu_two / cpu_one
+        target = f"<= {SCALE_CPU_RATIO:g}"
+        ok = ratio <= SCALE_CPU_RATIO
+        out.append(Metric("x2 / x1 CPU per exported event", round(ratio, 3), "x", target, ok))
     return out
 
 

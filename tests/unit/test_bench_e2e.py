@@ -206,3 +206,30 @@ def test_keep_earlier_refuses_another_source() -> None:
     other["counts"]["issue"] = 5
     with pytest.raises(ValueError, match="earlier result's source"):
         keep_earlier({}, other, previous)
+
+
+def _scaled(phases: dict[str, Any], wall_s: float, cpu: tuple[float, ...]) -> dict[str, Any]:
+    out = copy.deepcopy(phases)
+    out["e2e"]["wall_s"], out["e2e"]["workers"] = wall_s, _workers(*cpu)
+    return out
+
+
+def _judged(details: dict[str, Any]) -> dict[str, Any]:
+    return {m.metric: m for m in metrics(details) if m.metric.startswith("x2 / x1")}
+
+
+def test_two_workers_are_judged_against_one() -> None:
+    one = _scaled(_phases(40.0), 40.0, (60.0, 30.0))  # 90 CPU-s for 5M rows
+    ok = _judged(_details(**{"1": one, "2": _scaled(one, 39.0, (50.0, 48.0))}))  # 98: +8.9%
+    assert ok["x2 / x1 end to end time"].ok is True
+    assert ok["x2 / x1 CPU per exported event"].ok is True
+    bad = _judged(_details(**{"1": one, "2": _scaled(one, 41.0, (52.0, 48.0))}))  # 100: +11%
+    assert bad["x2 / x1 end to end time"].ok is False
+    assert bad["x2 / x1 CPU per exported event"].ok is False
+    assert bad["x2 / x1 CPU per exported event"].value == pytest.approx(100 / 90, abs=1e-3)
+
+
+def test_two_workers_are_not_judged_against_an_earlier_days_one() -> None:
+    one = {**_phases(40.0), "measured_at": "2026-12-01T00:00:00+00:00"}
+    assert _judged(_details(**{"1": one, "2": _phases(39.0)})) == {}
+    assert _judged(_details(**{"2": _phases(39.0)})) == {}
