@@ -9,8 +9,10 @@ so its rules are tested without a database; execution and pacing are thin and in
 
 from __future__ import annotations
 
+import functools
 import json
 import random
+from bisect import bisect
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -36,10 +38,11 @@ from sluiceway.devstack.churn_run import (
     pace,
     source_error,
 )
+from sluiceway.devstack.churn_sql import BatchSql
 from sluiceway.devstack.seed import Row
 from sluiceway.producers.db import connect
 from sluiceway.producers.errors import SourceSchemaError
-from sluiceway.producers.source import column_list, columns, require_tables, table_name
+from sluiceway.producers.source import require_tables, table_name
 
 # The generator writes the Jira example's tables (its rows, ids and parents are Jira-shaped),
 # so it names their entities itself. Issues and their children are where real trackers see
@@ -53,7 +56,6 @@ ID_BASE = {"user": 10_000, "project": 20_000, "issue": 30_000, "comment": 40_000
 PARENT = {"project": "user", "issue": "project", "comment": "issue", "worklog": "issue"}
 # New rows happen now; the seed's random past timestamps would make them look historical.
 FRESH = ("created", "updated", "started", "resolution_date")
-SERVER_NOW_ON_INSERT = frozenset({"created", "updated"})
 
 
 @dataclass(frozen=True)
@@ -125,12 +127,15 @@ class Planner:
         return self._delete(tenant, entity)
 
     def _draw(self) -> tuple[str, str, str]:
-        rng = self.rng
-        tenant = self.tenants[0]
+        rng, tenants = self.rng, self.tenants
+        # What rng.choices(..., cum_weights=...)[0] returns, from the same one random() call
+        # (so a seed plans what it did), without that call's checks of its arguments.
+        uniform, last_op, last_entity = rng.random, len(OPS) - 1, len(ENTITY_NAMES) - 1
+        tenant = tenants[0]
         for _ in range(MAX_DRAWS):
-            tenant = rng.choice(self.tenants)
-            kind = rng.choices(OPS, cum_weights=OP_CUM)[0]
-            entity = rng.choices(ENTITY_NAMES, cum_weights=ENTITY_CUM)[0]
+            tenant = rng.choice(tenants)
+            kind = OPS[bisect(OP_CUM, uniform() * OP_CUM[-1], 0, last_op)]
+            entity = ENTITY_NAMES[bisect(ENTITY_CUM, uniform() * ENTITY_CUM[-1], 0, last_entity)]
             if self._feasible(tenant, entity, kind):
                 return tenant, entity, kind
         return tenant, "user", "c"  # always possible: a user needs nothing to exist
@@ -193,36 +198,12 @@ class BatchWriter:
         # BEGIN/COMMIT are sent explicitly so the LSN read after COMMIT opens no transaction.
         conn.autocommit = True
         self.conn = conn
-        self.columns = {e: [c.name for c in columns(codec, e)] for e in ENTITY_NAMES}
-        self.inserts = {e: self._insert_sql(e) for e in ENTITY_NAMES}
-
-    def _insert_sql(self, entity: str) -> sql.Composed:
-        cols = self.columns[entity]
-        marks = ", ".join("now()" if c in SERVER_NOW_ON_INSERT else "%s" for c in cols)
-        insert = sql.SQL("INSERT INTO {} ({}) VALUES (%s, " + marks + ")")  # marks: constants
-        return insert.format(table_name(entity), column_list(["tenant_id", *cols]))
-
-    def _statement(self, cur: Any, op: Op) -> bytes:
-        table, values = table_name(op.entity), op.values or {}
-        if op.op == "c":
-            params = [values[c] for c in self.columns[op.entity] if c not in SERVER_NOW_ON_INSERT]
-            return bytes(cur.mogrify(self.inserts[op.entity], [op.tenant_id, *params]))
-        where = sql.SQL("WHERE tenant_id = %s AND id = %s")
-        if op.op == "d":
-            delete = sql.SQL("DELETE FROM {} {}").format(table, where)
-            return bytes(cur.mogrify(delete, (op.tenant_id, op.id)))
-        # The server's now() is the transaction's time, closer to the commit than any client clock.
-        names = [c for c in values if c != "updated"]
-        sets: list[sql.Composable] = [sql.SQL("{} = %s").format(sql.Identifier(c)) for c in names]
-        sets.append(sql.SQL("updated = now()"))
-        params = [*(values[c] for c in names), op.tenant_id, op.id]
-        update = sql.SQL("UPDATE {} SET {} {}").format(table, sql.SQL(", ").join(sets), where)
-        return bytes(cur.mogrify(update, params))
+        self.sql = BatchSql(conn, codec, ENTITY_NAMES)
 
     def __call__(self, ops: Sequence[Op]) -> Commit:
         try:
             with self.conn.cursor() as cur:
-                body = b";\n".join(self._statement(cur, op) for op in ops)
+                body = self.sql.text(cur, ops)
                 # One round trip for the whole batch keeps 2,000 changes/s within reach.
                 cur.execute(b"BEGIN;\n" + body + b";\nSELECT txid_current()")
                 xid = cur.fetchone()[0]
@@ -257,10 +238,21 @@ def load_state(cur: Any, tenants: Sequence[str]) -> SourceState:
     return state
 
 
+# A name's JSON text; the tenants and entities are few, and json.dumps per line was a tenth of
+# the churn's Python per change.
+_json_text = functools.cache(json.dumps)
+
+
 def ledger_lines(ops: Sequence[Op], commit: Commit) -> str:
+    """One line per change, the text json.dumps would write for its dict."""
     tail = {"xid": commit.xid, "commit_lsn_upper": commit.lsn, "ts": commit.at.isoformat()}
-    rows = ({"entity": o.entity, "tenant_id": o.tenant_id, "id": o.id, "op": o.op} for o in ops)
-    return "".join(json.dumps({**row, "seq": seq, **tail}) + "\n" for seq, row in enumerate(rows))
+    end = json.dumps(tail)[1:] + "\n"
+    q = _json_text
+    return "".join(
+        f'{{"entity": {q(o.entity)}, "tenant_id": {q(o.tenant_id)}, "id": {o.id:d}, '
+        f'"op": {q(o.op)}, "seq": {seq}, {end}'
+        for seq, o in enumerate(ops)
+    )
 
 
 def run_churn(

@@ -24,6 +24,7 @@ from sluiceway.devstack.churn import (
     run_churn,
 )
 from sluiceway.devstack.churn_run import ChurnSettings, Clock, Commit, pace
+from sluiceway.devstack.churn_sql import runs, updated_columns
 from sluiceway.devstack.seed import DEMO_ENTITIES, Row, SeedPlan, check_demo_catalog, gen_tenant
 from tests.catalogs import ENTITIES
 
@@ -288,3 +289,32 @@ def test_seed_and_churn_refuse_a_catalog_without_the_demo_entities() -> None:
     check_demo_catalog(Codec(catalog=jira), "source churn")
     with pytest.raises(ConfigError, match=r"^source churn .*Jira-shaped demo only.*no worklog$"):
         check_demo_catalog(Codec(catalog=partial), "source churn")
+
+
+def test_runs_keep_each_rows_changes_in_order_and_change_a_row_once() -> None:
+    # small tenants, so a batch changes some rows more than once
+    state = SourceState(["t1"], {("t1", "user"): [10_000], ("t1", "project"): [20_000]})
+    state.project_keys["t1", 20_000] = "ABC0"
+    planner = Planner(random.Random(4), state)
+    for _ in range(50):
+        ops = planner.batch(200, NOW)
+        order = [change for run in runs(ops) for change in run]
+        assert sorted(map(id, order)) == sorted(map(id, ops))  # each change once
+        for run in runs(ops):
+            assert len({(c.entity, c.op) for c in run}) == 1
+            assert len({(c.tenant_id, c.id) for c in run}) == len(run)
+        rows = {(o.entity, o.id) for o in ops}
+        for row in rows:
+            planned = [o for o in ops if (o.entity, o.id) == row]
+            assert [o for o in order if (o.entity, o.id) == row] == planned
+    assert any(len(run) > 1 for run in runs(ops))
+
+
+def test_updates_of_different_columns_share_a_run() -> None:
+    ops = [
+        Op("issue", "t1", 1, "u", {"summary": "a", "updated": NOW}),
+        Op("issue", "t1", 2, "u", {"status": "Done", "priority": "Low", "updated": NOW}),
+        Op("issue", "t1", 1, "u", {"priority": "High", "updated": NOW}),
+    ]
+    assert runs(ops) == [ops[:2], ops[2:]]
+    assert updated_columns(ops[:2]) == ("priority", "status", "summary")
