@@ -39,7 +39,7 @@ from sluiceway.common.read_path import uses_index
 from sluiceway.common.runs import END_MARKER, MARKER_HEADER, RunRecord
 from sluiceway.common.spec import RunSpec
 from sluiceway.processors import metrics
-from sluiceway.processors.chunks import ChunkReader, Rec
+from sluiceway.processors.chunks import ChunkReader, Records
 from sluiceway.processors.config import ProcessorSettings
 from sluiceway.processors.faust_app import build_app
 from sluiceway.processors.full_pass import ForwardPass, FullPass, Reader
@@ -159,13 +159,13 @@ class RunProcessor:
                 return
         self._observe(topic, len(records), started)
         wanted = [r for r in records if self._wanted(topic, partition, r.offset, r.key, r.value)]
-        await self._forward(state, topic, partition, wanted)
+        await self._forward(state, topic, partition, Records.of(wanted))
         last = records[-1].offset
         state.next[topic] = max(handled, min(last + 1, self._cut(topic, partition)))
         await self._handled(partition, state, started)
 
     async def forward_chunk(
-        self, state: PartitionState, topic: str, partition: int, records: Sequence[Rec],
+        self, state: PartitionState, topic: str, partition: int, records: Records,
         read: int, low: int | None,
     ) -> None:  # fmt: skip
         """A full run's chunk (processors/full_pass.py): its picks forwarded in the
@@ -182,7 +182,7 @@ class RunProcessor:
             await self._fenced(partition)
 
     async def forward_span(
-        self, state: PartitionState, topic: str, partition: int, records: Sequence[Rec],
+        self, state: PartitionState, topic: str, partition: int, records: Records,
         read: int, next_offset: int,
     ) -> None:  # fmt: skip
         """A delta's range read through the index (processors/full_pass.py ForwardPass): its
@@ -190,9 +190,9 @@ class RunProcessor:
         started = time.monotonic()
         self._observe(topic, read, started)
         try:
-            wanted = [
+            wanted = Records.of(
                 r for r in records if self._wanted(topic, partition, r.offset, r.key, r.value)
-            ]
+            )
             for group in by_writer(wanted):
                 await self._forward(state, topic, partition, group)
             state.next[topic] = max(state.next.get(topic, 0), next_offset)
@@ -214,7 +214,7 @@ class RunProcessor:
         metrics.READ.labels(topic).inc(read)
 
     async def _forward(
-        self, state: PartitionState, topic: str, partition: int, wanted: Sequence[Any]
+        self, state: PartitionState, topic: str, partition: int, wanted: Records
     ) -> None:
         """Transform wanted records and send their outputs in the partition's transaction."""
         sent = await self.outputs.send(state, topic, partition, wanted)

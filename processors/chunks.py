@@ -13,9 +13,9 @@ because each is a round trip to the broker.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaError, TopicPartition
 
@@ -37,6 +37,34 @@ class Rec(NamedTuple):
     value: bytes | None
 
 
+@dataclass(frozen=True)
+class Records:
+    """Records of one partition in offset order, as three parallel lists: the batch path
+    reads the keys and values as lists, so a record tuple is only made for the per-event
+    path (making one per record forwarded was a seventh of a full run's processor time)."""
+
+    offsets: list[int]
+    keys: list[bytes | None]
+    values: list[bytes | None]
+
+    @classmethod
+    def of(cls, records: Iterable[Any]) -> Records:
+        """Records of anything with ``offset``, ``key`` and ``value`` (a fetched batch)."""
+        listed = list(records)
+        return cls([r.offset for r in listed], [r.key for r in listed], [r.value for r in listed])
+
+    def take(self, at: Sequence[int]) -> Records:
+        """The records at these indexes, in their order."""
+        offsets, keys, values = self.offsets, self.keys, self.values
+        return Records([offsets[i] for i in at], [keys[i] for i in at], [values[i] for i in at])
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __iter__(self) -> Iterator[Rec]:
+        return map(Rec, self.offsets, self.keys, self.values)
+
+
 @dataclass
 class Chunk:
     """The records of ``[lo, hi)`` in offset order, in three parallel lists; ``consumed``
@@ -49,9 +77,10 @@ class Chunk:
     values: list[bytes | None]
     consumed: int = 0
 
-    def records(self, picked: Iterable[int]) -> list[Rec]:
-        offsets, keys, values = self.offsets, self.keys, self.values
-        return [Rec(offsets[at], keys[at], values[at]) for at in picked]
+    def records(self, picked: Sequence[int] | None = None) -> Records:
+        """The records at the indexes ``picked``; all of them without."""
+        whole = Records(self.offsets, self.keys, self.values)
+        return whole if picked is None else whole.take(picked)
 
 
 class ChunkReader:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sluiceway.common.runs import RunRecord
-from sluiceway.processors.chunks import Chunk, Rec
+from sluiceway.processors.chunks import Chunk, Records
 from sluiceway.processors.errors import ScanStoppedError
 from sluiceway.processors.latest import Picker
 from sluiceway.processors.ownership import PartitionState
@@ -41,12 +41,12 @@ class Host(Protocol):
     def lock(self, partition: int) -> AbstractAsyncContextManager[object]: ...
 
     async def forward_chunk(
-        self, state: PartitionState, topic: str, partition: int, records: Sequence[Rec],
+        self, state: PartitionState, topic: str, partition: int, records: Records,
         read: int, low: int | None,
     ) -> None: ...  # fmt: skip
 
     async def forward_span(
-        self, state: PartitionState, topic: str, partition: int, records: Sequence[Rec],
+        self, state: PartitionState, topic: str, partition: int, records: Records,
         read: int, next_offset: int,
     ) -> None: ...  # fmt: skip
 
@@ -160,7 +160,7 @@ class FullPass:
 
     async def _hand(self, partition: int, state: PartitionState, step: Step, chunk: Chunk) -> None:
         picked = self.picker.pick((step.topic, partition), chunk.keys, chunk.values)
-        records = [] if step.rebuild else chunk.records(picked)
+        records = chunk.records([] if step.rebuild else picked)
         low = None if step.rebuild else step.lo
         await self.host.forward_chunk(state, step.topic, partition, records, chunk.consumed, low)
 
@@ -197,5 +197,5 @@ class ForwardPass(FullPass):
                 yield Step(topic, at, min(at + self.chunk, cut), False)
 
     async def _hand(self, partition: int, state: PartitionState, step: Step, chunk: Chunk) -> None:
-        records = chunk.records(range(len(chunk.offsets)))
+        records = chunk.records()
         await self.host.forward_span(state, step.topic, partition, records, chunk.consumed, step.hi)

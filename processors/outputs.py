@@ -10,8 +10,8 @@ again neither doubles nor counts anything twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 from sluiceway.common.codec import HEADER_LEN, Codec, EventSchema
 from sluiceway.common.errors import InvalidEventError
@@ -21,7 +21,7 @@ from sluiceway.common.settings import KafkaSettings
 from sluiceway.common.spec import RunSpec
 from sluiceway.processors import metrics
 from sluiceway.processors.batch import BatchPath
-from sluiceway.processors.chunks import Rec
+from sluiceway.processors.chunks import Records
 from sluiceway.processors.dead_letter import BODY_HEADER, dead_letter_body
 from sluiceway.processors.opt_out import OptedOut
 from sluiceway.processors.ownership import PartitionState
@@ -48,13 +48,12 @@ class Outputs:
         self.batch = BatchPath(spec, codec, self.run_schemas, opted, full)
         self.dead_lettered = 0
 
-    async def send(
-        self, state: PartitionState, topic: str, partition: int, wanted: Sequence[Any]
-    ) -> int:
+    async def send(self, state: PartitionState, topic: str, partition: int, wanted: Records) -> int:
         """Transform wanted records and send their outputs in the partition's transaction;
         the number of outputs."""
-        keys, values = [r.key for r in wanted], [r.value for r in wanted]
-        outs = self.batch.transform(keys, values, self.entities) if wanted else []
+        # the records wanted are never tombstones (processors/app.py _wanted, the picker)
+        values = cast(list[bytes], wanted.values)
+        outs = self.batch.transform(wanted.keys, values, self.entities) if wanted else []
         if outs is None:  # the batch path doubts something: event by event, as it always was
             outs = await self._transform_each(state, topic, partition, wanted)
         await self.txn.send_many(self.run.run_topic, partition, outs)
@@ -62,7 +61,7 @@ class Outputs:
         return len(outs)
 
     async def _transform_each(
-        self, state: PartitionState, topic: str, partition: int, records: Sequence[Any]
+        self, state: PartitionState, topic: str, partition: int, records: Iterable[Any]
     ) -> list[Output]:
         """The per-event path: each record decoded, transformed and encoded alone, and an
         invalid one dead-lettered with its reason."""
@@ -122,15 +121,16 @@ class Outputs:
         )  # fmt: skip
 
 
-def by_writer(records: Sequence[Rec]) -> list[list[Rec]]:
+def by_writer(records: Records) -> list[Records]:
     """Records grouped by writer schema (their first bytes), each group in offset order:
     the batch path decodes one writer schema at a time."""
     if not records:
         return []
-    first = bytes((records[0].value or b"")[:HEADER_LEN])
-    if len(first) == HEADER_LEN and all((r.value or b"").startswith(first) for r in records):
-        return [list(records)]  # the common case, without a slice per record
-    groups: dict[bytes, list[Rec]] = {}
-    for record in records:
-        groups.setdefault(bytes((record.value or b"")[:HEADER_LEN]), []).append(record)
-    return list(groups.values())
+    values = records.values
+    first = bytes((values[0] or b"")[:HEADER_LEN])
+    if len(first) == HEADER_LEN and all((v or b"").startswith(first) for v in values):
+        return [records]  # the common case, without a slice per record
+    groups: dict[bytes, list[int]] = {}
+    for at, value in enumerate(values):
+        groups.setdefault(bytes((value or b"")[:HEADER_LEN]), []).append(at)
+    return [records.take(at) for at in groups.values()]

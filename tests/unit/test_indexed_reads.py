@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
 
 import pytest
 
 from sluiceway.common.tenant_index import Coverage, decode_for
 from sluiceway.processors import full_pass
-from sluiceway.processors.chunks import Rec as RecOut
+from sluiceway.processors.chunks import Records
 from sluiceway.processors.indexed import IndexedReader
 from sluiceway.processors.ownership import PartitionState
 from sluiceway.processors.transforms import key_tenant
@@ -85,7 +84,7 @@ class FlakySpans(FlakyHost):
     chunks; a failed span's outputs never went out."""
 
     async def forward_span(
-        self, state: PartitionState, topic: str, partition: int, records: Sequence[RecOut],
+        self, state: PartitionState, topic: str, partition: int, records: Records,
         read: int, next_offset: int,
     ) -> None:  # fmt: skip
         if self.rnd.random() < 0.1:

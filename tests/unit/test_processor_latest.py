@@ -14,15 +14,14 @@ import random
 import subprocess
 import sys
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sluiceway.processors import full_pass
-from sluiceway.processors.chunks import Chunk
-from sluiceway.processors.chunks import Rec as RecOut
+from sluiceway.processors.chunks import Chunk, Records
 from sluiceway.processors.full_pass import steps
 from sluiceway.processors.key_index import KeySet
 from sluiceway.processors.latest import Picker
@@ -225,7 +224,7 @@ class FlakyHost:
         pass
 
     async def forward_chunk(
-        self, state: PartitionState, topic: str, partition: int, records: Sequence[RecOut],
+        self, state: PartitionState, topic: str, partition: int, records: Records,
         read: int, low: int | None,
     ) -> None:  # fmt: skip
         if self.rnd.random() < 0.1:
