@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sluiceway.common.codec import EventSchema
 
 HEARTBEAT_PREFIX = "sluiceway-heartbeat"
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
+    """One captured change. A named tuple, not a frozen dataclass: as immutable, and made
+    in a quarter of the time (one is made per change; a frozen dataclass's ``__init__`` sets
+    each field through ``object.__setattr__``)."""
+
     entity: str
     tenant_id: str
     entity_id: int | str

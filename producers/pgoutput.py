@@ -29,23 +29,20 @@ the value is taken from, most exact first:
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sluiceway.common.catalog import Column
 from sluiceway.common.codec import Codec, EventSchema
 from sluiceway.producers.decoded import HEARTBEAT_PREFIX, Change, Heartbeat, Transaction
 from sluiceway.producers.errors import SourceSchemaError
+from sluiceway.producers.pgoutput_wire import UNCHANGED, Reader, Relation, RowPlan, parse_relation
 from sluiceway.producers.schema_evolution import UncarriedChangeError, Version, live_version
 from sluiceway.producers.tables import CapturedTable, relation_table
 
 log = logging.getLogger("sluiceway.capture")
 
-UNCHANGED = object()  # a TOASTed value the update left as it was; PostgreSQL did not send it
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 # (table, key values, column names) -> the columns' current values as text, or None when
 # the row is gone. Called only for unchanged TOASTed values the message does not carry.
 Fetch = Callable[[CapturedTable, dict[str, Any], Sequence[str]], dict[str, str | None] | None]
@@ -53,108 +50,13 @@ Fetch = Callable[[CapturedTable, dict[str, Any], Sequence[str]], dict[str, str |
 TypeNames = Callable[[int, int], str]
 
 
-_INT16, _INT32 = struct.Struct(">h"), struct.Struct(">i")
-_TEXT, _NULL, _UNCHANGED_TOAST = b"t"[0], b"n"[0], b"u"[0]  # TupleData column kinds
-
-
-class Reader:
-    """Big-endian fields of one pgoutput message, read front to back."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data, self.at = data, 0
-
-    def _unpack(self, fmt: str, size: int) -> int:
-        (value,) = struct.unpack_from(fmt, self.data, self.at)
-        self.at += size
-        return int(value)
-
-    def int8(self) -> int:
-        return self._unpack(">b", 1)
-
-    def int16(self) -> int:
-        return self._unpack(">h", 2)
-
-    def int32(self) -> int:
-        return self._unpack(">i", 4)
-
-    def uint32(self) -> int:
-        return self._unpack(">I", 4)
-
-    def int64(self) -> int:
-        return self._unpack(">q", 8)
-
-    def byte(self) -> str:
-        value = chr(self.data[self.at])
-        self.at += 1
-        return value
-
-    def string(self) -> str:
-        end = self.data.index(b"\0", self.at)
-        value = self.data[self.at : end].decode()
-        self.at = end + 1
-        return value
-
-    def raw(self, size: int) -> bytes:
-        value = self.data[self.at : self.at + size]
-        self.at += size
-        return bytes(value)
-
-    def timestamp(self) -> datetime:
-        return _PG_EPOCH + timedelta(microseconds=self.int64())
-
-    def tuple(self) -> list[Any]:
-        """TupleData: per column None (NULL), UNCHANGED, or the text of its value.
-
-        One loop over the bytes with no call per column: streaming capture spent half its
-        time here when each field was read through the methods above."""
-        data, at = self.data, self.at
-        (count,) = _INT16.unpack_from(data, at)
-        at += 2
-        values: list[Any] = []
-        append, length = values.append, _INT32.unpack_from
-        for _ in range(count):
-            kind = data[at]
-            at += 1
-            if kind == _TEXT:
-                (size,) = length(data, at)
-                at += 4
-                append(str(data[at : at + size], "utf-8"))
-                at += size
-            elif kind == _NULL:
-                append(None)
-            elif kind == _UNCHANGED_TOAST:
-                append(UNCHANGED)
-            else:
-                raise SourceSchemaError(
-                    f"pgoutput sent a column of kind {chr(kind)!r}; expected n, u or t"
-                )
-        self.at = at
-        return values
-
-
 @dataclass(frozen=True)
-class Relation:
-    schema: str
-    name: str
-    columns: tuple[str, ...]
-    type_oids: tuple[int, ...]
-    type_mods: tuple[int, ...] = ()
+class Layout:
+    """A captured relation: its table (bound to its schema) and how its rows are read."""
 
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-
-def parse_relation(reader: Reader) -> tuple[int, Relation]:
-    relid, schema, name = reader.uint32(), reader.string(), reader.string()
-    reader.int8()  # replica identity setting: what the old tuple carries shows it anyway
-    names, oids, mods = [], [], []
-    for _ in range(reader.int16()):
-        reader.int8()  # flags: part of the key; the key is known by name
-        names.append(reader.string())
-        oids.append(reader.uint32())
-        mods.append(reader.int32())
-    return relid, Relation(schema, name, tuple(names), tuple(oids), tuple(mods))
+    table: CapturedTable
+    plan: RowPlan
+    qualified: str  # the table's, kept: it names the table in every change's bookkeeping
 
 
 class Decoder:
@@ -174,8 +76,7 @@ class Decoder:
         self.columns: dict[str, tuple[Column, ...]] = {}
         self.stopped: set[str] = set()
         self.relations: dict[int, Relation] = {}
-        # per captured relation: its table and (position, column) of each column captured
-        self._layouts: dict[int, tuple[CapturedTable, tuple[tuple[int, str], ...]]] = {}
+        self._layouts: dict[int, Layout] = {}  # per captured relation
         self.fetch = fetch
         self.current: Transaction | None = None
         self._rows: dict[tuple[str, str, Any], dict[str, Any]] = {}  # this transaction's rows
@@ -202,7 +103,7 @@ class Decoder:
             if table is not None and version is not None:
                 # the version's table is the entity's; this relation is one schema's of it
                 bound = replace(version.table, schema=table.schema, tenant_id=table.tenant_id)
-                self._layouts[relid] = (bound, _layout(bound, relation))
+                self._layouts[relid] = Layout(bound, _plan(bound, relation), bound.qualified)
                 self.versions[table.qualified] = version.schema
         elif kind in "IUD":
             self._row_message(kind, reader)
@@ -273,40 +174,29 @@ class Decoder:
         txn = self._require_txn(kind)
         relid = reader.uint32()
         self._relation(relid)
-        marker = reader.byte()
-        old: list[Any] | None = None
-        if marker in "KO":
-            old = reader.tuple()
-            if kind == "U":
-                reader.byte()  # 'N': the new tuple follows
         layout = self._layouts.get(relid)
         if layout is None:  # a publication the user made may cover more tables
             return
+        marker = reader.byte()
         if kind == "D":
-            assert old is not None
-            txn.changes.append(self._delete(layout, old))
+            if marker not in "KO":
+                raise SourceSchemaError(f"pgoutput sent a delete without its old row ({marker!r})")
+            txn.changes.append(self._delete(layout, reader.row(layout.plan)[0]))
             return
-        new = reader.tuple()
-        txn.changes.append(self._upsert(layout, new, old if marker == "O" else None, kind))
+        # The old row is read only if the new one lacks a TOASTed value: most updates of a
+        # REPLICA IDENTITY FULL table never need it.
+        old_at = reader.skip_tuple() if marker in "KO" else None
+        if marker in "KO":
+            reader.byte()  # 'N': the new tuple follows
+        values, unchanged = reader.row(layout.plan)
+        if unchanged:
+            names = [n for n, v in values.items() if v is UNCHANGED]
+            old = _old_row(reader, layout.plan, old_at) if marker == "O" else None
+            values.update(self._fill(layout, values, names, old))
+        txn.changes.append(self._upsert(layout, values, kind))
 
-    @staticmethod
-    def _convert(
-        table: CapturedTable, layout: tuple[tuple[int, str], ...], values: list[Any]
-    ) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        fast = table.fast
-        for at, name in layout:
-            value = values[at]
-            if value is None or value is UNCHANGED:
-                out[name] = value
-            else:
-                ready, parse = fast[name]
-                out[name] = value if type(value) is ready else parse(value)
-        return out
-
-    def _delete(self, layout: tuple[CapturedTable, Layout], old: list[Any]) -> Change:
-        table, at = layout
-        values = self._convert(table, at, old)
+    def _delete(self, layout: Layout, values: dict[str, Any]) -> Change:
+        table = layout.table
         tenant, key = table.tenant_of(values), _row_key(table, values)
         if tenant is None or None in key:
             names = " and ".join(table.row_key)
@@ -315,24 +205,17 @@ class Decoder:
                 f"the replica identity must cover them; run: ALTER TABLE {table.qualified} "
                 "REPLICA IDENTITY FULL (or make them the primary key)"
             )
-        self._rows.pop((table.qualified, tenant, key), None)
+        self._rows.pop((layout.qualified, tenant, key), None)
         entity_id, typed = table.identity(values)
         return Change(
-            table.entity, tenant, entity_id, "d", None, typed, self.versions.get(table.qualified)
+            table.entity, tenant, entity_id, "d", None, typed, self.versions.get(layout.qualified)
         )
 
-    def _upsert(
-        self, layout: tuple[CapturedTable, Layout], new: list[Any], old: list[Any] | None,
-        kind: str,
-    ) -> Change:  # fmt: skip
-        table, at = layout
-        values = self._convert(table, at, new)
-        unchanged = [n for n, v in values.items() if v is UNCHANGED]
-        if unchanged:
-            values.update(self._fill(layout, values, unchanged, old))
+    def _upsert(self, layout: Layout, values: dict[str, Any], kind: str) -> Change:
+        table = layout.table
         tenant = table.tenant_of(values)
-        self._rows[table.qualified, tenant, _row_key(table, values)] = values
-        row = dict(values)  # the layout's columns: the tenant, then the catalog's, in order
+        self._rows[layout.qualified, tenant, _row_key(table, values)] = values
+        row = dict(values)  # the captured columns but the tenant's
         if table.tenant is not None:
             del row[table.tenant]
         entity_id, key = table.identity(values)
@@ -343,19 +226,19 @@ class Decoder:
             "c" if kind == "I" else "u",
             row,
             key,
-            self.versions.get(table.qualified),
+            self.versions.get(layout.qualified),
         )
 
     def _fill(
-        self, layout: tuple[CapturedTable, Layout], values: dict[str, Any], names: list[str],
-        old: list[Any] | None,
+        self, layout: Layout, values: dict[str, Any], names: list[str],
+        old: dict[str, Any] | None,
     ) -> dict[str, Any]:  # fmt: skip
         """The unchanged TOASTed columns' values, from the most exact place that has them."""
-        table, at = layout
+        table = layout.table
         if old is not None:  # REPLICA IDENTITY FULL: the whole old row, detoasted
-            before = self._convert(table, at, old)
+            before = old
         else:
-            cached = (table.qualified, table.tenant_of(values), _row_key(table, values))
+            cached = (layout.qualified, table.tenant_of(values), _row_key(table, values))
             before = self._rows.get(cached, {})
         found = {n: before[n] for n in names if n in before and before[n] is not UNCHANGED}
         rest = [n for n in names if n not in found]
@@ -378,22 +261,26 @@ class Decoder:
         return {n: table.parse(n, current[n]) if current[n] is not None else None for n in names}
 
 
-Layout = tuple[tuple[int, str], ...]
-
-
 def _row_key(table: CapturedTable, values: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(values[k] for k in table.key)
+    return tuple(map(values.__getitem__, table.key))
 
 
-def _layout(table: CapturedTable, relation: Relation) -> Layout:
-    """(position, name) of each captured column in the relation's tuples; a catalog column
+def _old_row(reader: Reader, plan: RowPlan, at: int | None) -> dict[str, Any] | None:
+    """The old row of an update, read where ``skip_tuple`` stepped over it."""
+    if at is None:
+        return None
+    reader.at = at
+    return reader.row(plan)[0]
+
+
+def _plan(table: CapturedTable, relation: Relation) -> RowPlan:
+    """How the relation's tuples are read: the captured columns, by name; a catalog column
     the table lacks is refused by name, columns the catalog does not list are skipped."""
-    at = {name: i for i, name in enumerate(relation.columns)}
     wanted = (*table.tenant_columns, *table.columns)
-    missing = [n for n in wanted if n not in at]
+    missing = [n for n in wanted if n not in relation.columns]
     if missing:
         raise SourceSchemaError(
             f"{table.qualified} lacks captured columns {missing} of the catalog's entity "
             f"{table.entity!r}; add them to the table or take them out of the catalog"
         )
-    return tuple((at[n], n) for n in wanted)
+    return RowPlan.of(table, relation.columns, wanted)

@@ -129,6 +129,7 @@ class Streamer:
     last_look: float = float("-inf")
     new_tables: NewTables = field(init=False)
     registered: set[bytes] = field(default_factory=set)  # schema versions on the registry
+    topics: dict[str, str] = field(default_factory=dict)  # change topic by entity
 
     def __post_init__(self) -> None:
         self.tenants = Tenants.load(self.settings.kafka)
@@ -194,16 +195,18 @@ class Streamer:
         pending = self.tracker.add(txn.commit_lsn, len(changes) + deletes)
         callback = _Delivery(self.tracker, pending)
         kafka, prod, encode = self.settings.kafka, self.prod, self.codec.encode
-        counts: Counter[tuple[str, str]] = Counter()
+        topics, seen, lsn = self.topics, self.tenants.seen, txn.commit_lsn
         stamp = timestamp_ms(txn.commit_ts)
         for seq, change in enumerate(changes):
             tenant, entity_id, op = change.tenant_id, change.entity_id, change.op
-            topic = kafka.cdc_topic(change.entity)
+            topic = topics.get(change.entity) or topics.setdefault(
+                change.entity, kafka.cdc_topic(change.entity)
+            )
             key = event_key(tenant, entity_id)
             part = partition_of(tenant, entity_id, kafka.partitions, kafka.spread_of(tenant))
             event = change_event(
                 change.entity, tenant, entity_id, op, change.row,
-                position(txn.commit_lsn, seq), txn.commit_ts, change.key,
+                position(lsn, seq), txn.commit_ts, change.key,
             )  # fmt: skip
             value = encode(event) if change.schema is None else self._encode(change.schema, event)
             produce(prod, topic, part, key, value, callback, stamp)
@@ -211,9 +214,9 @@ class Streamer:
                 # the tombstone lets compaction drop the key once the delete has been read;
                 # it shares the delete's timestamp, so a replay cut never falls between them
                 produce(prod, topic, part, key, None, callback, stamp)
-            counts[change.entity, op] += 1
-            self.tenants.observe(prod, tenant)
-        for (entity, op), n in counts.items():
+            if tenant not in seen:
+                self.tenants.observe(prod, tenant)
+        for (entity, op), n in Counter((c.entity, c.op) for c in changes).items():
             metrics.EVENTS.labels(entity, op).inc(n)
         prod.poll(0)
         age = (datetime.now(UTC) - txn.commit_ts).total_seconds()
