@@ -36,7 +36,7 @@ SPECS: dict[str, dict[str, Any]] = {
 def add_arguments(group: Any) -> None:
     group.add_argument("--processor-tenants", type=int, default=2, help="tenants to seed")
     group.add_argument(
-        "--processor-issues", type=int, default=20_000, help="issues of the exported tenant"
+        "--processor-issues", type=int, default=100_000, help="issues of the exported tenant"
     )
 
 
