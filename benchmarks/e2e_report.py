@@ -102,8 +102,10 @@ def _cpu_per_row(phase: dict[str, Any]) -> float | None:
 
 
 def _two_against_one(runs: dict[str, Any]) -> list[Metric]:
-    """Issue 17's scaling targets, judged when a run measured both worker counts."""
-    if any("measured_at" in runs.get(n, {}) for n in ("1", "2")):
+    """Issue 17's scaling targets, judged when a run measured both worker counts (keyed by
+    int while the bench runs, by str once read back from its JSON)."""
+    runs = {str(n): phases for n, phases in runs.items()}
+    if any("earlier_result" in runs.get(n, {}) for n in ("1", "2")):
         return []  # a count kept from an earlier result ran under another day's load
     one, two = (runs.get(n, {}).get("e2e", {}) for n in ("1", "2"))
     if not one.get("ok") or not two.get("ok"):

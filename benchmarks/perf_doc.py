@@ -47,9 +47,24 @@ def target_line(res: dict[str, Any]) -> str:
             f"Target (1M issues < {TARGET_S:.0f} s) not judged: this run had only "
             f"{issues:,} issues ({said})."
         )
-    best = min((w for w in walls.values() if w is not None), default=None)
-    verdict = "PASS" if best is not None and best < TARGET_S else "FAIL"
-    return f"Target: 1M-issue full export < {TARGET_S:.0f} s end to end: **{verdict}** ({said})."
+    # the target is one worker per stage's (issue 17); more workers are judged against it
+    one = next((w for n, w in walls.items() if str(n) == "1"), None)
+    verdict = "PASS" if one is not None and one < TARGET_S else "FAIL"
+    line = (
+        f"Target: 1M-issue full export < {TARGET_S:.0f} s end to end with one worker per "
+        f"stage: **{verdict}** ({said})."
+    )
+    return " ".join([line, *_scaling(res)])
+
+
+def _scaling(res: dict[str, Any]) -> list[str]:
+    """The bench's verdicts on two workers per stage against one, when it made them."""
+    return [
+        f"Two workers per stage against one, {m['metric'].removeprefix('x2 / x1 ')}: "
+        f"{m['value']}x (target {m['target']}): **{'PASS' if m['ok'] else 'FAIL'}**."
+        for m in res.get("metrics", [])
+        if str(m.get("metric", "")).startswith("x2 / x1 ")
+    ]
 
 
 def comparison(res: dict[str, Any]) -> list[str]:
