@@ -24,7 +24,8 @@ import os
 import shutil
 import subprocess
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,34 @@ def add_arguments(group: Any) -> None:
     group.add_argument(
         "--e2e-no-doc", action="store_true", help="leave docs/performance.md and its chart alone"
     )
+    group.add_argument(
+        "--e2e-partitions", type=int, default=4,
+        help="partitions of the bench's change and run topics (kafka.partitions)",
+    )  # fmt: skip
+    group.add_argument(
+        "--e2e-spread", type=int, default=4,
+        help="partitions each tenant spreads over (kafka.spread): with the default 1, four "
+        "tenants on three partitions leave a second worker a third of the work at most",
+    )  # fmt: skip
+
+
+@contextmanager
+def topic_layout(partitions: int, spread: int) -> Iterator[None]:
+    """The bench's topics laid out so that every worker count measured has work for each
+    worker: the bench process and every worker it starts read these from the environment."""
+    if not 1 <= spread <= partitions:
+        raise SystemExit(f"--e2e-spread {spread}: expected 1 to --e2e-partitions ({partitions})")
+    names = {"SLUICEWAY_KAFKA_PARTITIONS": str(partitions), "SLUICEWAY_KAFKA_SPREAD": str(spread)}
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(names)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def worker_counts(text: str) -> tuple[int, ...]:
@@ -277,7 +306,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     counts = worker_counts(args.e2e_workers)
     args.e2e_per_tenant = issues_per_tenant(args.e2e_issues, args.e2e_tenants)
     previous = earlier_result(args)
-    with bench_env("e2e") as env:
+    with topic_layout(args.e2e_partitions, args.e2e_spread), bench_env("e2e") as env:
         details = measure(env, args, counts)
     details["cpu_model"] = cpu_model()
     if previous is not None:
@@ -285,6 +314,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     params = {
         "issues": args.e2e_issues, "tenants": args.e2e_tenants,
         "workers": [int(n) for n in details["runs"]],
+        "partitions": args.e2e_partitions, "spread": args.e2e_spread,
         "entities": sorted(source_tables()), "target_s": e2e_report.TARGET_S,
     }  # fmt: skip
     res = result("e2e", params, e2e_report.metrics(details), **details)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +249,18 @@ def test_two_workers_are_not_judged_against_an_earlier_days_one() -> None:
     one = {**_phases(40.0), "measured_at": earlier, "earlier_result": earlier}
     assert _judged(_details(**{"1": one, "2": _phases(39.0)})) == {}
     assert _judged(_details(**{"2": _phases(39.0)})) == {}
+
+
+def test_topic_layout_is_set_for_the_bench_and_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLUICEWAY_KAFKA_PARTITIONS", "3")
+    monkeypatch.delenv("SLUICEWAY_KAFKA_SPREAD", raising=False)
+    with e2e.topic_layout(4, 4):
+        assert (os.environ["SLUICEWAY_KAFKA_PARTITIONS"], os.environ["SLUICEWAY_KAFKA_SPREAD"]) == (
+            "4",
+            "4",
+        )
+    assert os.environ["SLUICEWAY_KAFKA_PARTITIONS"] == "3"
+    assert "SLUICEWAY_KAFKA_SPREAD" not in os.environ
+    refused = pytest.raises(SystemExit, match="--e2e-spread 5: expected 1 to --e2e-partitions")
+    with refused, e2e.topic_layout(4, 5):
+        pass
