@@ -29,6 +29,7 @@ from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import psycopg2
 from confluent_kafka import KafkaException
@@ -102,16 +103,8 @@ def topic_layout(partitions: int, spread: int) -> Iterator[None]:
     if not 1 <= spread <= partitions:
         raise SystemExit(f"--e2e-spread {spread}: expected 1 to --e2e-partitions ({partitions})")
     names = {"SLUICEWAY_KAFKA_PARTITIONS": str(partitions), "SLUICEWAY_KAFKA_SPREAD": str(spread)}
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(names)
-    try:
+    with patch.dict(os.environ, names):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def worker_counts(text: str) -> tuple[int, ...]:
