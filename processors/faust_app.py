@@ -36,6 +36,7 @@ def build_app(settings: ProcessorSettings, etl_id: str, full: bool) -> fetch.Bat
         consumer_auto_offset_reset="earliest",
         topic_partitions=kafka.partitions,
         web_enabled=False,
+        TableManager=fetch.NoTableWait,
         store="memory://",
         datadir=str(datadir),
         # large fetches and producer batches: a run reads a bounded backlog as fast as it can

@@ -17,7 +17,7 @@ from confluent_kafka import KafkaError, Message, TopicPartition
 from sluiceway.common.codec import Codec, event_key
 from sluiceway.common.entities import active_catalog
 from sluiceway.common.errors import InvalidEventError
-from sluiceway.common.kafka_io import consumer, watermarks
+from sluiceway.common.kafka_io import consumer, ready, watermarks
 from sluiceway.common.partitioning import tenant_partitions
 from sluiceway.common.read_path import uses_index
 from sluiceway.common.runs import RunRecord
@@ -54,7 +54,7 @@ def scan(kafka: KafkaSettings, group: str, ranges: Ranges, visit: Callable[[Mess
                 raise ScanTimeoutError(
                     f"could not read {sorted(todo)} up to the cut in {timeout_s:.0f}s"
                 )
-            for msg in reader.consume(10_000, 0.5):
+            for msg in ready(reader, 10_000, wait=0.5):
                 _step(msg, todo, visit)
     finally:
         reader.close()

@@ -294,12 +294,17 @@ def poll(reader: RunReader, batch: int, timeout_s: float) -> int:
     """Consume one batch; returns how many files were published.
 
     consume() waits for a full batch or its whole timeout, so a first short wait hands
-    over a partial batch (a run's tail, a slow fetch) at once; only an idle topic waits
-    ``timeout_s``. With 2,000-message batches the tail alone cost a second per run.
+    over a partial batch (a run's tail, a slow fetch) at once. An idle topic is waited on
+    for its first record only (up to ``timeout_s``), then for the rest of a batch as while
+    flowing: waiting for a whole batch there cost a second at every run's start and tail.
     """
-    messages = reader.consumer.consume(batch, timeout=min(timeout_s, FLOWING_WAIT_S))
+    wait = min(timeout_s, FLOWING_WAIT_S)
+    messages = reader.consumer.consume(batch, timeout=wait)
     if not messages:
-        messages = reader.consumer.consume(batch, timeout=timeout_s)
+        first = reader.consumer.poll(timeout_s)
+        more = first is not None and batch > 1
+        rest = reader.consumer.consume(batch - 1, timeout=wait) if more else []
+        messages = [first, *rest] if first is not None else []
     return handle_batch(reader, messages) + reader.writer.tick()
 
 

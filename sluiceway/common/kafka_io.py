@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -39,9 +48,38 @@ def client_config(kafka: KafkaSettings) -> dict[str, Any]:
     return {"bootstrap.servers": kafka.servers, **confluent_security(kafka)}
 
 
+_ADMINS: dict[tuple[Any, ...], AdminClient] = {}
+_ADMINS_LOCK = threading.Lock()
+_ADMINS_MAX = 16
+
+
 def admin(kafka: KafkaSettings, **overrides: Any) -> AdminClient:
-    conf: dict[str, Any] = {**client_config(kafka), "logger": CLIENT_LOG, **overrides}
-    return AdminClient(conf)
+    """An admin client of these settings. Without overrides it is this process's shared one:
+    a new client pays for its connection and handshake on its first request (about 50 ms
+    here, more over TLS), and starting a run asks a dozen questions. Topic metadata is asked
+    of the brokers on every call, so sharing it returns nothing stale."""
+    conf: dict[str, Any] = {
+        **client_config(kafka), "logger": CLIENT_LOG, "allow.auto.create.topics": False,
+        **overrides,
+    }  # fmt: skip
+    if overrides:
+        return AdminClient(conf)
+    key = _client_key(conf)
+    with _ADMINS_LOCK:
+        client = _ADMINS.get(key)
+        if client is None:
+            if len(_ADMINS) >= _ADMINS_MAX:  # settings that keep changing (tests): start over
+                _ADMINS.clear()
+            client = _ADMINS[key] = AdminClient(conf)
+        return client
+
+
+def _client_key(conf: dict[str, Any]) -> tuple[Any, ...]:
+    """The process (a forked child cannot use its parent's client) and every setting; a
+    callback by identity (the cached client keeps it alive, so its id is not reused)."""
+    plain = (str, int, float, bool, type(None))
+    items = sorted((k, v if isinstance(v, plain) else id(v)) for k, v in conf.items())
+    return (os.getpid(), *items)
 
 
 def broker_count(kafka: KafkaSettings, timeout: float = 30.0) -> int:
@@ -279,6 +317,17 @@ def watermark_offsets(reader: Consumer, tp: TopicPartition, timeout: float) -> t
             time.sleep(0.5)  # the client refreshes its metadata meanwhile
 
 
+def ready(reader: Consumer, most: int, wait: float) -> list[Message]:
+    """Up to ``most`` records, as soon as the first is there (at most ``wait`` seconds for
+    it). consume() alone waits out its whole timeout unless the batch fills: each short
+    read (a control topic, an index partition) then cost its timeout, a run's start a dozen
+    of them."""
+    first = reader.poll(wait)
+    if first is None:
+        return []
+    return [first, *reader.consume(most - 1, timeout=0)] if most > 1 else [first]
+
+
 def watermarks(
     kafka: KafkaSettings, topic: str, partitions: Iterable[int], timeout: float = 10.0
 ) -> dict[int, tuple[int, int]]:
@@ -304,9 +353,7 @@ def read_control(kafka: KafkaSettings, name: str, timeout: float = 30.0) -> dict
     if topic not in admin(kafka).list_topics(timeout=timeout).topics:
         return latest
     # end of partition is said at once: a transaction's commit marker may take the last
-    # offset, and no message would come to say the reader got past it. A short wait per
-    # batch: consume() waits out its whole timeout unless the batch fills (it cost every
-    # control read a second).
+    # offset, and no message would come to say the reader got past it.
     reader = consumer(kafka, group=f"sw-control-reader-{name}", **{"enable.partition.eof": True})
     try:
         low, high = watermark_offsets(reader, TopicPartition(topic, 0), timeout)
@@ -315,7 +362,7 @@ def read_control(kafka: KafkaSettings, name: str, timeout: float = 30.0) -> dict
         while position < high:
             if time.monotonic() > deadline:
                 raise StackDownError(f"could not read {topic} to its end in {timeout:.0f}s")
-            for msg in reader.consume(500, timeout=0.05):
+            for msg in ready(reader, 500, wait=0.05):
                 key, value, offset = msg.key(), msg.value(), msg.offset()
                 error = msg.error()
                 if error is not None and error.code() == KafkaError._PARTITION_EOF:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from confluent_kafka import Consumer, TopicPartition
 
 from sluiceway.common.errors import TransientError
-from sluiceway.common.kafka_io import admin, consumer, ensure_topics, watermark_offsets
+from sluiceway.common.kafka_io import admin, consumer, ensure_topics, ready, watermark_offsets
 from sluiceway.common.settings import KafkaSettings
 from sluiceway.common.tenant_index import Coverage, Slice, decode_for, index_topic
 
@@ -85,7 +85,7 @@ def _latest(
     while todo:
         if time.monotonic() > deadline:
             raise TransientError(f"could not read the tenant index {sorted(todo)} in {timeout}s")
-        for msg in reader.consume(10_000, timeout=0.05):
+        for msg in ready(reader, 10_000, wait=0.05):
             key, offset = msg.key(), msg.offset()
             if msg.error() or key is None or offset is None:
                 continue
