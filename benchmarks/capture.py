@@ -31,7 +31,7 @@ from benchmarks.capture_stream import (
     measure_streaming,
     wal_time_lags,
 )
-from benchmarks.env import BenchEnv, bench_env
+from benchmarks.env import BenchEnv, bench_env, settle_source
 from benchmarks.report import RESULTS, Metric, at_least, at_most, info, result
 from sluiceway.common.codec import Codec
 from sluiceway.devstack.seed import SeedPlan, seed
@@ -41,6 +41,7 @@ from sluiceway.producers.events import position
 from sluiceway.producers.main import capture_producer, create_change_topics, prepare_publication
 from sluiceway.producers.slot import create_slot
 from sluiceway.producers.snapshot import SnapshotRun, run_snapshot
+from sluiceway.producers.source import source_tables
 
 SNAPSHOT_TARGET = 100_000.0  # rows/s, issue 17 (was 50,000)
 LAG_TARGET_S = 5.0
@@ -192,6 +193,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with bench_env("capture") as env:
         console.print(f"seeding {args.tenants} tenants x {args.issues_per_tenant} issues")
         seeded = seed(env.pg, plan, Codec())
+        settle_source(env.pg, list(source_tables().values()))
         console.print(f"snapshot of {sum(seeded.values()):,} rows")
         snap = measure_snapshot(env, profile)
         console.print(f"streaming: churn at {args.rate:g} changes/s for {args.seconds:g} s")

@@ -35,7 +35,7 @@ import psycopg2
 from confluent_kafka import KafkaException
 
 from benchmarks import e2e_report, perf_doc
-from benchmarks.env import BenchEnv, bench_env, cli_command
+from benchmarks.env import BenchEnv, bench_env, cli_command, settle_source
 from benchmarks.fleet import Watch, Worker, all_exited, finish, running, say, spawn, watch
 from benchmarks.report import RESULTS, result
 from benchmarks.sink import delete_groups
@@ -156,7 +156,8 @@ def prepare(env: BenchEnv, tenants: int, per_tenant: int, timeout: float) -> dic
     seed = ("source", "seed", "--tenants", str(tenants), "--issues-per-tenant", str(per_tenant))
     seed_s = _cli(env, timeout, *seed, "--json")
     counts = source_counts(env)
-    say(f"seeded in {seed_s:.0f}s: {counts}; capturing a snapshot")
+    settle_source(env.pg, list(source_tables().values()))
+    say(f"seeded in {seed_s:.0f}s: {counts}; vacuumed; capturing a snapshot")
     capture_s = _cli(env, timeout, "capture", "--snapshot-only", "--json")
     say(f"captured in {capture_s:.0f}s")
     return {"counts": counts, "seed_s": seed_s, "capture_s": capture_s}

@@ -11,7 +11,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +68,18 @@ def _admin_sql(pg: PostgresSettings, *statements: tuple[Any, tuple[Any, ...]]) -
         with conn.cursor() as cur:
             for statement, params in statements:
                 cur.execute(statement, params)
+
+
+def settle_source(pg: PostgresSettings, tables: Iterable[str]) -> None:
+    """VACUUM ANALYZE freshly seeded tables, as a long-lived database's would be. Left to
+    autovacuum, the vacuum of a few million new rows starts whenever its thresholds say and
+    takes a core for tens of seconds, in the middle of whatever phase is being measured."""
+    statements = [(sql.SQL("VACUUM ANALYZE {}").format(_table(t)), ()) for t in tables]
+    _admin_sql(pg, *statements)
+
+
+def _table(qualified: str) -> sql.Composable:
+    return sql.SQL(".").join(sql.Identifier(part) for part in qualified.split("."))
 
 
 def _drop(pg: PostgresSettings, dbname: str, slot: str, attempts: int = 5) -> None:
