@@ -77,7 +77,10 @@ def server_props(kafka: KafkaSettings, data_dir: Path) -> dict[str, str | int]:
         "transaction.state.log.num.partitions": 10,
         "share.coordinator.state.topic.replication.factor": 1,
         "share.coordinator.state.topic.min.isr": 1,
-        "group.initial.rebalance.delay.ms": 0,
+        # Kafka's default is 3 s. Workers of a run start together; with no delay the first
+        # to join began alone, and each later one took partitions over and re-read them (a
+        # tenth of a two-processor full export's events). A second keeps tests quick.
+        "group.initial.rebalance.delay.ms": 1000,
         "auto.create.topics.enable": "true",
         "log.cleaner.enable": "true",
         "log.retention.hours": 168,

@@ -43,7 +43,7 @@ def test_server_properties_single_node_replication(tmp_path: Path) -> None:
         "default.replication.factor",
     ):
         assert props[key] == "1", key
-    assert props["group.initial.rebalance.delay.ms"] == "0"
+    assert props["group.initial.rebalance.delay.ms"] == "1000"
     assert props["log.cleaner.enable"] == "true"
     assert props.get("auto.create.topics.enable", "true") != "false"
 
