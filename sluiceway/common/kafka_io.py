@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,38 +48,48 @@ def client_config(kafka: KafkaSettings) -> dict[str, Any]:
     return {"bootstrap.servers": kafka.servers, **confluent_security(kafka)}
 
 
-_ADMINS: dict[tuple[Any, ...], AdminClient] = {}
-_ADMINS_LOCK = threading.Lock()
-_ADMINS_MAX = 16
+# Admin clients shared within a shared_admins() block (None outside one): see admin().
+_SHARED: ContextVar[dict[tuple[Any, ...], AdminClient] | None] = ContextVar(
+    "sluiceway_shared_admins", default=None
+)
+
+
+@contextmanager
+def shared_admins() -> Iterator[None]:
+    """Within this block admin() hands out one client per settings. For bursts of questions
+    (starting a run asks a dozen): a new client pays ~50 ms to connect before its first
+    answer, more over TLS. Only for bursts: a long-lived client that lost its broker kept
+    timing out where a new one, bootstrapping from every listed broker, answered at once."""
+    token = _SHARED.set({}) if _SHARED.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _SHARED.reset(token)
 
 
 def admin(kafka: KafkaSettings, **overrides: Any) -> AdminClient:
-    """An admin client of these settings. Without overrides it is this process's shared one:
-    a new client pays for its connection and handshake on its first request (about 50 ms
-    here, more over TLS), and starting a run asks a dozen questions. Topic metadata is asked
-    of the brokers on every call, so sharing it returns nothing stale."""
+    """An admin client of these settings (within shared_admins(), the block's shared one
+    unless ``overrides`` are given). Never asks the broker to auto-create a topic it looks
+    up."""
     conf: dict[str, Any] = {
         **client_config(kafka), "logger": CLIENT_LOG, "allow.auto.create.topics": False,
         **overrides,
     }  # fmt: skip
-    if overrides:
+    shared = _SHARED.get()
+    if overrides or shared is None:
         return AdminClient(conf)
     key = _client_key(conf)
-    with _ADMINS_LOCK:
-        client = _ADMINS.get(key)
-        if client is None:
-            if len(_ADMINS) >= _ADMINS_MAX:  # settings that keep changing (tests): start over
-                _ADMINS.clear()
-            client = _ADMINS[key] = AdminClient(conf)
-        return client
+    client = shared.get(key)
+    if client is None:
+        client = shared[key] = AdminClient(conf)
+    return client
 
 
 def _client_key(conf: dict[str, Any]) -> tuple[Any, ...]:
-    """The process (a forked child cannot use its parent's client) and every setting; a
-    callback by identity (the cached client keeps it alive, so its id is not reused)."""
+    """Every setting; a callback by identity (the block's client keeps it alive)."""
     plain = (str, int, float, bool, type(None))
-    items = sorted((k, v if isinstance(v, plain) else id(v)) for k, v in conf.items())
-    return (os.getpid(), *items)
+    return tuple(sorted((k, v if isinstance(v, plain) else id(v)) for k, v in conf.items()))
 
 
 def broker_count(kafka: KafkaSettings, timeout: float = 30.0) -> int:

@@ -15,7 +15,7 @@ from pydantic_settings import SettingsConfigDict
 
 from sluiceway.common.errors import ConfigError, RunConflictError, RunFailedError, TransientError
 from sluiceway.common.health import HEALTH
-from sluiceway.common.kafka_io import set_status
+from sluiceway.common.kafka_io import set_status, shared_admins
 from sluiceway.common.runs import RunRecord
 from sluiceway.common.settings import SECRET_ENV, KafkaSettings, S3Settings, StackSettings
 from sluiceway.common.settings_base import SluicewaySettings
@@ -80,8 +80,9 @@ def start_run(
     if mode != "subprocess":
         check_remote_secret(spec, mode)
     spec = spec.model_copy(update={"destination": absolute_destination(spec.destination)})
-    validate_request(spec, kafka, s3)
-    run = claim_and_announce(spec, kafka, s3, replay_to, now)
+    with shared_admins():  # a dozen questions to the brokers in a row
+        validate_request(spec, kafka, s3)
+        run = claim_and_announce(spec, kafka, s3, replay_to, now)
     if mode is None:
         return run, None
     if mode == "pool":

@@ -1,4 +1,4 @@
-"""Short reads return with their first record, and admin clients are shared.
+"""Short reads return with their first record; admin clients are shared within a block.
 
 Pure units: a fake consumer records what it was asked; no broker is contacted (an
 AdminClient connects lazily, on its first request).
@@ -103,9 +103,16 @@ def _after_first_call(consume: Any, later: list[Any], fake: FakeConsumer) -> Any
     return wrapped
 
 
-def test_admin_clients_are_shared_per_settings_and_never_with_overrides() -> None:
+def test_admin_clients_are_shared_within_a_block_only_and_never_with_overrides() -> None:
     a = KafkaSettings(host="127.0.0.1", port=19999)
     b = KafkaSettings(host="127.0.0.1", port=19998)
-    assert kafka_io.admin(a) is kafka_io.admin(a)
-    assert kafka_io.admin(a) is not kafka_io.admin(b)
-    assert kafka_io.admin(a, **{"socket.timeout.ms": 1000}) is not kafka_io.admin(a)
+    assert kafka_io.admin(a) is not kafka_io.admin(a)  # outside a block: a new one each time
+    with kafka_io.shared_admins():
+        first = kafka_io.admin(a)
+        assert kafka_io.admin(a) is first
+        assert kafka_io.admin(b) is not first
+        assert kafka_io.admin(a, **{"socket.timeout.ms": 1000}) is not first
+        with kafka_io.shared_admins():  # nested: still the outer block's clients
+            assert kafka_io.admin(a) is first
+    with kafka_io.shared_admins():
+        assert kafka_io.admin(a) is not first  # a new block starts afresh
