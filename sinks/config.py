@@ -80,7 +80,14 @@ class SinkSettings(SluicewaySettings):
             " which also caps fetch.max.bytes): the bulk of the sink's memory."
         ),
     )
-    poll_timeout_s: float = Field(1.0, gt=0, description="How long one consume() call waits.")
+    poll_timeout_s: float = Field(
+        1.0,
+        gt=0,
+        description=(
+            "How long the sink waits on an idle run topic for a first record; once one "
+            "comes, it waits at most 0.1 s more for the rest of a batch."
+        ),
+    )
     member: str | None = Field(
         None,
         description=(
