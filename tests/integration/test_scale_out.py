@@ -73,9 +73,17 @@ WORKER_ENV = {
     "SLUICEWAY_SINK_MAX_ROWS": "4000",
     "SLUICEWAY_SINK_ROW_GROUP_ROWS": "1000",
 }
+# A delta's processors fetch at most 100 records a batch, and through the tenant index
+# read and commit chunks of 100 offsets: its progress is gradual and it lasts long enough
+# for the five moves. With WORKER_ENV a help desk delta read through the index ended 2 s
+# after move 3, before any processor with work was left to kill.
+DELTA_ENV = {
+    **WORKER_ENV,
+    "SLUICEWAY_PROCESSOR_POLL_RECORDS": "100",
+    "SLUICEWAY_PROCESSOR_FULL_CHUNK": "100",
+}
 # Each issue is edited three times before the delta, in three transactions: the delta holds
-# its three versions in order (the reconstruction must take the last), and is long enough
-# for the five moves (a fresh-clone CI run saw one edit's delta end within 5 s of move 4).
+# its three versions in order (the reconstruction must take the last).
 EDITS = 3
 # what processors/main.py logs when it joins the group
 JOINING = b"joining the group"
@@ -160,15 +168,15 @@ class Crew:
         done, total = scanned(self.run, self.kafka)
         return done / total if total else 1.0
 
-    def before_the_end(self, check: Callable[[], object], what: str, timeout: float = 120) -> None:
-        """Wait for ``check()``; the run must not be complete by then (the move would test
-        nothing)."""
+    def before_the_end(self, check: Callable[[], Any], what: str, timeout: float = 120) -> Any:
+        """Wait for ``check()`` and return it; the run must not be complete by then (the
+        move would test nothing)."""
 
-        def ready() -> bool:
+        def ready() -> Any:
             assert not self.complete(), f"the run ended before {what}"
-            return bool(check())
+            return check()
 
-        wait_for(ready, timeout, what, poll=0.02)
+        return wait_for(ready, timeout, what, poll=0.02)
 
     def soon(self, check: Callable[[], object], what: str, within: float) -> None:
         """Wait up to ``within`` seconds for ``check()`` (a sink whose partitions are all
@@ -220,9 +228,9 @@ def replace_workers(crew: Crew) -> None:
     other = s2 if killed is s1 else s1
 
     crew.before_the_end(lambda: crew.progress() >= 0.4, "two fifths of the run")
-    owner = wait_for(
+    owner = crew.before_the_end(
         lambda: next((p for p in (p3, p4) if p.has_work()), None),
-        60, "p3 or p4 to own partitions it has not ended",
+        "p3 or p4 to own partitions it has not ended", timeout=60,
     )  # fmt: skip
     crew.kill(owner)
     crew.start("process", "p5")
@@ -370,7 +378,7 @@ def test_workers_replaced_throughout_a_full_export_and_its_delta(
         # a delete and its tombstone
         assert grown == {"issue": EDITS * updated, "comment": 2 * deleted}
         delta = announce(kafka, lake, "delta")
-        run_with_replacements(cli, kafka, delta, lake, tmp_path)
+        run_with_replacements(cli, kafka, delta, lake, tmp_path, DELTA_ENV)
     finally:
         capture.stop()
     after = source_keys(source_db)

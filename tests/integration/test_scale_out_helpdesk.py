@@ -40,6 +40,7 @@ from tests.integration.helpdesk_truth import (
     write_catalog,
 )
 from tests.integration.test_capture import snapshot_done, wait_caught_up
+from tests.integration.test_scale_out import DELTA_ENV as SCALE_OUT_DELTA_ENV
 from tests.integration.test_scale_out import WORKER_ENV as SCALE_OUT_ENV
 from tests.integration.test_scale_out import (
     Key,
@@ -64,14 +65,13 @@ ROWS_PER_TENANT = 3_500
 # Smaller files than the Jira test's WORKER_ENV: 4,000 rows per entity and partition would
 # rotate once at 4,000 rows a file, and a sink could publish its last file before the
 # test's move waits for its next one.
-WORKER_ENV = {
-    **SCALE_OUT_ENV,
-    "SLUICEWAY_SINK_MAX_ROWS": "1000",
-    "SLUICEWAY_SINK_ROW_GROUP_ROWS": "250",
-}
+SMALLER_FILES = {"SLUICEWAY_SINK_MAX_ROWS": "1000", "SLUICEWAY_SINK_ROW_GROUP_ROWS": "250"}
+# Smaller chunks too: at 2,000 offsets a chunk the full run ended a second after move 3,
+# before a processor with work was left to kill.
+WORKER_ENV = {**SCALE_OUT_ENV, **SMALLER_FILES, "SLUICEWAY_PROCESSOR_FULL_CHUNK": "500"}
+DELTA_ENV = {**SCALE_OUT_DELTA_ENV, **SMALLER_FILES}
 # Each ticket is edited three times before the delta, in three transactions: the delta
-# holds its three versions in order (the reconstruction must take the last), and is long
-# enough for the five moves (one edit's 28,000 updates were processed in about 7 s).
+# holds its three versions in order (the reconstruction must take the last).
 EDITS = 3
 CHANGED = ("ticket", "reply")  # every ticket updated, every tenth leaf reply deleted
 # leaf replies only: nothing answers them and nothing is attached to them (foreign keys)
@@ -168,7 +168,7 @@ def test_workers_replaced_throughout_a_helpdesk_full_export_and_its_delta(
         # a delete and its tombstone
         assert grown == {"ticket": EDITS * updated, "reply": 2 * deleted}
         delta = announce(kafka, lake, "delta", TENANTS)
-        run_with_replacements(cli, kafka, delta, lake, tmp_path, WORKER_ENV)
+        run_with_replacements(cli, kafka, delta, lake, tmp_path, DELTA_ENV)
     finally:
         capture.stop()
     after = typed_keys(source_db, catalog, TENANTS)
