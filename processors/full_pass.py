@@ -15,6 +15,7 @@ its keys, while one that (re)takes p from the group's commits rebuilds the keys 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -90,11 +91,11 @@ def steps(
             low = max(start, low - chunk)
 
 
-def _report(task: asyncio.Task[None]) -> None:
+def _report(partition: int, task: asyncio.Task[None]) -> None:
     """A task that failed (Kafka unreachable past the read timeout) is said, then started
     again by the worker's next check from the partition's state, which it left as it was."""
     if not task.cancelled() and (exc := task.exception()) is not None:
-        log.error("reading a partition of the full run failed; starting it again: %s", exc)
+        log.error("reading partition %d failed; starting it again: %s", partition, exc)
 
 
 class FullPass:
@@ -117,7 +118,7 @@ class FullPass:
             task = self.tasks.get(partition)
             if (task is None or task.done()) and not self.stopping:
                 task = self.tasks[partition] = asyncio.ensure_future(self._drive(partition))
-                task.add_done_callback(_report)
+                task.add_done_callback(functools.partial(_report, partition))
 
     async def _drive(self, partition: int) -> None:
         state = await self.host.state_of(partition)
@@ -129,9 +130,16 @@ class FullPass:
             await self._walk(partition, state, todo)
         except ScanStoppedError:
             self._forget(partition)  # the worker stops; what was forwarded is committed
-        except BaseException:
+        except Exception:
             # the keys of a chunk whose outputs may not have gone out: the next task must
             # rebuild from what was committed, or it would take them as forwarded
+            self._forget(partition)
+            if self.host.holds(partition, state):
+                raise
+            # a rebalance or the worker's stop took the partition and closed its producer
+            # mid-chunk: nothing failed, its next owner goes on from the commits
+            log.info("partition %d moved away while a chunk was sent; left to it", partition)
+        except BaseException:  # cancelled: as above
             self._forget(partition)
             raise
 

@@ -13,10 +13,13 @@ from sluiceway.common.settings import KafkaSettings, S3Settings
 from sluiceway.control.pool import Pool, PoolSettings
 from tests.polling import wait_for
 
-# ignores SIGTERM, then says so by creating the file named by {flag}
+# A worker that waits for a signal, and ends by itself after 60 s (SIGALRM) should the
+# test leave it behind.
+WAITS = "import signal; signal.alarm(60); signal.pause()"
+# One that ignores SIGTERM, then says so by creating the file named by {flag}.
 IGNORE_SIGTERM = (
-    "import pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-    "pathlib.Path({flag!r}).touch(); time.sleep(60)"
+    "import pathlib, signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "pathlib.Path({flag!r}).touch(); signal.alarm(60); signal.pause()"
 )
 
 
@@ -62,7 +65,7 @@ def test_stop_forwards_sigterm_and_kills_after_the_timeout(tmp_path: Path) -> No
     workers = pool(tmp_path, stop_timeout_s=1.0)
     flag = tmp_path / "deaf"
     deaf = IGNORE_SIGTERM.format(flag=str(flag))
-    workers.scripts = {"polite": "import time; time.sleep(60)", "deaf": deaf}
+    workers.scripts = {"polite": WAITS, "deaf": deaf}
     workers.start_missing(["polite", "deaf"])
     wait_for(flag.exists, 10, "the deaf worker to ignore SIGTERM")
     started = time.monotonic()

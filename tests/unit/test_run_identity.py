@@ -61,9 +61,10 @@ def test_a_key_the_workers_cannot_get_is_refused(
 
 
 def _spawn(*args: str) -> subprocess.Popen[bytes]:
-    # a session of its own, like a launched worker: cancel signals the process group
+    # a session of its own, like a launched worker: cancel signals the process group; it
+    # waits for a signal, and ends by itself after 120 s (SIGALRM) if the test left it
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(120)", *args],
+        [sys.executable, "-c", "import signal; signal.alarm(120); signal.pause()", *args],
         start_new_session=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     # Popen can return while the exec is still under way and /proc shows no arguments yet
