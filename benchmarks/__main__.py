@@ -1,7 +1,8 @@
 """``python -m benchmarks [NAME|all] [--json]``: run benchmarks, print and save results.
 
 Each bench first waits for a quiet machine (``--max-load``, ``--quiet-wait``); figures taken
-on a busy one are printed but not published, and the exit code is then 75.
+on a busy one are printed but not published, and the exit code is then 75. Published
+figures that miss a target exit 1; every target met, 0.
 
 A benchmark is a module ``benchmarks/<name>.py`` listed in BENCHMARKS, with
 ``add_arguments(parser)`` (its own options), ``run(args) -> dict`` (see report.result) and
@@ -24,6 +25,7 @@ from benchmarks.report import RESULTS, print_table, write_json
 
 BENCHMARKS: tuple[str, ...] = ("capture", "processor", "sink", "source_impact", "e2e", "scale")
 EXIT_BUSY = 75  # EX_TEMPFAIL: the machine was busy, the figures were not published
+EXIT_MISSED = 1  # published figures missed a target: a regression, not a busy machine
 
 
 def _module(name: str) -> ModuleType:
@@ -64,8 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         json.dump(results if len(results) > 1 else results[0], sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
-    # a scheduler retrying later gets figures it can publish
-    return 0 if all(r["published"] for r in results) else EXIT_BUSY
+    return exit_code(results)
+
+
+def exit_code(results: list[dict[str, Any]]) -> int:
+    """75 if a bench could not publish (a scheduler retrying later gets figures it can),
+    else 1 if a published metric missed its target, else 0."""
+    if not all(r["published"] for r in results):
+        return EXIT_BUSY
+    missed = any(m.get("ok") is False for r in results for m in r["metrics"])
+    return EXIT_MISSED if missed else 0
 
 
 if __name__ == "__main__":

@@ -65,3 +65,16 @@ def test_previous_is_the_run_just_before(tmp_path: Path) -> None:
     before = previous(tmp_path, "sink", tmp_path / "sink-20261203T000000Z.json")
     assert before is not None and before["metrics"][0]["value"] == 2.0
     assert previous(tmp_path, "sink", tmp_path / "sink-20261201T000000Z.json") is None
+
+
+def _outcome(published: bool, *oks: bool | None) -> dict[str, object]:
+    return {"published": published, "metrics": [{"metric": "m", "ok": ok} for ok in oks]}
+
+
+def test_the_exit_code_tells_a_busy_machine_from_a_missed_target() -> None:
+    from benchmarks.__main__ import EXIT_BUSY, EXIT_MISSED, exit_code
+
+    assert exit_code([_outcome(True, True, None), _outcome(True, True)]) == 0
+    assert exit_code([_outcome(True, True, None), _outcome(True, False)]) == EXIT_MISSED == 1
+    # unpublished figures say nothing about the targets: try again later
+    assert exit_code([_outcome(True, False), _outcome(False, True)]) == EXIT_BUSY == 75
