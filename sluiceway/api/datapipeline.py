@@ -332,6 +332,12 @@ def cancel_export(
             409, "export.not.running", f"job {job.job_id} is {where}; nothing to cancel"
         )
     cancelled = cancel_run(services, state)
+    # A run that completed while the cancel was on its way has a manifest, and a manifest
+    # wins (control/registry.py): say COMPLETED now rather than CANCELLED, which the next
+    # GET would contradict.
+    (job, after), *_ = job_states(services, job)
+    if after is not None and after.status == "complete":
+        return _status(services, job, after)
     return job_status(job, cancelled, datetime.now(UTC).isoformat())
 
 

@@ -218,3 +218,48 @@ def test_a_due_schedule_starts_a_numbered_job(tmp_path: Path) -> None:
     after = built.scheduler.get("datapipeline")
     assert after is not None and after.last_etl_id == "20261207T013000Z-abcd"
     assert after.next_due > due.next_due and after.last_error is None
+
+
+def _job() -> Any:
+    from sluiceway.api.dp_jobs import Job
+
+    return Job(job_id=3, etl_id="20261206T210554Z-3da1c48daf3d93ba", path="/x", forced=False,
+               export_from="2000-01-01T00:00:00+00:00", schema_version=1)  # fmt: skip
+
+
+def _cancel_racing(tmp_path: Path, after: str) -> dict[str, Any]:
+    """DELETE /export on a running job whose run is ``after`` once the cancel is recorded."""
+    from sluiceway.control.registry import RunState
+
+    run = mock.Mock(etl_id=_job().etl_id, created_at="2026-12-06T21:05:54+00:00")
+    manifest = mock.Mock(completed_at="2026-12-06T21:05:58+00:00", tables={"issue": 0},
+                         dead_letters=0, totals=mock.Mock(rows=82))  # fmt: skip
+    running = RunState(run, "running", None, None)
+    reread = RunState(run, after, None, manifest if after == "complete" else None)
+    cancelled = RunState(run, "cancelled", "cancelled through the control API", None)
+    api = "sluiceway.api.datapipeline"
+    with (
+        mock.patch(f"{api}.jobs", lambda _config: [_job()]),
+        mock.patch(f"{api}.job_states", side_effect=[[(_job(), running)], [(_job(), reread)]]),
+        mock.patch(f"{api}.cancel_run", return_value=cancelled) as cancel,
+        TestClient(create_app(services(tmp_path))) as client,
+    ):
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        response = client.delete(f"{PREFIXES[0]}/export", params={"jobId": "3"})
+    assert response.status_code == 200, response.text
+    assert cancel.call_count == 1
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_a_cancel_that_loses_the_race_with_the_manifest_says_completed(tmp_path: Path) -> None:
+    # the run wrote its manifest while the cancel was recorded: the manifest wins, and the
+    # answer must not be CANCELLED, which the next GET would contradict
+    body = _cancel_racing(tmp_path, "complete")
+    assert body["status"] == "COMPLETED" and body["cancelledTime"] is None
+    assert body["completedTime"] == "2026-12-06T21:05:58+00:00"
+
+
+def test_a_cancel_that_wins_says_cancelled(tmp_path: Path) -> None:
+    body = _cancel_racing(tmp_path, "running")  # the cancel record not read back yet
+    assert body["status"] == "CANCELLED" and body["cancelledTime"]
