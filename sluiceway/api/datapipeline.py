@@ -331,14 +331,10 @@ def cancel_export(
         raise DataPipelineError(
             409, "export.not.running", f"job {job.job_id} is {where}; nothing to cancel"
         )
-    cancelled = cancel_run(services, state)
-    # A run that completed while the cancel was on its way has a manifest, and a manifest
-    # wins (control/registry.py): say COMPLETED now rather than CANCELLED, which the next
-    # GET would contradict.
-    (job, after), *_ = job_states(services, job)
-    if after is not None and after.status == "complete":
+    after = cancel_run(services, state)
+    if after.status == "complete":  # it completed before the cancel took: COMPLETED
         return _status(services, job, after)
-    return job_status(job, cancelled, datetime.now(UTC).isoformat())
+    return job_status(job, after, datetime.now(UTC).isoformat())
 
 
 def _pick(found: list[Job], job_id: str | None, services: Services) -> Job:

@@ -48,11 +48,12 @@ def find_run(services: Services, etl_id: str) -> registry.RunState | None:
 
 
 def cancel_run(services: Services, state: registry.RunState) -> registry.RunState:
-    """Mark a running run cancelled (also one whose workers died) and stop local workers."""
+    """Mark a running run cancelled (also one whose workers died) and stop local workers;
+    its state then: complete if it wrote its manifest first."""
     reason = "cancelled through the control API"
     services.scheduler.cancelled(state.run.etl_id)
     registry.cancel(services.kafka, state, log_dir(state.run.etl_id), reason)
-    return registry.RunState(state.run, "cancelled", reason, None)
+    return registry.after_cancel(services.kafka, services.s3, state, reason)
 
 
 def _checked_id(etl_id: str) -> str:

@@ -169,9 +169,11 @@ def cancel(
     """Cancel a running run (also one left behind by a dead worker) and release its destination."""
     kafka, s3 = KafkaSettings(), S3Settings()
     item = registry.state(kafka, s3, etl_id)
-    stopped = registry.cancel(kafka, item, log_dir(item.run.etl_id), "cancelled by the user")
+    reason = "cancelled by the user"
+    stopped = registry.cancel(kafka, item, log_dir(item.run.etl_id), reason)
+    after = registry.after_cancel(kafka, s3, item, reason)  # complete, if it finished first
     print_payload(
-        {"etl_id": item.run.etl_id, "status": "cancelled", "stopped_workers": stopped}, as_json
+        {"etl_id": item.run.etl_id, "status": after.status, "stopped_workers": stopped}, as_json
     )
 
 

@@ -170,6 +170,16 @@ def cancel(kafka: KafkaSettings, item: RunState, log_dir: Path, reason: str) -> 
     return stop_local_workers(log_dir, item.run.etl_id)
 
 
+def after_cancel(kafka: KafkaSettings, s3: S3Settings, item: RunState, reason: str) -> RunState:
+    """The run's state once its cancel is recorded: cancelled, unless it wrote its manifest
+    meanwhile. A manifest wins (``_state``): the run completed before the cancel took, and
+    saying "cancelled" now would be contradicted by every later read."""
+    found = states(kafka, s3, lambda r: r.etl_id == item.run.etl_id)
+    if found and found[0].status == "complete":
+        return found[0]
+    return RunState(item.run, "cancelled", reason, None)
+
+
 def stop_local_workers(log_dir: Path, etl_id: str) -> list[int]:
     """Signal the run's workers started on this machine (their pids sit beside their logs).
 

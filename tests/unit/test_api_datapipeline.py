@@ -228,20 +228,22 @@ def _job() -> Any:
 
 
 def _cancel_racing(tmp_path: Path, after: str) -> dict[str, Any]:
-    """DELETE /export on a running job whose run is ``after`` once the cancel is recorded."""
+    """DELETE /export on a running job whose run is ``after`` once the cancel is recorded
+    (``registry.after_cancel``: complete when its manifest came first)."""
     from sluiceway.control.registry import RunState
 
     run = mock.Mock(etl_id=_job().etl_id, created_at="2026-12-06T21:05:54+00:00")
     manifest = mock.Mock(completed_at="2026-12-06T21:05:58+00:00", tables={"issue": 0},
                          dead_letters=0, totals=mock.Mock(rows=82))  # fmt: skip
     running = RunState(run, "running", None, None)
-    reread = RunState(run, after, None, manifest if after == "complete" else None)
-    cancelled = RunState(run, "cancelled", "cancelled through the control API", None)
-    api = "sluiceway.api.datapipeline"
+    read_back = RunState(run, after, None, manifest if after == "complete" else None)
+    reg = "sluiceway.control.registry"
     with (
-        mock.patch(f"{api}.jobs", lambda _config: [_job()]),
-        mock.patch(f"{api}.job_states", side_effect=[[(_job(), running)], [(_job(), reread)]]),
-        mock.patch(f"{api}.cancel_run", return_value=cancelled) as cancel,
+        mock.patch("sluiceway.api.datapipeline.jobs", lambda _config: [_job()]),
+        # the run's state read by DELETE, then again once the cancel is recorded
+        mock.patch(f"{reg}.states", side_effect=[[running], [read_back]]),
+        mock.patch(f"{reg}.cancel", return_value=[]) as cancel,
+        mock.patch("sluiceway.api.datapipeline._status_at", return_value=None),
         TestClient(create_app(services(tmp_path))) as client,
     ):
         client.headers["Authorization"] = f"Bearer {TOKEN}"
@@ -261,5 +263,21 @@ def test_a_cancel_that_loses_the_race_with_the_manifest_says_completed(tmp_path:
 
 
 def test_a_cancel_that_wins_says_cancelled(tmp_path: Path) -> None:
-    body = _cancel_racing(tmp_path, "running")  # the cancel record not read back yet
+    body = _cancel_racing(tmp_path, "cancelled")
     assert body["status"] == "CANCELLED" and body["cancelledTime"]
+
+
+@pytest.mark.parametrize("written", [True, False])
+def test_after_cancel_a_manifest_wins(written: bool) -> None:
+    from sluiceway.control import registry
+
+    run = mock.Mock(etl_id=_job().etl_id)
+    manifest = mock.Mock() if written else None
+    read_back = registry.RunState(run, "complete" if written else "cancelled", None, manifest)
+    running = registry.RunState(run, "running", None, None)
+    with mock.patch.object(registry, "states", return_value=[read_back]) as states:
+        after = registry.after_cancel(KafkaSettings(port=1), S3Settings(port=1), running, "why")
+    assert states.call_count == 1
+    assert after.status == ("complete" if written else "cancelled")
+    assert after.manifest is manifest
+    assert after.reason == (None if written else "why")
