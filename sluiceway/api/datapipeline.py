@@ -331,10 +331,9 @@ def cancel_export(
         raise DataPipelineError(
             409, "export.not.running", f"job {job.job_id} is {where}; nothing to cancel"
         )
-    after = cancel_run(services, state)
-    if after.status == "complete":  # it completed before the cancel took: COMPLETED
-        return _status(services, job, after)
-    return job_status(job, after, datetime.now(UTC).isoformat())
+    after = cancel_run(services, state)  # complete if it finished before the cancel took
+    at = None if after.status == "complete" else datetime.now(UTC).isoformat()
+    return job_status(job, after, at)
 
 
 def _pick(found: list[Job], job_id: str | None, services: Services) -> Job:

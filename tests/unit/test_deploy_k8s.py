@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -171,25 +168,3 @@ def test_settings_and_secrets_name_real_settings() -> None:
     assert all(v.startswith("REPLACE-") for v in secrets.values())
     assert settings["SLUICEWAY_LAUNCH"] == "pool"
     assert settings["SLUICEWAY_HEALTH_HOST"] == "0.0.0.0"
-
-
-KUBECTL = shutil.which("kubectl")
-
-
-def _kubectl(*args: str) -> subprocess.CompletedProcess[str]:
-    assert KUBECTL is not None
-    return subprocess.run(
-        [KUBECTL, *args], capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-# CI has kubectl: there a missing one fails the test instead of skipping it
-@pytest.mark.skipif(KUBECTL is None and not os.environ.get("CI"), reason="kubectl is not on PATH")
-def test_kubectl_renders_the_kustomization() -> None:
-    # offline: kustomize builds the objects kubectl would send, and they pass the schemas
-    found = _kubectl("kustomize", str(K8S))
-    assert found.returncode == 0, found.stderr
-    rendered = [d for d in yaml.safe_load_all(found.stdout) if d]
-    assert len(rendered) == len(DOCS)
-    for doc in rendered:
-        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
