@@ -209,10 +209,30 @@ def keep_indexing(kafka: KafkaSettings, stop: Callable[[], bool]) -> None:
                 time.sleep(0.2)
 
 
-def start(kafka: KafkaSettings, stop: Callable[[], bool]) -> threading.Thread:
-    """The indexer on a daemon thread; it ends soon after ``stop()`` turns true."""
-    thread = threading.Thread(
-        target=keep_indexing, args=(kafka, stop), name="sw-indexer", daemon=True
-    )
-    thread.start()
-    return thread
+class Running:
+    """The indexer's thread, and the way to end it before the process does: a daemon thread
+    still inside librdkafka when the interpreter shuts down can crash the process."""
+
+    def __init__(self, kafka: KafkaSettings, stop: Callable[[], bool]) -> None:
+        self._done = threading.Event()
+        self.thread = threading.Thread(
+            target=keep_indexing,
+            args=(kafka, lambda: stop() or self._done.is_set()),
+            name="sw-indexer",
+            daemon=True,
+        )
+
+    def close(self, timeout_s: float = 20.0) -> None:
+        """Stop indexing, publish what was read and wait for the thread (bounded)."""
+        self._done.set()
+        self.thread.join(timeout_s)
+        if self.thread.is_alive():
+            log.warning("the tenant index thread did not stop within %.0fs", timeout_s)
+
+
+def start(kafka: KafkaSettings, stop: Callable[[], bool]) -> Running:
+    """The indexer on its own thread; it ends soon after ``stop()`` turns true or
+    ``close()`` is called."""
+    running = Running(kafka, stop)
+    running.thread.start()
+    return running

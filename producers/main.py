@@ -80,10 +80,23 @@ def run(
     """Capture until ``stop()``; reconnect with backoff when the source goes away."""
     create_change_topics(settings)
     metrics.serve(settings.tuning.metrics_port)
-    if settings.kafka.tenant_index != "off":
-        indexer.start(settings.kafka, stop)
-    prod, backoff = capture_producer(settings), MIN_BACKOFF_S
+    indexing = indexer.start(settings.kafka, stop) if settings.kafka.tenant_index != "off" else None
+    prod = capture_producer(settings)
     heap.settle()  # start-up is done: its objects are no collector's business
+    try:
+        _capture_until_stopped(settings, codec, prod, stop, progress)
+    finally:
+        # however capture ends (stopped, refused, failed), no Kafka client may still be at
+        # work on another thread when the interpreter shuts down
+        if indexing is not None:
+            indexing.close()
+        prod.flush(settings.tuning.flush_timeout_s)
+
+
+def _capture_until_stopped(
+    settings: CaptureSettings, codec: Codec, prod: Producer, stop: Stop, progress: Progress | None
+) -> None:
+    backoff = MIN_BACKOFF_S
     while not stop():
         started = time.monotonic()
         try:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from urllib.request import urlopen
 
 import psycopg2
 import pytest
 
+from sluiceway.common.codec import Codec
 from sluiceway.common.settings import KafkaSettings, PostgresSettings, StackSettings
 from sluiceway.devstack.kafka import KafkaServer
 from sluiceway.producers import checkpoint
+from sluiceway.producers import main as capture
+from sluiceway.producers.config import CaptureSettings, CaptureTuning
+from sluiceway.producers.errors import SourceSchemaError
 from tests.conftest import Cli, Stack
 from tests.integration.capture_harness import CaptureProcess, settings_for_capture
 from tests.integration.test_capture import (
@@ -103,6 +108,20 @@ def test_a_publication_lacking_captured_tables_is_refused_naming_them(
                    "worklogs WHERE (time_spent_seconds > 60)")  # fmt: skip
     line = one_line_error(cli, f"sw_{unique}")
     assert "publication 'sluiceway' filters rows or columns of public.worklogs" in line
+
+
+def test_a_refused_capture_leaves_no_kafka_client_running_on_another_thread(
+    cli: Cli, kafka: KafkaSettings, source_db: PostgresSettings, unique: str
+) -> None:
+    # A daemon thread still inside librdkafka at interpreter shutdown can crash the process
+    # (SIGSEGV instead of exit code 3): a refusal must end the indexer before it leaves.
+    cli("source", "seed", "--tenants", "1", "--issues-per-tenant", "3")
+    sql(source_db, "CREATE PUBLICATION sluiceway FOR TABLE projects, users, issues")
+    settings = CaptureSettings(kafka, source_db, CaptureTuning(slot=f"sw_{unique}"))
+    for _ in range(3):
+        with pytest.raises(SourceSchemaError, match=r"lacks captured tables public\.comments"):
+            capture.run(settings, Codec(), lambda: False)
+        assert [t.name for t in threading.enumerate() if t.name == "sw-indexer"] == []
 
 
 def test_a_missing_publication_is_created_but_not_behind_an_existing_slot(
