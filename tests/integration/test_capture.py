@@ -133,12 +133,9 @@ def wait_caught_up(pg: PostgresSettings, slot: str, capture: CaptureProcess, tim
     return target
 
 
-def slot_exists(pg: PostgresSettings, slot: str) -> bool:
-    with psycopg2.connect(pg.dsn()) as conn, conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,))
-        found = cur.fetchone() is not None
-    conn.close()
-    return found
+def consistent_point_reached(kafka: KafkaSettings, slot: str) -> bool:
+    """Capture saves its checkpoint once the slot it created has its consistent point."""
+    return checkpoint.load(kafka, slot) is not None
 
 
 def test_snapshot_with_concurrent_writes_ends_equal_to_the_source(
@@ -157,9 +154,11 @@ def test_snapshot_with_concurrent_writes_ends_equal_to_the_source(
         SLUICEWAY_CAPTURE_PLUGIN=plugin,
     )
     try:
-        # Writes before the slot's consistent point would all reach the topics as snapshot
-        # rows (a loaded machine starts capture slowly): start them once the slot exists.
-        wait_for(lambda: slot_exists(source_db, slot), 120, f"slot {slot}")
+        # Writes before the slot's consistent point all reach the topics as snapshot rows. The
+        # slot is listed before it has that point: PostgreSQL waits for the transactions
+        # running then (other databases' too) to end, up to its next xl_running_xacts record
+        # (15 s apart) on a busy cluster. Start the writes once capture has the point.
+        wait_for(lambda: consistent_point_reached(kafka, slot), 120, f"slot {slot}'s point")
         writer = churn(cli, tmp_path / "ledger.jsonl", rate=400, seconds=4, seed=9)
         summary = finish(writer, timeout=120)
         assert summary["changes"] > 0
