@@ -4,10 +4,12 @@ A source of ``--e2e-tenants`` tenants and ``--e2e-issues`` issues in all (with t
 worklogs, users and projects sluiceway/devstack/seed.py makes for them) is seeded and captured once.
 Then, for each worker count N in ``--e2e-workers``:
 
-- end to end: a full run of everything is announced, N ``sluiceway process --run`` and N
-  ``sluiceway sink --run`` workers start together, and the run is timed from its start to
-  its manifest (and from the first event a processor read, seen on its metrics, to the
-  manifest); the manifest's issue rows must equal the source's ``issues`` count;
+- end to end, ``--e2e-repeat`` times (2 by default; the counts' attempts interleaved, the
+  fastest judged, every attempt kept in the JSON): a full run of everything is announced,
+  N ``sluiceway process --run`` and N ``sluiceway sink --run`` workers start together, and
+  the run is timed from its start to its manifest (and from the first event a processor
+  read, seen on its metrics, to the manifest); every attempt's manifest must hold the
+  source's ``issues`` count of issue rows;
 - per stage: on a fresh run, N processors alone until they exit after their end markers,
   then N sinks alone on that filled run topic until the manifest.
 
@@ -76,6 +78,11 @@ def add_arguments(group: Any) -> None:
     group.add_argument(
         "--e2e-timeout", type=float, default=1200.0, help="seconds any one phase may take"
     )
+    group.add_argument(
+        "--e2e-repeat", type=int, default=2,
+        help="end-to-end attempts of each worker count, interleaved; the fastest is judged "
+        "and every attempt is kept in the JSON (a busy host slows single attempts)",
+    )  # fmt: skip
     group.add_argument(
         "--e2e-keep-earlier",
         action="store_true",
@@ -261,15 +268,30 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def attempts(
+    env: BenchEnv, args: argparse.Namespace, counts: tuple[int, ...], issues: int
+) -> dict[int, list[dict[str, Any]]]:
+    """``--e2e-repeat`` end-to-end attempts of every worker count, interleaved (1, 2, 1,
+    2...): a host that slows down for a minute slows one attempt of each count, not every
+    attempt of one (the guest's load average cannot see a busy host)."""
+    out: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
+    for attempt in range(1, args.e2e_repeat + 1):
+        for n in counts:
+            say(f"end to end, attempt {attempt} of {args.e2e_repeat}")
+            out[n].append(end_to_end(env, n, args.e2e_tenants, issues, args.e2e_timeout))
+    return out
+
+
 def measure(env: BenchEnv, args: argparse.Namespace, counts: tuple[int, ...]) -> dict[str, Any]:
     prepared = prepare(env, args.e2e_tenants, args.e2e_per_tenant, args.e2e_timeout)
     issues = prepared["counts"]["issue"]
     runs: dict[str, Any] = {}
     try:
+        tries = attempts(env, args, counts, issues)
         for n in counts:
-            e2e = end_to_end(env, n, args.e2e_tenants, issues, args.e2e_timeout)
             phases = stages(env, n, args.e2e_tenants, issues, args.e2e_timeout)
-            runs[str(n)] = {"e2e": e2e, **phases, "measured_at": _now()}
+            e2e = e2e_report.best_attempt(tries[n])
+            runs[str(n)] = {"e2e": e2e, "e2e_attempts": tries[n], **phases, "measured_at": _now()}
             say(f"{n} worker(s): {e2e_report.one_line(runs[str(n)])}")
     finally:
         try:
@@ -298,6 +320,8 @@ def earlier_result(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     counts = worker_counts(args.e2e_workers)
+    if args.e2e_repeat < 1:
+        raise SystemExit(f"--e2e-repeat {args.e2e_repeat}: expected a positive integer")
     args.e2e_per_tenant = issues_per_tenant(args.e2e_issues, args.e2e_tenants)
     previous = earlier_result(args)
     with topic_layout(args.e2e_partitions, args.e2e_spread), bench_env("e2e") as env:
@@ -307,7 +331,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         details["runs"] = e2e_report.keep_earlier(details["runs"], details["source"], previous)
     params = {
         "issues": args.e2e_issues, "tenants": args.e2e_tenants,
-        "workers": [int(n) for n in details["runs"]],
+        "workers": [int(n) for n in details["runs"]], "repeat": args.e2e_repeat,
         "partitions": args.e2e_partitions, "spread": args.e2e_spread,
         "entities": sorted(source_tables()), "target_s": e2e_report.TARGET_S,
     }  # fmt: skip
