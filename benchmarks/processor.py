@@ -2,9 +2,11 @@
 
 A source is seeded and captured once; then, for each spec, a run is announced without
 launching workers and one ``sluiceway process --run`` worker is timed from its first
-event to its end markers (the worker reports it). Start-up (a full run has no pass before
-its first event: it reads each partition once, from the cut downwards), and Kafka's own
-work are reported beside it, with the events the worker read before its first output.
+event to its end markers (the worker reports it), ``--processor-repeat`` times (2 by
+default, the specs interleaved; the fastest is judged and every run's rate kept).
+Start-up (a full run has no pass before its first event: it reads each partition once,
+from the cut downwards), and Kafka's own work are reported beside it, with the events the
+worker read before its first output.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ def add_arguments(group: Any) -> None:
     group.add_argument(
         "--processor-issues", type=int, default=100_000, help="issues of the exported tenant"
     )
+    group.add_argument(
+        "--processor-repeat", type=int, default=2,
+        help="runs of each spec, interleaved; the fastest is judged, every one is kept",
+    )  # fmt: skip
 
 
 def _seed(env: BenchEnv, tenants: int, issues: int) -> None:
@@ -71,14 +77,28 @@ def _time_worker(env: BenchEnv, n: int, extra: dict[str, Any]) -> dict[str, Any]
     return stats
 
 
+def _attempts(env: BenchEnv, repeat: int) -> dict[str, list[dict[str, Any]]]:
+    """Each spec's runs, interleaved (plain, PII, plain, PII...): a host busy for a while
+    slows one run of each, not every run of one."""
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in SPECS}
+    for attempt in range(repeat):
+        for n, (name, extra) in enumerate(SPECS.items()):
+            out[name].append(_time_worker(env, attempt * len(SPECS) + n, extra))
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.processor_repeat < 1:
+        raise SystemExit(f"--processor-repeat {args.processor_repeat}: expected a positive integer")
     metrics: list[Metric] = []
     details: dict[str, Any] = {}
     with bench_env("processor") as env:
         _seed(env, args.processor_tenants, args.processor_issues)
-        for n, (name, extra) in enumerate(SPECS.items()):
-            stats = _time_worker(env, n, extra)
-            details[name] = stats
+        for name, tries in _attempts(env, args.processor_repeat).items():
+            stats = max(tries, key=lambda t: float(t["events_per_s"]))
+            details[name] = {**stats, "attempts_events_per_s": [t["events_per_s"] for t in tries]}
+            rates = ", ".join(f"{t['events_per_s']:,.0f}" for t in tries)
+            metrics.append(info(f"{name}: each run (the fastest is judged)", rates, "events/s"))
             metrics.append(info(f"{name}: events read", stats["read"], "events"))
             metrics.append(info(f"{name}: start", stats["scan_s"], "s"))
             before = stats.get("read_before_first_output") or 0
@@ -91,5 +111,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             metrics.append(
                 info(f"{name}: events per CPU-second", stats["events_per_cpu_s"], "events/CPU-s")
             )
-    params = {"tenants": args.processor_tenants, "issues": args.processor_issues, "workers": 1}
+    params = {
+        "tenants": args.processor_tenants, "issues": args.processor_issues, "workers": 1,
+        "repeat": args.processor_repeat,
+    }  # fmt: skip
     return result("processor", params, metrics, **details)
