@@ -53,8 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         gate = quiet.wait_for_quiet(args.max_load, args.quiet_wait)
         console.print(gate.line(), highlight=False)
+        speed = quiet.host_speed()
+        console.print(
+            f"host speed: fresh memory {speed['fresh_memory_gb_s']:g} GB/s, "
+            f"2M floats sorted in {speed['sort_2m_floats_ms']:g} ms",
+            highlight=False,
+        )
         args.publish = gate.quiet  # benches that render docs do so only when published
-        res = quiet.with_load(_module(name).run(args), gate)
+        res = quiet.with_load(_module(name).run(args), gate, speed)
         path = write_json(res)
         results.append(res)
         after = getattr(_module(name), "after_publish", None)

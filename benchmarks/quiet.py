@@ -45,6 +45,32 @@ def load_1m() -> float:
     return os.getloadavg()[0]
 
 
+def host_speed(megabytes: int = 256) -> dict[str, float]:
+    """What the load average cannot see: how fast this machine touches fresh memory and
+    sorts, now. On a virtual machine whose host reclaims the guest's free memory, both
+    drop several-fold while the guest looks idle, and every figure of a bench with them."""
+    import mmap
+
+    import numpy as np  # a bench dependency already (pyarrow, polars)
+
+    # anonymous pages of 4 KiB, the kind the workers' allocators get (numpy's own large
+    # arrays ask for huge pages, which such a host backs ten times slower again)
+    with mmap.mmap(-1, megabytes * 2**20) as fresh:
+        pages = np.frombuffer(fresh, dtype=np.uint8)
+        started = time.perf_counter()
+        pages[:: mmap.PAGESIZE] = 1  # the first touch of each page
+        touched = time.perf_counter() - started
+        del pages
+    values = np.random.default_rng(17).random(2_000_000)
+    started = time.perf_counter()
+    values.sort()
+    sorted_s = time.perf_counter() - started
+    return {
+        "fresh_memory_gb_s": round(megabytes / 1024 / touched, 2),
+        "sort_2m_floats_ms": round(sorted_s * 1000, 1),
+    }
+
+
 def wait_for_quiet(
     max_load: float,
     max_wait_s: float,
@@ -63,13 +89,15 @@ def wait_for_quiet(
         pause(min(poll_s, max_wait_s - waited))
 
 
-def with_load(res: dict[str, Any], quiet: Quiet) -> dict[str, Any]:
-    """The result with the load at start (and the gate's verdict) and at end recorded."""
-    return {
-        **res,
-        "load": {**asdict(quiet), "load_at_end": round(load_1m(), 2)},
-        "published": quiet.quiet,
-    }
+def with_load(
+    res: dict[str, Any], quiet: Quiet, speed_at_start: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """The result with the load at start (and the gate's verdict) and at end recorded, and
+    the host's speed at start and end when it was probed (``host_speed``)."""
+    load: dict[str, Any] = {**asdict(quiet), "load_at_end": round(load_1m(), 2)}
+    if speed_at_start is not None:
+        load |= {"host_speed_at_start": speed_at_start, "host_speed_at_end": host_speed()}
+    return {**res, "load": load, "published": quiet.quiet}
 
 
 def prune(results: Path, name: str, keep: int = KEEP) -> list[Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from benchmarks import quiet
 from benchmarks.quiet import KEEP, previous, prune, wait_for_quiet
 from benchmarks.report import write_json
 
@@ -78,3 +79,13 @@ def test_the_exit_code_tells_a_busy_machine_from_a_missed_target() -> None:
     assert exit_code([_outcome(True, True, None), _outcome(True, False)]) == EXIT_MISSED == 1
     # unpublished figures say nothing about the targets: try again later
     assert exit_code([_outcome(True, False), _outcome(False, True)]) == EXIT_BUSY == 75
+
+
+def test_host_speed_is_measured_and_recorded_at_start_and_end() -> None:
+    speed = quiet.host_speed(megabytes=8)
+    assert speed["fresh_memory_gb_s"] > 0 and speed["sort_2m_floats_ms"] > 0
+    gate = quiet.Quiet(0.5, 1.5, 0.0, True)
+    res = quiet.with_load({"benchmark": "x"}, gate, speed)
+    assert res["load"]["host_speed_at_start"] == speed
+    assert set(res["load"]["host_speed_at_end"]) == {"fresh_memory_gb_s", "sort_2m_floats_ms"}
+    assert "host_speed_at_start" not in quiet.with_load({}, gate)["load"]
