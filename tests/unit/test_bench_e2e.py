@@ -310,3 +310,19 @@ def test_repeat_must_be_positive() -> None:
     args = argparse.Namespace(e2e_workers="1,2", e2e_repeat=0, e2e_issues=8, e2e_tenants=4)
     with pytest.raises(SystemExit, match="--e2e-repeat 0: expected a positive integer"):
         e2e.run(args)
+
+
+def test_attempts_are_interleaved_and_numbered(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int]] = []
+
+    def fake(env: Any, n: int, tenants: int, issues: int, timeout: float, attempt: int) -> Any:
+        calls.append((n, attempt))
+        return {"ok": True}
+
+    monkeypatch.setattr(e2e, "end_to_end", fake)
+    args = argparse.Namespace(e2e_repeat=2, e2e_tenants=4, e2e_timeout=1.0)
+    tries = e2e.attempts(object(), args, (1, 2), 8)  # type: ignore[arg-type]
+    # interleaved; the attempt number names the run's destination (a second run on the
+    # first attempt's destination is refused as busy)
+    assert calls == [(1, 1), (2, 1), (1, 2), (2, 2)]
+    assert [len(t) for t in tries.values()] == [2, 2]
