@@ -92,14 +92,23 @@ def _drop(pg: PostgresSettings, dbname: str, slot: str, attempts: int = 5) -> No
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
         "WHERE slot_name = %s AND NOT active"
     )
-    drop_db = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+    name = sql.Identifier(dbname)
+    forced = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name)
+    # FORCE refuses when a backend it may not terminate is there: an autovacuum worker on
+    # the freshly seeded tables is the superuser's. A plain DROP stops autovacuum in the
+    # database itself, once FORCE has ended (or found none of) the bench's own sessions.
+    plain = sql.SQL("DROP DATABASE IF EXISTS {}").format(name)
     for attempt in range(attempts):
         try:
             _admin_sql(pg, (terminate, (slot,)))
             time.sleep(0.2)
-            _admin_sql(pg, (drop_slot, (slot,)), (drop_db, ()))
+            _admin_sql(pg, (drop_slot, (slot,)))
+            try:
+                _admin_sql(pg, (forced, ()))
+            except psycopg2.errors.InsufficientPrivilege:
+                _admin_sql(pg, (plain, ()))
             return
-        except psycopg2.Error:  # e.g. an autovacuum worker we may not terminate: retry
+        except psycopg2.Error:  # a session still closing, a slot still active: retry
             if attempt == attempts - 1:
                 raise
             time.sleep(1.0)
