@@ -40,6 +40,12 @@ _DECODABLE = frozenset({
 MAX_DECIMAL_PRECISION = 38
 
 _OCF_MAGIC = b"Obj\x01"
+# Each value's single-object header, read as the first field of the container's records:
+# the values then join into a block as they are, with no copy of each body cut off its
+# header (that copy was a tenth of a batch's decoding), and the header of every value is
+# checked in one comparison of a column instead of one slice per value.
+_HEADER_FIELD = "_sluiceway_single_object_header"
+_HEADER_TYPE = {"type": "fixed", "name": "sluiceway_single_object_header", "size": HEADER_LEN}
 _SYNC = b"sluiceway-block!"  # any 16 bytes: a single block never needs to resync
 assert len(_SYNC) == 16
 
@@ -89,16 +95,19 @@ def _bytes(data: bytes) -> bytes:
 
 
 def container_header(schema: EventSchema) -> bytes:
-    """The header of an object container file whose records are written with ``schema``."""
-    text = json.dumps(plain_schema(schema.parsed), separators=(",", ":")).encode()
+    """The header of an object container file whose records are single-object encoded
+    values of ``schema``: its record is the header (a fixed field) then ``schema``'s fields."""
+    plain = plain_schema(schema.parsed)
+    fields = [{"name": _HEADER_FIELD, "type": _HEADER_TYPE}, *plain["fields"]]
+    text = json.dumps({**plain, "fields": fields}, separators=(",", ":")).encode()
     meta = _long(2) + _bytes(b"avro.schema") + _bytes(text)
     meta += _bytes(b"avro.codec") + _bytes(b"null") + _long(0)
     return _OCF_MAGIC + meta + _SYNC
 
 
 def container(header: bytes, values: Sequence[bytes]) -> bytes:
-    """One container file holding the bodies of ``values`` (single-object encoded) as one block."""
-    body = b"".join([v[HEADER_LEN:] for v in values])
+    """One container file holding ``values`` (single-object encoded) as one block."""
+    body = b"".join(values)
     return b"".join([header, _long(len(values)), _long(len(body)), body, _SYNC])
 
 
@@ -119,13 +128,16 @@ class BatchDecoder:
             header = self._headers[schema.header] = container_header(schema) if readable else b""
         if not header:  # a type polars cannot read: not even tried (it panics, loudly)
             return None
-        if any(v[:HEADER_LEN] != schema.header for v in values):
-            return None
         try:
             frame = pl.read_avro(io.BytesIO(container(header, values)))
+            # a value of another schema would have been read with this one: refused whole
+            same = pl.col(_HEADER_FIELD) == pl.lit(schema.header, pl.Binary)
+            if not frame.select(same.all()).item():
+                return None
         # polars raises several kinds on a corrupt block, and may panic (a BaseException)
         except (Exception, PanicException):
             return None
+        frame = frame.drop(_HEADER_FIELD)
         return frame if matches_keys(frame, keys) else None
 
 

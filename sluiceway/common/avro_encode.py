@@ -70,10 +70,16 @@ def varints(zigzagged: npt.NDArray[np.uint64]) -> pa.Array:
 
     Every value's groups are cut at once into a (values x widest) byte matrix, whose bytes
     that belong to a varint are, read row by row, the encoded column: a few passes over the
-    matrix instead of a gather and a scatter per byte position."""
-    top = int(zigzagged.max()) if len(zigzagged) else 0
-    width = max(1, -(-top.bit_length() // 7))
+    matrix instead of a gather and a scatter per byte position. When every value takes as
+    many bytes (timestamps, positions, lengths of like strings: most columns), the matrix
+    is the column as it stands."""
+    if not len(zigzagged):
+        return _binary(np.zeros(1, np.int64), np.empty(0, np.uint8))
+    width = _width(int(zigzagged.max()))
     groups = (zigzagged[:, None] >> _SHIFTS[:width]).astype(np.uint8) & np.uint8(0x7F)
+    if _width(int(zigzagged.min())) == width:
+        groups[:, : width - 1] |= np.uint8(0x80)
+        return _fixed(width, groups.reshape(-1))
     size = np.ones(len(zigzagged), np.int64)
     for k in range(1, width):
         size += zigzagged >= np.uint64(1 << (7 * k))
@@ -83,6 +89,11 @@ def varints(zigzagged: npt.NDArray[np.uint64]) -> pa.Array:
     offsets = np.zeros(len(zigzagged) + 1, np.int64)
     np.cumsum(size, out=offsets[1:])
     return _binary(offsets, data)
+
+
+def _width(value: int) -> int:
+    """Bytes in the varint of ``value`` (zig-zagged already)."""
+    return max(1, -(-value.bit_length() // 7))
 
 
 def zigzag(values: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
