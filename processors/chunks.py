@@ -58,6 +58,12 @@ class Records:
         offsets, keys, values = self.offsets, self.keys, self.values
         return Records([offsets[i] for i in at], [keys[i] for i in at], [values[i] for i in at])
 
+    def slice(self, lo: int, hi: int) -> Records:
+        """The records from index ``lo`` up to ``hi``; the same object when that is all."""
+        if lo == 0 and hi >= len(self.offsets):
+            return self
+        return Records(self.offsets[lo:hi], self.keys[lo:hi], self.values[lo:hi])
+
     def __len__(self) -> int:
         return len(self.offsets)
 

@@ -278,6 +278,19 @@ def test_varints_of_a_column_of_mixed_widths_are_fastavros(values: list[int]) ->
     assert encoded == [_long_bytes(v) for v in values]
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 10), st.lists(st.integers(0, 2**70), min_size=1, max_size=50))
+def test_varints_of_a_column_of_one_width_are_fastavros(width: int, draws: list[int]) -> None:
+    # every value as many bytes: the matrix is taken as it stands, each row one varint
+    low = 0 if width == 1 else 1 << (7 * (width - 1))
+    high = min((1 << (7 * width)) - 1, 2**64 - 1)
+    zigzagged = [low + d % (high - low + 1) for d in draws]
+    values = [(z >> 1) ^ -(z & 1) for z in zigzagged]  # zig-zag undone
+    encoded = varints(zigzag(np.array(values, np.int64))).to_pylist()
+    assert encoded == [_long_bytes(v) for v in values]
+    assert {len(e) for e in encoded} == {width}
+
+
 def test_encoder_refuses_a_null_where_the_schema_has_none() -> None:
     schema = run_event_schemas(parse_spec({"tenants": ["t1"], "destination": "/l"}))["issue"]
     frame = _frame([{**_issue("t1", 1, datetime(2026, 1, 1, tzinfo=UTC), "A")}])
