@@ -13,7 +13,7 @@ tenant of the run), so two keys never share one. The rare key that does not roun
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +52,36 @@ class TenantCodes:
             return None
         entity_id = int(id_b)
         return index << self.id_bits | entity_id if entity_id < self.id_limit else None
+
+    def split(self, keys: Sequence[bytes | None]) -> tuple[list[int], list[int], list[int]]:
+        """``of_key`` and ``is_run_key`` over a chunk's keys in one loop: the indexes of the
+        keys with a code, their codes, and the indexes of run keys without one. A key that
+        is None or another tenant's is in neither list.
+
+        The two methods' steps, inlined: at a million keys per full run, a method call and
+        a second ``rpartition`` per key were a tenth of a processor's CPU."""
+        by_bytes, bits, limit, replaced = self.by_bytes, self.id_bits, self.id_limit, self.replaced
+        coded_at: list[int] = []
+        coded: list[int] = []
+        odd_at: list[int] = []
+        for at, key in enumerate(keys):
+            if key is None:
+                continue
+            tenant, _, id_b = key.rpartition(b"/")
+            index = by_bytes.get(tenant)
+            if index is None:
+                if replaced and key_tenant(key) in self.index:
+                    odd_at.append(at)
+                continue
+            # of_key's test: ASCII digits without a leading zero, below the id bits' limit
+            exact = id_b.isdigit() and (id_b[:1] != b"0" or len(id_b) == 1)
+            entity_id = int(id_b) if exact else limit
+            if entity_id < limit:
+                coded_at.append(at)
+                coded.append(index << bits | entity_id)
+            elif key_tenant(key) in self.index:
+                odd_at.append(at)
+        return coded_at, coded, odd_at
 
     def is_run_key(self, key: bytes) -> bool:
         """transforms.select(key, run tenants), with a quick answer for other tenants."""

@@ -44,18 +44,7 @@ class Picker:
         their key's last version below everything met before: a run tenant's key met for
         the first time, newest first, and not a tombstone. Every key of the chunk counts
         as met afterwards, so older chunks never pick it again."""
-        coded_at: list[int] = []
-        coded: list[int] = []
-        odd_at: list[int] = []
-        for at, key in enumerate(keys):
-            if key is None:
-                continue  # nothing can be its key's last version: it has no key
-            code = self.codes.of_key(key)
-            if code is not None:
-                coded_at.append(at)
-                coded.append(code)
-            elif self.codes.is_run_key(key):
-                odd_at.append(at)
+        coded_at, coded, odd_at = self.codes.split(keys)
         picked = self._pick_coded(tp, coded_at, coded) + self._pick_odd(tp, odd_at, keys)
         picked = [at for at in picked if values[at] is not None]
         picked.sort()

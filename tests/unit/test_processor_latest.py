@@ -23,7 +23,7 @@ import pytest
 from sluiceway.processors import full_pass
 from sluiceway.processors.chunks import Chunk, Records
 from sluiceway.processors.full_pass import steps
-from sluiceway.processors.key_index import KeySet
+from sluiceway.processors.key_index import KeySet, TenantCodes
 from sluiceway.processors.latest import Picker
 from sluiceway.processors.ownership import PartitionState
 from sluiceway.processors.transforms import select
@@ -263,3 +263,32 @@ def test_a_chunk_that_fails_is_read_again_and_nothing_is_lost_or_doubled(seed: i
     assert host.failures > 0
     assert len(host.sent) == len(set(host.sent))
     assert set(host.sent) == expected_picks(records)
+
+
+_ODD_KEYS = [
+    b"tenant-a/0", b"tenant-a/007", b"tenant-a/", b"tenant-a/-1", b"tenant-a/1e3",
+    b"tenant-a/\xd9\xa3", b"tenant-a/18446744073709551616", b"tenant-a/9223372036854775808",
+    b"tenant-c/a1b2", b"tenant-a/b/5", b"tenant-b/5", b"tenant-a5", b"/5", b"5", b"",
+    b"tenant-\xff/5", b"tenant-a/5\n", b"\xef\xbf\xbd/5", b"\xff/5", b"\xef\xbf\xbd/05",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("tenants", [TENANTS, ("tenant-a", "tenant-c", "x"), ("\ufffd",)])
+@pytest.mark.parametrize("seed", range(4))
+def test_split_agrees_with_of_key_and_is_run_key_key_by_key(
+    tenants: tuple[str, ...], seed: int
+) -> None:
+    """TenantCodes.split is of_key and is_run_key inlined into one loop: same answers."""
+    rng = random.Random(seed)
+    codes = TenantCodes(tenants)
+    pool = [*_ODD_KEYS, *(f"{t}/{rng.randrange(10**7)}".encode() for t in tenants)]
+    keys = [None if rng.random() < 0.05 else rng.choice(pool) for _ in range(500)]
+    coded_at, coded, odd_at = codes.split(keys)
+    by_code = [(at, codes.of_key(k)) for at, k in enumerate(keys) if k is not None]
+    assert list(zip(coded_at, coded, strict=True)) == [(a, c) for a, c in by_code if c is not None]
+    by_key = [
+        at for at, k in enumerate(keys)
+        if k is not None and codes.of_key(k) is None and codes.is_run_key(k)
+    ]  # fmt: skip
+    assert odd_at == by_key
+    assert coded and odd_at  # the draw holds both kinds, so both lists were put to the test
