@@ -44,6 +44,7 @@ from sluiceway.producers.snapshot import SnapshotRun, run_snapshot
 from sluiceway.producers.source import source_tables
 
 SNAPSHOT_TARGET = 100_000.0  # rows/s, issue 17 (was 50,000)
+STREAM_TARGET = 20_000.0  # changes/s captured, issue 17 (was 10,000)
 LAG_TARGET_S = 5.0
 
 
@@ -57,7 +58,11 @@ def add_arguments(group: Any) -> None:
         default=3000,
         help="issues per tenant; 3000 gives ~15,000 rows per tenant",
     )
-    group.add_argument("--rate", type=float, default=20_000, help="churn changes/s to aim for")
+    group.add_argument(
+        "--rate", type=float, default=21_000,
+        help="churn changes/s to aim for: a little above the target, which is judged on what "
+        "capture streamed, not on what the churn was asked for",
+    )  # fmt: skip
     group.add_argument("--seconds", type=float, default=30, help="how long churn runs")
     group.add_argument(
         "--churn-processes",
@@ -156,8 +161,10 @@ def _stream_metrics(res: StreamResult, rate: float) -> list[Metric]:
     expected = res.committed + res.deletes  # a delete is followed by a tombstone
     return [
         info("churn changes committed", res.committed, "changes"),
+        # the churn did what it was asked (else the bench measured a slower source)...
         at_least("churn rate committed", committed_rate, rate * 0.99, "changes/s"),
-        at_least("captured rate", active_rate(res.samples), rate * 0.99, "changes/s"),
+        # ...and capture streamed at least the issue's rate, whatever the churn was asked
+        at_least("captured rate", active_rate(res.samples), STREAM_TARGET, "changes/s"),
         info("captured changes / (churn + catch-up)", res.captured_changes / window, "changes/s"),
         Metric(
             "events on change topics",
