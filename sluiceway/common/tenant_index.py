@@ -151,7 +151,7 @@ class Coverage:
             elif s.hi > s.lo:
                 ranges.append((s.lo, s.hi))
         found = [s.offsets for s in ordered if len(s.offsets)]
-        offsets = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+        offsets = _sorted_unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
         records = sum(s.records for s in _widest(ordered))
         return cls(ranges, offsets, records)
 
@@ -184,3 +184,13 @@ def _widest(ordered: Sequence[Slice]) -> list[Slice]:
         if s.lo not in widest or s.hi > widest[s.lo].hi:
             widest[s.lo] = s
     return list(widest.values())
+
+
+def _sorted_unique(offsets: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``np.unique`` of offsets, through a sort: numpy 2.4's ``np.unique`` of integers hashes
+    them, 70x slower than sorting (5 s for the 5M offsets of a full run of every tenant
+    of the bench). Blocks that do not overlap are in order already: then nothing moves."""
+    if len(offsets) > 1 and not bool(np.all(offsets[1:] > offsets[:-1])):
+        offsets = np.sort(offsets)
+        offsets = offsets[np.concatenate(([True], offsets[1:] != offsets[:-1]))]
+    return offsets

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from sluiceway.common.read_path import GAP, decide, estimate, plan_reads
 from sluiceway.common.tenant_index import Block, Coverage, Slice, decode_for, tenant_of_key
@@ -39,6 +40,20 @@ def test_coverage_merges_overlapping_blocks_and_leaves_gaps_uncovered() -> None:
     assert list(cov.pieces(10, 130)) == [
         (10, 80, True), (80, 100, False), (100, 120, True), (120, 130, False)
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_coverage_offsets_are_the_sorted_union_of_the_blocks(seed: int) -> None:
+    # blocks in and out of order, apart, overlapping and repeated: each tenant offset once
+    rng = np.random.default_rng(seed)
+    slices = []
+    for _ in range(int(rng.integers(1, 6))):
+        lo = int(rng.integers(0, 200))
+        hi = lo + int(rng.integers(1, 100))
+        picked = np.sort(rng.choice(np.arange(lo, hi), int(rng.integers(0, hi - lo)), False))
+        slices.append(Slice(lo, hi, hi - lo, picked.astype(np.int64)))
+    union = sorted({int(o) for s in slices for o in s.offsets})
+    assert Coverage.of(slices).offsets.tolist() == union
 
 
 def test_reads_take_the_tenants_offsets_and_every_uncovered_offset() -> None:
