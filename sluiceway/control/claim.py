@@ -59,11 +59,6 @@ class DestinationClaim:
                 "transactional.id": transactional_id(kafka, destination),
                 "transaction.timeout.ms": TXN_TIMEOUT_MS,
                 "linger.ms": 0,
-                # librdkafka looks for the transaction coordinator through a broker it is
-                # connected to; with sparse connections (its default) none may be up yet when
-                # init_transactions asks, and it asks again on a 500 ms timer: a claim took
-                # 0.06 or 0.52 s at random. Connected at once, it takes under 0.01 s.
-                "enable.sparse.connections": False,
                 "logger": CLAIM_LOG,
             },
         )
