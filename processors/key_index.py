@@ -34,32 +34,14 @@ class TenantCodes:
         self.id_bits = 64 - max(1, (len(self.tenants) - 1).bit_length())
         self.id_limit = 1 << self.id_bits
 
-    def of(self, tenant: str, entity_id: int | str) -> int | None:
-        """The code of the pair, or None when the tenant is not the run's or the id is not
-        an integer that fits the id bits."""
-        index = self.index.get(tenant)
-        if index is None or type(entity_id) is not int or not 0 <= entity_id < self.id_limit:
-            return None
-        return index << self.id_bits | entity_id
-
-    def of_key(self, key: bytes) -> int | None:
-        """The code of a ``<tenant>/<entity_id>`` key, or None unless the code rebuilds
-        exactly these bytes."""
-        tenant, _, id_b = key.rpartition(b"/")
-        index = self.by_bytes.get(tenant)
-        # bytes.isdigit is ASCII only; a leading zero would not survive str(int(...))
-        if index is None or not id_b.isdigit() or (id_b[:1] == b"0" and len(id_b) > 1):
-            return None
-        entity_id = int(id_b)
-        return index << self.id_bits | entity_id if entity_id < self.id_limit else None
-
     def split(self, keys: Sequence[bytes | None]) -> tuple[list[int], list[int], list[int]]:
-        """``of_key`` and ``is_run_key`` over a chunk's keys in one loop: the indexes of the
-        keys with a code, their codes, and the indexes of run keys without one. A key that
-        is None or another tenant's is in neither list.
+        """A chunk's keys coded in one loop: the indexes of the keys with a code, their codes,
+        and the indexes of run keys without one (``is_run_key``). A key that is None or
+        another tenant's is in neither list. A key gets a code only when rebuilding it from
+        the code gives back these very bytes.
 
-        The two methods' steps, inlined: at a million keys per full run, a method call and
-        a second ``rpartition`` per key were a tenth of a processor's CPU."""
+        One loop with ``is_run_key``'s steps inlined: at a million keys per full run, a
+        method call and a second ``rpartition`` per key were a tenth of a processor's CPU."""
         by_bytes, bits, limit, replaced = self.by_bytes, self.id_bits, self.id_limit, self.replaced
         coded_at: list[int] = []
         coded: list[int] = []
@@ -73,7 +55,7 @@ class TenantCodes:
                 if replaced and key_tenant(key) in self.index:
                     odd_at.append(at)
                 continue
-            # of_key's test: ASCII digits without a leading zero, below the id bits' limit
+            # bytes.isdigit is ASCII only; a leading zero would not survive str(int(...))
             exact = id_b.isdigit() and (id_b[:1] != b"0" or len(id_b) == 1)
             entity_id = int(id_b) if exact else limit
             if entity_id < limit:

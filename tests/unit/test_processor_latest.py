@@ -273,22 +273,33 @@ _ODD_KEYS = [
 ]  # fmt: skip
 
 
+def _rebuildable(key: bytes | None, tenants: tuple[str, ...], limit: int) -> bool:
+    """Whether ``<run tenant>/<id>`` for some id below ``limit`` is exactly ``key``."""
+    try:
+        tenant, _, entity_id = (key or b"").decode().rpartition("/")
+    except UnicodeDecodeError:  # a rebuilt key is UTF-8
+        return False
+    canonical = entity_id.isascii() and entity_id.isdigit() and str(int(entity_id)) == entity_id
+    return tenant in tenants and canonical and int(entity_id) < limit
+
+
 @pytest.mark.parametrize("tenants", [TENANTS, ("tenant-a", "tenant-c", "x"), ("\ufffd",)])
 @pytest.mark.parametrize("seed", range(4))
-def test_split_agrees_with_of_key_and_is_run_key_key_by_key(
+def test_split_codes_exactly_the_keys_its_codes_rebuild_and_keeps_every_run_key(
     tenants: tuple[str, ...], seed: int
 ) -> None:
-    """TenantCodes.split is of_key and is_run_key inlined into one loop: same answers."""
+    """A code rebuilds its key byte for byte; a run key (transforms.select) without a code
+    is left for the plain set; nothing else is kept."""
     rng = random.Random(seed)
     codes = TenantCodes(tenants)
     pool = [*_ODD_KEYS, *(f"{t}/{rng.randrange(10**7)}".encode() for t in tenants)]
     keys = [None if rng.random() < 0.05 else rng.choice(pool) for _ in range(500)]
     coded_at, coded, odd_at = codes.split(keys)
-    by_code = [(at, codes.of_key(k)) for at, k in enumerate(keys) if k is not None]
-    assert list(zip(coded_at, coded, strict=True)) == [(a, c) for a, c in by_code if c is not None]
-    by_key = [
-        at for at, k in enumerate(keys)
-        if k is not None and codes.of_key(k) is None and codes.is_run_key(k)
-    ]  # fmt: skip
-    assert odd_at == by_key
+    ordered, ids = sorted(set(tenants)), codes.id_limit - 1
+    rebuilt = [f"{ordered[c >> codes.id_bits]}/{c & ids}".encode() for c in coded]
+    assert rebuilt == [keys[at] for at in coded_at]
+    # every key that some code would rebuild got one
+    assert coded_at == [at for at, k in enumerate(keys) if _rebuildable(k, tenants, ids + 1)]
+    run_keys = [at for at, k in enumerate(keys) if select(k, frozenset(tenants))]
+    assert sorted(coded_at + odd_at) == run_keys
     assert coded and odd_at  # the draw holds both kinds, so both lists were put to the test
